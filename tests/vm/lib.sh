@@ -19,6 +19,12 @@ T_NAME=$(basename "$0" .sh)
 T_TMP=/tmp/$T_NAME
 mkdir -p "$T_TMP"
 
+# busybox sh runs its own applets before searching PATH, so the util-linux
+# tools the rig ships (busybox's lack options we need: blkdiscard -z,
+# losetup --direct-io) must be called by path.
+[ -x /usr/sbin/blkdiscard ] && blkdiscard() { /usr/sbin/blkdiscard "$@"; }
+[ -x /usr/sbin/losetup ] && losetup() { /usr/sbin/losetup "$@"; }
+
 plan() {	# plan N: announce N tests up front
 	T_PLANNED=$1
 	echo "1..$1"
