@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The imgblk command line: one table of commands, each with its parser
+ * kept apart from its action so the parsers can be tested alone.
+ */
+#ifndef IMGBLK_CLI_H
+#define IMGBLK_CLI_H
+
+#include <stdbool.h>
+
+#include "server.h"
+
+/* Returned by a parser when --help was given and printed. */
+#define CLI_HELP	1
+
+/* Exit statuses. */
+#define CLI_EXIT_OK	0
+#define CLI_EXIT_ERR	1
+#define CLI_EXIT_USAGE	2
+
+struct cli_cmd {
+	const char *name;
+	const char *summary;
+	const char *usage;
+	/* Returns the process exit status. */
+	int (*run)(int argc, char **argv);
+};
+
+/* Returns the command named @name, or NULL. */
+const struct cli_cmd *cli_find(const char *name);
+
+/* Runs imgblk with @argv[1] as the command.  Returns the exit status. */
+int cli_main(int argc, char **argv);
+
+/*
+ * Option parsers.  Each returns 0, CLI_HELP after printing the usage, or
+ * -EINVAL after printing one line that says what is wrong.
+ */
+int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o);
+
+struct cli_del_opts {
+	bool all;
+	unsigned int id;
+};
+int cli_parse_del(int argc, char **argv, struct cli_del_opts *o);
+
+struct cli_list_opts {
+	bool json;
+	bool have_id;
+	unsigned int id;
+};
+int cli_parse_list(int argc, char **argv, struct cli_list_opts *o);
+
+#endif

@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The per-thread executor: one io_uring and a set of stackful coroutines.
+ *
+ * Every request a target serves runs in a coroutine.  A coroutine issues
+ * file I/O on the executor's ring and sleeps until its CQE arrives, so a
+ * multi-step request (L2 lookup, COW read, data write, metadata update) is
+ * written as straight-line code, and many of them interleave on one thread.
+ * See docs/executor.md for why coroutines and not state machines.
+ *
+ * Coroutines never migrate: each belongs to the executor (thread) that
+ * spawned it.  A coroutine on another thread may wake it (exec_wake()), which
+ * goes through the owner's eventfd.
+ */
+#ifndef IMGBLK_EXEC_H
+#define IMGBLK_EXEC_H
+
+#include <liburing.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct coro;
+struct img_exec;
+
+/* One pending executor I/O; lives on the issuing coroutine's stack. */
+struct exec_waiter {
+	struct coro *co;
+	int res;
+	bool done;
+} __attribute__((aligned(8)));
+
+/*
+ * A list of coroutines sleeping until some condition changes (an
+ * allocation finishing, a cache slot being loaded).  The caller's lock
+ * protects it; the sleepers may belong to any executor.
+ */
+struct exec_waitq {
+	struct coro *head;
+	struct coro **tail;
+};
+
+/* Called for CQEs that are not executor I/O (ublk io commands). */
+typedef void (*exec_cqe_fn)(void *ctx, const struct io_uring_cqe *cqe);
+
+struct img_exec {
+	struct io_uring ring;
+	struct coro *cur;		/* running coroutine, NULL in the scheduler */
+	struct coro *ready_head;
+	struct coro **ready_tail;
+	unsigned int nr_coros;		/* spawned and not yet finished */
+	unsigned int nr_inflight;	/* executor SQEs whose CQE is pending */
+	void *sched_sp;
+	struct coro *free_coros;	/* finished coroutines kept for reuse */
+
+	/* Wakeups from other threads, drained when wake_fd's read completes. */
+	pthread_mutex_t remote_lock;
+	struct coro *remote_head;
+	struct coro **remote_tail;
+	bool remote_kicked;
+	int wake_fd;
+	uint64_t wake_val;
+
+	exec_cqe_fn cqe_fn;
+	void *cqe_ctx;
+};
+
+/*
+ * Sets up @e with a ring of @entries SQEs on the calling thread, which
+ * must be the only thread to run it.  Returns 0 on success, -errno on failure.
+ */
+int exec_init(struct img_exec *e, unsigned int entries);
+void exec_exit(struct img_exec *e);
+
+/* The executor of the calling thread, NULL if it has none. */
+struct img_exec *exec_current(void);
+
+/*
+ * Creates a coroutine running fn(arg) and makes it runnable; it starts on
+ * the next scheduler pass.  Returns 0 on success, -errno on failure.
+ */
+int exec_spawn(struct img_exec *e, void (*fn)(void *arg), void *arg);
+
+/*
+ * Runs coroutines and reaps CQEs until every coroutine has returned.
+ * Returns 0, or -errno if the ring failed.
+ */
+int exec_run(struct img_exec *e);
+
+/*
+ * Returns a free SQE of the current executor, submitting queued SQEs to
+ * make room when the ring is full.  Never returns NULL.
+ */
+struct io_uring_sqe *exec_get_sqe(void);
+
+/* Tags @sqe so that its CQE completes @w; does not wait. */
+void exec_submit(struct io_uring_sqe *sqe, struct exec_waiter *w);
+
+/* Sleeps until @w completes.  Returns its CQE's res. */
+int exec_wait(struct exec_waiter *w);
+
+/* exec_submit() and exec_wait() in one. */
+int exec_io(struct io_uring_sqe *sqe);
+
+/* The running coroutine, NULL when called from the scheduler. */
+struct coro *exec_self(void);
+
+/* Sleeps until exec_wake() is called on the running coroutine. */
+void exec_sleep(void);
+
+/* Makes @co runnable; it may belong to any executor. */
+void exec_wake(struct coro *co);
+
+static inline void exec_waitq_init(struct exec_waitq *q)
+{
+	q->head = NULL;
+	q->tail = &q->head;
+}
+
+/*
+ * Sleeps on @q: appends the running coroutine, drops @lock while asleep and
+ * takes it again before returning.  Callers re-check their condition.  The
+ * coroutine must have no executor I/O in flight: only exec_waitq_wake_all()
+ * may wake it.
+ */
+void exec_waitq_sleep(struct exec_waitq *q, pthread_mutex_t *lock);
+
+/* Wakes every sleeper on @q; the caller holds the lock protecting @q. */
+void exec_waitq_wake_all(struct exec_waitq *q);
+
+/*
+ * File I/O from a coroutine.  exec_pread() returns the bytes read (fewer
+ * than @len only at end of file) or -errno; exec_pwrite() returns @len or
+ * -errno, and takes RWF_* flags (RWF_DSYNC for FUA); the others return 0
+ * or -errno.
+ */
+ssize_t exec_pread(int fd, void *buf, size_t len, uint64_t off);
+ssize_t exec_pwrite(int fd, const void *buf, size_t len, uint64_t off,
+		    int rw_flags);
+int exec_fdatasync(int fd);
+int exec_fallocate(int fd, int mode, uint64_t off, uint64_t len);
+
+#endif

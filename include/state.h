@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Run state of the servers: one file per device under /run/imgblk/, so
+ * that `list` and `del` find devices added by other invocations.
+ */
+#ifndef IMGBLK_STATE_H
+#define IMGBLK_STATE_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+struct ublk_state {
+	unsigned int id;
+	char target[32];
+	char file[PATH_MAX];
+	unsigned int queues;
+	unsigned int depth;
+	pid_t pid;
+	bool read_only;
+};
+
+/* Directory of the state files; IMGBLK_RUN_DIR overrides it (tests). */
+const char *ublk_state_dir(void);
+
+/* Writes the state of device @s->id atomically.  Returns 0 or -errno. */
+int ublk_state_write(const struct ublk_state *s);
+
+/* Reads the state of device @id.  Returns 0, -ENOENT, or -errno. */
+int ublk_state_read(unsigned int id, struct ublk_state *s);
+
+/* Removes the state of device @id.  Returns 0 or -errno (-ENOENT included). */
+int ublk_state_remove(unsigned int id);
+
+/*
+ * Lists the ids that have a state file, ascending, into a malloc'ed array.
+ * Returns the count or -errno.
+ */
+int ublk_state_ids(unsigned int **ids);
+
+#endif

@@ -1,0 +1,122 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The ublk server: control commands on /dev/ublk-control, and one queue
+ * thread per hardware queue serving /dev/ublkcN through a target.
+ */
+#ifndef IMGBLK_UBLK_H
+#define IMGBLK_UBLK_H
+
+#include <linux/ublk_cmd.h>
+#include <liburing.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "exec.h"
+#include "tgt.h"
+
+#define UBLK_CONTROL_PATH	"/dev/ublk-control"
+#define UBLK_CDEV_FMT		"/dev/ublkc%u"
+#define UBLK_BDEV_FMT		"/dev/ublkb%u"
+#define UBLK_STATE_DIR		"/run/imgblk"
+
+/* Defaults and limits of the CLI. */
+#define UBLK_DEF_QUEUES		1
+#define UBLK_DEF_DEPTH		128
+#define UBLK_MAX_QUEUES		64
+/* Largest request the kernel sends us; also the size of each tag's buffer. */
+#define UBLK_IO_BUF_BYTES	(512 * 1024)
+
+/* A handle on /dev/ublk-control with its own small SQE128 ring. */
+struct ublk_ctrl {
+	int fd;
+	struct io_uring ring;
+};
+
+/* Opens /dev/ublk-control.  Returns 0 or -errno; prints nothing. */
+int ublk_ctrl_open(struct ublk_ctrl *c);
+/* Prints one line saying why ublk_ctrl_open() failed with @err, and what to do. */
+void ublk_ctrl_explain(int err);
+void ublk_ctrl_close(struct ublk_ctrl *c);
+
+/*
+ * Control commands; each returns the kernel's result: 0 (or a
+ * non-negative value) on success, -errno on failure.
+ */
+int ublk_ctrl_get_features(struct ublk_ctrl *c, uint64_t *features);
+int ublk_ctrl_add_dev(struct ublk_ctrl *c, struct ublksrv_ctrl_dev_info *info);
+int ublk_ctrl_set_params(struct ublk_ctrl *c, unsigned int dev_id,
+			 struct ublk_params *p);
+int ublk_ctrl_get_params(struct ublk_ctrl *c, unsigned int dev_id,
+			 struct ublk_params *p);
+int ublk_ctrl_start_dev(struct ublk_ctrl *c, unsigned int dev_id, pid_t pid);
+int ublk_ctrl_stop_dev(struct ublk_ctrl *c, unsigned int dev_id);
+int ublk_ctrl_del_dev(struct ublk_ctrl *c, unsigned int dev_id);
+int ublk_ctrl_get_dev_info(struct ublk_ctrl *c, unsigned int dev_id,
+			   struct ublksrv_ctrl_dev_info *info);
+
+/* Name of a UBLK_S_DEV_* state: LIVE, QUIESCED or DEAD. */
+const char *ublk_state_name(unsigned int state);
+
+/*
+ * Fills @p from the target's capabilities: size, block sizes, max request
+ * size, discard/write-zeroes limits, volatile cache and FUA, read-only.
+ * @max_io_bytes is the device's max_io_buf_bytes.
+ */
+void ublk_params_from_caps(const struct tgt_caps *caps, uint32_t max_io_bytes,
+			   struct ublk_params *p);
+
+struct ublk_queue;
+
+/* One tag: its coroutine, its buffer and the state of its io command. */
+struct ublk_io {
+	struct ublk_queue *q;
+	void *buf;
+	struct coro *co;
+	unsigned int tag;
+	int cmd_res;		/* res of the io command's CQE */
+	bool cmd_done;		/* cmd_res is fresh */
+};
+
+struct ublk_dev;
+
+struct ublk_queue {
+	struct ublk_dev *dev;
+	unsigned int q_id;
+	unsigned int depth;
+	const struct ublksrv_io_desc *iods;	/* kernel-written, mmap'ed */
+	size_t iods_bytes;
+	struct img_exec exec;
+	struct ublk_io *ios;
+	pthread_t thread;
+	int init_res;		/* queue setup result, for the main thread */
+};
+
+struct ublk_dev {
+	struct ublksrv_ctrl_dev_info info;
+	struct ublk_params params;
+	struct tgt *tgt;
+	int cdev_fd;
+	struct ublk_queue *queues;
+
+	/* Queue threads report setup and exit here for the main thread. */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned int nr_queues_started;	/* threads created */
+	unsigned int nr_queues_setup;	/* threads done with setup */
+	unsigned int nr_queues_exited;
+	int event_fd;		/* written when a queue thread exits */
+};
+
+/*
+ * Starts one thread per queue; each sets up its ring and queues FETCH_REQ
+ * for every tag.  Returns 0 once all queues are set up, or -errno; either
+ * way ublk_queues_join() must follow (after STOP_DEV, which aborts the
+ * fetches of the queues that did start).
+ */
+int ublk_queues_start(struct ublk_dev *dev);
+
+/* Waits for every queue thread to end and frees the queues. */
+void ublk_queues_join(struct ublk_dev *dev);
+
+#endif

@@ -1,0 +1,494 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The per-thread executor: stackful coroutines over one io_uring.
+ * Design and rationale: docs/executor.md.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "exec.h"
+#include "user_data.h"
+#include "util.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define EXEC_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EXEC_ASAN 1
+#endif
+#endif
+#ifdef EXEC_ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+/*
+ * Stack size of one coroutine.  Deep enough for a format engine's request
+ * path with a decompression call on it; only touched pages cost memory.
+ */
+#define CORO_STACK_BYTES	(256 * 1024)
+#define CORO_GUARD_BYTES	4096
+
+enum coro_state {
+	CORO_RUNNING,
+	CORO_READY,
+	CORO_SLEEPING,
+	CORO_DONE,
+};
+
+struct coro {
+	void *sp;			/* saved stack pointer while switched out */
+	struct img_exec *exec;
+	void (*fn)(void *arg);
+	void *arg;
+	struct coro *next;		/* ready, remote, waitq or free list */
+	enum coro_state state;
+	void *stack;			/* mmap'ed, guard page at the bottom */
+#ifdef EXEC_ASAN
+	void *asan_fake;
+#endif
+};
+
+void coro_switch(void **save_sp, void *load_sp);
+void coro_entry(void);
+void coro_main(struct coro *co);
+
+static __thread struct img_exec *exec_tls;
+
+struct img_exec *exec_current(void)
+{
+	return exec_tls;
+}
+
+struct coro *exec_self(void)
+{
+	return exec_tls ? exec_tls->cur : NULL;
+}
+
+#ifdef EXEC_ASAN
+static __thread const void *asan_sched_bottom;
+static __thread size_t asan_sched_size;
+#endif
+
+/* Scheduler -> coroutine. */
+static void coro_resume(struct img_exec *e, struct coro *co)
+{
+#ifdef EXEC_ASAN
+	void *fake = NULL;
+
+	__sanitizer_start_switch_fiber(&fake, (char *)co->stack + CORO_GUARD_BYTES,
+				       CORO_STACK_BYTES);
+#endif
+	e->cur = co;
+	co->state = CORO_RUNNING;
+	coro_switch(&e->sched_sp, co->sp);
+	e->cur = NULL;
+#ifdef EXEC_ASAN
+	__sanitizer_finish_switch_fiber(fake, NULL, NULL);
+#endif
+}
+
+/* Coroutine -> scheduler; returns when the coroutine is resumed. */
+static void coro_suspend(struct coro *co)
+{
+#ifdef EXEC_ASAN
+	/* A finished coroutine's stack is never used again: pass NULL. */
+	__sanitizer_start_switch_fiber(co->state == CORO_DONE ? NULL : &co->asan_fake,
+				       asan_sched_bottom, asan_sched_size);
+#endif
+	coro_switch(&co->sp, co->exec->sched_sp);
+#ifdef EXEC_ASAN
+	__sanitizer_finish_switch_fiber(co->asan_fake, &asan_sched_bottom,
+					&asan_sched_size);
+#endif
+}
+
+void coro_main(struct coro *co)
+{
+#ifdef EXEC_ASAN
+	__sanitizer_finish_switch_fiber(NULL, &asan_sched_bottom, &asan_sched_size);
+#endif
+	co->fn(co->arg);
+	co->state = CORO_DONE;
+	coro_suspend(co);
+	abort();	/* a finished coroutine is never resumed */
+}
+
+/* Builds the frame coro_switch() pops when @co first runs. */
+static void coro_prepare(struct coro *co)
+{
+	uint64_t *sp = (uint64_t *)((char *)co->stack + CORO_GUARD_BYTES +
+				    CORO_STACK_BYTES);
+
+	*--sp = 0;				/* keeps the frame 16-byte aligned */
+	*--sp = (uint64_t)(uintptr_t)coro_entry;	/* return address */
+	*--sp = 0;				/* rbp */
+	*--sp = 0;				/* rbx */
+	*--sp = (uint64_t)(uintptr_t)co;	/* r12: coro_entry's argument */
+	*--sp = 0;				/* r13 */
+	*--sp = 0;				/* r14 */
+	*--sp = 0;				/* r15 */
+	/* MXCSR default (all exceptions masked), x87 control word default. */
+	*--sp = 0x1f80ULL | (0x037fULL << 32);
+	co->sp = sp;
+	co->state = CORO_READY;
+}
+
+static void exec_make_ready(struct img_exec *e, struct coro *co)
+{
+	co->state = CORO_READY;
+	co->next = NULL;
+	*e->ready_tail = co;
+	e->ready_tail = &co->next;
+}
+
+int exec_spawn(struct img_exec *e, void (*fn)(void *arg), void *arg)
+{
+	struct coro *co = e->free_coros;
+
+	if (co) {
+		e->free_coros = co->next;
+	} else {
+		co = calloc(1, sizeof(*co));
+		if (!co)
+			return -ENOMEM;
+		co->stack = mmap(NULL, CORO_GUARD_BYTES + CORO_STACK_BYTES,
+				 PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (co->stack == MAP_FAILED) {
+			free(co);
+			return -ENOMEM;
+		}
+		/* A stack overflow faults on the guard page instead of corrupting the heap. */
+		if (mprotect(co->stack, CORO_GUARD_BYTES, PROT_NONE)) {
+			munmap(co->stack, CORO_GUARD_BYTES + CORO_STACK_BYTES);
+			free(co);
+			return -errno;
+		}
+	}
+	co->exec = e;
+	co->fn = fn;
+	co->arg = arg;
+	coro_prepare(co);
+	exec_make_ready(e, co);
+	e->nr_coros++;
+	return 0;
+}
+
+static void coro_free(struct coro *co)
+{
+	munmap(co->stack, CORO_GUARD_BYTES + CORO_STACK_BYTES);
+	free(co);
+}
+
+static void exec_arm_wake(struct img_exec *e)
+{
+	struct io_uring_sqe *sqe = exec_get_sqe();
+
+	io_uring_prep_read(sqe, e->wake_fd, &e->wake_val, sizeof(e->wake_val), 0);
+	io_uring_sqe_set_data64(sqe, UD_EXEC_WAKE);
+}
+
+int exec_init(struct img_exec *e, unsigned int entries)
+{
+	struct io_uring_params p;
+	int ret;
+
+	memset(e, 0, sizeof(*e));
+	e->ready_tail = &e->ready_head;
+	e->remote_tail = &e->remote_head;
+	pthread_mutex_init(&e->remote_lock, NULL);
+
+	/*
+	 * Only this thread submits and reaps, so completions can wait for our
+	 * next io_uring_enter instead of interrupting the thread (DEFER_TASKRUN).
+	 * Kernels before 6.1 lack it; fall back to a plain ring there.
+	 */
+	memset(&p, 0, sizeof(p));
+	p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER |
+		  IORING_SETUP_DEFER_TASKRUN;
+	ret = io_uring_queue_init_params(entries, &e->ring, &p);
+	if (ret == -EINVAL) {
+		memset(&p, 0, sizeof(p));
+		ret = io_uring_queue_init_params(entries, &e->ring, &p);
+	}
+	if (ret < 0)
+		return ret;
+
+	e->wake_fd = eventfd(0, EFD_CLOEXEC);
+	if (e->wake_fd < 0) {
+		ret = -errno;
+		io_uring_queue_exit(&e->ring);
+		return ret;
+	}
+	exec_tls = e;
+	exec_arm_wake(e);
+	return 0;
+}
+
+void exec_exit(struct img_exec *e)
+{
+	struct coro *co;
+
+	/* Coroutines spawned but never run (a setup that failed halfway). */
+	while ((co = e->ready_head)) {
+		e->ready_head = co->next;
+		coro_free(co);
+	}
+	while ((co = e->free_coros)) {
+		e->free_coros = co->next;
+		coro_free(co);
+	}
+	io_uring_queue_exit(&e->ring);
+	close(e->wake_fd);
+	pthread_mutex_destroy(&e->remote_lock);
+	if (exec_tls == e)
+		exec_tls = NULL;
+}
+
+struct io_uring_sqe *exec_get_sqe(void)
+{
+	struct img_exec *e = exec_tls;
+	struct io_uring_sqe *sqe;
+
+	while (!(sqe = io_uring_get_sqe(&e->ring)))
+		io_uring_submit(&e->ring);
+	return sqe;
+}
+
+void exec_submit(struct io_uring_sqe *sqe, struct exec_waiter *w)
+{
+	w->co = exec_tls->cur;
+	w->done = false;
+	w->res = 0;
+	io_uring_sqe_set_data64(sqe, ud_exec(w));
+	exec_tls->nr_inflight++;
+}
+
+void exec_sleep(void)
+{
+	struct coro *co = exec_tls->cur;
+
+	co->state = CORO_SLEEPING;
+	coro_suspend(co);
+}
+
+int exec_wait(struct exec_waiter *w)
+{
+	/* Other waiters of the same coroutine may wake it first: re-check. */
+	while (!w->done)
+		exec_sleep();
+	return w->res;
+}
+
+int exec_io(struct io_uring_sqe *sqe)
+{
+	struct exec_waiter w;
+
+	exec_submit(sqe, &w);
+	return exec_wait(&w);
+}
+
+void exec_wake(struct coro *co)
+{
+	struct img_exec *e = co->exec;
+	bool kick;
+
+	if (e == exec_tls) {
+		if (co->state == CORO_SLEEPING)
+			exec_make_ready(e, co);
+		return;
+	}
+
+	/*
+	 * Another thread's coroutine: queue it for its owner, and write the
+	 * eventfd only on the empty -> non-empty transition, so a burst of
+	 * wakeups costs one syscall.
+	 */
+	pthread_mutex_lock(&e->remote_lock);
+	co->next = NULL;
+	*e->remote_tail = co;
+	e->remote_tail = &co->next;
+	kick = !e->remote_kicked;
+	e->remote_kicked = true;
+	pthread_mutex_unlock(&e->remote_lock);
+	if (kick) {
+		uint64_t one = 1;
+
+		if (write(e->wake_fd, &one, sizeof(one)) != sizeof(one))
+			abort();	/* an eventfd write can only fail on overflow */
+	}
+}
+
+void exec_waitq_sleep(struct exec_waitq *q, pthread_mutex_t *lock)
+{
+	struct coro *co = exec_tls->cur;
+
+	co->next = NULL;
+	*q->tail = co;
+	q->tail = &co->next;
+	/*
+	 * Mark ourselves asleep before dropping the lock: a waker on another
+	 * thread queues us remotely, and our own scheduler only looks at that
+	 * queue after this coroutine has switched out.
+	 */
+	co->state = CORO_SLEEPING;
+	pthread_mutex_unlock(lock);
+	coro_suspend(co);
+	pthread_mutex_lock(lock);
+}
+
+void exec_waitq_wake_all(struct exec_waitq *q)
+{
+	struct coro *co = q->head;
+
+	exec_waitq_init(q);
+	while (co) {
+		struct coro *next = co->next;
+
+		exec_wake(co);
+		co = next;
+	}
+}
+
+static void exec_drain_remote(struct img_exec *e)
+{
+	struct coro *co;
+
+	pthread_mutex_lock(&e->remote_lock);
+	co = e->remote_head;
+	e->remote_head = NULL;
+	e->remote_tail = &e->remote_head;
+	e->remote_kicked = false;
+	pthread_mutex_unlock(&e->remote_lock);
+
+	while (co) {
+		struct coro *next = co->next;
+
+		if (co->state == CORO_SLEEPING)
+			exec_make_ready(e, co);
+		co = next;
+	}
+}
+
+static void exec_reap(struct img_exec *e, const struct io_uring_cqe *cqe)
+{
+	uint64_t ud = cqe->user_data;
+	struct exec_waiter *w;
+
+	if (!ud_is_exec(ud)) {
+		e->cqe_fn(e->cqe_ctx, cqe);
+		return;
+	}
+	if (ud == UD_EXEC_WAKE) {
+		exec_drain_remote(e);
+		exec_arm_wake(e);
+		return;
+	}
+	w = ud_exec_waiter(ud);
+	w->res = cqe->res;
+	w->done = true;
+	e->nr_inflight--;
+	if (w->co && w->co->state == CORO_SLEEPING)
+		exec_make_ready(e, w->co);
+}
+
+static void exec_run_ready(struct img_exec *e)
+{
+	struct coro *co;
+
+	while ((co = e->ready_head)) {
+		e->ready_head = co->next;
+		if (!e->ready_head)
+			e->ready_tail = &e->ready_head;
+		coro_resume(e, co);
+		if (co->state == CORO_DONE) {
+			e->nr_coros--;
+			co->next = e->free_coros;
+			e->free_coros = co;
+		}
+	}
+}
+
+int exec_run(struct img_exec *e)
+{
+	struct io_uring_cqe *cqe;
+	unsigned int head, n;
+	int ret;
+
+	for (;;) {
+		exec_run_ready(e);
+		if (!e->nr_coros)
+			return 0;
+		/* One syscall per loop turn: submit everything queued and wait. */
+		ret = io_uring_submit_and_wait(&e->ring, 1);
+		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
+			return ret;
+		n = 0;
+		io_uring_for_each_cqe(&e->ring, head, cqe) {
+			exec_reap(e, cqe);
+			n++;
+		}
+		io_uring_cq_advance(&e->ring, n);
+	}
+}
+
+ssize_t exec_pread(int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		struct io_uring_sqe *sqe = exec_get_sqe();
+		int ret;
+
+		io_uring_prep_read(sqe, fd, (char *)buf + done, len - done, off + done);
+		ret = exec_io(sqe);
+		if (ret < 0)
+			return ret;
+		if (ret == 0)
+			break;		/* end of file */
+		done += ret;
+	}
+	return done;
+}
+
+ssize_t exec_pwrite(int fd, const void *buf, size_t len, uint64_t off,
+		    int rw_flags)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		struct io_uring_sqe *sqe = exec_get_sqe();
+		int ret;
+
+		io_uring_prep_write(sqe, fd, (const char *)buf + done, len - done,
+				    off + done);
+		sqe->rw_flags = rw_flags;
+		ret = exec_io(sqe);
+		if (ret < 0)
+			return ret;
+		if (ret == 0)
+			return -EIO;	/* no progress: the device is full or gone */
+		done += ret;
+	}
+	return len;
+}
+
+int exec_fdatasync(int fd)
+{
+	struct io_uring_sqe *sqe = exec_get_sqe();
+
+	io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+	return exec_io(sqe);
+}
+
+int exec_fallocate(int fd, int mode, uint64_t off, uint64_t len)
+{
+	struct io_uring_sqe *sqe = exec_get_sqe();
+
+	io_uring_prep_fallocate(sqe, fd, mode, off, len);
+	return exec_io(sqe);
+}

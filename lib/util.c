@@ -1,0 +1,108 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Logging and number parsing shared by the CLI, the server and the engines. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "util.h"
+
+unsigned int img_debug_mask;
+const char *img_prog = "imgblk";
+
+static void img_vprint(const char *fmt, va_list ap)
+{
+	char line[1024];
+
+	/* One write per line so lines from several threads do not interleave. */
+	vsnprintf(line, sizeof(line), fmt, ap);
+	fprintf(stderr, "%s: %s\n", img_prog, line);
+}
+
+void img_err(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	img_vprint(fmt, ap);
+	va_end(ap);
+}
+
+void img_log(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	img_vprint(fmt, ap);
+	va_end(ap);
+}
+
+int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+	unsigned long long v;
+	char *end;
+
+	/* strtoull accepts leading blanks and a minus sign: we do not. */
+	if (!s || !isdigit((unsigned char)*s))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (*end)
+		return -EINVAL;
+	if (errno == ERANGE || v < min || v > max)
+		return -ERANGE;
+	*out = v;
+	return 0;
+}
+
+int parse_size(const char *s, uint64_t *out_bytes)
+{
+	static const char suffixes[] = "kmgtpe";
+	unsigned long long v;
+	unsigned int shift = 0;
+	const char *p;
+	char *end;
+
+	if (!s || !isdigit((unsigned char)*s))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno == ERANGE)
+		return -ERANGE;
+	if (*end) {
+		p = strchr(suffixes, tolower((unsigned char)*end));
+		if (p) {
+			shift = 10 * (unsigned int)(p - suffixes + 1);
+			end++;
+			if (*end == 'i')
+				end++;
+		}
+		if (*end == 'B' || *end == 'b')
+			end++;
+		if (*end || (end > s && end[-1] == 'i'))
+			return -EINVAL;
+	}
+	if (shift && v > (UINT64_MAX >> shift))
+		return -ERANGE;
+	*out_bytes = (uint64_t)v << shift;
+	return 0;
+}
+
+void format_size(uint64_t bytes, char *buf, size_t len)
+{
+	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+	unsigned int i = 0;
+	double v = (double)bytes;
+
+	while (v >= 1024 && i < ARRAY_SIZE(units) - 1) {
+		v /= 1024;
+		i++;
+	}
+	if (i == 0)
+		snprintf(buf, len, "%llu B", (unsigned long long)bytes);
+	else if (v == (double)(uint64_t)v)
+		snprintf(buf, len, "%llu %s", (unsigned long long)v, units[i]);
+	else
+		snprintf(buf, len, "%.3g %s", v, units[i]);
+}

@@ -1,0 +1,213 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The raw target: a regular file or a block device, byte for byte.
+ *
+ * O_DIRECT by default so that the device does not double-cache what the
+ * guest's page cache already holds, and so that a FLUSH is cheap; the
+ * --buffered option goes through the host page cache instead.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "exec.h"
+#include "tgt.h"
+#include "util.h"
+
+struct raw_priv {
+	int fd;
+	bool is_blkdev;
+	/* Cleared on the first EOPNOTSUPP so we stop asking the filesystem. */
+	bool zero_range_ok;
+};
+
+/* The file's direct-I/O alignment (statx STATX_DIOALIGN, Linux 6.1+), or 512. */
+static unsigned int raw_dio_align(int fd)
+{
+	struct statx stx;
+
+	if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
+	    (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align)
+		return stx.stx_dio_offset_align;
+	return 512;
+}
+
+static int raw_open(struct tgt *t)
+{
+	bool rdonly = t->cfg.open_flags & TGT_O_RDONLY;
+	int flags = (rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+	struct raw_priv *rp;
+	unsigned int align = 512;
+	struct stat st;
+	int ret;
+
+	rp = calloc(1, sizeof(*rp));
+	if (!rp)
+		return -ENOMEM;
+	if (!(t->cfg.open_flags & TGT_O_BUFFERED))
+		flags |= O_DIRECT;
+	rp->fd = open(t->cfg.file, flags);
+	if (rp->fd < 0) {
+		ret = -errno;
+		/* Distinguish "no O_DIRECT here" from a real open failure. */
+		if (ret == -EINVAL && (flags & O_DIRECT))
+			img_err("%s: the filesystem does not support O_DIRECT; use --buffered",
+				t->cfg.file);
+		else
+			img_err("%s: %s", t->cfg.file, strerror(-ret));
+		goto err_free;
+	}
+	if (fstat(rp->fd, &st)) {
+		ret = -errno;
+		img_err("%s: %s", t->cfg.file, strerror(-ret));
+		goto err_close;
+	}
+	if (S_ISBLK(st.st_mode)) {
+		uint64_t bytes;
+		int lbs, pbs;
+
+		if (ioctl(rp->fd, BLKGETSIZE64, &bytes) ||
+		    ioctl(rp->fd, BLKSSZGET, &lbs) || ioctl(rp->fd, BLKPBSZGET, &pbs)) {
+			ret = -errno;
+			img_err("%s: %s", t->cfg.file, strerror(-ret));
+			goto err_close;
+		}
+		rp->is_blkdev = true;
+		t->caps.size_bytes = bytes;
+		align = lbs;
+		t->caps.physical_bs_shift = ilog2_u64(pbs);
+	} else if (S_ISREG(st.st_mode)) {
+		t->caps.size_bytes = st.st_size;
+		if (flags & O_DIRECT)
+			align = raw_dio_align(rp->fd);
+		t->caps.physical_bs_shift = ilog2_u64(MAX(st.st_blksize, 512));
+	} else {
+		ret = -EINVAL;
+		img_err("%s: not a regular file or block device", t->cfg.file);
+		goto err_close;
+	}
+
+	if (align > 4096 || !is_pow2(align)) {
+		ret = -EINVAL;
+		img_err("%s: unsupported direct I/O alignment %u", t->cfg.file, align);
+		goto err_close;
+	}
+	t->caps.logical_bs_shift = MAX(9u, ilog2_u64(align));
+	t->caps.physical_bs_shift = MIN(MAX(t->caps.physical_bs_shift,
+					    t->caps.logical_bs_shift), 12u);
+	/* The device ends at the last whole logical block of the file. */
+	t->caps.size_bytes = ALIGN_DOWN(t->caps.size_bytes,
+					1ULL << t->caps.logical_bs_shift);
+	if (!t->caps.size_bytes) {
+		ret = -EINVAL;
+		img_err("%s: file is smaller than one %u-byte block", t->cfg.file,
+			1U << t->caps.logical_bs_shift);
+		goto err_close;
+	}
+	t->caps.read_only = rdonly;
+	t->caps.can_flush = true;
+	t->caps.can_fua = true;
+	t->caps.can_discard = true;
+	t->caps.can_write_zeroes = true;
+	t->caps.discard_granularity_bytes = 1U << t->caps.physical_bs_shift;
+	rp->zero_range_ok = true;
+	t->priv = rp;
+	return 0;
+
+err_close:
+	close(rp->fd);
+err_free:
+	free(rp);
+	return ret;
+}
+
+static void raw_close(struct tgt *t)
+{
+	struct raw_priv *rp = t->priv;
+
+	close(rp->fd);
+	free(rp);
+}
+
+static int raw_read(struct tgt *t, void *buf, uint32_t len, uint64_t off)
+{
+	struct raw_priv *rp = t->priv;
+	ssize_t ret = exec_pread(rp->fd, buf, len, off);
+
+	if (ret < 0)
+		return ret;
+	/* The file shrank under us: what is gone reads as zeros. */
+	memset((char *)buf + ret, 0, len - ret);
+	return len;
+}
+
+static int raw_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
+		     unsigned int flags)
+{
+	struct raw_priv *rp = t->priv;
+
+	/* RWF_DSYNC makes the write durable in the same request: that is FUA. */
+	return exec_pwrite(rp->fd, buf, len, off, (flags & TGT_W_FUA) ? RWF_DSYNC : 0);
+}
+
+static int raw_flush(struct tgt *t)
+{
+	struct raw_priv *rp = t->priv;
+
+	return exec_fdatasync(rp->fd);
+}
+
+static int raw_discard(struct tgt *t, uint64_t off, uint64_t len)
+{
+	struct raw_priv *rp = t->priv;
+	int mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+
+	/*
+	 * On a block device PUNCH_HOLE means "zero it"; NO_HIDE_STALE asks for
+	 * a plain discard, which is what the guest requested.
+	 */
+	if (rp->is_blkdev)
+		mode |= FALLOC_FL_NO_HIDE_STALE;
+	return exec_fallocate(rp->fd, mode, off, len);
+}
+
+static int raw_write_zeroes(struct tgt *t, uint64_t off, uint64_t len,
+			    unsigned int flags)
+{
+	struct raw_priv *rp = t->priv;
+	int ret;
+
+	(void)flags;
+	if (rp->zero_range_ok) {
+		ret = exec_fallocate(rp->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+				     off, len);
+		if (ret != -EOPNOTSUPP)
+			return ret;
+		rp->zero_range_ok = false;
+	}
+	/*
+	 * No ZERO_RANGE (tmpfs, some network filesystems): a punched hole in a
+	 * regular file reads back as zeros too.
+	 */
+	return exec_fallocate(rp->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      off, len);
+}
+
+const struct tgt_ops raw_tgt_ops = {
+	.name		= "raw",
+	.summary	= "a regular file or block device as is (-f FILE [--buffered])",
+	.options	= TGT_OPT_FILE | TGT_OPT_BUFFERED,
+	.open		= raw_open,
+	.close		= raw_close,
+	.read		= raw_read,
+	.write		= raw_write,
+	.flush		= raw_flush,
+	.discard	= raw_discard,
+	.write_zeroes	= raw_write_zeroes,
+};

@@ -1,0 +1,349 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The device commands: add, del, list. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "json.h"
+#include "state.h"
+#include "ublk.h"
+#include "util.h"
+
+/* Largest device id the driver accepts (UBLK_MAX_UBLKS - 1 in 6.12). */
+#define UBLK_MAX_DEV_ID		((1U << 20) - 1)
+
+enum {
+	OPT_BUFFERED = 0x100,
+	OPT_SIZE,
+	OPT_FOREGROUND,
+};
+
+/* Prints the one-line complaint of getopt_long() about argv[optind - 1]. */
+static int cli_bad_option(const char *cmd, int c, char **argv)
+{
+	const char *arg = argv[optind - 1];
+
+	if (c == ':')
+		img_err("%s: option '%s' needs a value (see imgblk %s --help)", cmd,
+			arg, cmd);
+	else
+		img_err("%s: unknown option '%s' (see imgblk %s --help)", cmd, arg, cmd);
+	return -EINVAL;
+}
+
+static int cli_number(const char *cmd, const char *what, const char *s,
+		      uint64_t min, uint64_t max, uint64_t *out)
+{
+	if (parse_uint(s, min, max, out) == 0)
+		return 0;
+	img_err("%s: %s must be a number from %llu to %llu, not '%s'", cmd, what,
+		(unsigned long long)min, (unsigned long long)max, s);
+	return -EINVAL;
+}
+
+int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
+{
+	static const struct option opts[] = {
+		{ "type", required_argument, NULL, 't' },
+		{ "file", required_argument, NULL, 'f' },
+		{ "number", required_argument, NULL, 'n' },
+		{ "queues", required_argument, NULL, 'q' },
+		{ "depth", required_argument, NULL, 'd' },
+		{ "read-only", no_argument, NULL, 'r' },
+		{ "buffered", no_argument, NULL, OPT_BUFFERED },
+		{ "size", required_argument, NULL, OPT_SIZE },
+		{ "foreground", no_argument, NULL, OPT_FOREGROUND },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *type = NULL, *size = NULL;
+	unsigned int given = 0;
+	uint64_t v;
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	o->dev_id = -1;
+	o->nr_queues = UBLK_DEF_QUEUES;
+	o->depth = UBLK_DEF_DEPTH;
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":t:f:n:q:d:rh", opts, NULL)) != -1) {
+		switch (c) {
+		case 't':
+			type = optarg;
+			break;
+		case 'f':
+			o->cfg.file = optarg;
+			break;
+		case 'n':
+			if (cli_number("add", "the device id (-n)", optarg, 0,
+				       UBLK_MAX_DEV_ID, &v))
+				return -EINVAL;
+			o->dev_id = v;
+			break;
+		case 'q':
+			if (cli_number("add", "the number of queues (-q)", optarg, 1,
+				       UBLK_MAX_QUEUES, &v))
+				return -EINVAL;
+			o->nr_queues = v;
+			break;
+		case 'd':
+			if (cli_number("add", "the queue depth (-d)", optarg, 1,
+				       UBLK_MAX_QUEUE_DEPTH, &v))
+				return -EINVAL;
+			o->depth = v;
+			break;
+		case 'r':
+			o->cfg.open_flags |= TGT_O_RDONLY;
+			break;
+		case OPT_BUFFERED:
+			o->cfg.open_flags |= TGT_O_BUFFERED;
+			given |= TGT_OPT_BUFFERED;
+			break;
+		case OPT_SIZE:
+			size = optarg;
+			given |= TGT_OPT_SIZE;
+			break;
+		case OPT_FOREGROUND:
+			o->foreground = true;
+			break;
+		case 'h':
+			puts(cli_find("add")->usage);
+			return CLI_HELP;
+		default:
+			return cli_bad_option("add", c, argv);
+		}
+	}
+	if (optind < argc) {
+		img_err("add: unexpected argument '%s'", argv[optind]);
+		return -EINVAL;
+	}
+	if (!type) {
+		img_err("add: missing -t TYPE (see imgblk help for the targets)");
+		return -EINVAL;
+	}
+	o->ops = tgt_find(type);
+	if (!o->ops) {
+		img_err("add: unknown target '%s' (see imgblk help for the targets)", type);
+		return -EINVAL;
+	}
+	if (o->cfg.file)
+		given |= TGT_OPT_FILE;
+	if (given & ~o->ops->options) {
+		img_err("add: target %s does not take %s", o->ops->name,
+			(given & ~o->ops->options & TGT_OPT_FILE) ? "-f FILE" :
+			(given & ~o->ops->options & TGT_OPT_SIZE) ? "--size" :
+			"--buffered");
+		return -EINVAL;
+	}
+	if ((o->ops->options & TGT_OPT_FILE) && !o->cfg.file) {
+		img_err("add: target %s needs -f FILE", o->ops->name);
+		return -EINVAL;
+	}
+	if (o->cfg.file && strchr(o->cfg.file, '\n')) {
+		img_err("add: file names with a newline are not supported");
+		return -EINVAL;
+	}
+	if (o->ops->options & TGT_OPT_SIZE) {
+		if (!size) {
+			img_err("add: target %s needs --size SIZE", o->ops->name);
+			return -EINVAL;
+		}
+		if (parse_size(size, &o->cfg.size_bytes) || !o->cfg.size_bytes ||
+		    o->cfg.size_bytes % 512) {
+			img_err("add: --size must be a non-zero multiple of 512 bytes, not '%s'",
+				size);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+int cli_parse_del(int argc, char **argv, struct cli_del_opts *o)
+{
+	static const struct option opts[] = {
+		{ "number", required_argument, NULL, 'n' },
+		{ "all", no_argument, NULL, 'a' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	bool have_id = false;
+	uint64_t v;
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":n:ah", opts, NULL)) != -1) {
+		switch (c) {
+		case 'n':
+			if (cli_number("del", "the device id (-n)", optarg, 0,
+				       UBLK_MAX_DEV_ID, &v))
+				return -EINVAL;
+			o->id = v;
+			have_id = true;
+			break;
+		case 'a':
+			o->all = true;
+			break;
+		case 'h':
+			puts(cli_find("del")->usage);
+			return CLI_HELP;
+		default:
+			return cli_bad_option("del", c, argv);
+		}
+	}
+	if (optind < argc) {
+		img_err("del: unexpected argument '%s'", argv[optind]);
+		return -EINVAL;
+	}
+	if (have_id == o->all) {
+		img_err("del: give exactly one of -n ID and -a");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int cli_parse_list(int argc, char **argv, struct cli_list_opts *o)
+{
+	static const struct option opts[] = {
+		{ "number", required_argument, NULL, 'n' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	uint64_t v;
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":n:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'n':
+			if (cli_number("list", "the device id (-n)", optarg, 0,
+				       UBLK_MAX_DEV_ID, &v))
+				return -EINVAL;
+			o->id = v;
+			o->have_id = true;
+			break;
+		case 'j':
+			o->json = true;
+			break;
+		case 'h':
+			puts(cli_find("list")->usage);
+			return CLI_HELP;
+		default:
+			return cli_bad_option("list", c, argv);
+		}
+	}
+	if (optind < argc) {
+		img_err("list: unexpected argument '%s'", argv[optind]);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int cli_status(int parse_ret)
+{
+	return parse_ret == CLI_HELP ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+}
+
+int cli_cmd_add(int argc, char **argv)
+{
+	struct ublk_add_opts o;
+	int ret = cli_parse_add(argc, argv, &o);
+
+	if (ret)
+		return cli_status(ret);
+	return ublk_add(&o);
+}
+
+int cli_cmd_del(int argc, char **argv)
+{
+	struct cli_del_opts o;
+	int ret = cli_parse_del(argc, argv, &o);
+
+	if (ret)
+		return cli_status(ret);
+	return o.all ? ublk_del_all() : ublk_del(o.id);
+}
+
+/*
+ * The state of a device as the kernel sees it; a device the kernel no
+ * longer has, or whose server is gone, is DEAD.
+ */
+static const char *cli_dev_state(struct ublk_ctrl *ctrl, const struct ublk_state *s)
+{
+	struct ublksrv_ctrl_dev_info info;
+
+	if (ctrl && ublk_ctrl_get_dev_info(ctrl, s->id, &info) == 0)
+		return ublk_state_name(info.state);
+	if (!ctrl && s->pid > 0 && kill(s->pid, 0) == 0)
+		return "LIVE";
+	return "DEAD";
+}
+
+int cli_cmd_list(int argc, char **argv)
+{
+	struct cli_list_opts o;
+	struct ublk_ctrl ctrl, *c = NULL;
+	unsigned int *ids = NULL;
+	int ret, n, i, shown = 0;
+
+	ret = cli_parse_list(argc, argv, &o);
+	if (ret)
+		return cli_status(ret);
+	n = ublk_state_ids(&ids);
+	if (n < 0) {
+		img_err("%s: %s", ublk_state_dir(), strerror(-n));
+		return CLI_EXIT_ERR;
+	}
+	/* Without the control device (not root) the state comes from the pid. */
+	if (ublk_ctrl_open(&ctrl) == 0)
+		c = &ctrl;
+
+	if (o.json)
+		printf("[");
+	else
+		printf("%-4s %-8s %-6s %-5s %-8s %-7s %-13s %s\n", "ID", "TARGET",
+		       "QUEUES", "DEPTH", "STATE", "PID", "DEV", "FILE");
+	for (i = 0; i < n; i++) {
+		struct ublk_state s;
+		char dev[32];
+
+		if (o.have_id && ids[i] != o.id)
+			continue;
+		if (ublk_state_read(ids[i], &s))
+			continue;
+		snprintf(dev, sizeof(dev), UBLK_BDEV_FMT, s.id);
+		if (o.json) {
+			printf("%s\n  {\"id\": %u, \"target\": ", shown ? "," : "", s.id);
+			json_put_string(stdout, s.target);
+			printf(", \"file\": ");
+			json_put_string(stdout, s.file);
+			printf(", \"queues\": %u, \"depth\": %u, \"state\": \"%s\", \"pid\": %d, \"dev\": \"%s\", \"read_only\": %s}",
+			       s.queues, s.depth, cli_dev_state(c, &s), (int)s.pid, dev,
+			       s.read_only ? "true" : "false");
+		} else {
+			printf("%-4u %-8s %-6u %-5u %-8s %-7d %-13s %s\n", s.id, s.target,
+			       s.queues, s.depth, cli_dev_state(c, &s), (int)s.pid, dev,
+			       s.file);
+		}
+		shown++;
+	}
+	if (o.json)
+		printf("%s]\n", shown ? "\n" : "");
+	if (c)
+		ublk_ctrl_close(c);
+	free(ids);
+	if (o.have_id && !shown) {
+		img_err("no imgblk device with id %u", o.id);
+		return CLI_EXIT_ERR;
+	}
+	return CLI_EXIT_OK;
+}

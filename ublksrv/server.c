@@ -1,0 +1,462 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Adding, serving and deleting a device.
+ *
+ * `imgblk add` checks what it can in the foreground (options, root, the
+ * driver, the target file), then forks the server.  The server adds the
+ * device, starts the queue threads, starts the device, waits for the
+ * kernel's uevent and a test read, and only then tells the waiting parent
+ * the device id over a pipe and detaches.  Every failure before that
+ * point undoes what was done, so a failed add leaves nothing behind.
+ *
+ * Shutdown: SIGTERM/SIGINT/SIGHUP, or the kernel aborting the queues'
+ * fetches (someone ran STOP_DEV or DEL_DEV, e.g. `imgblk del`).  Either
+ * way: STOP_DEV, join the queue threads, close the char device, DEL_DEV,
+ * remove the state file.  DEL_DEV must come after the close: the kernel
+ * waits for the char device to be released before it returns.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server.h"
+#include "state.h"
+#include "ublk.h"
+#include "uevent.h"
+#include "util.h"
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Opens the char device; retries while a udev-managed /dev catches up. */
+static int ublk_open_cdev(unsigned int dev_id)
+{
+	int64_t deadline = mono_ms() + UBLK_READY_TIMEOUT_MS;
+	char path[64];
+	int fd;
+
+	snprintf(path, sizeof(path), UBLK_CDEV_FMT, dev_id);
+	while ((fd = open(path, O_RDWR | O_CLOEXEC)) < 0) {
+		if (errno != ENOENT || mono_ms() > deadline) {
+			fd = -errno;
+			img_err("%s: %s", path, strerror(errno));
+			return fd;
+		}
+		usleep(10000);
+	}
+	return fd;
+}
+
+/*
+ * The device is ready when the kernel announced it, its node exists and
+ * a read of its first block completes.  Returns 0 or -errno, printing why.
+ */
+static int ublk_wait_ready(struct uevent_listener *u, const struct ublk_dev *dev)
+{
+	int64_t deadline = mono_ms() + UBLK_READY_TIMEOUT_MS;
+	unsigned int lbs = 1U << dev->params.basic.logical_bs_shift;
+	char name[32], path[64];
+	void *buf;
+	ssize_t n;
+	int fd, ret;
+
+	snprintf(name, sizeof(name), "ublkb%u", dev->info.dev_id);
+	snprintf(path, sizeof(path), "/dev/%s", name);
+	ret = uevent_wait_block_add(u, name, UBLK_READY_TIMEOUT_MS);
+	if (ret) {
+		if (ret == -ETIMEDOUT)
+			img_err("timed out after %d s waiting for the kernel to announce %s",
+				UBLK_READY_TIMEOUT_MS / 1000, path);
+		else
+			img_err("waiting for %s: %s", path, strerror(-ret));
+		return ret;
+	}
+	/* devtmpfs creates the node before the uevent; udev may lag behind it. */
+	while ((fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC)) < 0) {
+		if (errno != ENOENT || mono_ms() > deadline) {
+			ret = errno == ENOENT ? -ETIMEDOUT : -errno;
+			img_err("%s did not appear: %s", path, strerror(-ret));
+			return ret;
+		}
+		usleep(10000);
+	}
+	ret = -posix_memalign(&buf, 4096, lbs);
+	if (!ret) {
+		n = pread(fd, buf, lbs, 0);
+		if (n != (ssize_t)lbs) {
+			ret = n < 0 ? -errno : -EIO;
+			img_err("test read of %s failed: %s", path, strerror(-ret));
+		}
+		free(buf);
+	}
+	close(fd);
+	return ret;
+}
+
+static int ublk_write_state(const struct ublk_add_opts *o, const struct ublk_dev *dev)
+{
+	struct ublk_state s = {
+		.id = dev->info.dev_id,
+		.queues = dev->info.nr_hw_queues,
+		.depth = dev->info.queue_depth,
+		.pid = getpid(),
+		.read_only = dev->tgt->caps.read_only,
+	};
+
+	snprintf(s.target, sizeof(s.target), "%s", o->ops->name);
+	if (!o->cfg.file || !realpath(o->cfg.file, s.file))
+		snprintf(s.file, sizeof(s.file), "%s", o->cfg.file ? o->cfg.file : "-");
+	return ublk_state_write(&s);
+}
+
+/* Blocks until a shutdown signal arrives or a queue thread ends. */
+static void ublk_wait_shutdown(struct ublk_dev *dev, int sig_fd)
+{
+	struct pollfd pfd[2] = {
+		{ .fd = sig_fd, .events = POLLIN },
+		{ .fd = dev->event_fd, .events = POLLIN },
+	};
+
+	while (poll(pfd, 2, -1) < 0 && errno == EINTR)
+		;
+	if (pfd[0].revents & POLLIN) {
+		struct signalfd_siginfo si;
+
+		if (read(sig_fd, &si, sizeof(si)) == sizeof(si))
+			img_log("device %u: signal %u, shutting down",
+				dev->info.dev_id, si.ssi_signo);
+	}
+}
+
+/* After the device works: stdio goes to a log beside the state file. */
+static void ublk_detach_stdio(unsigned int dev_id)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%u.log", ublk_state_dir(), dev_id);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	dup2(fd, STDOUT_FILENO);
+	dup2(fd, STDERR_FILENO);
+	close(fd);
+	fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	dup2(fd, STDIN_FILENO);
+	close(fd);
+}
+
+static void ublk_report(int report_fd, int val)
+{
+	if (report_fd >= 0) {
+		if (write(report_fd, &val, sizeof(val)) != sizeof(val))
+			img_err("cannot report to the waiting command: %s", strerror(errno));
+		close(report_fd);
+	}
+}
+
+/*
+ * The server: runs in the forked child (or in the foreground).  Reports
+ * the device id, or a negative errno after printing why, on @report_fd.
+ * Returns the exit status.
+ */
+static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int report_fd)
+{
+	struct ublk_dev dev = { .tgt = t, .cdev_fd = -1 };
+	struct uevent_listener uev = { 0 };
+	struct ublk_ctrl ctrl;
+	bool queues_started = false, served = false;
+	char log_path[PATH_MAX];
+	sigset_t sigs;
+	int sig_fd = -1, ret;
+
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	sigprocmask(SIG_BLOCK, &sigs, NULL);
+	sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC);
+	if (sig_fd < 0) {
+		ret = -errno;
+		img_err("signalfd: %s", strerror(errno));
+		goto out_report;
+	}
+
+	ret = ublk_ctrl_open(&ctrl);
+	if (ret) {
+		ublk_ctrl_explain(ret);
+		goto out_report;
+	}
+
+	dev.info.nr_hw_queues = o->nr_queues;
+	dev.info.queue_depth = o->depth;
+	dev.info.max_io_buf_bytes = UBLK_IO_BUF_BYTES;
+	dev.info.dev_id = o->dev_id < 0 ? -1U : (unsigned int)o->dev_id;
+	ret = ublk_ctrl_add_dev(&ctrl, &dev.info);
+	if (ret) {
+		if (ret == -EEXIST)
+			img_err("device id %d is already in use", o->dev_id);
+		else
+			img_err("cannot add a ublk device: %s", strerror(-ret));
+		goto out_ctrl;
+	}
+
+	ublk_params_from_caps(&t->caps, dev.info.max_io_buf_bytes, &dev.params);
+	ret = ublk_ctrl_set_params(&ctrl, dev.info.dev_id, &dev.params);
+	if (ret) {
+		img_err("cannot set the device parameters: %s", strerror(-ret));
+		goto out_del;
+	}
+	ret = ublk_open_cdev(dev.info.dev_id);
+	if (ret < 0)
+		goto out_del;
+	dev.cdev_fd = ret;
+
+	/* Subscribe before START_DEV: its uevent is sent while it runs. */
+	ret = uevent_open(&uev);
+	if (ret)
+		goto out_close;
+
+	ret = ublk_queues_start(&dev);
+	queues_started = true;
+	if (ret) {
+		img_err("cannot start the queue threads: %s", strerror(-ret));
+		goto out_stop;
+	}
+	ret = ublk_ctrl_start_dev(&ctrl, dev.info.dev_id, getpid());
+	if (ret) {
+		img_err("cannot start device %u: %s", dev.info.dev_id, strerror(-ret));
+		goto out_stop;
+	}
+	ret = ublk_wait_ready(&uev, &dev);
+	uevent_close(&uev);
+	if (ret)
+		goto out_stop;
+	ret = ublk_write_state(o, &dev);
+	if (ret) {
+		img_err("cannot write the state file in %s: %s", ublk_state_dir(),
+			strerror(-ret));
+		goto out_stop;
+	}
+
+	img_dbg(IMG_DBG_CTRL, "device %u ready", dev.info.dev_id);
+	if (o->foreground) {
+		printf(UBLK_BDEV_FMT "\n", dev.info.dev_id);
+		fflush(stdout);
+	} else {
+		ublk_detach_stdio(dev.info.dev_id);
+	}
+	ublk_report(report_fd, dev.info.dev_id);
+	report_fd = -1;
+	served = true;
+
+	ublk_wait_shutdown(&dev, sig_fd);
+
+out_stop:
+	if (uev.sk)
+		uevent_close(&uev);
+	if (queues_started) {
+		/* Aborts every pending fetch, so the queue threads end. */
+		ublk_ctrl_stop_dev(&ctrl, dev.info.dev_id);
+		ublk_queues_join(&dev);
+	}
+out_close:
+	if (dev.cdev_fd >= 0)
+		close(dev.cdev_fd);
+out_del:
+	ublk_ctrl_del_dev(&ctrl, dev.info.dev_id);
+	if (served) {
+		ublk_state_remove(dev.info.dev_id);
+		snprintf(log_path, sizeof(log_path), "%s/%u.log", ublk_state_dir(),
+			 dev.info.dev_id);
+		unlink(log_path);
+	}
+out_ctrl:
+	ublk_ctrl_close(&ctrl);
+out_report:
+	if (sig_fd >= 0)
+		close(sig_fd);
+	if (served)
+		return 0;
+	ublk_report(report_fd, ret < 0 ? ret : -EIO);
+	return 1;
+}
+
+int ublk_add(const struct ublk_add_opts *o)
+{
+	struct tgt t = { .ops = o->ops, .cfg = o->cfg };
+	struct ublk_ctrl ctrl;
+	int pipefd[2], val, status, ret;
+	ssize_t n;
+	pid_t pid;
+
+	if (geteuid() != 0) {
+		img_err("adding a device needs root");
+		return 1;
+	}
+	/* Say "driver not loaded" before touching the image. */
+	ret = ublk_ctrl_open(&ctrl);
+	if (ret) {
+		ublk_ctrl_explain(ret);
+		return 1;
+	}
+	ublk_ctrl_close(&ctrl);
+
+	ret = t.ops->open(&t);
+	if (ret)
+		return 1;
+
+	if (o->foreground) {
+		ret = ublk_serve_dev(o, &t, -1);
+		t.ops->close(&t);
+		return ret;
+	}
+
+	if (pipe2(pipefd, O_CLOEXEC)) {
+		img_err("pipe: %s", strerror(errno));
+		t.ops->close(&t);
+		return 1;
+	}
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		img_err("fork: %s", strerror(errno));
+		close(pipefd[0]);
+		close(pipefd[1]);
+		t.ops->close(&t);
+		return 1;
+	}
+	if (pid == 0) {
+		close(pipefd[0]);
+		/* Out of the caller's session: a terminal hangup must not stop us. */
+		setsid();
+		ret = ublk_serve_dev(o, &t, pipefd[1]);
+		t.ops->close(&t);
+		_exit(ret);
+	}
+
+	close(pipefd[1]);
+	t.ops->close(&t);
+	do {
+		n = read(pipefd[0], &val, sizeof(val));
+	} while (n < 0 && errno == EINTR);
+	close(pipefd[0]);
+	if (n == sizeof(val) && val >= 0) {
+		printf(UBLK_BDEV_FMT "\n", val);
+		return 0;
+	}
+	/* The server printed why; reap it so it leaves no zombie behind. */
+	waitpid(pid, &status, 0);
+	if (n != sizeof(val))
+		img_err("the server exited during setup");
+	return 1;
+}
+
+/* Waits up to @timeout_ms for process @pid to exit.  Returns true if it did. */
+static bool ublk_wait_pid_gone(pid_t pid, int timeout_ms)
+{
+	int64_t deadline = mono_ms() + timeout_ms;
+
+	while (kill(pid, 0) == 0 || errno == EPERM) {
+		if (mono_ms() > deadline)
+			return false;
+		usleep(10000);
+	}
+	return true;
+}
+
+/* Deletes one device known to have state @s.  Returns 0 or -errno. */
+static int ublk_del_one(struct ublk_ctrl *ctrl, const struct ublk_state *s)
+{
+	int ret = ublk_ctrl_del_dev(ctrl, s->id);
+
+	/* -ENODEV: the kernel no longer has it; only the state file was left. */
+	if (ret && ret != -ENODEV) {
+		img_err("cannot delete device %u: %s", s->id, strerror(-ret));
+		return ret;
+	}
+	/*
+	 * DEL_DEV returns once the server closed the char device; give it a
+	 * moment to remove its state file and exit.
+	 */
+	if (s->pid > 0 && !ublk_wait_pid_gone(s->pid, 5000))
+		img_err("device %u: server %d did not exit", s->id, (int)s->pid);
+	ret = ublk_state_remove(s->id);
+	return ret == -ENOENT ? 0 : ret;
+}
+
+int ublk_del(unsigned int id)
+{
+	struct ublk_state s;
+	struct ublk_ctrl ctrl;
+	int ret;
+
+	if (geteuid() != 0) {
+		img_err("deleting a device needs root");
+		return 1;
+	}
+	ret = ublk_state_read(id, &s);
+	if (ret) {
+		img_err("no imgblk device with id %u", id);
+		return 1;
+	}
+	ret = ublk_ctrl_open(&ctrl);
+	if (ret) {
+		ublk_ctrl_explain(ret);
+		return 1;
+	}
+	ret = ublk_del_one(&ctrl, &s);
+	ublk_ctrl_close(&ctrl);
+	return ret ? 1 : 0;
+}
+
+int ublk_del_all(void)
+{
+	struct ublk_ctrl ctrl;
+	unsigned int *ids;
+	int n, i, ret, status = 0;
+
+	if (geteuid() != 0) {
+		img_err("deleting a device needs root");
+		return 1;
+	}
+	n = ublk_state_ids(&ids);
+	if (n < 0) {
+		img_err("%s: %s", ublk_state_dir(), strerror(-n));
+		return 1;
+	}
+	if (n == 0)
+		return 0;
+	ret = ublk_ctrl_open(&ctrl);
+	if (ret) {
+		ublk_ctrl_explain(ret);
+		free(ids);
+		return 1;
+	}
+	for (i = 0; i < n; i++) {
+		struct ublk_state s;
+
+		if (ublk_state_read(ids[i], &s))
+			continue;	/* deleted meanwhile */
+		if (ublk_del_one(&ctrl, &s))
+			status = 1;
+	}
+	ublk_ctrl_close(&ctrl);
+	free(ids);
+	return status;
+}

@@ -1,0 +1,146 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * State files: "KEY=VALUE" lines in /run/imgblk/ID.state.  Written by the
+ * server once its device works, removed when it shuts down; a file left
+ * by a killed server is how `list` shows a DEAD device and `del` finds it.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "state.h"
+#include "ublk.h"
+#include "util.h"
+
+const char *ublk_state_dir(void)
+{
+	const char *d = getenv("IMGBLK_RUN_DIR");
+
+	return d && *d ? d : UBLK_STATE_DIR;
+}
+
+static void ublk_state_path(unsigned int id, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/%u.state", ublk_state_dir(), id);
+}
+
+int ublk_state_write(const struct ublk_state *s)
+{
+	char path[PATH_MAX], tmp[PATH_MAX + 8];
+	FILE *f;
+	int ret = 0;
+
+	if (mkdir(ublk_state_dir(), 0755) && errno != EEXIST)
+		return -errno;
+	ublk_state_path(s->id, path, sizeof(path));
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	f = fopen(tmp, "w");
+	if (!f)
+		return -errno;
+	fprintf(f, "id=%u\ntarget=%s\nfile=%s\nqueues=%u\ndepth=%u\npid=%d\nread_only=%d\n",
+		s->id, s->target, s->file, s->queues, s->depth, (int)s->pid,
+		s->read_only);
+	if (fflush(f) || ferror(f))
+		ret = -EIO;
+	if (fclose(f) && !ret)
+		ret = -errno;
+	/* rename() so a reader never sees half a file. */
+	if (!ret && rename(tmp, path))
+		ret = -errno;
+	if (ret)
+		unlink(tmp);
+	return ret;
+}
+
+int ublk_state_read(unsigned int id, struct ublk_state *s)
+{
+	char path[PATH_MAX], line[PATH_MAX + 32];
+	FILE *f;
+
+	ublk_state_path(id, path, sizeof(path));
+	f = fopen(path, "r");
+	if (!f)
+		return -errno;
+	memset(s, 0, sizeof(*s));
+	s->id = id;
+	while (fgets(line, sizeof(line), f)) {
+		char *v = strchr(line, '=');
+
+		if (!v)
+			continue;
+		*v++ = '\0';
+		v[strcspn(v, "\n")] = '\0';
+		if (!strcmp(line, "target"))
+			snprintf(s->target, sizeof(s->target), "%s", v);
+		else if (!strcmp(line, "file"))
+			snprintf(s->file, sizeof(s->file), "%s", v);
+		else if (!strcmp(line, "queues"))
+			s->queues = strtoul(v, NULL, 10);
+		else if (!strcmp(line, "depth"))
+			s->depth = strtoul(v, NULL, 10);
+		else if (!strcmp(line, "pid"))
+			s->pid = strtol(v, NULL, 10);
+		else if (!strcmp(line, "read_only"))
+			s->read_only = atoi(v);
+	}
+	fclose(f);
+	return 0;
+}
+
+int ublk_state_remove(unsigned int id)
+{
+	char path[PATH_MAX];
+
+	ublk_state_path(id, path, sizeof(path));
+	return unlink(path) ? -errno : 0;
+}
+
+static int cmp_uint(const void *a, const void *b)
+{
+	unsigned int x = *(const unsigned int *)a, y = *(const unsigned int *)b;
+
+	return (x > y) - (x < y);
+}
+
+int ublk_state_ids(unsigned int **ids)
+{
+	unsigned int *v = NULL, n = 0, cap = 0;
+	struct dirent *de;
+	DIR *d;
+
+	*ids = NULL;
+	d = opendir(ublk_state_dir());
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((de = readdir(d))) {
+		uint64_t id;
+		char *dot = strrchr(de->d_name, '.');
+
+		if (!dot || strcmp(dot, ".state"))
+			continue;
+		*dot = '\0';
+		if (parse_uint(de->d_name, 0, UINT32_MAX, &id))
+			continue;
+		if (n == cap) {
+			unsigned int *nv;
+
+			cap = cap ? 2 * cap : 16;
+			nv = realloc(v, cap * sizeof(*v));
+			if (!nv) {
+				free(v);
+				closedir(d);
+				return -ENOMEM;
+			}
+			v = nv;
+		}
+		v[n++] = id;
+	}
+	closedir(d);
+	qsort(v, n, sizeof(*v), cmp_uint);
+	*ids = v;
+	return n;
+}
