@@ -89,6 +89,14 @@ int exec_spawn(struct img_exec *e, void (*fn)(void *arg), void *arg);
 int exec_run(struct img_exec *e);
 
 /*
+ * Runs fn(arg) in a coroutine and returns its result: directly when
+ * called from a coroutine, otherwise on a temporary executor created for
+ * the call (the calling thread must not have one).  Returns fn's result,
+ * or -errno if the executor could not be set up.
+ */
+int exec_run_sync(int (*fn)(void *arg), void *arg);
+
+/*
  * Returns a free SQE of the current executor, submitting queued SQEs to
  * make room when the ring is full.  Never returns NULL.
  */

@@ -12,11 +12,21 @@
 #define IMGBLK_TGT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* Open flags. */
 #define TGT_O_RDONLY	(1U << 0)	/* never write the file */
 #define TGT_O_BUFFERED	(1U << 1)	/* use the page cache instead of O_DIRECT */
+/*
+ * Open for `check`: accept images marked corrupt or dirty or needing a
+ * check, and do not repair them on open; ->check decides what to fix.
+ */
+#define TGT_O_CHECK	(1U << 2)
+
+/* Longest backing chain we open: deeper is an error, like a loop. */
+#define TGT_MAX_CHAIN	64
 
 /* Options a target accepts on the command line (struct tgt_ops.options). */
 #define TGT_OPT_FILE		(1U << 0)	/* -f FILE is required */
@@ -30,6 +40,8 @@ struct tgt_config {
 	const char *file;
 	uint64_t size_bytes;
 	unsigned int open_flags;
+	/* Backing format named by the overlay; NULL means probe. */
+	const char *format;
 };
 
 /*
@@ -55,6 +67,68 @@ struct tgt {
 	struct tgt_config cfg;
 	struct tgt_caps caps;
 	void *priv;			/* the target's own state */
+	/* Backing chain: the image below (opened by the format), the one above. */
+	struct tgt *backing;
+	const struct tgt *overlay;
+	unsigned int chain_depth;	/* 0 for the top image */
+	dev_t st_dev;			/* identity of the file, for loop detection */
+	ino_t st_ino;
+};
+
+/* Allocation status of a range (->block_status), as qemu-img map reports it. */
+#define TGT_EXT_ALLOCATED	(1U << 0)	/* this layer decides the content */
+#define TGT_EXT_ZERO		(1U << 1)	/* reads as zeros */
+#define TGT_EXT_DATA		(1U << 2)	/* backed by host data */
+#define TGT_EXT_OFFSET_VALID	(1U << 3)	/* host_off is the raw data's place */
+
+struct tgt_extent {
+	unsigned int flags;
+	uint64_t host_off;
+};
+
+/* Result of ->check, with qemu-img check's accounting. */
+struct tgt_check_result {
+	uint64_t corruptions;
+	uint64_t leaks;
+	uint64_t check_errors;
+	uint64_t corruptions_fixed;
+	uint64_t leaks_fixed;
+	uint64_t total_clusters;
+	uint64_t allocated_clusters;
+	uint64_t fragmented_clusters;
+	uint64_t compressed_clusters;
+	uint64_t image_end_offset;
+};
+
+/* What ->check may repair (qemu-img check -r leaks|all). */
+#define TGT_FIX_LEAKS	(1U << 0)
+#define TGT_FIX_ERRORS	(1U << 1)
+
+/* Options of `imgblk create`. */
+struct tgt_create_opts {
+	const char *file;
+	uint64_t size_bytes;		/* 0 with a backing file: its size */
+	const char *backing_file;
+	const char *backing_fmt;
+	/* -o options not consumed by the generic layer, "key=value" each. */
+	char **options;
+	unsigned int nr_options;
+};
+
+/*
+ * Format-specific facts for `imgblk info`, appended by ->info as
+ * key/value pairs; the verb prints them as text or JSON.
+ */
+#define TGT_INFO_MAX	32
+struct tgt_info {
+	unsigned int n;
+	struct {
+		const char *key;
+		char value[256];
+		bool is_string;		/* quote it in JSON */
+	} kv[TGT_INFO_MAX];
+	uint64_t cluster_size;		/* 0: not a clustered format */
+	bool dirty;
 };
 
 /*
@@ -73,13 +147,18 @@ struct tgt_ops {
 	unsigned int options;
 
 	/*
-	 * Required.  Opens @t->cfg and fills @t->caps and @t->priv.  Called
-	 * once, from the main thread, outside any coroutine.  On failure it
-	 * prints one line saying why (naming the file) and returns -errno.
+	 * Required.  Opens @t->cfg and fills @t->caps and @t->priv (and
+	 * @t->backing for a format with a backing file).  Called once, in a
+	 * coroutine, before any I/O.  On failure it prints one line saying
+	 * why (naming the file), releases what it acquired and returns -errno.
 	 */
 	int (*open)(struct tgt *t);
-	/* Required.  Releases what ->open acquired; main thread. */
-	void (*close)(struct tgt *t);
+	/*
+	 * Required.  Writes back what is dirty and releases what ->open
+	 * acquired (not the backing chain: tgt_close() does that).  Called in
+	 * a coroutine once no other I/O is in flight.
+	 */
+	int (*close)(struct tgt *t);
 
 	/* Required.  Reads @len bytes at @off into @buf; returns @len or -errno. */
 	int (*read)(struct tgt *t, void *buf, uint32_t len, uint64_t off);
@@ -93,7 +172,67 @@ struct tgt_ops {
 	/* Optional (caps.can_write_zeroes).  The range reads back as zeros. */
 	int (*write_zeroes)(struct tgt *t, uint64_t off, uint64_t len,
 			    unsigned int flags);
+
+	/*
+	 * Image formats.  Optional unless said otherwise; a target without
+	 * them is not an image format (null).
+	 */
+
+	/*
+	 * How sure the target is that @buf, the first @len bytes of a file
+	 * (up to 4096), is in its format: 0 no, 100 certain (a magic number).
+	 * Plain; no coroutine needed.
+	 */
+	int (*probe)(const void *buf, size_t len);
+	/* Creates an image file; prints one line on failure. */
+	int (*create)(const struct tgt_create_opts *o);
+	/*
+	 * Describes the run starting at @off (at most @len bytes) that has one
+	 * status in this layer.  Returns its length in bytes (> 0) or -errno.
+	 */
+	int64_t (*block_status)(struct tgt *t, uint64_t off, uint64_t len,
+				struct tgt_extent *ext);
+	/* Checks the open image's metadata, repairing what @fix allows. */
+	int (*check)(struct tgt *t, unsigned int fix, struct tgt_check_result *r);
+	/* Appends format-specific facts for `imgblk info`. */
+	void (*info)(struct tgt *t, struct tgt_info *info);
 };
+
+/*
+ * Every tgt_ops member runs inside a coroutine, ->open and ->close
+ * included (they read and write metadata through the executor).  These
+ * wrappers run them from plain code too, on a temporary executor when the
+ * calling thread has none.  tgt_open() fills the generic fields of @t
+ * (file identity) before calling ->open; tgt_close() closes the backing
+ * chain after ->close.  Both return 0 or -errno.
+ */
+int tgt_open(struct tgt *t);
+int tgt_close(struct tgt *t);
+
+/*
+ * Guesses the format of @file from its first bytes: the target whose
+ * ->probe is surest, raw when none claims it.  Returns NULL (having printed
+ * why) if the file cannot be read.
+ */
+const struct tgt_ops *tgt_probe_file(const char *file);
+
+/*
+ * Opens the backing file @name of @overlay with format @fmt (NULL: probe;
+ * "raw" is never probed), read-only.  A relative @name is relative to the
+ * overlay's directory.  Refuses loops and chains deeper than TGT_MAX_CHAIN
+ * with -ELOOP.  On success @overlay->backing is set.  Prints one line on
+ * failure.  Returns 0 or -errno.  Runs in a coroutine.
+ */
+int tgt_open_backing(struct tgt *overlay, const char *name, const char *fmt);
+
+/*
+ * Reads @len bytes at @off from the backing image @b, zeros past its end
+ * (a backing file shorter than the overlay).  Returns @len or -errno.
+ */
+int tgt_read_backing(struct tgt *b, void *buf, uint32_t len, uint64_t off);
+
+/* Resolves @name against the directory of @base into @out (PATH_MAX). */
+void tgt_resolve_path(const char *base, const char *name, char *out, size_t len);
 
 /* Returns the target named @name, or NULL. */
 const struct tgt_ops *tgt_find(const char *name);

@@ -492,3 +492,34 @@ int exec_fallocate(int fd, int mode, uint64_t off, uint64_t len)
 	io_uring_prep_fallocate(sqe, fd, mode, off, len);
 	return exec_io(sqe);
 }
+
+struct exec_sync_call {
+	int (*fn)(void *arg);
+	void *arg;
+	int ret;
+};
+
+static void exec_sync_main(void *arg)
+{
+	struct exec_sync_call *c = arg;
+
+	c->ret = c->fn(c->arg);
+}
+
+int exec_run_sync(int (*fn)(void *arg), void *arg)
+{
+	struct exec_sync_call c = { .fn = fn, .arg = arg };
+	struct img_exec e;
+	int ret;
+
+	if (exec_self())
+		return fn(arg);
+	ret = exec_init(&e, 64);
+	if (ret)
+		return ret;
+	ret = exec_spawn(&e, exec_sync_main, &c);
+	if (!ret)
+		ret = exec_run(&e);
+	exec_exit(&e);
+	return ret ? ret : c.ret;
+}

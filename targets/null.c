@@ -25,9 +25,10 @@ static int null_open(struct tgt *t)
 	return 0;
 }
 
-static void null_close(struct tgt *t)
+static int null_close(struct tgt *t)
 {
 	(void)t;
+	return 0;
 }
 
 static int null_read(struct tgt *t, void *buf, uint32_t len, uint64_t off)

@@ -127,12 +127,13 @@ err_free:
 	return ret;
 }
 
-static void raw_close(struct tgt *t)
+static int raw_close(struct tgt *t)
 {
 	struct raw_priv *rp = t->priv;
 
 	close(rp->fd);
 	free(rp);
+	return 0;
 }
 
 static int raw_read(struct tgt *t, void *buf, uint32_t len, uint64_t off)

@@ -317,19 +317,19 @@ int ublk_add(const struct ublk_add_opts *o)
 	}
 	ublk_ctrl_close(&ctrl);
 
-	ret = t.ops->open(&t);
+	ret = tgt_open(&t);
 	if (ret)
 		return 1;
 
 	if (o->foreground) {
 		ret = ublk_serve_dev(o, &t, -1);
-		t.ops->close(&t);
+		tgt_close(&t);
 		return ret;
 	}
 
 	if (pipe2(pipefd, O_CLOEXEC)) {
 		img_err("pipe: %s", strerror(errno));
-		t.ops->close(&t);
+		tgt_close(&t);
 		return 1;
 	}
 	fflush(NULL);
@@ -338,7 +338,7 @@ int ublk_add(const struct ublk_add_opts *o)
 		img_err("fork: %s", strerror(errno));
 		close(pipefd[0]);
 		close(pipefd[1]);
-		t.ops->close(&t);
+		tgt_close(&t);
 		return 1;
 	}
 	if (pid == 0) {
@@ -346,12 +346,15 @@ int ublk_add(const struct ublk_add_opts *o)
 		/* Out of the caller's session: a terminal hangup must not stop us. */
 		setsid();
 		ret = ublk_serve_dev(o, &t, pipefd[1]);
-		t.ops->close(&t);
+		tgt_close(&t);
 		_exit(ret);
 	}
 
+	/*
+	 * The server owns the image now.  Our copy of the target is dropped
+	 * at exit without ->close, which would write metadata behind its back.
+	 */
 	close(pipefd[1]);
-	t.ops->close(&t);
 	do {
 		n = read(pipefd[0], &val, sizeof(val));
 	} while (n < 0 && errno == EINTR);

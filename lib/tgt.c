@@ -1,0 +1,190 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * What every target shares: opening and closing through the executor,
+ * format probing, and backing chains (path resolution, loop and depth
+ * limits, reads past the end of a shorter backing file).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "exec.h"
+#include "tgt.h"
+#include "util.h"
+
+static int tgt_open_fn(void *arg)
+{
+	struct tgt *t = arg;
+	struct stat st;
+
+	if (t->cfg.file && stat(t->cfg.file, &st) == 0) {
+		t->st_dev = st.st_dev;
+		t->st_ino = st.st_ino;
+	}
+	return t->ops->open(t);
+}
+
+int tgt_open(struct tgt *t)
+{
+	return exec_run_sync(tgt_open_fn, t);
+}
+
+static int tgt_close_fn(void *arg)
+{
+	struct tgt *t = arg;
+	int ret = 0, r;
+
+	/* Top down: an overlay may write back metadata referring to its backing. */
+	while (t) {
+		struct tgt *b = t->backing;
+
+		r = t->ops->close(t);
+		if (r && !ret)
+			ret = r;
+		/* The top tgt belongs to the caller; the chain below it is ours. */
+		if (t != arg) {
+			free((char *)t->cfg.file);
+			free(t);
+		}
+		t = b;
+	}
+	return ret;
+}
+
+int tgt_close(struct tgt *t)
+{
+	return exec_run_sync(tgt_close_fn, t);
+}
+
+const struct tgt_ops *tgt_probe_file(const char *file)
+{
+	const struct tgt_ops *best = &raw_tgt_ops;
+	unsigned char buf[4096];
+	int fd, best_score = 0;
+	ssize_t n;
+	unsigned int i;
+
+	fd = open(file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		img_err("%s: %s", file, strerror(errno));
+		return NULL;
+	}
+	n = pread(fd, buf, sizeof(buf), 0);
+	close(fd);
+	if (n < 0) {
+		img_err("%s: %s", file, strerror(errno));
+		return NULL;
+	}
+	for (i = 0; i < tgt_table_len; i++) {
+		int score;
+
+		if (!tgt_table[i]->probe)
+			continue;
+		score = tgt_table[i]->probe(buf, n);
+		if (score > best_score) {
+			best_score = score;
+			best = tgt_table[i];
+		}
+	}
+	return best;
+}
+
+void tgt_resolve_path(const char *base, const char *name, char *out, size_t len)
+{
+	const char *slash = strrchr(base, '/');
+
+	/* Like QEMU: a relative backing name is relative to the overlay's directory. */
+	if (name[0] == '/' || !slash)
+		snprintf(out, len, "%s", name);
+	else
+		snprintf(out, len, "%.*s/%s", (int)(slash - base), base, name);
+}
+
+int tgt_open_backing(struct tgt *overlay, const char *name, const char *fmt)
+{
+	const struct tgt *up;
+	struct tgt *b;
+	struct stat st;
+	char *path;
+	int ret;
+
+	if (overlay->chain_depth + 1 >= TGT_MAX_CHAIN) {
+		img_err("%s: backing chain deeper than %d images", overlay->cfg.file,
+			TGT_MAX_CHAIN);
+		return -ELOOP;
+	}
+	path = malloc(PATH_MAX);
+	b = calloc(1, sizeof(*b));
+	if (!path || !b) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	tgt_resolve_path(overlay->cfg.file, name, path, PATH_MAX);
+	if (stat(path, &st)) {
+		ret = -errno;
+		img_err("%s: backing file %s: %s", overlay->cfg.file, path, strerror(errno));
+		goto err;
+	}
+	for (up = overlay; up; up = up->overlay) {
+		if (up->st_dev == st.st_dev && up->st_ino == st.st_ino) {
+			img_err("%s: backing file %s makes a loop in the backing chain",
+				overlay->cfg.file, path);
+			ret = -ELOOP;
+			goto err;
+		}
+	}
+
+	if (fmt) {
+		b->ops = tgt_find(fmt);
+		/* Only image formats can back an image. */
+		if (!b->ops || (b->ops != &raw_tgt_ops && !b->ops->probe)) {
+			img_err("%s: unknown backing format '%s'", overlay->cfg.file, fmt);
+			ret = -EINVAL;
+			goto err;
+		}
+	} else {
+		b->ops = tgt_probe_file(path);
+		if (!b->ops) {
+			ret = -EIO;
+			goto err;
+		}
+	}
+	b->cfg.file = path;
+	b->cfg.format = fmt;
+	/* Backing files are never written; they inherit the caching mode. */
+	b->cfg.open_flags = TGT_O_RDONLY | (overlay->cfg.open_flags & TGT_O_BUFFERED);
+	b->overlay = overlay;
+	b->chain_depth = overlay->chain_depth + 1;
+	b->st_dev = st.st_dev;
+	b->st_ino = st.st_ino;
+	ret = b->ops->open(b);
+	if (ret)
+		goto err;
+	overlay->backing = b;
+	return 0;
+err:
+	free(b);
+	free(path);
+	return ret;
+}
+
+int tgt_read_backing(struct tgt *b, void *buf, uint32_t len, uint64_t off)
+{
+	uint64_t size = b->caps.size_bytes;
+	uint32_t n = 0;
+	int ret;
+
+	if (off < size) {
+		n = MIN((uint64_t)len, size - off);
+		ret = b->ops->read(b, buf, n, off);
+		if (ret < 0)
+			return ret;
+	}
+	memset((char *)buf + n, 0, len - n);
+	return len;
+}
