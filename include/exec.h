@@ -137,6 +137,27 @@ void exec_waitq_sleep(struct exec_waitq *q, pthread_mutex_t *lock);
 /* Wakes every sleeper on @q; the caller holds the lock protecting @q. */
 void exec_waitq_wake_all(struct exec_waitq *q);
 
+/* Wakes the first sleeper on @q, if any; the caller holds @q's lock. */
+void exec_waitq_wake_one(struct exec_waitq *q);
+
+/*
+ * A mutex for coroutines, usable across threads.  A pthread mutex must
+ * never be held across an executor call that may sleep (exec_io and
+ * friends): another coroutine of the same thread would block the whole
+ * thread on it.  Sections that do I/O take an exec_mutex instead; its
+ * waiters sleep as coroutines.
+ */
+struct exec_mutex {
+	pthread_mutex_t lock;
+	bool held;
+	struct exec_waitq waiters;
+};
+
+void exec_mutex_init(struct exec_mutex *m);
+void exec_mutex_destroy(struct exec_mutex *m);
+void exec_mutex_lock(struct exec_mutex *m);
+void exec_mutex_unlock(struct exec_mutex *m);
+
 /*
  * File I/O from a coroutine.  exec_pread() returns the bytes read (fewer
  * than @len only at end of file) or -errno; exec_pwrite() returns @len or

@@ -354,6 +354,48 @@ void exec_waitq_wake_all(struct exec_waitq *q)
 	}
 }
 
+void exec_waitq_wake_one(struct exec_waitq *q)
+{
+	struct coro *co = q->head;
+
+	if (!co)
+		return;
+	q->head = co->next;
+	if (!q->head)
+		q->tail = &q->head;
+	exec_wake(co);
+}
+
+void exec_mutex_init(struct exec_mutex *m)
+{
+	pthread_mutex_init(&m->lock, NULL);
+	m->held = false;
+	exec_waitq_init(&m->waiters);
+}
+
+void exec_mutex_destroy(struct exec_mutex *m)
+{
+	pthread_mutex_destroy(&m->lock);
+}
+
+void exec_mutex_lock(struct exec_mutex *m)
+{
+	pthread_mutex_lock(&m->lock);
+	while (m->held)
+		exec_waitq_sleep(&m->waiters, &m->lock);
+	m->held = true;
+	pthread_mutex_unlock(&m->lock);
+}
+
+void exec_mutex_unlock(struct exec_mutex *m)
+{
+	pthread_mutex_lock(&m->lock);
+	m->held = false;
+	/* One waiter at a time: the others would only find it held again. */
+	exec_waitq_wake_one(&m->waiters);
+	pthread_mutex_unlock(&m->lock);
+}
+
 static void exec_drain_remote(struct img_exec *e)
 {
 	struct coro *co;
