@@ -33,7 +33,8 @@ CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-rec
 LDFLAGS += -fsanitize=address,undefined
 endif
 
-DIRS := lib targets ublksrv
+# Format engines live in targets/<format>/, each with its own Kbuild.
+DIRS := lib targets $(patsubst %/Kbuild,%,$(wildcard targets/*/Kbuild)) ublksrv
 
 # Pull in each directory's Kbuild with its own obj-y.
 define include-dir

@@ -168,6 +168,8 @@ ssize_t exec_pread(int fd, void *buf, size_t len, uint64_t off);
 ssize_t exec_pwrite(int fd, const void *buf, size_t len, uint64_t off,
 		    int rw_flags);
 int exec_fdatasync(int fd);
+/* Sleeps for @ms milliseconds (an io_uring timeout).  Returns 0 or -errno. */
+int exec_sleep_ms(unsigned int ms);
 int exec_fallocate(int fd, int mode, uint64_t off, uint64_t len);
 
 #endif

@@ -196,6 +196,14 @@ struct tgt_ops {
 	int (*check)(struct tgt *t, unsigned int fix, struct tgt_check_result *r);
 	/* Appends format-specific facts for `imgblk info`. */
 	void (*info)(struct tgt *t, struct tgt_info *info);
+	/*
+	 * Called about once a second, in a coroutine of the server's
+	 * housekeeping thread, while a device serves the target (not by the
+	 * one-shot verbs, whose ->close does the same work): deferred
+	 * metadata work such as QED's clearing of need-check after 5 s
+	 * without allocating writes.
+	 */
+	void (*tick)(struct tgt *t);
 };
 
 /*

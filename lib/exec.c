@@ -527,6 +527,21 @@ int exec_fdatasync(int fd)
 	return exec_io(sqe);
 }
 
+int exec_sleep_ms(unsigned int ms)
+{
+	struct io_uring_sqe *sqe = exec_get_sqe();
+	struct __kernel_timespec ts = {
+		.tv_sec = ms / 1000,
+		.tv_nsec = (long long)(ms % 1000) * 1000000,
+	};
+	int ret;
+
+	/* The timespec is read at submission: it must live until then, so wait here. */
+	io_uring_prep_timeout(sqe, &ts, 0, 0);
+	ret = exec_io(sqe);
+	return ret == -ETIME ? 0 : ret;
+}
+
 int exec_fallocate(int fd, int mode, uint64_t off, uint64_t len)
 {
 	struct io_uring_sqe *sqe = exec_get_sqe();
