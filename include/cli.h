@@ -26,6 +26,12 @@ struct cli_cmd {
 	int (*run)(int argc, char **argv);
 };
 
+/*
+ * Runs a verb's body in a coroutine (the engines need one) and returns
+ * its exit status; CLI_EXIT_ERR if no executor could be set up.
+ */
+int cli_run(int (*body)(void *arg), void *arg);
+
 /* Returns the command named @name, or NULL. */
 const struct cli_cmd *cli_find(const char *name);
 

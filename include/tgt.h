@@ -128,7 +128,9 @@ struct tgt_info {
 		bool is_string;		/* quote it in JSON */
 	} kv[TGT_INFO_MAX];
 	uint64_t cluster_size;		/* 0: not a clustered format */
-	bool dirty;
+	/* The backing file as the image names it, and its declared format. */
+	const char *backing_file;
+	const char *backing_fmt;
 };
 
 /*
@@ -216,6 +218,28 @@ struct tgt_ops {
  */
 int tgt_open(struct tgt *t);
 int tgt_close(struct tgt *t);
+
+/*
+ * Opens @file as format @fmt (NULL: probe) with TGT_O_* @flags into @t,
+ * which the caller zeroes.  Prints one line on failure.  Returns 0 or
+ * -errno.
+ */
+int tgt_open_file(struct tgt *t, const char *file, const char *fmt,
+		  unsigned int flags);
+
+/* True if @ops is an image format (or raw): something a file can hold. */
+bool tgt_is_format(const struct tgt_ops *ops);
+
+/*
+ * Status of the run at @off (at most @len bytes) through the whole chain
+ * below and including @t: the first layer that allocates it decides.
+ * Sets *@depth to that layer's depth below @t (when no layer allocates
+ * it: the depth of the last layer asked) and *@layer to it (NULL then).
+ * Returns the run length (> 0) or -errno.
+ */
+int64_t tgt_chain_status(struct tgt *t, uint64_t off, uint64_t len,
+			 struct tgt_extent *ext, unsigned int *depth,
+			 struct tgt **layer);
 
 /*
  * Guesses the format of @file from its first bytes: the target whose

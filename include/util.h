@@ -62,6 +62,12 @@ int parse_size(const char *s, uint64_t *out_bytes);
 /* Formats @bytes the way qemu-img info does ("64 MiB", "1.5 GiB"). */
 void format_size(uint64_t bytes, char *buf, size_t len);
 
+/* Writes @bytes of zeros from offset 0 of @fd (full preallocation).  Returns 0 or -errno. */
+int img_write_zeros_fd(int fd, uint64_t bytes);
+
+/* True if the @len bytes at @buf are all zero. */
+bool buf_is_zero(const void *buf, size_t len);
+
 static inline bool is_pow2(uint64_t x)
 {
 	return x && !(x & (x - 1));

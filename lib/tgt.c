@@ -142,7 +142,7 @@ int tgt_open_backing(struct tgt *overlay, const char *name, const char *fmt)
 	if (fmt) {
 		b->ops = tgt_find(fmt);
 		/* Only image formats can back an image. */
-		if (!b->ops || (b->ops != &raw_tgt_ops && !b->ops->probe)) {
+		if (!b->ops || !tgt_is_format(b->ops)) {
 			img_err("%s: unknown backing format '%s'", overlay->cfg.file, fmt);
 			ret = -EINVAL;
 			goto err;
@@ -187,4 +187,64 @@ int tgt_read_backing(struct tgt *b, void *buf, uint32_t len, uint64_t off)
 	}
 	memset((char *)buf + n, 0, len - n);
 	return len;
+}
+
+bool tgt_is_format(const struct tgt_ops *ops)
+{
+	return ops == &raw_tgt_ops || ops->probe;
+}
+
+int tgt_open_file(struct tgt *t, const char *file, const char *fmt,
+		  unsigned int flags)
+{
+	if (fmt) {
+		t->ops = tgt_find(fmt);
+		if (!t->ops || !tgt_is_format(t->ops)) {
+			img_err("unknown image format '%s'", fmt);
+			return -EINVAL;
+		}
+	} else {
+		t->ops = tgt_probe_file(file);
+		if (!t->ops)
+			return -EIO;
+	}
+	t->cfg.file = file;
+	t->cfg.format = fmt;
+	t->cfg.open_flags = flags;
+	return tgt_open(t);
+}
+
+int64_t tgt_chain_status(struct tgt *t, uint64_t off, uint64_t len,
+			 struct tgt_extent *ext, unsigned int *depth,
+			 struct tgt **layer)
+{
+	unsigned int d = 0;
+	uint64_t run = len;
+
+	for (; t; t = t->backing, d++) {
+		int64_t n;
+
+		/* Past the end of a shorter backing file everything reads as zeros. */
+		if (off >= t->caps.size_bytes)
+			break;
+		run = MIN(run, t->caps.size_bytes - off);
+		n = t->ops->block_status(t, off, run, ext);
+		if (n < 0)
+			return n;
+		run = n;
+		if (ext->flags & TGT_EXT_ALLOCATED) {
+			*depth = d;
+			*layer = t;
+			return run;
+		}
+	}
+	ext->flags = TGT_EXT_ZERO;
+	ext->host_off = 0;
+	/*
+	 * Like qemu-img map: the depth of the last layer asked, the bottom
+	 * one or the backing file too short to hold the range.
+	 */
+	*depth = t ? d : d - 1;
+	*layer = NULL;
+	return run;
 }

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "util.h"
 
@@ -105,4 +106,28 @@ void format_size(uint64_t bytes, char *buf, size_t len)
 		snprintf(buf, len, "%llu %s", (unsigned long long)v, units[i]);
 	else
 		snprintf(buf, len, "%.3g %s", v, units[i]);
+}
+
+int img_write_zeros_fd(int fd, uint64_t bytes)
+{
+	static const char zeros[65536];
+	uint64_t off = 0;
+
+	while (off < bytes) {
+		size_t n = MIN(sizeof(zeros), bytes - off);
+		ssize_t w = pwrite(fd, zeros, n, off);
+
+		if (w < 0)
+			return -errno;
+		off += w;
+	}
+	return 0;
+}
+
+bool buf_is_zero(const void *buf, size_t len)
+{
+	const unsigned char *p = buf;
+
+	/* Compare the buffer with itself shifted by one byte: one memcmp pass. */
+	return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
 }

@@ -200,6 +200,83 @@ static int raw_write_zeroes(struct tgt *t, uint64_t off, uint64_t len,
 			      off, len);
 }
 
+static int64_t raw_block_status(struct tgt *t, uint64_t off, uint64_t len,
+				struct tgt_extent *ext)
+{
+	struct raw_priv *rp = t->priv;
+	off_t data, hole;
+
+	ext->flags = TGT_EXT_ALLOCATED | TGT_EXT_OFFSET_VALID;
+	ext->host_off = off;
+	if (rp->is_blkdev) {
+		ext->flags |= TGT_EXT_DATA;
+		return len;
+	}
+	/* Holes read as zeros: that is what SEEK_DATA/SEEK_HOLE tell apart. */
+	data = lseek(rp->fd, off, SEEK_DATA);
+	if (data < 0 && errno == ENXIO) {
+		ext->flags |= TGT_EXT_ZERO;
+		return len;
+	}
+	if (data < 0) {
+		ext->flags |= TGT_EXT_DATA;
+		return len;
+	}
+	if ((uint64_t)data > off) {
+		ext->flags |= TGT_EXT_ZERO;
+		return MIN((uint64_t)data - off, len);
+	}
+	hole = lseek(rp->fd, off, SEEK_HOLE);
+	ext->flags |= TGT_EXT_DATA;
+	if (hole < 0 || (uint64_t)hole <= off)
+		return len;
+	return MIN((uint64_t)hole - off, len);
+}
+
+static int raw_create(const struct tgt_create_opts *o)
+{
+	const char *prealloc = "off";
+	unsigned int i;
+	int fd, ret = 0;
+
+	for (i = 0; i < o->nr_options; i++) {
+		if (!strncmp(o->options[i], "preallocation=", 14)) {
+			prealloc = o->options[i] + 14;
+		} else {
+			img_err("raw: unknown option '%s'", o->options[i]);
+			return -EINVAL;
+		}
+	}
+	if (strcmp(prealloc, "off") && strcmp(prealloc, "falloc") &&
+	    strcmp(prealloc, "full")) {
+		img_err("raw: preallocation must be off, falloc or full, not '%s'", prealloc);
+		return -EINVAL;
+	}
+	if (o->backing_file) {
+		img_err("raw: a raw image cannot have a backing file");
+		return -EINVAL;
+	}
+	fd = open(o->file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		ret = -errno;
+		img_err("%s: %s", o->file, strerror(errno));
+		return ret;
+	}
+	if (ftruncate(fd, o->size_bytes))
+		ret = -errno;
+	else if (!strcmp(prealloc, "falloc") && o->size_bytes &&
+		 fallocate(fd, 0, 0, o->size_bytes))
+		ret = -errno;
+	else if (!strcmp(prealloc, "full"))
+		ret = img_write_zeros_fd(fd, o->size_bytes);
+	if (!ret && fsync(fd))
+		ret = -errno;
+	if (ret)
+		img_err("%s: %s", o->file, strerror(-ret));
+	close(fd);
+	return ret;
+}
+
 const struct tgt_ops raw_tgt_ops = {
 	.name		= "raw",
 	.summary	= "a regular file or block device as is (-f FILE [--buffered])",
@@ -211,4 +288,6 @@ const struct tgt_ops raw_tgt_ops = {
 	.flush		= raw_flush,
 	.discard	= raw_discard,
 	.write_zeroes	= raw_write_zeroes,
+	.create		= raw_create,
+	.block_status	= raw_block_status,
 };

@@ -5,12 +5,20 @@
 #include <string.h>
 
 #include "cli.h"
+#include "exec.h"
 #include "tgt.h"
 #include "util.h"
 
 int cli_cmd_add(int argc, char **argv);
 int cli_cmd_del(int argc, char **argv);
 int cli_cmd_list(int argc, char **argv);
+int cli_cmd_create(int argc, char **argv);
+int cli_cmd_info(int argc, char **argv);
+int cli_cmd_check(int argc, char **argv);
+int cli_cmd_map(int argc, char **argv);
+int cli_cmd_convert(int argc, char **argv);
+int cli_cmd_io(int argc, char **argv);
+int cli_cmd_bench(int argc, char **argv);
 static int cli_cmd_help(int argc, char **argv);
 
 static const struct cli_cmd cli_cmds[] = {
@@ -18,13 +26,14 @@ static const struct cli_cmd cli_cmds[] = {
 		.name = "add",
 		.summary = "serve an image as /dev/ublkbN",
 		.usage =
-"usage: imgblk add -t TYPE [-f FILE] [-n ID] [-q QUEUES] [-d DEPTH] [-r]\n"
+"usage: imgblk add [-t TYPE] [-f FILE] [-n ID] [-q QUEUES] [-d DEPTH] [-r]\n"
 "                  [--buffered] [--size SIZE] [--foreground]\n"
 "\n"
 "Adds a ublk device served by TYPE and prints its path (/dev/ublkbN) once\n"
 "the device works; the server then runs in the background until deleted.\n"
 "\n"
-"  -t, --type TYPE     target: see `imgblk help` for the list\n"
+"  -t, --type TYPE     target: see `imgblk help` for the list; without it\n"
+"                      the format of FILE is detected\n"
 "  -f, --file FILE     the image file or block device\n"
 "  -n, --number ID     device id (default: the first free one)\n"
 "  -q, --queues N      hardware queues, one server thread each (default 1)\n"
@@ -59,12 +68,105 @@ static const struct cli_cmd cli_cmds[] = {
 		.run = cli_cmd_list,
 	},
 	{
+		.name = "create",
+		.summary = "create an image",
+		.usage =
+"usage: imgblk create [-q] -f FMT [-b BACKING [-F BACKING_FMT]] [-o OPTIONS] FILE [SIZE]\n"
+"\n"
+"Creates FILE of SIZE bytes (suffixes K, M, G, T; default: the backing\n"
+"file's size).  OPTIONS is a comma-separated KEY=VALUE list; the keys\n"
+"depend on the format (qcow2: cluster_size, compat, refcount_bits,\n"
+"lazy_refcounts, preallocation; qed: cluster_size, table_size; raw:\n"
+"preallocation), plus backing_file and backing_fmt.",
+		.run = cli_cmd_create,
+	},
+	{
+		.name = "info",
+		.summary = "show an image's format, size and metadata",
+		.usage =
+"usage: imgblk info [-f FMT] [--output=human|json] [--backing-chain] FILE\n"
+"\n"
+"  --backing-chain   describe every image of the backing chain",
+		.run = cli_cmd_info,
+	},
+	{
+		.name = "check",
+		.summary = "check an image's metadata, optionally repair it",
+		.usage =
+"usage: imgblk check [-q] [-f FMT] [-r leaks|all] [--output=human|json] FILE\n"
+"\n"
+"Exit status: 0 no errors, 2 corruptions, 3 leaked clusters only,\n"
+"1 the check itself failed, 63 the format has no checks.\n"
+"  -r leaks   reclaim leaked clusters\n"
+"  -r all     also repair corruptions (may lose data, and says so)",
+		.run = cli_cmd_check,
+	},
+	{
+		.name = "map",
+		.summary = "show where the image's data lives",
+		.usage = "usage: imgblk map [-f FMT] [--output=human|json] FILE",
+		.run = cli_cmd_map,
+	},
+	{
+		.name = "convert",
+		.summary = "copy an image's content into a new image",
+		.usage =
+"usage: imgblk convert [-p] [-f FMT] [-O OUTPUT_FMT] [-o OPTIONS] INPUT OUTPUT\n"
+"\n"
+"  -O FMT     output format (default raw)\n"
+"  -o OPTS    creation options of the output format (see create)\n"
+"  -p         show progress",
+		.run = cli_cmd_convert,
+	},
+	{
+		.name = "io",
+		.summary = "run read/write/discard/flush commands on an image",
+		.usage =
+"usage: imgblk io [-f FMT] [-r] [-t none|writeback] -c CMD [-c CMD ...] FILE\n"
+"\n"
+"Commands, as in qemu-io (OFF and LEN take suffixes K, M, G):\n"
+"  read [-P PATTERN] OFF LEN     read, and verify each byte is PATTERN\n"
+"  write [-P PATTERN] [-z] OFF LEN\n"
+"                                write PATTERN (default 0xcd), or zeros\n"
+"  discard OFF LEN               discard the range\n"
+"  flush                         make everything written so far durable\n"
+"Exit status 1 if a command failed or a pattern did not match.",
+		.run = cli_cmd_io,
+	},
+	{
+		.name = "bench",
+		.summary = "measure an image's I/O rate (qemu-img bench's options)",
+		.usage =
+"usage: imgblk bench [-f FMT] [-c COUNT] [-d DEPTH] [-s SIZE] [-S STEP] [-o OFFSET]\n"
+"                    [-w] [-t none|writeback] [--pattern=N] [--random]\n"
+"                    [--flush-interval=N] FILE\n"
+"\n"
+"  -c COUNT   requests in all (default 75000)\n"
+"  -d DEPTH   requests in flight (default 64)\n"
+"  -s SIZE    bytes per request (default 4K)\n"
+"  -S STEP    distance between requests (default SIZE)\n"
+"  -w         write instead of read\n"
+"  --random   random SIZE-aligned offsets instead of stepping",
+		.run = cli_cmd_bench,
+	},
+	{
 		.name = "help",
 		.summary = "show this help, or a command's",
 		.usage = "usage: imgblk help [COMMAND]",
 		.run = cli_cmd_help,
 	},
 };
+
+int cli_run(int (*body)(void *arg), void *arg)
+{
+	int ret = exec_run_sync(body, arg);
+
+	if (ret < 0) {
+		img_err("cannot set up io_uring: %s", strerror(-ret));
+		return CLI_EXIT_ERR;
+	}
+	return ret;
+}
 
 const struct cli_cmd *cli_find(const char *name)
 {

@@ -122,14 +122,22 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 		img_err("add: unexpected argument '%s'", argv[optind]);
 		return -EINVAL;
 	}
-	if (!type) {
-		img_err("add: missing -t TYPE (see imgblk help for the targets)");
+	if (!type && !o->cfg.file) {
+		img_err("add: give -t TYPE, or -f FILE to detect its format");
 		return -EINVAL;
 	}
-	o->ops = tgt_find(type);
-	if (!o->ops) {
-		img_err("add: unknown target '%s' (see imgblk help for the targets)", type);
-		return -EINVAL;
+	if (type) {
+		o->ops = tgt_find(type);
+		if (!o->ops) {
+			img_err("add: unknown target '%s' (see imgblk help for the targets)",
+				type);
+			return -EINVAL;
+		}
+	} else {
+		/* No -t: the image's own magic decides, raw when it has none. */
+		o->ops = tgt_probe_file(o->cfg.file);
+		if (!o->ops)
+			return -EINVAL;
 	}
 	if (o->cfg.file)
 		given |= TGT_OPT_FILE;

@@ -1,0 +1,194 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * `imgblk convert`: copy the guest-visible content of an image (through
+ * its whole backing chain) into a new image of any format.  Ranges that
+ * read as zeros are skipped, not written: the new image reads zeros there
+ * already, and stays sparse.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "exec.h"
+#include "tgt.h"
+#include "ublk.h"
+#include "util.h"
+
+#define CONVERT_CHUNK_BYTES	UBLK_IO_BUF_BYTES
+#define MAX_CONVERT_OPTS	32
+
+struct convert_ctx {
+	const char *in_file;
+	const char *in_fmt;
+	const char *out_file;
+	const char *out_fmt;
+	char *opts[MAX_CONVERT_OPTS];
+	unsigned int nr_opts;
+	bool progress;
+};
+
+static void convert_progress(const struct convert_ctx *c, uint64_t done, uint64_t total)
+{
+	if (c->progress) {
+		printf("    (%.2f/100%%)\r", total ? done * 100.0 / total : 100.0);
+		fflush(stdout);
+	}
+}
+
+/* Copies [off, off+len) from @in to @out, skipping all-zero chunks. */
+static int convert_copy(struct tgt *in, struct tgt *out, void *buf, uint64_t off,
+			uint64_t len)
+{
+	while (len) {
+		uint32_t n = MIN(len, (uint64_t)CONVERT_CHUNK_BYTES);
+		int ret = in->ops->read(in, buf, n, off);
+
+		if (ret < 0)
+			return ret;
+		if (!buf_is_zero(buf, n)) {
+			ret = out->ops->write(out, buf, n, off, 0);
+			if (ret < 0)
+				return ret;
+		}
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int convert_body(void *arg)
+{
+	struct convert_ctx *c = arg;
+	struct tgt in = { 0 }, out = { 0 };
+	struct tgt_create_opts co = { 0 };
+	const struct tgt_ops *out_ops;
+	uint64_t off = 0, size;
+	int ret, status = CLI_EXIT_ERR;
+	void *buf = NULL;
+
+	out_ops = tgt_find(c->out_fmt);
+	if (!out_ops || !tgt_is_format(out_ops) || !out_ops->create) {
+		img_err("convert: unknown or unsupported output format '%s'", c->out_fmt);
+		return CLI_EXIT_ERR;
+	}
+	if (tgt_open_file(&in, c->in_file, c->in_fmt, TGT_O_RDONLY | TGT_O_BUFFERED))
+		return CLI_EXIT_ERR;
+	size = in.caps.size_bytes;
+	co.file = c->out_file;
+	co.size_bytes = size;
+	co.options = c->opts;
+	co.nr_options = c->nr_opts;
+	if (out_ops->create(&co))
+		goto out_in;
+	/* Through the page cache: one flush at the end makes it all durable. */
+	if (tgt_open_file(&out, c->out_file, c->out_fmt, TGT_O_BUFFERED))
+		goto out_in;
+	if (out.caps.size_bytes < size) {
+		img_err("convert: %s came out smaller than %s", c->out_file, c->in_file);
+		goto out_out;
+	}
+	if (posix_memalign(&buf, 4096, CONVERT_CHUNK_BYTES)) {
+		img_err("convert: out of memory");
+		goto out_out;
+	}
+
+	convert_progress(c, 0, size);
+	while (off < size) {
+		struct tgt_extent ext;
+		struct tgt *layer;
+		unsigned int depth;
+		int64_t n = tgt_chain_status(&in, off, size - off, &ext, &depth, &layer);
+
+		if (n <= 0) {
+			ret = n ? n : -EIO;
+			goto err_io;
+		}
+		if (!(ext.flags & TGT_EXT_ZERO)) {
+			ret = convert_copy(&in, &out, buf, off, n);
+			if (ret)
+				goto err_io;
+		}
+		off += n;
+		convert_progress(c, off, size);
+	}
+	ret = out.ops->flush ? out.ops->flush(&out) : 0;
+	if (ret)
+		goto err_io;
+	if (c->progress)
+		printf("    (100.00/100%%)\n");
+	status = CLI_EXIT_OK;
+	goto out_out;
+
+err_io:
+	if (c->progress)
+		printf("\n");
+	img_err("convert: at offset %llu: %s", (unsigned long long)off, strerror(-ret));
+out_out:
+	free(buf);
+	if (tgt_close(&out))
+		status = CLI_EXIT_ERR;
+out_in:
+	tgt_close(&in);
+	return status;
+}
+
+int cli_cmd_convert(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "format", required_argument, NULL, 'f' },
+		{ "output-format", required_argument, NULL, 'O' },
+		{ "options", required_argument, NULL, 'o' },
+		{ "progress", no_argument, NULL, 'p' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct convert_ctx c = { .out_fmt = "raw" };
+	char *save, *kv;
+	int opt;
+
+	optind = 0;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, ":f:O:o:pqh", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'f':
+			c.in_fmt = optarg;
+			break;
+		case 'O':
+			c.out_fmt = optarg;
+			break;
+		case 'o':
+			for (kv = strtok_r(optarg, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+				if (c.nr_opts == MAX_CONVERT_OPTS) {
+					img_err("convert: too many -o options");
+					return CLI_EXIT_USAGE;
+				}
+				c.opts[c.nr_opts++] = kv;
+			}
+			break;
+		case 'p':
+			c.progress = true;
+			break;
+		case 'q':
+			c.progress = false;
+			break;
+		case 'h':
+			puts(cli_find("convert")->usage);
+			return CLI_EXIT_OK;
+		default:
+			img_err("convert: bad option '%s' (see imgblk convert --help)",
+				argv[optind - 1]);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (argc - optind != 2) {
+		img_err("convert: give INPUT and OUTPUT files");
+		return CLI_EXIT_USAGE;
+	}
+	c.in_file = argv[optind];
+	c.out_file = argv[optind + 1];
+	return cli_run(convert_body, &c);
+}

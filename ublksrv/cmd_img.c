@@ -1,0 +1,612 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Image verbs with qemu-img's options, output and exit codes: create,
+ * info, check, map.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "exec.h"
+#include "json.h"
+#include "tgt.h"
+#include "util.h"
+
+/* qemu-img check's exit codes. */
+#define CHECK_EXIT_CLEAN	0
+#define CHECK_EXIT_ERROR	1
+#define CHECK_EXIT_CORRUPT	2
+#define CHECK_EXIT_LEAKS	3
+#define CHECK_EXIT_UNSUPPORTED	63
+
+#define MAX_CREATE_OPTS		32
+
+/* ---- create ---- */
+
+struct create_ctx {
+	const char *fmt;
+	struct tgt_create_opts o;
+	char *opts[MAX_CREATE_OPTS];
+	bool size_given;
+	bool quiet;
+};
+
+/* Splits a -o list ("a=1,b=2") into @c->opts; the generic keys are ours. */
+static int create_add_options(struct create_ctx *c, char *list)
+{
+	char *save, *kv;
+
+	for (kv = strtok_r(list, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+		if (!strncmp(kv, "backing_file=", 13)) {
+			c->o.backing_file = kv + 13;
+		} else if (!strncmp(kv, "backing_fmt=", 12)) {
+			c->o.backing_fmt = kv + 12;
+		} else if (!strncmp(kv, "size=", 5)) {
+			if (parse_size(kv + 5, &c->o.size_bytes)) {
+				img_err("create: bad size '%s'", kv + 5);
+				return -EINVAL;
+			}
+			c->size_given = true;
+		} else if (!strchr(kv, '=')) {
+			img_err("create: option '%s' needs a value (KEY=VALUE)", kv);
+			return -EINVAL;
+		} else {
+			if (c->o.nr_options == MAX_CREATE_OPTS) {
+				img_err("create: too many -o options");
+				return -EINVAL;
+			}
+			c->opts[c->o.nr_options++] = kv;
+		}
+	}
+	return 0;
+}
+
+static int create_body(void *arg)
+{
+	struct create_ctx *c = arg;
+	const struct tgt_ops *ops = tgt_find(c->fmt);
+
+	if (!ops || !tgt_is_format(ops) || !ops->create) {
+		img_err("create: unknown or unsupported format '%s'", c->fmt);
+		return CLI_EXIT_ERR;
+	}
+	/* No size: the backing file's, as qemu-img does. */
+	if (!c->size_given && c->o.backing_file) {
+		struct tgt b = { 0 };
+		char path[PATH_MAX];
+
+		tgt_resolve_path(c->o.file, c->o.backing_file, path, sizeof(path));
+		if (tgt_open_file(&b, path, c->o.backing_fmt, TGT_O_RDONLY | TGT_O_BUFFERED))
+			return CLI_EXIT_ERR;
+		c->o.size_bytes = b.caps.size_bytes;
+		tgt_close(&b);
+	} else if (!c->size_given) {
+		img_err("create: give a SIZE (or a backing file to take it from)");
+		return CLI_EXIT_ERR;
+	}
+	if (!c->quiet) {
+		printf("Formatting '%s', fmt=%s size=%llu\n", c->o.file, ops->name,
+		       (unsigned long long)c->o.size_bytes);
+	}
+	return ops->create(&c->o) ? CLI_EXIT_ERR : CLI_EXIT_OK;
+}
+
+int cli_cmd_create(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "format", required_argument, NULL, 'f' },
+		{ "backing", required_argument, NULL, 'b' },
+		{ "backing-format", required_argument, NULL, 'F' },
+		{ "options", required_argument, NULL, 'o' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct create_ctx c = { .fmt = "raw" };
+	int opt;
+
+	c.o.options = c.opts;
+	optind = 0;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, ":f:b:F:o:uqh", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'f':
+			c.fmt = optarg;
+			break;
+		case 'b':
+			c.o.backing_file = optarg;
+			break;
+		case 'F':
+			c.o.backing_fmt = optarg;
+			break;
+		case 'o':
+			if (create_add_options(&c, optarg))
+				return CLI_EXIT_USAGE;
+			break;
+		case 'u':
+			/* Unsafe: qemu-img's flag to not open the backing file; we only read its size. */
+			break;
+		case 'q':
+			c.quiet = true;
+			break;
+		case 'h':
+			puts(cli_find("create")->usage);
+			return CLI_EXIT_OK;
+		default:
+			img_err("create: bad option '%s' (see imgblk create --help)",
+				argv[optind - 1]);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (optind == argc || argc - optind > 2) {
+		img_err("create: give FILE [SIZE] (see imgblk create --help)");
+		return CLI_EXIT_USAGE;
+	}
+	c.o.file = argv[optind];
+	if (argc - optind == 2) {
+		if (parse_size(argv[optind + 1], &c.o.size_bytes)) {
+			img_err("create: bad size '%s'", argv[optind + 1]);
+			return CLI_EXIT_USAGE;
+		}
+		c.size_given = true;
+	}
+	return cli_run(create_body, &c);
+}
+
+/* ---- info ---- */
+
+struct info_ctx {
+	const char *file;
+	const char *fmt;
+	bool json;
+	bool chain;
+};
+
+static void info_one(struct tgt *t, bool json, bool first)
+{
+	struct tgt_info info = { 0 };
+	struct stat st;
+	uint64_t disk = 0;
+	char vs[32], ds[32];
+	unsigned int i;
+
+	if (t->ops->info)
+		t->ops->info(t, &info);
+	if (stat(t->cfg.file, &st) == 0)
+		disk = (uint64_t)st.st_blocks * 512;
+	format_size(t->caps.size_bytes, vs, sizeof(vs));
+	format_size(disk, ds, sizeof(ds));
+
+	if (!json) {
+		if (!first)
+			printf("\n");
+		printf("image: %s\nfile format: %s\nvirtual size: %s (%llu bytes)\ndisk size: %s\n",
+		       t->cfg.file, t->ops->name, vs, (unsigned long long)t->caps.size_bytes, ds);
+		if (info.cluster_size)
+			printf("cluster_size: %llu\n", (unsigned long long)info.cluster_size);
+		if (info.backing_file) {
+			printf("backing file: %s", info.backing_file);
+			if (t->backing && strcmp(t->backing->cfg.file, info.backing_file))
+				printf(" (actual path: %s)", t->backing->cfg.file);
+			printf("\n");
+		}
+		if (info.backing_fmt)
+			printf("backing file format: %s\n", info.backing_fmt);
+		if (info.n) {
+			printf("Format specific information:\n");
+			for (i = 0; i < info.n; i++)
+				printf("    %s: %s\n", info.kv[i].key, info.kv[i].value);
+		}
+		return;
+	}
+	printf("%s{\n    \"virtual-size\": %llu,\n    \"filename\": ", first ? "" : ",\n",
+	       (unsigned long long)t->caps.size_bytes);
+	json_put_string(stdout, t->cfg.file);
+	printf(",\n    \"format\": \"%s\",\n    \"actual-size\": %llu", t->ops->name,
+	       (unsigned long long)disk);
+	if (info.cluster_size)
+		printf(",\n    \"cluster-size\": %llu", (unsigned long long)info.cluster_size);
+	if (info.backing_file) {
+		printf(",\n    \"backing-filename\": ");
+		json_put_string(stdout, info.backing_file);
+		if (t->backing) {
+			printf(",\n    \"full-backing-filename\": ");
+			json_put_string(stdout, t->backing->cfg.file);
+		}
+	}
+	if (info.backing_fmt) {
+		printf(",\n    \"backing-filename-format\": ");
+		json_put_string(stdout, info.backing_fmt);
+	}
+	if (info.n) {
+		printf(",\n    \"format-specific\": {\n        \"type\": \"%s\",\n        \"data\": {",
+		       t->ops->name);
+		for (i = 0; i < info.n; i++) {
+			printf("%s\n            ", i ? "," : "");
+			json_put_string(stdout, info.kv[i].key);
+			printf(": ");
+			if (info.kv[i].is_string)
+				json_put_string(stdout, info.kv[i].value);
+			else
+				printf("%s", info.kv[i].value);
+		}
+		printf("\n        }\n    }");
+	}
+	printf(",\n    \"dirty-flag\": false\n}");
+}
+
+static int info_body(void *arg)
+{
+	struct info_ctx *c = arg;
+	struct tgt t = { 0 }, *l;
+
+	if (tgt_open_file(&t, c->file, c->fmt, TGT_O_RDONLY | TGT_O_BUFFERED | TGT_O_CHECK))
+		return CLI_EXIT_ERR;
+	if (c->json && c->chain)
+		printf("[");
+	for (l = &t; l; l = c->chain ? l->backing : NULL)
+		info_one(l, c->json, l == &t);
+	if (c->json)
+		printf("%s\n", c->chain ? "]" : "");
+	tgt_close(&t);
+	return CLI_EXIT_OK;
+}
+
+/* Parses --output=human|json.  Returns 0 or -EINVAL after printing why. */
+static int cli_output_json(const char *cmd, const char *arg, bool *json)
+{
+	if (!strcmp(arg, "json"))
+		*json = true;
+	else if (!strcmp(arg, "human"))
+		*json = false;
+	else {
+		img_err("%s: --output must be human or json, not '%s'", cmd, arg);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int cli_cmd_info(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "format", required_argument, NULL, 'f' },
+		{ "output", required_argument, NULL, 'O' },
+		{ "backing-chain", no_argument, NULL, 'B' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct info_ctx c = { 0 };
+	int opt;
+
+	optind = 0;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, ":f:h", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'f':
+			c.fmt = optarg;
+			break;
+		case 'O':
+			if (cli_output_json("info", optarg, &c.json))
+				return CLI_EXIT_USAGE;
+			break;
+		case 'B':
+			c.chain = true;
+			break;
+		case 'h':
+			puts(cli_find("info")->usage);
+			return CLI_EXIT_OK;
+		default:
+			img_err("info: bad option '%s' (see imgblk info --help)", argv[optind - 1]);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (optind != argc - 1) {
+		img_err("info: give exactly one FILE");
+		return CLI_EXIT_USAGE;
+	}
+	c.file = argv[optind];
+	return cli_run(info_body, &c);
+}
+
+/* ---- check ---- */
+
+struct check_ctx {
+	const char *file;
+	const char *fmt;
+	unsigned int fix;
+	bool json;
+	bool quiet;
+};
+
+static void check_print(const struct check_ctx *c, const struct tgt *t,
+			const struct tgt_check_result *r)
+{
+	if (c->json) {
+		printf("{\n    \"image-end-offset\": %llu,\n    \"total-clusters\": %llu,\n"
+		       "    \"check-errors\": %llu,\n",
+		       (unsigned long long)r->image_end_offset,
+		       (unsigned long long)r->total_clusters,
+		       (unsigned long long)r->check_errors);
+		if (r->leaks)
+			printf("    \"leaks\": %llu,\n", (unsigned long long)r->leaks);
+		if (r->corruptions)
+			printf("    \"corruptions\": %llu,\n", (unsigned long long)r->corruptions);
+		if (r->leaks_fixed)
+			printf("    \"leaks-fixed\": %llu,\n", (unsigned long long)r->leaks_fixed);
+		if (r->corruptions_fixed)
+			printf("    \"corruptions-fixed\": %llu,\n",
+			       (unsigned long long)r->corruptions_fixed);
+		printf("    \"allocated-clusters\": %llu,\n    \"filename\": ",
+		       (unsigned long long)r->allocated_clusters);
+		json_put_string(stdout, c->file);
+		printf(",\n    \"format\": \"%s\",\n    \"fragmented-clusters\": %llu,\n"
+		       "    \"compressed-clusters\": %llu\n}\n", t->ops->name,
+		       (unsigned long long)r->fragmented_clusters,
+		       (unsigned long long)r->compressed_clusters);
+		return;
+	}
+	if (c->quiet)
+		return;
+	if (!r->corruptions && !r->leaks && !r->check_errors)
+		printf("No errors were found on the image.\n");
+	if (r->corruptions)
+		printf("\n%llu errors were found on the image.\n"
+		       "Data may be corrupted, or further writes to the image may corrupt it.\n",
+		       (unsigned long long)r->corruptions);
+	if (r->leaks)
+		printf("\n%llu leaked clusters were found on the image.\n"
+		       "This means waste of disk space, but no harm to data.\n",
+		       (unsigned long long)r->leaks);
+	if (r->check_errors)
+		printf("\n%llu internal errors have occurred during the check.\n",
+		       (unsigned long long)r->check_errors);
+	if (r->total_clusters)
+		printf("%llu/%llu = %.2f%% allocated, %.2f%% fragmented, %.2f%% compressed clusters\n",
+		       (unsigned long long)r->allocated_clusters,
+		       (unsigned long long)r->total_clusters,
+		       r->allocated_clusters * 100.0 / r->total_clusters,
+		       r->allocated_clusters ? r->fragmented_clusters * 100.0 / r->allocated_clusters : 0,
+		       r->allocated_clusters ? r->compressed_clusters * 100.0 / r->allocated_clusters : 0);
+	if (r->image_end_offset)
+		printf("Image end offset: %llu\n", (unsigned long long)r->image_end_offset);
+}
+
+static int check_body(void *arg)
+{
+	struct check_ctx *c = arg;
+	struct tgt_check_result r = { 0 };
+	unsigned int flags = TGT_O_CHECK | (c->fix ? 0 : TGT_O_RDONLY);
+	struct tgt t = { 0 };
+	int ret, status;
+
+	if (tgt_open_file(&t, c->file, c->fmt, flags))
+		return CHECK_EXIT_ERROR;
+	if (!t.ops->check) {
+		img_err("check: the %s format does not support checks", t.ops->name);
+		tgt_close(&t);
+		return CHECK_EXIT_UNSUPPORTED;
+	}
+	ret = t.ops->check(&t, c->fix, &r);
+	if (!ret && c->fix && (r.leaks_fixed || r.corruptions_fixed)) {
+		/* Like qemu-img: report the repair, then judge the image afresh. */
+		if (!c->json && !c->quiet)
+			printf("The following inconsistencies were found and repaired:\n\n"
+			       "    %llu leaked clusters\n    %llu corruptions\n\n"
+			       "Double checking the fixed image now...\n",
+			       (unsigned long long)r.leaks_fixed,
+			       (unsigned long long)r.corruptions_fixed);
+		memset(&r, 0, sizeof(r));
+		ret = t.ops->check(&t, 0, &r);
+	}
+	if (ret) {
+		img_err("check: %s: %s", c->file, strerror(-ret));
+		tgt_close(&t);
+		return CHECK_EXIT_ERROR;
+	}
+	check_print(c, &t, &r);
+	if (tgt_close(&t))
+		return CHECK_EXIT_ERROR;
+	if (r.check_errors)
+		status = CHECK_EXIT_ERROR;
+	else if (r.corruptions)
+		status = CHECK_EXIT_CORRUPT;
+	else if (r.leaks)
+		status = CHECK_EXIT_LEAKS;
+	else
+		status = CHECK_EXIT_CLEAN;
+	return status;
+}
+
+int cli_cmd_check(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "format", required_argument, NULL, 'f' },
+		{ "repair", required_argument, NULL, 'r' },
+		{ "output", required_argument, NULL, 'O' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct check_ctx c = { 0 };
+	int opt;
+
+	optind = 0;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, ":f:r:qh", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'f':
+			c.fmt = optarg;
+			break;
+		case 'r':
+			if (!strcmp(optarg, "leaks")) {
+				c.fix = TGT_FIX_LEAKS;
+			} else if (!strcmp(optarg, "all")) {
+				c.fix = TGT_FIX_LEAKS | TGT_FIX_ERRORS;
+			} else {
+				img_err("check: -r must be leaks or all, not '%s'", optarg);
+				return CHECK_EXIT_ERROR;
+			}
+			break;
+		case 'O':
+			if (cli_output_json("check", optarg, &c.json))
+				return CHECK_EXIT_ERROR;
+			break;
+		case 'q':
+			c.quiet = true;
+			break;
+		case 'h':
+			puts(cli_find("check")->usage);
+			return CLI_EXIT_OK;
+		default:
+			img_err("check: bad option '%s' (see imgblk check --help)", argv[optind - 1]);
+			return CHECK_EXIT_ERROR;
+		}
+	}
+	if (optind != argc - 1) {
+		img_err("check: give exactly one FILE");
+		return CHECK_EXIT_ERROR;
+	}
+	c.file = argv[optind];
+	return cli_run(check_body, &c);
+}
+
+/* ---- map ---- */
+
+struct map_ctx {
+	const char *file;
+	const char *fmt;
+	bool json;
+};
+
+struct map_entry {
+	uint64_t start, length, offset;
+	unsigned int depth, flags;
+	bool present;
+	const char *filename;
+};
+
+static void map_print(const struct map_ctx *c, const struct map_entry *e, bool first)
+{
+	bool data = e->flags & TGT_EXT_DATA, zero = e->flags & TGT_EXT_ZERO;
+
+	if (c->json) {
+		printf("%s{ \"start\": %llu, \"length\": %llu, \"depth\": %u, \"present\": %s, \"zero\": %s, \"data\": %s",
+		       first ? "[" : ",\n", (unsigned long long)e->start,
+		       (unsigned long long)e->length, e->depth,
+		       e->present ? "true" : "false", zero ? "true" : "false",
+		       data ? "true" : "false");
+		if (e->flags & TGT_EXT_OFFSET_VALID)
+			printf(", \"offset\": %llu", (unsigned long long)e->offset);
+		printf("}");
+		return;
+	}
+	/* The human format lists only what has data at a known place. */
+	if (data && (e->flags & TGT_EXT_OFFSET_VALID))
+		printf("%#-15llx %#-15llx %#-15llx %s\n", (unsigned long long)e->start,
+		       (unsigned long long)e->length, (unsigned long long)e->offset,
+		       e->filename);
+}
+
+/* Adjacent runs merge when nothing but their length differs. */
+static bool map_mergeable(const struct map_entry *a, const struct map_entry *b)
+{
+	if (a->flags != b->flags || a->depth != b->depth || a->present != b->present ||
+	    a->filename != b->filename)
+		return false;
+	return !(a->flags & TGT_EXT_OFFSET_VALID) || a->offset + a->length == b->offset;
+}
+
+static int map_body(void *arg)
+{
+	struct map_ctx *c = arg;
+	struct tgt t = { 0 };
+	struct map_entry cur = { 0 };
+	bool have = false, first = true;
+	uint64_t off = 0;
+	int status = CLI_EXIT_OK;
+
+	if (tgt_open_file(&t, c->file, c->fmt, TGT_O_RDONLY | TGT_O_BUFFERED))
+		return CLI_EXIT_ERR;
+	if (!c->json)
+		printf("%-15s %-15s %-15s %s\n", "Offset", "Length", "Mapped to", "File");
+	while (off < t.caps.size_bytes) {
+		struct tgt_extent ext;
+		struct map_entry e;
+		struct tgt *layer;
+		unsigned int depth;
+		int64_t n = tgt_chain_status(&t, off, t.caps.size_bytes - off, &ext,
+					     &depth, &layer);
+
+		if (n <= 0) {
+			img_err("map: %s: %s", c->file, strerror(n ? -n : EIO));
+			status = CLI_EXIT_ERR;
+			break;
+		}
+		e = (struct map_entry){
+			.start = off, .length = n, .offset = ext.host_off,
+			.depth = depth, .flags = ext.flags & ~TGT_EXT_ALLOCATED,
+			.present = layer != NULL,
+			.filename = layer ? layer->cfg.file : NULL,
+		};
+		if (have && map_mergeable(&cur, &e)) {
+			cur.length += e.length;
+		} else {
+			if (have) {
+				map_print(c, &cur, first);
+				first = false;
+			}
+			cur = e;
+			have = true;
+		}
+		off += n;
+	}
+	if (have && !status)
+		map_print(c, &cur, first);
+	if (c->json)
+		printf("%s]\n", have ? "" : "[");
+	tgt_close(&t);
+	return status;
+}
+
+int cli_cmd_map(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "format", required_argument, NULL, 'f' },
+		{ "output", required_argument, NULL, 'O' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct map_ctx c = { 0 };
+	int opt;
+
+	optind = 0;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, ":f:h", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'f':
+			c.fmt = optarg;
+			break;
+		case 'O':
+			if (cli_output_json("map", optarg, &c.json))
+				return CLI_EXIT_USAGE;
+			break;
+		case 'h':
+			puts(cli_find("map")->usage);
+			return CLI_EXIT_OK;
+		default:
+			img_err("map: bad option '%s' (see imgblk map --help)", argv[optind - 1]);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (optind != argc - 1) {
+		img_err("map: give exactly one FILE");
+		return CLI_EXIT_USAGE;
+	}
+	c.file = argv[optind];
+	return cli_run(map_body, &c);
+}
