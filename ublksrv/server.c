@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,70 @@
 #include "ublk.h"
 #include "uevent.h"
 #include "util.h"
+
+/*
+ * The housekeeping thread: calls the target's ->tick about once a second
+ * in a coroutine of its own executor, for metadata work that must happen
+ * while the device is idle (QED clears need-check after 5 s without
+ * allocating writes).
+ */
+struct ublk_housekeeper {
+	struct tgt *t;
+	pthread_t thread;
+	bool started;
+	bool stop;		/* read and written with __atomic builtins */
+};
+
+static void ublk_hk_main(void *arg)
+{
+	struct ublk_housekeeper *hk = arg;
+
+	while (!__atomic_load_n(&hk->stop, __ATOMIC_ACQUIRE)) {
+		exec_sleep_ms(1000);
+		if (__atomic_load_n(&hk->stop, __ATOMIC_ACQUIRE))
+			break;
+		hk->t->ops->tick(hk->t);
+	}
+}
+
+static void *ublk_hk_thread(void *arg)
+{
+	struct img_exec e;
+
+	if (exec_init(&e, 16)) {
+		img_err("housekeeping thread: cannot set up io_uring");
+		return NULL;
+	}
+	if (exec_spawn(&e, ublk_hk_main, arg) == 0)
+		exec_run(&e);
+	exec_exit(&e);
+	return NULL;
+}
+
+static void ublk_hk_start(struct ublk_housekeeper *hk, struct tgt *t)
+{
+	sigset_t all, old;
+
+	hk->t = t;
+	if (!t->ops->tick)
+		return;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	hk->started = pthread_create(&hk->thread, NULL, ublk_hk_thread, hk) == 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (!hk->started)
+		img_err("cannot start the housekeeping thread");
+}
+
+/* Returns within about a second: the thread notices @stop after its sleep. */
+static void ublk_hk_stop(struct ublk_housekeeper *hk)
+{
+	if (!hk->started)
+		return;
+	__atomic_store_n(&hk->stop, true, __ATOMIC_RELEASE);
+	pthread_join(hk->thread, NULL);
+	hk->started = false;
+}
 
 static int64_t mono_ms(void)
 {
@@ -179,6 +244,7 @@ static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int repo
 {
 	struct ublk_dev dev = { .tgt = t, .cdev_fd = -1 };
 	struct uevent_listener uev = { 0 };
+	struct ublk_housekeeper hk = { 0 };
 	struct ublk_ctrl ctrl;
 	bool queues_started = false, served = false;
 	char log_path[PATH_MAX];
@@ -265,6 +331,7 @@ static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int repo
 	report_fd = -1;
 	served = true;
 
+	ublk_hk_start(&hk, t);
 	ublk_wait_shutdown(&dev, sig_fd);
 
 out_stop:
@@ -275,6 +342,8 @@ out_stop:
 		ublk_ctrl_stop_dev(&ctrl, dev.info.dev_id);
 		ublk_queues_join(&dev);
 	}
+	/* No I/O is left: the target's own deferred work can stop too. */
+	ublk_hk_stop(&hk);
 out_close:
 	if (dev.cdev_fd >= 0)
 		close(dev.cdev_fd);

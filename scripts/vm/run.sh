@@ -71,9 +71,13 @@ trap 'exit 130' INT TERM
 stage=$tmp/stage
 mkdir -p "$stage/tests" "$stage/share"
 : > "$stage/tests.list"
+ntests=0
 for t in "$@"; do
 	[ -f "$t" ] || die "test script $t not found"
 	name=$(basename "$t")
+	# So that tests/vm/*.sh works: the helpers are not a test.
+	[ "$name" = lib.sh ] && continue
+	ntests=$((ntests + 1))
 	cp "$t" "$stage/tests/$name"
 	# Each test directory's shared helpers go along.
 	d=$(dirname "$t")
@@ -92,7 +96,7 @@ mkfs.ext4 -q -F -L imgblk-run -E lazy_itable_init=1,lazy_journal_init=1 \
 	-d "$stage" "$tmp/run.img" || die "mkfs.ext4 of the run disk failed"
 rm -rf "$stage"
 
-ntests=$#
+[ "$ntests" -gt 0 ] || die "no test script given (lib.sh is not one)"
 # Boot, each test's limit plus its cleanup, and margin for slow TCG.
 vm_limit=$(( 180 + ntests * (TIMEOUT + 60) ))
 CONSOLE=$BUILD_DIR/vm/console.log
