@@ -205,7 +205,8 @@ QEMU=(qemu-system-x86_64 -M q35 -accel tcg -cpu max -smp 2 -m "$MEM"
 
 echo "# vm: $(cat "$KDIR/version"), $ntests test(s), ${TIMEOUT}s each"
 t_qemu=$EPOCHREALTIME
-coproc QEMU_PROC { timeout -k 10 "$vm_limit" "${QEMU[@]}" < /dev/null 2>&1; }
+# exec: the coproc pid is timeout itself, which passes a TERM on to qemu.
+coproc QEMU_PROC { exec timeout -k 10 "$vm_limit" "${QEMU[@]}" < /dev/null 2>&1; }
 qpid=$QEMU_PROC_PID
 while IFS= read -r line <&"${QEMU_PROC[0]}"; do
 	line=${line%$'\r'}
