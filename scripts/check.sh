@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# check.sh - run imgblk's test suites and count the results.
+#
+#   scripts/check.sh host|vm|all
+#
+# Host: every unit test program in $O/tests/host/ (kselftest harness) and
+# every tests/host/*.sh script, each under a time limit, each printing TAP.
+# VM: tests/vm/*.sh in one boot of the test VM (scripts/vm/run.sh).  The
+# TAP of each is shown as it comes, and the last line is the plain count
+# `N passed, N failed, N skipped`.  Exits non-zero if anything failed.  A
+# program that exits non-zero or prints no result counts as a failure:
+# a crash is never a pass.
+set -uo pipefail
+
+O=${O:-build}
+HOST_TIMEOUT=${HOST_TIMEOUT:-600}
+what=${1:-all}
+cd "$(dirname "$0")/.." || exit 2
+
+pass=0 fail=0 skip=0
+failed=()
+
+# Counts the TAP lines of one test's output ($2) under the name $1, with
+# its exit status $3.
+count() {
+	local name=$1 out=$2 rc=$3 p=0 f=0 s=0 line
+	while IFS= read -r line; do
+		case $line in
+		"not ok "*"# TODO"*) ;;
+		"not ok "*) f=$((f + 1)) ;;
+		"ok "*"# SKIP"* | "ok "*"# skip"*) s=$((s + 1)) ;;
+		"ok "*) p=$((p + 1)) ;;
+		esac
+	done <<<"$out"
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		echo "not ok - $name: exited with status $rc"
+		f=$((f + 1))
+	fi
+	if [ $((p + f + s)) -eq 0 ]; then
+		echo "not ok - $name: printed no test result"
+		f=1
+	fi
+	pass=$((pass + p)) fail=$((fail + f)) skip=$((skip + s))
+	[ "$f" -eq 0 ] || failed+=("$name")
+}
+
+run_one() {
+	local name=$1 out rc
+	shift
+	echo "# --- $name"
+	out=$(IMGBLK=$O/imgblk timeout --kill-after=10 "$HOST_TIMEOUT" "$@" 2>&1)
+	rc=$?
+	printf '%s\n' "$out"
+	[ "$rc" -ne 124 ] || echo "not ok - $name: timed out after ${HOST_TIMEOUT}s"
+	count "$name" "$out" "$rc"
+}
+
+run_host() {
+	local t
+	for t in "$O"/tests/host/*; do
+		[ -x "$t" ] && [ -f "$t" ] || continue
+		case $t in *.o | *.d) continue ;; esac
+		run_one "host/$(basename "$t")" "$t"
+	done
+	for t in tests/host/*.sh; do
+		[ -f "$t" ] || continue
+		run_one "host/$(basename "$t")" bash "$t"
+	done
+}
+
+run_vm() {
+	local tests=() t out rc
+	for t in tests/vm/*.sh; do
+		[ "$(basename "$t")" = lib.sh ] || tests+=("$t")
+	done
+	echo "# --- vm (${#tests[@]} scripts)"
+	out=$(scripts/vm/run.sh -b "$O" "${tests[@]}" 2>&1 | tee /dev/stderr)
+	rc=${PIPESTATUS[0]}
+	count vm "$out" "$rc"
+}
+
+start=$SECONDS
+case $what in
+host) run_host ;;
+vm) run_vm ;;
+all) run_host; run_vm ;;
+*) echo "usage: $0 host|vm|all" >&2; exit 2 ;;
+esac
+
+echo "# time: $((SECONDS - start)) s"
+[ ${#failed[@]} -eq 0 ] || echo "# failed: ${failed[*]}"
+echo "$pass passed, $fail failed, $skip skipped"
+[ "$fail" -eq 0 ]
