@@ -46,6 +46,8 @@ shift $((OPTIND - 1))
 mkdir -p "$BUILD_DIR/vm"
 BUILD_DIR=$(cd "$BUILD_DIR" && pwd)
 
+# A fresh machine has none of the VM packages; this is a no-op otherwise.
+"$REPO/scripts/setup.sh" deps --vm || die "cannot install the VM rig's packages"
 for t in qemu-system-x86_64 mkfs.ext4 debugfs; do
 	PATH=$PATH:/usr/sbin:/sbin command -v "$t" >/dev/null ||
 		die "$t not found; run scripts/setup.sh deps --vm"
@@ -224,7 +226,7 @@ while IFS= read -r line <&"${QEMU_PROC[0]}"; do
 		echo "# vm boot: $(elapsed "$t_qemu" "$booted") s" ;;
 	"@@IMGBLK BEGIN "*)
 		cur=${line#@@IMGBLK BEGIN }
-		cur_n=0 cur_fail=0 cur_plan= cur_skip=
+		cur_n=0 cur_fail=0 cur_plan='' cur_skip=''
 		echo "# --- $cur" ;;
 	"@@IMGBLK END "*)
 		read -r _ _ name rc to <<< "$line"
