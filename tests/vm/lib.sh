@@ -145,7 +145,9 @@ add_dev() {
 	shift
 	DEV=
 	DEV_ID=
-	if timeout 60 imgblk add "$@" > "$T_TMP/add.out" 2> "$T_TMP/add.err"; then
+	timeout 60 imgblk add "$@" > "$T_TMP/add.out" 2> "$T_TMP/add.err"
+	_rc=$?
+	if [ $_rc -eq 0 ]; then
 		DEV=$(head -n 1 "$T_TMP/add.out")
 		case $DEV in
 		/dev/ublkb[0-9]*)
@@ -164,7 +166,6 @@ add_dev() {
 		diag_file "$T_TMP/add.err"
 		return 1
 	fi
-	_rc=$?
 	not_ok "$_d"
 	diag "imgblk add $* failed with status $_rc:"
 	diag_file "$T_TMP/add.err"
