@@ -209,10 +209,17 @@ int exec_init(struct img_exec *e, unsigned int entries)
 	 */
 	memset(&p, 0, sizeof(p));
 	p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER |
-		  IORING_SETUP_DEFER_TASKRUN;
+		  IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE;
+	/*
+	 * A request may have several I/Os in flight (COW head, data, tail):
+	 * room for four completions per SQE keeps the CQ from overflowing.
+	 */
+	p.cq_entries = 4 * entries;
 	ret = io_uring_queue_init_params(entries, &e->ring, &p);
 	if (ret == -EINVAL) {
 		memset(&p, 0, sizeof(p));
+		p.flags = IORING_SETUP_CQSIZE;
+		p.cq_entries = 4 * entries;
 		ret = io_uring_queue_init_params(entries, &e->ring, &p);
 	}
 	if (ret < 0)
