@@ -94,18 +94,16 @@ void format_size(uint64_t bytes, char *buf, size_t len)
 {
 	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
 	unsigned int i = 0;
-	double v = (double)bytes;
 
-	while (v >= 1024 && i < ARRAY_SIZE(units) - 1) {
-		v /= 1024;
+	/*
+	 * As qemu's size_to_str(), whose output tests compare with ours: the
+	 * next unit from 1000 of this one (1024000 bytes is "0.977 MiB"), and
+	 * three significant digits (999.5 KiB is "1e+03 KiB" there too).
+	 */
+	while (i < ARRAY_SIZE(units) - 1 && bytes >= 1000ULL << (10 * i))
 		i++;
-	}
-	if (i == 0)
-		snprintf(buf, len, "%llu B", (unsigned long long)bytes);
-	else if (v == (double)(uint64_t)v)
-		snprintf(buf, len, "%llu %s", (unsigned long long)v, units[i]);
-	else
-		snprintf(buf, len, "%.3g %s", v, units[i]);
+	snprintf(buf, len, "%.3g %s", (double)bytes / (double)(1ULL << (10 * i)),
+		 units[i]);
 }
 
 int img_write_zeros_fd(int fd, uint64_t bytes)
