@@ -26,7 +26,17 @@ enum {
 static int cli_bad_option(const char *cmd, int c, char **argv)
 {
 	const char *arg = argv[optind - 1];
+	char letter[3];
 
+	/*
+	 * A short option may sit in a cluster ("-xr", "-rq"), where
+	 * argv[optind - 1] is the word before it, or the whole cluster:
+	 * name the letter getopt stopped at.
+	 */
+	if (optopt > 0 && optopt < 0x100 && strncmp(arg, "--", 2)) {
+		snprintf(letter, sizeof(letter), "-%c", optopt);
+		arg = letter;
+	}
 	if (c == ':')
 		img_err("%s: option '%s' needs a value (see imgblk %s --help)", cmd,
 			arg, cmd);
