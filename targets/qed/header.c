@@ -179,7 +179,7 @@ int qed_header_load(struct qed *q)
 		uint32_t size = get_le32(&h.backing_filename_size);
 
 		if (!size || size >= PATH_MAX || (uint64_t)off + size > header_bytes) {
-			img_err("%s: QED backing file name (offset %u, %u bytes) is outside the header",
+			img_err("%s: QED backing file name (offset %u, %u bytes) is empty or outside the header",
 				file, off, size);
 			return -EINVAL;
 		}
