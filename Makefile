@@ -8,7 +8,7 @@
 #   make check           build, then run the host and VM test suites
 #   make check-host      host tests only (no VM)
 #   make check-vm        VM tests only
-#   make SAN=1 O=build-san check-host   the same under ASan+UBSan
+#   make san             ASan+UBSan build of imgblk and the tests in $(O)/san
 
 O ?= build
 V ?= 0
@@ -25,7 +25,9 @@ endif
 CC ?= cc
 CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -fno-strict-aliasing
-CPPFLAGS += -Iinclude -I$(O)/include -I/usr/include/libnl3
+# Where the fetched kernel headers live: the sanitizer build shares ours.
+KHDR_BUILD ?= $(O)
+CPPFLAGS += -Iinclude -I$(KHDR_BUILD)/include -I/usr/include/libnl3
 DEPFLAGS = -MMD -MP
 LDLIBS += -luring -lnl-3 -lpthread
 ifeq ($(SAN),1)
@@ -49,8 +51,8 @@ MAIN_OBJ := $(O)/ublksrv/main.o
 HOST_TESTS := $(patsubst tests/host/%.c,$(O)/tests/host/%,$(wildcard tests/host/*.c))
 
 # Headers fetched from Debian's linux-source-6.12, never committed.
-KHDRS := $(O)/include/linux/ublk_cmd.h $(O)/include/kselftest_harness.h \
-	 $(O)/include/kselftest.h
+KHDRS := $(KHDR_BUILD)/include/linux/ublk_cmd.h \
+	 $(KHDR_BUILD)/include/kselftest_harness.h $(KHDR_BUILD)/include/kselftest.h
 DEPS_STAMP := $(O)/.deps-stamp
 
 all: $(O)/imgblk
@@ -63,7 +65,7 @@ $(DEPS_STAMP): scripts/setup.sh
 
 $(KHDRS) &: scripts/setup.sh | $(DEPS_STAMP)
 	$(quiet) SETUP $(O)/include
-	$(Q)scripts/setup.sh headers $(O)
+	$(Q)scripts/setup.sh headers $(KHDR_BUILD)
 	$(Q)touch $(KHDRS)
 
 $(O)/%.o: %.c | $(KHDRS)
@@ -95,11 +97,17 @@ $(O)/tests/host/%: $(O)/tests/host/%.o $(O)/libimgblk.a
 
 tests: $(HOST_TESTS)
 
+# The same program and unit tests under ASan and UBSan, in $(O)/san; the
+# host suite runs the unit tests and the malformed-image tests with it.
+san: $(KHDRS)
+	$(Q)$(MAKE) --no-print-directory O=$(O)/san SAN=1 KHDR_BUILD=$(KHDR_BUILD) \
+		$(O)/san/imgblk tests
+
 # One run, one closing count: host and VM results together.
-check: $(O)/imgblk $(HOST_TESTS)
+check: $(O)/imgblk $(HOST_TESTS) san
 	$(Q)O=$(O) scripts/check.sh all
 
-check-host: $(O)/imgblk $(HOST_TESTS)
+check-host: $(O)/imgblk $(HOST_TESTS) san
 	$(Q)O=$(O) scripts/check.sh host
 
 check-vm: $(O)/imgblk
@@ -111,9 +119,9 @@ bench: $(O)/imgblk
 clean:
 	$(quiet) CLEAN $(O)
 	$(Q)rm -rf $(O)/lib $(O)/targets $(O)/ublksrv $(O)/tests $(O)/imgblk \
-		$(O)/libimgblk.a
+		$(O)/libimgblk.a $(O)/san
 
-.PHONY: all tests check check-host check-vm bench clean
+.PHONY: all tests san check check-host check-vm bench clean
 .SECONDARY:
 
 -include $(shell find $(O) -name '*.d' 2>/dev/null)

@@ -50,24 +50,39 @@ run_one() {
 	local name=$1 out rc
 	shift
 	echo "# --- $name"
-	out=$(IMGBLK=$O/imgblk timeout --kill-after=10 "$HOST_TIMEOUT" "$@" 2>&1)
+	out=$(IMGBLK=$O/imgblk UBSAN_OPTIONS=print_stacktrace=1 timeout --kill-after=10 "$HOST_TIMEOUT" "$@" 2>&1)
 	rc=$?
 	printf '%s\n' "$out"
 	[ "$rc" -ne 124 ] || echo "not ok - $name: timed out after ${HOST_TIMEOUT}s"
 	count "$name" "$out" "$rc"
 }
 
-run_host() {
+# run_units DIR LABEL: the unit test programs built in DIR.
+run_units() {
 	local t
-	for t in "$O"/tests/host/*; do
+	for t in "$1"/tests/host/*; do
 		[ -x "$t" ] && [ -f "$t" ] || continue
 		case $t in *.o | *.d) continue ;; esac
-		run_one "host/$(basename "$t")" "$t"
+		run_one "$2/$(basename "$t")" "$t"
 	done
+}
+
+run_host() {
+	local t
+	run_units "$O" host
 	for t in tests/host/*.sh; do
 		[ -f "$t" ] || continue
 		run_one "host/$(basename "$t")" bash "$t"
 	done
+	# Under ASan and UBSan: the unit tests, and whatever feeds imgblk
+	# hostile input (tests/host/*malformed*.sh), with the sanitized binary.
+	if [ -x "$O/san/imgblk" ]; then
+		run_units "$O/san" san
+		for t in tests/host/*malformed*.sh; do
+			[ -f "$t" ] || continue
+			O=$O/san run_one "san/$(basename "$t")" bash "$t"
+		done
+	fi
 }
 
 run_vm() {
