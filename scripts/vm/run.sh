@@ -227,9 +227,11 @@ while IFS= read -r line <&"${QEMU_PROC[0]}"; do
 	"@@IMGBLK BEGIN "*)
 		cur=${line#@@IMGBLK BEGIN }
 		cur_n=0 cur_fail=0 cur_plan='' cur_skip=''
+		t_test=$EPOCHREALTIME
 		echo "# --- $cur" ;;
 	"@@IMGBLK END "*)
 		read -r _ _ name rc to <<< "$line"
+		echo "# $name: $(elapsed "$t_test" "$EPOCHREALTIME") s"
 		end_test "$name" "$rc" "$to" ;;
 	"@@IMGBLK DMESG "*)
 		dmesg_lines+=("${line#@@IMGBLK DMESG }") ;;

@@ -62,7 +62,9 @@ refused "missing file" add -t raw -f "$T_TMP/nonexistent.raw"
 refused "directory as file" add -t raw -f "$T_TMP"
 refused "dangling symlink as file" add -t raw -f "$T_TMP/dangling"
 refused "no -f for raw" add -t raw
-refused "no target" add -f "$IMG"
+# (add -f FILE without -t is not bad input: the format is probed.)
+refused "add without arguments" add
+refused "-t without a value" add -t
 refused "unknown target" add -t bogus -f "$IMG"
 refused "-q 0" add -t raw -f "$IMG" -q 0
 refused "-q abc" add -t raw -f "$IMG" -q abc
