@@ -17,6 +17,8 @@ struct ublk_add_opts {
 	unsigned int nr_queues;
 	unsigned int depth;
 	bool foreground;	/* serve in this process instead of a daemon */
+	bool recoverable;	/* UBLK_F_USER_RECOVERY: survive the server's death */
+	bool recover;		/* serve the existing quiesced device @dev_id */
 };
 
 /*
@@ -25,6 +27,13 @@ struct ublk_add_opts {
  * having printed its path.  Returns the exit status: 0 or 1.
  */
 int ublk_add(const struct ublk_add_opts *o);
+
+/*
+ * Starts a new server for recoverable device @id whose server died, with
+ * the target and options recorded in its state file.  Returns the exit
+ * status.
+ */
+int ublk_recover(unsigned int id, bool foreground);
 
 /* Deletes device @id.  Returns the exit status. */
 int ublk_del(unsigned int id);

@@ -8,6 +8,7 @@
 
 #include <limits.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 struct ublk_state {
@@ -18,6 +19,10 @@ struct ublk_state {
 	unsigned int depth;
 	pid_t pid;
 	bool read_only;
+	/* What `recover` needs to open the target again as it was. */
+	unsigned int open_flags;
+	uint64_t size_bytes;
+	bool recoverable;
 };
 
 /* Directory of the state files; IMGBLK_RUN_DIR overrides it (tests). */

@@ -275,5 +275,6 @@ extern const unsigned int tgt_table_len;
 extern const struct tgt_ops null_tgt_ops;
 extern const struct tgt_ops raw_tgt_ops;
 extern const struct tgt_ops qed_tgt_ops;
+extern const struct tgt_ops qcow2_tgt_ops;
 
 #endif

@@ -52,6 +52,8 @@ int ublk_ctrl_get_params(struct ublk_ctrl *c, unsigned int dev_id,
 int ublk_ctrl_start_dev(struct ublk_ctrl *c, unsigned int dev_id, pid_t pid);
 int ublk_ctrl_stop_dev(struct ublk_ctrl *c, unsigned int dev_id);
 int ublk_ctrl_del_dev(struct ublk_ctrl *c, unsigned int dev_id);
+int ublk_ctrl_start_recovery(struct ublk_ctrl *c, unsigned int dev_id);
+int ublk_ctrl_end_recovery(struct ublk_ctrl *c, unsigned int dev_id, pid_t pid);
 int ublk_ctrl_get_dev_info(struct ublk_ctrl *c, unsigned int dev_id,
 			   struct ublksrv_ctrl_dev_info *info);
 

@@ -11,6 +11,7 @@
 
 int cli_cmd_add(int argc, char **argv);
 int cli_cmd_del(int argc, char **argv);
+int cli_cmd_recover(int argc, char **argv);
 int cli_cmd_list(int argc, char **argv);
 int cli_cmd_create(int argc, char **argv);
 int cli_cmd_info(int argc, char **argv);
@@ -27,7 +28,7 @@ static const struct cli_cmd cli_cmds[] = {
 		.summary = "serve an image as /dev/ublkbN",
 		.usage =
 "usage: imgblk add [-t TYPE] [-f FILE] [-n ID] [-q QUEUES] [-d DEPTH] [-r]\n"
-"                  [--buffered] [--size SIZE] [--foreground]\n"
+"                  [--buffered] [--size SIZE] [--recoverable] [--foreground]\n"
 "\n"
 "Adds a ublk device served by TYPE and prints its path (/dev/ublkbN) once\n"
 "the device works; the server then runs in the background until deleted.\n"
@@ -41,8 +42,20 @@ static const struct cli_cmd cli_cmds[] = {
 "  -r, --read-only     the device refuses writes\n"
 "      --buffered      raw: use the host page cache instead of O_DIRECT\n"
 "      --size SIZE     null: device size (suffixes K, M, G, T)\n"
+"      --recoverable   if the server dies, the device waits (QUIESCED) for\n"
+"                      `imgblk recover` instead of failing its I/O\n"
 "      --foreground    serve in this process; Ctrl-C deletes the device",
 		.run = cli_cmd_add,
+	},
+	{
+		.name = "recover",
+		.summary = "start a new server for a --recoverable device whose server died",
+		.usage =
+"usage: imgblk recover -n ID [--foreground]\n"
+"\n"
+"The device must be QUIESCED (see imgblk list): its requests wait, and\n"
+"those the dead server had taken are reissued to the new one.",
+		.run = cli_cmd_recover,
 	},
 	{
 		.name = "del",

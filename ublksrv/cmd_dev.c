@@ -20,6 +20,7 @@ enum {
 	OPT_BUFFERED = 0x100,
 	OPT_SIZE,
 	OPT_FOREGROUND,
+	OPT_RECOVERABLE,
 };
 
 /* Prints the one-line complaint of getopt_long() about argv[optind - 1]. */
@@ -67,6 +68,7 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 		{ "buffered", no_argument, NULL, OPT_BUFFERED },
 		{ "size", required_argument, NULL, OPT_SIZE },
 		{ "foreground", no_argument, NULL, OPT_FOREGROUND },
+		{ "recoverable", no_argument, NULL, OPT_RECOVERABLE },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -120,6 +122,9 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 			break;
 		case OPT_FOREGROUND:
 			o->foreground = true;
+			break;
+		case OPT_RECOVERABLE:
+			o->recoverable = true;
 			break;
 		case 'h':
 			puts(cli_find("add")->usage);
@@ -364,4 +369,46 @@ int cli_cmd_list(int argc, char **argv)
 		return CLI_EXIT_ERR;
 	}
 	return CLI_EXIT_OK;
+}
+
+int cli_cmd_recover(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "number", required_argument, NULL, 'n' },
+		{ "foreground", no_argument, NULL, OPT_FOREGROUND },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	bool have_id = false, foreground = false;
+	unsigned int id = 0;
+	uint64_t v;
+	int c;
+
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":n:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'n':
+			if (cli_number("recover", "the device id (-n)", optarg, 0,
+				       UBLK_MAX_DEV_ID, &v))
+				return CLI_EXIT_USAGE;
+			id = v;
+			have_id = true;
+			break;
+		case OPT_FOREGROUND:
+			foreground = true;
+			break;
+		case 'h':
+			puts(cli_find("recover")->usage);
+			return CLI_EXIT_OK;
+		default:
+			cli_bad_option("recover", c, argv);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (!have_id || optind < argc) {
+		img_err("recover: give -n ID and nothing else");
+		return CLI_EXIT_USAGE;
+	}
+	return ublk_recover(id, foreground);
 }

@@ -158,6 +158,27 @@ int ublk_ctrl_del_dev(struct ublk_ctrl *c, unsigned int dev_id)
 	return ublk_ctrl_cmd(c, UBLK_U_CMD_DEL_DEV, &hdr);
 }
 
+int ublk_ctrl_start_recovery(struct ublk_ctrl *c, unsigned int dev_id)
+{
+	struct ublksrv_ctrl_cmd hdr = {
+		.dev_id = dev_id,
+		.queue_id = -1,
+	};
+
+	return ublk_ctrl_cmd(c, UBLK_U_CMD_START_USER_RECOVERY, &hdr);
+}
+
+int ublk_ctrl_end_recovery(struct ublk_ctrl *c, unsigned int dev_id, pid_t pid)
+{
+	struct ublksrv_ctrl_cmd hdr = {
+		.dev_id = dev_id,
+		.queue_id = -1,
+		.data[0] = pid,
+	};
+
+	return ublk_ctrl_cmd(c, UBLK_U_CMD_END_USER_RECOVERY, &hdr);
+}
+
 int ublk_ctrl_get_dev_info(struct ublk_ctrl *c, unsigned int dev_id,
 			   struct ublksrv_ctrl_dev_info *info)
 {

@@ -128,29 +128,18 @@ static int ublk_open_cdev(unsigned int dev_id)
 }
 
 /*
- * The device is ready when the kernel announced it, its node exists and
- * a read of its first block completes.  Returns 0 or -errno, printing why.
+ * The device works when its node exists and a read of its first block
+ * completes.  Returns 0 or -errno, printing why.
  */
-static int ublk_wait_ready(struct uevent_listener *u, const struct ublk_dev *dev)
+static int ublk_test_read(const struct ublk_dev *dev, int64_t deadline)
 {
-	int64_t deadline = mono_ms() + UBLK_READY_TIMEOUT_MS;
 	unsigned int lbs = 1U << dev->params.basic.logical_bs_shift;
-	char name[32], path[64];
+	char path[64];
 	void *buf;
 	ssize_t n;
 	int fd, ret;
 
-	snprintf(name, sizeof(name), "ublkb%u", dev->info.dev_id);
-	snprintf(path, sizeof(path), "/dev/%s", name);
-	ret = uevent_wait_block_add(u, name, UBLK_READY_TIMEOUT_MS);
-	if (ret) {
-		if (ret == -ETIMEDOUT)
-			img_err("timed out after %d s waiting for the kernel to announce %s",
-				UBLK_READY_TIMEOUT_MS / 1000, path);
-		else
-			img_err("waiting for %s: %s", path, strerror(-ret));
-		return ret;
-	}
+	snprintf(path, sizeof(path), UBLK_BDEV_FMT, dev->info.dev_id);
 	/* devtmpfs creates the node before the uevent; udev may lag behind it. */
 	while ((fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC)) < 0) {
 		if (errno != ENOENT || mono_ms() > deadline) {
@@ -173,6 +162,29 @@ static int ublk_wait_ready(struct uevent_listener *u, const struct ublk_dev *dev
 	return ret;
 }
 
+/*
+ * A new device is ready when the kernel announced it and it answers a
+ * read.  Returns 0 or -errno, printing why.
+ */
+static int ublk_wait_ready(struct uevent_listener *u, const struct ublk_dev *dev)
+{
+	int64_t deadline = mono_ms() + UBLK_READY_TIMEOUT_MS;
+	char name[32];
+	int ret;
+
+	snprintf(name, sizeof(name), "ublkb%u", dev->info.dev_id);
+	ret = uevent_wait_block_add(u, name, UBLK_READY_TIMEOUT_MS);
+	if (ret) {
+		if (ret == -ETIMEDOUT)
+			img_err("timed out after %d s waiting for the kernel to announce /dev/%s",
+				UBLK_READY_TIMEOUT_MS / 1000, name);
+		else
+			img_err("waiting for /dev/%s: %s", name, strerror(-ret));
+		return ret;
+	}
+	return ublk_test_read(dev, deadline);
+}
+
 static int ublk_write_state(const struct ublk_add_opts *o, const struct ublk_dev *dev)
 {
 	struct ublk_state s = {
@@ -181,6 +193,9 @@ static int ublk_write_state(const struct ublk_add_opts *o, const struct ublk_dev
 		.depth = dev->info.queue_depth,
 		.pid = getpid(),
 		.read_only = dev->tgt->caps.read_only,
+		.open_flags = o->cfg.open_flags,
+		.size_bytes = o->cfg.size_bytes,
+		.recoverable = dev->info.flags & UBLK_F_USER_RECOVERY,
 	};
 
 	snprintf(s.target, sizeof(s.target), "%s", o->ops->name);
@@ -235,6 +250,84 @@ static void ublk_report(int report_fd, int val)
 	}
 }
 
+/* ADD_DEV and SET_PARAMS for a new device.  Returns 0 or -errno, printing why. */
+static int ublk_add_begin(struct ublk_ctrl *ctrl, struct ublk_dev *dev,
+			  const struct ublk_add_opts *o)
+{
+	int ret;
+
+	dev->info.nr_hw_queues = o->nr_queues;
+	dev->info.queue_depth = o->depth;
+	dev->info.max_io_buf_bytes = UBLK_IO_BUF_BYTES;
+	dev->info.dev_id = o->dev_id < 0 ? -1U : (unsigned int)o->dev_id;
+	/*
+	 * Recoverable: when the server dies the driver holds the requests
+	 * instead of failing them, and reissues those the dead server had
+	 * taken (a block write may be repeated safely).
+	 */
+	if (o->recoverable)
+		dev->info.flags |= UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE;
+	ret = ublk_ctrl_add_dev(ctrl, &dev->info);
+	if (ret) {
+		if (ret == -EEXIST)
+			img_err("device id %d is already in use", o->dev_id);
+		else
+			img_err("cannot add a ublk device: %s", strerror(-ret));
+		return ret;
+	}
+	ublk_params_from_caps(&dev->tgt->caps, dev->info.max_io_buf_bytes, &dev->params);
+	ret = ublk_ctrl_set_params(ctrl, dev->info.dev_id, &dev->params);
+	if (ret) {
+		img_err("cannot set the device parameters: %s", strerror(-ret));
+		ublk_ctrl_del_dev(ctrl, dev->info.dev_id);
+	}
+	return ret;
+}
+
+/*
+ * START_USER_RECOVERY of a device whose server died, once the driver has
+ * quiesced it.  Returns 0 or -errno, printing why.
+ */
+static int ublk_recover_begin(struct ublk_ctrl *ctrl, struct ublk_dev *dev,
+			      unsigned int dev_id)
+{
+	int64_t deadline = mono_ms() + UBLK_READY_TIMEOUT_MS;
+	int ret;
+
+	for (;;) {
+		ret = ublk_ctrl_get_dev_info(ctrl, dev_id, &dev->info);
+		if (ret) {
+			img_err("device %u: %s", dev_id, strerror(-ret));
+			return ret;
+		}
+		if (!(dev->info.flags & UBLK_F_USER_RECOVERY)) {
+			img_err("device %u was not added with --recoverable", dev_id);
+			return -EINVAL;
+		}
+		if (dev->info.state == UBLK_S_DEV_LIVE) {
+			img_err("device %u is live: its server is running", dev_id);
+			return -EBUSY;
+		}
+		if (dev->info.state == UBLK_S_DEV_DEAD) {
+			img_err("device %u is stopped: it can only be deleted", dev_id);
+			return -ENODEV;
+		}
+		/* -EBUSY until the dead server's char device is released. */
+		ret = ublk_ctrl_start_recovery(ctrl, dev_id);
+		if (ret != -EBUSY || mono_ms() > deadline)
+			break;
+		usleep(50000);
+	}
+	if (ret) {
+		img_err("cannot start the recovery of device %u: %s", dev_id, strerror(-ret));
+		return ret;
+	}
+	ret = ublk_ctrl_get_params(ctrl, dev_id, &dev->params);
+	if (ret)
+		img_err("device %u: cannot read its parameters: %s", dev_id, strerror(-ret));
+	return ret;
+}
+
 /*
  * The server: runs in the forked child (or in the foreground).  Reports
  * the device id, or a negative errno after printing why, on @report_fd.
@@ -246,7 +339,7 @@ static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int repo
 	struct uevent_listener uev = { 0 };
 	struct ublk_housekeeper hk = { 0 };
 	struct ublk_ctrl ctrl;
-	bool queues_started = false, served = false;
+	bool queues_started = false, served = false, added = false;
 	char log_path[PATH_MAX];
 	sigset_t sigs;
 	int sig_fd = -1, ret;
@@ -269,34 +362,23 @@ static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int repo
 		goto out_report;
 	}
 
-	dev.info.nr_hw_queues = o->nr_queues;
-	dev.info.queue_depth = o->depth;
-	dev.info.max_io_buf_bytes = UBLK_IO_BUF_BYTES;
-	dev.info.dev_id = o->dev_id < 0 ? -1U : (unsigned int)o->dev_id;
-	ret = ublk_ctrl_add_dev(&ctrl, &dev.info);
-	if (ret) {
-		if (ret == -EEXIST)
-			img_err("device id %d is already in use", o->dev_id);
-		else
-			img_err("cannot add a ublk device: %s", strerror(-ret));
+	ret = o->recover ? ublk_recover_begin(&ctrl, &dev, o->dev_id) :
+			   ublk_add_begin(&ctrl, &dev, o);
+	if (ret)
 		goto out_ctrl;
-	}
+	added = !o->recover;
 
-	ublk_params_from_caps(&t->caps, dev.info.max_io_buf_bytes, &dev.params);
-	ret = ublk_ctrl_set_params(&ctrl, dev.info.dev_id, &dev.params);
-	if (ret) {
-		img_err("cannot set the device parameters: %s", strerror(-ret));
-		goto out_del;
-	}
 	ret = ublk_open_cdev(dev.info.dev_id);
 	if (ret < 0)
 		goto out_del;
 	dev.cdev_fd = ret;
 
 	/* Subscribe before START_DEV: its uevent is sent while it runs. */
-	ret = uevent_open(&uev);
-	if (ret)
-		goto out_close;
+	if (!o->recover) {
+		ret = uevent_open(&uev);
+		if (ret)
+			goto out_close;
+	}
 
 	ret = ublk_queues_start(&dev);
 	queues_started = true;
@@ -304,13 +386,23 @@ static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int repo
 		img_err("cannot start the queue threads: %s", strerror(-ret));
 		goto out_stop;
 	}
-	ret = ublk_ctrl_start_dev(&ctrl, dev.info.dev_id, getpid());
-	if (ret) {
-		img_err("cannot start device %u: %s", dev.info.dev_id, strerror(-ret));
-		goto out_stop;
+	if (o->recover) {
+		/* Returns once every tag of the new server has fetched. */
+		ret = ublk_ctrl_end_recovery(&ctrl, dev.info.dev_id, getpid());
+		if (ret)
+			img_err("cannot end the recovery of device %u: %s", dev.info.dev_id,
+				strerror(-ret));
+		else
+			ret = ublk_test_read(&dev, mono_ms() + UBLK_READY_TIMEOUT_MS);
+	} else {
+		ret = ublk_ctrl_start_dev(&ctrl, dev.info.dev_id, getpid());
+		if (ret)
+			img_err("cannot start device %u: %s", dev.info.dev_id,
+				strerror(-ret));
+		else
+			ret = ublk_wait_ready(&uev, &dev);
+		uevent_close(&uev);
 	}
-	ret = ublk_wait_ready(&uev, &dev);
-	uevent_close(&uev);
 	if (ret)
 		goto out_stop;
 	ret = ublk_write_state(o, &dev);
@@ -337,6 +429,15 @@ static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int repo
 out_stop:
 	if (uev.sk)
 		uevent_close(&uev);
+	/*
+	 * A recovery that failed must not stop the device it meant to save:
+	 * exiting closes our rings, and the driver quiesces it again for the
+	 * next attempt.
+	 */
+	if (!served && o->recover) {
+		ublk_report(report_fd, ret < 0 ? ret : -EIO);
+		_exit(1);
+	}
 	if (queues_started) {
 		/* Aborts every pending fetch, so the queue threads end. */
 		ublk_ctrl_stop_dev(&ctrl, dev.info.dev_id);
@@ -348,7 +449,8 @@ out_close:
 	if (dev.cdev_fd >= 0)
 		close(dev.cdev_fd);
 out_del:
-	ublk_ctrl_del_dev(&ctrl, dev.info.dev_id);
+	if (added || served)
+		ublk_ctrl_del_dev(&ctrl, dev.info.dev_id);
 	if (served) {
 		ublk_state_remove(dev.info.dev_id);
 		snprintf(log_path, sizeof(log_path), "%s/%u.log", ublk_state_dir(),
@@ -437,6 +539,42 @@ int ublk_add(const struct ublk_add_opts *o)
 	if (n != sizeof(val))
 		img_err("the server exited during setup");
 	return 1;
+}
+
+int ublk_recover(unsigned int id, bool foreground)
+{
+	struct ublk_add_opts o = {
+		.dev_id = id,
+		.foreground = foreground,
+		.recover = true,
+		.recoverable = true,
+	};
+	struct ublk_state s;
+
+	if (ublk_state_read(id, &s)) {
+		img_err("no imgblk device with id %u", id);
+		return 1;
+	}
+	if (!s.recoverable) {
+		img_err("device %u was not added with --recoverable", id);
+		return 1;
+	}
+	if (s.pid > 0 && kill(s.pid, 0) == 0) {
+		img_err("device %u: its server %d is still running", id, (int)s.pid);
+		return 1;
+	}
+	o.ops = tgt_find(s.target);
+	if (!o.ops) {
+		img_err("device %u: unknown target '%s' in its state file", id, s.target);
+		return 1;
+	}
+	if (strcmp(s.file, "-"))
+		o.cfg.file = s.file;
+	o.cfg.size_bytes = s.size_bytes;
+	o.cfg.open_flags = s.open_flags;
+	o.nr_queues = s.queues;
+	o.depth = s.depth;
+	return ublk_add(&o);
 }
 
 /* Waits up to @timeout_ms for process @pid to exit.  Returns true if it did. */

@@ -41,9 +41,11 @@ int ublk_state_write(const struct ublk_state *s)
 	f = fopen(tmp, "w");
 	if (!f)
 		return -errno;
-	fprintf(f, "id=%u\ntarget=%s\nfile=%s\nqueues=%u\ndepth=%u\npid=%d\nread_only=%d\n",
+	fprintf(f, "id=%u\ntarget=%s\nfile=%s\nqueues=%u\ndepth=%u\npid=%d\nread_only=%d\n"
+		"open_flags=%u\nsize=%llu\nrecoverable=%d\n",
 		s->id, s->target, s->file, s->queues, s->depth, (int)s->pid,
-		s->read_only);
+		s->read_only, s->open_flags, (unsigned long long)s->size_bytes,
+		s->recoverable);
 	if (fflush(f) || ferror(f))
 		ret = -EIO;
 	if (fclose(f) && !ret)
@@ -86,6 +88,12 @@ int ublk_state_read(unsigned int id, struct ublk_state *s)
 			s->pid = strtol(v, NULL, 10);
 		else if (!strcmp(line, "read_only"))
 			s->read_only = atoi(v);
+		else if (!strcmp(line, "open_flags"))
+			s->open_flags = strtoul(v, NULL, 10);
+		else if (!strcmp(line, "size"))
+			s->size_bytes = strtoull(v, NULL, 10);
+		else if (!strcmp(line, "recoverable"))
+			s->recoverable = atoi(v);
 	}
 	fclose(f);
 	return 0;
