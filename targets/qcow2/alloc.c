@@ -1,0 +1,286 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Host cluster allocation: first fit from a hint, new refcount blocks,
+ * refcount table growth, and deferred frees.  Everything here runs with
+ * alloc_mutex held (see README.md, "Concurrency").
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qcow2.h"
+#include "util.h"
+
+/* Marks the refcount table sector holding entry @idx dirty. */
+static void qcow2_rt_touch(struct qcow2 *q, uint64_t idx)
+{
+	q->rt_dirty[idx * 8 / q->dio_align] = 1;
+}
+
+/*
+ * Grows the refcount table so that it has entry @need_idx.  The new table
+ * goes to the end of the file together with the refcount blocks that the
+ * new area itself needs.  Order (README.md, step R2): blocks and table
+ * written, fdatasync, header switched with a synced write, then the old
+ * table freed.  Returns 0 or -errno.
+ */
+static int qcow2_rt_grow(struct qcow2 *q, uint64_t need_idx)
+{
+	uint64_t per_cluster = q->cluster_size / 8;
+	uint64_t start = q->end_cluster, nb = 0, entries, nt, r, r0, r1, i;
+	uint64_t old_off = q->rt_offset, old_clusters = q->rt_clusters;
+	uint64_t *rt = NULL;
+	void *blocks = NULL;
+	uint8_t *dirty = NULL;
+	int ret;
+
+	entries = ALIGN_UP(MAX(need_idx + 1, q->rt_size * 2), per_cluster);
+	/* Fixpoint: the area holds its own blocks and the table, all counted. */
+	for (;;) {
+		uint64_t missing = 0;
+
+		nt = entries / per_cluster;
+		r0 = start >> q->rb_bits;
+		r1 = (start + nb + nt - 1) >> q->rb_bits;
+		if (r1 >= entries) {
+			entries = ALIGN_UP(r1 + 1, per_cluster);
+			continue;
+		}
+		for (r = r0; r <= r1; r++)
+			if (r >= q->rt_size || !q->rt[r])
+				missing++;
+		if (missing == nb)
+			break;
+		nb = missing;
+	}
+	if (nt * q->cluster_size > QCOW2_MAX_RT_BYTES ||
+	    ((start + nb + nt) << q->cluster_bits) > QCOW2_MAX_HOST_OFFSET) {
+		img_err("%s: qcow2 refcount table would exceed its size limit", q->t->cfg.file);
+		return -EFBIG;
+	}
+
+	if (posix_memalign((void **)&rt, 4096, nt * q->cluster_size) ||
+	    (nb && posix_memalign(&blocks, 4096, nb * q->cluster_size)) ||
+	    !(dirty = calloc(nt * q->cluster_size / q->dio_align, 1))) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	memset(rt, 0, nt * q->cluster_size);
+	memcpy(rt, q->rt, q->rt_size * 8);
+	if (nb)
+		memset(blocks, 0, nb * q->cluster_size);
+
+	/* Place the missing blocks at the start of the area, in range order. */
+	i = 0;
+	for (r = r0; r <= r1; r++)
+		if (!rt[r])
+			rt[r] = (start + i++) << q->cluster_bits;
+	/* Count every cluster of the area in the block covering it. */
+	for (i = start; i < start + nb + nt; i++) {
+		uint64_t blk = rt[i >> q->rb_bits] >> q->cluster_bits;
+		uint64_t bit = i & ((1ULL << q->rb_bits) - 1);
+
+		if (blk >= start && blk < start + nb) {
+			qcow2_rb_set(q, (char *)blocks + (blk - start) * q->cluster_size, bit, 1);
+		} else {
+			/* An existing block: the area's clusters are free in it. */
+			ret = qcow2_refcount_update(q, i << q->cluster_bits, 1, 1);
+			if (ret)
+				goto out;
+		}
+	}
+
+	/* Blocks the new table points to must be on disk before it. */
+	ret = qcow2_cache_writeback(q, &q->rbc);
+	if (ret)
+		goto out;
+	if (nb) {
+		ret = exec_pwrite(q->fd, blocks, nb * q->cluster_size,
+				  start << q->cluster_bits, 0);
+		if (ret < 0)
+			goto out;
+	}
+	for (i = 0; i < nt * per_cluster; i++)
+		rt[i] = __builtin_bswap64(rt[i]);
+	ret = exec_pwrite(q->fd, rt, nt * q->cluster_size,
+			  (start + nb) << q->cluster_bits, 0);
+	for (i = 0; i < nt * per_cluster; i++)
+		rt[i] = __builtin_bswap64(rt[i]);
+	if (ret < 0)
+		goto out;
+	ret = exec_fdatasync(q->fd);
+	if (ret)
+		goto out;
+
+	exec_mutex_lock(&q->hdr_mutex);
+	q->rt_offset = (start + nb) << q->cluster_bits;
+	q->rt_clusters = nt;
+	ret = qcow2_write_header_fields(q);
+	if (ret) {
+		q->rt_offset = old_off;
+		q->rt_clusters = old_clusters;
+		exec_mutex_unlock(&q->hdr_mutex);
+		goto out;
+	}
+	exec_mutex_unlock(&q->hdr_mutex);
+
+	free(q->rt);
+	free(q->rt_dirty);
+	q->rt = rt;
+	q->rt_dirty = dirty;
+	q->rt_size = nt * per_cluster;
+	rt = NULL;
+	dirty = NULL;
+	q->end_cluster = start + nb + nt;
+	/* The header no longer points at the old table: it may go now. */
+	ret = qcow2_refcount_update(q, old_off, old_clusters << q->cluster_bits, -1);
+out:
+	free(rt);
+	free(blocks);
+	free(dirty);
+	return ret;
+}
+
+/*
+ * Is cluster @c free?  When its range has no refcount block yet, @c
+ * becomes that block (it describes itself) and is not free.
+ * Returns 1 free, 0 in use, -errno.
+ */
+static int qcow2_cluster_free(struct qcow2 *q, uint64_t c)
+{
+	uint64_t idx = c >> q->rb_bits, v;
+	struct qcow2_cslot *s;
+	int ret;
+
+	if (idx >= q->rt_size) {
+		ret = qcow2_rt_grow(q, idx);
+		if (ret)
+			return ret;
+	}
+	if (!q->rt[idx]) {
+		/*
+		 * A range without a block holds no used cluster: the first
+		 * one we look at becomes its block.  The table entry is
+		 * written only after the block (README.md, step R1).
+		 */
+		ret = qcow2_cache_get(q, &q->rbc, c << q->cluster_bits, true, &s);
+		if (ret)
+			return ret;
+		pthread_mutex_lock(&q->lock);
+		qcow2_rb_set(q, s->buf, c & ((1ULL << q->rb_bits) - 1), 1);
+		qcow2_cache_mark_dirty(&q->rbc, s);
+		pthread_mutex_unlock(&q->lock);
+		qcow2_cache_put(q, &q->rbc, s);
+		q->rt[idx] = c << q->cluster_bits;
+		qcow2_rt_touch(q, idx);
+		q->end_cluster = MAX(q->end_cluster, c + 1);
+		return 0;
+	}
+	ret = qcow2_refcount_get(q, c, &v);
+	if (ret)
+		return ret;
+	return v == 0;
+}
+
+/*
+ * Allocates up to @n contiguous host clusters (refcount 1 each, in the
+ * cache) and returns the host offset of the first, with *got set to how
+ * many; fewer than @n when the first free run is shorter.  Caller holds
+ * alloc_mutex.  Returns the offset or -errno.
+ */
+int64_t qcow2_alloc_clusters(struct qcow2 *q, uint64_t n, uint64_t *got)
+{
+	uint64_t c = q->free_hint, cnt;
+	int ret;
+
+	for (;;) {
+		ret = qcow2_cluster_free(q, c);
+		if (ret < 0)
+			return ret;
+		if (ret)
+			break;
+		c++;
+	}
+	for (cnt = 1; cnt < n; cnt++) {
+		/*
+		 * Growing the table here would put it in the end-of-file
+		 * space this run is about to take: stop the run instead.
+		 */
+		if ((c + cnt) >> q->rb_bits >= q->rt_size)
+			break;
+		ret = qcow2_cluster_free(q, c + cnt);
+		if (ret < 0)
+			return ret;
+		if (!ret)
+			break;
+	}
+	if ((c + cnt) << q->cluster_bits > QCOW2_MAX_HOST_OFFSET) {
+		img_err("%s: qcow2 image file would exceed 2^56 bytes", q->t->cfg.file);
+		return -EFBIG;
+	}
+	ret = qcow2_refcount_update(q, c << q->cluster_bits, cnt << q->cluster_bits, 1);
+	if (ret)
+		return ret;
+	/* Every cluster below c was found in use. */
+	q->free_hint = c + cnt;
+	q->end_cluster = MAX(q->end_cluster, c + cnt);
+	*got = cnt;
+	return (int64_t)(c << q->cluster_bits);
+}
+
+/*
+ * Queues [off, off + len) for a refcount decrement once the L2 change
+ * that dropped it is on disk (README.md, step F3).  Caller holds lock.
+ */
+void qcow2_free_later(struct qcow2 *q, uint64_t off, uint64_t len)
+{
+	if (q->nr_frees == q->cap_frees) {
+		size_t cap = q->cap_frees ? q->cap_frees * 2 : 64;
+		struct qcow2_free *f = realloc(q->frees, cap * sizeof(*f));
+
+		/* Without memory the cluster just stays allocated: a leak, never a corruption. */
+		if (!f)
+			return;
+		q->frees = f;
+		q->cap_frees = cap;
+	}
+	q->frees[q->nr_frees].off = off;
+	q->frees[q->nr_frees].len = len;
+	q->nr_frees++;
+}
+
+/*
+ * Applies the queued frees.  Called by a flush, with alloc_mutex held,
+ * after the L2/L1 tables that no longer point at these clusters are on
+ * disk.  It first waits for data I/O that looked the clusters up before
+ * they were dropped: the clusters are punched and may be reused at once.
+ * Returns 0 or -errno.
+ */
+int qcow2_release_frees(struct qcow2 *q)
+{
+	struct qcow2_free *frees;
+	unsigned int old;
+	size_t n, i;
+	int ret = 0;
+
+	pthread_mutex_lock(&q->lock);
+	frees = q->frees;
+	n = q->nr_frees;
+	q->frees = NULL;
+	q->nr_frees = q->cap_frees = 0;
+	old = q->epoch & 1;
+	q->epoch++;
+	while (q->epoch_io[old])
+		exec_waitq_sleep(&q->epoch_wq, &q->lock);
+	pthread_mutex_unlock(&q->lock);
+
+	for (i = 0; i < n; i++) {
+		int r = qcow2_refcount_update(q, frees[i].off, frees[i].len, -1);
+
+		if (r && !ret)
+			ret = r;
+	}
+	free(frees);
+	return ret;
+}

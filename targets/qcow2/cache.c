@@ -1,0 +1,281 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The table caches: L2 tables and refcount blocks, one cluster per slot.
+ *
+ * All bookkeeping is under qcow2.lock; the lock is dropped for I/O.  A
+ * slot being read is marked loading, and whoever wants it sleeps on the
+ * cache's wait queue until the load ends.  A pinned slot is never evicted;
+ * a dirty one is evicted only after it has been written back in the
+ * crash-safe order (for L2 tables that means a full metadata flush, see
+ * flush.c), so eviction never reorders metadata writes.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qcow2.h"
+#include "util.h"
+
+int qcow2_cache_init(struct qcow2_cache *c, unsigned int nr, bool is_l2)
+{
+	unsigned int i, hn = 1;
+
+	while (hn < nr * 2)
+		hn <<= 1;
+	memset(c, 0, sizeof(*c));
+	c->s = calloc(nr, sizeof(*c->s));
+	c->hash = malloc(hn * sizeof(*c->hash));
+	if (!c->s || !c->hash) {
+		free(c->s);
+		free(c->hash);
+		return -ENOMEM;
+	}
+	for (i = 0; i < hn; i++)
+		c->hash[i] = -1;
+	for (i = 0; i < nr; i++)
+		c->s[i].hnext = -1;
+	c->nr = nr;
+	c->hash_mask = hn - 1;
+	c->is_l2 = is_l2;
+	exec_waitq_init(&c->wq);
+	return 0;
+}
+
+void qcow2_cache_destroy(struct qcow2 *q, struct qcow2_cache *c)
+{
+	unsigned int i;
+
+	(void)q;
+	for (i = 0; i < c->nr; i++)
+		free(c->s[i].buf);
+	free(c->s);
+	free(c->hash);
+	c->s = NULL;
+	c->hash = NULL;
+}
+
+static unsigned int qcow2_cache_hash(const struct qcow2_cache *c, uint64_t off)
+{
+	return (unsigned int)(((off >> 9) * 0x9e3779b97f4a7c15ULL) >> 32) & c->hash_mask;
+}
+
+static int qcow2_cache_find(const struct qcow2_cache *c, uint64_t off)
+{
+	int i;
+
+	for (i = c->hash[qcow2_cache_hash(c, off)]; i >= 0; i = c->s[i].hnext)
+		if (c->s[i].off == off)
+			return i;
+	return -1;
+}
+
+static void qcow2_cache_unlink(struct qcow2_cache *c, int idx)
+{
+	int *p = &c->hash[qcow2_cache_hash(c, c->s[idx].off)];
+
+	while (*p != idx)
+		p = &c->s[*p].hnext;
+	*p = c->s[idx].hnext;
+	c->s[idx].hnext = -1;
+	c->s[idx].off = 0;
+}
+
+static void qcow2_cache_link(struct qcow2_cache *c, int idx, uint64_t off)
+{
+	unsigned int h = qcow2_cache_hash(c, off);
+
+	c->s[idx].off = off;
+	c->s[idx].hnext = c->hash[h];
+	c->hash[h] = idx;
+}
+
+/* The least recently used slot that can be reused now, or -1; under lock. */
+static int qcow2_cache_victim(const struct qcow2_cache *c, bool *have_dirty)
+{
+	uint64_t best_lru = UINT64_MAX;
+	int best = -1;
+	unsigned int i;
+
+	*have_dirty = false;
+	for (i = 0; i < c->nr; i++) {
+		const struct qcow2_cslot *s = &c->s[i];
+
+		if (!s->off)
+			return i;
+		if (s->pin || s->loading)
+			continue;
+		if (s->dirty) {
+			*have_dirty = true;
+			continue;
+		}
+		if (s->lru < best_lru) {
+			best_lru = s->lru;
+			best = i;
+		}
+	}
+	return best;
+}
+
+static void qcow2_table_to_host(void *buf, uint64_t bytes)
+{
+	uint64_t *p = buf, i;
+
+	for (i = 0; i < bytes / 8; i++)
+		p[i] = __builtin_bswap64(p[i]);
+}
+
+/*
+ * Returns, pinned, the slot holding the table at host offset @off, read
+ * from disk unless @fresh (a newly allocated table: zeros, which the caller
+ * fills and marks dirty).  May sleep, and for the L2 cache may run a full
+ * metadata flush to make room: the caller must not hold alloc_mutex then.
+ * Returns 0 or -errno.
+ */
+int qcow2_cache_get(struct qcow2 *q, struct qcow2_cache *c, uint64_t off,
+		    bool fresh, struct qcow2_cslot **out)
+{
+	struct qcow2_cslot *s;
+	bool have_dirty;
+	ssize_t n;
+	int i, ret;
+
+	pthread_mutex_lock(&q->lock);
+	for (;;) {
+		i = qcow2_cache_find(c, off);
+		if (i >= 0) {
+			s = &c->s[i];
+			if (s->loading) {
+				exec_waitq_sleep(&c->wq, &q->lock);
+				continue;
+			}
+			s->pin++;
+			s->lru = ++c->lru_clock;
+			pthread_mutex_unlock(&q->lock);
+			*out = s;
+			return 0;
+		}
+		i = qcow2_cache_victim(c, &have_dirty);
+		if (i >= 0)
+			break;
+		if (have_dirty) {
+			pthread_mutex_unlock(&q->lock);
+			ret = c->is_l2 ? qcow2_flush_meta(q) : qcow2_cache_writeback(q, c);
+			if (ret)
+				return ret;
+			pthread_mutex_lock(&q->lock);
+		} else {
+			/* Every slot is pinned: wait for a request to let one go. */
+			exec_waitq_sleep(&c->wq, &q->lock);
+		}
+	}
+
+	s = &c->s[i];
+	if (s->off)
+		qcow2_cache_unlink(c, i);
+	qcow2_cache_link(c, i, off);
+	s->pin = 1;
+	s->dirty = false;
+	s->lru = ++c->lru_clock;
+	if (!s->buf && posix_memalign(&s->buf, 4096, q->cluster_size)) {
+		s->buf = NULL;
+		qcow2_cache_unlink(c, i);
+		s->pin = 0;
+		pthread_mutex_unlock(&q->lock);
+		return -ENOMEM;
+	}
+	if (fresh) {
+		memset(s->buf, 0, q->cluster_size);
+		pthread_mutex_unlock(&q->lock);
+		*out = s;
+		return 0;
+	}
+	s->loading = true;
+	pthread_mutex_unlock(&q->lock);
+
+	n = exec_pread(q->fd, s->buf, q->cluster_size, off);
+	if (n >= 0) {
+		/* A table cut short by the end of the file reads as zeros past it. */
+		memset((char *)s->buf + n, 0, q->cluster_size - n);
+		if (c->is_l2)
+			qcow2_table_to_host(s->buf, q->cluster_size);
+	}
+
+	pthread_mutex_lock(&q->lock);
+	s->loading = false;
+	if (n < 0) {
+		qcow2_cache_unlink(c, i);
+		s->pin = 0;
+	}
+	exec_waitq_wake_all(&c->wq);
+	pthread_mutex_unlock(&q->lock);
+	if (n < 0)
+		return n;
+	*out = s;
+	return 0;
+}
+
+void qcow2_cache_put(struct qcow2 *q, struct qcow2_cache *c, struct qcow2_cslot *s)
+{
+	pthread_mutex_lock(&q->lock);
+	if (!--s->pin && c->wq.head)
+		exec_waitq_wake_all(&c->wq);
+	pthread_mutex_unlock(&q->lock);
+}
+
+/* Records a change to @s's table; under lock. */
+void qcow2_cache_mark_dirty(struct qcow2_cache *c, struct qcow2_cslot *s)
+{
+	if (!s->dirty)
+		c->nr_dirty++;
+	s->dirty = true;
+	s->gen++;
+}
+
+/*
+ * Writes every dirty table of @c (no fdatasync: the caller orders).  A
+ * table changed while its copy was being written stays dirty.
+ * Returns 0 or -errno.
+ */
+int qcow2_cache_writeback(struct qcow2 *q, struct qcow2_cache *c)
+{
+	void *bounce;
+	unsigned int i;
+	int ret = 0;
+
+	if (posix_memalign(&bounce, 4096, q->cluster_size))
+		return -ENOMEM;
+	pthread_mutex_lock(&q->lock);
+	for (i = 0; i < c->nr && c->nr_dirty; i++) {
+		struct qcow2_cslot *s = &c->s[i];
+		uint64_t gen, off;
+		ssize_t n;
+
+		if (!s->dirty || s->loading)
+			continue;
+		memcpy(bounce, s->buf, q->cluster_size);
+		gen = s->gen;
+		off = s->off;
+		s->pin++;
+		pthread_mutex_unlock(&q->lock);
+
+		if (c->is_l2)
+			qcow2_table_to_host(bounce, q->cluster_size);
+		n = exec_pwrite(q->fd, bounce, q->cluster_size, off, 0);
+
+		pthread_mutex_lock(&q->lock);
+		s->pin--;
+		if (n < 0) {
+			ret = n;
+			break;
+		}
+		if (s->gen == gen) {
+			s->dirty = false;
+			c->nr_dirty--;
+		}
+	}
+	if (c->wq.head)
+		exec_waitq_wake_all(&c->wq);
+	pthread_mutex_unlock(&q->lock);
+	free(bounce);
+	return ret;
+}

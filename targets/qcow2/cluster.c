@@ -1,0 +1,370 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Cluster lookup: L1 -> L2 -> one of the five cluster kinds, runs of
+ * clusters with one kind, compressed clusters, and the L2 table a write
+ * needs (allocated on first use).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "qcow2.h"
+#include "util.h"
+
+enum qcow2_kind qcow2_l2_kind(const struct qcow2 *q, uint64_t l2e)
+{
+	uint64_t off = l2e & QCOW2_L2_OFFSET_MASK;
+
+	if (l2e & QCOW2_L2_COMPRESSED)
+		return QCOW2_COMPRESSED;
+	if (q->version >= 3 && (l2e & QCOW2_L2_ZERO))
+		return off ? QCOW2_ZERO_ALLOC : QCOW2_ZERO_PLAIN;
+	return off ? QCOW2_NORMAL : QCOW2_UNALLOC;
+}
+
+uint64_t qcow2_l2_host(const struct qcow2 *q, uint64_t l2e)
+{
+	if (l2e & QCOW2_L2_COMPRESSED)
+		return l2e & q->coffset_mask;
+	return l2e & QCOW2_L2_OFFSET_MASK;
+}
+
+/* Is @l2e a well-formed entry for this image (reserved bits, alignment)? */
+bool qcow2_l2_valid(const struct qcow2 *q, uint64_t l2e)
+{
+	if (l2e & QCOW2_L2_COMPRESSED)
+		return !(l2e & QCOW2_COPIED);
+	if (l2e & QCOW2_L2_RESERVED)
+		return false;
+	/* v2 has no zero flag: bit 0 is reserved there. */
+	if (q->version < 3 && (l2e & QCOW2_L2_ZERO))
+		return false;
+	return qcow2_off_in_cluster(q, l2e & QCOW2_L2_OFFSET_MASK) == 0;
+}
+
+/* The host bytes a compressed cluster's data occupies (sector granular). */
+void qcow2_compressed_range(const struct qcow2 *q, uint64_t l2e, uint64_t *off,
+			    uint64_t *len)
+{
+	uint64_t nb_sectors = ((l2e >> q->csize_shift) & q->csize_mask) + 1;
+
+	*off = (l2e & q->coffset_mask) & ~511ULL;
+	*len = nb_sectors * 512;
+}
+
+void qcow2_epoch_get(struct qcow2 *q, unsigned int *epoch)
+{
+	*epoch = q->epoch & 1;
+	q->epoch_io[*epoch]++;
+}
+
+void qcow2_epoch_put(struct qcow2 *q, unsigned int epoch)
+{
+	pthread_mutex_lock(&q->lock);
+	if (!--q->epoch_io[epoch] && q->epoch_wq.head)
+		exec_waitq_wake_all(&q->epoch_wq);
+	pthread_mutex_unlock(&q->lock);
+}
+
+static bool qcow2_same_run(const struct qcow2 *q, uint64_t first, uint64_t e,
+			   uint64_t i)
+{
+	enum qcow2_kind k = qcow2_l2_kind(q, first);
+
+	if (qcow2_l2_kind(q, e) != k || !qcow2_l2_valid(q, e))
+		return false;
+	switch (k) {
+	case QCOW2_NORMAL:
+	case QCOW2_ZERO_ALLOC:
+		return (e & QCOW2_COPIED) == (first & QCOW2_COPIED) &&
+		       qcow2_l2_host(q, e) == qcow2_l2_host(q, first) + (i << q->cluster_bits);
+	case QCOW2_COMPRESSED:
+		return false;
+	default:
+		return true;
+	}
+}
+
+/*
+ * Maps the run starting at guest @off (at most @len bytes, within one L2
+ * table).  For kinds with host data the caller gets an epoch reference
+ * (m->epoch) to drop with qcow2_epoch_put() once its I/O is done.
+ * Returns 0 or -errno (-EIO on a corrupt entry).
+ */
+int qcow2_map(struct qcow2 *q, uint64_t off, uint64_t len, struct qcow2_map *m)
+{
+	uint64_t gc = off >> q->cluster_bits, in = qcow2_off_in_cluster(q, off);
+	uint64_t l1i = qcow2_l1_index(q, gc), l1e, l2off, limit, i, n;
+	unsigned int l2i = qcow2_l2_index(q, gc);
+	const uint64_t *l2;
+	int ret;
+
+	memset(m, 0, sizeof(*m));
+	limit = ((qcow2_l2_entries(q) - l2i) << q->cluster_bits) - in;
+	limit = MIN(limit, len);
+
+	pthread_mutex_lock(&q->lock);
+	l1e = q->l1[l1i];
+	pthread_mutex_unlock(&q->lock);
+	l2off = l1e & QCOW2_L1_OFFSET_MASK;
+	if (!l2off) {
+		m->kind = QCOW2_UNALLOC;
+		m->bytes = limit;
+		return 0;
+	}
+	if ((l1e & QCOW2_L1_RESERVED) || qcow2_off_in_cluster(q, l2off))
+		return qcow2_mark_corrupt(q, "L1 entry with reserved bits or unaligned L2 offset");
+
+	ret = qcow2_cache_get(q, &q->l2c, l2off, false, &m->slot);
+	if (ret)
+		return ret;
+	l2 = m->slot->buf;
+
+	pthread_mutex_lock(&q->lock);
+	m->l2e = l2[l2i];
+	if (!qcow2_l2_valid(q, m->l2e)) {
+		pthread_mutex_unlock(&q->lock);
+		qcow2_map_put(q, m);
+		return qcow2_mark_corrupt(q, "L2 entry with reserved bits or unaligned offset");
+	}
+	m->kind = qcow2_l2_kind(q, m->l2e);
+	m->copied = m->l2e & QCOW2_COPIED;
+	n = q->cluster_size - in;
+	for (i = 1; n < limit && l2i + i < qcow2_l2_entries(q); i++) {
+		if (!qcow2_same_run(q, m->l2e, l2[l2i + i], i))
+			break;
+		n += q->cluster_size;
+	}
+	m->bytes = MIN(n, limit);
+	if (m->kind == QCOW2_NORMAL || m->kind == QCOW2_COMPRESSED ||
+	    m->kind == QCOW2_ZERO_ALLOC)
+		qcow2_epoch_get(q, &m->epoch);
+	pthread_mutex_unlock(&q->lock);
+	m->host = qcow2_l2_host(q, m->l2e) + (m->kind == QCOW2_COMPRESSED ? 0 : in);
+	return 0;
+}
+
+void qcow2_map_put(struct qcow2 *q, struct qcow2_map *m)
+{
+	if (m->slot)
+		qcow2_cache_put(q, &q->l2c, m->slot);
+	m->slot = NULL;
+}
+
+static int qcow2_inflate_zlib(const void *in, size_t in_len, void *out, size_t out_len)
+{
+	z_stream zs = { 0 };
+	int ret;
+
+	zs.next_in = (Bytef *)in;
+	zs.avail_in = in_len;
+	zs.next_out = out;
+	zs.avail_out = out_len;
+	/* Raw deflate with a 4 KiB window: QEMU's qcow2 compression. */
+	if (inflateInit2(&zs, -12) != Z_OK)
+		return -ENOMEM;
+	ret = inflate(&zs, Z_FINISH);
+	inflateEnd(&zs);
+	/*
+	 * The sector-rounded input may carry bytes past the stream: a full
+	 * output buffer is what counts.
+	 */
+	if ((ret == Z_STREAM_END || ret == Z_BUF_ERROR || ret == Z_OK) && zs.avail_out == 0)
+		return 0;
+	return -EIO;
+}
+
+static int qcow2_inflate_zstd(const void *in, size_t in_len, void *out, size_t out_len)
+{
+	ZSTD_inBuffer ib = { in, in_len, 0 };
+	ZSTD_outBuffer ob = { out, out_len, 0 };
+	ZSTD_DCtx *dctx = ZSTD_createDCtx();
+	int ret = -EIO;
+
+	if (!dctx)
+		return -ENOMEM;
+	/*
+	 * One or more frames back to back, no length prefix; the sector
+	 * padding after the last frame is never parsed because the cluster
+	 * is full by then.
+	 */
+	while (ob.pos < ob.size && ib.pos < ib.size) {
+		size_t r = ZSTD_decompressStream(dctx, &ob, &ib);
+
+		if (ZSTD_isError(r))
+			break;
+	}
+	if (ob.pos == ob.size)
+		ret = 0;
+	ZSTD_freeDCtx(dctx);
+	return ret;
+}
+
+/*
+ * Reads and decompresses the compressed cluster @l2e into @cluster_buf
+ * (cluster_size bytes).  Returns 0 or -errno.
+ */
+int qcow2_read_compressed(struct qcow2 *q, uint64_t l2e, void *cluster_buf)
+{
+	uint64_t off, len, byte_off = l2e & q->coffset_mask;
+	void *cbuf;
+	ssize_t n;
+	int ret;
+
+	qcow2_compressed_range(q, l2e, &off, &len);
+	/* Sector-aligned superset of the byte range, for O_DIRECT. */
+	if (posix_memalign(&cbuf, 4096, len))
+		return -ENOMEM;
+	n = exec_pread(q->fd, cbuf, len, off);
+	if (n < 0) {
+		free(cbuf);
+		return n;
+	}
+	memset((char *)cbuf + n, 0, len - n);
+	if (q->compression_type == QCOW2_COMPRESSION_ZSTD)
+		ret = qcow2_inflate_zstd((char *)cbuf + (byte_off - off), len - (byte_off - off),
+					 cluster_buf, q->cluster_size);
+	else
+		ret = qcow2_inflate_zlib((char *)cbuf + (byte_off - off), len - (byte_off - off),
+					 cluster_buf, q->cluster_size);
+	free(cbuf);
+	if (ret == -EIO)
+		img_err("%s: compressed cluster at 0x%" PRIx64 " does not decompress",
+			q->t->cfg.file, byte_off);
+	return ret;
+}
+
+/* Waits, with lock held, until no flush is ordering metadata; then the caller may change L1/L2. */
+void qcow2_commit_begin(struct qcow2 *q)
+{
+	pthread_mutex_lock(&q->lock);
+	while (q->flushing)
+		exec_waitq_sleep(&q->flush_wq, &q->lock);
+}
+
+void qcow2_commit_end(struct qcow2 *q)
+{
+	pthread_mutex_unlock(&q->lock);
+}
+
+static void qcow2_l1_touch(struct qcow2 *q, uint64_t l1i)
+{
+	q->l1_dirty[l1i * 8 / q->dio_align] = 1;
+}
+
+static bool qcow2_l2_allocating(struct qcow2 *q, uint64_t l1i)
+{
+	unsigned int i;
+
+	for (i = 0; i < q->nr_l2_allocating; i++)
+		if (q->l2_allocating[i] == l1i)
+			return true;
+	return false;
+}
+
+static void qcow2_l2_allocating_del(struct qcow2 *q, uint64_t l1i)
+{
+	unsigned int i;
+
+	for (i = 0; i < q->nr_l2_allocating; i++)
+		if (q->l2_allocating[i] == l1i) {
+			q->l2_allocating[i] = q->l2_allocating[--q->nr_l2_allocating];
+			break;
+		}
+	exec_waitq_wake_all(&q->inflight_wq);
+}
+
+/*
+ * Allocates and installs an empty L2 table for L1 index @l1i.  Order
+ * (README.md, step W4): refcount in cache, table dirty in cache, L1 entry
+ * dirty; a flush writes them refcounts first, table second, L1 last.
+ */
+static int qcow2_l2_alloc(struct qcow2 *q, uint64_t l1i, struct qcow2_cslot **slot)
+{
+	uint64_t got;
+	int64_t off;
+	int ret;
+
+	exec_mutex_lock(&q->alloc_mutex);
+	off = qcow2_alloc_clusters(q, 1, &got);
+	exec_mutex_unlock(&q->alloc_mutex);
+	if (off < 0)
+		return off;
+	ret = qcow2_cache_get(q, &q->l2c, off, true, slot);
+	if (ret)
+		return ret;
+	qcow2_commit_begin(q);
+	qcow2_cache_mark_dirty(&q->l2c, *slot);
+	q->l1[l1i] = (uint64_t)off | QCOW2_COPIED;
+	qcow2_l1_touch(q, l1i);
+	qcow2_commit_end(q);
+	return 0;
+}
+
+/*
+ * Returns, pinned, the L2 table for guest cluster @gc, allocating it if
+ * the L1 entry is empty.  Two writers needing the same new table never
+ * both allocate: the second waits for the first.  Returns 0 or -errno.
+ */
+int qcow2_l2_get_for_write(struct qcow2 *q, uint64_t gc, struct qcow2_cslot **slot)
+{
+	uint64_t l1i = qcow2_l1_index(q, gc), l1e, rc;
+	int ret;
+
+	pthread_mutex_lock(&q->lock);
+	for (;;) {
+		l1e = q->l1[l1i];
+		if (l1e & QCOW2_L1_OFFSET_MASK)
+			break;
+		if (qcow2_l2_allocating(q, l1i)) {
+			exec_waitq_sleep(&q->inflight_wq, &q->lock);
+			continue;
+		}
+		if (q->nr_l2_allocating == q->cap_l2_allocating) {
+			unsigned int cap = q->cap_l2_allocating ? q->cap_l2_allocating * 2 : 16;
+			uint64_t *a = realloc(q->l2_allocating, cap * sizeof(*a));
+
+			if (!a) {
+				pthread_mutex_unlock(&q->lock);
+				return -ENOMEM;
+			}
+			q->l2_allocating = a;
+			q->cap_l2_allocating = cap;
+		}
+		q->l2_allocating[q->nr_l2_allocating++] = l1i;
+		pthread_mutex_unlock(&q->lock);
+
+		ret = qcow2_l2_alloc(q, l1i, slot);
+
+		pthread_mutex_lock(&q->lock);
+		qcow2_l2_allocating_del(q, l1i);
+		pthread_mutex_unlock(&q->lock);
+		return ret;
+	}
+	pthread_mutex_unlock(&q->lock);
+
+	if ((l1e & QCOW2_L1_RESERVED) || qcow2_off_in_cluster(q, l1e & QCOW2_L1_OFFSET_MASK))
+		return qcow2_mark_corrupt(q, "L1 entry with reserved bits or unaligned L2 offset");
+	if (!(l1e & QCOW2_COPIED)) {
+		/*
+		 * Without snapshots (writes are refused with them) an L2
+		 * table is never shared: a missing COPIED flag is stale, and
+		 * the refcount says whether setting it is right.
+		 */
+		exec_mutex_lock(&q->alloc_mutex);
+		ret = qcow2_refcount_get(q, (l1e & QCOW2_L1_OFFSET_MASK) >> q->cluster_bits, &rc);
+		exec_mutex_unlock(&q->alloc_mutex);
+		if (ret)
+			return ret;
+		if (rc != 1)
+			return qcow2_mark_corrupt(q, "shared L2 table without snapshots");
+		qcow2_commit_begin(q);
+		q->l1[l1i] |= QCOW2_COPIED;
+		qcow2_l1_touch(q, l1i);
+		qcow2_commit_end(q);
+	}
+	return qcow2_cache_get(q, &q->l2c, l1e & QCOW2_L1_OFFSET_MASK, false, slot);
+}

@@ -1,0 +1,376 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * imgblk create -f qcow2: header (v2 or v3), refcount table and blocks,
+ * L1 table, and with preallocation the L2 tables and data clusters.
+ * Layout, as QEMU's: header, refcount table, refcount blocks, L1, then
+ * (preallocated) L2 tables and data.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "qcow2.h"
+#include "util.h"
+
+enum qcow2_prealloc { PREALLOC_OFF, PREALLOC_METADATA, PREALLOC_FALLOC, PREALLOC_FULL };
+
+struct qcow2_create_params {
+	unsigned int version;
+	unsigned int cluster_bits;
+	unsigned int refcount_order;
+	bool lazy_refcounts;
+	unsigned int compression_type;
+	enum qcow2_prealloc prealloc;
+};
+
+static int qcow2_parse_bool(const char *key, const char *v, bool *out)
+{
+	if (!strcmp(v, "on") || !strcmp(v, "true")) {
+		*out = true;
+	} else if (!strcmp(v, "off") || !strcmp(v, "false")) {
+		*out = false;
+	} else {
+		img_err("create: %s must be on or off, not '%s'", key, v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int qcow2_parse_create_opts(const struct tgt_create_opts *o,
+				   struct qcow2_create_params *p)
+{
+	bool lazy_given = false, zstd_given = false;
+	unsigned int i, refcount_bits = 16;
+	uint64_t v;
+
+	*p = (struct qcow2_create_params){ .version = 3, .cluster_bits = 16 };
+	for (i = 0; i < o->nr_options; i++) {
+		const char *kv = o->options[i], *eq = strchr(kv, '=');
+		size_t klen = eq ? (size_t)(eq - kv) : strlen(kv);
+		const char *val = eq ? eq + 1 : "";
+
+#define KEY_IS(k) (klen == strlen(k) && !strncmp(kv, k, klen))
+		if (KEY_IS("cluster_size")) {
+			if (parse_size(val, &v) || !is_pow2(v) || v < 512 || v > (2U << 20)) {
+				img_err("create: cluster_size must be a power of two from 512 to 2M, not '%s'",
+					val);
+				return -EINVAL;
+			}
+			p->cluster_bits = ilog2_u64(v);
+		} else if (KEY_IS("compat")) {
+			if (!strcmp(val, "0.10") || !strcmp(val, "v2")) {
+				p->version = 2;
+			} else if (!strcmp(val, "1.1") || !strcmp(val, "v3")) {
+				p->version = 3;
+			} else {
+				img_err("create: compat must be 0.10 or 1.1, not '%s'", val);
+				return -EINVAL;
+			}
+		} else if (KEY_IS("refcount_bits")) {
+			if (parse_uint(val, 1, 64, &v) || !is_pow2(v)) {
+				img_err("create: refcount_bits must be a power of two from 1 to 64, not '%s'",
+					val);
+				return -EINVAL;
+			}
+			refcount_bits = v;
+		} else if (KEY_IS("lazy_refcounts")) {
+			if (qcow2_parse_bool("lazy_refcounts", val, &p->lazy_refcounts))
+				return -EINVAL;
+			lazy_given = p->lazy_refcounts;
+		} else if (KEY_IS("compression_type")) {
+			if (!strcmp(val, "zlib")) {
+				p->compression_type = QCOW2_COMPRESSION_ZLIB;
+			} else if (!strcmp(val, "zstd")) {
+				p->compression_type = QCOW2_COMPRESSION_ZSTD;
+				zstd_given = true;
+			} else {
+				img_err("create: compression_type must be zlib or zstd, not '%s'", val);
+				return -EINVAL;
+			}
+		} else if (KEY_IS("preallocation")) {
+			if (!strcmp(val, "off"))
+				p->prealloc = PREALLOC_OFF;
+			else if (!strcmp(val, "metadata"))
+				p->prealloc = PREALLOC_METADATA;
+			else if (!strcmp(val, "falloc"))
+				p->prealloc = PREALLOC_FALLOC;
+			else if (!strcmp(val, "full"))
+				p->prealloc = PREALLOC_FULL;
+			else {
+				img_err("create: preallocation must be off, metadata, falloc or full, not '%s'",
+					val);
+				return -EINVAL;
+			}
+		} else {
+			img_err("create: qcow2 does not support option '%.*s'", (int)klen, kv);
+			return -EINVAL;
+		}
+#undef KEY_IS
+	}
+	p->refcount_order = ilog2_u64(refcount_bits);
+	if (p->version == 2 && refcount_bits != 16) {
+		img_err("create: refcount_bits other than 16 need compat=1.1");
+		return -EINVAL;
+	}
+	if (p->version == 2 && lazy_given) {
+		img_err("create: lazy_refcounts need compat=1.1");
+		return -EINVAL;
+	}
+	if (p->version == 2 && zstd_given) {
+		img_err("create: compression_type=zstd needs compat=1.1");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Appends a header extension at *pos (8-byte padded).  Returns false if it does not fit. */
+static bool qcow2_put_ext(uint8_t *h, size_t cap, size_t *pos, uint32_t type,
+			  const void *data, uint32_t len)
+{
+	if (*pos + 8 + ALIGN_UP((size_t)len, 8) > cap)
+		return false;
+	put_be32(h + *pos, type);
+	put_be32(h + *pos + 4, len);
+	memcpy(h + *pos + 8, data, len);
+	*pos += 8 + ALIGN_UP((size_t)len, 8);
+	return true;
+}
+
+static const struct {
+	uint8_t type, bit;
+	const char *name;
+} qcow2_feature_table[] = {
+	{ 0, 0, "dirty bit" },
+	{ 0, 1, "corrupt bit" },
+	{ 0, 2, "external data file" },
+	{ 0, 3, "compression type" },
+	{ 0, 4, "extended L2 entries" },
+	{ 1, 0, "lazy refcounts" },
+	{ 2, 0, "bitmaps" },
+	{ 2, 1, "raw external data" },
+};
+
+/* Builds the header cluster into @h (cluster_size bytes).  Returns 0 or -EINVAL. */
+static int qcow2_build_header(const struct tgt_create_opts *o,
+			      const struct qcow2_create_params *p, uint8_t *h,
+			      uint64_t l1_off, uint32_t l1_size, uint64_t rt_off,
+			      uint32_t rt_clusters)
+{
+	uint64_t cs = 1ULL << p->cluster_bits;
+	struct qcow2_header_disk hd = { 0 };
+	size_t pos, hlen = p->version >= 3 ? sizeof(hd) : QCOW2_V2_HEADER_BYTES;
+
+	hd.magic = __builtin_bswap32(QCOW2_MAGIC);
+	hd.version = __builtin_bswap32(p->version);
+	hd.cluster_bits = __builtin_bswap32(p->cluster_bits);
+	hd.size = __builtin_bswap64(o->size_bytes);
+	hd.l1_size = __builtin_bswap32(l1_size);
+	hd.l1_table_offset = __builtin_bswap64(l1_off);
+	hd.refcount_table_offset = __builtin_bswap64(rt_off);
+	hd.refcount_table_clusters = __builtin_bswap32(rt_clusters);
+	if (p->version >= 3) {
+		hd.incompatible_features = __builtin_bswap64(
+			p->compression_type ? QCOW2_INCOMPAT_COMPRESSION : 0);
+		hd.compatible_features = __builtin_bswap64(
+			p->lazy_refcounts ? QCOW2_COMPAT_LAZY_REFCOUNTS : 0);
+		hd.refcount_order = __builtin_bswap32(p->refcount_order);
+		hd.header_length = __builtin_bswap32(sizeof(hd));
+		hd.compression_type = p->compression_type;
+	}
+	memset(h, 0, cs);
+	memcpy(h, &hd, hlen);
+	pos = hlen;
+
+	if (o->backing_fmt &&
+	    !qcow2_put_ext(h, cs, &pos, QCOW2_EXT_BACKING_FORMAT, o->backing_fmt,
+			   strlen(o->backing_fmt)))
+		goto too_big;
+	if (p->version >= 3) {
+		struct qcow2_feature_name f[ARRAY_SIZE(qcow2_feature_table)];
+		unsigned int i;
+
+		memset(f, 0, sizeof(f));
+		for (i = 0; i < ARRAY_SIZE(qcow2_feature_table); i++) {
+			f[i].type = qcow2_feature_table[i].type;
+			f[i].bit = qcow2_feature_table[i].bit;
+			strncpy(f[i].name, qcow2_feature_table[i].name, sizeof(f[i].name));
+		}
+		/* Only when it fits: with 512-byte clusters it would crowd out the backing name. */
+		if (pos + 8 + sizeof(f) + 8 + (o->backing_file ? strlen(o->backing_file) : 0) <= cs)
+			qcow2_put_ext(h, cs, &pos, QCOW2_EXT_FEATURE_TABLE, f, sizeof(f));
+	}
+	if (pos + 8 > cs)
+		goto too_big;
+	pos += 8;	/* end of extensions: type 0, length 0 */
+	if (o->backing_file) {
+		size_t len = strlen(o->backing_file);
+
+		if (len > QCOW2_MAX_BACKING_NAME || pos + len > cs)
+			goto too_big;
+		memcpy(h + pos, o->backing_file, len);
+		put_be64(h + offsetof(struct qcow2_header_disk, backing_file_offset), pos);
+		put_be32(h + offsetof(struct qcow2_header_disk, backing_file_size), len);
+	}
+	return 0;
+too_big:
+	img_err("create: %s: the backing file name does not fit in the header cluster",
+		o->file);
+	return -EINVAL;
+}
+
+static int qcow2_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
+{
+	while (len) {
+		ssize_t n = pwrite(fd, buf, len, off);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		buf = (const char *)buf + n;
+		len -= n;
+		off += n;
+	}
+	return 0;
+}
+
+int qcow2_create(const struct tgt_create_opts *o)
+{
+	struct qcow2_create_params p;
+	struct qcow2 geo = { 0 };
+	uint64_t cs, gclusters, l1_size, l1c, l2c = 0, datac = 0, rtc = 1, rbc = 0, total;
+	uint64_t l1_off, rt_off, rb_off, l2_off, data_off, i;
+	uint8_t *buf = NULL;
+	uint64_t *table = NULL;
+	int fd, ret;
+
+	ret = qcow2_parse_create_opts(o, &p);
+	if (ret)
+		return ret;
+	if (o->size_bytes % 512) {
+		img_err("create: %s: the image size must be a multiple of 512 bytes", o->file);
+		return -EINVAL;
+	}
+	cs = 1ULL << p.cluster_bits;
+	geo.refcount_order = p.refcount_order;
+	gclusters = DIV_ROUND_UP(o->size_bytes, cs);
+	l1_size = DIV_ROUND_UP(gclusters, cs / 8);
+	if (l1_size * 8 > QCOW2_MAX_L1_BYTES) {
+		img_err("create: %s: image too large for %" PRIu64 "-byte clusters", o->file, cs);
+		return -EFBIG;
+	}
+	l1c = DIV_ROUND_UP(l1_size * 8, cs);
+	if (p.prealloc != PREALLOC_OFF) {
+		l2c = l1_size;
+		datac = gclusters;
+	}
+	/* Refcount blocks and table clusters cover everything, themselves included. */
+	for (;;) {
+		uint64_t nb, nt;
+
+		total = 1 + rtc + rbc + l1c + l2c + datac;
+		nb = DIV_ROUND_UP(total, 1ULL << (p.cluster_bits + 3 - p.refcount_order));
+		nt = DIV_ROUND_UP(nb * 8, cs);
+		if (nb == rbc && nt == rtc)
+			break;
+		rbc = nb;
+		rtc = nt;
+	}
+	if (rtc * cs > QCOW2_MAX_RT_BYTES) {
+		img_err("create: %s: refcount table too large; use larger clusters", o->file);
+		return -EFBIG;
+	}
+	rt_off = cs;
+	rb_off = rt_off + rtc * cs;
+	l1_off = rb_off + rbc * cs;
+	l2_off = l1_off + l1c * cs;
+	data_off = l2_off + l2c * cs;
+
+	if (posix_memalign((void **)&buf, 4096, cs) ||
+	    posix_memalign((void **)&table, 4096, MAX(rtc, MAX(l1c, 1ULL)) * cs)) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	fd = open(o->file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		ret = -errno;
+		img_err("create: %s: %s", o->file, strerror(errno));
+		goto out;
+	}
+
+	ret = qcow2_build_header(o, &p, buf, l1_size ? l1_off : 0, l1_size, rt_off, rtc);
+	if (!ret)
+		ret = qcow2_pwrite_all(fd, buf, cs, 0);
+	if (ret)
+		goto out_close;
+
+	/* Refcount table. */
+	memset(table, 0, rtc * cs);
+	for (i = 0; i < rbc; i++)
+		table[i] = __builtin_bswap64(rb_off + i * cs);
+	ret = qcow2_pwrite_all(fd, table, rtc * cs, rt_off);
+	if (ret)
+		goto out_close;
+	/* Refcount blocks: every cluster up to total has refcount 1. */
+	for (i = 0; i < rbc; i++) {
+		uint64_t per = 1ULL << (p.cluster_bits + 3 - p.refcount_order), j;
+
+		memset(buf, 0, cs);
+		for (j = 0; j < per && i * per + j < total; j++)
+			qcow2_rb_set(&geo, buf, j, 1);
+		ret = qcow2_pwrite_all(fd, buf, cs, rb_off + i * cs);
+		if (ret)
+			goto out_close;
+	}
+	/* L1 (and with preallocation each L2 table, entries COPIED). */
+	if (l1c) {
+		memset(table, 0, l1c * cs);
+		for (i = 0; i < l2c; i++)
+			table[i] = __builtin_bswap64((l2_off + i * cs) | QCOW2_COPIED);
+		ret = qcow2_pwrite_all(fd, table, l1c * cs, l1_off);
+		if (ret)
+			goto out_close;
+	}
+	for (i = 0; i < l2c; i++) {
+		uint64_t per = cs / 8, j, *l2 = (uint64_t *)buf;
+
+		memset(buf, 0, cs);
+		for (j = 0; j < per && i * per + j < gclusters; j++)
+			l2[j] = __builtin_bswap64((data_off + (i * per + j) * cs) | QCOW2_COPIED);
+		ret = qcow2_pwrite_all(fd, buf, cs, l2_off + i * cs);
+		if (ret)
+			goto out_close;
+	}
+	/* The data clusters read as zeros: a sparse tail, reserved, or written. */
+	if (ftruncate(fd, data_off + datac * cs)) {
+		ret = -errno;
+		goto out_close;
+	}
+	if (p.prealloc == PREALLOC_FALLOC && datac &&
+	    fallocate(fd, 0, data_off, datac * cs)) {
+		ret = -errno;
+		goto out_close;
+	}
+	if (p.prealloc == PREALLOC_FULL) {
+		memset(buf, 0, cs);
+		for (i = 0; i < datac && !ret; i++)
+			ret = qcow2_pwrite_all(fd, buf, cs, data_off + i * cs);
+		if (ret)
+			goto out_close;
+	}
+	if (fsync(fd))
+		ret = -errno;
+out_close:
+	if (ret)
+		img_err("create: %s: %s", o->file, strerror(-ret));
+	close(fd);
+out:
+	free(buf);
+	free(table);
+	return ret;
+}

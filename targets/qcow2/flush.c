@@ -1,0 +1,167 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Metadata write-back in dependency order.  README.md ("Crash-safe write
+ * ordering") lists the steps and what each protects against; the step
+ * names below (F1..F5) refer to it.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qcow2.h"
+#include "util.h"
+
+/*
+ * Writes the dirty sectors (dio_align bytes each) of a host-order table
+ * of u64 entries at @table_off, coalescing neighbours.  No fdatasync.
+ * Caller holds alloc_mutex and keeps the table from changing (a flush).
+ * Returns 0 or -errno.
+ */
+int qcow2_write_table_sectors(struct qcow2 *q, uint64_t table_off, const uint64_t *table,
+			      uint8_t *dirty, uint64_t nr_sectors)
+{
+	uint64_t per = q->dio_align / 8, s = 0, e, i;
+	uint64_t *bounce = NULL;
+	size_t cap = 0;
+	int ret = 0;
+
+	while (s < nr_sectors) {
+		if (!dirty[s]) {
+			s++;
+			continue;
+		}
+		for (e = s; e < nr_sectors && dirty[e]; e++)
+			;
+		if ((e - s) * q->dio_align > cap) {
+			free(bounce);
+			cap = (e - s) * q->dio_align;
+			if (posix_memalign((void **)&bounce, 4096, cap))
+				return -ENOMEM;
+		}
+		pthread_mutex_lock(&q->lock);
+		for (i = 0; i < (e - s) * per; i++)
+			bounce[i] = __builtin_bswap64(table[s * per + i]);
+		memset(dirty + s, 0, e - s);
+		pthread_mutex_unlock(&q->lock);
+		ret = exec_pwrite(q->fd, bounce, (e - s) * q->dio_align,
+				  table_off + s * q->dio_align, 0);
+		if (ret < 0) {
+			memset(dirty + s, 1, e - s);
+			break;
+		}
+		ret = 0;
+		s = e;
+	}
+	free(bounce);
+	return ret;
+}
+
+static bool qcow2_any(const uint8_t *dirty, uint64_t n)
+{
+	uint64_t i;
+
+	for (i = 0; i < n; i++)
+		if (dirty[i])
+			return true;
+	return false;
+}
+
+static int qcow2_sync(struct qcow2 *q)
+{
+	int ret = exec_fdatasync(q->fd);
+
+	if (!ret && q->data_fd != q->fd)
+		ret = exec_fdatasync(q->data_fd);
+	return ret;
+}
+
+static int qcow2_flush_locked(struct qcow2 *q)
+{
+	uint64_t l1_sectors = ALIGN_UP((uint64_t)q->l1_size * 8, q->cluster_size) / q->dio_align;
+	uint64_t rt_sectors = q->rt_size * 8 / q->dio_align;
+	bool rt_dirty = qcow2_any(q->rt_dirty, rt_sectors);
+	bool l1_dirty = qcow2_any(q->l1_dirty, l1_sectors);
+	bool frees;
+	int ret;
+
+	pthread_mutex_lock(&q->lock);
+	frees = q->nr_frees;
+	pthread_mutex_unlock(&q->lock);
+
+	/* F1: new refcounts; F2's sync also makes completed data writes durable. */
+	ret = qcow2_cache_writeback(q, &q->rbc);
+	if (ret)
+		return ret;
+	ret = qcow2_sync(q);
+	if (ret)
+		return ret;
+	if (rt_dirty) {
+		/* R1: blocks first (above), then the table entries that point to them. */
+		ret = qcow2_write_table_sectors(q, q->rt_offset, q->rt, q->rt_dirty, rt_sectors);
+		if (!ret)
+			ret = exec_fdatasync(q->fd);
+		if (ret)
+			return ret;
+	}
+	if (q->l2c.nr_dirty) {
+		/* F3: L2 entries, now that their clusters' refcounts and data are durable. */
+		ret = qcow2_cache_writeback(q, &q->l2c);
+		if (!ret)
+			ret = exec_fdatasync(q->fd);
+		if (ret)
+			return ret;
+	}
+	if (l1_dirty) {
+		/* F4: L1 entries, after the new L2 tables they point to. */
+		ret = qcow2_write_table_sectors(q, q->l1_offset, q->l1, q->l1_dirty, l1_sectors);
+		if (!ret)
+			ret = exec_fdatasync(q->fd);
+		if (ret)
+			return ret;
+	}
+	if (frees) {
+		/* F5: refcount decrements, once no table on disk points there. */
+		ret = qcow2_release_frees(q);
+		if (!ret)
+			ret = qcow2_cache_writeback(q, &q->rbc);
+		if (!ret)
+			ret = exec_fdatasync(q->fd);
+	}
+	return ret;
+}
+
+/*
+ * Writes back all dirty metadata in dependency order and makes it and
+ * every completed data write durable.  L1/L2 changes wait meanwhile;
+ * reads and in-place writes go on.  Returns 0 or -errno.
+ */
+int qcow2_flush_meta(struct qcow2 *q)
+{
+	int ret;
+
+	exec_mutex_lock(&q->alloc_mutex);
+	pthread_mutex_lock(&q->lock);
+	q->flushing = true;
+	pthread_mutex_unlock(&q->lock);
+
+	ret = qcow2_flush_locked(q);
+
+	pthread_mutex_lock(&q->lock);
+	q->flushing = false;
+	exec_waitq_wake_all(&q->flush_wq);
+	pthread_mutex_unlock(&q->lock);
+	exec_mutex_unlock(&q->alloc_mutex);
+	return ret;
+}
+
+bool qcow2_meta_dirty(struct qcow2 *q)
+{
+	bool dirty;
+
+	pthread_mutex_lock(&q->lock);
+	dirty = q->l2c.nr_dirty || q->rbc.nr_dirty || q->nr_frees ||
+		qcow2_any(q->l1_dirty, ALIGN_UP((uint64_t)q->l1_size * 8, q->cluster_size) /
+			  q->dio_align);
+	pthread_mutex_unlock(&q->lock);
+	return dirty;
+}

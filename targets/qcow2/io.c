@@ -1,0 +1,374 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Guest I/O: read, write, discard, write zeroes and block status, run by
+ * run through the cluster map.  Reads and in-place writes take no lock
+ * across their I/O and never wait for allocations elsewhere.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qcow2.h"
+#include "util.h"
+
+static bool qcow2_inflight_overlaps(struct qcow2 *q, uint64_t first, uint64_t last)
+{
+	struct qcow2_inflight *f;
+
+	for (f = q->inflight; f; f = f->next)
+		if (f->first <= last && first <= f->last)
+			return true;
+	return false;
+}
+
+/* Registers guest clusters [first, last], waiting out overlapping owners. */
+void qcow2_inflight_add(struct qcow2 *q, struct qcow2_inflight *f, uint64_t first,
+			uint64_t last)
+{
+	f->first = first;
+	f->last = last;
+	pthread_mutex_lock(&q->lock);
+	while (qcow2_inflight_overlaps(q, first, last))
+		exec_waitq_sleep(&q->inflight_wq, &q->lock);
+	f->next = q->inflight;
+	q->inflight = f;
+	pthread_mutex_unlock(&q->lock);
+}
+
+void qcow2_inflight_del(struct qcow2 *q, struct qcow2_inflight *f)
+{
+	struct qcow2_inflight **p;
+
+	pthread_mutex_lock(&q->lock);
+	for (p = &q->inflight; *p != f; p = &(*p)->next)
+		;
+	*p = f->next;
+	exec_waitq_wake_all(&q->inflight_wq);
+	pthread_mutex_unlock(&q->lock);
+}
+
+/* Reads whole [off, off + len) from @fd; zeros past end of file.  Returns 0 or -errno. */
+int qcow2_read_at(int fd, void *buf, uint64_t len, uint64_t off)
+{
+	ssize_t n = exec_pread(fd, buf, len, off);
+
+	if (n < 0)
+		return n;
+	memset((char *)buf + n, 0, len - n);
+	return 0;
+}
+
+int qcow2_read(struct tgt *t, void *buf, uint32_t len, uint64_t off)
+{
+	struct qcow2 *q = t->priv;
+	uint32_t done = 0;
+	void *cbuf = NULL;
+	int ret = 0;
+
+	while (done < len) {
+		struct qcow2_map m;
+		uint64_t n;
+
+		ret = qcow2_map(q, off + done, len - done, &m);
+		if (ret)
+			break;
+		qcow2_map_put(q, &m);
+		n = m.bytes;
+		switch (m.kind) {
+		case QCOW2_UNALLOC:
+			if (t->backing)
+				ret = tgt_read_backing(t->backing, (char *)buf + done, n, off + done);
+			else
+				memset((char *)buf + done, 0, n);
+			break;
+		case QCOW2_ZERO_PLAIN:
+		case QCOW2_ZERO_ALLOC:
+			memset((char *)buf + done, 0, n);
+			break;
+		case QCOW2_NORMAL:
+			ret = qcow2_read_at(q->data_fd, (char *)buf + done, n, m.host);
+			break;
+		case QCOW2_COMPRESSED:
+			if (!cbuf && posix_memalign(&cbuf, 4096, q->cluster_size)) {
+				cbuf = NULL;
+				ret = -ENOMEM;
+				break;
+			}
+			ret = qcow2_read_compressed(q, m.l2e, cbuf);
+			if (!ret)
+				memcpy((char *)buf + done,
+				       (char *)cbuf + qcow2_off_in_cluster(q, off + done), n);
+			break;
+		}
+		if (m.kind == QCOW2_NORMAL || m.kind == QCOW2_COMPRESSED ||
+		    m.kind == QCOW2_ZERO_ALLOC)
+			qcow2_epoch_put(q, m.epoch);
+		if (ret < 0)
+			break;
+		ret = 0;
+		done += n;
+	}
+	free(cbuf);
+	return ret < 0 ? ret : (int)len;
+}
+
+/*
+ * Called before anything is written: the autoclear bits we do not
+ * maintain (bitmaps) must be off on disk before the first change that
+ * would make those structures stale.  Returns 0 or -errno.
+ */
+int qcow2_before_write(struct qcow2 *q)
+{
+	bool pending;
+	int ret = 0;
+
+	if (q->no_write_reason) {
+		img_err("%s: writes refused: %s", q->t->cfg.file, q->no_write_reason);
+		return -EROFS;
+	}
+	pthread_mutex_lock(&q->lock);
+	pending = q->autoclear_pending;
+	pthread_mutex_unlock(&q->lock);
+	if (!pending)
+		return 0;
+	exec_mutex_lock(&q->hdr_mutex);
+	if (q->autoclear_pending) {
+		q->autoclear &= ~QCOW2_AUTOCLEAR_BITMAPS;
+		ret = qcow2_write_header_fields(q);
+		if (!ret) {
+			pthread_mutex_lock(&q->lock);
+			q->autoclear_pending = false;
+			pthread_mutex_unlock(&q->lock);
+		}
+	}
+	exec_mutex_unlock(&q->hdr_mutex);
+	return ret;
+}
+
+int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
+		       unsigned int flags)
+{
+	struct qcow2 *q = t->priv;
+	bool allocated = false;
+	uint32_t done = 0;
+	int ret;
+
+	ret = qcow2_before_write(q);
+	if (ret)
+		return ret;
+	while (done < len) {
+		struct qcow2_map m;
+		uint64_t n;
+
+		ret = qcow2_map(q, off + done, len - done, &m);
+		if (ret)
+			return ret;
+		qcow2_map_put(q, &m);
+		if (m.kind == QCOW2_NORMAL || m.kind == QCOW2_COMPRESSED ||
+		    m.kind == QCOW2_ZERO_ALLOC) {
+			if (m.kind == QCOW2_NORMAL && m.copied) {
+				/* In place: no metadata changes, FUA is the write's own. */
+				ret = exec_pwrite(q->fd, (const char *)buf + done, m.bytes, m.host,
+						  (flags & TGT_W_FUA) ? RWF_DSYNC : 0);
+				qcow2_epoch_put(q, m.epoch);
+				if (ret < 0)
+					return ret;
+				done += m.bytes;
+				continue;
+			}
+			/* The writer owning the cluster's allocation protects it now. */
+			qcow2_epoch_put(q, m.epoch);
+		}
+		ret = qcow2_write_alloc(q, (const char *)buf + done, off + done, len - done, &n);
+		if (ret)
+			return ret;
+		done += n;
+		allocated |= n > 0;
+	}
+	if ((flags & TGT_W_FUA) && allocated) {
+		ret = qcow2_flush_meta(q);
+		if (ret)
+			return ret;
+	}
+	return len;
+}
+
+int qcow2_flush(struct tgt *t)
+{
+	return qcow2_flush_meta(t->priv);
+}
+
+/*
+ * Writes zeros over [off, off + len) through the normal write path: for
+ * partial clusters and v2 images whose backing file would show through.
+ */
+static int qcow2_write_zero_data(struct qcow2 *q, uint64_t off, uint64_t len,
+				 unsigned int flags)
+{
+	while (len) {
+		uint32_t n = MIN(len, (uint64_t)QCOW2_ZERO_BUF_BYTES);
+		int ret = qcow2_write(q->t, q->zero_buf, n, off, flags);
+
+		if (ret < 0)
+			return ret;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* The entry a full cluster gets on discard (@zero false) or write zeroes. */
+static uint64_t qcow2_cleared_entry(struct qcow2 *q, uint64_t old, bool zero)
+{
+	if (q->version < 3)
+		return 0;	/* v2 callers ensured unallocated reads right */
+	if (q->t->backing)
+		return QCOW2_L2_ZERO;	/* hide the backing file */
+	return zero && old ? QCOW2_L2_ZERO : 0;
+}
+
+/*
+ * Clears whole guest clusters [c0, c1) for discard or write zeroes: the
+ * new entries in the cache, the old host clusters released after they
+ * reach disk.  Returns 0 or -errno.
+ */
+static int qcow2_clear_clusters(struct qcow2 *q, uint64_t c0, uint64_t c1, bool zero)
+{
+	while (c0 < c1) {
+		unsigned int l2i = qcow2_l2_index(q, c0), i;
+		uint64_t last = MIN(c1 - 1, c0 + qcow2_l2_entries(q) - l2i - 1), l1e;
+		struct qcow2_inflight inf;
+		struct qcow2_cslot *slot;
+		uint64_t *l2;
+		int ret;
+
+		qcow2_inflight_add(q, &inf, c0, last);
+		pthread_mutex_lock(&q->lock);
+		l1e = q->l1[qcow2_l1_index(q, c0)];
+		pthread_mutex_unlock(&q->lock);
+		/* No table and nothing to hide: the clusters already read as zeros/backing. */
+		if (!(l1e & QCOW2_L1_OFFSET_MASK) &&
+		    !(q->version >= 3 && q->t->backing)) {
+			qcow2_inflight_del(q, &inf);
+			c0 = last + 1;
+			continue;
+		}
+		ret = qcow2_l2_get_for_write(q, c0, &slot);
+		if (ret) {
+			qcow2_inflight_del(q, &inf);
+			return ret;
+		}
+		l2 = slot->buf;
+		qcow2_commit_begin(q);
+		for (i = 0; i <= last - c0; i++) {
+			uint64_t old = l2[l2i + i], e = qcow2_cleared_entry(q, old, zero);
+			uint64_t foff, flen;
+
+			if (old == e)
+				continue;
+			switch (qcow2_l2_kind(q, old)) {
+			case QCOW2_NORMAL:
+			case QCOW2_ZERO_ALLOC:
+				if (qcow2_l2_valid(q, old))
+					qcow2_free_later(q, qcow2_l2_host(q, old), q->cluster_size);
+				break;
+			case QCOW2_COMPRESSED:
+				qcow2_compressed_range(q, old, &foff, &flen);
+				qcow2_free_later(q, foff, flen);
+				break;
+			default:
+				break;
+			}
+			l2[l2i + i] = e;
+			qcow2_cache_mark_dirty(&q->l2c, slot);
+		}
+		qcow2_commit_end(q);
+		qcow2_cache_put(q, &q->l2c, slot);
+		qcow2_inflight_del(q, &inf);
+		c0 = last + 1;
+	}
+	return 0;
+}
+
+int qcow2_discard(struct tgt *t, uint64_t off, uint64_t len)
+{
+	struct qcow2 *q = t->priv;
+	uint64_t c0 = DIV_ROUND_UP(off, q->cluster_size);
+	uint64_t c1 = (off + len) >> q->cluster_bits;
+	int ret;
+
+	/* The last cluster may be partial when the size is not cluster aligned. */
+	if (off + len == q->size_bytes)
+		c1 = DIV_ROUND_UP(q->size_bytes, q->cluster_size);
+	ret = qcow2_before_write(q);
+	if (ret)
+		return ret;
+	/* Partial clusters are left alone: discarded data may read back as anything. */
+	if (c0 >= c1)
+		return 0;
+	return qcow2_clear_clusters(q, c0, c1, false);
+}
+
+int qcow2_write_zeroes(struct tgt *t, uint64_t off, uint64_t len,
+			      unsigned int flags)
+{
+	struct qcow2 *q = t->priv;
+	uint64_t c0 = DIV_ROUND_UP(off, q->cluster_size);
+	uint64_t c1 = (off + len) >> q->cluster_bits;
+	uint64_t a = c0 << q->cluster_bits, b;
+	int ret;
+
+	if (off + len == q->size_bytes)
+		c1 = DIV_ROUND_UP(q->size_bytes, q->cluster_size);
+	ret = qcow2_before_write(q);
+	if (ret)
+		return ret;
+	/* v2 has no zero flag: with a backing file only real zeros hide it. */
+	if (c0 >= c1 || (q->version < 3 && t->backing))
+		return qcow2_write_zero_data(q, off, len, flags);
+	b = MIN(c1 << q->cluster_bits, off + len);
+	ret = qcow2_write_zero_data(q, off, a - off, 0);
+	if (!ret)
+		ret = qcow2_write_zero_data(q, b, off + len - b, 0);
+	if (!ret)
+		ret = qcow2_clear_clusters(q, c0, c1, true);
+	if (!ret && (flags & TGT_W_FUA))
+		ret = qcow2_flush_meta(q);
+	return ret;
+}
+
+int64_t qcow2_block_status(struct tgt *t, uint64_t off, uint64_t len,
+				  struct tgt_extent *ext)
+{
+	struct qcow2 *q = t->priv;
+	struct qcow2_map m;
+	int ret;
+
+	ret = qcow2_map(q, off, len, &m);
+	if (ret)
+		return ret;
+	qcow2_map_put(q, &m);
+	ext->host_off = 0;
+	switch (m.kind) {
+	case QCOW2_UNALLOC:
+		ext->flags = 0;
+		break;
+	case QCOW2_ZERO_PLAIN:
+		ext->flags = TGT_EXT_ALLOCATED | TGT_EXT_ZERO;
+		break;
+	case QCOW2_ZERO_ALLOC:
+		ext->flags = TGT_EXT_ALLOCATED | TGT_EXT_ZERO | TGT_EXT_OFFSET_VALID;
+		ext->host_off = m.host;
+		break;
+	case QCOW2_NORMAL:
+		ext->flags = TGT_EXT_ALLOCATED | TGT_EXT_DATA | TGT_EXT_OFFSET_VALID;
+		ext->host_off = m.host;
+		break;
+	case QCOW2_COMPRESSED:
+		ext->flags = TGT_EXT_ALLOCATED | TGT_EXT_DATA;
+		break;
+	}
+	if (m.kind == QCOW2_NORMAL || m.kind == QCOW2_COMPRESSED || m.kind == QCOW2_ZERO_ALLOC)
+		qcow2_epoch_put(q, m.epoch);
+	return m.bytes;
+}

@@ -1,0 +1,367 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The qcow2 target: open, close, info, and the ops table.  The engine's
+ * parts live beside this file (README.md gives the map).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "qcow2.h"
+#include "util.h"
+
+/* By default the L2 cache covers the whole image, up to this much. */
+#define QCOW2_L2_CACHE_MAX_BYTES	(32U << 20)
+#define QCOW2_RB_CACHE_MAX_BYTES	(4U << 20)
+#define QCOW2_CACHE_MIN_SLOTS		16U
+
+static int qcow2_probe(const void *buf, size_t len)
+{
+	return len >= 8 && get_be32(buf) == QCOW2_MAGIC ? 100 : 0;
+}
+
+/* The file's direct-I/O alignment (statx STATX_DIOALIGN), or 512. */
+static unsigned int qcow2_dio_align(int fd)
+{
+	struct statx stx;
+
+	if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
+	    (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align)
+		return MAX(512U, stx.stx_dio_offset_align);
+	return 512;
+}
+
+static int qcow2_open_fd(const char *file, bool rdonly, bool buffered)
+{
+	int fd = open(file, (rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC |
+			    (buffered ? 0 : O_DIRECT));
+
+	if (fd < 0) {
+		int err = errno;
+
+		if (err == EINVAL && !buffered)
+			img_err("%s: the filesystem does not support O_DIRECT; use --buffered", file);
+		else
+			img_err("%s: %s", file, strerror(err));
+		return -err;
+	}
+	return fd;
+}
+
+static void qcow2_free(struct qcow2 *q)
+{
+	if (q->l2c.s)
+		qcow2_cache_destroy(q, &q->l2c);
+	if (q->rbc.s)
+		qcow2_cache_destroy(q, &q->rbc);
+	if (q->data_fd >= 0 && q->data_fd != q->fd)
+		close(q->data_fd);
+	if (q->fd >= 0)
+		close(q->fd);
+	qcow2_header_free(q);
+	free(q->l1);
+	free(q->l1_dirty);
+	free(q->rt);
+	free(q->rt_dirty);
+	free(q->frees);
+	free(q->l2_allocating);
+	free(q->zero_buf);
+	exec_mutex_destroy(&q->alloc_mutex);
+	exec_mutex_destroy(&q->hdr_mutex);
+	pthread_mutex_destroy(&q->lock);
+	free(q);
+}
+
+static int qcow2_load_l1(struct qcow2 *q)
+{
+	uint64_t bytes = ALIGN_UP(MAX((uint64_t)q->l1_size * 8, 1), q->cluster_size), i;
+
+	q->l1_dirty = calloc(bytes / q->dio_align, 1);
+	if (!q->l1_dirty || posix_memalign((void **)&q->l1, 4096, bytes))
+		return -ENOMEM;
+	memset(q->l1, 0, bytes);
+	if (q->l1_size) {
+		int ret = qcow2_read_at(q->fd, q->l1, bytes, q->l1_offset);
+
+		if (ret)
+			return ret;
+	}
+	for (i = 0; i < q->l1_size; i++)
+		q->l1[i] = __builtin_bswap64(q->l1[i]);
+	return 0;
+}
+
+static int qcow2_init_caches(struct qcow2 *q)
+{
+	uint64_t tables = DIV_ROUND_UP(DIV_ROUND_UP(q->size_bytes, q->cluster_size),
+				       qcow2_l2_entries(q));
+	uint64_t blocks = 0, i;
+	unsigned int nr;
+	int ret;
+
+	nr = MIN(tables, (uint64_t)QCOW2_L2_CACHE_MAX_BYTES >> q->cluster_bits);
+	ret = qcow2_cache_init(&q->l2c, MAX(nr, QCOW2_CACHE_MIN_SLOTS), true);
+	if (ret)
+		return ret;
+	for (i = 0; i < q->rt_size; i++)
+		blocks += !!q->rt[i];
+	nr = MIN(blocks + QCOW2_CACHE_MIN_SLOTS,
+		 (uint64_t)QCOW2_RB_CACHE_MAX_BYTES >> q->cluster_bits);
+	return qcow2_cache_init(&q->rbc, MAX(nr, QCOW2_CACHE_MIN_SLOTS), false);
+}
+
+static int qcow2_open_data_file(struct qcow2 *q)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	tgt_resolve_path(q->t->cfg.file, q->data_file_name, path, sizeof(path));
+	fd = qcow2_open_fd(path, true, q->buffered);
+	if (fd < 0)
+		return fd;
+	q->data_fd = fd;
+	return 0;
+}
+
+/* After a crash with lazy refcounts the refcounts are stale: rebuild them first. */
+static int qcow2_repair_dirty(struct qcow2 *q)
+{
+	struct tgt_check_result r = { 0 };
+	int ret;
+
+	img_log("%s: qcow2 image was not closed cleanly; repairing refcounts", q->t->cfg.file);
+	ret = qcow2_check(q->t, TGT_FIX_LEAKS | TGT_FIX_ERRORS, &r);
+	if (ret)
+		return ret;
+	if (r.corruptions || r.check_errors) {
+		img_err("%s: qcow2 image could not be repaired", q->t->cfg.file);
+		return -EIO;
+	}
+	q->incompat &= ~QCOW2_INCOMPAT_DIRTY;
+	return qcow2_write_header_fields(q);
+}
+
+static int qcow2_open(struct tgt *t)
+{
+	unsigned int flags = t->cfg.open_flags;
+	bool rdonly = flags & TGT_O_RDONLY;
+	struct qcow2 *q;
+	struct stat st;
+	int ret;
+
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	q->t = t;
+	q->fd = q->data_fd = -1;
+	pthread_mutex_init(&q->lock, NULL);
+	exec_mutex_init(&q->alloc_mutex);
+	exec_mutex_init(&q->hdr_mutex);
+	exec_waitq_init(&q->inflight_wq);
+	exec_waitq_init(&q->flush_wq);
+	exec_waitq_init(&q->epoch_wq);
+	t->priv = q;
+
+	q->buffered = flags & TGT_O_BUFFERED;
+	ret = qcow2_open_fd(t->cfg.file, rdonly, q->buffered);
+	if (ret < 0)
+		goto err;
+	q->fd = ret;
+	q->dio_align = q->buffered ? 512 : qcow2_dio_align(q->fd);
+	if (q->dio_align > 4096) {
+		/* Our buffers are 4 KiB aligned: more than that needs the page cache. */
+		close(q->fd);
+		q->buffered = true;
+		q->dio_align = 512;
+		ret = q->fd = qcow2_open_fd(t->cfg.file, rdonly, true);
+		if (ret < 0)
+			goto err;
+	}
+	ret = qcow2_read_header(q, t->cfg.file, flags);
+	if (ret)
+		goto err;
+	if (q->dio_align > q->cluster_size) {
+		/* Sub-sector clusters cannot be written alone with O_DIRECT here. */
+		close(q->fd);
+		q->buffered = true;
+		q->dio_align = 512;
+		ret = q->fd = qcow2_open_fd(t->cfg.file, rdonly, true);
+		if (ret < 0)
+			goto err;
+	}
+	q->hdr_bytes = q->dio_align;
+	q->data_fd = q->fd;
+
+	if (q->incompat & QCOW2_INCOMPAT_EXTL2) {
+		img_err("%s: qcow2 extended L2 entries are not supported yet", t->cfg.file);
+		ret = -ENOTSUP;
+		goto err;
+	}
+	ret = qcow2_load_l1(q);
+	if (!ret)
+		ret = qcow2_load_refcount_table(q);
+	if (!ret)
+		ret = qcow2_init_caches(q);
+	if (ret)
+		goto err;
+	if (fstat(q->fd, &st)) {
+		ret = -errno;
+		goto err;
+	}
+	q->end_cluster = DIV_ROUND_UP((uint64_t)st.st_size, q->cluster_size);
+	if (posix_memalign(&q->zero_buf, 4096, QCOW2_ZERO_BUF_BYTES)) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	memset(q->zero_buf, 0, QCOW2_ZERO_BUF_BYTES);
+
+	if (q->incompat & QCOW2_INCOMPAT_DATA_FILE) {
+		ret = qcow2_open_data_file(q);
+		if (ret)
+			goto err;
+		q->no_write_reason = "external data files are not supported for writing yet";
+	}
+	if (q->nb_snapshots)
+		q->no_write_reason = "internal snapshots are not supported for writing yet";
+	if (q->incompat & QCOW2_INCOMPAT_CORRUPT)
+		q->no_write_reason = "the image is marked corrupt";
+	q->read_only = rdonly || q->no_write_reason;
+	if (!rdonly && q->no_write_reason && !(flags & TGT_O_CHECK))
+		img_log("%s: opened read-only: %s", t->cfg.file, q->no_write_reason);
+
+	if (q->backing_name) {
+		ret = tgt_open_backing(t, q->backing_name, q->backing_fmt);
+		if (ret)
+			goto err;
+	}
+
+	if (!q->read_only && !(flags & TGT_O_CHECK)) {
+		if (q->incompat & QCOW2_INCOMPAT_DIRTY) {
+			ret = qcow2_repair_dirty(q);
+			if (ret)
+				goto err;
+		}
+		/* Autoclear bits we do not maintain: the structures they vouch for go stale. */
+		if (q->autoclear & ~QCOW2_AUTOCLEAR_BITMAPS) {
+			q->autoclear &= QCOW2_AUTOCLEAR_BITMAPS;
+			ret = qcow2_write_header_fields(q);
+			if (ret)
+				goto err;
+		}
+		q->autoclear_pending = q->autoclear & QCOW2_AUTOCLEAR_BITMAPS;
+	}
+
+	t->caps.size_bytes = ALIGN_DOWN(q->size_bytes, 512ULL);
+	t->caps.logical_bs_shift = 9;
+	t->caps.physical_bs_shift = MIN(q->cluster_bits, 12U);
+	t->caps.read_only = q->read_only;
+	t->caps.can_flush = true;
+	t->caps.can_fua = true;
+	t->caps.can_discard = !q->read_only;
+	t->caps.can_write_zeroes = !q->read_only;
+	t->caps.discard_granularity_bytes = q->cluster_size;
+	return 0;
+err:
+	if (t->backing) {
+		/* tgt_close() is not called after a failed open: the chain is ours. */
+		struct tgt *b = t->backing;
+
+		t->backing = NULL;
+		while (b) {
+			struct tgt *next = b->backing;
+
+			b->ops->close(b);
+			free((char *)b->cfg.file);
+			free(b);
+			b = next;
+		}
+	}
+	qcow2_free(q);
+	t->priv = NULL;
+	return ret;
+}
+
+static int qcow2_close(struct tgt *t)
+{
+	struct qcow2 *q = t->priv;
+	int ret = 0;
+
+	if (!q)
+		return 0;
+	if (!q->read_only || qcow2_meta_dirty(q))
+		ret = qcow2_flush_meta(q);
+	qcow2_free(q);
+	t->priv = NULL;
+	return ret;
+}
+
+static void qcow2_info_add(struct tgt_info *info, const char *key, bool is_string,
+			   const char *value)
+{
+	if (info->n == TGT_INFO_MAX)
+		return;
+	info->kv[info->n].key = key;
+	info->kv[info->n].is_string = is_string;
+	snprintf(info->kv[info->n].value, sizeof(info->kv[info->n].value), "%s", value);
+	info->n++;
+}
+
+/* Keys as in qemu-img info --output=json's "format-specific" data for qcow2. */
+static void qcow2_info(struct tgt *t, struct tgt_info *info)
+{
+	struct qcow2 *q = t->priv;
+	char bits[16];
+
+	info->cluster_size = q->cluster_size;
+	info->backing_file = q->backing_name;
+	info->backing_fmt = q->backing_fmt;
+	qcow2_info_add(info, "compat", true, q->version >= 3 ? "1.1" : "0.10");
+	if (q->data_file_name)
+		qcow2_info_add(info, "data-file", true, q->data_file_name);
+	qcow2_info_add(info, "compression-type", true,
+		       q->compression_type == QCOW2_COMPRESSION_ZSTD ? "zstd" : "zlib");
+	if (q->version >= 3)
+		qcow2_info_add(info, "lazy-refcounts", false,
+			       q->compat & QCOW2_COMPAT_LAZY_REFCOUNTS ? "true" : "false");
+	snprintf(bits, sizeof(bits), "%u", 1U << q->refcount_order);
+	qcow2_info_add(info, "refcount-bits", false, bits);
+	if (q->version >= 3) {
+		qcow2_info_add(info, "corrupt", false,
+			       q->incompat & QCOW2_INCOMPAT_CORRUPT ? "true" : "false");
+		qcow2_info_add(info, "extended-l2", false,
+			       q->incompat & QCOW2_INCOMPAT_EXTL2 ? "true" : "false");
+	}
+}
+
+/* Writes back metadata a device left dirty: bounds what a crash can lose. */
+static void qcow2_tick(struct tgt *t)
+{
+	struct qcow2 *q = t->priv;
+
+	if (!q->read_only && qcow2_meta_dirty(q))
+		qcow2_flush_meta(q);
+}
+
+const struct tgt_ops qcow2_tgt_ops = {
+	.name		= "qcow2",
+	.summary	= "a qcow2 image, v2 or v3, with backing files (-f FILE [--buffered])",
+	.options	= TGT_OPT_FILE | TGT_OPT_BUFFERED,
+	.open		= qcow2_open,
+	.close		= qcow2_close,
+	.read		= qcow2_read,
+	.write		= qcow2_write,
+	.flush		= qcow2_flush,
+	.discard	= qcow2_discard,
+	.write_zeroes	= qcow2_write_zeroes,
+	.probe		= qcow2_probe,
+	.create		= qcow2_create,
+	.block_status	= qcow2_block_status,
+	.check		= qcow2_check,
+	.info		= qcow2_info,
+	.tick		= qcow2_tick,
+};

@@ -1,0 +1,398 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The qcow2 format engine: on-disk layout and the engine's shared state.
+ *
+ * Layout facts come from QEMU's docs/interop/qcow2.rst; every field below
+ * names its byte offset there.  Everything on disk is big-endian; tables
+ * are converted to host order when read into memory (L1, L2, refcount
+ * table) and back when written.  Refcount blocks stay in their on-disk
+ * form (entries may be 1 bit wide) behind qcow2_rb_get()/qcow2_rb_set().
+ *
+ * Concurrency and crash ordering: README.md in this directory.
+ */
+#ifndef IMGBLK_QCOW2_H
+#define IMGBLK_QCOW2_H
+
+#include <assert.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "exec.h"
+#include "tgt.h"
+
+#define QCOW2_MAGIC		0x514649fbU	/* "QFI\xfb" */
+
+/* The fixed part of the header (spec "Header"); all fields big-endian. */
+struct qcow2_header_disk {
+	uint32_t magic;			/*   0: QFI\xfb */
+	uint32_t version;		/*   4: 2 or 3 */
+	uint64_t backing_file_offset;	/*   8: name, not NUL-terminated; 0 = none */
+	uint32_t backing_file_size;	/*  16: name length, < 1024 */
+	uint32_t cluster_bits;		/*  20: 9..21 in QEMU */
+	uint64_t size;			/*  24: guest size in bytes */
+	uint32_t crypt_method;		/*  32: 0 none, 1 AES, 2 LUKS */
+	uint32_t l1_size;		/*  36: L1 entries */
+	uint64_t l1_table_offset;	/*  40: cluster aligned */
+	uint64_t refcount_table_offset;	/*  48: cluster aligned */
+	uint32_t refcount_table_clusters; /* 56 */
+	uint32_t nb_snapshots;		/*  60 */
+	uint64_t snapshots_offset;	/*  64 */
+	/* v3 only from here; v2 implies the values noted. */
+	uint64_t incompatible_features;	/*  72: v2: 0 */
+	uint64_t compatible_features;	/*  80: v2: 0 */
+	uint64_t autoclear_features;	/*  88: v2: 0 */
+	uint32_t refcount_order;	/*  96: v2: 4 */
+	uint32_t header_length;		/* 100: v2: 72 */
+	uint8_t compression_type;	/* 104: only if header_length > 104 */
+	uint8_t padding[7];		/* 105: to a multiple of 8 */
+} __attribute__((packed));
+
+static_assert(offsetof(struct qcow2_header_disk, incompatible_features) == 72,
+	      "qcow2 v3 header fields start at byte 72");
+static_assert(offsetof(struct qcow2_header_disk, compression_type) == 104,
+	      "compression_type is byte 104");
+static_assert(sizeof(struct qcow2_header_disk) == 112, "qcow2 header is 112 bytes");
+
+#define QCOW2_V2_HEADER_BYTES	72
+#define QCOW2_V3_HEADER_BYTES	104
+
+/* Incompatible feature bits (header byte 72). */
+#define QCOW2_INCOMPAT_DIRTY		(1ULL << 0)
+#define QCOW2_INCOMPAT_CORRUPT		(1ULL << 1)
+#define QCOW2_INCOMPAT_DATA_FILE	(1ULL << 2)
+#define QCOW2_INCOMPAT_COMPRESSION	(1ULL << 3)
+#define QCOW2_INCOMPAT_EXTL2		(1ULL << 4)
+#define QCOW2_INCOMPAT_KNOWN		0x1fULL
+/* Compatible feature bits (byte 80). */
+#define QCOW2_COMPAT_LAZY_REFCOUNTS	(1ULL << 0)
+/* Autoclear feature bits (byte 88). */
+#define QCOW2_AUTOCLEAR_BITMAPS		(1ULL << 0)
+#define QCOW2_AUTOCLEAR_DATA_FILE_RAW	(1ULL << 1)
+
+/* compression_type values (byte 104). */
+#define QCOW2_COMPRESSION_ZLIB		0
+#define QCOW2_COMPRESSION_ZSTD		1
+
+/* Header extension: u32 type, u32 length, data padded to 8 bytes (spec "Header extensions"). */
+#define QCOW2_EXT_END			0x00000000U
+#define QCOW2_EXT_BACKING_FORMAT	0xe2792acaU
+#define QCOW2_EXT_FEATURE_TABLE		0x6803f857U
+#define QCOW2_EXT_BITMAPS		0x23852875U
+#define QCOW2_EXT_CRYPTO		0x0537be77U
+#define QCOW2_EXT_DATA_FILE		0x44415441U
+
+/* One feature-name table entry (extension 0x6803f857): 48 bytes. */
+struct qcow2_feature_name {
+	uint8_t type;			/* 0: 0 incompatible, 1 compatible, 2 autoclear */
+	uint8_t bit;			/* 1: bit number */
+	char name[46];			/* 2: NUL-padded */
+} __attribute__((packed));
+
+/* Bitmaps extension data (0x23852875). */
+struct qcow2_bitmaps_ext {
+	uint32_t nb_bitmaps;		/* 0 */
+	uint32_t reserved;		/* 4 */
+	uint64_t bitmap_directory_size;	/* 8 */
+	uint64_t bitmap_directory_offset; /* 16 */
+} __attribute__((packed));
+
+/* Bitmap directory entry, followed by extra data and the name (spec "Bitmap directory"). */
+struct qcow2_bitmap_dir_entry {
+	uint64_t bitmap_table_offset;	/*  0 */
+	uint32_t bitmap_table_size;	/*  8: entries */
+	uint32_t flags;			/* 12 */
+	uint8_t type;			/* 16 */
+	uint8_t granularity_bits;	/* 17 */
+	uint16_t name_size;		/* 18 */
+	uint32_t extra_data_size;	/* 20 */
+} __attribute__((packed));
+
+/* Snapshot table entry header, then extra data, id and name (spec "Snapshots"). */
+struct qcow2_snapshot_disk {
+	uint64_t l1_table_offset;	/*  0 */
+	uint32_t l1_size;		/*  8 */
+	uint16_t id_str_size;		/* 12 */
+	uint16_t name_size;		/* 14 */
+	uint32_t date_sec;		/* 16 */
+	uint32_t date_nsec;		/* 20 */
+	uint64_t vm_clock_nsec;		/* 24 */
+	uint32_t vm_state_size;		/* 32 */
+	uint32_t extra_data_size;	/* 36 */
+} __attribute__((packed));
+
+/* L1 entry (spec "Cluster mapping"). */
+#define QCOW2_L1_OFFSET_MASK	0x00fffffffffffe00ULL	/* bits 9-55: L2 table */
+#define QCOW2_L1_RESERVED	0x7f000000000001ffULL	/* bits 0-8, 56-62 */
+/* Both L1 and L2: bit 63, the refcount is exactly one (write in place). */
+#define QCOW2_COPIED		(1ULL << 63)
+/* L2 entry. */
+#define QCOW2_L2_COMPRESSED	(1ULL << 62)
+#define QCOW2_L2_OFFSET_MASK	0x00fffffffffffe00ULL	/* bits 9-55: host cluster */
+#define QCOW2_L2_ZERO		(1ULL << 0)		/* v3: reads as zeros */
+#define QCOW2_L2_RESERVED	0x3f000000000001feULL	/* bits 1-8, 56-61 */
+/* Bitmap table entry: bits 9-55 data cluster, bit 0 all ones. */
+#define QCOW2_BME_OFFSET_MASK	0x00fffffffffffe00ULL
+
+/* Host offsets are below 2^56 (QEMU's limit, 56 bits of L2 offset). */
+#define QCOW2_MAX_HOST_OFFSET	(1ULL << 56)
+#define QCOW2_MIN_CLUSTER_BITS	9
+#define QCOW2_MAX_CLUSTER_BITS	21
+#define QCOW2_MAX_L1_BYTES	(32U << 20)
+#define QCOW2_MAX_RT_BYTES	(8U << 20)
+#define QCOW2_MAX_BACKING_NAME	1023
+
+/* The five kinds of cluster an L2 entry describes. */
+enum qcow2_kind {
+	QCOW2_UNALLOC,		/* this layer has nothing: backing file or zeros */
+	QCOW2_ZERO_PLAIN,	/* reads as zeros, no host cluster */
+	QCOW2_ZERO_ALLOC,	/* reads as zeros, host cluster kept */
+	QCOW2_NORMAL,		/* data at a host cluster */
+	QCOW2_COMPRESSED,	/* compressed data at a host byte offset */
+};
+
+/*
+ * A cache of cluster-sized tables: L2 tables (host-endian u64 entries) or
+ * refcount blocks (on-disk bytes).  Slots are found by host offset through
+ * a hash; users pin a slot while they look at it.  Everything here is under
+ * qcow2.lock; I/O happens with the lock dropped and the slot marked
+ * loading (readers wait on @wq) or pinned.
+ */
+struct qcow2_cslot {
+	uint64_t off;			/* host offset of the table; 0: empty */
+	void *buf;
+	unsigned int pin;
+	bool loading;
+	bool dirty;
+	uint64_t lru;
+	uint64_t gen;			/* bumped by every change; write-back compares */
+	int hnext;			/* hash chain, -1 ends */
+};
+
+struct qcow2_cache {
+	struct qcow2_cslot *s;
+	unsigned int nr;
+	int *hash;
+	unsigned int hash_mask;
+	uint64_t lru_clock;
+	bool is_l2;			/* entries are converted to host order */
+	unsigned int nr_dirty;
+	struct exec_waitq wq;		/* loads done, slots unpinned */
+};
+
+/* A guest range (in clusters) being allocated, discarded or zeroed. */
+struct qcow2_inflight {
+	uint64_t first, last;		/* guest clusters, inclusive */
+	struct qcow2_inflight *next;
+};
+
+/* A host range to release once the L2 change that dropped it is on disk. */
+struct qcow2_free {
+	uint64_t off;
+	uint64_t len;
+};
+
+struct qcow2 {
+	struct tgt *t;
+	int fd;
+	int data_fd;			/* external data file, else fd */
+	unsigned int dio_align;		/* bytes; 512 when buffered */
+	bool buffered;
+
+	/* Header, as read (the first cluster, extensions included). */
+	void *hdr_buf;
+	uint32_t hdr_bytes;		/* what we rewrite: a dio_align multiple */
+	unsigned int version;
+	unsigned int cluster_bits;
+	uint64_t cluster_size;
+	uint64_t size_bytes;
+	uint64_t incompat, compat, autoclear;
+	unsigned int refcount_order;
+	unsigned int header_length;
+	unsigned int compression_type;
+	uint32_t nb_snapshots;
+	uint64_t snapshots_offset;
+	uint64_t bitmap_dir_offset, bitmap_dir_size;
+	uint32_t nb_bitmaps;
+	char *backing_name;
+	char *backing_fmt;
+	char *data_file_name;
+	/* Names of feature bits from the feature-name table: [type][bit]. */
+	char *feature_names[3][64];
+
+	/* Derived geometry. */
+	unsigned int l2_bits;		/* log2 entries per L2 table */
+	unsigned int rb_bits;		/* log2 entries per refcount block */
+	uint64_t refcount_max;
+	unsigned int csize_shift;	/* compressed descriptor: sectors field */
+	uint64_t csize_mask;
+	uint64_t coffset_mask;
+
+	/* Why writes are refused (snapshots, extended L2...); NULL: writable. */
+	const char *no_write_reason;
+	bool read_only;
+
+	/*
+	 * lock protects every field below, the caches and the lists.  It is
+	 * never held across an exec_* call.
+	 */
+	pthread_mutex_t lock;
+	uint64_t l1_offset;
+	uint32_t l1_size;
+	uint64_t *l1;			/* host order, cluster-rounded buffer */
+	uint8_t *l1_dirty;		/* per dio_align sector of the L1 */
+	uint64_t rt_offset;
+	uint32_t rt_clusters;
+	uint64_t rt_size;		/* entries */
+	uint64_t *rt;			/* host order */
+	uint8_t *rt_dirty;		/* per dio_align sector */
+	struct qcow2_cache l2c;
+	struct qcow2_cache rbc;
+
+	struct qcow2_inflight *inflight;	/* guest ranges being changed */
+	uint64_t *l2_allocating;		/* L1 indexes getting a table */
+	unsigned int nr_l2_allocating, cap_l2_allocating;
+	struct exec_waitq inflight_wq;
+
+	bool flushing;			/* L1/L2 changes wait: a flush orders them */
+	struct exec_waitq flush_wq;
+
+	/* Host clusters freed in memory, released after the next L2 write-back. */
+	struct qcow2_free *frees;
+	size_t nr_frees, cap_frees;
+
+	/*
+	 * Data I/O to host clusters found in L2, counted per epoch: a freed
+	 * cluster is punched and reused only after every I/O that could
+	 * still target it (an older epoch) has finished.
+	 */
+	unsigned int epoch;
+	unsigned long epoch_io[2];
+	struct exec_waitq epoch_wq;
+
+	bool autoclear_pending;		/* clear autoclear bits before the first write */
+
+	/* Allocator: under alloc_mutex (which also serializes flushes). */
+	struct exec_mutex alloc_mutex;
+	uint64_t free_hint;		/* clusters below are in use */
+	uint64_t end_cluster;		/* clusters from here on were never allocated */
+
+	struct exec_mutex hdr_mutex;	/* header rewrites */
+	void *zero_buf;			/* QCOW2_ZERO_BUF_BYTES of zeros */
+};
+
+#define QCOW2_ZERO_BUF_BYTES	(1U << 20)
+
+/* Helpers on geometry. */
+static inline uint64_t qcow2_off_in_cluster(const struct qcow2 *q, uint64_t off)
+{
+	return off & (q->cluster_size - 1);
+}
+
+static inline uint64_t qcow2_l2_entries(const struct qcow2 *q)
+{
+	return 1ULL << q->l2_bits;
+}
+
+static inline uint64_t qcow2_l1_index(const struct qcow2 *q, uint64_t gc)
+{
+	return gc >> q->l2_bits;
+}
+
+static inline unsigned int qcow2_l2_index(const struct qcow2 *q, uint64_t gc)
+{
+	return gc & (qcow2_l2_entries(q) - 1);
+}
+
+/* header.c */
+int qcow2_read_header(struct qcow2 *q, const char *file, unsigned int open_flags);
+int qcow2_write_header_fields(struct qcow2 *q);
+const char *qcow2_feature_name(struct qcow2 *q, unsigned int type, unsigned int bit);
+void qcow2_header_free(struct qcow2 *q);
+int qcow2_mark_corrupt(struct qcow2 *q, const char *why);
+
+/* cluster.c */
+enum qcow2_kind qcow2_l2_kind(const struct qcow2 *q, uint64_t l2e);
+uint64_t qcow2_l2_host(const struct qcow2 *q, uint64_t l2e);
+bool qcow2_l2_valid(const struct qcow2 *q, uint64_t l2e);
+void qcow2_compressed_range(const struct qcow2 *q, uint64_t l2e, uint64_t *off,
+			    uint64_t *len);
+
+/*
+ * A mapping of a guest run: @bytes from the guest offset all of one kind,
+ * host-contiguous for NORMAL and ZERO_ALLOC.  @slot is the pinned L2 table
+ * (NULL when the L1 entry is empty); release with qcow2_map_put().
+ */
+struct qcow2_map {
+	enum qcow2_kind kind;
+	bool copied;
+	uint64_t l2e;			/* the first cluster's entry */
+	uint64_t host;			/* host offset of the guest offset itself */
+	uint64_t bytes;
+	struct qcow2_cslot *slot;
+	unsigned int epoch;		/* held for NORMAL, COMPRESSED, ZERO_ALLOC */
+};
+
+int qcow2_map(struct qcow2 *q, uint64_t off, uint64_t len, struct qcow2_map *m);
+void qcow2_map_put(struct qcow2 *q, struct qcow2_map *m);
+int qcow2_read_compressed(struct qcow2 *q, uint64_t l2e, void *cluster_buf);
+int qcow2_l2_get_for_write(struct qcow2 *q, uint64_t gc, struct qcow2_cslot **slot);
+void qcow2_epoch_get(struct qcow2 *q, unsigned int *epoch);
+void qcow2_epoch_put(struct qcow2 *q, unsigned int epoch);
+
+/* cache.c */
+int qcow2_cache_init(struct qcow2_cache *c, unsigned int nr, bool is_l2);
+void qcow2_cache_destroy(struct qcow2 *q, struct qcow2_cache *c);
+int qcow2_cache_get(struct qcow2 *q, struct qcow2_cache *c, uint64_t off,
+		    bool fresh, struct qcow2_cslot **out);
+void qcow2_cache_put(struct qcow2 *q, struct qcow2_cache *c, struct qcow2_cslot *s);
+void qcow2_cache_mark_dirty(struct qcow2_cache *c, struct qcow2_cslot *s);
+int qcow2_cache_writeback(struct qcow2 *q, struct qcow2_cache *c);
+
+/* refcount.c */
+uint64_t qcow2_rb_get(const struct qcow2 *q, const void *rb, uint64_t i);
+void qcow2_rb_set(const struct qcow2 *q, void *rb, uint64_t i, uint64_t v);
+int qcow2_refcount_get(struct qcow2 *q, uint64_t cluster, uint64_t *val);
+int qcow2_refcount_update(struct qcow2 *q, uint64_t off, uint64_t len, int delta);
+int qcow2_load_refcount_table(struct qcow2 *q);
+
+/* alloc.c */
+int64_t qcow2_alloc_clusters(struct qcow2 *q, uint64_t n, uint64_t *got);
+void qcow2_free_later(struct qcow2 *q, uint64_t off, uint64_t len);
+int qcow2_release_frees(struct qcow2 *q);
+
+/* flush.c */
+int qcow2_flush_meta(struct qcow2 *q);
+int qcow2_write_table_sectors(struct qcow2 *q, uint64_t table_off, const uint64_t *table,
+			      uint8_t *dirty, uint64_t nr_sectors);
+void qcow2_commit_begin(struct qcow2 *q);
+void qcow2_commit_end(struct qcow2 *q);
+bool qcow2_meta_dirty(struct qcow2 *q);
+
+/* cow.c */
+int qcow2_write_alloc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t len,
+		      uint64_t *done);
+
+/* io.c */
+void qcow2_inflight_add(struct qcow2 *q, struct qcow2_inflight *f, uint64_t first,
+			uint64_t last);
+void qcow2_inflight_del(struct qcow2 *q, struct qcow2_inflight *f);
+int qcow2_before_write(struct qcow2 *q);
+int qcow2_read_at(int fd, void *buf, uint64_t len, uint64_t off);
+int qcow2_read(struct tgt *t, void *buf, uint32_t len, uint64_t off);
+int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
+		unsigned int flags);
+int qcow2_flush(struct tgt *t);
+int qcow2_discard(struct tgt *t, uint64_t off, uint64_t len);
+int qcow2_write_zeroes(struct tgt *t, uint64_t off, uint64_t len, unsigned int flags);
+int64_t qcow2_block_status(struct tgt *t, uint64_t off, uint64_t len,
+			   struct tgt_extent *ext);
+
+/* check.c */
+int qcow2_check(struct tgt *t, unsigned int fix, struct tgt_check_result *r);
+
+/* create.c */
+int qcow2_create(const struct tgt_create_opts *o);
+
+#endif
