@@ -9,6 +9,7 @@ const struct tgt_ops *const tgt_table[] = {
 	&null_tgt_ops,
 	&raw_tgt_ops,
 	&qed_tgt_ops,
+	&qcow2_tgt_ops,
 };
 
 const unsigned int tgt_table_len = ARRAY_SIZE(tgt_table);
