@@ -35,7 +35,7 @@ struct qcow2_chk {
 	void *rb;
 	uint64_t rb_off;
 	void *tbuf;			/* one table cluster */
-	uint64_t next_contig;		/* fragmentation accounting */
+	uint64_t next_contig;		/* fragmentation accounting, per L2 table */
 };
 
 static int chk_inc(struct qcow2_chk *c, uint64_t off, uint64_t len)
@@ -94,6 +94,8 @@ static int chk_l2(struct qcow2_chk *c, uint64_t l2_off, bool active)
 	bool changed = false;
 	int ret;
 
+	/* Like qemu-img, contiguity is judged within one L2 table. */
+	c->next_contig = 0;
 	ret = chk_read(c, l2, q->cluster_size, l2_off);
 	if (ret) {
 		fprintf(stderr, "ERROR: cannot read L2 table at 0x%" PRIx64 "\n", l2_off);
