@@ -521,6 +521,9 @@ static int chk_rebuild(struct qcow2_chk *c)
 	ret = qcow2_write_header_fields(q);
 	if (!ret)
 		ret = qcow2_load_refcount_table(q);
+	/* The new structure lies past the old end of the file. */
+	c->file_clusters = start + nb + nt;
+	c->rb_off = 0;
 	fprintf(stderr, "Rebuilt the refcount structure\n");
 out:
 	free(rt);
