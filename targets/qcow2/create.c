@@ -304,8 +304,13 @@ int qcow2_create(const struct tgt_create_opts *o)
 	}
 
 	ret = qcow2_build_header(o, &p, buf, l1_size ? l1_off : 0, l1_size, rt_off, rtc);
-	if (!ret)
-		ret = qcow2_pwrite_all(fd, buf, cs, 0);
+	if (ret) {
+		/* Already said why; leave no half-made image behind. */
+		close(fd);
+		unlink(o->file);
+		goto out;
+	}
+	ret = qcow2_pwrite_all(fd, buf, cs, 0);
 	if (ret)
 		goto out_close;
 
@@ -366,8 +371,10 @@ int qcow2_create(const struct tgt_create_opts *o)
 	if (fsync(fd))
 		ret = -errno;
 out_close:
-	if (ret)
+	if (ret) {
 		img_err("create: %s: %s", o->file, strerror(-ret));
+		unlink(o->file);
+	}
 	close(fd);
 out:
 	free(buf);
