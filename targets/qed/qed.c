@@ -235,12 +235,15 @@ static void qed_info(struct tgt *t, struct tgt_info *info)
 	char v[24];
 
 	info->cluster_size = q->cluster_size;
+	info->backing_file = q->backing_name;
+	/* Only a raw backing format is recorded (the no-probe bit); others are probed. */
+	if (q->backing_name && (q->features & QED_F_BACKING_RAW))
+		info->backing_fmt = "raw";
 	snprintf(v, sizeof(v), "%u", q->table_size);
 	qed_info_add(info, "table_size", v);
 	snprintf(v, sizeof(v), "%u", q->header_size);
 	qed_info_add(info, "header_size", v);
 	qed_info_add(info, "need_check", (q->features & QED_F_NEED_CHECK) ? "true" : "false");
-	qed_info_add(info, "backing_raw", (q->features & QED_F_BACKING_RAW) ? "true" : "false");
 }
 
 const struct tgt_ops qed_tgt_ops = {
