@@ -23,6 +23,7 @@ struct ublk_state {
 	unsigned int open_flags;
 	uint64_t size_bytes;
 	bool recoverable;
+	unsigned int backing_policy;
 };
 
 /* Directory of the state files; IMGBLK_RUN_DIR overrides it (tests). */

@@ -36,12 +36,25 @@
 /* Write flags. */
 #define TGT_W_FUA	(1U << 0)	/* durable before completion */
 
+/*
+ * Which backing files an image may make us open (`add --backing=`): an
+ * image from an untrusted source must not turn the server into a reader
+ * of arbitrary host files.
+ */
+enum tgt_backing_policy {
+	TGT_BACKING_ANY,	/* wherever the image says (the default, as QEMU) */
+	TGT_BACKING_SAME_DIR,	/* only files in the overlay's own directory */
+	TGT_BACKING_NONE,	/* an image with a backing file is refused */
+};
+
 struct tgt_config {
 	const char *file;
 	uint64_t size_bytes;
 	unsigned int open_flags;
 	/* Backing format named by the overlay; NULL means probe. */
 	const char *format;
+	/* Inherited by the whole backing chain. */
+	enum tgt_backing_policy backing_policy;
 };
 
 /*

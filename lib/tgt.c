@@ -105,6 +105,52 @@ void tgt_resolve_path(const char *base, const char *name, char *out, size_t len)
 		snprintf(out, len, "%.*s/%s", (int)(slash - base), base, name);
 }
 
+/*
+ * Applies the overlay's backing policy to the resolved @path.  Returns 0
+ * or -EPERM after printing why.
+ */
+static int tgt_backing_allowed(const struct tgt *overlay, const char *path)
+{
+	char *dir_o, *dir_b;
+	char *slash;
+	int ret = 0;
+
+	switch (overlay->cfg.backing_policy) {
+	case TGT_BACKING_ANY:
+		return 0;
+	case TGT_BACKING_NONE:
+		img_err("%s: has a backing file (%s), and --backing=none forbids it",
+			overlay->cfg.file, path);
+		return -EPERM;
+	case TGT_BACKING_SAME_DIR:
+		break;
+	}
+	/*
+	 * Compare real directories, so neither "../" nor a symlink in the
+	 * image's directory leads elsewhere.
+	 */
+	dir_o = realpath(overlay->cfg.file, NULL);
+	dir_b = realpath(path, NULL);
+	if (!dir_o || !dir_b) {
+		ret = -errno;
+		img_err("%s: backing file %s: %s", overlay->cfg.file, path, strerror(errno));
+		goto out;
+	}
+	slash = strrchr(dir_o, '/');
+	*slash = '\0';
+	slash = strrchr(dir_b, '/');
+	*slash = '\0';
+	if (strcmp(dir_o, dir_b)) {
+		img_err("%s: backing file %s is outside the image's directory, and --backing=same-dir forbids it",
+			overlay->cfg.file, path);
+		ret = -EPERM;
+	}
+out:
+	free(dir_o);
+	free(dir_b);
+	return ret;
+}
+
 int tgt_open_backing(struct tgt *overlay, const char *name, const char *fmt)
 {
 	const struct tgt *up;
@@ -125,6 +171,9 @@ int tgt_open_backing(struct tgt *overlay, const char *name, const char *fmt)
 		goto err;
 	}
 	tgt_resolve_path(overlay->cfg.file, name, path, PATH_MAX);
+	ret = tgt_backing_allowed(overlay, path);
+	if (ret)
+		goto err;
 	if (stat(path, &st)) {
 		ret = -errno;
 		img_err("%s: backing file %s: %s", overlay->cfg.file, path, strerror(errno));
@@ -156,6 +205,7 @@ int tgt_open_backing(struct tgt *overlay, const char *name, const char *fmt)
 	}
 	b->cfg.file = path;
 	b->cfg.format = fmt;
+	b->cfg.backing_policy = overlay->cfg.backing_policy;
 	/* Backing files are never written; they inherit the caching mode. */
 	b->cfg.open_flags = TGT_O_RDONLY | (overlay->cfg.open_flags & TGT_O_BUFFERED);
 	b->overlay = overlay;

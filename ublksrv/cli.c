@@ -28,7 +28,8 @@ static const struct cli_cmd cli_cmds[] = {
 		.summary = "serve an image as /dev/ublkbN",
 		.usage =
 "usage: imgblk add [-t TYPE] [-f FILE] [-n ID] [-q QUEUES] [-d DEPTH] [-r]\n"
-"                  [--buffered] [--size SIZE] [--recoverable] [--foreground]\n"
+"                  [--buffered] [--size SIZE] [--backing=any|same-dir|none]\n"
+"                  [--recoverable] [--foreground]\n"
 "\n"
 "Adds a ublk device served by TYPE and prints its path (/dev/ublkbN) once\n"
 "the device works; the server then runs in the background until deleted.\n"
@@ -42,6 +43,10 @@ static const struct cli_cmd cli_cmds[] = {
 "  -r, --read-only     the device refuses writes\n"
 "      --buffered      raw: use the host page cache instead of O_DIRECT\n"
 "      --size SIZE     null: device size (suffixes K, M, G, T)\n"
+"      --backing=P     which backing files the image may name: any (the\n"
+"                      default, like QEMU), same-dir (only in the image's\n"
+"                      own directory: for images from untrusted sources),\n"
+"                      none (refuse images with a backing file)\n"
 "      --recoverable   if the server dies, the device waits (QUIESCED) for\n"
 "                      `imgblk recover` instead of failing its I/O\n"
 "      --foreground    serve in this process; Ctrl-C deletes the device",

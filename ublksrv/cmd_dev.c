@@ -21,6 +21,7 @@ enum {
 	OPT_SIZE,
 	OPT_FOREGROUND,
 	OPT_RECOVERABLE,
+	OPT_BACKING,
 };
 
 /* Prints the one-line complaint of getopt_long() about argv[optind - 1]. */
@@ -69,6 +70,7 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 		{ "size", required_argument, NULL, OPT_SIZE },
 		{ "foreground", no_argument, NULL, OPT_FOREGROUND },
 		{ "recoverable", no_argument, NULL, OPT_RECOVERABLE },
+		{ "backing", required_argument, NULL, OPT_BACKING },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -125,6 +127,19 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 			break;
 		case OPT_RECOVERABLE:
 			o->recoverable = true;
+			break;
+		case OPT_BACKING:
+			if (!strcmp(optarg, "any")) {
+				o->cfg.backing_policy = TGT_BACKING_ANY;
+			} else if (!strcmp(optarg, "same-dir")) {
+				o->cfg.backing_policy = TGT_BACKING_SAME_DIR;
+			} else if (!strcmp(optarg, "none")) {
+				o->cfg.backing_policy = TGT_BACKING_NONE;
+			} else {
+				img_err("add: --backing must be any, same-dir or none, not '%s'",
+					optarg);
+				return -EINVAL;
+			}
 			break;
 		case 'h':
 			puts(cli_find("add")->usage);

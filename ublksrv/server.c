@@ -196,6 +196,7 @@ static int ublk_write_state(const struct ublk_add_opts *o, const struct ublk_dev
 		.open_flags = o->cfg.open_flags,
 		.size_bytes = o->cfg.size_bytes,
 		.recoverable = dev->info.flags & UBLK_F_USER_RECOVERY,
+		.backing_policy = o->cfg.backing_policy,
 	};
 
 	snprintf(s.target, sizeof(s.target), "%s", o->ops->name);
@@ -572,6 +573,7 @@ int ublk_recover(unsigned int id, bool foreground)
 		o.cfg.file = s.file;
 	o.cfg.size_bytes = s.size_bytes;
 	o.cfg.open_flags = s.open_flags;
+	o.cfg.backing_policy = s.backing_policy;
 	o.nr_queues = s.queues;
 	o.depth = s.depth;
 	return ublk_add(&o);
