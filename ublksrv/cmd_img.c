@@ -199,8 +199,15 @@ static void info_one(struct tgt *t, bool json, bool first)
 			printf("backing file format: %s\n", info.backing_fmt);
 		if (info.n) {
 			printf("Format specific information:\n");
-			for (i = 0; i < info.n; i++)
-				printf("    %s: %s\n", info.kv[i].key, info.kv[i].value);
+			for (i = 0; i < info.n; i++) {
+				const char *k;
+
+				/* qemu-img's text spells "lazy-refcounts" as "lazy refcounts". */
+				printf("    ");
+				for (k = info.kv[i].key; *k; k++)
+					putchar(*k == '-' ? ' ' : *k);
+				printf(": %s\n", info.kv[i].value);
+			}
 		}
 		return;
 	}
