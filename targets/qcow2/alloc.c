@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "qcow2.h"
 #include "util.h"
@@ -184,12 +185,33 @@ static int qcow2_cluster_free(struct qcow2 *q, uint64_t c)
 }
 
 /*
+ * Makes the file at least @end bytes long, growing it by whole
+ * QCOW2_GROW_BYTES steps so that data writes land inside it.  The
+ * growth is a hole: it reads as zeros and costs no space.  Returns 0 or
+ * -errno.
+ */
+static int qcow2_grow_file(struct qcow2 *q, uint64_t end)
+{
+	uint64_t size = ALIGN_UP(end, (uint64_t)MAX(QCOW2_GROW_BYTES, q->cluster_size));
+
+	if (end <= q->file_bytes)
+		return 0;
+	if (ftruncate(q->fd, size))
+		return -errno;
+	q->file_bytes = size;
+	return 0;
+}
+
+/*
  * Allocates up to @n contiguous host clusters (refcount 1 each, in the
  * cache) and returns the host offset of the first, with *got set to how
- * many; fewer than @n when the first free run is shorter.  Caller holds
- * alloc_mutex.  Returns the offset or -errno.
+ * many; fewer than @n when the first free run is shorter.  *@fresh (if
+ * not NULL) tells whether the run lies beyond every cluster ever used
+ * since open and beyond the file's size at open: such clusters read as
+ * zeros without being written.  Caller holds alloc_mutex.  Returns the
+ * offset or -errno.
  */
-int64_t qcow2_alloc_clusters(struct qcow2 *q, uint64_t n, uint64_t *got)
+int64_t qcow2_alloc_clusters(struct qcow2 *q, uint64_t n, uint64_t *got, bool *fresh)
 {
 	uint64_t c = q->free_hint, cnt;
 	int ret;
@@ -219,9 +241,14 @@ int64_t qcow2_alloc_clusters(struct qcow2 *q, uint64_t n, uint64_t *got)
 		img_err("%s: qcow2 image file would exceed 2^56 bytes", q->t->cfg.file);
 		return -EFBIG;
 	}
+	ret = qcow2_grow_file(q, (c + cnt) << q->cluster_bits);
+	if (ret)
+		return ret;
 	ret = qcow2_refcount_update(q, c << q->cluster_bits, cnt << q->cluster_bits, 1);
 	if (ret)
 		return ret;
+	if (fresh)
+		*fresh = c >= q->end_cluster;
 	/* Every cluster below c was found in use. */
 	q->free_hint = c + cnt;
 	q->end_cluster = MAX(q->end_cluster, c + cnt);

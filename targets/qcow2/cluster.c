@@ -289,7 +289,7 @@ static int qcow2_l2_alloc(struct qcow2 *q, uint64_t l1i, struct qcow2_cslot **sl
 	int ret;
 
 	exec_mutex_lock(&q->alloc_mutex);
-	off = qcow2_alloc_clusters(q, 1, &got);
+	off = qcow2_alloc_clusters(q, 1, &got, NULL);
 	exec_mutex_unlock(&q->alloc_mutex);
 	if (off < 0)
 		return off;

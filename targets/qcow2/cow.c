@@ -112,6 +112,7 @@ int qcow2_write_alloc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t l
 	struct qcow2_inflight inf;
 	struct qcow2_cslot *slot;
 	void *bounce = NULL;
+	bool fresh;
 	int64_t host;
 	int ret;
 
@@ -143,7 +144,7 @@ int qcow2_write_alloc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t l
 
 	/* W2: host clusters, refcount 1 each (in the refcount cache). */
 	exec_mutex_lock(&q->alloc_mutex);
-	host = qcow2_alloc_clusters(q, n, &got);
+	host = qcow2_alloc_clusters(q, n, &got, &fresh);
 	exec_mutex_unlock(&q->alloc_mutex);
 	if (host < 0) {
 		ret = host;
@@ -163,6 +164,12 @@ int qcow2_write_alloc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t l
 	/* W3: data with its COW head and tail, in one write where possible. */
 	if (!head && !tail) {
 		ret = exec_pwrite(q->fd, buf, run_bytes, host, 0);
+	} else if (fresh && qcow2_cow_is_zero(q, first_e) && qcow2_cow_is_zero(q, last_e)) {
+		/*
+		 * Never-used clusters already read as zeros: the zero head and
+		 * tail need no write at all, only the guest's data.
+		 */
+		ret = exec_pwrite(q->fd, buf, wend - off, host + head, 0);
 	} else if (qcow2_cow_is_zero(q, first_e) && qcow2_cow_is_zero(q, last_e) &&
 		   head + tail > QCOW2_ZERO_FALLOC_BYTES) {
 		ret = qcow2_zero_host(q, host, run_bytes);

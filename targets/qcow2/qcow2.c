@@ -214,6 +214,7 @@ static int qcow2_open(struct tgt *t)
 		goto err;
 	}
 	q->end_cluster = DIV_ROUND_UP((uint64_t)st.st_size, q->cluster_size);
+	q->file_bytes = st.st_size;
 	if (posix_memalign(&q->zero_buf, 4096, QCOW2_ZERO_BUF_BYTES)) {
 		ret = -ENOMEM;
 		goto err;
@@ -295,6 +296,10 @@ static int qcow2_close(struct tgt *t)
 		return 0;
 	if (!q->read_only || qcow2_meta_dirty(q))
 		ret = qcow2_flush_meta(q);
+	/* Give back what the file grew ahead of its last cluster. */
+	if (!ret && !q->read_only && q->file_bytes > q->end_cluster << q->cluster_bits &&
+	    ftruncate(q->fd, q->end_cluster << q->cluster_bits))
+		ret = -errno;
 	qcow2_free(q);
 	t->priv = NULL;
 	return ret;

@@ -277,12 +277,21 @@ struct qcow2 {
 	struct exec_mutex alloc_mutex;
 	uint64_t free_hint;		/* clusters below are in use */
 	uint64_t end_cluster;		/* clusters from here on were never allocated */
+	uint64_t file_bytes;		/* the file's size, grown ahead in steps */
 
 	struct exec_mutex hdr_mutex;	/* header rewrites */
 	void *zero_buf;			/* QCOW2_ZERO_BUF_BYTES of zeros */
 };
 
 #define QCOW2_ZERO_BUF_BYTES	(1U << 20)
+
+/*
+ * The file grows ahead of allocation in steps of this size (and back to
+ * its last cluster at close): a write past the end of a file is slow on
+ * common filesystems (ext4 journals every such O_DIRECT write), a write
+ * into its hole is not.
+ */
+#define QCOW2_GROW_BYTES	(8U << 20)
 
 /* Helpers on geometry. */
 static inline uint64_t qcow2_off_in_cluster(const struct qcow2 *q, uint64_t off)
@@ -358,7 +367,7 @@ int qcow2_refcount_update(struct qcow2 *q, uint64_t off, uint64_t len, int delta
 int qcow2_load_refcount_table(struct qcow2 *q);
 
 /* alloc.c */
-int64_t qcow2_alloc_clusters(struct qcow2 *q, uint64_t n, uint64_t *got);
+int64_t qcow2_alloc_clusters(struct qcow2 *q, uint64_t n, uint64_t *got, bool *fresh);
 void qcow2_free_later(struct qcow2 *q, uint64_t off, uint64_t len);
 int qcow2_release_frees(struct qcow2 *q);
 
