@@ -24,6 +24,11 @@
  * check, and do not repair them on open; ->check decides what to fix.
  */
 #define TGT_O_CHECK	(1U << 2)
+/*
+ * Do not open the backing chain: for changing the backing file's name
+ * (rebase -u), which must work when the old one is gone.
+ */
+#define TGT_O_NO_BACKING	(1U << 3)
 
 /* Longest backing chain we open: deeper is an error, like a loop. */
 #define TGT_MAX_CHAIN	64
@@ -116,6 +121,9 @@ struct tgt_check_result {
 /* What ->check may repair (qemu-img check -r leaks|all). */
 #define TGT_FIX_LEAKS	(1U << 0)
 #define TGT_FIX_ERRORS	(1U << 1)
+
+/* Flags of ->resize. */
+#define TGT_RESIZE_SHRINK	(1U << 0)	/* cutting the end off is wanted */
 
 /* Options of `imgblk create`. */
 struct tgt_create_opts {
@@ -211,6 +219,18 @@ struct tgt_ops {
 	int (*check)(struct tgt *t, unsigned int fix, struct tgt_check_result *r);
 	/* Appends format-specific facts for `imgblk info`. */
 	void (*info)(struct tgt *t, struct tgt_info *info);
+	/*
+	 * Changes the virtual size to @size_bytes, a multiple of 512 (grow;
+	 * shrink only with TGT_RESIZE_SHRINK).  The image is open read-write
+	 * and nothing else uses it.  Prints one line on failure.
+	 */
+	int (*resize)(struct tgt *t, uint64_t size_bytes, unsigned int flags);
+	/*
+	 * Records @name (NULL: none) as the backing file, with format @fmt
+	 * (NULL: probe when opened), without touching any data: rebase -u.
+	 * The image is open with TGT_O_NO_BACKING.  Prints one line on failure.
+	 */
+	int (*set_backing)(struct tgt *t, const char *name, const char *fmt);
 	/*
 	 * Called about once a second, in a coroutine of the server's
 	 * housekeeping thread, while a device serves the target (not by the

@@ -159,6 +159,9 @@ int tgt_open_backing(struct tgt *overlay, const char *name, const char *fmt)
 	char *path;
 	int ret;
 
+	/* rebase -u: the name is being replaced, the file may be gone. */
+	if (overlay->cfg.open_flags & TGT_O_NO_BACKING)
+		return 0;
 	if (overlay->chain_depth + 1 >= TGT_MAX_CHAIN) {
 		img_err("%s: backing chain deeper than %d images", overlay->cfg.file,
 			TGT_MAX_CHAIN);

@@ -277,6 +277,27 @@ static int raw_create(const struct tgt_create_opts *o)
 	return ret;
 }
 
+static int raw_resize(struct tgt *t, uint64_t size_bytes, unsigned int flags)
+{
+	struct raw_priv *rp = t->priv;
+
+	if (rp->is_blkdev) {
+		img_err("%s: a block device cannot be resized", t->cfg.file);
+		return -EINVAL;
+	}
+	if (size_bytes < t->caps.size_bytes && !(flags & TGT_RESIZE_SHRINK)) {
+		img_err("%s: shrinking cuts off data: give --shrink to do it anyway",
+			t->cfg.file);
+		return -EINVAL;
+	}
+	if (ftruncate(rp->fd, size_bytes)) {
+		img_err("%s: %s", t->cfg.file, strerror(errno));
+		return -errno;
+	}
+	t->caps.size_bytes = size_bytes;
+	return 0;
+}
+
 const struct tgt_ops raw_tgt_ops = {
 	.name		= "raw",
 	.summary	= "a regular file or block device as is (-f FILE [--buffered])",
@@ -290,4 +311,5 @@ const struct tgt_ops raw_tgt_ops = {
 	.write_zeroes	= raw_write_zeroes,
 	.create		= raw_create,
 	.block_status	= raw_block_status,
+	.resize		= raw_resize,
 };

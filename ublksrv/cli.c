@@ -20,6 +20,8 @@ int cli_cmd_map(int argc, char **argv);
 int cli_cmd_convert(int argc, char **argv);
 int cli_cmd_io(int argc, char **argv);
 int cli_cmd_bench(int argc, char **argv);
+int cli_cmd_resize(int argc, char **argv);
+int cli_cmd_rebase(int argc, char **argv);
 static int cli_cmd_help(int argc, char **argv);
 
 static const struct cli_cmd cli_cmds[] = {
@@ -135,6 +137,27 @@ static const struct cli_cmd cli_cmds[] = {
 "  -o OPTS    creation options of the output format (see create)\n"
 "  -p         show progress",
 		.run = cli_cmd_convert,
+	},
+	{
+		.name = "resize",
+		.summary = "change an image's virtual size",
+		.usage =
+"usage: imgblk resize [-q] [-f FMT] [--shrink] FILE [+|-]SIZE\n"
+"\n"
+"SIZE sets the size; +SIZE and -SIZE change it.  Shrinking, which cuts\n"
+"data off the end, needs --shrink.",
+		.run = cli_cmd_resize,
+	},
+	{
+		.name = "rebase",
+		.summary = "change the backing file an image names",
+		.usage =
+"usage: imgblk rebase [-f FMT] -u -b BACKING [-F BACKING_FMT] FILE\n"
+"\n"
+"  -u   unsafe: record the new backing file's name (\"\" for none) and\n"
+"       format, copy no data; the old backing file need not exist.\n"
+"       Without -F, the format of BACKING is detected when it exists.",
+		.run = cli_cmd_rebase,
 	},
 	{
 		.name = "io",

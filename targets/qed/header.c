@@ -214,3 +214,116 @@ int qed_header_write_features(struct qed *q, bool sync)
 	exec_mutex_unlock(&q->hdr_wlock);
 	return ret;
 }
+
+int qed_resize(struct tgt *t, uint64_t size_bytes, unsigned int flags)
+{
+	struct qed *q = t->priv;
+	struct qed_header *h = q->hdr_block;
+	uint64_t max = qed_max_image_size(q->cluster_size, q->table_size);
+	ssize_t n;
+	int ret;
+
+	(void)flags;
+	/* QED has no way to drop clusters past a new end: no shrinking. */
+	if (size_bytes < q->image_size) {
+		img_err("%s: QED images cannot shrink", t->cfg.file);
+		return -EINVAL;
+	}
+	if (size_bytes > max) {
+		img_err("%s: %llu bytes do not fit this image's tables (at most %llu)",
+			t->cfg.file, (unsigned long long)size_bytes, (unsigned long long)max);
+		return -EFBIG;
+	}
+	/* image_size lives in the first sector: one write switches it. */
+	exec_mutex_lock(&q->hdr_wlock);
+	put_le64(&h->image_size, size_bytes);
+	n = exec_pwrite(q->fd, q->hdr_block, QED_META_BLOCK, 0, 0);
+	ret = n < 0 ? (int)n : exec_fdatasync(q->fd);
+	if (ret)
+		put_le64(&h->image_size, q->image_size);
+	else
+		q->image_size = size_bytes;
+	exec_mutex_unlock(&q->hdr_wlock);
+	if (ret) {
+		img_err("%s: cannot write the header: %s", t->cfg.file, strerror(-ret));
+		return ret;
+	}
+	t->caps.size_bytes = size_bytes;
+	return 0;
+}
+
+/*
+ * Where a new backing name of @len bytes can go in the header area
+ * without overlapping the old one, so that the old header stays whole
+ * until the switch.  Returns the offset, or 0 if there is no room.
+ */
+static uint32_t qed_backing_name_slot(const struct qed *q, uint32_t len)
+{
+	struct qed_header *h = q->hdr_block;
+	uint32_t limit = MIN((uint64_t)q->header_size * q->cluster_size, QED_META_BLOCK);
+	uint32_t oo = get_le32(&h->backing_filename_offset);
+	uint32_t oe = (q->features & QED_F_BACKING_FILE) ? oo + get_le32(&h->backing_filename_size) : oo;
+	uint32_t off;
+
+	for (off = sizeof(*h); off + len <= limit; off = ALIGN_DOWN(off, 512) + 512)
+		if (off + len <= oo || off >= oe)
+			return off;
+	return 0;
+}
+
+int qed_set_backing(struct tgt *t, const char *name, const char *fmt)
+{
+	struct qed *q = t->priv;
+	struct qed_header *h = q->hdr_block;
+	uint32_t len = name ? strlen(name) : 0, off = 0;
+	uint64_t features = q->features & ~(QED_F_BACKING_FILE | QED_F_BACKING_RAW);
+	char *copy = NULL;
+	ssize_t n;
+	int ret;
+
+	if (name) {
+		off = qed_backing_name_slot(q, len);
+		copy = strdup(name);
+		if (!off || !copy) {
+			free(copy);
+			img_err("%s: the backing file name does not fit in the QED header",
+				t->cfg.file);
+			return -ENAMETOOLONG;
+		}
+		features |= QED_F_BACKING_FILE;
+		/* A raw backing file is never probed, so record that it is raw. */
+		if (fmt && !strcmp(fmt, "raw"))
+			features |= QED_F_BACKING_RAW;
+	}
+
+	exec_mutex_lock(&q->hdr_wlock);
+	/*
+	 * Two synced writes: the new name where the old header does not look,
+	 * then the first sector with the fields that point at it.  A crash in
+	 * between leaves the old header, whole.
+	 */
+	if (name) {
+		memcpy((char *)q->hdr_block + off, name, len);
+		n = exec_pwrite(q->fd, q->hdr_block, QED_META_BLOCK, 0, 0);
+		ret = n < 0 ? (int)n : exec_fdatasync(q->fd);
+		if (ret)
+			goto out;
+	}
+	put_le64(&h->features, features);
+	put_le32(&h->backing_filename_offset, off);
+	put_le32(&h->backing_filename_size, len);
+	n = exec_pwrite(q->fd, q->hdr_block, QED_META_BLOCK, 0, 0);
+	ret = n < 0 ? (int)n : exec_fdatasync(q->fd);
+	if (!ret) {
+		q->features = features;
+		free(q->backing_name);
+		q->backing_name = copy;
+		copy = NULL;
+	}
+out:
+	exec_mutex_unlock(&q->hdr_wlock);
+	free(copy);
+	if (ret)
+		img_err("%s: cannot write the header: %s", t->cfg.file, strerror(-ret));
+	return ret;
+}

@@ -262,4 +262,6 @@ const struct tgt_ops qed_tgt_ops = {
 	.check		= qed_check,
 	.info		= qed_info,
 	.tick		= qed_tick,
+	.resize		= qed_resize,
+	.set_backing	= qed_set_backing,
 };

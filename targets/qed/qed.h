@@ -193,6 +193,10 @@ int qed_probe(const void *buf, size_t len);
 uint64_t qed_max_image_size(uint32_t cluster_size, uint32_t table_size);
 bool qed_cluster_size_ok(uint64_t cluster_size);
 bool qed_table_size_ok(uint64_t table_size);
+/* Grows the image (tgt_ops->resize). */
+int qed_resize(struct tgt *t, uint64_t size_bytes, unsigned int flags);
+/* Records a new backing file name and format (tgt_ops->set_backing). */
+int qed_set_backing(struct tgt *t, const char *name, const char *fmt);
 
 /* table.c */
 /* Reads a table at @off into cpu-order @entries; past EOF reads as 0. */
