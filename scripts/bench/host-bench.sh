@@ -53,18 +53,23 @@ ratio() {	# ratio A B
 
 # An image whose every cluster holds data, made by QEMU so both tools
 # read the same layout.
+# Each setup ends with sync: the converted image's dirty pages must not be
+# written back while the next run measures.
 allocated() {	# allocated FMT FILE
 	qemu-img convert -O "$1" "$tmp/full.raw" "$2"
+	sync
 }
 
 empty() {	# empty FMT FILE
 	rm -f "$2"
 	qemu-img create -q -f "$1" "$2" "$SIZE"
+	sync
 }
 
 echo "# filling a $SIZE raw file" >&2
 qemu-img create -q -f raw "$tmp/full.raw" "$SIZE"
 qemu-io -f raw -c "write -P 0x5a 0 $SIZE" "$tmp/full.raw" >/dev/null
+sync
 
 out=$BUILD_DIR/bench/host.md
 {
@@ -91,6 +96,7 @@ row() {	# row FMT NAME DEPTH SETUP ARGS...
 	else
 		rm -f "$tmp/empty.raw"
 		truncate -s "$SIZE" "$tmp/empty.raw"
+		sync
 		s=$(seconds "$IMGBLK" bench -f raw -t none -c "$COUNT" -d "$depth" "$@" "$tmp/empty.raw")
 	fi
 	r=$(iops "$COUNT" "$s")
