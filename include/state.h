@@ -24,6 +24,7 @@ struct ublk_state {
 	uint64_t size_bytes;
 	bool recoverable;
 	unsigned int backing_policy;
+	uint64_t l2_cache_bytes;
 };
 
 /* Directory of the state files; IMGBLK_RUN_DIR overrides it (tests). */

@@ -60,6 +60,8 @@ struct tgt_config {
 	const char *format;
 	/* Inherited by the whole backing chain. */
 	enum tgt_backing_policy backing_policy;
+	/* Most bytes of L2 tables a format keeps cached; 0: its default. */
+	uint64_t l2_cache_bytes;
 };
 
 /*

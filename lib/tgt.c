@@ -209,6 +209,7 @@ int tgt_open_backing(struct tgt *overlay, const char *name, const char *fmt)
 	b->cfg.file = path;
 	b->cfg.format = fmt;
 	b->cfg.backing_policy = overlay->cfg.backing_policy;
+	b->cfg.l2_cache_bytes = overlay->cfg.l2_cache_bytes;
 	/* Backing files are never written; they inherit the caching mode. */
 	b->cfg.open_flags = TGT_O_RDONLY | (overlay->cfg.open_flags & TGT_O_BUFFERED);
 	b->overlay = overlay;

@@ -31,7 +31,7 @@ static const struct cli_cmd cli_cmds[] = {
 		.usage =
 "usage: imgblk add [-t TYPE] [-f FILE] [-n ID] [-q QUEUES] [-d DEPTH] [-r]\n"
 "                  [--buffered] [--size SIZE] [--backing=any|same-dir|none]\n"
-"                  [--recoverable] [--foreground]\n"
+"                  [--l2-cache-size SIZE] [--recoverable] [--foreground]\n"
 "\n"
 "Adds a ublk device served by TYPE and prints its path (/dev/ublkbN) once\n"
 "the device works; the server then runs in the background until deleted.\n"
@@ -49,6 +49,9 @@ static const struct cli_cmd cli_cmds[] = {
 "                      default, like QEMU), same-dir (only in the image's\n"
 "                      own directory: for images from untrusted sources),\n"
 "                      none (refuse images with a backing file)\n"
+"      --l2-cache-size SIZE\n"
+"                      qcow2/qed: L2 tables kept in memory (default: the\n"
+"                      whole image's, up to 32M)\n"
 "      --recoverable   if the server dies, the device waits (QUIESCED) for\n"
 "                      `imgblk recover` instead of failing its I/O\n"
 "      --foreground    serve in this process; Ctrl-C deletes the device",
@@ -180,7 +183,7 @@ static const struct cli_cmd cli_cmds[] = {
 		.usage =
 "usage: imgblk bench [-f FMT] [-c COUNT] [-d DEPTH] [-s SIZE] [-S STEP] [-o OFFSET]\n"
 "                    [-w] [-t none|writeback] [--pattern=N] [--random]\n"
-"                    [--flush-interval=N] FILE\n"
+"                    [--flush-interval=N] [--l2-cache-size=SIZE] FILE\n"
 "\n"
 "  -c COUNT   requests in all (default 75000)\n"
 "  -d DEPTH   requests in flight (default 64)\n"

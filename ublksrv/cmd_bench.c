@@ -174,6 +174,7 @@ int cli_cmd_bench(int argc, char **argv)
 		{ "pattern", required_argument, NULL, 'p' },
 		{ "random", no_argument, NULL, 'R' },
 		{ "flush-interval", required_argument, NULL, 'F' },
+		{ "l2-cache-size", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -236,6 +237,10 @@ int cli_cmd_bench(int argc, char **argv)
 			break;
 		case 'F':
 			if (parse_uint(optarg, 0, UINT64_MAX, &b.flush_interval))
+				goto bad_num;
+			break;
+		case 'L':
+			if (parse_size(optarg, &b.t.cfg.l2_cache_bytes) || !b.t.cfg.l2_cache_bytes)
 				goto bad_num;
 			break;
 		case 'h':

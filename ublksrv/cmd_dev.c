@@ -22,6 +22,7 @@ enum {
 	OPT_FOREGROUND,
 	OPT_RECOVERABLE,
 	OPT_BACKING,
+	OPT_L2_CACHE,
 };
 
 /* Prints the one-line complaint of getopt_long() about argv[optind - 1]. */
@@ -71,6 +72,7 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 		{ "foreground", no_argument, NULL, OPT_FOREGROUND },
 		{ "recoverable", no_argument, NULL, OPT_RECOVERABLE },
 		{ "backing", required_argument, NULL, OPT_BACKING },
+		{ "l2-cache-size", required_argument, NULL, OPT_L2_CACHE },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -127,6 +129,12 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 			break;
 		case OPT_RECOVERABLE:
 			o->recoverable = true;
+			break;
+		case OPT_L2_CACHE:
+			if (parse_size(optarg, &o->cfg.l2_cache_bytes) || !o->cfg.l2_cache_bytes) {
+				img_err("add: bad --l2-cache-size '%s'", optarg);
+				return -EINVAL;
+			}
 			break;
 		case OPT_BACKING:
 			if (!strcmp(optarg, "any")) {

@@ -197,6 +197,7 @@ static int ublk_write_state(const struct ublk_add_opts *o, const struct ublk_dev
 		.size_bytes = o->cfg.size_bytes,
 		.recoverable = dev->info.flags & UBLK_F_USER_RECOVERY,
 		.backing_policy = o->cfg.backing_policy,
+		.l2_cache_bytes = o->cfg.l2_cache_bytes,
 	};
 
 	snprintf(s.target, sizeof(s.target), "%s", o->ops->name);
@@ -574,6 +575,7 @@ int ublk_recover(unsigned int id, bool foreground)
 	o.cfg.size_bytes = s.size_bytes;
 	o.cfg.open_flags = s.open_flags;
 	o.cfg.backing_policy = s.backing_policy;
+	o.cfg.l2_cache_bytes = s.l2_cache_bytes;
 	o.nr_queues = s.queues;
 	o.depth = s.depth;
 	return ublk_add(&o);

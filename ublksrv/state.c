@@ -42,10 +42,11 @@ int ublk_state_write(const struct ublk_state *s)
 	if (!f)
 		return -errno;
 	fprintf(f, "id=%u\ntarget=%s\nfile=%s\nqueues=%u\ndepth=%u\npid=%d\nread_only=%d\n"
-		"open_flags=%u\nsize=%llu\nrecoverable=%d\nbacking_policy=%u\n",
+		"open_flags=%u\nsize=%llu\nrecoverable=%d\nbacking_policy=%u\n"
+		"l2_cache=%llu\n",
 		s->id, s->target, s->file, s->queues, s->depth, (int)s->pid,
 		s->read_only, s->open_flags, (unsigned long long)s->size_bytes,
-		s->recoverable, s->backing_policy);
+		s->recoverable, s->backing_policy, (unsigned long long)s->l2_cache_bytes);
 	if (fflush(f) || ferror(f))
 		ret = -EIO;
 	if (fclose(f) && !ret)
@@ -96,6 +97,8 @@ int ublk_state_read(unsigned int id, struct ublk_state *s)
 			s->recoverable = atoi(v);
 		else if (!strcmp(line, "backing_policy"))
 			s->backing_policy = strtoul(v, NULL, 10);
+		else if (!strcmp(line, "l2_cache"))
+			s->l2_cache_bytes = strtoull(v, NULL, 10);
 	}
 	fclose(f);
 	return 0;

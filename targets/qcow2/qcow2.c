@@ -100,11 +100,13 @@ static int qcow2_init_caches(struct qcow2 *q)
 {
 	uint64_t tables = DIV_ROUND_UP(DIV_ROUND_UP(q->size_bytes, q->cluster_size),
 				       qcow2_l2_entries(q));
+	uint64_t limit = q->t->cfg.l2_cache_bytes ?: QCOW2_L2_CACHE_MAX_BYTES;
 	uint64_t blocks = 0, i;
 	unsigned int nr;
 	int ret;
 
-	nr = MIN(tables, (uint64_t)QCOW2_L2_CACHE_MAX_BYTES >> q->cluster_bits);
+	/* By default the whole image's tables, up to the limit. */
+	nr = MIN(tables, limit >> q->cluster_bits);
 	ret = qcow2_cache_init(&q->l2c, MAX(nr, QCOW2_CACHE_MIN_SLOTS), true);
 	if (ret)
 		return ret;

@@ -57,8 +57,9 @@ int qed_table_write(struct qed *q, uint64_t off, const uint64_t *entries,
 
 int qed_l2_cache_init(struct qed *q)
 {
-	q->l2_max = MIN(MAX(QED_L2_CACHE_BYTES / q->table_bytes, QED_L2_CACHE_MIN),
-			QED_L2_CACHE_MAX);
+	uint64_t limit = q->t->cfg.l2_cache_bytes ?: QED_L2_CACHE_BYTES;
+
+	q->l2_max = MIN(MAX(limit / q->table_bytes, QED_L2_CACHE_MIN), QED_L2_CACHE_MAX);
 	q->l2_hash_size = q->l2_max * 2;
 	q->l2_hash = calloc(q->l2_hash_size, sizeof(*q->l2_hash));
 	if (!q->l2_hash)
