@@ -11,6 +11,7 @@
  * clusters proceed in parallel, on any queue's thread.
  */
 #include <errno.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "qed.h"
@@ -108,6 +109,18 @@ uint64_t qed_reserve_locked(struct qed *q, uint64_t bytes)
 	uint64_t off = q->file_end;
 
 	q->file_end += bytes;
+	if (q->file_end > q->file_bytes) {
+		uint64_t size = ALIGN_UP(q->file_end,
+					 (uint64_t)MAX(QED_GROW_BYTES, q->cluster_size));
+
+		/*
+		 * A blocking call under q->lock, but one that never sleeps
+		 * as a coroutine, once per QED_GROW_BYTES.  If it fails, the
+		 * writes extend the file themselves (qed_zero_file_range).
+		 */
+		if (ftruncate(q->fd, size) == 0)
+			q->file_bytes = size;
+	}
 	return off;
 }
 

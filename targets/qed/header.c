@@ -191,6 +191,7 @@ int qed_header_load(struct qed *q)
 		}
 	}
 	q->file_end = file_size;
+	q->file_bytes = file_size;
 	return 0;
 }
 

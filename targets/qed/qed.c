@@ -189,6 +189,9 @@ static int qed_close(struct tgt *t)
 		ret = exec_fdatasync(q->fd);
 		if (!ret)
 			ret = qed_clear_need_check(q);
+		/* Give back what the file grew ahead of its last cluster. */
+		if (!ret && q->file_bytes > q->file_end && ftruncate(q->fd, q->file_end))
+			ret = -errno;
 		if (ret)
 			img_err("%s: writing back on close: %s", t->cfg.file, strerror(-ret));
 	}

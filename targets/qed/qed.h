@@ -41,6 +41,15 @@
 #define QED_UNALLOCATED		0ULL
 #define QED_ZERO_CLUSTER	1ULL
 
+/*
+ * The file grows ahead of allocation in steps of this size, and back to
+ * its last cluster on close: writes past the end of a file are slow on
+ * common filesystems (ext4 journals every such O_DIRECT write), writes
+ * into its hole are not.  A crash leaves the unused part as leaked
+ * clusters, never as a corruption.
+ */
+#define QED_GROW_BYTES		(8U << 20)
+
 /* Allocating writes idle this long: flush and clear need-check. */
 #define QED_NEED_CHECK_IDLE_MS	5000
 
@@ -77,6 +86,14 @@ struct qed_l2 {
 	int load_err;
 	/* Serialises writes of this table so they reach the file in order. */
 	struct exec_mutex wlock;
+	/*
+	 * Group commit: changes not yet written span entries
+	 * [dirty_lo, dirty_hi); change_gen counts changes, written_gen is
+	 * the count the last completed write covered.
+	 */
+	uint32_t dirty_lo, dirty_hi;
+	uint64_t change_gen;
+	uint64_t written_gen;
 	struct qed_l2 *hnext;		/* hash chain */
 	struct qed_l2 *lru_prev, *lru_next;
 };
@@ -134,6 +151,7 @@ struct qed {
 	uint64_t *l1;			/* cpu order, table_nelems */
 	struct exec_mutex l1_wlock;	/* serialises L1 writes */
 	uint64_t file_end;		/* next allocation; cluster aligned */
+	uint64_t file_bytes;		/* the file's size: grown ahead of file_end */
 
 	struct qed_l2 **l2_hash;
 	unsigned int l2_hash_size;
@@ -208,6 +226,12 @@ int qed_table_read(struct qed *q, uint64_t off, uint64_t *entries);
  */
 int qed_table_write(struct qed *q, uint64_t off, const uint64_t *entries,
 		    uint32_t first, uint32_t n);
+/*
+ * Writes entries [@first, @first + @n) of cached table @l2, widened to
+ * whole metadata blocks, from a copy taken under q->lock (other requests
+ * change other entries meanwhile).  Returns 0 or -errno.
+ */
+int qed_l2_write(struct qed *q, struct qed_l2 *l2, uint32_t first, uint32_t n);
 int qed_l2_cache_init(struct qed *q);
 void qed_l2_cache_destroy(struct qed *q);
 /* Drops every cached table; no I/O may be in flight. */
@@ -238,7 +262,11 @@ void qed_alloc_destroy(struct qed *q);
  * dropped the lock, so the caller must look its entries up again; -errno.
  */
 int qed_alloc_begin_locked(struct qed *q, struct qed_alloc *a);
-/* Reserves @bytes of file space at the end.  Under q->lock. */
+/*
+ * Reserves @bytes of file space at the end, and grows the file ahead of
+ * it in QED_GROW_BYTES steps: space inside the file but past every
+ * allocation is a hole that reads as zeros.  Under q->lock.
+ */
 uint64_t qed_reserve_locked(struct qed *q, uint64_t bytes);
 /* Unregisters @a and wakes the writes waiting for it. */
 void qed_alloc_end(struct qed *q, struct qed_alloc *a);

@@ -55,6 +55,27 @@ int qed_table_write(struct qed *q, uint64_t off, const uint64_t *entries,
 	return ret < 0 ? (int)ret : 0;
 }
 
+int qed_l2_write(struct qed *q, struct qed_l2 *l2, uint32_t first, uint32_t n)
+{
+	const uint32_t per_block = QED_META_BLOCK / sizeof(uint64_t);
+	uint32_t start = ALIGN_DOWN(first, per_block);
+	uint32_t end = ALIGN_UP(first + n, per_block);
+	uint64_t *buf;
+	ssize_t ret;
+	uint32_t i;
+
+	if (posix_memalign((void **)&buf, QED_META_BLOCK, (end - start) * sizeof(uint64_t)))
+		return -ENOMEM;
+	pthread_mutex_lock(&q->lock);
+	for (i = start; i < end; i++)
+		put_le64(&buf[i - start], l2->entries[i]);
+	pthread_mutex_unlock(&q->lock);
+	ret = exec_pwrite(q->fd, buf, (end - start) * sizeof(uint64_t),
+			  l2->offset + start * sizeof(uint64_t), 0);
+	free(buf);
+	return ret < 0 ? (int)ret : 0;
+}
+
 int qed_l2_cache_init(struct qed *q)
 {
 	uint64_t limit = q->t->cfg.l2_cache_bytes ?: QED_L2_CACHE_BYTES;
@@ -142,6 +163,7 @@ static struct qed_l2 *qed_l2_alloc(struct qed *q, uint64_t off)
 	}
 	l2->offset = off;
 	l2->ref = 1;
+	l2->dirty_lo = UINT32_MAX;
 	exec_mutex_init(&l2->wlock);
 	return l2;
 }

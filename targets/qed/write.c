@@ -67,6 +67,16 @@ static int qed_zero_file_range(struct qed *q, uint64_t off, uint64_t len, bool f
 
 	if (!len)
 		return 0;
+	/* Fresh space inside the file is a hole: it reads as zeros already. */
+	if (fresh) {
+		bool inside;
+
+		pthread_mutex_lock(&q->lock);
+		inside = off + len <= q->file_bytes;
+		pthread_mutex_unlock(&q->lock);
+		if (inside)
+			return 0;
+	}
 	if (q->falloc_ok) {
 		ret = exec_fallocate(q->fd, fresh ? 0 : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
 				     off, len);
@@ -119,33 +129,61 @@ static int qed_cow(struct qed *q, uint64_t entry, uint64_t guest, uint64_t host,
 
 /*
  * Points L2 entries [@l2i, @l2i + @n) of @l2 at @value (a file offset,
- * advanced per cluster, or the zero marker) and writes them.  On failure
- * the cached entries are restored, so cache and file agree.
+ * advanced per cluster, or the zero marker) and writes them.
+ *
+ * Group commit: the change goes into the cached table at once, then the
+ * request waits for a table write that covers it.  Whoever takes the
+ * table's write lock first writes every change made so far, so N
+ * allocating writes to one table cost about one table write, not N in a
+ * row.  The entries are only visible once their data is written (our
+ * caller's order), and each request completes only after a write that
+ * carried its entries.  On failure the entries are restored, so cache
+ * and file agree; writers batched with us retry on their own.
  */
 static int qed_l2_update(struct qed *q, struct qed_l2 *l2, uint32_t l2i, uint32_t n,
 			 uint64_t value)
 {
-	uint64_t *old;
-	uint32_t i;
-	int ret;
+	uint64_t *old, gen, my_gen;
+	uint32_t lo, hi, i;
+	int ret = 0;
 
 	old = malloc(n * sizeof(*old));
 	if (!old)
 		return -ENOMEM;
-	exec_mutex_lock(&l2->wlock);
 	pthread_mutex_lock(&q->lock);
 	for (i = 0; i < n; i++) {
 		old[i] = l2->entries[l2i + i];
 		l2->entries[l2i + i] = qed_is_data(value) ?
 				       value + (uint64_t)i * q->cluster_size : value;
 	}
+	l2->dirty_lo = MIN(l2->dirty_lo, l2i);
+	l2->dirty_hi = MAX(l2->dirty_hi, l2i + n);
+	my_gen = ++l2->change_gen;
 	pthread_mutex_unlock(&q->lock);
-	ret = qed_table_write(q, l2->offset, l2->entries, l2i, n);
-	if (ret) {
-		pthread_mutex_lock(&q->lock);
-		memcpy(&l2->entries[l2i], old, n * sizeof(*old));
+
+	exec_mutex_lock(&l2->wlock);
+	pthread_mutex_lock(&q->lock);
+	if (l2->written_gen >= my_gen) {
+		/* A write that started after our change carried it. */
 		pthread_mutex_unlock(&q->lock);
+		goto out;
 	}
+	gen = l2->change_gen;
+	/* Our own entries too: an earlier failed batch may have reset the range. */
+	lo = MIN(l2->dirty_lo, l2i);
+	hi = MAX(l2->dirty_hi, l2i + n);
+	l2->dirty_lo = UINT32_MAX;
+	l2->dirty_hi = 0;
+	pthread_mutex_unlock(&q->lock);
+
+	ret = qed_l2_write(q, l2, lo, hi - lo);
+	pthread_mutex_lock(&q->lock);
+	if (ret)
+		memcpy(&l2->entries[l2i], old, n * sizeof(*old));
+	else
+		l2->written_gen = gen;
+	pthread_mutex_unlock(&q->lock);
+out:
 	exec_mutex_unlock(&l2->wlock);
 	free(old);
 	return ret;
