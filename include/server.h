@@ -6,6 +6,7 @@
 #include <stdbool.h>
 
 #include "tgt.h"
+#include "ublk.h"
 
 /* How long `add` waits for /dev/ublkbN to appear and answer. */
 #define UBLK_READY_TIMEOUT_MS	10000
@@ -19,6 +20,7 @@ struct ublk_add_opts {
 	bool foreground;	/* serve in this process instead of a daemon */
 	bool recoverable;	/* UBLK_F_USER_RECOVERY: survive the server's death */
 	bool recover;		/* serve the existing quiesced device @dev_id */
+	struct ublk_features feat;
 };
 
 /*

@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "throttle.h"
+
 struct ublk_state {
 	unsigned int id;
 	char target[32];
@@ -25,6 +27,10 @@ struct ublk_state {
 	bool recoverable;
 	unsigned int backing_policy;
 	uint64_t l2_cache_bytes;
+	bool discard_ignore;
+	bool copy_on_read;
+	uint64_t throttle[THR_NR];
+	unsigned int throttle_burst_ms;
 };
 
 /* Directory of the state files; IMGBLK_RUN_DIR overrides it (tests). */

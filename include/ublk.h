@@ -13,7 +13,9 @@
 #include <stdint.h>
 
 #include "exec.h"
+#include "rangelock.h"
 #include "tgt.h"
+#include "throttle.h"
 
 #define UBLK_CONTROL_PATH	"/dev/ublk-control"
 #define UBLK_CDEV_FMT		"/dev/ublkc%u"
@@ -68,6 +70,13 @@ const char *ublk_state_name(unsigned int state);
 void ublk_params_from_caps(const struct tgt_caps *caps, uint32_t max_io_bytes,
 			   struct ublk_params *p);
 
+/* Block-layer features of a device (add options), beside the target's own. */
+struct ublk_features {
+	bool discard_ignore;	/* --discard=ignore: complete discards, change nothing */
+	bool copy_on_read;	/* --copy-on-read: backing data read is written to the image */
+	struct throttle_cfg throttle;
+};
+
 struct ublk_queue;
 
 /* One tag: its coroutine, its buffer and the state of its io command. */
@@ -100,6 +109,11 @@ struct ublk_dev {
 	struct tgt *tgt;
 	int cdev_fd;
 	struct ublk_queue *queues;
+
+	struct ublk_features feat;
+	struct throttle thr;
+	/* With copy-on-read: writes and populating reads lock their range. */
+	struct range_lock cor_lock;
 
 	/* Queue threads report setup and exit here for the main thread. */
 	pthread_mutex_t lock;

@@ -23,6 +23,10 @@ enum {
 	OPT_RECOVERABLE,
 	OPT_BACKING,
 	OPT_L2_CACHE,
+	OPT_DISCARD,
+	OPT_COR,
+	OPT_BURST,
+	OPT_THROTTLE,		/* + enum throttle_kind */
 };
 
 /* Prints the one-line complaint of getopt_long() about argv[optind - 1]. */
@@ -73,6 +77,15 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 		{ "recoverable", no_argument, NULL, OPT_RECOVERABLE },
 		{ "backing", required_argument, NULL, OPT_BACKING },
 		{ "l2-cache-size", required_argument, NULL, OPT_L2_CACHE },
+		{ "discard", required_argument, NULL, OPT_DISCARD },
+		{ "copy-on-read", no_argument, NULL, OPT_COR },
+		{ "bps-total", required_argument, NULL, OPT_THROTTLE + THR_BPS_TOTAL },
+		{ "bps-read", required_argument, NULL, OPT_THROTTLE + THR_BPS_READ },
+		{ "bps-write", required_argument, NULL, OPT_THROTTLE + THR_BPS_WRITE },
+		{ "iops-total", required_argument, NULL, OPT_THROTTLE + THR_IOPS_TOTAL },
+		{ "iops-read", required_argument, NULL, OPT_THROTTLE + THR_IOPS_READ },
+		{ "iops-write", required_argument, NULL, OPT_THROTTLE + THR_IOPS_WRITE },
+		{ "throttle-burst-ms", required_argument, NULL, OPT_BURST },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -129,6 +142,41 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 			break;
 		case OPT_RECOVERABLE:
 			o->recoverable = true;
+			break;
+		case OPT_DISCARD:
+			if (!strcmp(optarg, "ignore")) {
+				o->feat.discard_ignore = true;
+			} else if (!strcmp(optarg, "unmap")) {
+				o->feat.discard_ignore = false;
+			} else {
+				img_err("add: --discard must be ignore or unmap, not '%s'", optarg);
+				return -EINVAL;
+			}
+			break;
+		case OPT_COR:
+			o->feat.copy_on_read = true;
+			break;
+		case OPT_BURST:
+			if (cli_number("add", "--throttle-burst-ms", optarg, 1, 60000, &v))
+				return -EINVAL;
+			o->feat.throttle.burst_ms = v;
+			break;
+		case OPT_THROTTLE + THR_BPS_TOTAL:
+		case OPT_THROTTLE + THR_BPS_READ:
+		case OPT_THROTTLE + THR_BPS_WRITE:
+			if (parse_size(optarg, &v) || !v) {
+				img_err("add: %s needs a non-zero number of bytes per second, not '%s'",
+					argv[optind - 1], optarg);
+				return -EINVAL;
+			}
+			o->feat.throttle.rate[c - OPT_THROTTLE] = v;
+			break;
+		case OPT_THROTTLE + THR_IOPS_TOTAL:
+		case OPT_THROTTLE + THR_IOPS_READ:
+		case OPT_THROTTLE + THR_IOPS_WRITE:
+			if (cli_number("add", "an iops limit", optarg, 1, UINT32_MAX, &v))
+				return -EINVAL;
+			o->feat.throttle.rate[c - OPT_THROTTLE] = v;
 			break;
 		case OPT_L2_CACHE:
 			if (parse_size(optarg, &o->cfg.l2_cache_bytes) || !o->cfg.l2_cache_bytes) {

@@ -198,8 +198,12 @@ static int ublk_write_state(const struct ublk_add_opts *o, const struct ublk_dev
 		.recoverable = dev->info.flags & UBLK_F_USER_RECOVERY,
 		.backing_policy = o->cfg.backing_policy,
 		.l2_cache_bytes = o->cfg.l2_cache_bytes,
+		.discard_ignore = o->feat.discard_ignore,
+		.copy_on_read = o->feat.copy_on_read,
+		.throttle_burst_ms = o->feat.throttle.burst_ms,
 	};
 
+	memcpy(s.throttle, o->feat.throttle.rate, sizeof(s.throttle));
 	snprintf(s.target, sizeof(s.target), "%s", o->ops->name);
 	if (!o->cfg.file || !realpath(o->cfg.file, s.file))
 		snprintf(s.file, sizeof(s.file), "%s", o->cfg.file ? o->cfg.file : "-");
@@ -278,6 +282,14 @@ static int ublk_add_begin(struct ublk_ctrl *ctrl, struct ublk_dev *dev,
 		return ret;
 	}
 	ublk_params_from_caps(&dev->tgt->caps, dev->info.max_io_buf_bytes, &dev->params);
+	/* Ignored discards are still offered: a guest may rely on them. */
+	if (dev->feat.discard_ignore && !dev->tgt->caps.read_only &&
+	    !dev->params.discard.max_discard_sectors) {
+		struct tgt_caps caps = dev->tgt->caps;
+
+		caps.can_discard = true;
+		ublk_params_from_caps(&caps, dev->info.max_io_buf_bytes, &dev->params);
+	}
 	ret = ublk_ctrl_set_params(ctrl, dev->info.dev_id, &dev->params);
 	if (ret) {
 		img_err("cannot set the device parameters: %s", strerror(-ret));
@@ -337,7 +349,7 @@ static int ublk_recover_begin(struct ublk_ctrl *ctrl, struct ublk_dev *dev,
  */
 static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int report_fd)
 {
-	struct ublk_dev dev = { .tgt = t, .cdev_fd = -1 };
+	struct ublk_dev dev = { .tgt = t, .cdev_fd = -1, .feat = o->feat };
 	struct uevent_listener uev = { 0 };
 	struct ublk_housekeeper hk = { 0 };
 	struct ublk_ctrl ctrl;
@@ -345,6 +357,12 @@ static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int repo
 	char log_path[PATH_MAX];
 	sigset_t sigs;
 	int sig_fd = -1, ret;
+
+	throttle_init(&dev.thr, &o->feat.throttle);
+	range_lock_init(&dev.cor_lock);
+	/* Copy-on-read needs something to copy from and somewhere to write. */
+	if (!t->backing || t->caps.read_only)
+		dev.feat.copy_on_read = false;
 
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
@@ -576,6 +594,10 @@ int ublk_recover(unsigned int id, bool foreground)
 	o.cfg.open_flags = s.open_flags;
 	o.cfg.backing_policy = s.backing_policy;
 	o.cfg.l2_cache_bytes = s.l2_cache_bytes;
+	o.feat.discard_ignore = s.discard_ignore;
+	o.feat.copy_on_read = s.copy_on_read;
+	o.feat.throttle.burst_ms = s.throttle_burst_ms;
+	memcpy(o.feat.throttle.rate, s.throttle, sizeof(s.throttle));
 	o.nr_queues = s.queues;
 	o.depth = s.depth;
 	return ublk_add(&o);

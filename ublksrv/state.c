@@ -31,6 +31,7 @@ static void ublk_state_path(unsigned int id, char *buf, size_t len)
 int ublk_state_write(const struct ublk_state *s)
 {
 	char path[PATH_MAX], tmp[PATH_MAX + 8];
+	unsigned int k;
 	FILE *f;
 	int ret = 0;
 
@@ -47,6 +48,10 @@ int ublk_state_write(const struct ublk_state *s)
 		s->id, s->target, s->file, s->queues, s->depth, (int)s->pid,
 		s->read_only, s->open_flags, (unsigned long long)s->size_bytes,
 		s->recoverable, s->backing_policy, (unsigned long long)s->l2_cache_bytes);
+	fprintf(f, "discard_ignore=%d\ncopy_on_read=%d\nthrottle_burst_ms=%u\n",
+		s->discard_ignore, s->copy_on_read, s->throttle_burst_ms);
+	for (k = 0; k < THR_NR; k++)
+		fprintf(f, "throttle%u=%llu\n", k, (unsigned long long)s->throttle[k]);
 	if (fflush(f) || ferror(f))
 		ret = -EIO;
 	if (fclose(f) && !ret)
@@ -62,6 +67,7 @@ int ublk_state_write(const struct ublk_state *s)
 int ublk_state_read(unsigned int id, struct ublk_state *s)
 {
 	char path[PATH_MAX], line[PATH_MAX + 32];
+	unsigned int k;
 	FILE *f;
 
 	ublk_state_path(id, path, sizeof(path));
@@ -99,6 +105,14 @@ int ublk_state_read(unsigned int id, struct ublk_state *s)
 			s->backing_policy = strtoul(v, NULL, 10);
 		else if (!strcmp(line, "l2_cache"))
 			s->l2_cache_bytes = strtoull(v, NULL, 10);
+		else if (!strcmp(line, "discard_ignore"))
+			s->discard_ignore = atoi(v);
+		else if (!strcmp(line, "copy_on_read"))
+			s->copy_on_read = atoi(v);
+		else if (!strcmp(line, "throttle_burst_ms"))
+			s->throttle_burst_ms = strtoul(v, NULL, 10);
+		else if (sscanf(line, "throttle%u", &k) == 1 && k < THR_NR)
+			s->throttle[k] = strtoull(v, NULL, 10);
 	}
 	fclose(f);
 	return 0;

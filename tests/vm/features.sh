@@ -1,0 +1,61 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+#
+# features.sh - block-layer features of a device: --copy-on-read fills
+# the image from its backing file, --discard=ignore keeps the data, and a
+# throttled device still serves correct data (the rate itself is measured
+# by scripts/bench/vm-throttle.sh, not here).
+. "$(dirname "$0")/lib.sh"
+
+need_imgblk
+need_cmd qemu-img qemu-io fio
+
+D=$T_TMP
+qemu-img create -q -f raw "$D/base.raw" 64M
+qemu-io -f raw -c 'write -P 0x5a 0 4M' -c 'write -P 0x6b 8M 4M' "$D/base.raw" > /dev/null
+qemu-img create -q -f qcow2 -b base.raw -F raw "$D/cor.qcow2"
+
+# Copy-on-read.
+if add_dev "add --copy-on-read over a raw backing file" -f "$D/cor.qcow2" --copy-on-read; then
+	check "read 2 MiB through the device" dd if="$DEV" of=/dev/null bs=1M count=2 iflag=direct
+	check "reads give the backing data" \
+		qemu-io -f raw -c 'read -P 0x5a 0 2M' -c 'read -P 0x6b 8M 1M' "$DEV"
+	del_dev "del" "$DEV_ID"
+	qemu-img map --output=json "$D/cor.qcow2" > "$D/map.json"
+	if grep -q '"start": 0, "length": [0-9]*, "depth": 0, "present": true, "zero": false, "data": true' "$D/map.json"; then
+		ok "the read range is now allocated in the image (depth 0)"
+	else
+		not_ok "the read range is now allocated in the image (depth 0)"
+		diag_file "$D/map.json"
+	fi
+	# Cut the copy loose from its backing file: what was read must be in it.
+	cp "$D/cor.qcow2" "$D/alone.qcow2"
+	qemu-img rebase -q -u -b "" "$D/alone.qcow2"
+	check "the read ranges are in the image itself" \
+		qemu-io -f qcow2 -c 'read -P 0x5a 0 2M' -c 'read -P 0x6b 8M 1M' "$D/alone.qcow2"
+	check "ranges never read were not copied" \
+		qemu-io -f qcow2 -c 'read -P 0 2M 6M' -c 'read -P 0 9M 3M' "$D/alone.qcow2"
+	check "qemu-img check clean" qemu-img check "$D/cor.qcow2"
+fi
+
+# Discard ignore.
+qemu-img create -q -f raw "$D/d.raw" 32M
+qemu-io -f raw -c 'write -P 0x77 0 32M' "$D/d.raw" > /dev/null
+blocks=$(stat -c %b "$D/d.raw")
+if add_dev "add --discard=ignore" -t raw -f "$D/d.raw" --discard=ignore; then
+	check "blkdiscard succeeds" blkdiscard "$DEV"
+	check "the data is still there" qemu-io -f raw -c 'read -P 0x77 0 32M' "$DEV"
+	del_dev "del" "$DEV_ID"
+	[ "$(stat -c %b "$D/d.raw")" = "$blocks" ] &&
+		ok "no hole was punched in the file" || not_ok "no hole was punched in the file"
+fi
+
+# Throttled device: correct, and not stuck.
+qemu-img create -q -f qcow2 "$D/t.qcow2" 64M
+if add_dev "add with --iops-total 2000 --bps-write 8M" -f "$D/t.qcow2" --iops-total 2000 --bps-write 8M; then
+	check "fio verify on the throttled device" timeout 120 fio --name=t --filename="$DEV" \
+		--rw=randwrite --bs=4k --size=8M --ioengine=io_uring --direct=1 --iodepth=16 \
+		--verify=crc32c --verify_fatal=1 --output="$D/fio.out"
+	del_dev "del" "$DEV_ID"
+fi
+done_testing
