@@ -62,6 +62,12 @@ struct tgt_config {
 	enum tgt_backing_policy backing_policy;
 	/* Most bytes of L2 tables a format keeps cached; 0: its default. */
 	uint64_t l2_cache_bytes;
+	/*
+	 * Internal snapshot (id or name) to serve instead of the current
+	 * state, read-only; NULL: the current state.  Not inherited by the
+	 * backing chain.  Only formats with ->snapshot_list accept it.
+	 */
+	const char *snapshot;
 };
 
 /*
@@ -136,6 +142,25 @@ struct tgt_create_opts {
 	/* -o options not consumed by the generic layer, "key=value" each. */
 	char **options;
 	unsigned int nr_options;
+};
+
+/* One internal snapshot, as `imgblk snapshot -l` lists it. */
+struct tgt_snapshot_info {
+	const char *id;
+	const char *name;
+	uint64_t vm_state_bytes;
+	uint32_t date_sec;
+	uint32_t date_nsec;
+	uint64_t vm_clock_nsec;
+	uint64_t icount;		/* UINT64_MAX: not recorded */
+	uint64_t size_bytes;		/* the guest size when it was taken */
+};
+
+/* What ->snapshot does. */
+enum tgt_snapshot_op {
+	TGT_SNAPSHOT_CREATE,		/* take one named @name */
+	TGT_SNAPSHOT_APPLY,		/* revert to the one with id or name @name */
+	TGT_SNAPSHOT_DELETE,		/* delete the first one named @name */
 };
 
 /*
@@ -241,6 +266,15 @@ struct tgt_ops {
 	 * without allocating writes.
 	 */
 	void (*tick)(struct tgt *t);
+	/*
+	 * Optional: internal snapshots.  ->snapshot_list sets *@list to an
+	 * array owned by the target (valid until the next snapshot call or
+	 * close) and returns its length, or -errno.  ->snapshot runs @op on
+	 * an image open read-write that nothing else uses; it prints one line
+	 * on failure (-ENOENT: no such snapshot) and returns 0 or -errno.
+	 */
+	int (*snapshot_list)(struct tgt *t, const struct tgt_snapshot_info **list);
+	int (*snapshot)(struct tgt *t, enum tgt_snapshot_op op, const char *name);
 };
 
 /*

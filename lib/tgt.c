@@ -26,6 +26,11 @@ static int tgt_open_fn(void *arg)
 		t->st_dev = st.st_dev;
 		t->st_ino = st.st_ino;
 	}
+	if (t->cfg.snapshot && !t->ops->snapshot_list) {
+		img_err("%s: the %s format has no internal snapshots", t->cfg.file,
+			t->ops->name);
+		return -ENOTSUP;
+	}
 	return t->ops->open(t);
 }
 
