@@ -172,4 +172,39 @@ int exec_fdatasync(int fd);
 int exec_sleep_ms(unsigned int ms);
 int exec_fallocate(int fd, int mode, uint64_t off, uint64_t len);
 
+/*
+ * Crash-replay recorder (docs/crash-replay.md).  When one is set, the
+ * file-changing helpers above (exec_pwrite, exec_fallocate, exec_fdatasync)
+ * report each I/O they issue twice: when it is queued (done false) and when
+ * its CQE arrives (done true, res set).  A test replays the log as the
+ * states a crash could leave.  Off by default; when off it costs one
+ * predictable branch per I/O.
+ */
+enum exec_rec_kind {
+	EXEC_REC_WRITE,		/* fd, off, len, data, flags = RWF_* */
+	EXEC_REC_FALLOCATE,	/* fd, off, len, flags = FALLOC_FL_* mode */
+	EXEC_REC_FDATASYNC,	/* fd */
+};
+
+struct exec_rec {
+	enum exec_rec_kind kind;
+	bool done;		/* false: issued; true: completed with @res */
+	int fd;
+	int flags;
+	int res;
+	uint64_t off;
+	uint64_t len;
+	const void *data;	/* valid for the duration of the call */
+	uint64_t seq;		/* pairs an issue with its completion */
+};
+
+typedef void (*exec_rec_fn)(void *ctx, const struct exec_rec *r);
+
+/*
+ * Sets the process-wide recorder (NULL: none).  Call it only while no
+ * executor I/O is in flight; @fn is called from every executor thread
+ * and must do its own locking if several run.
+ */
+void exec_set_recorder(exec_rec_fn fn, void *ctx);
+
 #endif

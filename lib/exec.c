@@ -504,6 +504,38 @@ ssize_t exec_pread(int fd, void *buf, size_t len, uint64_t off)
 	return done;
 }
 
+/* The recorder, if any (exec_set_recorder()); read on every file change. */
+static exec_rec_fn exec_rec_cb;
+static void *exec_rec_ctx;
+static uint64_t exec_rec_seq;
+
+void exec_set_recorder(exec_rec_fn fn, void *ctx)
+{
+	exec_rec_ctx = ctx;
+	exec_rec_cb = fn;
+}
+
+/*
+ * exec_io() for a file change, reported to the recorder before it is
+ * queued and after it completes.  Out of line: the common path only tests
+ * exec_rec_cb.
+ */
+static int __attribute__((noinline)) exec_io_recorded(struct io_uring_sqe *sqe,
+						      struct exec_rec *r)
+{
+	static pthread_mutex_t seq_lock = PTHREAD_MUTEX_INITIALIZER;
+
+	pthread_mutex_lock(&seq_lock);
+	r->seq = ++exec_rec_seq;
+	pthread_mutex_unlock(&seq_lock);
+	r->done = false;
+	exec_rec_cb(exec_rec_ctx, r);
+	r->res = exec_io(sqe);
+	r->done = true;
+	exec_rec_cb(exec_rec_ctx, r);
+	return r->res;
+}
+
 ssize_t exec_pwrite(int fd, const void *buf, size_t len, uint64_t off,
 		    int rw_flags)
 {
@@ -516,7 +548,13 @@ ssize_t exec_pwrite(int fd, const void *buf, size_t len, uint64_t off,
 		io_uring_prep_write(sqe, fd, (const char *)buf + done, len - done,
 				    off + done);
 		sqe->rw_flags = rw_flags;
-		ret = exec_io(sqe);
+		if (likely(!exec_rec_cb))
+			ret = exec_io(sqe);
+		else
+			ret = exec_io_recorded(sqe, &(struct exec_rec){
+				.kind = EXEC_REC_WRITE, .fd = fd, .flags = rw_flags,
+				.off = off + done, .len = len - done,
+				.data = (const char *)buf + done });
 		if (ret < 0)
 			return ret;
 		if (ret == 0)
@@ -531,7 +569,10 @@ int exec_fdatasync(int fd)
 	struct io_uring_sqe *sqe = exec_get_sqe();
 
 	io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
-	return exec_io(sqe);
+	if (likely(!exec_rec_cb))
+		return exec_io(sqe);
+	return exec_io_recorded(sqe, &(struct exec_rec){
+		.kind = EXEC_REC_FDATASYNC, .fd = fd });
 }
 
 int exec_sleep_ms(unsigned int ms)
@@ -554,7 +595,11 @@ int exec_fallocate(int fd, int mode, uint64_t off, uint64_t len)
 	struct io_uring_sqe *sqe = exec_get_sqe();
 
 	io_uring_prep_fallocate(sqe, fd, mode, off, len);
-	return exec_io(sqe);
+	if (likely(!exec_rec_cb))
+		return exec_io(sqe);
+	return exec_io_recorded(sqe, &(struct exec_rec){
+		.kind = EXEC_REC_FALLOCATE, .fd = fd, .flags = mode,
+		.off = off, .len = len });
 }
 
 struct exec_sync_call {
