@@ -348,12 +348,17 @@ int qcow2_write_header_fields(struct qcow2 *q)
 	uint8_t *h = q->hdr_buf;
 	ssize_t n;
 
+	put_be64(h + offsetof(struct qcow2_header_disk, size), q->size_bytes);
 	put_be64(h + offsetof(struct qcow2_header_disk, l1_table_offset), q->l1_offset);
 	put_be32(h + offsetof(struct qcow2_header_disk, l1_size), q->l1_size);
 	put_be64(h + offsetof(struct qcow2_header_disk, refcount_table_offset), q->rt_offset);
 	put_be32(h + offsetof(struct qcow2_header_disk, refcount_table_clusters),
 		 q->rt_clusters);
+	put_be32(h + offsetof(struct qcow2_header_disk, nb_snapshots), q->nb_snapshots);
+	put_be64(h + offsetof(struct qcow2_header_disk, snapshots_offset), q->snapshots_offset);
 	if (q->version >= 3) {
+		put_be64(h + offsetof(struct qcow2_header_disk, compatible_features),
+			 q->compat);
 		put_be64(h + offsetof(struct qcow2_header_disk, incompatible_features),
 			 q->incompat);
 		put_be64(h + offsetof(struct qcow2_header_disk, autoclear_features),

@@ -122,6 +122,33 @@ struct qcow2_snapshot_disk {
 	uint32_t extra_data_size;	/* 36 */
 } __attribute__((packed));
 
+/* Snapshot extra data (spec "Snapshots", v3 needs at least the first two). */
+struct qcow2_snapshot_extra {
+	uint64_t vm_state_size_large;	/*  0 */
+	uint64_t disk_size;		/*  8: guest size when taken */
+	uint64_t icount;		/* 16: optional; -1: none */
+} __attribute__((packed));
+
+/* QEMU's limits on the snapshot table. */
+#define QCOW2_MAX_SNAPSHOTS		65536
+#define QCOW2_MAX_SNAPSHOT_EXTRA	1024
+#define QCOW2_MAX_SNAPSHOT_TABLE_BYTES	(64U << 20)
+
+/* One snapshot table entry, in memory (snapshot.c). */
+struct qcow2_snapshot {
+	uint64_t l1_offset;
+	uint32_t l1_size;
+	char *id;
+	char *name;
+	uint32_t date_sec, date_nsec;
+	uint64_t vm_clock_nsec;
+	uint32_t vm_state_size;
+	uint8_t *extra;			/* kept verbatim, disk_size patched */
+	uint32_t extra_size;
+	uint64_t disk_size;		/* from extra, else the image's size */
+	uint64_t icount;
+};
+
 /* L1 entry (spec "Cluster mapping"). */
 #define QCOW2_L1_OFFSET_MASK	0x00fffffffffffe00ULL	/* bits 9-55: L2 table */
 #define QCOW2_L1_RESERVED	0x7f000000000001ffULL	/* bits 0-8, 56-62 */
@@ -281,6 +308,10 @@ struct qcow2 {
 
 	struct exec_mutex hdr_mutex;	/* header rewrites */
 	void *zero_buf;			/* QCOW2_ZERO_BUF_BYTES of zeros */
+
+	/* The snapshot table (nb_snapshots entries); changed only by verbs. */
+	struct qcow2_snapshot *snaps;
+	struct tgt_snapshot_info *snap_info;	/* for ->snapshot_list */
 };
 
 #define QCOW2_ZERO_BUF_BYTES	(1U << 20)
@@ -397,6 +428,14 @@ int qcow2_discard(struct tgt *t, uint64_t off, uint64_t len);
 int qcow2_write_zeroes(struct tgt *t, uint64_t off, uint64_t len, unsigned int flags);
 int64_t qcow2_block_status(struct tgt *t, uint64_t off, uint64_t len,
 			   struct tgt_extent *ext);
+
+/* snapshot.c */
+int qcow2_load_snapshots(struct qcow2 *q);
+void qcow2_free_snapshots(struct qcow2 *q);
+int qcow2_open_snapshot(struct qcow2 *q, const char *which);
+int qcow2_snapshot_list(struct tgt *t, const struct tgt_snapshot_info **list);
+int qcow2_snapshot(struct tgt *t, enum tgt_snapshot_op op, const char *name);
+int64_t qcow2_alloc_contig(struct qcow2 *q, uint64_t n);
 
 /* check.c */
 int qcow2_check(struct tgt *t, unsigned int fix, struct tgt_check_result *r);
