@@ -51,7 +51,12 @@ void throttle_destroy(struct throttle *t);
  */
 void throttle_io(struct throttle *t, bool write, uint64_t bytes);
 
-/* Nanoseconds to wait before admitting a request, at time @now_ns; under t->lock. */
+/*
+ * The two halves of throttle_io(), under t->lock: nanoseconds to wait
+ * before a read or write may go at time @now_ns (leaking the buckets up
+ * to then), and charging an admitted one to its buckets.
+ */
 int64_t throttle_wait_ns(struct throttle *t, bool write, int64_t now_ns);
+void throttle_charge(struct throttle *t, bool write, uint64_t bytes);
 
 #endif

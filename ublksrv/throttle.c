@@ -77,10 +77,20 @@ int64_t throttle_wait_ns(struct throttle *t, bool write, int64_t now_ns)
 	return wait;
 }
 
-void throttle_io(struct throttle *t, bool write, uint64_t bytes)
+void throttle_charge(struct throttle *t, bool write, uint64_t bytes)
 {
 	unsigned int k;
 
+	for (k = 0; k < THR_NR; k++) {
+		if (!t->cfg.rate[k] || !throttle_applies(k, write))
+			continue;
+		/* Byte buckets count bytes, the others requests. */
+		t->level[k] += k <= THR_BPS_WRITE ? (double)bytes : 1.0;
+	}
+}
+
+void throttle_io(struct throttle *t, bool write, uint64_t bytes)
+{
 	if (!t->enabled)
 		return;
 	for (;;) {
@@ -89,11 +99,7 @@ void throttle_io(struct throttle *t, bool write, uint64_t bytes)
 		pthread_mutex_lock(&t->lock);
 		wait = throttle_wait_ns(t, write, throttle_now_ns());
 		if (!wait) {
-			for (k = 0; k < THR_NR; k++) {
-				if (!t->cfg.rate[k] || !throttle_applies(k, write))
-					continue;
-				t->level[k] += k <= THR_BPS_WRITE ? (double)bytes : 1.0;
-			}
+			throttle_charge(t, write, bytes);
 			pthread_mutex_unlock(&t->lock);
 			return;
 		}
