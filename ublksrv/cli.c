@@ -22,6 +22,7 @@ int cli_cmd_io(int argc, char **argv);
 int cli_cmd_bench(int argc, char **argv);
 int cli_cmd_resize(int argc, char **argv);
 int cli_cmd_rebase(int argc, char **argv);
+int cli_cmd_snapshot(int argc, char **argv);
 static int cli_cmd_help(int argc, char **argv);
 
 static const struct cli_cmd cli_cmds[] = {
@@ -172,6 +173,18 @@ static const struct cli_cmd cli_cmds[] = {
 "       format, copy no data; the old backing file need not exist.\n"
 "       Without -F, the format of BACKING is detected when it exists.",
 		.run = cli_cmd_rebase,
+	},
+	{
+		.name = "snapshot",
+		.summary = "list, create, apply or delete internal snapshots",
+		.usage =
+"usage: imgblk snapshot [-q] [-f FMT] [-l | -c NAME | -a NAME | -d NAME] FILE\n"
+"\n"
+"  -l        list the snapshots (the default)\n"
+"  -c NAME   take a snapshot of the current state, named NAME\n"
+"  -a NAME   revert the image to snapshot NAME (an id or a name)\n"
+"  -d NAME   delete the snapshot named NAME",
+		.run = cli_cmd_snapshot,
 	},
 	{
 		.name = "io",

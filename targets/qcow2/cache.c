@@ -150,6 +150,12 @@ int qcow2_cache_get(struct qcow2 *q, struct qcow2_cache *c, uint64_t off,
 			}
 			s->pin++;
 			s->lru = ++c->lru_clock;
+			/*
+			 * A freed table's stale copy: the cluster was reused
+			 * for a new table, which starts empty.
+			 */
+			if (fresh)
+				memset(s->buf, 0, q->cluster_size);
 			pthread_mutex_unlock(&q->lock);
 			*out = s;
 			return 0;

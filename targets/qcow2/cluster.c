@@ -305,19 +305,81 @@ static int qcow2_l2_alloc(struct qcow2 *q, uint64_t l1i, struct qcow2_cslot **sl
 }
 
 /*
+ * Makes the L2 table of L1 entry @l1i, @l1e (without COPIED), writable.
+ * Refcount 1: the flag was merely stale, set it.  Shared with a snapshot:
+ * copy the table to a new cluster (its entries lose COPIED: what they map
+ * stays shared), point the L1 entry there, and release the old table's
+ * reference once the new L1 entry is on disk (F5).  Returns, pinned, the
+ * table to write, or -errno.
+ */
+static int qcow2_l2_unshare(struct qcow2 *q, uint64_t l1i, uint64_t l1e,
+			    struct qcow2_cslot **slot)
+{
+	uint64_t old = l1e & QCOW2_L1_OFFSET_MASK, rc, got, i, *dst;
+	const uint64_t *src;
+	struct qcow2_cslot *os;
+	int64_t off;
+	int ret;
+
+	exec_mutex_lock(&q->alloc_mutex);
+	ret = qcow2_refcount_get(q, old >> q->cluster_bits, &rc);
+	exec_mutex_unlock(&q->alloc_mutex);
+	if (ret)
+		return ret;
+	if (rc == 0)
+		return qcow2_mark_corrupt(q, "L2 table with refcount 0");
+	if (rc == 1) {
+		qcow2_commit_begin(q);
+		q->l1[l1i] |= QCOW2_COPIED;
+		qcow2_l1_touch(q, l1i);
+		qcow2_commit_end(q);
+		return qcow2_cache_get(q, &q->l2c, old, false, slot);
+	}
+
+	ret = qcow2_cache_get(q, &q->l2c, old, false, &os);
+	if (ret)
+		return ret;
+	exec_mutex_lock(&q->alloc_mutex);
+	off = qcow2_alloc_clusters(q, 1, &got, NULL);
+	exec_mutex_unlock(&q->alloc_mutex);
+	if (off < 0) {
+		qcow2_cache_put(q, &q->l2c, os);
+		return off;
+	}
+	ret = qcow2_cache_get(q, &q->l2c, off, true, slot);
+	if (ret) {
+		qcow2_cache_put(q, &q->l2c, os);
+		return ret;
+	}
+	qcow2_commit_begin(q);
+	src = os->buf;
+	dst = (*slot)->buf;
+	for (i = 0; i < qcow2_l2_entries(q); i++)
+		dst[i] = src[i] & ~QCOW2_COPIED;
+	qcow2_cache_mark_dirty(&q->l2c, *slot);
+	q->l1[l1i] = (uint64_t)off | QCOW2_COPIED;
+	qcow2_l1_touch(q, l1i);
+	qcow2_free_later(q, old, q->cluster_size);
+	qcow2_commit_end(q);
+	qcow2_cache_put(q, &q->l2c, os);
+	return 0;
+}
+
+/*
  * Returns, pinned, the L2 table for guest cluster @gc, allocating it if
- * the L1 entry is empty.  Two writers needing the same new table never
- * both allocate: the second waits for the first.  Returns 0 or -errno.
+ * the L1 entry is empty and copying it if it is shared with a snapshot.
+ * Two writers needing the same new table never both allocate: the second
+ * waits for the first.  Returns 0 or -errno.
  */
 int qcow2_l2_get_for_write(struct qcow2 *q, uint64_t gc, struct qcow2_cslot **slot)
 {
-	uint64_t l1i = qcow2_l1_index(q, gc), l1e, rc;
+	uint64_t l1i = qcow2_l1_index(q, gc), l1e;
 	int ret;
 
 	pthread_mutex_lock(&q->lock);
 	for (;;) {
 		l1e = q->l1[l1i];
-		if (l1e & QCOW2_L1_OFFSET_MASK)
+		if ((l1e & QCOW2_L1_OFFSET_MASK) && (l1e & QCOW2_COPIED))
 			break;
 		if (qcow2_l2_allocating(q, l1i)) {
 			exec_waitq_sleep(&q->inflight_wq, &q->lock);
@@ -337,7 +399,13 @@ int qcow2_l2_get_for_write(struct qcow2 *q, uint64_t gc, struct qcow2_cslot **sl
 		q->l2_allocating[q->nr_l2_allocating++] = l1i;
 		pthread_mutex_unlock(&q->lock);
 
-		ret = qcow2_l2_alloc(q, l1i, slot);
+		if (!(l1e & QCOW2_L1_OFFSET_MASK))
+			ret = qcow2_l2_alloc(q, l1i, slot);
+		else if ((l1e & QCOW2_L1_RESERVED) ||
+			 qcow2_off_in_cluster(q, l1e & QCOW2_L1_OFFSET_MASK))
+			ret = qcow2_mark_corrupt(q, "L1 entry with reserved bits or unaligned L2 offset");
+		else
+			ret = qcow2_l2_unshare(q, l1i, l1e, slot);
 
 		pthread_mutex_lock(&q->lock);
 		qcow2_l2_allocating_del(q, l1i);
@@ -348,23 +416,5 @@ int qcow2_l2_get_for_write(struct qcow2 *q, uint64_t gc, struct qcow2_cslot **sl
 
 	if ((l1e & QCOW2_L1_RESERVED) || qcow2_off_in_cluster(q, l1e & QCOW2_L1_OFFSET_MASK))
 		return qcow2_mark_corrupt(q, "L1 entry with reserved bits or unaligned L2 offset");
-	if (!(l1e & QCOW2_COPIED)) {
-		/*
-		 * Without snapshots (writes are refused with them) an L2
-		 * table is never shared: a missing COPIED flag is stale, and
-		 * the refcount says whether setting it is right.
-		 */
-		exec_mutex_lock(&q->alloc_mutex);
-		ret = qcow2_refcount_get(q, (l1e & QCOW2_L1_OFFSET_MASK) >> q->cluster_bits, &rc);
-		exec_mutex_unlock(&q->alloc_mutex);
-		if (ret)
-			return ret;
-		if (rc != 1)
-			return qcow2_mark_corrupt(q, "shared L2 table without snapshots");
-		qcow2_commit_begin(q);
-		q->l1[l1i] |= QCOW2_COPIED;
-		qcow2_l1_touch(q, l1i);
-		qcow2_commit_end(q);
-	}
 	return qcow2_cache_get(q, &q->l2c, l1e & QCOW2_L1_OFFSET_MASK, false, slot);
 }

@@ -63,6 +63,7 @@ static void qcow2_free(struct qcow2 *q)
 		close(q->data_fd);
 	if (q->fd >= 0)
 		close(q->fd);
+	qcow2_free_snapshots(q);
 	qcow2_header_free(q);
 	free(q->l1);
 	free(q->l1_dirty);
@@ -151,7 +152,8 @@ static int qcow2_repair_dirty(struct qcow2 *q)
 static int qcow2_open(struct tgt *t)
 {
 	unsigned int flags = t->cfg.open_flags;
-	bool rdonly = flags & TGT_O_RDONLY;
+	/* A snapshot is only ever served read-only. */
+	bool rdonly = (flags & TGT_O_RDONLY) || t->cfg.snapshot;
 	struct qcow2 *q;
 	struct stat st;
 	int ret;
@@ -229,8 +231,15 @@ static int qcow2_open(struct tgt *t)
 			goto err;
 		q->no_write_reason = "external data files are not supported for writing yet";
 	}
-	if (q->nb_snapshots)
-		q->no_write_reason = "internal snapshots are not supported for writing yet";
+	ret = qcow2_load_snapshots(q);
+	if (ret && !(flags & TGT_O_CHECK))
+		goto err;
+	if (t->cfg.snapshot) {
+		ret = qcow2_open_snapshot(q, t->cfg.snapshot);
+		if (ret)
+			goto err;
+		q->no_write_reason = "a snapshot is served read-only";
+	}
 	if (q->incompat & QCOW2_INCOMPAT_CORRUPT)
 		q->no_write_reason = "the image is marked corrupt";
 	q->read_only = rdonly || q->no_write_reason;
@@ -371,4 +380,6 @@ const struct tgt_ops qcow2_tgt_ops = {
 	.check		= qcow2_check,
 	.info		= qcow2_info,
 	.tick		= qcow2_tick,
+	.snapshot_list	= qcow2_snapshot_list,
+	.snapshot	= qcow2_snapshot,
 };
