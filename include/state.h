@@ -31,6 +31,8 @@ struct ublk_state {
 	bool copy_on_read;
 	uint64_t throttle[THR_NR];
 	unsigned int throttle_burst_ms;
+	/* The internal snapshot served (read-only); empty: the current state. */
+	char snapshot[256];
 };
 
 /* Directory of the state files; IMGBLK_RUN_DIR overrides it (tests). */

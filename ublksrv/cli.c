@@ -35,7 +35,7 @@ static const struct cli_cmd cli_cmds[] = {
 "                  [--l2-cache-size SIZE] [--discard=ignore|unmap] [--copy-on-read]\n"
 "                  [--bps-total|--bps-read|--bps-write BYTES_PER_S]\n"
 "                  [--iops-total|--iops-read|--iops-write N] [--throttle-burst-ms MS]\n"
-"                  [--recoverable] [--foreground]\n"
+"                  [--snapshot NAME] [--recoverable] [--foreground]\n"
 "\n"
 "Adds a ublk device served by TYPE and prints its path (/dev/ublkbN) once\n"
 "the device works; the server then runs in the background until deleted.\n"
@@ -56,6 +56,8 @@ static const struct cli_cmd cli_cmds[] = {
 "      --l2-cache-size SIZE\n"
 "                      qcow2/qed: L2 tables kept in memory (default: the\n"
 "                      whole image's, up to 32M)\n"
+"      --snapshot NAME qcow2: serve internal snapshot NAME (id or name),\n"
+"                      read-only\n"
 "      --discard=MODE  unmap (default): discards free space in the image;\n"
 "                      ignore: discards succeed and change nothing\n"
 "      --copy-on-read  data read from the backing chain is written into the\n"
@@ -146,10 +148,14 @@ static const struct cli_cmd cli_cmds[] = {
 		.name = "convert",
 		.summary = "copy an image's content into a new image",
 		.usage =
-"usage: imgblk convert [-p] [-f FMT] [-O OUTPUT_FMT] [-o OPTIONS] INPUT OUTPUT\n"
+"usage: imgblk convert [-p] [-f FMT] [-O OUTPUT_FMT] [-o OPTIONS]\n"
+"                      [-l snapshot.name=NAME] INPUT OUTPUT\n"
 "\n"
 "  -O FMT     output format (default raw)\n"
 "  -o OPTS    creation options of the output format (see create)\n"
+"  -l snapshot.name=NAME | snapshot.id=ID\n"
+"             copy internal snapshot NAME of INPUT instead of its\n"
+"             current state (-s NAME too, as qemu-img)\n"
 "  -p         show progress",
 		.run = cli_cmd_convert,
 	},

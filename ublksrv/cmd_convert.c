@@ -25,6 +25,7 @@ struct convert_ctx {
 	const char *in_fmt;
 	const char *out_file;
 	const char *out_fmt;
+	const char *snapshot;		/* -l: read this internal snapshot */
 	char *opts[MAX_CONVERT_OPTS];
 	unsigned int nr_opts;
 	bool progress;
@@ -74,6 +75,7 @@ static int convert_body(void *arg)
 		img_err("convert: unknown or unsupported output format '%s'", c->out_fmt);
 		return CLI_EXIT_ERR;
 	}
+	in.cfg.snapshot = c->snapshot;
 	if (tgt_open_file(&in, c->in_file, c->in_fmt, TGT_O_RDONLY | TGT_O_BUFFERED))
 		return CLI_EXIT_ERR;
 	size = in.caps.size_bytes;
@@ -142,6 +144,7 @@ int cli_cmd_convert(int argc, char **argv)
 		{ "output-format", required_argument, NULL, 'O' },
 		{ "options", required_argument, NULL, 'o' },
 		{ "progress", no_argument, NULL, 'p' },
+		{ "snapshot", required_argument, NULL, 'l' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -152,7 +155,7 @@ int cli_cmd_convert(int argc, char **argv)
 
 	optind = 0;
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":f:O:o:pqh", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, ":f:O:o:l:s:pqh", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'f':
 			c.in_fmt = optarg;
@@ -168,6 +171,18 @@ int cli_cmd_convert(int argc, char **argv)
 				}
 				c.opts[c.nr_opts++] = kv;
 			}
+			break;
+		case 'l':
+			/* qemu-img's snapshot.name=NAME, snapshot.id=ID, or a bare name. */
+			if (!strncmp(optarg, "snapshot.name=", 14))
+				c.snapshot = optarg + 14;
+			else if (!strncmp(optarg, "snapshot.id=", 12))
+				c.snapshot = optarg + 12;
+			else
+				c.snapshot = optarg;
+			break;
+		case 's':
+			c.snapshot = optarg;
 			break;
 		case 'p':
 			c.progress = true;

@@ -26,6 +26,7 @@ enum {
 	OPT_DISCARD,
 	OPT_COR,
 	OPT_BURST,
+	OPT_SNAPSHOT,
 	OPT_THROTTLE,		/* + enum throttle_kind */
 };
 
@@ -79,6 +80,7 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 		{ "l2-cache-size", required_argument, NULL, OPT_L2_CACHE },
 		{ "discard", required_argument, NULL, OPT_DISCARD },
 		{ "copy-on-read", no_argument, NULL, OPT_COR },
+		{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
 		{ "bps-total", required_argument, NULL, OPT_THROTTLE + THR_BPS_TOTAL },
 		{ "bps-read", required_argument, NULL, OPT_THROTTLE + THR_BPS_READ },
 		{ "bps-write", required_argument, NULL, OPT_THROTTLE + THR_BPS_WRITE },
@@ -177,6 +179,9 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 			if (cli_number("add", "an iops limit", optarg, 1, UINT32_MAX, &v))
 				return -EINVAL;
 			o->feat.throttle.rate[c - OPT_THROTTLE] = v;
+			break;
+		case OPT_SNAPSHOT:
+			o->cfg.snapshot = optarg;
 			break;
 		case OPT_L2_CACHE:
 			if (parse_size(optarg, &o->cfg.l2_cache_bytes) || !o->cfg.l2_cache_bytes) {

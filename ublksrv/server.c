@@ -205,6 +205,8 @@ static int ublk_write_state(const struct ublk_add_opts *o, const struct ublk_dev
 
 	memcpy(s.throttle, o->feat.throttle.rate, sizeof(s.throttle));
 	snprintf(s.target, sizeof(s.target), "%s", o->ops->name);
+	if (o->cfg.snapshot)
+		snprintf(s.snapshot, sizeof(s.snapshot), "%s", o->cfg.snapshot);
 	if (!o->cfg.file || !realpath(o->cfg.file, s.file))
 		snprintf(s.file, sizeof(s.file), "%s", o->cfg.file ? o->cfg.file : "-");
 	return ublk_state_write(&s);
@@ -594,6 +596,8 @@ int ublk_recover(unsigned int id, bool foreground)
 	o.cfg.open_flags = s.open_flags;
 	o.cfg.backing_policy = s.backing_policy;
 	o.cfg.l2_cache_bytes = s.l2_cache_bytes;
+	if (s.snapshot[0])
+		o.cfg.snapshot = s.snapshot;
 	o.feat.discard_ignore = s.discard_ignore;
 	o.feat.copy_on_read = s.copy_on_read;
 	o.feat.throttle.burst_ms = s.throttle_burst_ms;

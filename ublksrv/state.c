@@ -50,6 +50,8 @@ int ublk_state_write(const struct ublk_state *s)
 		s->recoverable, s->backing_policy, (unsigned long long)s->l2_cache_bytes);
 	fprintf(f, "discard_ignore=%d\ncopy_on_read=%d\nthrottle_burst_ms=%u\n",
 		s->discard_ignore, s->copy_on_read, s->throttle_burst_ms);
+	if (s->snapshot[0])
+		fprintf(f, "snapshot=%s\n", s->snapshot);
 	for (k = 0; k < THR_NR; k++)
 		fprintf(f, "throttle%u=%llu\n", k, (unsigned long long)s->throttle[k]);
 	if (fflush(f) || ferror(f))
@@ -103,6 +105,8 @@ int ublk_state_read(unsigned int id, struct ublk_state *s)
 			s->recoverable = atoi(v);
 		else if (!strcmp(line, "backing_policy"))
 			s->backing_policy = strtoul(v, NULL, 10);
+		else if (!strcmp(line, "snapshot"))
+			snprintf(s->snapshot, sizeof(s->snapshot), "%s", v);
 		else if (!strcmp(line, "l2_cache"))
 			s->l2_cache_bytes = strtoull(v, NULL, 10);
 		else if (!strcmp(line, "discard_ignore"))
