@@ -9,6 +9,7 @@
 #   make check-host      host tests only (no VM)
 #   make check-vm        VM tests only
 #   make san             ASan+UBSan build of imgblk and the tests in $(O)/san
+#   make crash-soak      crash-state replay at length (docs/crash-replay.md)
 
 O ?= build
 V ?= 0
@@ -116,6 +117,14 @@ check-host: $(O)/imgblk $(HOST_TESTS) san
 check-vm: $(O)/imgblk
 	$(Q)O=$(O) scripts/check.sh vm
 
+# Crash-state replay with new seeds and many more states than `make check`
+# runs; ROUNDS workloads per variant (docs/crash-replay.md).
+ROUNDS ?= 5
+crash-soak: $(O)/tests/host/crash_replay
+	$(Q)CRASH_REPLAY_SEED=random CRASH_REPLAY_ROUNDS=$(ROUNDS) \
+		CRASH_REPLAY_STATES=$${CRASH_REPLAY_STATES:-2000} \
+		CRASH_REPLAY_QCHECK=$${CRASH_REPLAY_QCHECK:-2} $<
+
 bench: $(O)/imgblk
 	$(Q)scripts/bench/vm-raw-vs-loop.sh $(O)
 
@@ -124,7 +133,7 @@ clean:
 	$(Q)rm -rf $(O)/lib $(O)/targets $(O)/ublksrv $(O)/tests $(O)/imgblk \
 		$(O)/libimgblk.a $(O)/san
 
-.PHONY: all tests san check check-host check-vm bench clean
+.PHONY: all tests san check check-host check-vm crash-soak bench clean
 .SECONDARY:
 
 -include $(shell find $(O) -name '*.d' 2>/dev/null)

@@ -91,7 +91,9 @@ run_vm() {
 		[ "$(basename "$t")" = lib.sh ] || tests+=("$t")
 	done
 	echo "# --- vm (${#tests[@]} scripts)"
-	out=$(scripts/vm/run.sh -b "$O" "${tests[@]}" 2>&1 | tee /dev/stderr)
+	# Shown as it comes; -a because a plain tee truncates a log file
+	# that stderr is redirected to, erasing what the host tests printed.
+	out=$(scripts/vm/run.sh -b "$O" "${tests[@]}" 2>&1 | tee -a /dev/stderr)
 	rc=${PIPESTATUS[0]}
 	count vm "$out" "$rc"
 }
