@@ -196,7 +196,8 @@ static const struct cli_cmd cli_cmds[] = {
 		.name = "io",
 		.summary = "run read/write/discard/flush commands on an image",
 		.usage =
-"usage: imgblk io [-f FMT] [-r] [-t none|writeback] -c CMD [-c CMD ...] FILE\n"
+"usage: imgblk io [-f FMT] [-r] [-t none|writeback] [--backing=any|same-dir|none]\n"
+"                 -c CMD [-c CMD ...] FILE\n"
 "\n"
 "Commands, as in qemu-io (OFF and LEN take suffixes K, M, G):\n"
 "  read [-P PATTERN] OFF LEN     read, and verify each byte is PATTERN\n"
@@ -204,6 +205,7 @@ static const struct cli_cmd cli_cmds[] = {
 "                                write PATTERN (default 0xcd), or zeros\n"
 "  discard OFF LEN               discard the range\n"
 "  flush                         make everything written so far durable\n"
+"--backing: which backing files the image may open, as for add.\n"
 "Exit status 1 if a command failed or a pattern did not match.",
 		.run = cli_cmd_io,
 	},

@@ -27,6 +27,7 @@ struct io_ctx {
 	const char *file;
 	const char *fmt;
 	unsigned int flags;
+	enum tgt_backing_policy backing_policy;
 	char *cmds[IO_MAX_CMDS];
 	unsigned int nr_cmds;
 	struct tgt t;
@@ -255,6 +256,7 @@ static int io_body(void *arg)
 	unsigned int i;
 	int ret, status = 0;
 
+	c->t.cfg.backing_policy = c->backing_policy;
 	ret = tgt_open_file(&c->t, c->file, c->fmt, c->flags);
 	if (ret)
 		return CLI_EXIT_ERR;
@@ -287,6 +289,7 @@ int cli_cmd_io(int argc, char **argv)
 		{ "cmd", required_argument, NULL, 'c' },
 		{ "read-only", no_argument, NULL, 'r' },
 		{ "cache", required_argument, NULL, 't' },
+		{ "backing", required_argument, NULL, 'B' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -315,6 +318,20 @@ int cli_cmd_io(int argc, char **argv)
 				c.flags |= TGT_O_BUFFERED;
 			} else if (strcmp(optarg, "none")) {
 				img_err("io: cache mode must be none or writeback, not '%s'", optarg);
+				return CLI_EXIT_USAGE;
+			}
+			break;
+		case 'B':
+			/* The policy `add --backing=` applies, testable without a device. */
+			if (!strcmp(optarg, "any")) {
+				c.backing_policy = TGT_BACKING_ANY;
+			} else if (!strcmp(optarg, "same-dir")) {
+				c.backing_policy = TGT_BACKING_SAME_DIR;
+			} else if (!strcmp(optarg, "none")) {
+				c.backing_policy = TGT_BACKING_NONE;
+			} else {
+				img_err("io: --backing must be any, same-dir or none, not '%s'",
+					optarg);
 				return CLI_EXIT_USAGE;
 			}
 			break;
