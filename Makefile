@@ -125,6 +125,10 @@ crash-soak: $(O)/tests/host/crash_replay
 		CRASH_REPLAY_STATES=$${CRASH_REPLAY_STATES:-2000} \
 		CRASH_REPLAY_QCHECK=$${CRASH_REPLAY_QCHECK:-2} $<
 
+# Long runs, not part of make check.
+soak: $(O)/imgblk
+	$(Q)scripts/soak.sh -b $(O)
+
 bench: $(O)/imgblk
 	$(Q)scripts/bench/vm-raw-vs-loop.sh $(O)
 
@@ -133,7 +137,7 @@ clean:
 	$(Q)rm -rf $(O)/lib $(O)/targets $(O)/ublksrv $(O)/tests $(O)/imgblk \
 		$(O)/libimgblk.a $(O)/san
 
-.PHONY: all tests san check check-host check-vm crash-soak bench clean
+.PHONY: all tests san soak check check-host check-vm crash-soak bench clean
 .SECONDARY:
 
 -include $(shell find $(O) -name '*.d' 2>/dev/null)
