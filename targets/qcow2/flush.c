@@ -88,10 +88,16 @@ static int qcow2_flush_locked(struct qcow2 *q)
 	frees = q->nr_frees;
 	pthread_mutex_unlock(&q->lock);
 
-	/* F1: new refcounts; F2's sync also makes completed data writes durable. */
-	ret = qcow2_cache_writeback(q, &q->rbc);
-	if (ret)
-		return ret;
+	/*
+	 * F1: new refcounts; F2's sync also makes completed data writes
+	 * durable.  Lazy refcounts skip F1 (Z1: the dirty bit covers it),
+	 * unless new blocks are about to be named by the refcount table.
+	 */
+	if (!q->lazy || rt_dirty) {
+		ret = qcow2_cache_writeback(q, &q->rbc);
+		if (ret)
+			return ret;
+	}
 	ret = qcow2_sync(q);
 	if (ret)
 		return ret;
@@ -102,6 +108,20 @@ static int qcow2_flush_locked(struct qcow2 *q)
 			ret = exec_fdatasync(q->fd);
 		if (ret)
 			return ret;
+	}
+	if (q->lazy && !q->lazy_dirty && (q->l2c.nr_dirty || l1_dirty || frees)) {
+		/*
+		 * Z1: the dirty bit, synced, before the first table that may
+		 * name a cluster whose refcount is not on disk.  A crash from
+		 * here on leaves an image that is repaired when next opened.
+		 */
+		exec_mutex_lock(&q->hdr_mutex);
+		q->incompat |= QCOW2_INCOMPAT_DIRTY;
+		ret = qcow2_write_header_fields(q);
+		exec_mutex_unlock(&q->hdr_mutex);
+		if (ret)
+			return ret;
+		q->lazy_dirty = true;
 	}
 	if (q->l2c.nr_dirty) {
 		/* F3: L2 entries, now that their clusters' refcounts and data are durable. */
@@ -122,9 +142,9 @@ static int qcow2_flush_locked(struct qcow2 *q)
 	if (frees) {
 		/* F5: refcount decrements, once no table on disk points there. */
 		ret = qcow2_release_frees(q);
-		if (!ret)
+		if (!ret && !q->lazy)
 			ret = qcow2_cache_writeback(q, &q->rbc);
-		if (!ret)
+		if (!ret && !q->lazy)
 			ret = exec_fdatasync(q->fd);
 	}
 	return ret;
@@ -154,12 +174,42 @@ int qcow2_flush_meta(struct qcow2 *q)
 	return ret;
 }
 
+/*
+ * Lazy refcounts: writes back everything, refcounts included, and clears
+ * the dirty bit (Z2: refcounts synced before the synced header write).
+ * Returns 0 or -errno.
+ */
+int qcow2_mark_clean(struct qcow2 *q)
+{
+	int ret = qcow2_flush_meta(q);
+
+	if (ret || !q->lazy)
+		return ret;
+	exec_mutex_lock(&q->alloc_mutex);
+	if (q->lazy_dirty) {
+		ret = qcow2_cache_writeback(q, &q->rbc);
+		if (!ret)
+			ret = qcow2_sync(q);
+		if (!ret) {
+			exec_mutex_lock(&q->hdr_mutex);
+			q->incompat &= ~QCOW2_INCOMPAT_DIRTY;
+			ret = qcow2_write_header_fields(q);
+			exec_mutex_unlock(&q->hdr_mutex);
+		}
+		if (!ret)
+			q->lazy_dirty = false;
+	}
+	exec_mutex_unlock(&q->alloc_mutex);
+	return ret;
+}
+
+/* Is there metadata a flush would write?  Lazy refcounts alone do not count. */
 bool qcow2_meta_dirty(struct qcow2 *q)
 {
 	bool dirty;
 
 	pthread_mutex_lock(&q->lock);
-	dirty = q->l2c.nr_dirty || q->rbc.nr_dirty || q->nr_frees ||
+	dirty = q->l2c.nr_dirty || (q->rbc.nr_dirty && !q->lazy) || q->nr_frees ||
 		qcow2_any(q->l1_dirty, ALIGN_UP((uint64_t)q->l1_size * 8, q->cluster_size) /
 			  q->dio_align);
 	pthread_mutex_unlock(&q->lock);

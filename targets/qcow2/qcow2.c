@@ -266,6 +266,7 @@ static int qcow2_open(struct tgt *t)
 				goto err;
 		}
 		q->autoclear_pending = q->autoclear & QCOW2_AUTOCLEAR_BITMAPS;
+		q->lazy = q->version >= 3 && (q->compat & QCOW2_COMPAT_LAZY_REFCOUNTS);
 	}
 
 	t->caps.size_bytes = ALIGN_DOWN(q->size_bytes, 512ULL);
@@ -306,7 +307,7 @@ static int qcow2_close(struct tgt *t)
 	if (!q)
 		return 0;
 	if (!q->read_only || qcow2_meta_dirty(q))
-		ret = qcow2_flush_meta(q);
+		ret = q->lazy ? qcow2_mark_clean(q) : qcow2_flush_meta(q);
 	/* Give back what the file grew ahead of its last cluster. */
 	if (!ret && !q->read_only && q->file_bytes > q->end_cluster << q->cluster_bits &&
 	    ftruncate(q->fd, q->end_cluster << q->cluster_bits))
@@ -359,8 +360,12 @@ static void qcow2_tick(struct tgt *t)
 {
 	struct qcow2 *q = t->priv;
 
-	if (!q->read_only && qcow2_meta_dirty(q))
+	if (q->read_only)
+		return;
+	if (qcow2_meta_dirty(q))
 		qcow2_flush_meta(q);
+	else if (q->lazy && q->lazy_dirty)
+		qcow2_mark_clean(q);	/* a second without table changes: clean */
 }
 
 const struct tgt_ops qcow2_tgt_ops = {

@@ -299,6 +299,13 @@ struct qcow2 {
 	struct exec_waitq epoch_wq;
 
 	bool autoclear_pending;		/* clear autoclear bits before the first write */
+	/*
+	 * Lazy refcounts (compatible bit 0, on a read-write open): refcount
+	 * blocks are written only when the image is made clean; the dirty
+	 * bit covers the tables written before them.  Under alloc_mutex.
+	 */
+	bool lazy;
+	bool lazy_dirty;		/* we set the dirty bit on disk */
 
 	/* Allocator: under alloc_mutex (which also serializes flushes). */
 	struct exec_mutex alloc_mutex;
@@ -404,6 +411,7 @@ int qcow2_release_frees(struct qcow2 *q);
 
 /* flush.c */
 int qcow2_flush_meta(struct qcow2 *q);
+int qcow2_mark_clean(struct qcow2 *q);
 int qcow2_write_table_sectors(struct qcow2 *q, uint64_t table_off, const uint64_t *table,
 			      uint8_t *dirty, uint64_t nr_sectors);
 void qcow2_commit_begin(struct qcow2 *q);

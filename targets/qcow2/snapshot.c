@@ -744,7 +744,8 @@ err:
 int qcow2_snapshot(struct tgt *t, enum tgt_snapshot_op op, const char *name)
 {
 	struct qcow2 *q = t->priv;
-	int idx;
+	bool lazy = q->lazy;
+	int idx, ret;
 
 	if (q->read_only) {
 		img_err("%s: cannot change snapshots: %s", t->cfg.file,
@@ -756,10 +757,25 @@ int qcow2_snapshot(struct tgt *t, enum tgt_snapshot_op op, const char *name)
 			t->cfg.file);
 		return -ENOTSUP;
 	}
-	if (op == TGT_SNAPSHOT_CREATE)
-		return qcow2_snap_create(q, name);
 	idx = qcow2_snap_find(q, name, op == TGT_SNAPSHOT_APPLY);
-	if (idx < 0)
+	if (op != TGT_SNAPSHOT_CREATE && idx < 0)
 		return -ENOENT;
-	return op == TGT_SNAPSHOT_APPLY ? qcow2_snap_apply(q, idx) : qcow2_snap_delete(q, idx);
+	/*
+	 * S1-S4 rely on refcounts reaching the disk before the header names
+	 * what they count: no lazy refcounts while the snapshots change.
+	 */
+	if (lazy) {
+		ret = qcow2_mark_clean(q);
+		if (ret)
+			return ret;
+		q->lazy = false;
+	}
+	if (op == TGT_SNAPSHOT_CREATE)
+		ret = qcow2_snap_create(q, name);
+	else if (op == TGT_SNAPSHOT_APPLY)
+		ret = qcow2_snap_apply(q, idx);
+	else
+		ret = qcow2_snap_delete(q, idx);
+	q->lazy = lazy;
+	return ret;
 }
