@@ -199,6 +199,20 @@ check "two snapshots named x" test "$("$IMGBLK" snapshot -l "$T/e.qcow2" | grep 
 truncate -s 1M "$T/e.raw"
 check_fails "raw has no snapshots" "$IMGBLK" snapshot -c x -f raw "$T/e.raw"
 
+# ---- a snapshot taken at another guest size (QEMU resized in between) ----
+img=$T/z.qcow2
+qemu-img create -q -f qcow2 -o cluster_size=4k "$img" 8M
+qio qcow2 "$img" "write -P 0x71 0 8M" && qemu-img snapshot -c small "$img" &&
+	qemu-img resize -q "$img" 40M && qio qcow2 "$img" "write -P 0x72 30M 2M" &&
+	qemu-img snapshot -c big "$img"
+check "apply a smaller snapshot" "$IMGBLK" snapshot -a small "$img"
+check "guest size back to 8 MiB" sh -c "qemu-img info '$img' | grep -q '(8388608 bytes)'"
+check "its content" qemu-io -c 'read -P 0x71 0 8M' "$img"
+check "clean after the shrinking apply" qclean "$img"
+check "apply the larger one again" "$IMGBLK" snapshot -a big "$img"
+check "guest size 40 MiB, content" qemu-io -c 'read -P 0x72 30M 2M' -c 'read -P 0x71 0 8M' "$img"
+check "clean after the growing apply" qclean "$img"
+
 # ---- randomised sequences mirrored on shadows ----
 random_run() {	# random_run SEED CLUSTER_SIZE STEPS
 	local seed=$1 cs=$2 steps=$3 img=$T/r.qcow2 r=$T/r.raw i op off len p
