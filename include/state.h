@@ -27,6 +27,7 @@ struct ublk_state {
 	bool recoverable;
 	unsigned int backing_policy;
 	uint64_t l2_cache_bytes;
+	bool unprivileged;		/* added by a user: commands need the cdev path */
 	bool discard_ignore;
 	bool copy_on_read;
 	uint64_t throttle[THR_NR];

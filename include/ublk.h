@@ -33,6 +33,8 @@
 struct ublk_ctrl {
 	int fd;
 	struct io_uring ring;
+	/* The device was added unprivileged: commands carry its char device's path. */
+	bool unprivileged;
 };
 
 /* Opens /dev/ublk-control.  Returns 0 or -errno; prints nothing. */

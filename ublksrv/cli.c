@@ -12,6 +12,7 @@
 int cli_cmd_add(int argc, char **argv);
 int cli_cmd_del(int argc, char **argv);
 int cli_cmd_recover(int argc, char **argv);
+int cli_cmd_udev_chown(int argc, char **argv);
 int cli_cmd_list(int argc, char **argv);
 int cli_cmd_create(int argc, char **argv);
 int cli_cmd_info(int argc, char **argv);
@@ -224,6 +225,17 @@ static const struct cli_cmd cli_cmds[] = {
 "  -w         write instead of read\n"
 "  --random   random SIZE-aligned offsets instead of stepping",
 		.run = cli_cmd_bench,
+	},
+	{
+		.name = "udev-chown",
+		.summary = "(for udev) give a user's device nodes to that user",
+		.usage =
+"usage: imgblk udev-chown ublkcN|ublkbN\n"
+"\n"
+"Run as root by udev for every new ublk node (scripts/udev/99-imgblk.rules):\n"
+"the nodes of a device added by a user without root (an unprivileged\n"
+"ublk device) become that user's; others are left alone.",
+		.run = cli_cmd_udev_chown,
 	},
 	{
 		.name = "help",

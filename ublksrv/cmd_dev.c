@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "json.h"
@@ -487,4 +489,56 @@ int cli_cmd_recover(int argc, char **argv)
 		return CLI_EXIT_USAGE;
 	}
 	return ublk_recover(id, foreground);
+}
+
+/*
+ * udev-chown NAME: run by udev (as root) for each new ublkcN and ublkbN
+ * node: a device added by a user becomes that user's, so its server can
+ * open the char device and the user the disk.  Devices added by root are
+ * left as they are.
+ */
+int cli_cmd_udev_chown(int argc, char **argv)
+{
+	struct ublksrv_ctrl_dev_info info;
+	struct ublk_ctrl ctrl;
+	const char *name;
+	char path[64];
+	uint64_t id;
+	int ret;
+
+	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		puts(cli_find("udev-chown")->usage);
+		return CLI_EXIT_OK;
+	}
+	if (argc != 2) {
+		img_err("udev-chown: give the device name (ublkcN or ublkbN)");
+		return CLI_EXIT_USAGE;
+	}
+	name = argv[1];
+	if (!strncmp(name, "/dev/", 5))
+		name += 5;
+	if ((strncmp(name, "ublkc", 5) && strncmp(name, "ublkb", 5)) ||
+	    parse_uint(name + 5, 0, UBLK_MAX_DEV_ID, &id)) {
+		img_err("udev-chown: '%s' is not a ublk device name", argv[1]);
+		return CLI_EXIT_USAGE;
+	}
+	ret = ublk_ctrl_open(&ctrl);
+	if (ret) {
+		ublk_ctrl_explain(ret);
+		return CLI_EXIT_ERR;
+	}
+	ret = ublk_ctrl_get_dev_info(&ctrl, id, &info);
+	ublk_ctrl_close(&ctrl);
+	if (ret) {
+		img_err("udev-chown: device %llu: %s", (unsigned long long)id, strerror(-ret));
+		return CLI_EXIT_ERR;
+	}
+	if (!(info.flags & UBLK_F_UNPRIVILEGED_DEV))
+		return CLI_EXIT_OK;
+	snprintf(path, sizeof(path), "/dev/%s", name);
+	if (chown(path, info.owner_uid, info.owner_gid) || chmod(path, 0600)) {
+		img_err("udev-chown: %s: %s", path, strerror(errno));
+		return CLI_EXIT_ERR;
+	}
+	return CLI_EXIT_OK;
 }

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -27,6 +28,7 @@ int ublk_ctrl_open(struct ublk_ctrl *c)
 {
 	int ret;
 
+	c->unprivileged = false;
 	c->fd = open(UBLK_CONTROL_PATH, O_RDWR | O_CLOEXEC);
 	if (c->fd < 0)
 		return -errno;
@@ -98,113 +100,93 @@ int ublk_ctrl_add_dev(struct ublk_ctrl *c, struct ublksrv_ctrl_dev_info *info)
 	return ublk_ctrl_cmd(c, UBLK_U_CMD_ADD_DEV, &hdr);
 }
 
-int ublk_ctrl_set_params(struct ublk_ctrl *c, unsigned int dev_id,
-			 struct ublk_params *p)
+/* Room for "/dev/ublkcN" in front of a payload. */
+#define UBLK_CTRL_PATH_BYTES	32
+
+/*
+ * A command on an existing device, with @len bytes of @payload (read back
+ * after the command) and @data0.  The kernel wants the char device's path
+ * in front of the payload for a device added unprivileged, to check the
+ * caller's access to it, and for GET_DEV_INFO2 always.  Returns the
+ * command's result or -errno.
+ */
+static int ublk_ctrl_dev_cmd(struct ublk_ctrl *c, unsigned int cmd_op,
+			     unsigned int dev_id, void *payload, size_t len,
+			     uint64_t data0)
 {
+	bool with_path = c->unprivileged || cmd_op == UBLK_U_CMD_GET_DEV_INFO2;
 	struct ublksrv_ctrl_cmd hdr = {
 		.dev_id = dev_id,
 		.queue_id = -1,
-		.addr = (uint64_t)(uintptr_t)p,
-		.len = sizeof(*p),
+		.data[0] = data0,
+		.addr = (uint64_t)(uintptr_t)payload,
+		.len = len,
 	};
+	char *buf;
+	int ret;
 
+	if (!with_path)
+		return ublk_ctrl_cmd(c, cmd_op, &hdr);
+	buf = calloc(1, UBLK_CTRL_PATH_BYTES + len);
+	if (!buf)
+		return -ENOMEM;
+	snprintf(buf, UBLK_CTRL_PATH_BYTES, UBLK_CDEV_FMT, dev_id);
+	if (len)
+		memcpy(buf + UBLK_CTRL_PATH_BYTES, payload, len);
+	hdr.addr = (uint64_t)(uintptr_t)buf;
+	hdr.len = UBLK_CTRL_PATH_BYTES + len;
+	hdr.dev_path_len = UBLK_CTRL_PATH_BYTES;
+	ret = ublk_ctrl_cmd(c, cmd_op, &hdr);
+	if (ret >= 0 && len)
+		memcpy(payload, buf + UBLK_CTRL_PATH_BYTES, len);
+	free(buf);
+	return ret;
+}
+
+int ublk_ctrl_set_params(struct ublk_ctrl *c, unsigned int dev_id,
+			 struct ublk_params *p)
+{
 	p->len = sizeof(*p);
-	return ublk_ctrl_cmd(c, UBLK_U_CMD_SET_PARAMS, &hdr);
+	return ublk_ctrl_dev_cmd(c, UBLK_U_CMD_SET_PARAMS, dev_id, p, sizeof(*p), 0);
 }
 
 int ublk_ctrl_get_params(struct ublk_ctrl *c, unsigned int dev_id,
 			 struct ublk_params *p)
 {
-	struct ublksrv_ctrl_cmd hdr = {
-		.dev_id = dev_id,
-		.queue_id = -1,
-		.addr = (uint64_t)(uintptr_t)p,
-		.len = sizeof(*p),
-	};
-
 	memset(p, 0, sizeof(*p));
 	p->len = sizeof(*p);
-	return ublk_ctrl_cmd(c, UBLK_U_CMD_GET_PARAMS, &hdr);
+	return ublk_ctrl_dev_cmd(c, UBLK_U_CMD_GET_PARAMS, dev_id, p, sizeof(*p), 0);
 }
 
 int ublk_ctrl_start_dev(struct ublk_ctrl *c, unsigned int dev_id, pid_t pid)
 {
-	struct ublksrv_ctrl_cmd hdr = {
-		.dev_id = dev_id,
-		.queue_id = -1,
-		.data[0] = pid,
-	};
-
-	return ublk_ctrl_cmd(c, UBLK_U_CMD_START_DEV, &hdr);
+	return ublk_ctrl_dev_cmd(c, UBLK_U_CMD_START_DEV, dev_id, NULL, 0, pid);
 }
 
 int ublk_ctrl_stop_dev(struct ublk_ctrl *c, unsigned int dev_id)
 {
-	struct ublksrv_ctrl_cmd hdr = {
-		.dev_id = dev_id,
-		.queue_id = -1,
-	};
-
-	return ublk_ctrl_cmd(c, UBLK_U_CMD_STOP_DEV, &hdr);
+	return ublk_ctrl_dev_cmd(c, UBLK_U_CMD_STOP_DEV, dev_id, NULL, 0, 0);
 }
 
 int ublk_ctrl_del_dev(struct ublk_ctrl *c, unsigned int dev_id)
 {
-	struct ublksrv_ctrl_cmd hdr = {
-		.dev_id = dev_id,
-		.queue_id = -1,
-	};
-
-	return ublk_ctrl_cmd(c, UBLK_U_CMD_DEL_DEV, &hdr);
+	return ublk_ctrl_dev_cmd(c, UBLK_U_CMD_DEL_DEV, dev_id, NULL, 0, 0);
 }
 
 int ublk_ctrl_start_recovery(struct ublk_ctrl *c, unsigned int dev_id)
 {
-	struct ublksrv_ctrl_cmd hdr = {
-		.dev_id = dev_id,
-		.queue_id = -1,
-	};
-
-	return ublk_ctrl_cmd(c, UBLK_U_CMD_START_USER_RECOVERY, &hdr);
+	return ublk_ctrl_dev_cmd(c, UBLK_U_CMD_START_USER_RECOVERY, dev_id, NULL, 0, 0);
 }
 
 int ublk_ctrl_end_recovery(struct ublk_ctrl *c, unsigned int dev_id, pid_t pid)
 {
-	struct ublksrv_ctrl_cmd hdr = {
-		.dev_id = dev_id,
-		.queue_id = -1,
-		.data[0] = pid,
-	};
-
-	return ublk_ctrl_cmd(c, UBLK_U_CMD_END_USER_RECOVERY, &hdr);
+	return ublk_ctrl_dev_cmd(c, UBLK_U_CMD_END_USER_RECOVERY, dev_id, NULL, 0, pid);
 }
 
 int ublk_ctrl_get_dev_info(struct ublk_ctrl *c, unsigned int dev_id,
 			   struct ublksrv_ctrl_dev_info *info)
 {
-	/*
-	 * GET_DEV_INFO2 wants the char device path in front of the payload,
-	 * so the kernel can check an unprivileged caller's access to it.
-	 */
-	struct {
-		char path[32];
-		struct ublksrv_ctrl_dev_info info;
-	} buf;
-	struct ublksrv_ctrl_cmd hdr = {
-		.dev_id = dev_id,
-		.queue_id = -1,
-		.addr = (uint64_t)(uintptr_t)&buf,
-		.len = sizeof(buf),
-	};
-	int ret;
-
-	memset(&buf, 0, sizeof(buf));
-	snprintf(buf.path, sizeof(buf.path), UBLK_CDEV_FMT, dev_id);
-	hdr.dev_path_len = sizeof(buf.path);
-	ret = ublk_ctrl_cmd(c, UBLK_U_CMD_GET_DEV_INFO2, &hdr);
-	if (ret >= 0)
-		*info = buf.info;
-	return ret;
+	return ublk_ctrl_dev_cmd(c, UBLK_U_CMD_GET_DEV_INFO2, dev_id, info, sizeof(*info), 0);
 }
 
 const char *ublk_state_name(unsigned int state)

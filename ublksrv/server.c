@@ -116,8 +116,9 @@ static int ublk_open_cdev(unsigned int dev_id)
 	int fd;
 
 	snprintf(path, sizeof(path), UBLK_CDEV_FMT, dev_id);
+	/* ENOENT until udev made the node, EACCES until it gave it to its owner. */
 	while ((fd = open(path, O_RDWR | O_CLOEXEC)) < 0) {
-		if (errno != ENOENT || mono_ms() > deadline) {
+		if ((errno != ENOENT && errno != EACCES) || mono_ms() > deadline) {
 			fd = -errno;
 			img_err("%s: %s", path, strerror(errno));
 			return fd;
@@ -142,7 +143,7 @@ static int ublk_test_read(const struct ublk_dev *dev, int64_t deadline)
 	snprintf(path, sizeof(path), UBLK_BDEV_FMT, dev->info.dev_id);
 	/* devtmpfs creates the node before the uevent; udev may lag behind it. */
 	while ((fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC)) < 0) {
-		if (errno != ENOENT || mono_ms() > deadline) {
+		if ((errno != ENOENT && errno != EACCES) || mono_ms() > deadline) {
 			ret = errno == ENOENT ? -ETIMEDOUT : -errno;
 			img_err("%s did not appear: %s", path, strerror(-ret));
 			return ret;
@@ -198,6 +199,7 @@ static int ublk_write_state(const struct ublk_add_opts *o, const struct ublk_dev
 		.recoverable = dev->info.flags & UBLK_F_USER_RECOVERY,
 		.backing_policy = o->cfg.backing_policy,
 		.l2_cache_bytes = o->cfg.l2_cache_bytes,
+		.unprivileged = dev->info.flags & UBLK_F_UNPRIVILEGED_DEV,
 		.discard_ignore = o->feat.discard_ignore,
 		.copy_on_read = o->feat.copy_on_read,
 		.throttle_burst_ms = o->feat.throttle.burst_ms,
@@ -258,7 +260,7 @@ static void ublk_report(int report_fd, int val)
 	}
 }
 
-/* ADD_DEV and SET_PARAMS for a new device.  Returns 0 or -errno, printing why. */
+/* ADD_DEV for a new device.  Returns 0 or -errno, printing why. */
 static int ublk_add_begin(struct ublk_ctrl *ctrl, struct ublk_dev *dev,
 			  const struct ublk_add_opts *o)
 {
@@ -275,6 +277,15 @@ static int ublk_add_begin(struct ublk_ctrl *ctrl, struct ublk_dev *dev,
 	 */
 	if (o->recoverable)
 		dev->info.flags |= UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE;
+	/*
+	 * Not root: an unprivileged device, which only its owner can
+	 * control and which the kernel never scans for partitions.  A udev
+	 * rule gives the owner its nodes (imgblk udev-chown).
+	 */
+	if (geteuid() != 0) {
+		dev->info.flags |= UBLK_F_UNPRIVILEGED_DEV;
+		ctrl->unprivileged = true;
+	}
 	ret = ublk_ctrl_add_dev(ctrl, &dev->info);
 	if (ret) {
 		if (ret == -EEXIST)
@@ -283,6 +294,18 @@ static int ublk_add_begin(struct ublk_ctrl *ctrl, struct ublk_dev *dev,
 			img_err("cannot add a ublk device: %s", strerror(-ret));
 		return ret;
 	}
+	return 0;
+}
+
+/*
+ * SET_PARAMS from the target's capabilities.  After the char device is
+ * open: for an unprivileged device the driver checks our access to it,
+ * which udev grants only after ADD_DEV.  Returns 0 or -errno, printing why.
+ */
+static int ublk_set_params(struct ublk_ctrl *ctrl, struct ublk_dev *dev)
+{
+	int ret;
+
 	ublk_params_from_caps(&dev->tgt->caps, dev->info.max_io_buf_bytes, &dev->params);
 	/* Ignored discards are still offered: a guest may rely on them. */
 	if (dev->feat.discard_ignore && !dev->tgt->caps.read_only &&
@@ -293,10 +316,8 @@ static int ublk_add_begin(struct ublk_ctrl *ctrl, struct ublk_dev *dev,
 		ublk_params_from_caps(&caps, dev->info.max_io_buf_bytes, &dev->params);
 	}
 	ret = ublk_ctrl_set_params(ctrl, dev->info.dev_id, &dev->params);
-	if (ret) {
+	if (ret)
 		img_err("cannot set the device parameters: %s", strerror(-ret));
-		ublk_ctrl_del_dev(ctrl, dev->info.dev_id);
-	}
 	return ret;
 }
 
@@ -316,6 +337,7 @@ static int ublk_recover_begin(struct ublk_ctrl *ctrl, struct ublk_dev *dev,
 			img_err("device %u: %s", dev_id, strerror(-ret));
 			return ret;
 		}
+		ctrl->unprivileged = dev->info.flags & UBLK_F_UNPRIVILEGED_DEV;
 		if (!(dev->info.flags & UBLK_F_USER_RECOVERY)) {
 			img_err("device %u was not added with --recoverable", dev_id);
 			return -EINVAL;
@@ -394,6 +416,11 @@ static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int repo
 	if (ret < 0)
 		goto out_del;
 	dev.cdev_fd = ret;
+	if (!o->recover) {
+		ret = ublk_set_params(&ctrl, &dev);
+		if (ret)
+			goto out_close;
+	}
 
 	/* Subscribe before START_DEV: its uevent is sent while it runs. */
 	if (!o->recover) {
@@ -498,8 +525,9 @@ int ublk_add(const struct ublk_add_opts *o)
 	ssize_t n;
 	pid_t pid;
 
-	if (geteuid() != 0) {
-		img_err("adding a device needs root");
+	/* The driver keeps no recovery for devices of unprivileged users. */
+	if (geteuid() != 0 && o->recoverable) {
+		img_err("--recoverable needs root: the driver offers recovery only for privileged devices");
 		return 1;
 	}
 	/* Say "driver not loaded" before touching the image. */
@@ -623,7 +651,10 @@ static bool ublk_wait_pid_gone(pid_t pid, int timeout_ms)
 /* Deletes one device known to have state @s.  Returns 0 or -errno. */
 static int ublk_del_one(struct ublk_ctrl *ctrl, const struct ublk_state *s)
 {
-	int ret = ublk_ctrl_del_dev(ctrl, s->id);
+	int ret;
+
+	ctrl->unprivileged = s->unprivileged;
+	ret = ublk_ctrl_del_dev(ctrl, s->id);
 
 	/* -ENODEV: the kernel no longer has it; only the state file was left. */
 	if (ret && ret != -ENODEV) {
@@ -646,10 +677,6 @@ int ublk_del(unsigned int id)
 	struct ublk_ctrl ctrl;
 	int ret;
 
-	if (geteuid() != 0) {
-		img_err("deleting a device needs root");
-		return 1;
-	}
 	ret = ublk_state_read(id, &s);
 	if (ret) {
 		img_err("no imgblk device with id %u", id);
@@ -671,10 +698,6 @@ int ublk_del_all(void)
 	unsigned int *ids;
 	int n, i, ret, status = 0;
 
-	if (geteuid() != 0) {
-		img_err("deleting a device needs root");
-		return 1;
-	}
 	n = ublk_state_ids(&ids);
 	if (n < 0) {
 		img_err("%s: %s", ublk_state_dir(), strerror(-n));

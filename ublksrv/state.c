@@ -18,9 +18,22 @@
 
 const char *ublk_state_dir(void)
 {
+	static char user_dir[PATH_MAX];
 	const char *d = getenv("IMGBLK_RUN_DIR");
 
-	return d && *d ? d : UBLK_STATE_DIR;
+	if (d && *d)
+		return d;
+	if (geteuid() == 0)
+		return UBLK_STATE_DIR;
+	/* A user's devices are recorded where only that user writes. */
+	if (!user_dir[0]) {
+		d = getenv("XDG_RUNTIME_DIR");
+		if (d && *d)
+			snprintf(user_dir, sizeof(user_dir), "%s/imgblk", d);
+		else
+			snprintf(user_dir, sizeof(user_dir), "/tmp/imgblk-%u", (unsigned int)geteuid());
+	}
+	return user_dir;
 }
 
 static void ublk_state_path(unsigned int id, char *buf, size_t len)
@@ -31,12 +44,16 @@ static void ublk_state_path(unsigned int id, char *buf, size_t len)
 int ublk_state_write(const struct ublk_state *s)
 {
 	char path[PATH_MAX], tmp[PATH_MAX + 8];
+	struct stat st;
 	unsigned int k;
 	FILE *f;
 	int ret = 0;
 
-	if (mkdir(ublk_state_dir(), 0755) && errno != EEXIST)
+	if (mkdir(ublk_state_dir(), geteuid() ? 0700 : 0755) && errno != EEXIST)
 		return -errno;
+	/* A user's directory under /tmp must be that user's, not a trap laid by another. */
+	if (lstat(ublk_state_dir(), &st) || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
+		return -EPERM;
 	ublk_state_path(s->id, path, sizeof(path));
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	f = fopen(tmp, "w");
@@ -48,8 +65,8 @@ int ublk_state_write(const struct ublk_state *s)
 		s->id, s->target, s->file, s->queues, s->depth, (int)s->pid,
 		s->read_only, s->open_flags, (unsigned long long)s->size_bytes,
 		s->recoverable, s->backing_policy, (unsigned long long)s->l2_cache_bytes);
-	fprintf(f, "discard_ignore=%d\ncopy_on_read=%d\nthrottle_burst_ms=%u\n",
-		s->discard_ignore, s->copy_on_read, s->throttle_burst_ms);
+	fprintf(f, "discard_ignore=%d\ncopy_on_read=%d\nthrottle_burst_ms=%u\nunprivileged=%d\n",
+		s->discard_ignore, s->copy_on_read, s->throttle_burst_ms, s->unprivileged);
 	if (s->snapshot[0])
 		fprintf(f, "snapshot=%s\n", s->snapshot);
 	for (k = 0; k < THR_NR; k++)
@@ -113,6 +130,8 @@ int ublk_state_read(unsigned int id, struct ublk_state *s)
 			s->discard_ignore = atoi(v);
 		else if (!strcmp(line, "copy_on_read"))
 			s->copy_on_read = atoi(v);
+		else if (!strcmp(line, "unprivileged"))
+			s->unprivileged = atoi(v);
 		else if (!strcmp(line, "throttle_burst_ms"))
 			s->throttle_burst_ms = strtoul(v, NULL, 10);
 		else if (sscanf(line, "throttle%u", &k) == 1 && k < THR_NR)

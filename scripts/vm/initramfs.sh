@@ -103,13 +103,16 @@ cp "$KDIR"/modules/*.ko "$KDIR/modules.load" "$root/lib/imgblk-modules/"
 cp "$HERE/init" "$root/init"
 chmod 755 "$root/init"
 
-# nobody lets the badinput test run imgblk unprivileged with busybox su.
+# nobody lets the badinput test run imgblk unprivileged with busybox su;
+# other is a second user, whose devices nobody must not control.
 cat > "$root/etc/passwd" <<'PW'
 root:x:0:0:root:/root:/bin/sh
+other:x:1000:1000:other:/tmp:/bin/sh
 nobody:x:65534:65534:nobody:/nonexistent:/bin/sh
 PW
 cat > "$root/etc/group" <<'GR'
 root:x:0:
+other:x:1000:
 nogroup:x:65534:
 GR
 ln -s /proc/mounts "$root/etc/mtab"
