@@ -17,6 +17,26 @@
 #include "tgt.h"
 #include "util.h"
 
+/*
+ * With O_DIRECT, pages of the file left in the page cache (by whatever
+ * wrote it: qemu-img convert, cp, dd) only cost: each direct write over
+ * one must first invalidate it, which io_uring cannot do without blocking
+ * and so hands the write to a worker thread.  Drop them once at open.
+ */
+static void tgt_drop_cache(const struct tgt *t)
+{
+	int fd;
+
+	if (!t->cfg.file || (t->cfg.open_flags & TGT_O_BUFFERED))
+		return;
+	fd = open(t->cfg.file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	/* Best effort: dirty pages are written back first, or stay. */
+	posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+	close(fd);
+}
+
 static int tgt_open_fn(void *arg)
 {
 	struct tgt *t = arg;
@@ -31,6 +51,7 @@ static int tgt_open_fn(void *arg)
 			t->ops->name);
 		return -ENOTSUP;
 	}
+	tgt_drop_cache(t);
 	return t->ops->open(t);
 }
 
@@ -221,6 +242,7 @@ int tgt_open_backing(struct tgt *overlay, const char *name, const char *fmt)
 	b->chain_depth = overlay->chain_depth + 1;
 	b->st_dev = st.st_dev;
 	b->st_ino = st.st_ino;
+	tgt_drop_cache(b);
 	ret = b->ops->open(b);
 	if (ret)
 		goto err;
