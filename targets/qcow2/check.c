@@ -30,6 +30,7 @@ struct qcow2_chk {
 	uint64_t *ref;			/* computed refcounts */
 	uint64_t nb;			/* entries in ref */
 	uint64_t file_clusters;
+	uint64_t file_bytes;		/* the file's size when the check began */
 	bool rebuild;
 	/* One refcount block, read for comparison and patched in place. */
 	void *rb;
@@ -49,6 +50,18 @@ static int chk_inc(struct qcow2_chk *c, uint64_t off, uint64_t len)
 	last = (off + len - 1) >> q->cluster_bits;
 	if (last >= QCOW2_MAX_HOST_OFFSET >> q->cluster_bits) {
 		fprintf(stderr, "ERROR: offset 0x%" PRIx64 " beyond the qcow2 limit\n", off);
+		c->r->corruptions++;
+		return 0;
+	}
+	/*
+	 * Like QEMU: a reference reaching a cluster or more past the end of
+	 * the file is a corruption and is not counted.  Counting it would make
+	 * a repair build refcount blocks out to wherever a hostile entry
+	 * points (a 1 TiB offset: 2^28 refcounts written, for minutes).
+	 */
+	if (off + len > c->file_bytes && off + len - c->file_bytes >= q->cluster_size) {
+		fprintf(stderr, "ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x%" PRIx64 " size 0x%" PRIx64 "\n",
+			off, len);
 		c->r->corruptions++;
 		return 0;
 	}
@@ -620,6 +633,7 @@ int qcow2_check(struct tgt *t, unsigned int fix, struct tgt_check_result *r)
 	if (ret && ret != -EBADF)
 		return ret;
 	c.file_clusters = DIV_ROUND_UP((uint64_t)st.st_size, q->cluster_size);
+	c.file_bytes = st.st_size;
 	if (posix_memalign(&c.rb, 4096, q->cluster_size) ||
 	    posix_memalign(&c.tbuf, 4096, q->cluster_size)) {
 		ret = -ENOMEM;
