@@ -208,6 +208,16 @@ int tgt_open_backing(struct tgt *overlay, const char *name, const char *fmt)
 		img_err("%s: backing file %s: %s", overlay->cfg.file, path, strerror(errno));
 		goto err;
 	}
+	/*
+	 * The name comes from the image: opening a FIFO would block forever,
+	 * and a directory or character device is never an image.
+	 */
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		img_err("%s: backing file %s is not a regular file or block device",
+			overlay->cfg.file, path);
+		ret = -EINVAL;
+		goto err;
+	}
 	for (up = overlay; up; up = up->overlay) {
 		if (up->st_dev == st.st_dev && up->st_ino == st.st_ino) {
 			img_err("%s: backing file %s makes a loop in the backing chain",
