@@ -9,11 +9,7 @@ set -u
 IMGBLK=${IMGBLK:-build/imgblk}
 T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-bad.XXXXXX")
 trap 'rm -rf "$T"' EXIT
-N=0
-FAIL=0
-
-ok() { N=$((N + 1)); echo "ok $N - $*"; }
-not_ok() { N=$((N + 1)); FAIL=$((FAIL + 1)); echo "not ok $N - $*"; }
+. "$(dirname "$0")/tap.sh"
 
 if [ ! -x "$IMGBLK" ]; then echo "1..0 # SKIP $IMGBLK not built"; exit 0; fi
 for c in qemu-img qemu-io python3 timeout; do

@@ -18,12 +18,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 SEED=${1:-${QCOW2_RANDOM_SEED:-20240601}}
 T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-rand.XXXXXX")
 trap 'rm -rf "$T"' EXIT
-N=0
-FAIL=0
-
-ok() { N=$((N + 1)); echo "ok $N - $*"; }
-not_ok() { N=$((N + 1)); FAIL=$((FAIL + 1)); echo "not ok $N - $*"; }
-diag_file() { sed 's/^/#   /' "$1" | head -n 15; }
+. "$(dirname "$0")/tap.sh"
 
 if [ ! -x "$IMGBLK" ]; then echo "1..0 # SKIP $IMGBLK not built"; exit 0; fi
 for c in qemu-img qemu-io cmp python3; do

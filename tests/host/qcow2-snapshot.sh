@@ -20,12 +20,7 @@ set -u
 IMGBLK=${IMGBLK:-build/imgblk}
 T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-snap.XXXXXX")
 trap 'rm -rf "$T"' EXIT
-N=0
-FAIL=0
-
-ok() { N=$((N + 1)); echo "ok $N - $*"; }
-not_ok() { N=$((N + 1)); FAIL=$((FAIL + 1)); echo "not ok $N - $*"; }
-diag_file() { sed 's/^/#   /' "$1" | head -n 15; }
+. "$(dirname "$0")/tap.sh"
 check() {	# check DESCRIPTION CMD...: one TAP line; output only on failure
 	local d=$1 rc
 	shift

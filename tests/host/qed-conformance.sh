@@ -21,13 +21,7 @@ set -u
 IMGBLK=${IMGBLK:-build/imgblk}
 T=$(mktemp -d "${TMPDIR:-/tmp}/qed-conf.XXXXXX")
 trap 'rm -rf "$T"' EXIT
-N=0
-FAIL=0
-
-ok() { N=$((N + 1)); echo "ok $N - $*"; }
-not_ok() { N=$((N + 1)); FAIL=$((FAIL + 1)); echo "not ok $N - $*"; }
-skip() { N=$((N + 1)); echo "ok $N - $1 # SKIP $2"; }
-diag_file() { sed 's/^/#   /' "$1" | head -n 15; }
+. "$(dirname "$0")/tap.sh"
 # check DESCRIPTION CMD...: one TAP line; the output only when it fails.
 check() {
 	local d=$1

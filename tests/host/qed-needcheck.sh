@@ -17,12 +17,7 @@ set -u
 IMGBLK=${IMGBLK:-build/imgblk}
 T=$(mktemp -d "${TMPDIR:-/tmp}/qed-nc.XXXXXX")
 trap 'rm -rf "$T"' EXIT
-N=0
-FAIL=0
-
-ok() { N=$((N + 1)); echo "ok $N - $*"; }
-not_ok() { N=$((N + 1)); FAIL=$((FAIL + 1)); echo "not ok $N - $*"; }
-diag_file() { sed 's/^/#   /' "$1" | head -n 12; }
+. "$(dirname "$0")/tap.sh"
 expect() {	# expect DESCRIPTION STATUS... -- CMD...: CMD exits with one of STATUS
 	local d=$1 codes=() rc c
 	shift

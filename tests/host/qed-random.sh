@@ -21,12 +21,7 @@ SEED0=${QED_SEED:-1}
 RUNS=${QED_RUNS:-2}
 T=$(mktemp -d "${TMPDIR:-/tmp}/qed-rand.XXXXXX")
 trap 'rm -rf "$T"' EXIT
-N=0
-FAIL=0
-
-ok() { N=$((N + 1)); echo "ok $N - $*"; }
-not_ok() { N=$((N + 1)); FAIL=$((FAIL + 1)); echo "not ok $N - $*"; }
-diag_file() { sed 's/^/#   /' "$1" | head -n 12; }
+. "$(dirname "$0")/tap.sh"
 
 if [ ! -x "$IMGBLK" ]; then echo "1..0 # SKIP $IMGBLK not built"; exit 0; fi
 for c in qemu-img qemu-io cmp; do
