@@ -19,7 +19,8 @@ void ublk_ctrl_explain(int err)
 		img_err("%s not found: the ublk_drv kernel module is not loaded (run: modprobe ublk_drv)",
 			UBLK_CONTROL_PATH);
 	else if (err == -EACCES || err == -EPERM)
-		img_err("%s: permission denied: run imgblk as root", UBLK_CONTROL_PATH);
+		img_err("%s: permission denied: run imgblk as root, or let users add unprivileged devices (scripts/udev/99-imgblk.rules)",
+			UBLK_CONTROL_PATH);
 	else
 		img_err("%s: %s", UBLK_CONTROL_PATH, strerror(-err));
 }
