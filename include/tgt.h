@@ -40,6 +40,14 @@
 
 /* Write flags. */
 #define TGT_W_FUA	(1U << 0)	/* durable before completion */
+/*
+ * Store each cluster compressed (caps.can_compress): @off is cluster
+ * aligned and @len whole clusters, the last one may end at the end of the
+ * device.  A cluster that does not shrink, or that this layer already
+ * allocates, is written normally.  For `convert -c`; other targets never
+ * see it.
+ */
+#define TGT_W_COMPRESS	(1U << 1)
 
 /*
  * Which backing files an image may make us open (`add --backing=`): an
@@ -85,6 +93,7 @@ struct tgt_caps {
 	bool can_fua;
 	bool can_discard;
 	bool can_write_zeroes;
+	bool can_compress;		/* ->write takes TGT_W_COMPRESS */
 	uint32_t discard_granularity_bytes;
 };
 

@@ -114,8 +114,8 @@ static const struct cli_cmd cli_cmds[] = {
 "Creates FILE of SIZE bytes (suffixes K, M, G, T; default: the backing\n"
 "file's size).  OPTIONS is a comma-separated KEY=VALUE list; the keys\n"
 "depend on the format (qcow2: cluster_size, compat, refcount_bits,\n"
-"lazy_refcounts, preallocation; qed: cluster_size, table_size; raw:\n"
-"preallocation), plus backing_file and backing_fmt.",
+"lazy_refcounts, preallocation, compression_type; qed: cluster_size,\n"
+"table_size; raw: preallocation), plus backing_file and backing_fmt.",
 		.run = cli_cmd_create,
 	},
 	{
@@ -149,11 +149,13 @@ static const struct cli_cmd cli_cmds[] = {
 		.name = "convert",
 		.summary = "copy an image's content into a new image",
 		.usage =
-"usage: imgblk convert [-p] [-f FMT] [-O OUTPUT_FMT] [-o OPTIONS]\n"
+"usage: imgblk convert [-p] [-c] [-f FMT] [-O OUTPUT_FMT] [-o OPTIONS]\n"
 "                      [-l snapshot.name=NAME] INPUT OUTPUT\n"
 "\n"
 "  -O FMT     output format (default raw)\n"
 "  -o OPTS    creation options of the output format (see create)\n"
+"  -c         compress the output's clusters (qcow2; -o compression_type=\n"
+"             zlib|zstd); clusters that do not shrink are stored plain\n"
 "  -l snapshot.name=NAME | snapshot.id=ID\n"
 "             copy internal snapshot NAME of INPUT instead of its\n"
 "             current state (-s NAME too, as qemu-img)\n"

@@ -3,7 +3,9 @@
  * `imgblk convert`: copy the guest-visible content of an image (through
  * its whole backing chain) into a new image of any format.  Ranges that
  * read as zeros are skipped, not written: the new image reads zeros there
- * already, and stays sparse.
+ * already, and stays sparse.  With -c every cluster of the output that
+ * is not all zeros is written compressed (whole clusters: the output's
+ * cluster size sets the unit).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -29,6 +31,7 @@ struct convert_ctx {
 	char *opts[MAX_CONVERT_OPTS];
 	unsigned int nr_opts;
 	bool progress;
+	bool compress;			/* -c */
 };
 
 static void convert_progress(const struct convert_ctx *c, uint64_t done, uint64_t total)
@@ -60,13 +63,46 @@ static int convert_copy(struct tgt *in, struct tgt *out, void *buf, uint64_t off
 	return 0;
 }
 
+/*
+ * -c: writes the clusters of @out touching [off, off+len) compressed,
+ * from *@done_to on (a cluster is written once when runs share it), each
+ * read whole from @in.  @buf holds CONVERT_CHUNK_BYTES or a cluster,
+ * whichever is larger.  Returns 0 or -errno.
+ */
+static int convert_compress(struct tgt *in, struct tgt *out, void *buf, uint64_t cs,
+			    uint64_t chunk, uint64_t size, uint64_t off, uint64_t len,
+			    uint64_t *done_to)
+{
+	uint64_t a = MAX(ALIGN_DOWN(off, cs), *done_to), b = MIN(ALIGN_UP(off + len, cs), size);
+
+	while (a < b) {
+		uint64_t n = MIN(b - a, chunk), c, w;
+		int ret = in->ops->read(in, buf, n, a);
+
+		if (ret < 0)
+			return ret;
+		/* All-zero clusters are left out: the new image reads zeros there. */
+		for (c = 0; c < n; c += w) {
+			w = MIN(cs, n - c);
+			if (buf_is_zero((char *)buf + c, w))
+				continue;
+			ret = out->ops->write(out, (char *)buf + c, w, a + c, TGT_W_COMPRESS);
+			if (ret < 0)
+				return ret;
+		}
+		a += n;
+	}
+	*done_to = MAX(*done_to, b);
+	return 0;
+}
+
 static int convert_body(void *arg)
 {
 	struct convert_ctx *c = arg;
 	struct tgt in = { 0 }, out = { 0 };
 	struct tgt_create_opts co = { 0 };
 	const struct tgt_ops *out_ops;
-	uint64_t off = 0, size;
+	uint64_t off = 0, size, cs = 0, chunk = CONVERT_CHUNK_BYTES, done_to = 0;
 	int ret, status = CLI_EXIT_ERR;
 	void *buf = NULL;
 
@@ -92,7 +128,19 @@ static int convert_body(void *arg)
 		img_err("convert: %s came out smaller than %s", c->out_file, c->in_file);
 		goto out_out;
 	}
-	if (posix_memalign(&buf, 4096, CONVERT_CHUNK_BYTES)) {
+	if (c->compress) {
+		struct tgt_info info = { 0 };
+
+		if (!out.caps.can_compress || !out.ops->info) {
+			img_err("convert: the %s format cannot store compressed data", c->out_fmt);
+			goto out_out;
+		}
+		out.ops->info(&out, &info);
+		cs = info.cluster_size;
+		/* Whole clusters per read; the clusters of one chunk go out one by one. */
+		chunk = ALIGN_DOWN(MAX((uint64_t)CONVERT_CHUNK_BYTES, cs), cs);
+	}
+	if (posix_memalign(&buf, 4096, chunk)) {
 		img_err("convert: out of memory");
 		goto out_out;
 	}
@@ -109,7 +157,11 @@ static int convert_body(void *arg)
 			goto err_io;
 		}
 		if (!(ext.flags & TGT_EXT_ZERO)) {
-			ret = convert_copy(&in, &out, buf, off, n);
+			if (c->compress)
+				ret = convert_compress(&in, &out, buf, cs, chunk, size, off, n,
+						       &done_to);
+			else
+				ret = convert_copy(&in, &out, buf, off, n);
 			if (ret)
 				goto err_io;
 		}
@@ -144,6 +196,7 @@ int cli_cmd_convert(int argc, char **argv)
 		{ "output-format", required_argument, NULL, 'O' },
 		{ "options", required_argument, NULL, 'o' },
 		{ "progress", no_argument, NULL, 'p' },
+		{ "compress", no_argument, NULL, 'c' },
 		{ "snapshot", required_argument, NULL, 'l' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
@@ -155,7 +208,7 @@ int cli_cmd_convert(int argc, char **argv)
 
 	optind = 0;
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":f:O:o:l:s:pqh", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, ":f:O:o:l:s:pcqh", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'f':
 			c.in_fmt = optarg;
@@ -186,6 +239,9 @@ int cli_cmd_convert(int argc, char **argv)
 			break;
 		case 'p':
 			c.progress = true;
+			break;
+		case 'c':
+			c.compress = true;
 			break;
 		case 'q':
 			c.progress = false;

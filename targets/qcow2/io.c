@@ -156,6 +156,8 @@ int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
 	ret = qcow2_before_write(q);
 	if (ret)
 		return ret;
+	if (flags & TGT_W_COMPRESS)
+		return qcow2_write_compressed(q, buf, len, off);
 	while (done < len) {
 		struct qcow2_map m;
 		uint64_t n;

@@ -74,6 +74,7 @@ static void qcow2_free(struct qcow2 *q)
 	free(q->zero_buf);
 	exec_mutex_destroy(&q->alloc_mutex);
 	exec_mutex_destroy(&q->hdr_mutex);
+	exec_mutex_destroy(&q->comp_mutex);
 	pthread_mutex_destroy(&q->lock);
 	free(q);
 }
@@ -166,6 +167,8 @@ static int qcow2_open(struct tgt *t)
 	pthread_mutex_init(&q->lock, NULL);
 	exec_mutex_init(&q->alloc_mutex);
 	exec_mutex_init(&q->hdr_mutex);
+	exec_mutex_init(&q->comp_mutex);
+	q->comp_blk_off = UINT64_MAX;
 	exec_waitq_init(&q->inflight_wq);
 	exec_waitq_init(&q->flush_wq);
 	exec_waitq_init(&q->epoch_wq);
@@ -277,6 +280,8 @@ static int qcow2_open(struct tgt *t)
 	t->caps.can_fua = true;
 	t->caps.can_discard = !q->read_only;
 	t->caps.can_write_zeroes = !q->read_only;
+	/* QEMU refuses compressed clusters with an external data file. */
+	t->caps.can_compress = !q->read_only && !(q->incompat & QCOW2_INCOMPAT_DATA_FILE);
 	t->caps.discard_granularity_bytes = q->cluster_size;
 	return 0;
 err:

@@ -314,6 +314,18 @@ struct qcow2 {
 	uint64_t file_bytes;		/* the file's size, grown ahead in steps */
 
 	struct exec_mutex hdr_mutex;	/* header rewrites */
+
+	/*
+	 * Compressed writes (compress.c).  comp_next, the byte after the last
+	 * compressed cluster (0: start a new host cluster), is under
+	 * alloc_mutex: a free that empties its host cluster resets it.  The
+	 * copy of the dio_align block holding it is under comp_mutex, which
+	 * is held across each compressed cluster's allocation and write.
+	 */
+	struct exec_mutex comp_mutex;
+	uint64_t comp_next;
+	uint64_t comp_blk_off;		/* UINT64_MAX: no copy */
+	uint8_t comp_blk[4096];
 	void *zero_buf;			/* QCOW2_ZERO_BUF_BYTES of zeros */
 
 	/* The snapshot table (nb_snapshots entries); changed only by verbs. */
@@ -421,6 +433,9 @@ bool qcow2_meta_dirty(struct qcow2 *q);
 /* cow.c */
 int qcow2_write_alloc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t len,
 		      uint64_t *done);
+
+/* compress.c */
+int qcow2_write_compressed(struct qcow2 *q, const void *buf, uint32_t len, uint64_t off);
 
 /* io.c */
 void qcow2_inflight_add(struct qcow2 *q, struct qcow2_inflight *f, uint64_t first,

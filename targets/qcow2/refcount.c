@@ -146,6 +146,9 @@ int qcow2_refcount_update(struct qcow2 *q, uint64_t off, uint64_t len, int delta
 		if (!v) {
 			if (c < q->free_hint)
 				q->free_hint = c;
+			/* Compressed packing must not continue into a freed cluster. */
+			if (q->comp_next && c == q->comp_next >> q->cluster_bits)
+				q->comp_next = 0;
 			/* Best effort: a filesystem without hole punching keeps the bytes. */
 			exec_fallocate(q->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 				       c << q->cluster_bits, q->cluster_size);
