@@ -564,7 +564,9 @@ static int qcow2_snap_create(struct qcow2 *q, const char *name)
 	snaps = calloc(q->nb_snapshots + 1, sizeof(*snaps));
 	if (!snaps)
 		return -ENOMEM;
-	memcpy(snaps, q->snaps, q->nb_snapshots * sizeof(*snaps));
+	/* The first snapshot: q->snaps is NULL, and memcpy from NULL is undefined. */
+	if (q->nb_snapshots)
+		memcpy(snaps, q->snaps, q->nb_snapshots * sizeof(*snaps));
 	sn = &snaps[q->nb_snapshots];
 	sn->id = qcow2_snap_new_id(q);
 	sn->name = strdup(name);
