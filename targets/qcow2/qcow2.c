@@ -390,6 +390,7 @@ const struct tgt_ops qcow2_tgt_ops = {
 	.check		= qcow2_check,
 	.info		= qcow2_info,
 	.tick		= qcow2_tick,
+	.resize		= qcow2_resize,
 	.snapshot_list	= qcow2_snapshot_list,
 	.snapshot	= qcow2_snapshot,
 };

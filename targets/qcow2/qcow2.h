@@ -459,6 +459,15 @@ int qcow2_open_snapshot(struct qcow2 *q, const char *which);
 int qcow2_snapshot_list(struct tgt *t, const struct tgt_snapshot_info **list);
 int qcow2_snapshot(struct tgt *t, enum tgt_snapshot_op op, const char *name);
 int64_t qcow2_alloc_contig(struct qcow2 *q, uint64_t n);
+/*
+ * Writes @entries of @l1 (host order; COPIED stripped if asked) to new
+ * contiguous clusters, refcount 1 in the cache.  Returns the offset or -errno.
+ */
+int64_t qcow2_write_l1_copy(struct qcow2 *q, const uint64_t *l1, uint64_t entries,
+			    bool strip_copied);
+
+/* resize.c */
+int qcow2_resize(struct tgt *t, uint64_t size_bytes, unsigned int flags);
 
 /* check.c */
 int qcow2_check(struct tgt *t, unsigned int fix, struct tgt_check_result *r);

@@ -408,8 +408,8 @@ static int qcow2_tree_refs(struct qcow2 *q, uint64_t *l1, uint64_t l1_size, int 
  * is never written in place) to @n new contiguous clusters, no sync.
  * Returns the offset or -errno.
  */
-static int64_t qcow2_write_l1_copy(struct qcow2 *q, const uint64_t *l1, uint64_t entries,
-				   bool strip_copied)
+int64_t qcow2_write_l1_copy(struct qcow2 *q, const uint64_t *l1, uint64_t entries,
+			    bool strip_copied)
 {
 	uint64_t bytes = ALIGN_UP(MAX(entries * 8, 8ULL), q->cluster_size), i;
 	uint64_t *buf;

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# qcow2-resize.sh - imgblk resize of qcow2 images against qemu-img resize.
+#
+# For cluster sizes 512 (an L1 cluster then maps only 2 MiB), 4k and 64k,
+# v2 and v3: the same image is resized by imgblk and by qemu-img (on a
+# copy), grown past several L1 clusters, written at the new end, then
+# shrunk with --shrink: after each step qemu-img compare says equal,
+# qemu-img check is clean (no leak of the old L1 or the cut clusters),
+# qemu-img info shows the size.  Shrinking over allocated data without
+# --shrink is refused and changes nothing; shrinking over unallocated
+# space works without it.  QEMU-resized images are read by imgblk.
+# Snapshots: growing works (v3), shrinking is refused.
+set -u
+
+IMGBLK=${IMGBLK:-build/imgblk}
+T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-resize.XXXXXX")
+trap 'rm -rf "$T"' EXIT
+N=0
+FAIL=0
+
+ok() { N=$((N + 1)); echo "ok $N - $*"; }
+not_ok() { N=$((N + 1)); FAIL=$((FAIL + 1)); echo "not ok $N - $*"; }
+diag_file() { sed 's/^/#   /' "$1" | head -n 15; }
+check() {	# check DESCRIPTION CMD...: one TAP line; output only on failure
+	local d=$1 rc
+	shift
+	"$@" > "$T/out" 2>&1
+	rc=$?
+	if [ $rc = 0 ]; then ok "$d"; else
+		not_ok "$d"; echo "# failed ($rc): $*"; diag_file "$T/out"; fi
+}
+check_fails() {
+	local d=$1
+	shift
+	if "$@" > "$T/out" 2>&1; then not_ok "$d"; echo "# unexpectedly succeeded: $*"
+	else ok "$d"; fi
+}
+
+if [ ! -x "$IMGBLK" ]; then echo "1..0 # SKIP $IMGBLK not built"; exit 0; fi
+for c in qemu-img qemu-io; do
+	command -v $c > /dev/null || { echo "1..0 # SKIP $c not available"; exit 0; }
+done
+
+vsize() { qemu-img info --output=json "$1" | sed -n 's/.*"virtual-size": \([0-9]*\).*/\1/p'; }
+same() {	# same NAME A B SIZE: compare, check, size
+	local name=$1 a=$2 b=$3 sz=$4
+	check "$name: equals qemu-img's result" qemu-img compare -q "$a" "$b"
+	check "$name: qemu-img check clean" qemu-img check -q "$a"
+	check "$name: virtual size $sz" test "$(vsize "$a")" = "$sz"
+}
+
+for compat in 0.10 1.1; do
+	for cs in 512 4k 64k; do
+		name="v$compat cs=$cs"
+		a=$T/a.qcow2 q=$T/q.qcow2
+		rm -f "$a" "$q"
+		qemu-img create -q -f qcow2 -o compat=$compat,cluster_size=$cs "$a" 3M
+		qemu-io -c "write -P 0x11 0 1M" -c "write -P 0x22 2M 1M" "$a" > /dev/null
+		cp "$a" "$q"
+		check "$name: grow +61M" "$IMGBLK" resize -q "$a" +61M
+		qemu-img resize -q "$q" +61M
+		same "$name: grow" "$a" "$q" 67108864
+		check "$name: imgblk writes at the new end" \
+			"$IMGBLK" io -c "write -P 0x33 60M 1M" -c "read -P 0x22 2M 1M" "$a"
+		qemu-io -c "write -P 0x33 60M 1M" "$q" > /dev/null
+		same "$name: write after grow" "$a" "$q" 67108864
+		check_fails "$name: shrink over data without --shrink is refused" \
+			"$IMGBLK" resize -q "$a" 10M
+		check "$name: ...and changed nothing" test "$(vsize "$a")" = 67108864
+		check "$name: shrink over nothing needs no --shrink" "$IMGBLK" resize -q "$a" 62M
+		qemu-img resize -q --shrink "$q" 62M
+		same "$name: shrink over nothing" "$a" "$q" 65011712
+		check "$name: shrink --shrink to 2560k" "$IMGBLK" resize -q --shrink "$a" 2560k
+		qemu-img resize -q --shrink "$q" 2560k
+		same "$name: shrink" "$a" "$q" 2621440
+		check "$name: the data below the new end is intact" \
+			"$IMGBLK" io -c "read -P 0x22 2M 512k" "$a"
+		"$IMGBLK" resize -q "$a" 4M
+		check "$name: the cut range reads zeros after growing back" \
+			qemu-io -c "read -P 0 2560k 1536k" -c "read -P 0x11 0 1M" "$a"
+		check "$name: qemu-img check clean at the end" qemu-img check -q "$a"
+
+		# QEMU resizes, imgblk reads and writes.
+		cp "$q" "$T/q2.qcow2"
+		qemu-img resize -q "$T/q2.qcow2" 40M
+		check "$name: imgblk reads QEMU's grown image" \
+			"$IMGBLK" io -c "read -P 0x11 0 1M" -c "read -P 0 3M 37M" \
+			-c "write -P 0x44 39M 1M" "$T/q2.qcow2"
+		check "$name: QEMU reads imgblk's write there" \
+			qemu-io -c "read -P 0x44 39M 1M" "$T/q2.qcow2"
+	done
+done
+
+# Snapshots: grow (v3) works and the snapshot keeps its size; shrink is refused.
+s=$T/s.qcow2
+qemu-img create -q -f qcow2 -o cluster_size=4k "$s" 4M
+qemu-io -c "write -P 0x55 0 4M" "$s" > /dev/null
+"$IMGBLK" snapshot -c s1 "$s"
+check "snapshots: grow" "$IMGBLK" resize -q "$s" 16M
+check "snapshots: check clean" qemu-img check -q "$s"
+check_fails "snapshots: shrink refused" "$IMGBLK" resize -q --shrink "$s" 2M
+check "snapshots: apply the old snapshot after growing" "$IMGBLK" snapshot -a s1 "$s"
+check "snapshots: its size is back" test "$(vsize "$s")" = 4194304
+check "snapshots: its data is back" qemu-io -c "read -P 0x55 0 4M" "$s"
+
+echo "1..$N"
+[ $FAIL = 0 ]
