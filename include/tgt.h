@@ -268,6 +268,12 @@ struct tgt_ops {
 	 */
 	int (*set_backing)(struct tgt *t, const char *name, const char *fmt);
 	/*
+	 * Makes every cluster of this layer unallocated, so the image reads
+	 * its backing file again (commit empties the overlay).  The image is
+	 * open read-write and nothing else uses it.  Prints one line on failure.
+	 */
+	int (*make_empty)(struct tgt *t);
+	/*
 	 * Called about once a second, in a coroutine of the server's
 	 * housekeeping thread, while a device serves the target (not by the
 	 * one-shot verbs, whose ->close does the same work): deferred

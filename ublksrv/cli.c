@@ -23,6 +23,7 @@ int cli_cmd_io(int argc, char **argv);
 int cli_cmd_bench(int argc, char **argv);
 int cli_cmd_resize(int argc, char **argv);
 int cli_cmd_rebase(int argc, char **argv);
+int cli_cmd_commit(int argc, char **argv);
 int cli_cmd_snapshot(int argc, char **argv);
 static int cli_cmd_help(int argc, char **argv);
 
@@ -182,6 +183,20 @@ static const struct cli_cmd cli_cmds[] = {
 "       format, copy no data; the old backing file need not exist.\n"
 "       Without -F, the format of BACKING is detected when it exists.",
 		.run = cli_cmd_rebase,
+	},
+	{
+		.name = "commit",
+		.summary = "merge an overlay into its backing file",
+		.usage =
+"usage: imgblk commit [-q] [-p] [-f FMT] [-b BASE] [-d] FILE\n"
+"\n"
+"Copies what FILE (and any image between it and BASE) holds into BASE,\n"
+"by default FILE's backing file, then empties FILE so that it reads\n"
+"BASE again.\n"
+"  -b BASE   commit down to BASE, deeper in the chain; FILE is kept\n"
+"  -d        keep FILE's data (do not empty it)\n"
+"  -p        show progress",
+		.run = cli_cmd_commit,
 	},
 	{
 		.name = "snapshot",

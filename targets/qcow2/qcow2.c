@@ -391,6 +391,7 @@ const struct tgt_ops qcow2_tgt_ops = {
 	.info		= qcow2_info,
 	.tick		= qcow2_tick,
 	.resize		= qcow2_resize,
+	.make_empty	= qcow2_make_empty,
 	.snapshot_list	= qcow2_snapshot_list,
 	.snapshot	= qcow2_snapshot,
 };

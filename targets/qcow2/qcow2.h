@@ -468,6 +468,7 @@ int64_t qcow2_write_l1_copy(struct qcow2 *q, const uint64_t *l1, uint64_t entrie
 
 /* resize.c */
 int qcow2_resize(struct tgt *t, uint64_t size_bytes, unsigned int flags);
+int qcow2_make_empty(struct tgt *t);
 
 /* check.c */
 int qcow2_check(struct tgt *t, unsigned int fix, struct tgt_check_result *r);

@@ -154,9 +154,13 @@ static int qcow2_cut(struct qcow2 *q, uint64_t c0, uint64_t old_l1_size, uint64_
 
 		if (!l2off)
 			continue;
-		ret = qcow2_cache_get(q, &q->l2c, l2off, false, &slot);
+		/* A table shared with a snapshot is copied first: its entries stay there. */
+		ret = qcow2_l2_get_for_write(q, l1i << q->l2_bits, &slot);
 		if (ret)
 			return ret;
+		pthread_mutex_lock(&q->lock);
+		l2off = q->l1[l1i] & QCOW2_L1_OFFSET_MASK;
+		pthread_mutex_unlock(&q->lock);
 		l2 = slot->buf;
 		first = l1i == c0 >> q->l2_bits ? qcow2_l2_index(q, c0) : 0;
 		qcow2_commit_begin(q);
@@ -190,6 +194,24 @@ static int qcow2_cut(struct qcow2 *q, uint64_t c0, uint64_t old_l1_size, uint64_
 		qcow2_cache_put(q, &q->l2c, slot);
 	}
 	return qcow2_flush_meta(q);
+}
+
+/*
+ * tgt_ops->make_empty: every L2 entry cleared (the L2 tables stay), the
+ * clusters released once the cleared tables are on disk.
+ */
+int qcow2_make_empty(struct tgt *t)
+{
+	struct qcow2 *q = t->priv;
+	int ret = qcow2_before_write(q);
+
+	if (!ret)
+		ret = qcow2_flush_meta(q);
+	if (!ret)
+		ret = qcow2_cut(q, 0, q->l1_size, q->l1_size);
+	if (ret)
+		img_err("%s: cannot empty the image: %s", t->cfg.file, strerror(-ret));
+	return ret;
 }
 
 int qcow2_resize(struct tgt *t, uint64_t size, unsigned int flags)

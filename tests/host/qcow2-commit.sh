@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# qcow2-commit.sh - imgblk commit against qemu-img commit, on copies.
+#
+# Chain base <- mid <- top (qcow2; top larger than its backing files,
+# zero writes that must hide older data, partial clusters).  For each of
+# `commit top` (into mid, top emptied), `commit -b base top` (through mid
+# into base, nothing emptied), `commit -d top`, and a raw base: imgblk
+# and qemu-img each run on their own copy of the chain; then every image
+# equals its QEMU counterpart (qemu-img compare), qemu-img check is clean
+# and top still reads as before the commit.
+set -u
+
+IMGBLK=${IMGBLK:-build/imgblk}
+T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-commit.XXXXXX")
+trap 'rm -rf "$T"' EXIT
+N=0
+FAIL=0
+
+ok() { N=$((N + 1)); echo "ok $N - $*"; }
+not_ok() { N=$((N + 1)); FAIL=$((FAIL + 1)); echo "not ok $N - $*"; }
+diag_file() { sed 's/^/#   /' "$1" | head -n 15; }
+check() {	# check DESCRIPTION CMD...: one TAP line; output only on failure
+	local d=$1 rc
+	shift
+	"$@" > "$T/out" 2>&1
+	rc=$?
+	if [ $rc = 0 ]; then ok "$d"; else
+		not_ok "$d"; echo "# failed ($rc): $*"; diag_file "$T/out"; fi
+}
+
+if [ ! -x "$IMGBLK" ]; then echo "1..0 # SKIP $IMGBLK not built"; exit 0; fi
+for c in qemu-img qemu-io; do
+	command -v $c > /dev/null || { echo "1..0 # SKIP $c not available"; exit 0; }
+done
+
+make_chain() {	# make_chain DIR CS BASEFMT
+	local d=$1 cs=$2 bf=$3
+	mkdir -p "$d"
+	if [ "$bf" = raw ]; then
+		truncate -s 8M "$d/base.img"
+		qemu-io -f raw -c "write -P 0x11 0 8M" "$d/base.img" > /dev/null
+	else
+		qemu-img create -q -f qcow2 -o cluster_size=$cs "$d/base.img" 8M
+		qemu-io -f qcow2 -c "write -P 0x11 0 8M" "$d/base.img" > /dev/null
+	fi
+	qemu-img create -q -f qcow2 -o cluster_size=$cs -b base.img -F $bf "$d/mid.qcow2"
+	qemu-io -c "write -P 0x22 1M 1M" -c "write -z 3M 1M" -c "write -P 0x23 5000k 3k" \
+		"$d/mid.qcow2" > /dev/null
+	qemu-img create -q -f qcow2 -o cluster_size=$cs -b mid.qcow2 -F qcow2 "$d/top.qcow2" 12M
+	qemu-io -c "write -P 0x33 1536k 3k" -c "write -P 0x44 10M 1M" -c "write -z 6M 64k" \
+		-c "write -P 0x45 3584k 1k" "$d/top.qcow2" > /dev/null
+}
+
+run_case() {	# run_case NAME CS BASEFMT COMMIT_ARGS...
+	local name=$1 cs=$2 bf=$3 f
+	shift 3
+	rm -rf "$T/a" "$T/q"
+	make_chain "$T/a" $cs $bf
+	cp -r "$T/a" "$T/q"
+	qemu-img convert -O raw "$T/a/top.qcow2" "$T/before.raw"
+	local args=("$@")
+	check "$name: imgblk commit ${args[*]}" \
+		"$IMGBLK" commit -q "${args[@]//@/$T/a/}" "$T/a/top.qcow2"
+	qemu-img commit -q "${args[@]//@/$T/q/}" "$T/q/top.qcow2"
+	for f in base.img mid.qcow2 top.qcow2; do
+		check "$name: $f equals qemu-img's" qemu-img compare -q "$T/a/$f" "$T/q/$f"
+		check "$name: $f: qemu-img check clean" \
+			sh -c "qemu-img info '$T/a/$f' | grep -q 'file format: raw' || qemu-img check -q '$T/a/$f'"
+	done
+	check "$name: top reads as before" qemu-img compare -q -F raw "$T/a/top.qcow2" "$T/before.raw"
+}
+
+for cs in 4k 64k; do
+	run_case "cs=$cs into mid" $cs qcow2
+	run_case "cs=$cs -b base" $cs qcow2 -b @base.img
+	run_case "cs=$cs -d" $cs qcow2 -d
+done
+run_case "raw base, -b base" 64k raw -b @base.img
+run_case "raw base, into mid" 64k raw
+
+"$IMGBLK" commit -q "$T/before.raw" > "$T/out" 2>&1
+if [ $? != 0 ]; then ok "commit of an image without a backing file fails"
+else not_ok "commit of an image without a backing file fails"; fi
+
+echo "1..$N"
+[ $FAIL = 0 ]

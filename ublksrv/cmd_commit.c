@@ -1,0 +1,217 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * `imgblk commit [-b BASE] [-d] [-p] FILE`: merge an overlay down its
+ * backing chain, as qemu-img commit does.  Every range that a layer above
+ * BASE (FILE's backing file by default) allocates is copied into BASE,
+ * zeros included (they must hide what BASE holds there); BASE grows to
+ * FILE's size if it is smaller.  Then, unless -b or -d was given, FILE is
+ * emptied so that it reads BASE again.
+ *
+ * Crash safety: BASE is flushed before FILE is emptied, so a crash at any
+ * point leaves FILE's view intact (BASE changed only below allocated
+ * ranges of FILE, which still hide it).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "exec.h"
+#include "tgt.h"
+#include "ublk.h"
+#include "util.h"
+
+#define COMMIT_CHUNK_BYTES	UBLK_IO_BUF_BYTES
+
+struct commit_ctx {
+	const char *file;
+	const char *fmt;
+	const char *base;		/* -b */
+	bool keep;			/* -d, or implied by -b */
+	bool progress;
+	bool quiet;
+};
+
+/* The depth below @top of the layer that is the file @name; -ENOENT if none. */
+static int commit_find_base(struct tgt *top, const char *name)
+{
+	struct stat st;
+	struct tgt *l;
+	int d;
+
+	if (stat(name, &st)) {
+		img_err("commit: %s: %s", name, strerror(errno));
+		return -errno;
+	}
+	for (l = top->backing, d = 1; l; l = l->backing, d++)
+		if (l->st_dev == st.st_dev && l->st_ino == st.st_ino)
+			return d;
+	img_err("commit: %s is not in the backing chain of %s", name, top->cfg.file);
+	return -ENOENT;
+}
+
+static int commit_copy(struct tgt *top, struct tgt *base, void *buf, uint64_t off,
+		       uint64_t len)
+{
+	while (len) {
+		uint32_t n = MIN(len, (uint64_t)COMMIT_CHUNK_BYTES);
+		int ret = top->ops->read(top, buf, n, off);
+
+		if (ret < 0)
+			return ret;
+		ret = base->ops->write(base, buf, n, off, 0);
+		if (ret < 0)
+			return ret;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int commit_body(void *arg)
+{
+	struct commit_ctx *c = arg;
+	struct tgt top = { 0 }, base = { 0 }, *bl;
+	uint64_t off = 0, size;
+	void *buf = NULL;
+	int depth, i, ret = 0, status = CLI_EXIT_ERR;
+
+	if (tgt_open_file(&top, c->file, c->fmt, 0))
+		return CLI_EXIT_ERR;
+	if (!top.backing) {
+		img_err("commit: %s has no backing file", c->file);
+		goto out_top;
+	}
+	depth = c->base ? commit_find_base(&top, c->base) : 1;
+	if (depth < 0)
+		goto out_top;
+	for (bl = &top, i = 0; i < depth; i++)
+		bl = bl->backing;
+	/*
+	 * The chain holds BASE read-only; a second, writable handle (with its
+	 * own backing chain, for the COW of partial clusters) writes it.
+	 */
+	if (tgt_open_file(&base, bl->cfg.file, bl->ops->name, 0))
+		goto out_top;
+	size = top.caps.size_bytes;
+	if (base.caps.size_bytes < size) {
+		if (!base.ops->resize || base.ops->resize(&base, size, 0)) {
+			img_err("commit: cannot grow %s to the size of %s", base.cfg.file, c->file);
+			goto out_base;
+		}
+	}
+	if (!c->keep && !top.ops->make_empty) {
+		img_err("commit: the %s format cannot be emptied; use -d", top.ops->name);
+		goto out_base;
+	}
+	if (posix_memalign(&buf, 4096, COMMIT_CHUNK_BYTES)) {
+		img_err("commit: out of memory");
+		goto out_base;
+	}
+
+	while (off < size) {
+		struct tgt_extent ext;
+		struct tgt *layer;
+		unsigned int d;
+		int64_t n = tgt_chain_status(&top, off, size - off, &ext, &d, &layer);
+
+		if (n <= 0) {
+			ret = n ? n : -EIO;
+			break;
+		}
+		/* Decided above BASE: BASE must read the same afterwards. */
+		if (layer && d < (unsigned int)depth) {
+			if (ext.flags & TGT_EXT_ZERO)
+				ret = base.ops->write_zeroes ?
+				      base.ops->write_zeroes(&base, off, n, 0) :
+				      -EOPNOTSUPP;
+			else
+				ret = commit_copy(&top, &base, buf, off, n);
+			if (ret == -EOPNOTSUPP)
+				ret = commit_copy(&top, &base, buf, off, n);
+			if (ret)
+				break;
+		}
+		off += n;
+		if (c->progress) {
+			printf("    (%.2f/100%%)\r", off * 100.0 / size);
+			fflush(stdout);
+		}
+	}
+	if (c->progress)
+		printf("\n");
+	if (!ret && base.ops->flush)
+		ret = base.ops->flush(&base);
+	if (ret) {
+		img_err("commit: at offset %llu: %s", (unsigned long long)off, strerror(-ret));
+		goto out_base;
+	}
+	/* BASE is durable: only now may FILE stop hiding it. */
+	if (!c->keep && top.ops->make_empty(&top))
+		goto out_base;
+	status = CLI_EXIT_OK;
+out_base:
+	free(buf);
+	if (tgt_close(&base))
+		status = CLI_EXIT_ERR;
+out_top:
+	if (tgt_close(&top))
+		status = CLI_EXIT_ERR;
+	if (status == CLI_EXIT_OK && !c->quiet)
+		printf("Image committed.\n");
+	return status;
+}
+
+int cli_cmd_commit(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "format", required_argument, NULL, 'f' },
+		{ "base", required_argument, NULL, 'b' },
+		{ "progress", no_argument, NULL, 'p' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct commit_ctx c = { 0 };
+	int opt;
+
+	optind = 0;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, ":f:b:dpqh", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'f':
+			c.fmt = optarg;
+			break;
+		case 'b':
+			c.base = optarg;
+			/* As qemu-img: an explicit base leaves FILE as it is. */
+			c.keep = true;
+			break;
+		case 'd':
+			c.keep = true;
+			break;
+		case 'p':
+			c.progress = true;
+			break;
+		case 'q':
+			c.quiet = true;
+			break;
+		case 'h':
+			puts(cli_find("commit")->usage);
+			return CLI_EXIT_OK;
+		default:
+			img_err("commit: bad option '%s' (see imgblk commit --help)",
+				argv[optind - 1]);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (argc - optind != 1) {
+		img_err("commit: give FILE");
+		return CLI_EXIT_USAGE;
+	}
+	c.file = argv[optind];
+	return cli_run(commit_body, &c);
+}
