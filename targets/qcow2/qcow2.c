@@ -392,6 +392,7 @@ const struct tgt_ops qcow2_tgt_ops = {
 	.tick		= qcow2_tick,
 	.resize		= qcow2_resize,
 	.make_empty	= qcow2_make_empty,
+	.set_backing	= qcow2_set_backing,
 	.snapshot_list	= qcow2_snapshot_list,
 	.snapshot	= qcow2_snapshot,
 };

@@ -470,6 +470,9 @@ int64_t qcow2_write_l1_copy(struct qcow2 *q, const uint64_t *l1, uint64_t entrie
 int qcow2_resize(struct tgt *t, uint64_t size_bytes, unsigned int flags);
 int qcow2_make_empty(struct tgt *t);
 
+/* backing.c */
+int qcow2_set_backing(struct tgt *t, const char *name, const char *fmt);
+
 /* check.c */
 int qcow2_check(struct tgt *t, unsigned int fix, struct tgt_check_result *r);
 
