@@ -263,8 +263,10 @@ struct tgt_ops {
 	int (*resize)(struct tgt *t, uint64_t size_bytes, unsigned int flags);
 	/*
 	 * Records @name (NULL: none) as the backing file, with format @fmt
-	 * (NULL: probe when opened), without touching any data: rebase -u.
-	 * The image is open with TGT_O_NO_BACKING.  Prints one line on failure.
+	 * (NULL: probe when opened), without touching any data.  The image is
+	 * open read-write, with TGT_O_NO_BACKING (rebase -u) or with its old
+	 * chain (rebase, which copied and flushed what differs first), and
+	 * nothing else uses it.  Prints one line on failure.
 	 */
 	int (*set_backing)(struct tgt *t, const char *name, const char *fmt);
 	/*

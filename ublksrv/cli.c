@@ -177,11 +177,16 @@ static const struct cli_cmd cli_cmds[] = {
 		.name = "rebase",
 		.summary = "change the backing file an image names",
 		.usage =
-"usage: imgblk rebase [-f FMT] -u -b BACKING [-F BACKING_FMT] FILE\n"
+"usage: imgblk rebase [-f FMT] [-u] [-p] -b BACKING [-F BACKING_FMT] FILE\n"
 "\n"
-"  -u   unsafe: record the new backing file's name (\"\" for none) and\n"
-"       format, copy no data; the old backing file need not exist.\n"
-"       Without -F, the format of BACKING is detected when it exists.",
+"Makes FILE name BACKING (\"\" for none) as its backing file, with format\n"
+"BACKING_FMT (without -F: detected).  By default FILE keeps reading what it\n"
+"reads now: where FILE allocates nothing and the old backing chain reads\n"
+"differently from the new one, the old chain's data is copied into FILE\n"
+"first.  Both chains must be there.\n"
+"  -u   unsafe: record the new name and format only, copy no data; the\n"
+"       old backing file need not exist\n"
+"  -p   show progress",
 		.run = cli_cmd_rebase,
 	},
 	{

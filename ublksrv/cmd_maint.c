@@ -1,5 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
-/* Image maintenance verbs: resize, rebase. */
+/*
+ * Image maintenance verbs: resize, rebase.
+ *
+ * Safe rebase (no -u) keeps what FILE reads: wherever FILE does not
+ * allocate a range itself and the old backing chain reads differently
+ * from the new one there, the old chain's data is copied into FILE.
+ * Crash safety: FILE is flushed before ->set_backing records the new
+ * name, so until then FILE still reads the old chain, and the ranges
+ * copied so far hold exactly what the old chain reads there.
+ */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -11,7 +20,10 @@
 #include "cli.h"
 #include "exec.h"
 #include "tgt.h"
+#include "ublk.h"
 #include "util.h"
+
+#define REBASE_CHUNK_BYTES	UBLK_IO_BUF_BYTES
 
 struct resize_ctx {
 	const char *file;
@@ -115,44 +127,158 @@ struct rebase_ctx {
 	const char *fmt;
 	const char *backing;
 	const char *backing_fmt;
+	bool unsafe;
+	bool progress;
 };
+
+/* Reads @len bytes at @off through the chain @b (NULL: zeros).  Returns 0 or -errno. */
+static int rebase_read_chain(struct tgt *b, void *buf, uint32_t len, uint64_t off)
+{
+	int ret;
+
+	if (!b) {
+		memset(buf, 0, len);
+		return 0;
+	}
+	ret = tgt_read_backing(b, buf, len, off);
+	return ret < 0 ? ret : 0;
+}
+
+/*
+ * Copies into @t, over [@off, @off + @len) which @t does not allocate,
+ * the 512-byte runs where @old_buf and @new_buf differ.
+ * Returns 0 or -errno.
+ */
+static int rebase_copy_diff(struct tgt *t, const uint8_t *old_buf, const uint8_t *new_buf,
+			    uint32_t len, uint64_t off)
+{
+	uint32_t i = 0;
+
+	while (i < len) {
+		uint32_t j, step = MIN(512U, len - i);
+		bool differ = memcmp(old_buf + i, new_buf + i, step) != 0;
+		int ret;
+
+		/* A run of sectors that all differ, or all agree. */
+		for (j = i + step; j < len; j += step) {
+			step = MIN(512U, len - j);
+			if ((memcmp(old_buf + j, new_buf + j, step) != 0) != differ)
+				break;
+		}
+		if (differ) {
+			ret = t->ops->write(t, old_buf + i, j - i, off + i, 0);
+			if (ret < 0)
+				return ret;
+		}
+		i = j;
+	}
+	return 0;
+}
+
+/*
+ * Safe rebase: copies into the open @t what its old chain reads where the
+ * new chain @nb (NULL: none) reads differently and @t allocates nothing.
+ * Returns 0 or -errno (printed).
+ */
+static int rebase_copy(struct rebase_ctx *c, struct tgt *t, struct tgt *nb)
+{
+	uint64_t size = t->caps.size_bytes, off = 0;
+	uint8_t *old_buf = NULL, *new_buf = NULL;
+	int ret = 0;
+
+	if (posix_memalign((void **)&old_buf, 4096, REBASE_CHUNK_BYTES) ||
+	    posix_memalign((void **)&new_buf, 4096, REBASE_CHUNK_BYTES)) {
+		free(old_buf);
+		img_err("rebase: out of memory");
+		return -ENOMEM;
+	}
+	while (off < size) {
+		struct tgt_extent ext;
+		int64_t n = t->ops->block_status(t, off, MIN(size - off,
+						 (uint64_t)REBASE_CHUNK_BYTES), &ext);
+
+		if (n <= 0) {
+			ret = n ? n : -EIO;
+			break;
+		}
+		/* FILE decides this range itself: no backing file shows through. */
+		if (!(ext.flags & TGT_EXT_ALLOCATED)) {
+			ret = rebase_read_chain(t->backing, old_buf, n, off);
+			if (!ret)
+				ret = rebase_read_chain(nb, new_buf, n, off);
+			if (!ret)
+				ret = rebase_copy_diff(t, old_buf, new_buf, n, off);
+			if (ret)
+				break;
+		}
+		off += n;
+		if (c->progress) {
+			printf("    (%.2f/100%%)\r", off * 100.0 / size);
+			fflush(stdout);
+		}
+	}
+	if (c->progress)
+		printf("\n");
+	/* The copies are durable before the header names the new chain. */
+	if (!ret && t->ops->flush)
+		ret = t->ops->flush(t);
+	if (ret)
+		img_err("rebase: %s at offset %llu: %s", c->file, (unsigned long long)off,
+			strerror(-ret));
+	free(old_buf);
+	free(new_buf);
+	return ret;
+}
 
 static int rebase_body(void *arg)
 {
 	struct rebase_ctx *c = arg;
 	const char *name = *c->backing ? c->backing : NULL;
 	const char *bfmt = c->backing_fmt;
-	struct tgt t = { 0 };
+	struct tgt t = { 0 }, nb = { 0 };
+	bool nb_open = false;
 	char path[PATH_MAX];
 	struct stat st;
-	int ret;
+	int ret, status = CLI_EXIT_ERR;
 
-	if (tgt_open_file(&t, c->file, c->fmt, TGT_O_NO_BACKING))
+	if (bfmt && (!tgt_find(bfmt) || !tgt_is_format(tgt_find(bfmt)))) {
+		img_err("rebase: unknown backing format '%s'", bfmt);
+		return CLI_EXIT_ERR;
+	}
+	/* Safe mode reads through the old chain: it must be there. */
+	if (tgt_open_file(&t, c->file, c->fmt, c->unsafe ? TGT_O_NO_BACKING : 0))
 		return CLI_EXIT_ERR;
 	if (!t.ops->set_backing) {
 		img_err("rebase: the %s format has no backing file", t.ops->name);
-		tgt_close(&t);
-		return CLI_EXIT_ERR;
+		goto out;
 	}
-	/* No -F: record the new file's format when it is there to look at. */
-	if (name && !bfmt) {
+	if (name)
 		tgt_resolve_path(c->file, name, path, sizeof(path));
-		if (stat(path, &st) == 0) {
-			const struct tgt_ops *ops = tgt_probe_file(path);
+	if (name && !c->unsafe) {
+		/* The new chain, read-only, resolved against FILE's directory. */
+		if (tgt_open_file(&nb, path, bfmt, TGT_O_RDONLY))
+			goto out;
+		nb_open = true;
+		if (!bfmt)
+			bfmt = nb.ops->name;
+	} else if (name && !bfmt && stat(path, &st) == 0) {
+		/* No -F: record the new file's format when it is there to look at. */
+		const struct tgt_ops *ops = tgt_probe_file(path);
 
-			if (ops)
-				bfmt = ops->name;
-		}
+		if (ops)
+			bfmt = ops->name;
 	}
-	if (bfmt && (!tgt_find(bfmt) || !tgt_is_format(tgt_find(bfmt)))) {
-		img_err("rebase: unknown backing format '%s'", bfmt);
-		tgt_close(&t);
-		return CLI_EXIT_ERR;
-	}
+	if (!c->unsafe && rebase_copy(c, &t, nb_open ? &nb : NULL))
+		goto out;
 	ret = t.ops->set_backing(&t, name, bfmt);
-	if (tgt_close(&t) || ret)
-		return CLI_EXIT_ERR;
-	return CLI_EXIT_OK;
+	if (!ret)
+		status = CLI_EXIT_OK;
+out:
+	if (nb_open && tgt_close(&nb))
+		status = CLI_EXIT_ERR;
+	if (tgt_close(&t))
+		status = CLI_EXIT_ERR;
+	return status;
 }
 
 int cli_cmd_rebase(int argc, char **argv)
@@ -162,16 +288,16 @@ int cli_cmd_rebase(int argc, char **argv)
 		{ "backing", required_argument, NULL, 'b' },
 		{ "backing-format", required_argument, NULL, 'F' },
 		{ "unsafe", no_argument, NULL, 'u' },
+		{ "progress", no_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct rebase_ctx c = { 0 };
-	bool unsafe = false;
 	int opt;
 
 	optind = 0;
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":f:b:F:uh", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, ":f:b:F:uph", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'f':
 			c.fmt = optarg;
@@ -183,7 +309,10 @@ int cli_cmd_rebase(int argc, char **argv)
 			c.backing_fmt = optarg;
 			break;
 		case 'u':
-			unsafe = true;
+			c.unsafe = true;
+			break;
+		case 'p':
+			c.progress = true;
 			break;
 		case 'h':
 			puts(cli_find("rebase")->usage);
@@ -196,10 +325,6 @@ int cli_cmd_rebase(int argc, char **argv)
 	}
 	if (argc - optind != 1 || !c.backing) {
 		img_err("rebase: give -b BACKING (\"\" for none) and FILE");
-		return CLI_EXIT_USAGE;
-	}
-	if (!unsafe) {
-		img_err("rebase: only -u is supported so far: it records the new name and copies no data");
 		return CLI_EXIT_USAGE;
 	}
 	c.file = argv[optind];

@@ -76,7 +76,7 @@ check "QEMU reads through it again" qemu-io -f qed -c 'read -P 0x11 0 1M' o.qed
 check "rebase -u -b '' drops the backing file" "$I" rebase -u -b "" o.qed
 qemu-img info o.qed | grep -q '^backing file' && not_ok "no backing file left" || ok "no backing file left"
 check "unallocated ranges now read zeros" qemu-io -f qed -c 'read -P 0 0 1M' -c 'read -P 0x22 1M 64k' o.qed
-check_fails "rebase without -u is refused (not implemented)" "$I" rebase -b base2.raw o.qed
+check_fails "safe rebase onto a missing file is refused" "$I" rebase -b missing.raw o.qed
 check_fails "rebase of a raw image is refused" "$I" rebase -u -b base2.raw -f raw base2.raw
 
 echo "1..$n"
