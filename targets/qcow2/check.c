@@ -186,6 +186,16 @@ static int chk_l1(struct qcow2_chk *c, uint64_t l1_off, uint32_t l1_size, bool a
 
 	if (!l1_size)
 		return 0;
+	/*
+	 * Only a snapshot's table can be this large here (open refuses such
+	 * an active one): a corruption, as in QEMU, not a 32 GiB allocation.
+	 */
+	if ((uint64_t)l1_size * 8 > QCOW2_MAX_L1_BYTES) {
+		fprintf(stderr, "ERROR l1_size=%#" PRIx32 ": L1 table is too large; snapshot table entry corrupted\n",
+			l1_size);
+		c->r->corruptions++;
+		return 0;
+	}
 	ret = chk_inc(c, l1_off, (uint64_t)l1_size * 8);
 	if (ret)
 		return ret;
