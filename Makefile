@@ -10,6 +10,7 @@
 #   make check-vm        VM tests only
 #   make san             ASan+UBSan build of imgblk and the tests in $(O)/san
 #   make crash-soak      crash-state replay at length (docs/crash-replay.md)
+#   make fuzz            libFuzzer targets, FUZZ_SECONDS each (docs/fuzzing.md)
 
 O ?= build
 V ?= 0
@@ -34,6 +35,12 @@ LDLIBS += -luring -lnl-3 -lpthread -lz -lzstd
 ifeq ($(SAN),1)
 CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=address,undefined
+endif
+# The libFuzzer build (make fuzz): clang, coverage for libFuzzer, ASan+UBSan.
+ifeq ($(FUZZ),1)
+CFLAGS += -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
+	  -fno-sanitize-recover=all
+LDFLAGS += -fsanitize=fuzzer,address,undefined
 endif
 
 # Format engines live in targets/<format>/, each with its own Kbuild.
@@ -107,6 +114,26 @@ san: $(KHDRS)
 	$(Q)$(MAKE) --no-print-directory O=$(O)/san SAN=1 KHDR_BUILD=$(KHDR_BUILD) \
 		$(O)/san/imgblk tests
 
+# libFuzzer targets (tests/fuzz/fuzz_*.c) and the library under them,
+# built by clang in $(O)/fuzz; `make fuzz` runs each FUZZ_SECONDS.
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,tests/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_SECONDS ?= 60
+$(O)/tests/fuzz/%: $(O)/tests/fuzz/%.o $(O)/libimgblk.a
+	$(quiet) LD tests/fuzz/$*
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+fuzz-targets: $(addprefix $(O)/,$(FUZZ_TARGETS))
+
+fuzz-build: $(KHDRS)
+	$(Q)$(MAKE) --no-print-directory O=$(O)/fuzz FUZZ=1 CC=clang \
+		KHDR_BUILD=$(KHDR_BUILD) fuzz-targets
+
+# make check's tests/host/fuzz.sh builds with fuzz-build and installs nothing.
+fuzz:
+	$(Q)scripts/setup.sh deps --fuzz
+	$(Q)$(MAKE) --no-print-directory fuzz-build
+	$(Q)tests/fuzz/run.sh -b $(O)/fuzz -t $(FUZZ_SECONDS)
+
 # One run, one closing count: host and VM results together.
 check: $(O)/imgblk $(HOST_TESTS) san
 	$(Q)O=$(O) scripts/check.sh all
@@ -135,9 +162,10 @@ bench: $(O)/imgblk
 clean:
 	$(quiet) CLEAN $(O)
 	$(Q)rm -rf $(O)/lib $(O)/targets $(O)/ublksrv $(O)/tests $(O)/imgblk \
-		$(O)/libimgblk.a $(O)/san
+		$(O)/libimgblk.a $(O)/san $(O)/fuzz
 
-.PHONY: all tests san soak check check-host check-vm crash-soak bench clean
+.PHONY: all tests san soak check check-host check-vm crash-soak bench clean \
+	fuzz fuzz-build fuzz-targets
 .SECONDARY:
 
 -include $(shell find $(O) -name '*.d' 2>/dev/null)

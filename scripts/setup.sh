@@ -3,7 +3,9 @@
 #
 # setup.sh - install what building and testing imgblk needs.
 #
-#   scripts/setup.sh deps [--vm]     apt packages for the build (+ the VM rig)
+#   scripts/setup.sh deps [--vm] [--fuzz]
+#                                    apt packages for the build (+ the VM rig,
+#                                    + clang and libFuzzer for make fuzz)
 #   scripts/setup.sh headers BUILD   kernel headers we vendor at build time
 #
 # Both commands are idempotent and cheap when there is nothing to do, so the
@@ -15,7 +17,7 @@ die() { echo "setup.sh: $*" >&2; exit 1; }
 
 usage() {
 	cat <<'USAGE'
-usage: scripts/setup.sh deps [--vm]
+usage: scripts/setup.sh deps [--vm] [--fuzz]
        scripts/setup.sh headers BUILD_DIR
 USAGE
 }
@@ -23,6 +25,8 @@ USAGE
 BUILD_PKGS=(build-essential pkg-config liburing-dev zlib1g-dev libzstd-dev
 	    libnl-3-dev qemu-utils e2fsprogs fio xz-utils)
 VM_PKGS=(qemu-system-x86 busybox-static cpio kmod)
+# make fuzz: clang, and the libFuzzer and sanitizer runtimes it links.
+FUZZ_PKGS=(clang libclang-rt-14-dev)
 KSRC_PKG=linux-source-6.12
 KSRC_TAR=/usr/src/linux-source-6.12.tar.xz
 
@@ -61,12 +65,14 @@ apt_install() {
 }
 
 cmd_deps() {
-	local pkgs=("${BUILD_PKGS[@]}")
-	case "${1:-}" in
-	"") ;;
-	--vm) pkgs+=("${VM_PKGS[@]}") ;;
-	*) usage >&2; die "deps: unknown option '$1'" ;;
-	esac
+	local pkgs=("${BUILD_PKGS[@]}") opt
+	for opt in "$@"; do
+		case $opt in
+		--vm) pkgs+=("${VM_PKGS[@]}") ;;
+		--fuzz) pkgs+=("${FUZZ_PKGS[@]}") ;;
+		*) usage >&2; die "deps: unknown option '$opt'" ;;
+		esac
+	done
 	apt_install "${pkgs[@]}"
 }
 

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# seed.sh - initial corpora for the fuzz targets, made by qemu-img.
+#
+#   tests/fuzz/seed.sh DIR      fills DIR/fuzz_qcow2, DIR/fuzz_qed, DIR/fuzz_cli
+#
+# Small images (512-byte to 16 KiB clusters, 1 MiB) in the states the
+# engines meet: empty, with data, compressed, with a snapshot, lazy
+# refcounts, extended L2, a backing file (backing.raw, the one file the
+# targets provide), each followed by a tail of I/O commands (image.h).
+# Nothing binary is committed: this script makes them again.
+set -euo pipefail
+
+OUT=${1:?usage: seed.sh DIR}
+command -v qemu-img >/dev/null || { echo "seed.sh: qemu-img missing" >&2; exit 1; }
+T=$(mktemp -d "${TMPDIR:-/tmp}/fuzz-seed.XXXXXX")
+trap 'rm -rf "$T"' EXIT
+mkdir -p "$OUT/fuzz_qcow2" "$OUT/fuzz_qed" "$OUT/fuzz_cli"
+
+# cmd OP SECTOR LEN_SECTORS FILL: one 8-byte command (image.h).
+cmd() {
+	local op=$1 s=$2 n=$(($3 - 1)) fill=$4
+	printf "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x\\x%02x\\x%02x\\x%02x\\x%02x' \
+		"$op" $((s & 255)) $((s >> 8 & 255)) $((s >> 16 & 255)) $((s >> 24 & 255)) \
+		$((n & 255)) $((n >> 8 & 255)) "$fill")"
+}
+# Ops: 0 read, 1 write, 2 write zeroes, 3 discard, 4 flush, 5 block status;
+# 0x80 asks for FUA.
+tail_io() {
+	cmd 1 0 8 0x5a; cmd 0 0 16 0; cmd 1 100 130 0xa5; cmd 2 40 64 0
+	cmd 3 8 8 0; cmd 5 0 256 0; cmd 0x81 1500 3 0x33; cmd 4 0 1 0
+	cmd 0 90 200 0; cmd 5 1000 256 0
+	printf '\x00\x0a'		# mode 0 (read-write, check without repair), 10 commands
+}
+tail_ro() { cmd 0 0 256 0; cmd 5 0 256 0; printf '\x01\x02'; }
+tail_fix() { cmd 1 2000 8 0x77; printf '\x0a\x01'; }	# small cache, check -r all
+
+# seed DIR NAME IMAGE: the image with each tail.
+seed() {
+	local dir=$1 name=$2 img=$3
+	{ cat "$img"; tail_io; } > "$OUT/$dir/$name-io"
+	{ cat "$img"; tail_ro; } > "$OUT/$dir/$name-ro"
+	{ cat "$img"; tail_fix; } > "$OUT/$dir/$name-fix"
+}
+
+q() { qemu-img "$@" > /dev/null; }
+qio() { qemu-io "$@" > /dev/null; }
+
+# qcow2
+truncate -s 1M "$T/backing.raw"
+q create -f qcow2 -o cluster_size=512 "$T/empty" 1M
+seed fuzz_qcow2 empty-512 "$T/empty"
+q create -f qcow2 -o cluster_size=512 "$T/data" 1M
+qio -c 'write -P 0x11 0 4k' -c 'write -P 0x22 300k 1k' -c 'write -z 64k 8k' "$T/data"
+seed fuzz_qcow2 data-512 "$T/data"
+q create -f qcow2 -o cluster_size=4k "$T/data4k" 1M
+qio -c 'write -P 0x11 0 8k' -c 'write -P 0x22 520k 4k' "$T/data4k"
+seed fuzz_qcow2 data-4k "$T/data4k"
+q create -f qcow2 -o cluster_size=512,refcount_bits=1 "$T/rc1" 1M
+qio -c 'write -P 0x44 2k 2k' "$T/rc1"
+seed fuzz_qcow2 refcount1-512 "$T/rc1"
+q create -f qcow2 -o cluster_size=512,lazy_refcounts=on "$T/lazy" 1M
+qio -c 'write -P 0x55 0 1k' "$T/lazy"
+seed fuzz_qcow2 lazy-512 "$T/lazy"
+q create -f qcow2 -o cluster_size=1k "$T/snap" 1M
+qio -c 'write -P 0x66 0 4k' "$T/snap"
+q snapshot -c s1 "$T/snap"
+qio -c 'write -P 0x67 2k 4k' "$T/snap"
+seed fuzz_qcow2 snapshot-1k "$T/snap"
+q create -f raw "$T/raw" 1M
+qio -f raw -c 'write -P 0x78 0 64k' "$T/raw"
+q convert -c -O qcow2 -o cluster_size=4k "$T/raw" "$T/comp"
+seed fuzz_qcow2 compressed-4k "$T/comp"
+q create -f qcow2 -o cluster_size=512 -b backing.raw -F raw "$T/overlay" 1M
+qio -c 'write -P 0x99 1k 1k' "$T/overlay"
+seed fuzz_qcow2 backing-512 "$T/overlay"
+q create -f qcow2 -o cluster_size=16k,extended_l2=on "$T/extl2" 1M
+qio -c 'write -P 0x12 0 1k' -c 'write -P 0x13 20k 2k' "$T/extl2"
+seed fuzz_qcow2 extl2-16k "$T/extl2"
+q create -f qcow2 -o compat=0.10,cluster_size=512 "$T/v2" 1M
+qio -c 'write -P 0x21 0 1k' "$T/v2"
+seed fuzz_qcow2 v2-512 "$T/v2"
+
+# QED (4 KiB clusters and two-cluster tables: the smallest QEMU opens)
+q create -f qed -o cluster_size=4096,table_size=2 "$T/qed-empty" 1M
+seed fuzz_qed empty "$T/qed-empty"
+q create -f qed -o cluster_size=4096,table_size=2 "$T/qed-data" 1M
+qio -c 'write -P 0x11 0 8k' -c 'write -P 0x22 700k 4k' "$T/qed-data"
+seed fuzz_qed data "$T/qed-data"
+q create -f qed -o cluster_size=4096,table_size=2 -b backing.raw -F raw "$T/qed-ov" 1M
+qio -c 'write -P 0x33 4k 2k' "$T/qed-ov"
+seed fuzz_qed backing "$T/qed-ov"
+
+# CLI: byte 0 picks add (0), del (1), list (2); NUL-separated arguments.
+args() { local w=$1; shift; printf "\\x$w"; printf '%s\0' "$@"; }
+args 00 -t qcow2 -f img.qcow2 -q 2 -d 64 --buffered > "$OUT/fuzz_cli/add-qcow2"
+args 00 -t null --size 1G -n 3 --recoverable --foreground > "$OUT/fuzz_cli/add-null"
+args 00 -t raw -f x --bps-total 10M --iops-read 100 --throttle-burst-ms 500 \
+	--backing same-dir --l2-cache-size 1M --discard unmap --copy-on-read > "$OUT/fuzz_cli/add-opts"
+args 00 -t qcow2 -f x --snapshot s1 -r > "$OUT/fuzz_cli/add-snap"
+args 01 -n 7 > "$OUT/fuzz_cli/del-n"
+args 01 --all > "$OUT/fuzz_cli/del-all"
+args 02 --json -n 1 > "$OUT/fuzz_cli/list"
+args 02 --help > "$OUT/fuzz_cli/list-help"
