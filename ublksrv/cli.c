@@ -25,6 +25,7 @@ int cli_cmd_resize(int argc, char **argv);
 int cli_cmd_rebase(int argc, char **argv);
 int cli_cmd_commit(int argc, char **argv);
 int cli_cmd_snapshot(int argc, char **argv);
+int cli_cmd_measure(int argc, char **argv);
 static int cli_cmd_help(int argc, char **argv);
 
 static const struct cli_cmd cli_cmds[] = {
@@ -188,6 +189,22 @@ static const struct cli_cmd cli_cmds[] = {
 "       old backing file need not exist\n"
 "  -p   show progress",
 		.run = cli_cmd_rebase,
+	},
+	{
+		.name = "measure",
+		.summary = "how large a new image of some format would be",
+		.usage =
+"usage: imgblk measure [-O FMT] [-o OPTIONS] [--output=human|json]\n"
+"                      (--size SIZE | [-f FMT] FILE)\n"
+"\n"
+"Prints the size a new FMT image (default raw) would need, as qemu-img\n"
+"measure does: \"required size\" to hold FILE's content (or an empty image\n"
+"of SIZE), \"fully allocated size\" with every cluster present, and for a\n"
+"qcow2 FILE into qcow2 v3, \"bitmaps size\" for its persistent bitmaps.\n"
+"OPTIONS are the create options of FMT (qcow2: cluster_size, compat,\n"
+"refcount_bits, extended_l2, preallocation, backing_file...; qed:\n"
+"cluster_size, table_size).",
+		.run = cli_cmd_measure,
 	},
 	{
 		.name = "commit",
