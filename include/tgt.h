@@ -344,6 +344,13 @@ const struct tgt_ops *tgt_probe_file(const char *file);
 int tgt_open_backing(struct tgt *overlay, const char *name, const char *fmt);
 
 /*
+ * Applies @overlay's backing policy (cfg.backing_policy) to @path, a
+ * file its image names (@what: "backing file", "data file").  Returns 0
+ * or -EPERM (or the -errno of resolving @path) after printing why.
+ */
+int tgt_file_allowed(const struct tgt *overlay, const char *path, const char *what);
+
+/*
  * Reads @len bytes at @off from the backing image @b, zeros past its end
  * (a backing file shorter than the overlay).  Returns @len or -errno.
  */

@@ -131,11 +131,7 @@ void tgt_resolve_path(const char *base, const char *name, char *out, size_t len)
 		snprintf(out, len, "%.*s/%s", (int)(slash - base), base, name);
 }
 
-/*
- * Applies the overlay's backing policy to the resolved @path.  Returns 0
- * or -EPERM after printing why.
- */
-static int tgt_backing_allowed(const struct tgt *overlay, const char *path)
+int tgt_file_allowed(const struct tgt *overlay, const char *path, const char *what)
 {
 	char *dir_o, *dir_b;
 	char *slash;
@@ -145,8 +141,8 @@ static int tgt_backing_allowed(const struct tgt *overlay, const char *path)
 	case TGT_BACKING_ANY:
 		return 0;
 	case TGT_BACKING_NONE:
-		img_err("%s: has a backing file (%s), and --backing=none forbids it",
-			overlay->cfg.file, path);
+		img_err("%s: has a %s (%s), and --backing=none forbids it",
+			overlay->cfg.file, what, path);
 		return -EPERM;
 	case TGT_BACKING_SAME_DIR:
 		break;
@@ -159,7 +155,7 @@ static int tgt_backing_allowed(const struct tgt *overlay, const char *path)
 	dir_b = realpath(path, NULL);
 	if (!dir_o || !dir_b) {
 		ret = -errno;
-		img_err("%s: backing file %s: %s", overlay->cfg.file, path, strerror(errno));
+		img_err("%s: %s %s: %s", overlay->cfg.file, what, path, strerror(errno));
 		goto out;
 	}
 	slash = strrchr(dir_o, '/');
@@ -167,8 +163,8 @@ static int tgt_backing_allowed(const struct tgt *overlay, const char *path)
 	slash = strrchr(dir_b, '/');
 	*slash = '\0';
 	if (strcmp(dir_o, dir_b)) {
-		img_err("%s: backing file %s is outside the image's directory, and --backing=same-dir forbids it",
-			overlay->cfg.file, path);
+		img_err("%s: %s %s is outside the image's directory, and --backing=same-dir forbids it",
+			overlay->cfg.file, what, path);
 		ret = -EPERM;
 	}
 out:
@@ -200,7 +196,7 @@ int tgt_open_backing(struct tgt *overlay, const char *name, const char *fmt)
 		goto err;
 	}
 	tgt_resolve_path(overlay->cfg.file, name, path, PATH_MAX);
-	ret = tgt_backing_allowed(overlay, path);
+	ret = tgt_file_allowed(overlay, path, "backing file");
 	if (ret)
 		goto err;
 	if (stat(path, &st)) {

@@ -122,9 +122,27 @@ static int qcow2_init_caches(struct qcow2 *q)
 static int qcow2_open_data_file(struct qcow2 *q)
 {
 	char path[PATH_MAX];
+	struct stat st;
 	int fd;
 
+	/*
+	 * The name comes from the image, like a backing file's: the same
+	 * policy applies, and a FIFO would block the open forever.
+	 */
 	tgt_resolve_path(q->t->cfg.file, q->data_file_name, path, sizeof(path));
+	fd = tgt_file_allowed(q->t, path, "data file");
+	if (fd)
+		return fd;
+	if (stat(path, &st)) {
+		fd = -errno;
+		img_err("%s: data file %s: %s", q->t->cfg.file, path, strerror(errno));
+		return fd;
+	}
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		img_err("%s: data file %s is not a regular file or block device",
+			q->t->cfg.file, path);
+		return -EINVAL;
+	}
 	fd = qcow2_open_fd(path, true, q->buffered);
 	if (fd < 0)
 		return fd;

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# qcow2-data-file.sh - an external data file is a name from the image,
+# like a backing file: --backing=none and same-dir apply to it, and a
+# FIFO is refused instead of blocking the open.
+set -u
+
+IMGBLK=${IMGBLK:-build/imgblk}
+T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-data-file.XXXXXX")
+trap 'rm -rf "$T"' EXIT
+. "$(dirname "$0")/tap.sh"
+
+[ -x "$IMGBLK" ] || { echo "1..0 # SKIP $IMGBLK not built"; exit 0; }
+command -v qemu-img > /dev/null || { echo "1..0 # SKIP qemu-img missing"; exit 0; }
+
+IMGBLK=$(realpath "$IMGBLK")
+mkdir "$T/sub"
+# qemu-img creates a relative data file relative to its own directory.
+( cd "$T" &&
+  qemu-img create -q -f qcow2 -o data_file=data.raw in.qcow2 1M &&
+  qemu-img create -q -f qcow2 -o data_file="$T/sub/out.raw" out.qcow2 1M &&
+  qemu-img create -q -f qcow2 -o data_file=fifo.raw fifo.qcow2 1M &&
+  rm -f fifo.raw && mkfifo fifo.raw ) ||
+	{ echo "1..0 # SKIP qemu-img cannot make data-file images"; exit 0; }
+
+# io_case NAME PATTERN ARGS...: a read through imgblk io; PATTERN empty:
+# it must succeed, else fail within 10 s with a message matching PATTERN.
+io_case() {
+	local name=$1 pat=$2 rc
+	shift 2
+	timeout 10 "$IMGBLK" io "$@" -c 'read 0 512' > "$T/out" 2>&1
+	rc=$?
+	if grep -q 'Sanitizer\|runtime error' "$T/out" || [ $rc -ge 124 ]; then
+		not_ok "$name: status $rc"; diag_file "$T/out"
+	elif [ -z "$pat" ] && [ $rc = 0 ]; then
+		ok "$name: served"
+	elif [ -n "$pat" ] && [ $rc != 0 ] && grep -q -- "$pat" "$T/out"; then
+		ok "$name: refused ($(grep -- "$pat" "$T/out" | head -n 1))"
+	else
+		not_ok "$name: status $rc, expected '${pat:-success}'"; diag_file "$T/out"
+	fi
+}
+
+io_case "data file beside the image, default policy" "" "$T/in.qcow2"
+io_case "data file beside the image, --backing=same-dir" "" --backing=same-dir "$T/in.qcow2"
+io_case "any data file, --backing=none" "--backing=none forbids" --backing=none "$T/in.qcow2"
+io_case "data file in another directory, --backing=same-dir" "outside the image's directory" \
+	--backing=same-dir "$T/out.qcow2"
+io_case "FIFO as data file" "not a regular file" "$T/fifo.qcow2"
+echo "1..$N"
+[ "$FAIL" -eq 0 ]
