@@ -270,6 +270,13 @@ struct tgt_ops {
 	 */
 	int (*set_backing)(struct tgt *t, const char *name, const char *fmt);
 	/*
+	 * Changes creation options of the image (`amend -o`), given as
+	 * "key=value" strings.  The image is open read-write and nothing else
+	 * uses it.  Prints one line on failure (-ENOTSUP: an option this
+	 * target cannot change yet).
+	 */
+	int (*amend)(struct tgt *t, char *const *options, unsigned int nr_options);
+	/*
 	 * Makes every cluster of this layer unallocated, so the image reads
 	 * its backing file again (commit empties the overlay).  The image is
 	 * open read-write and nothing else uses it.  Prints one line on failure.

@@ -26,6 +26,7 @@ int cli_cmd_rebase(int argc, char **argv);
 int cli_cmd_commit(int argc, char **argv);
 int cli_cmd_snapshot(int argc, char **argv);
 int cli_cmd_measure(int argc, char **argv);
+int cli_cmd_amend(int argc, char **argv);
 static int cli_cmd_help(int argc, char **argv);
 
 static const struct cli_cmd cli_cmds[] = {
@@ -189,6 +190,17 @@ static const struct cli_cmd cli_cmds[] = {
 "       old backing file need not exist\n"
 "  -p   show progress",
 		.run = cli_cmd_rebase,
+	},
+	{
+		.name = "amend",
+		.summary = "change an image's creation options",
+		.usage =
+"usage: imgblk amend [-q] [-f FMT] -o OPTIONS FILE\n"
+"\n"
+"qcow2: lazy_refcounts=on|off (compat=1.1 images).  compat= and\n"
+"refcount_bits= are accepted when they match the image; changing them is\n"
+"not supported yet.",
+		.run = cli_cmd_amend,
 	},
 	{
 		.name = "measure",

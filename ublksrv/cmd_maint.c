@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Image maintenance verbs: resize, rebase.
+ * Image maintenance verbs: resize, rebase, amend.
  *
  * Safe rebase (no -u) keeps what FILE reads: wherever FILE does not
  * allocate a range itself and the old backing chain reads differently
@@ -329,4 +329,79 @@ int cli_cmd_rebase(int argc, char **argv)
 	}
 	c.file = argv[optind];
 	return cli_run(rebase_body, &c);
+}
+
+struct amend_ctx {
+	const char *file;
+	const char *fmt;
+	char *opts[32];
+	unsigned int nr_opts;
+};
+
+static int amend_body(void *arg)
+{
+	struct amend_ctx *c = arg;
+	struct tgt t = { 0 };
+	int ret;
+
+	/* The backing chain is not read: amend works when it is gone. */
+	if (tgt_open_file(&t, c->file, c->fmt, TGT_O_NO_BACKING))
+		return CLI_EXIT_ERR;
+	if (!t.ops->amend) {
+		img_err("amend: the %s format has no options to amend", t.ops->name);
+		tgt_close(&t);
+		return CLI_EXIT_ERR;
+	}
+	ret = t.ops->amend(&t, c->opts, c->nr_opts);
+	if (tgt_close(&t) || ret)
+		return CLI_EXIT_ERR;
+	return CLI_EXIT_OK;
+}
+
+int cli_cmd_amend(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "format", required_argument, NULL, 'f' },
+		{ "options", required_argument, NULL, 'o' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct amend_ctx c = { 0 };
+	char *save, *kv;
+	int opt;
+
+	optind = 0;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, ":f:o:qh", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'f':
+			c.fmt = optarg;
+			break;
+		case 'o':
+			for (save = NULL, kv = strtok_r(optarg, ",", &save); kv;
+			     kv = strtok_r(NULL, ",", &save)) {
+				if (c.nr_opts == ARRAY_SIZE(c.opts)) {
+					img_err("amend: too many -o options");
+					return CLI_EXIT_USAGE;
+				}
+				c.opts[c.nr_opts++] = kv;
+			}
+			break;
+		case 'q':
+			break;
+		case 'h':
+			puts(cli_find("amend")->usage);
+			return CLI_EXIT_OK;
+		default:
+			img_err("amend: bad option '%s' (see imgblk amend --help)",
+				argv[optind - 1]);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (argc - optind != 1 || !c.nr_opts) {
+		img_err("amend: give -o OPTIONS and FILE");
+		return CLI_EXIT_USAGE;
+	}
+	c.file = argv[optind];
+	return cli_run(amend_body, &c);
 }

@@ -411,6 +411,7 @@ const struct tgt_ops qcow2_tgt_ops = {
 	.resize		= qcow2_resize,
 	.make_empty	= qcow2_make_empty,
 	.set_backing	= qcow2_set_backing,
+	.amend		= qcow2_amend,
 	.snapshot_list	= qcow2_snapshot_list,
 	.snapshot	= qcow2_snapshot,
 };

@@ -473,6 +473,9 @@ int qcow2_make_empty(struct tgt *t);
 /* backing.c */
 int qcow2_set_backing(struct tgt *t, const char *name, const char *fmt);
 
+/* amend.c */
+int qcow2_amend(struct tgt *t, char *const *options, unsigned int nr_options);
+
 /* check.c */
 int qcow2_check(struct tgt *t, unsigned int fix, struct tgt_check_result *r);
 

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# qcow2-amend.sh - imgblk amend against qemu-img amend on copies.
+# lazy_refcounts on and off (v3): qemu-img info says the same, check is
+# clean, the data is untouched; turning it off on an image QEMU left
+# dirty (qemu-io abort) repairs the refcounts first.  lazy_refcounts=on on
+# a v2 image is refused as QEMU refuses it; compat=/refcount_bits= equal
+# to the image's are accepted, a change is refused (not supported yet)
+# and leaves the image as it was; unknown options are refused.
+set -u
+. "$(dirname "$0")/tap.sh"
+
+IMGBLK=${IMGBLK:-build/imgblk}
+case $IMGBLK in /*) ;; *) IMGBLK=$PWD/$IMGBLK ;; esac
+if [ ! -x "$IMGBLK" ]; then echo "1..0 # SKIP $IMGBLK not built"; exit 0; fi
+for c in qemu-img qemu-io; do
+	command -v $c > /dev/null || { echo "1..0 # SKIP $c not available"; exit 0; }
+done
+T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-amend.XXXXXX")
+trap 'rm -rf "$T"' EXIT
+cd "$T" || exit 1
+
+check() {	# check DESCRIPTION CMD...: one TAP line; output only on failure
+	local d=$1 rc
+	shift
+	"$@" > out 2>&1
+	rc=$?
+	if [ $rc = 0 ]; then ok "$d"; else
+		not_ok "$d"; echo "# failed ($rc): $*"; diag_file out; fi
+}
+check_fails() {
+	local d=$1
+	shift
+	if "$@" > out 2>&1; then not_ok "$d"; echo "# unexpectedly succeeded: $*"
+	else ok "$d"; fi
+}
+spec() {	# the format-specific part of qemu-img info, and the dirty flag
+	qemu-img info --output=json "$1" | sed -n '/format-specific/,$p' | grep -v '"filename"'
+	qemu-img info --output=json "$1" | grep '"dirty-flag"'
+}
+same() {	# same NAME A Q
+	check "$1: qemu-img info agrees with qemu-img amend's" test "$(spec "$2")" = "$(spec "$3")"
+	check "$1: qemu-img check clean" qemu-img check -q "$2"
+	check "$1: same data" qemu-img compare -q "$2" "$3"
+}
+
+for cs in 512 64k; do
+	name="cs=$cs"
+	qemu-img create -q -f qcow2 -o cluster_size=$cs a.qcow2 8M
+	qemu-io -c 'write -P 0x11 0 1M' -c 'write -z 2M 1M' a.qcow2 > /dev/null
+	cp a.qcow2 q.qcow2
+	check "$name: lazy_refcounts=on" "$IMGBLK" amend -o lazy_refcounts=on a.qcow2
+	qemu-img amend -o lazy_refcounts=on q.qcow2
+	same "$name: on" a.qcow2 q.qcow2
+	check "$name: QEMU writes the lazy image" qemu-io -c 'write -P 0x22 4M 1M' a.qcow2
+	cp a.qcow2 q.qcow2
+	check "$name: lazy_refcounts=off" "$IMGBLK" amend -o lazy_refcounts=off a.qcow2
+	qemu-img amend -o lazy_refcounts=off q.qcow2
+	same "$name: off" a.qcow2 q.qcow2
+	check "$name: lazy_refcounts=off again changes nothing" \
+		"$IMGBLK" amend -o lazy_refcounts=off a.qcow2
+	same "$name: off twice" a.qcow2 q.qcow2
+
+	# A dirty image (QEMU aborted with lazy refcounts): off repairs first.
+	"$IMGBLK" amend -o lazy_refcounts=on a.qcow2
+	( qemu-io -c 'write -P 0x33 5M 1M' -c 'write -P 0x34 6M 64k' -c abort a.qcow2 \
+		> /dev/null 2>&1 ) 2> /dev/null
+	check "$name: the aborted image is dirty" grep -q '"dirty-flag": true' \
+		<(qemu-img info --output=json a.qcow2)
+	check "$name: lazy_refcounts=off on a dirty image" \
+		"$IMGBLK" amend -o lazy_refcounts=off a.qcow2
+	check "$name: ...it is clean" grep -q '"dirty-flag": false' \
+		<(qemu-img info --output=json a.qcow2)
+	check "$name: ...lazy refcounts off" grep -q '"lazy-refcounts": false' \
+		<(qemu-img info --output=json a.qcow2)
+	check "$name: ...qemu-img check clean" qemu-img check -q a.qcow2
+	check "$name: ...the data written before the abort is there" \
+		qemu-io -c 'read -P 0x33 5M 1M' -c 'read -P 0x34 6M 64k' -c 'read -P 0x11 0 1M' a.qcow2
+done
+
+# v2: lazy refcounts refused, as QEMU refuses them; lazy_refcounts=off is fine.
+qemu-img create -q -f qcow2 -o compat=0.10 v2.qcow2 4M
+cp v2.qcow2 v2.orig
+check_fails "v2: lazy_refcounts=on refused" "$IMGBLK" amend -o lazy_refcounts=on v2.qcow2
+check_fails "v2: (qemu-img refuses it too)" qemu-img amend -o lazy_refcounts=on v2.orig
+check "v2: lazy_refcounts=off accepted" "$IMGBLK" amend -o compat=0.10,lazy_refcounts=off v2.qcow2
+check "v2: qemu-img check clean" qemu-img check -q v2.qcow2
+
+# Not supported yet: refused with a message, image unchanged.
+qemu-img create -q -f qcow2 c.qcow2 4M
+cp c.qcow2 c.orig
+check "compat=1.1 and refcount_bits=16 on such an image: accepted" \
+	"$IMGBLK" amend -o compat=1.1,refcount_bits=16 c.qcow2
+check_fails "compat=0.10: refused (not supported yet)" "$IMGBLK" amend -o compat=0.10 c.qcow2
+cp out refusal
+check "...with a message" grep -q "not supported yet" refusal
+check_fails "refcount_bits=8: refused (not supported yet)" \
+	"$IMGBLK" amend -o refcount_bits=8 c.qcow2
+check_fails "an unknown option is refused" "$IMGBLK" amend -o cluster_size=4k c.qcow2
+check "the image is as it was" cmp c.qcow2 c.orig
+
+echo "1..$N"
+[ $FAIL = 0 ]
