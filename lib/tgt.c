@@ -306,7 +306,8 @@ int64_t tgt_chain_status(struct tgt *t, uint64_t off, uint64_t len,
 			 struct tgt **layer)
 {
 	unsigned int d = 0;
-	uint64_t run = len;
+	uint64_t run = len, host_off = 0;
+	bool host_valid = false;
 
 	for (; t; t = t->backing, d++) {
 		int64_t n;
@@ -324,9 +325,15 @@ int64_t tgt_chain_status(struct tgt *t, uint64_t off, uint64_t len,
 			*layer = t;
 			return run;
 		}
+		/*
+		 * Unallocated with a place of its own (a qcow2 subcluster of
+		 * an allocated cluster): qemu-img map shows the bottom layer's.
+		 */
+		host_valid = ext->flags & TGT_EXT_OFFSET_VALID;
+		host_off = ext->host_off;
 	}
-	ext->flags = TGT_EXT_ZERO;
-	ext->host_off = 0;
+	ext->flags = TGT_EXT_ZERO | (host_valid ? TGT_EXT_OFFSET_VALID : 0);
+	ext->host_off = host_valid ? host_off : 0;
 	/*
 	 * Like qemu-img map: the depth of the last layer asked, the bottom
 	 * one or the backing file too short to hold the range.

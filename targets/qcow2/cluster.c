@@ -20,9 +20,52 @@ enum qcow2_kind qcow2_l2_kind(const struct qcow2 *q, uint64_t l2e)
 
 	if (l2e & QCOW2_L2_COMPRESSED)
 		return QCOW2_COMPRESSED;
-	if (q->version >= 3 && (l2e & QCOW2_L2_ZERO))
+	/* Extended L2: zeros are told per subcluster, by the bitmap. */
+	if (q->version >= 3 && !q->extl2 && (l2e & QCOW2_L2_ZERO))
 		return off ? QCOW2_ZERO_ALLOC : QCOW2_ZERO_PLAIN;
 	return off ? QCOW2_NORMAL : QCOW2_UNALLOC;
+}
+
+/* Subclusters @first..@last (inclusive, 0..31) as an allocation-bitmap mask. */
+uint64_t qcow2_sc_mask(unsigned int first, unsigned int last)
+{
+	return (QCOW2_SC_ALLOC_ALL >> (31 - last + first)) << first;
+}
+
+/*
+ * Subcluster @sc of an extended entry: its own kind.  A host cluster with
+ * the subcluster neither allocated nor zero reads like an unallocated one
+ * (backing file); ZERO_ALLOC here is a zero subcluster in a host cluster.
+ */
+enum qcow2_kind qcow2_sc_kind(const struct qcow2 *q, uint64_t l2e, uint64_t bitmap,
+			      unsigned int sc)
+{
+	enum qcow2_kind k = qcow2_l2_kind(q, l2e);
+
+	if (k == QCOW2_COMPRESSED)
+		return k;
+	if (bitmap & (1ULL << sc))
+		return QCOW2_NORMAL;
+	if (bitmap & (1ULL << (32 + sc)))
+		return k == QCOW2_NORMAL ? QCOW2_ZERO_ALLOC : QCOW2_ZERO_PLAIN;
+	return QCOW2_UNALLOC;
+}
+
+/*
+ * Is @bitmap consistent with @l2e?  Not when a subcluster is both
+ * allocated and zero, or allocated without a host cluster.  (A compressed
+ * cluster's bitmap is ignored on reads, as QEMU does; check reports it.)
+ */
+bool qcow2_sc_bitmap_valid(const struct qcow2 *q, uint64_t l2e, uint64_t bitmap)
+{
+	switch (qcow2_l2_kind(q, l2e)) {
+	case QCOW2_COMPRESSED:
+		return true;
+	case QCOW2_NORMAL:
+		return !(bitmap & (bitmap >> 32) & QCOW2_SC_ALLOC_ALL);
+	default:
+		return !(bitmap & QCOW2_SC_ALLOC_ALL);
+	}
 }
 
 uint64_t qcow2_l2_host(const struct qcow2 *q, uint64_t l2e)
@@ -39,7 +82,7 @@ bool qcow2_l2_valid(const struct qcow2 *q, uint64_t l2e)
 		return !(l2e & QCOW2_COPIED);
 	if (l2e & QCOW2_L2_RESERVED)
 		return false;
-	/* v2 has no zero flag: bit 0 is reserved there. */
+	/* v2 has no zero flag: bit 0 is reserved there (extended L2 ignores it). */
 	if (q->version < 3 && (l2e & QCOW2_L2_ZERO))
 		return false;
 	return qcow2_off_in_cluster(q, l2e & QCOW2_L2_OFFSET_MASK) == 0;
@@ -89,6 +132,85 @@ static bool qcow2_same_run(const struct qcow2 *q, uint64_t first, uint64_t e,
 }
 
 /*
+ * Does subcluster run: the subclusters from @sc on in the cluster of (@e,
+ * @bm) that are of kind @k.  Returns how many (0 if @sc is not of @k).
+ */
+static unsigned int qcow2_sc_run(const struct qcow2 *q, uint64_t e, uint64_t bm,
+				 unsigned int sc, enum qcow2_kind k)
+{
+	uint64_t alloc = bm & QCOW2_SC_ALLOC_ALL, zero = (bm >> 32) & ~alloc, match;
+
+	switch (k) {
+	case QCOW2_COMPRESSED:
+		return qcow2_l2_kind(q, e) == k ? QCOW2_SUBCLUSTERS - sc : 0;
+	case QCOW2_NORMAL:
+		match = alloc;
+		break;
+	case QCOW2_ZERO_ALLOC:
+	case QCOW2_ZERO_PLAIN:
+		if ((qcow2_l2_kind(q, e) == QCOW2_NORMAL) != (k == QCOW2_ZERO_ALLOC))
+			return 0;
+		match = zero;
+		break;
+	default:
+		match = ~(alloc | zero) & QCOW2_SC_ALLOC_ALL;
+		break;
+	}
+	if (qcow2_l2_kind(q, e) == QCOW2_COMPRESSED)
+		return 0;
+	/* Trailing ones of match >> sc: the run's length. */
+	return __builtin_ctzll(~(match >> sc));
+}
+
+/*
+ * qcow2_map() for extended L2 entries, with the lock held: the run of
+ * subclusters of one kind from byte @in of entry @l2i (host-contiguous
+ * with one COPIED state for NORMAL and ZERO_ALLOC).  Returns 0, or -EIO
+ * on a corrupt entry (the caller reports it).
+ */
+static int qcow2_map_sc(struct qcow2 *q, const uint64_t *l2, unsigned int l2i,
+			uint64_t in, uint64_t limit, struct qcow2_map *m)
+{
+	uint64_t e = m->l2e, bm = qcow2_l2_get_bitmap(q, l2, l2i), n, host;
+	unsigned int sc = in >> q->sc_bits, run, i;
+
+	if (!qcow2_l2_valid(q, e) || !qcow2_sc_bitmap_valid(q, e, bm))
+		return -EIO;
+	m->kind = qcow2_sc_kind(q, e, bm, sc);
+	m->copied = e & QCOW2_COPIED;
+	run = qcow2_sc_run(q, e, bm, sc, m->kind);
+	n = ((uint64_t)(sc + run) << q->sc_bits) - in;
+	host = qcow2_l2_host(q, e);
+	/* A run through the whole cluster may go on into the next ones. */
+	for (i = 1; sc + run == QCOW2_SUBCLUSTERS && n < limit &&
+		    l2i + i < qcow2_l2_entries(q); i++) {
+		uint64_t ne = qcow2_l2_get(q, l2, l2i + i);
+		uint64_t nbm = qcow2_l2_get_bitmap(q, l2, l2i + i);
+
+		if (m->kind == QCOW2_COMPRESSED || !qcow2_l2_valid(q, ne) ||
+		    !qcow2_sc_bitmap_valid(q, ne, nbm))
+			break;
+		/* Unallocated subclusters with and without a host cluster differ too. */
+		if (m->kind == QCOW2_UNALLOC && !host != !qcow2_l2_host(q, ne))
+			break;
+		if ((m->kind == QCOW2_NORMAL || m->kind == QCOW2_ZERO_ALLOC ||
+		     (m->kind == QCOW2_UNALLOC && host)) &&
+		    ((ne & QCOW2_COPIED) != (e & QCOW2_COPIED) ||
+		     qcow2_l2_host(q, ne) != host + ((uint64_t)i << q->cluster_bits)))
+			break;
+		sc = 0;
+		run = qcow2_sc_run(q, ne, nbm, 0, m->kind);
+		n += (uint64_t)run << q->sc_bits;
+	}
+	m->bytes = MIN(n, limit);
+	if (m->kind == QCOW2_NORMAL || m->kind == QCOW2_COMPRESSED ||
+	    m->kind == QCOW2_ZERO_ALLOC)
+		qcow2_epoch_get(q, &m->epoch);
+	m->host = host + (m->kind == QCOW2_COMPRESSED ? 0 : in);
+	return 0;
+}
+
+/*
  * Maps the run starting at guest @off (at most @len bytes, within one L2
  * table).  For kinds with host data the caller gets an epoch reference
  * (m->epoch) to drop with qcow2_epoch_put() once its I/O is done.
@@ -124,7 +246,16 @@ int qcow2_map(struct qcow2 *q, uint64_t off, uint64_t len, struct qcow2_map *m)
 	l2 = m->slot->buf;
 
 	pthread_mutex_lock(&q->lock);
-	m->l2e = l2[l2i];
+	m->l2e = qcow2_l2_get(q, l2, l2i);
+	if (q->extl2) {
+		ret = qcow2_map_sc(q, l2, l2i, in, limit, m);
+		pthread_mutex_unlock(&q->lock);
+		if (ret) {
+			qcow2_map_put(q, m);
+			return qcow2_mark_corrupt(q, "L2 entry with reserved bits, unaligned offset or invalid subcluster bitmap");
+		}
+		return 0;
+	}
 	if (!qcow2_l2_valid(q, m->l2e)) {
 		pthread_mutex_unlock(&q->lock);
 		qcow2_map_put(q, m);
@@ -134,7 +265,7 @@ int qcow2_map(struct qcow2 *q, uint64_t off, uint64_t len, struct qcow2_map *m)
 	m->copied = m->l2e & QCOW2_COPIED;
 	n = q->cluster_size - in;
 	for (i = 1; n < limit && l2i + i < qcow2_l2_entries(q); i++) {
-		if (!qcow2_same_run(q, m->l2e, l2[l2i + i], i))
+		if (!qcow2_same_run(q, m->l2e, qcow2_l2_get(q, l2, l2i + i), i))
 			break;
 		n += q->cluster_size;
 	}
@@ -355,7 +486,8 @@ static int qcow2_l2_unshare(struct qcow2 *q, uint64_t l1i, uint64_t l1e,
 	src = os->buf;
 	dst = (*slot)->buf;
 	for (i = 0; i < qcow2_l2_entries(q); i++)
-		dst[i] = src[i] & ~QCOW2_COPIED;
+		qcow2_l2_set(q, dst, i, qcow2_l2_get(q, src, i) & ~QCOW2_COPIED,
+			     qcow2_l2_get_bitmap(q, src, i));
 	qcow2_cache_mark_dirty(&q->l2c, *slot);
 	q->l1[l1i] = (uint64_t)off | QCOW2_COPIED;
 	qcow2_l1_touch(q, l1i);

@@ -127,7 +127,7 @@ static int qcow2_store_compressed(struct qcow2 *q, uint64_t gc, const void *cdat
 	if (ret)
 		goto out_inflight;
 	pthread_mutex_lock(&q->lock);
-	old = ((uint64_t *)slot->buf)[l2i];
+	old = qcow2_l2_get(q, slot->buf, l2i);
 	pthread_mutex_unlock(&q->lock);
 	if (qcow2_l2_kind(q, old) != QCOW2_UNALLOC && qcow2_l2_kind(q, old) != QCOW2_ZERO_PLAIN) {
 		ret = 0;
@@ -185,8 +185,8 @@ static int qcow2_store_compressed(struct qcow2 *q, uint64_t gc, const void *cdat
 	 */
 	nsec = ((host + clen - 1) >> 9) - ((uint64_t)host >> 9);
 	qcow2_commit_begin(q);
-	((uint64_t *)slot->buf)[l2i] = QCOW2_L2_COMPRESSED | ((uint64_t)host & q->coffset_mask) |
-				       (nsec << q->csize_shift);
+	qcow2_l2_set(q, slot->buf, l2i, QCOW2_L2_COMPRESSED | ((uint64_t)host & q->coffset_mask) |
+		     (nsec << q->csize_shift), 0);
 	qcow2_cache_mark_dirty(&q->l2c, slot);
 	qcow2_commit_end(q);
 	ret = 1;

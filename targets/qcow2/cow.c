@@ -96,6 +96,198 @@ static int qcow2_zero_host(struct qcow2 *q, uint64_t off, uint64_t len)
 }
 
 /*
+ * Fills @dst with @len bytes of what guest offset @goff read as before a
+ * write, within one subcluster of the extended entry (@e, @bm); @cbuf
+ * holds the decompressed cluster when @e is compressed.  Returns 0 or -errno.
+ */
+static int qcow2_sc_read_old(struct qcow2 *q, uint64_t e, uint64_t bm, const void *cbuf,
+			     uint64_t goff, void *dst, uint64_t len)
+{
+	uint64_t in = qcow2_off_in_cluster(q, goff);
+	int ret;
+
+	if (!len)
+		return 0;
+	switch (qcow2_sc_kind(q, e, bm, in >> q->sc_bits)) {
+	case QCOW2_UNALLOC:
+		if (q->t->backing) {
+			ret = tgt_read_backing(q->t->backing, dst, len, goff);
+			return ret < 0 ? ret : 0;
+		}
+		break;
+	case QCOW2_NORMAL:
+		return qcow2_read_at(q->data_fd, dst, len, qcow2_l2_host(q, e) + in);
+	case QCOW2_COMPRESSED:
+		memcpy(dst, (const char *)cbuf + in, len);
+		return 0;
+	default:
+		break;
+	}
+	memset(dst, 0, len);
+	return 0;
+}
+
+/*
+ * The allocating write of an image with extended L2 entries, within the
+ * one guest cluster holding @off: only the subclusters [off, off + len)
+ * touches gain data, and only the partly written ones at its edges are
+ * completed (COW) from what they read as before.
+ *
+ * - A host cluster of our own (COPIED): the data goes into it, at the
+ *   run of unallocated subclusters from @off; the others are untouched.
+ * - Otherwise (no host cluster, shared with a snapshot, compressed): a
+ *   new host cluster gets the written subclusters, plus every subcluster
+ *   with data in the old one (all of a compressed cluster); the rest keep
+ *   their zero or unallocated state.
+ *
+ * Crash order as W1..W4: nothing points at the new bytes until the L2
+ * entry and bitmap, written by a flush after F1/F2.  Sets *done to the
+ * bytes written (0: the first subcluster is writable in place now).
+ * Returns 0 or -errno.
+ */
+static int qcow2_write_alloc_sc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t len,
+				uint64_t *done)
+{
+	uint64_t gc = off >> q->cluster_bits, cstart = gc << q->cluster_bits;
+	uint64_t scs = 1ULL << q->sc_bits, wend = MIN(off + len, cstart + q->cluster_size);
+	unsigned int l2i = qcow2_l2_index(q, gc), s0, s1, i, pf, pl;
+	uint64_t e, bm, newbm, put, a, b, got;
+	enum qcow2_kind kind;
+	struct qcow2_inflight inf;
+	struct qcow2_cslot *slot;
+	uint8_t *bounce = NULL;
+	void *cbuf = NULL;
+	bool in_place;
+	int64_t host;
+	uint64_t *l2;
+	int ret;
+
+	*done = 0;
+	qcow2_inflight_add(q, &inf, gc, gc);
+	ret = qcow2_l2_get_for_write(q, gc, &slot);
+	if (ret)
+		goto out_inflight;
+	l2 = slot->buf;
+	pthread_mutex_lock(&q->lock);
+	e = qcow2_l2_get(q, l2, l2i);
+	bm = qcow2_l2_get_bitmap(q, l2, l2i);
+	pthread_mutex_unlock(&q->lock);
+	if (!qcow2_l2_valid(q, e) || !qcow2_sc_bitmap_valid(q, e, bm)) {
+		ret = qcow2_mark_corrupt(q, "L2 entry with reserved bits, unaligned offset or invalid subcluster bitmap");
+		goto out_slot;
+	}
+	kind = qcow2_l2_kind(q, e);
+	s0 = (off - cstart) >> q->sc_bits;
+	s1 = (wend - 1 - cstart) >> q->sc_bits;
+	in_place = kind == QCOW2_NORMAL && (e & QCOW2_COPIED);
+	if (in_place) {
+		/* Only the unallocated run from s0: allocated ones are written in place. */
+		if (bm & (1ULL << s0))
+			goto out_slot;	/* allocated meanwhile: *done 0, map again */
+		for (i = s0 + 1; i <= s1 && !(bm & (1ULL << i)); i++)
+			;
+		s1 = i - 1;
+		wend = MIN(wend, cstart + ((uint64_t)(s1 + 1) << q->sc_bits));
+		pf = s0;
+		pl = s1;
+		put = qcow2_sc_mask(s0, s1);
+		host = qcow2_l2_host(q, e);
+	} else {
+		put = qcow2_sc_mask(s0, s1);
+		if (kind == QCOW2_COMPRESSED)
+			put = QCOW2_SC_ALLOC_ALL;
+		else if (kind == QCOW2_NORMAL)
+			put |= bm & QCOW2_SC_ALLOC_ALL;	/* the shared cluster's data */
+		pf = __builtin_ctzll(put);
+		pl = 63 - __builtin_clzll(put);
+		exec_mutex_lock(&q->alloc_mutex);
+		host = qcow2_alloc_clusters(q, 1, &got, NULL);
+		exec_mutex_unlock(&q->alloc_mutex);
+		if (host < 0) {
+			ret = host;
+			goto out_slot;
+		}
+	}
+
+	/* W3: subclusters pf..pl, from what they read as, with the guest data over them. */
+	a = (uint64_t)pf << q->sc_bits;
+	b = (uint64_t)(pl + 1) << q->sc_bits;
+	if (posix_memalign((void **)&bounce, 4096, q->cluster_size)) {
+		ret = -ENOMEM;
+		goto out_free;
+	}
+	memset(bounce, 0, q->cluster_size);
+	if (kind == QCOW2_COMPRESSED) {
+		if (posix_memalign(&cbuf, 4096, q->cluster_size)) {
+			ret = -ENOMEM;
+			goto out_free;
+		}
+		ret = qcow2_read_compressed(q, e, cbuf);
+		if (ret)
+			goto out_free;
+	}
+	for (i = pf; i <= pl; i++) {
+		uint64_t sa = (uint64_t)i << q->sc_bits, sb = sa + scs;
+		uint64_t wa = off - cstart, wb = wend - cstart;
+
+		if (!(put & (1ULL << i)))
+			continue;
+		/* The parts of the subcluster the guest write does not cover. */
+		if (wa > sa && wa < sb)
+			ret = qcow2_sc_read_old(q, e, bm, cbuf, cstart + sa, bounce + sa, wa - sa);
+		else if (wa >= sb || wb <= sa)
+			ret = qcow2_sc_read_old(q, e, bm, cbuf, cstart + sa, bounce + sa, scs);
+		if (!ret && wb > sa && wb < sb)
+			ret = qcow2_sc_read_old(q, e, bm, cbuf, cstart + wb, bounce + wb, sb - wb);
+		if (ret)
+			goto out_free;
+	}
+	memcpy(bounce + (off - cstart), buf, wend - off);
+	ret = exec_pwrite(q->fd, bounce + a, b - a, host + a, 0);
+	if (ret >= 0)
+		ret = 0;
+out_free:
+	free(bounce);
+	free(cbuf);
+	if (ret) {
+		if (!in_place) {
+			/* Nothing points at the new cluster yet: give it back. */
+			exec_mutex_lock(&q->alloc_mutex);
+			qcow2_refcount_update(q, host, q->cluster_size, -1);
+			exec_mutex_unlock(&q->alloc_mutex);
+		}
+		goto out_slot;
+	}
+
+	/* W4: descriptor and bitmap in the cache; the old cluster goes after they are on disk. */
+	qcow2_commit_begin(q);
+	newbm = (bm & QCOW2_SC_ALLOC_ALL) | put;
+	if (!in_place) {
+		uint64_t foff, flen;
+
+		if (kind == QCOW2_NORMAL) {
+			qcow2_free_later(q, qcow2_l2_host(q, e), q->cluster_size);
+		} else if (kind == QCOW2_COMPRESSED) {
+			qcow2_compressed_range(q, e, &foff, &flen);
+			qcow2_free_later(q, foff, flen);
+			newbm = put;
+			bm = 0;
+		}
+		e = (uint64_t)host | QCOW2_COPIED;
+	}
+	newbm |= (bm & QCOW2_SC_ZERO_ALL) & ~(put << 32);
+	qcow2_l2_set(q, l2, l2i, e, newbm);
+	qcow2_cache_mark_dirty(&q->l2c, slot);
+	qcow2_commit_end(q);
+	*done = wend - off;
+out_slot:
+	qcow2_cache_put(q, &q->l2c, slot);
+out_inflight:
+	qcow2_inflight_del(q, &inf);
+	return ret;
+}
+
+/*
  * Writes the guest data of [off, off + len) that starts in clusters
  * needing allocation: the longest such run from @off (one L2 table, at
  * most QCOW2_MAX_ALLOC_BYTES).  Sets *done to the bytes written, 0 when
@@ -116,6 +308,8 @@ int qcow2_write_alloc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t l
 	int64_t host;
 	int ret;
 
+	if (q->extl2)
+		return qcow2_write_alloc_sc(q, buf, off, len, done);
 	*done = 0;
 	gcl = MIN(gcl, gc0 + (qcow2_l2_entries(q) - l2i) - 1);
 	gcl = MIN(gcl, gc0 + MAX(1ULL, QCOW2_MAX_ALLOC_BYTES >> q->cluster_bits) - 1);

@@ -23,6 +23,7 @@ struct qcow2_create_params {
 	unsigned int cluster_bits;
 	unsigned int refcount_order;
 	bool lazy_refcounts;
+	bool extended_l2;
 	unsigned int compression_type;
 	enum qcow2_prealloc prealloc;
 };
@@ -81,6 +82,9 @@ static int qcow2_parse_create_opts(const struct tgt_create_opts *o,
 			if (qcow2_parse_bool("lazy_refcounts", val, &p->lazy_refcounts))
 				return -EINVAL;
 			lazy_given = p->lazy_refcounts;
+		} else if (KEY_IS("extended_l2")) {
+			if (qcow2_parse_bool("extended_l2", val, &p->extended_l2))
+				return -EINVAL;
 		} else if (KEY_IS("compression_type")) {
 			if (!strcmp(val, "zlib")) {
 				p->compression_type = QCOW2_COMPRESSION_ZLIB;
@@ -118,6 +122,15 @@ static int qcow2_parse_create_opts(const struct tgt_create_opts *o,
 	}
 	if (p->version == 2 && lazy_given) {
 		img_err("create: lazy_refcounts need compat=1.1");
+		return -EINVAL;
+	}
+	if (p->extended_l2 && p->version == 2) {
+		img_err("create: extended_l2 needs compat=1.1");
+		return -EINVAL;
+	}
+	/* 32 subclusters of at least 512 bytes (QEMU's limit). */
+	if (p->extended_l2 && p->cluster_bits < 14) {
+		img_err("create: extended_l2 needs cluster_size of at least 16k");
 		return -EINVAL;
 	}
 	if (p->version == 2 && zstd_given) {
@@ -174,7 +187,8 @@ static int qcow2_build_header(const struct tgt_create_opts *o,
 	hd.refcount_table_clusters = __builtin_bswap32(rt_clusters);
 	if (p->version >= 3) {
 		hd.incompatible_features = __builtin_bswap64(
-			p->compression_type ? QCOW2_INCOMPAT_COMPRESSION : 0);
+			(p->compression_type ? QCOW2_INCOMPAT_COMPRESSION : 0) |
+			(p->extended_l2 ? QCOW2_INCOMPAT_EXTL2 : 0));
 		hd.compatible_features = __builtin_bswap64(
 			p->lazy_refcounts ? QCOW2_COMPAT_LAZY_REFCOUNTS : 0);
 		hd.refcount_order = __builtin_bswap32(p->refcount_order);
@@ -259,7 +273,8 @@ int qcow2_create(const struct tgt_create_opts *o)
 	cs = 1ULL << p.cluster_bits;
 	geo.refcount_order = p.refcount_order;
 	gclusters = DIV_ROUND_UP(o->size_bytes, cs);
-	l1_size = DIV_ROUND_UP(gclusters, cs / 8);
+	/* L2 entries are 8 bytes, 16 with extended L2. */
+	l1_size = DIV_ROUND_UP(gclusters, cs / (p.extended_l2 ? 16 : 8));
 	if (l1_size * 8 > QCOW2_MAX_L1_BYTES) {
 		img_err("create: %s: image too large for %" PRIu64 "-byte clusters", o->file, cs);
 		return -EFBIG;
@@ -342,11 +357,16 @@ int qcow2_create(const struct tgt_create_opts *o)
 			goto out_close;
 	}
 	for (i = 0; i < l2c; i++) {
-		uint64_t per = cs / 8, j, *l2 = (uint64_t *)buf;
+		uint64_t per = cs / (p.extended_l2 ? 16 : 8), j, *l2 = (uint64_t *)buf;
 
+		/*
+		 * With extended L2 the bitmaps stay 0, as QEMU leaves them: the
+		 * preallocated subclusters read as unallocated.
+		 */
 		memset(buf, 0, cs);
 		for (j = 0; j < per && i * per + j < gclusters; j++)
-			l2[j] = __builtin_bswap64((data_off + (i * per + j) * cs) | QCOW2_COPIED);
+			l2[j << p.extended_l2] =
+				__builtin_bswap64((data_off + (i * per + j) * cs) | QCOW2_COPIED);
 		ret = qcow2_pwrite_all(fd, buf, cs, l2_off + i * cs);
 		if (ret)
 			goto out_close;

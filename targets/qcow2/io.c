@@ -229,16 +229,35 @@ static uint64_t qcow2_cleared_entry(struct qcow2 *q, uint64_t old, bool zero)
 	return zero && old ? QCOW2_L2_ZERO : 0;
 }
 
-/*
- * Clears whole guest clusters [c0, c1) for discard or write zeroes: the
- * new entries in the cache, the old host clusters released after they
- * reach disk.  Returns 0 or -errno.
- */
-static int qcow2_clear_clusters(struct qcow2 *q, uint64_t c0, uint64_t c1, bool zero)
+/* The bitmap a full cluster gets with extended L2 (its descriptor becomes 0). */
+static uint64_t qcow2_cleared_bitmap(struct qcow2 *q, uint64_t old, uint64_t old_bm, bool zero)
 {
+	return q->t->backing || (zero && (old || old_bm)) ? QCOW2_SC_ZERO_ALL : 0;
+}
+
+/* The unit discard and write zeroes work in: a subcluster with extended L2. */
+static uint64_t qcow2_clear_unit(const struct qcow2 *q)
+{
+	return 1ULL << (q->extl2 ? q->sc_bits : q->cluster_bits);
+}
+
+/*
+ * Clears guest bytes [a, b), whole units (clusters, or subclusters with
+ * extended L2; b may be the unit-rounded end of the image), for discard
+ * or write zeroes: the new entries in the cache, the old host clusters
+ * released after they reach disk.  Part of a cluster only changes its
+ * subcluster bitmap (the host cluster stays); part of a compressed
+ * cluster cannot, so write zeroes writes zero data there (discard leaves
+ * it).  Returns 0 or -errno.
+ */
+static int qcow2_clear_range(struct qcow2 *q, uint64_t a, uint64_t b, bool zero)
+{
+	uint64_t c0 = a >> q->cluster_bits, c1 = ((b - 1) >> q->cluster_bits) + 1;
+
 	while (c0 < c1) {
-		unsigned int l2i = qcow2_l2_index(q, c0), i;
+		unsigned int l2i = qcow2_l2_index(q, c0), i, nz = 0;
 		uint64_t last = MIN(c1 - 1, c0 + qcow2_l2_entries(q) - l2i - 1), l1e;
+		uint64_t zoff[2], zlen[2];
 		struct qcow2_inflight inf;
 		struct qcow2_cslot *slot;
 		uint64_t *l2;
@@ -263,10 +282,42 @@ static int qcow2_clear_clusters(struct qcow2 *q, uint64_t c0, uint64_t c1, bool 
 		l2 = slot->buf;
 		qcow2_commit_begin(q);
 		for (i = 0; i <= last - c0; i++) {
-			uint64_t old = l2[l2i + i], e = qcow2_cleared_entry(q, old, zero);
-			uint64_t foff, flen;
+			uint64_t cstart = (c0 + i) << q->cluster_bits;
+			uint64_t sa = MAX(a, cstart) - cstart;
+			uint64_t sb = MIN(b, cstart + q->cluster_size) - cstart;
+			uint64_t old = qcow2_l2_get(q, l2, l2i + i);
+			uint64_t old_bm = qcow2_l2_get_bitmap(q, l2, l2i + i), e, bm, foff, flen;
 
-			if (old == e)
+			if (sa || (sb < q->cluster_size && cstart + sb < q->size_bytes)) {
+				/* Part of a cluster (extended L2): its subcluster bits only. */
+				uint64_t m = qcow2_sc_mask(sa >> q->sc_bits, (sb - 1) >> q->sc_bits);
+
+				if (qcow2_l2_kind(q, old) == QCOW2_COMPRESSED) {
+					if (zero) {
+						zoff[nz] = cstart + sa;
+						zlen[nz++] = sb - sa;
+					}
+					continue;
+				}
+				bm = old_bm & ~m;
+				if (zero || q->t->backing)
+					bm |= m << 32;
+				else
+					bm &= ~(m << 32);
+				if (bm != old_bm) {
+					qcow2_l2_set(q, l2, l2i + i, old, bm);
+					qcow2_cache_mark_dirty(&q->l2c, slot);
+				}
+				continue;
+			}
+			if (q->extl2) {
+				e = 0;
+				bm = qcow2_cleared_bitmap(q, old, old_bm, zero);
+			} else {
+				e = qcow2_cleared_entry(q, old, zero);
+				bm = 0;
+			}
+			if (old == e && old_bm == bm)
 				continue;
 			switch (qcow2_l2_kind(q, old)) {
 			case QCOW2_NORMAL:
@@ -281,59 +332,73 @@ static int qcow2_clear_clusters(struct qcow2 *q, uint64_t c0, uint64_t c1, bool 
 			default:
 				break;
 			}
-			l2[l2i + i] = e;
+			qcow2_l2_set(q, l2, l2i + i, e, bm);
 			qcow2_cache_mark_dirty(&q->l2c, slot);
 		}
 		qcow2_commit_end(q);
 		qcow2_cache_put(q, &q->l2c, slot);
 		qcow2_inflight_del(q, &inf);
+		for (i = 0; i < nz; i++) {
+			ret = qcow2_write_zero_data(q, zoff[i], zlen[i], 0);
+			if (ret)
+				return ret;
+		}
 		c0 = last + 1;
 	}
 	return 0;
 }
 
+/*
+ * The whole units of [off, off + len): [*a, *b), with the last partial
+ * unit of the image counted whole when the range reaches its end.
+ * Returns false when there is none.
+ */
+static bool qcow2_clear_bounds(struct qcow2 *q, uint64_t off, uint64_t len, uint64_t *a,
+			       uint64_t *b)
+{
+	uint64_t unit = qcow2_clear_unit(q);
+
+	*a = ALIGN_UP(off, unit);
+	*b = ALIGN_DOWN(off + len, unit);
+	if (off + len == q->size_bytes)
+		*b = ALIGN_UP(q->size_bytes, unit);
+	return *a < *b;
+}
+
 int qcow2_discard(struct tgt *t, uint64_t off, uint64_t len)
 {
 	struct qcow2 *q = t->priv;
-	uint64_t c0 = DIV_ROUND_UP(off, q->cluster_size);
-	uint64_t c1 = (off + len) >> q->cluster_bits;
+	uint64_t a, b;
 	int ret;
 
-	/* The last cluster may be partial when the size is not cluster aligned. */
-	if (off + len == q->size_bytes)
-		c1 = DIV_ROUND_UP(q->size_bytes, q->cluster_size);
 	ret = qcow2_before_write(q);
 	if (ret)
 		return ret;
-	/* Partial clusters are left alone: discarded data may read back as anything. */
-	if (c0 >= c1)
+	/* Partial units are left alone: discarded data may read back as anything. */
+	if (!qcow2_clear_bounds(q, off, len, &a, &b))
 		return 0;
-	return qcow2_clear_clusters(q, c0, c1, false);
+	return qcow2_clear_range(q, a, b, false);
 }
 
 int qcow2_write_zeroes(struct tgt *t, uint64_t off, uint64_t len,
 			      unsigned int flags)
 {
 	struct qcow2 *q = t->priv;
-	uint64_t c0 = DIV_ROUND_UP(off, q->cluster_size);
-	uint64_t c1 = (off + len) >> q->cluster_bits;
-	uint64_t a = c0 << q->cluster_bits, b;
+	uint64_t a, b;
 	int ret;
 
-	if (off + len == q->size_bytes)
-		c1 = DIV_ROUND_UP(q->size_bytes, q->cluster_size);
 	ret = qcow2_before_write(q);
 	if (ret)
 		return ret;
 	/* v2 has no zero flag: with a backing file only real zeros hide it. */
-	if (c0 >= c1 || (q->version < 3 && t->backing))
+	if (!qcow2_clear_bounds(q, off, len, &a, &b) || (q->version < 3 && t->backing))
 		return qcow2_write_zero_data(q, off, len, flags);
-	b = MIN(c1 << q->cluster_bits, off + len);
+	b = MIN(b, off + len);
 	ret = qcow2_write_zero_data(q, off, a - off, 0);
 	if (!ret)
 		ret = qcow2_write_zero_data(q, b, off + len - b, 0);
 	if (!ret)
-		ret = qcow2_clear_clusters(q, c0, c1, true);
+		ret = qcow2_clear_range(q, a, ALIGN_UP(b, qcow2_clear_unit(q)), true);
 	if (!ret && (flags & TGT_W_FUA))
 		ret = qcow2_flush_meta(q);
 	return ret;
@@ -354,6 +419,12 @@ int64_t qcow2_block_status(struct tgt *t, uint64_t off, uint64_t len,
 	switch (m.kind) {
 	case QCOW2_UNALLOC:
 		ext->flags = 0;
+		/* An unallocated subcluster of a host cluster: QEMU names its place. */
+		if (q->extl2 && (m.l2e & QCOW2_L2_OFFSET_MASK) &&
+		    qcow2_l2_kind(q, m.l2e) == QCOW2_NORMAL) {
+			ext->flags = TGT_EXT_OFFSET_VALID;
+			ext->host_off = m.host;
+		}
 		break;
 	case QCOW2_ZERO_PLAIN:
 		ext->flags = TGT_EXT_ALLOCATED | TGT_EXT_ZERO;

@@ -222,11 +222,8 @@ static int qcow2_open(struct tgt *t)
 	q->hdr_bytes = q->dio_align;
 	q->data_fd = q->fd;
 
-	if (q->incompat & QCOW2_INCOMPAT_EXTL2) {
-		img_err("%s: qcow2 extended L2 entries are not supported yet", t->cfg.file);
-		ret = -ENOTSUP;
-		goto err;
-	}
+	q->extl2 = q->incompat & QCOW2_INCOMPAT_EXTL2;
+	q->sc_bits = q->cluster_bits - (q->extl2 ? 5 : 0);
 	ret = qcow2_load_l1(q);
 	if (!ret)
 		ret = qcow2_load_refcount_table(q);
@@ -300,7 +297,7 @@ static int qcow2_open(struct tgt *t)
 	t->caps.can_write_zeroes = !q->read_only;
 	/* QEMU refuses compressed clusters with an external data file. */
 	t->caps.can_compress = !q->read_only && !(q->incompat & QCOW2_INCOMPAT_DATA_FILE);
-	t->caps.discard_granularity_bytes = q->cluster_size;
+	t->caps.discard_granularity_bytes = 1ULL << q->sc_bits;
 	return 0;
 err:
 	if (t->backing) {

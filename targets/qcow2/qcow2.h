@@ -159,6 +159,16 @@ struct qcow2_snapshot {
 #define QCOW2_L2_OFFSET_MASK	0x00fffffffffffe00ULL	/* bits 9-55: host cluster */
 #define QCOW2_L2_ZERO		(1ULL << 0)		/* v3: reads as zeros */
 #define QCOW2_L2_RESERVED	0x3f000000000001feULL	/* bits 1-8, 56-61 */
+/*
+ * Extended L2 entries (incompatible bit 4): 128 bits each, the descriptor
+ * above (its zero flag unused) then a subcluster bitmap.  Bit i (0..31):
+ * subcluster i has data at host + i * subcluster size; bit 32 + i: it
+ * reads as zeros; neither: it reads from the backing file (or as zeros).
+ * Both set is a corruption, as is an allocated bit without a host cluster.
+ */
+#define QCOW2_SUBCLUSTERS	32
+#define QCOW2_SC_ALLOC_ALL	0x00000000ffffffffULL
+#define QCOW2_SC_ZERO_ALL	0xffffffff00000000ULL
 /* Bitmap table entry: bits 9-55 data cluster, bit 0 all ones. */
 #define QCOW2_BME_OFFSET_MASK	0x00fffffffffffe00ULL
 
@@ -249,6 +259,8 @@ struct qcow2 {
 	char *feature_names[3][64];
 
 	/* Derived geometry. */
+	bool extl2;			/* 128-bit L2 entries with subcluster bitmaps */
+	unsigned int sc_bits;		/* log2 subcluster size (extl2), else cluster_bits */
 	unsigned int l2_bits;		/* log2 entries per L2 table */
 	unsigned int rb_bits;		/* log2 entries per refcount block */
 	uint64_t refcount_max;
@@ -364,6 +376,28 @@ static inline unsigned int qcow2_l2_index(const struct qcow2 *q, uint64_t gc)
 	return gc & (qcow2_l2_entries(q) - 1);
 }
 
+/*
+ * L2 entry @i of an in-memory (host order) table: its descriptor and, for
+ * extended L2, its subcluster bitmap (0 otherwise).
+ */
+static inline uint64_t qcow2_l2_get(const struct qcow2 *q, const uint64_t *l2, uint64_t i)
+{
+	return l2[i << q->extl2];
+}
+
+static inline uint64_t qcow2_l2_get_bitmap(const struct qcow2 *q, const uint64_t *l2, uint64_t i)
+{
+	return q->extl2 ? l2[(i << 1) + 1] : 0;
+}
+
+static inline void qcow2_l2_set(const struct qcow2 *q, uint64_t *l2, uint64_t i, uint64_t e,
+				uint64_t bitmap)
+{
+	l2[i << q->extl2] = e;
+	if (q->extl2)
+		l2[(i << 1) + 1] = bitmap;
+}
+
 /* header.c */
 int qcow2_read_header(struct qcow2 *q, const char *file, unsigned int open_flags);
 int qcow2_write_header_fields(struct qcow2 *q);
@@ -373,6 +407,10 @@ int qcow2_mark_corrupt(struct qcow2 *q, const char *why);
 
 /* cluster.c */
 enum qcow2_kind qcow2_l2_kind(const struct qcow2 *q, uint64_t l2e);
+enum qcow2_kind qcow2_sc_kind(const struct qcow2 *q, uint64_t l2e, uint64_t bitmap,
+			      unsigned int sc);
+bool qcow2_sc_bitmap_valid(const struct qcow2 *q, uint64_t l2e, uint64_t bitmap);
+uint64_t qcow2_sc_mask(unsigned int first, unsigned int last);
 uint64_t qcow2_l2_host(const struct qcow2 *q, uint64_t l2e);
 bool qcow2_l2_valid(const struct qcow2 *q, uint64_t l2e);
 void qcow2_compressed_range(const struct qcow2 *q, uint64_t l2e, uint64_t *off,

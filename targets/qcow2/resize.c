@@ -165,7 +165,7 @@ static int qcow2_cut(struct qcow2 *q, uint64_t c0, uint64_t old_l1_size, uint64_
 		first = l1i == c0 >> q->l2_bits ? qcow2_l2_index(q, c0) : 0;
 		qcow2_commit_begin(q);
 		for (i = first; i < n; i++) {
-			uint64_t e = l2[i], foff, flen;
+			uint64_t e = qcow2_l2_get(q, l2, i), foff, flen;
 
 			switch (qcow2_l2_kind(q, e)) {
 			case QCOW2_NORMAL:
@@ -180,8 +180,8 @@ static int qcow2_cut(struct qcow2 *q, uint64_t c0, uint64_t old_l1_size, uint64_
 			default:
 				break;
 			}
-			if (e) {
-				l2[i] = 0;
+			if (e || qcow2_l2_get_bitmap(q, l2, i)) {
+				qcow2_l2_set(q, l2, i, 0, 0);
 				qcow2_cache_mark_dirty(&q->l2c, slot);
 			}
 		}

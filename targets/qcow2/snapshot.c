@@ -345,7 +345,7 @@ static int qcow2_tree_refs(struct qcow2 *q, uint64_t *l1, uint64_t l1_size, int 
 			return ret;
 		l2 = slot->buf;
 		for (j = 0; j < qcow2_l2_entries(q) && !ret; j++) {
-			uint64_t e = l2[j], off, len, ne;
+			uint64_t e = qcow2_l2_get(q, l2, j), off, len, ne;
 
 			switch (qcow2_l2_kind(q, e)) {
 			case QCOW2_COMPRESSED:
@@ -366,7 +366,7 @@ static int qcow2_tree_refs(struct qcow2 *q, uint64_t *l1, uint64_t l1_size, int 
 				ret = qcow2_ref_get(q, off, &rc);
 				ne = rc == 1 ? e | QCOW2_COPIED : e & ~QCOW2_COPIED;
 				if (!ret && ne != e) {
-					l2[j] = ne;
+					qcow2_l2_set(q, l2, j, ne, qcow2_l2_get_bitmap(q, l2, j));
 					dirty = true;
 				}
 				break;
