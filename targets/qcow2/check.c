@@ -263,6 +263,39 @@ static int chk_l1(struct qcow2_chk *c, uint64_t l1_off, uint32_t l1_size, bool a
 	return ret;
 }
 
+/*
+ * Makes *@tab, the in-memory copy of the snapshot table (*@cap bytes),
+ * hold at least its first @need bytes.  It doubles, so a long table
+ * costs linear time, and refuses (-EFBIG) a table running past the end
+ * of the file or over QCOW2_MAX_SNAPSHOT_TABLE_BYTES, as open does:
+ * entries with hostile extra_data_size values once grew it cluster by
+ * cluster out to gigabytes of zeros.  Returns 0 or -errno.
+ */
+static int chk_snap_grow(struct qcow2_chk *c, uint8_t **tab, uint64_t *cap, uint64_t need)
+{
+	struct qcow2 *q = c->q;
+	uint64_t ncap;
+	uint8_t *t;
+	int ret;
+
+	if (need <= *cap)
+		return 0;
+	if (need > QCOW2_MAX_SNAPSHOT_TABLE_BYTES || need > c->file_bytes ||
+	    q->snapshots_offset > c->file_bytes - need)
+		return -EFBIG;
+	ncap = ALIGN_UP(MAX(need, *cap * 2), q->cluster_size);
+	ncap = MIN(ncap, ALIGN_UP(c->file_bytes - q->snapshots_offset, q->cluster_size));
+	if (posix_memalign((void **)&t, 4096, ncap))
+		return -ENOMEM;
+	if (*tab)
+		memcpy(t, *tab, *cap);
+	free(*tab);
+	*tab = t;
+	ret = chk_read(c, t + *cap, ncap - *cap, q->snapshots_offset + *cap);
+	*cap = ncap;
+	return ret;
+}
+
 /* Counts the snapshot table and each snapshot's tables. */
 static int chk_snapshots(struct qcow2_chk *c)
 {
@@ -275,27 +308,9 @@ static int chk_snapshots(struct qcow2_chk *c)
 		struct qcow2_snapshot_disk sn;
 		uint64_t need;
 
-		/* Grow the in-memory copy cluster by cluster as entries need it. */
-		need = pos + sizeof(sn);
-		for (;;) {
-			if (need <= cap)
-				break;
-			uint8_t *t;
-
-			cap += q->cluster_size;
-			if (posix_memalign((void **)&t, 4096, cap)) {
-				free(tab);
-				return -ENOMEM;
-			}
-			if (tab)
-				memcpy(t, tab, cap - q->cluster_size);
-			free(tab);
-			tab = t;
-			ret = chk_read(c, tab + cap - q->cluster_size, q->cluster_size,
-				       q->snapshots_offset + cap - q->cluster_size);
-			if (ret)
-				goto err;
-		}
+		ret = chk_snap_grow(c, &tab, &cap, pos + sizeof(sn));
+		if (ret)
+			goto err;
 		memcpy(&sn, tab + pos, sizeof(sn));
 		need = pos + sizeof(sn) + __builtin_bswap32(sn.extra_data_size) +
 		       __builtin_bswap16(sn.id_str_size) + __builtin_bswap16(sn.name_size);
@@ -306,19 +321,8 @@ static int chk_snapshots(struct qcow2_chk *c)
 		if (ret)
 			goto err;
 		/* Make sure the next header and this entry's tail are read. */
-		while (cap < pos + sizeof(sn) && i + 1 < q->nb_snapshots) {
-			uint8_t *t;
-
-			cap += q->cluster_size;
-			if (posix_memalign((void **)&t, 4096, cap)) {
-				ret = -ENOMEM;
-				goto err;
-			}
-			memcpy(t, tab, cap - q->cluster_size);
-			free(tab);
-			tab = t;
-			ret = chk_read(c, tab + cap - q->cluster_size, q->cluster_size,
-				       q->snapshots_offset + cap - q->cluster_size);
+		if (i + 1 < q->nb_snapshots) {
+			ret = chk_snap_grow(c, &tab, &cap, pos + sizeof(sn));
 			if (ret)
 				goto err;
 		}
