@@ -124,7 +124,8 @@ static int qcow2_refuse_incompat(struct qcow2 *q, const char *file, uint64_t bit
 	size_t n = 0;
 	unsigned int b;
 
-	for (b = 0; b < 64; b++) {
+	/* Feature names come from the image: stop once the message is full. */
+	for (b = 0; b < 64 && n < sizeof(msg); b++) {
 		const char *name;
 
 		if (!(bits & (1ULL << b)))
