@@ -193,6 +193,9 @@ static int chk_l2(struct qcow2_chk *c, uint64_t l2_off, bool active)
 					c->r->fragmented_clusters++;
 				c->next_contig = off + q->cluster_size;
 			}
+			/* In an external data file: not counted in this file (QEMU's rule). */
+			if (q->data_file)
+				break;
 			ret = chk_inc(c, off, q->cluster_size);
 			if (ret)
 				return ret;
@@ -628,8 +631,9 @@ static int chk_copied(struct qcow2_chk *c)
 			uint64_t e = __builtin_bswap64(l2[j << q->extl2]), off = e & QCOW2_L2_OFFSET_MASK;
 			enum qcow2_kind k = qcow2_l2_kind(q, e);
 
+			/* Data file clusters are not counted here: COPIED always. */
 			if ((k != QCOW2_NORMAL && k != QCOW2_ZERO_ALLOC) ||
-			    qcow2_off_in_cluster(q, off))
+			    qcow2_off_in_cluster(q, off) || q->data_file)
 				continue;
 			ret = chk_disk_refcount(c, off >> q->cluster_bits, &rc, &has);
 			if (ret)

@@ -16,7 +16,11 @@
 
 enum qcow2_kind qcow2_l2_kind(const struct qcow2 *q, uint64_t l2e)
 {
-	uint64_t off = l2e & QCOW2_L2_OFFSET_MASK;
+	/*
+	 * Offset 0 is a valid place in an external data file: there, a data
+	 * cluster always has refcount 1, and COPIED tells it from unallocated.
+	 */
+	bool off = (l2e & QCOW2_L2_OFFSET_MASK) || (q->data_file && (l2e & QCOW2_COPIED));
 
 	if (l2e & QCOW2_L2_COMPRESSED)
 		return QCOW2_COMPRESSED;

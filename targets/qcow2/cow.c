@@ -20,6 +20,40 @@
 /* Zero head+tail above this are zeroed by fallocate rather than written. */
 #define QCOW2_ZERO_FALLOC_BYTES	(64U << 10)
 
+/*
+ * W2: host clusters for @n guest clusters from @gc (*got may be fewer),
+ * refcount 1 each in the cache.  With an external data file the place is
+ * the guest offset itself, as QEMU puts it (and what data_file_raw
+ * needs), and nothing is counted; what the data file held there is not
+ * known to be zeros, so *fresh is false.  Returns the host offset or -errno.
+ */
+static int64_t qcow2_alloc_data(struct qcow2 *q, uint64_t gc, uint64_t n, uint64_t *got,
+				bool *fresh)
+{
+	int64_t host;
+
+	if (q->data_file) {
+		*got = n;
+		if (fresh)
+			*fresh = false;
+		return gc << q->cluster_bits;
+	}
+	exec_mutex_lock(&q->alloc_mutex);
+	host = qcow2_alloc_clusters(q, n, got, fresh);
+	exec_mutex_unlock(&q->alloc_mutex);
+	return host;
+}
+
+/* Gives back clusters from qcow2_alloc_data() that nothing points at. */
+static void qcow2_unalloc_data(struct qcow2 *q, uint64_t host, uint64_t bytes)
+{
+	if (q->data_file)
+		return;
+	exec_mutex_lock(&q->alloc_mutex);
+	qcow2_refcount_update(q, host, bytes, -1);
+	exec_mutex_unlock(&q->alloc_mutex);
+}
+
 static bool qcow2_needs_alloc(const struct qcow2 *q, uint64_t l2e)
 {
 	return !(qcow2_l2_kind(q, l2e) == QCOW2_NORMAL && (l2e & QCOW2_COPIED));
@@ -79,13 +113,13 @@ static int qcow2_cow_read(struct qcow2 *q, uint64_t l2e, uint64_t goff, void *ds
 /* Zeroes [off, off + len) of the file: fallocate, else written zeros. */
 static int qcow2_zero_host(struct qcow2 *q, uint64_t off, uint64_t len)
 {
-	int ret = exec_fallocate(q->fd, FALLOC_FL_ZERO_RANGE, off, len);
+	int ret = exec_fallocate(q->data_fd, FALLOC_FL_ZERO_RANGE, off, len);
 
 	if (ret != -EOPNOTSUPP && ret != -EINVAL)
 		return ret;
 	while (len) {
 		uint64_t n = MIN(len, (uint64_t)QCOW2_ZERO_BUF_BYTES);
-		ssize_t w = exec_pwrite(q->fd, q->zero_buf, n, off, 0);
+		ssize_t w = exec_pwrite(q->data_fd, q->zero_buf, n, off, 0);
 
 		if (w < 0)
 			return w;
@@ -200,9 +234,7 @@ static int qcow2_write_alloc_sc(struct qcow2 *q, const void *buf, uint64_t off, 
 			put |= bm & QCOW2_SC_ALLOC_ALL;	/* the shared cluster's data */
 		pf = __builtin_ctzll(put);
 		pl = 63 - __builtin_clzll(put);
-		exec_mutex_lock(&q->alloc_mutex);
-		host = qcow2_alloc_clusters(q, 1, &got, NULL);
-		exec_mutex_unlock(&q->alloc_mutex);
+		host = qcow2_alloc_data(q, gc, 1, &got, NULL);
 		if (host < 0) {
 			ret = host;
 			goto out_slot;
@@ -243,7 +275,7 @@ static int qcow2_write_alloc_sc(struct qcow2 *q, const void *buf, uint64_t off, 
 			goto out_free;
 	}
 	memcpy(bounce + (off - cstart), buf, wend - off);
-	ret = exec_pwrite(q->fd, bounce + a, b - a, host + a, 0);
+	ret = exec_pwrite(q->data_fd, bounce + a, b - a, host + a, 0);
 	if (ret >= 0)
 		ret = 0;
 out_free:
@@ -252,9 +284,7 @@ out_free:
 	if (ret) {
 		if (!in_place) {
 			/* Nothing points at the new cluster yet: give it back. */
-			exec_mutex_lock(&q->alloc_mutex);
-			qcow2_refcount_update(q, host, q->cluster_size, -1);
-			exec_mutex_unlock(&q->alloc_mutex);
+			qcow2_unalloc_data(q, host, q->cluster_size);
 		}
 		goto out_slot;
 	}
@@ -266,10 +296,10 @@ out_free:
 		uint64_t foff, flen;
 
 		if (kind == QCOW2_NORMAL) {
-			qcow2_free_later(q, qcow2_l2_host(q, e), q->cluster_size);
+			qcow2_free_data_later(q, qcow2_l2_host(q, e), q->cluster_size);
 		} else if (kind == QCOW2_COMPRESSED) {
 			qcow2_compressed_range(q, e, &foff, &flen);
-			qcow2_free_later(q, foff, flen);
+			qcow2_free_data_later(q, foff, flen);
 			newbm = put;
 			bm = 0;
 		}
@@ -337,9 +367,7 @@ int qcow2_write_alloc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t l
 	}
 
 	/* W2: host clusters, refcount 1 each (in the refcount cache). */
-	exec_mutex_lock(&q->alloc_mutex);
-	host = qcow2_alloc_clusters(q, n, &got, &fresh);
-	exec_mutex_unlock(&q->alloc_mutex);
+	host = qcow2_alloc_data(q, gc0, n, &got, &fresh);
 	if (host < 0) {
 		ret = host;
 		goto out_slot;
@@ -357,18 +385,18 @@ int qcow2_write_alloc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t l
 
 	/* W3: data with its COW head and tail, in one write where possible. */
 	if (!head && !tail) {
-		ret = exec_pwrite(q->fd, buf, run_bytes, host, 0);
+		ret = exec_pwrite(q->data_fd, buf, run_bytes, host, 0);
 	} else if (fresh && qcow2_cow_is_zero(q, first_e) && qcow2_cow_is_zero(q, last_e)) {
 		/*
 		 * Never-used clusters already read as zeros: the zero head and
 		 * tail need no write at all, only the guest's data.
 		 */
-		ret = exec_pwrite(q->fd, buf, wend - off, host + head, 0);
+		ret = exec_pwrite(q->data_fd, buf, wend - off, host + head, 0);
 	} else if (qcow2_cow_is_zero(q, first_e) && qcow2_cow_is_zero(q, last_e) &&
 		   head + tail > QCOW2_ZERO_FALLOC_BYTES) {
 		ret = qcow2_zero_host(q, host, run_bytes);
 		if (!ret)
-			ret = exec_pwrite(q->fd, buf, wend - off, host + head, 0);
+			ret = exec_pwrite(q->data_fd, buf, wend - off, host + head, 0);
 	} else if (posix_memalign(&bounce, 4096, run_bytes)) {
 		ret = -ENOMEM;
 	} else {
@@ -378,15 +406,13 @@ int qcow2_write_alloc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t l
 					     tail);
 		if (!ret) {
 			memcpy((char *)bounce + head, buf, wend - off);
-			ret = exec_pwrite(q->fd, bounce, run_bytes, host, 0);
+			ret = exec_pwrite(q->data_fd, bounce, run_bytes, host, 0);
 		}
 		free(bounce);
 	}
 	if (ret < 0) {
 		/* Nothing points at the new clusters yet: give them back. */
-		exec_mutex_lock(&q->alloc_mutex);
-		qcow2_refcount_update(q, host, run_bytes, -1);
-		exec_mutex_unlock(&q->alloc_mutex);
+		qcow2_unalloc_data(q, host, run_bytes);
 		goto out_slot;
 	}
 
@@ -402,11 +428,11 @@ int qcow2_write_alloc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t l
 		switch (qcow2_l2_kind(q, old)) {
 		case QCOW2_NORMAL:
 		case QCOW2_ZERO_ALLOC:
-			qcow2_free_later(q, qcow2_l2_host(q, old), q->cluster_size);
+			qcow2_free_data_later(q, qcow2_l2_host(q, old), q->cluster_size);
 			break;
 		case QCOW2_COMPRESSED:
 			qcow2_compressed_range(q, old, &foff, &flen);
-			qcow2_free_later(q, foff, flen);
+			qcow2_free_data_later(q, foff, flen);
 			break;
 		default:
 			break;

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,8 @@ struct qcow2_create_params {
 	bool extended_l2;
 	unsigned int compression_type;
 	enum qcow2_prealloc prealloc;
+	const char *data_file;		/* external data file name, as the image keeps it */
+	bool data_file_raw;
 };
 
 static int qcow2_parse_bool(const char *key, const char *v, bool *out)
@@ -44,7 +47,7 @@ static int qcow2_parse_bool(const char *key, const char *v, bool *out)
 static int qcow2_parse_create_opts(const struct tgt_create_opts *o,
 				   struct qcow2_create_params *p)
 {
-	bool lazy_given = false, zstd_given = false;
+	bool lazy_given = false, zstd_given = false, compat_given = false;
 	unsigned int i, refcount_bits = 16;
 	uint64_t v;
 
@@ -63,6 +66,7 @@ static int qcow2_parse_create_opts(const struct tgt_create_opts *o,
 			}
 			p->cluster_bits = ilog2_u64(v);
 		} else if (KEY_IS("compat")) {
+			compat_given = true;
 			if (!strcmp(val, "0.10") || !strcmp(val, "v2")) {
 				p->version = 2;
 			} else if (!strcmp(val, "1.1") || !strcmp(val, "v3")) {
@@ -95,6 +99,16 @@ static int qcow2_parse_create_opts(const struct tgt_create_opts *o,
 				img_err("create: compression_type must be zlib or zstd, not '%s'", val);
 				return -EINVAL;
 			}
+		} else if (KEY_IS("data_file")) {
+			if (!*val || strlen(val) > QCOW2_MAX_BACKING_NAME) {
+				img_err("create: data_file must be a file name of up to %u bytes",
+					QCOW2_MAX_BACKING_NAME);
+				return -EINVAL;
+			}
+			p->data_file = val;
+		} else if (KEY_IS("data_file_raw")) {
+			if (qcow2_parse_bool("data_file_raw", val, &p->data_file_raw))
+				return -EINVAL;
 		} else if (KEY_IS("preallocation")) {
 			if (!strcmp(val, "off"))
 				p->prealloc = PREALLOC_OFF;
@@ -131,6 +145,16 @@ static int qcow2_parse_create_opts(const struct tgt_create_opts *o,
 	/* 32 subclusters of at least 512 bytes (QEMU's limit). */
 	if (p->extended_l2 && p->cluster_bits < 14) {
 		img_err("create: extended_l2 needs cluster_size of at least 16k");
+		return -EINVAL;
+	}
+	/* QEMU's rules for an external data file. */
+	if (p->data_file_raw && !p->data_file) {
+		img_err("create: data_file_raw requires data_file");
+		return -EINVAL;
+	}
+	if (p->data_file && p->version == 2) {
+		img_err("create: external data files need compat=1.1%s",
+			compat_given ? "" : " (the default)");
 		return -EINVAL;
 	}
 	if (p->version == 2 && zstd_given) {
@@ -188,7 +212,10 @@ static int qcow2_build_header(const struct tgt_create_opts *o,
 	if (p->version >= 3) {
 		hd.incompatible_features = __builtin_bswap64(
 			(p->compression_type ? QCOW2_INCOMPAT_COMPRESSION : 0) |
-			(p->extended_l2 ? QCOW2_INCOMPAT_EXTL2 : 0));
+			(p->extended_l2 ? QCOW2_INCOMPAT_EXTL2 : 0) |
+			(p->data_file ? QCOW2_INCOMPAT_DATA_FILE : 0));
+		hd.autoclear_features = __builtin_bswap64(
+			p->data_file_raw ? QCOW2_AUTOCLEAR_DATA_FILE_RAW : 0);
 		hd.compatible_features = __builtin_bswap64(
 			p->lazy_refcounts ? QCOW2_COMPAT_LAZY_REFCOUNTS : 0);
 		hd.refcount_order = __builtin_bswap32(p->refcount_order);
@@ -202,6 +229,9 @@ static int qcow2_build_header(const struct tgt_create_opts *o,
 	if (o->backing_fmt &&
 	    !qcow2_put_ext(h, cs, &pos, QCOW2_EXT_BACKING_FORMAT, o->backing_fmt,
 			   strlen(o->backing_fmt)))
+		goto too_big;
+	if (p->data_file &&
+	    !qcow2_put_ext(h, cs, &pos, QCOW2_EXT_DATA_FILE, p->data_file, strlen(p->data_file)))
 		goto too_big;
 	if (p->version >= 3) {
 		struct qcow2_feature_name f[ARRAY_SIZE(qcow2_feature_table)];
@@ -231,7 +261,7 @@ static int qcow2_build_header(const struct tgt_create_opts *o,
 	}
 	return 0;
 too_big:
-	img_err("create: %s: the backing file name does not fit in the header cluster",
+	img_err("create: %s: the backing or data file name does not fit in the header cluster",
 		o->file);
 	return -EINVAL;
 }
@@ -261,7 +291,9 @@ int qcow2_create(const struct tgt_create_opts *o)
 	uint64_t l1_off, rt_off, rb_off, l2_off, data_off, i;
 	uint8_t *buf = NULL;
 	uint64_t *table = NULL;
-	int fd, ret;
+	char data_path[PATH_MAX];
+	int fd, dfd = -1, ret;
+	bool map_all;
 
 	ret = qcow2_parse_create_opts(o, &p);
 	if (ret)
@@ -280,9 +312,15 @@ int qcow2_create(const struct tgt_create_opts *o)
 		return -EFBIG;
 	}
 	l1c = DIV_ROUND_UP(l1_size * 8, cs);
-	if (p.prealloc != PREALLOC_OFF) {
+	/*
+	 * Preallocation maps every guest cluster; so does a raw data file
+	 * (as QEMU does), whose clusters sit at their guest offsets in the
+	 * data file and are not counted here.
+	 */
+	map_all = p.prealloc != PREALLOC_OFF || p.data_file_raw;
+	if (map_all) {
 		l2c = l1_size;
-		datac = gclusters;
+		datac = p.data_file ? 0 : gclusters;
 	}
 	/* Refcount blocks and table clusters cover everything, themselves included. */
 	for (;;) {
@@ -310,6 +348,20 @@ int qcow2_create(const struct tgt_create_opts *o)
 	    posix_memalign((void **)&table, 4096, MAX(rtc, MAX(l1c, 1ULL)) * cs)) {
 		ret = -ENOMEM;
 		goto out;
+	}
+	if (p.data_file) {
+		/*
+		 * Made empty at the guest size, as qemu-img does; the name is
+		 * resolved beside the image, where opening it will look (qemu-img
+		 * resolves it from its working directory).
+		 */
+		tgt_resolve_path(o->file, p.data_file, data_path, sizeof(data_path));
+		dfd = open(data_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (dfd < 0 || ftruncate(dfd, o->size_bytes)) {
+			ret = -errno;
+			img_err("create: data file %s: %s", data_path, strerror(errno));
+			goto out;
+		}
 	}
 	fd = open(o->file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0) {
@@ -366,7 +418,8 @@ int qcow2_create(const struct tgt_create_opts *o)
 		memset(buf, 0, cs);
 		for (j = 0; j < per && i * per + j < gclusters; j++)
 			l2[j << p.extended_l2] =
-				__builtin_bswap64((data_off + (i * per + j) * cs) | QCOW2_COPIED);
+				__builtin_bswap64(((p.data_file ? 0 : data_off) + (i * per + j) * cs) |
+						  QCOW2_COPIED);
 		ret = qcow2_pwrite_all(fd, buf, cs, l2_off + i * cs);
 		if (ret)
 			goto out_close;
@@ -376,19 +429,29 @@ int qcow2_create(const struct tgt_create_opts *o)
 		ret = -errno;
 		goto out_close;
 	}
+	if (p.data_file) {
+		/* The preallocated data lives in the data file, at the guest offsets. */
+		datac = p.prealloc >= PREALLOC_FALLOC ? gclusters : 0;
+		data_off = 0;
+	}
 	if (p.prealloc == PREALLOC_FALLOC && datac &&
-	    fallocate(fd, 0, data_off, datac * cs)) {
+	    fallocate(dfd >= 0 ? dfd : fd, 0, data_off,
+		      dfd >= 0 ? o->size_bytes : datac * cs)) {
 		ret = -errno;
 		goto out_close;
 	}
 	if (p.prealloc == PREALLOC_FULL) {
 		memset(buf, 0, cs);
 		for (i = 0; i < datac && !ret; i++)
-			ret = qcow2_pwrite_all(fd, buf, cs, data_off + i * cs);
+			ret = qcow2_pwrite_all(dfd >= 0 ? dfd : fd, buf,
+					       dfd >= 0 ? MIN(cs, o->size_bytes - i * cs) : cs,
+					       data_off + i * cs);
 		if (ret)
 			goto out_close;
 	}
-	if (fsync(fd))
+	if (dfd >= 0 && fsync(dfd))
+		ret = -errno;
+	if (!ret && fsync(fd))
 		ret = -errno;
 out_close:
 	if (ret) {
@@ -397,6 +460,8 @@ out_close:
 	}
 	close(fd);
 out:
+	if (dfd >= 0)
+		close(dfd);
 	free(buf);
 	free(table);
 	return ret;

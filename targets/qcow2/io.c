@@ -170,7 +170,7 @@ int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
 		    m.kind == QCOW2_ZERO_ALLOC) {
 			if (m.kind == QCOW2_NORMAL && m.copied) {
 				/* In place: no metadata changes, FUA is the write's own. */
-				ret = exec_pwrite(q->fd, (const char *)buf + done, m.bytes, m.host,
+				ret = exec_pwrite(q->data_fd, (const char *)buf + done, m.bytes, m.host,
 						  (flags & TGT_W_FUA) ? RWF_DSYNC : 0);
 				qcow2_epoch_put(q, m.epoch);
 				if (ret < 0)
@@ -323,11 +323,11 @@ static int qcow2_clear_range(struct qcow2 *q, uint64_t a, uint64_t b, bool zero)
 			case QCOW2_NORMAL:
 			case QCOW2_ZERO_ALLOC:
 				if (qcow2_l2_valid(q, old))
-					qcow2_free_later(q, qcow2_l2_host(q, old), q->cluster_size);
+					qcow2_free_data_later(q, qcow2_l2_host(q, old), q->cluster_size);
 				break;
 			case QCOW2_COMPRESSED:
 				qcow2_compressed_range(q, old, &foff, &flen);
-				qcow2_free_later(q, foff, flen);
+				qcow2_free_data_later(q, foff, flen);
 				break;
 			default:
 				break;
@@ -374,8 +374,11 @@ int qcow2_discard(struct tgt *t, uint64_t off, uint64_t len)
 	ret = qcow2_before_write(q);
 	if (ret)
 		return ret;
-	/* Partial units are left alone: discarded data may read back as anything. */
-	if (!qcow2_clear_bounds(q, off, len, &a, &b))
+	/*
+	 * Partial units are left alone: discarded data may read back as
+	 * anything.  A raw data file keeps every cluster mapped.
+	 */
+	if (q->data_raw || !qcow2_clear_bounds(q, off, len, &a, &b))
 		return 0;
 	return qcow2_clear_range(q, a, b, false);
 }
@@ -390,8 +393,12 @@ int qcow2_write_zeroes(struct tgt *t, uint64_t off, uint64_t len,
 	ret = qcow2_before_write(q);
 	if (ret)
 		return ret;
-	/* v2 has no zero flag: with a backing file only real zeros hide it. */
-	if (!qcow2_clear_bounds(q, off, len, &a, &b) || (q->version < 3 && t->backing))
+	/*
+	 * v2 has no zero flag: with a backing file only real zeros hide it.
+	 * A raw data file must hold the zeros itself.
+	 */
+	if (!qcow2_clear_bounds(q, off, len, &a, &b) || (q->version < 3 && t->backing) ||
+	    q->data_raw)
 		return qcow2_write_zero_data(q, off, len, flags);
 	b = MIN(b, off + len);
 	ret = qcow2_write_zero_data(q, off, a - off, 0);

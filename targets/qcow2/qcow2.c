@@ -119,7 +119,7 @@ static int qcow2_init_caches(struct qcow2 *q)
 	return qcow2_cache_init(&q->rbc, MAX(nr, QCOW2_CACHE_MIN_SLOTS), false);
 }
 
-static int qcow2_open_data_file(struct qcow2 *q)
+static int qcow2_open_data_file(struct qcow2 *q, bool rdonly)
 {
 	char path[PATH_MAX];
 	struct stat st;
@@ -143,7 +143,7 @@ static int qcow2_open_data_file(struct qcow2 *q)
 			q->t->cfg.file, path);
 		return -EINVAL;
 	}
-	fd = qcow2_open_fd(path, true, q->buffered);
+	fd = qcow2_open_fd(path, rdonly, q->buffered);
 	if (fd < 0)
 		return fd;
 	q->data_fd = fd;
@@ -244,10 +244,11 @@ static int qcow2_open(struct tgt *t)
 	memset(q->zero_buf, 0, QCOW2_ZERO_BUF_BYTES);
 
 	if (q->incompat & QCOW2_INCOMPAT_DATA_FILE) {
-		ret = qcow2_open_data_file(q);
+		ret = qcow2_open_data_file(q, rdonly);
 		if (ret)
 			goto err;
-		q->no_write_reason = "external data files are not supported for writing yet";
+		q->data_file = true;
+		q->data_raw = q->autoclear & QCOW2_AUTOCLEAR_DATA_FILE_RAW;
 	}
 	ret = qcow2_load_snapshots(q);
 	if (ret && !(flags & TGT_O_CHECK))
@@ -276,9 +277,16 @@ static int qcow2_open(struct tgt *t)
 			if (ret)
 				goto err;
 		}
-		/* Autoclear bits we do not maintain: the structures they vouch for go stale. */
-		if (q->autoclear & ~QCOW2_AUTOCLEAR_BITMAPS) {
-			q->autoclear &= QCOW2_AUTOCLEAR_BITMAPS;
+		/*
+		 * Autoclear bits we do not maintain: the structures they vouch
+		 * for go stale.  A raw data file stays raw: a data cluster's
+		 * host offset is always its guest offset here.
+		 */
+		uint64_t keep = QCOW2_AUTOCLEAR_BITMAPS |
+				(q->data_file ? QCOW2_AUTOCLEAR_DATA_FILE_RAW : 0);
+
+		if (q->autoclear & ~keep) {
+			q->autoclear &= keep;
 			ret = qcow2_write_header_fields(q);
 			if (ret)
 				goto err;
@@ -293,7 +301,8 @@ static int qcow2_open(struct tgt *t)
 	t->caps.read_only = q->read_only;
 	t->caps.can_flush = true;
 	t->caps.can_fua = true;
-	t->caps.can_discard = !q->read_only;
+	/* A raw data file must read as the guest disk: nothing is unmapped. */
+	t->caps.can_discard = !q->read_only && !q->data_raw;
 	t->caps.can_write_zeroes = !q->read_only;
 	/* QEMU refuses compressed clusters with an external data file. */
 	t->caps.can_compress = !q->read_only && !(q->incompat & QCOW2_INCOMPAT_DATA_FILE);
@@ -358,8 +367,6 @@ static void qcow2_info(struct tgt *t, struct tgt_info *info)
 	info->backing_file = q->backing_name;
 	info->backing_fmt = q->backing_fmt;
 	qcow2_info_add(info, "compat", true, q->version >= 3 ? "1.1" : "0.10");
-	if (q->data_file_name)
-		qcow2_info_add(info, "data-file", true, q->data_file_name);
 	qcow2_info_add(info, "compression-type", true,
 		       q->compression_type == QCOW2_COMPRESSION_ZSTD ? "zstd" : "zlib");
 	if (q->version >= 3)
@@ -367,6 +374,10 @@ static void qcow2_info(struct tgt *t, struct tgt_info *info)
 			       q->compat & QCOW2_COMPAT_LAZY_REFCOUNTS ? "true" : "false");
 	snprintf(bits, sizeof(bits), "%u", 1U << q->refcount_order);
 	qcow2_info_add(info, "refcount-bits", false, bits);
+	if (q->data_file_name) {
+		qcow2_info_add(info, "data-file", true, q->data_file_name);
+		qcow2_info_add(info, "data-file-raw", false, q->data_raw ? "true" : "false");
+	}
 	if (q->version >= 3) {
 		qcow2_info_add(info, "corrupt", false,
 			       q->incompat & QCOW2_INCOMPAT_CORRUPT ? "true" : "false");

@@ -234,6 +234,15 @@ struct qcow2 {
 	struct tgt *t;
 	int fd;
 	int data_fd;			/* external data file, else fd */
+	/*
+	 * External data file (incompatible bit 2): a data cluster's host
+	 * offset is its guest offset in the data file, as QEMU places it, and
+	 * is not counted in the image's refcounts.  data_raw (autoclear bit
+	 * 1): every guest cluster is mapped there, the data file reads as the
+	 * guest disk by itself.
+	 */
+	bool data_file;
+	bool data_raw;
 	unsigned int dio_align;		/* bytes; 512 when buffered */
 	bool buffered;
 
@@ -457,6 +466,17 @@ int qcow2_load_refcount_table(struct qcow2 *q);
 /* alloc.c */
 int64_t qcow2_alloc_clusters(struct qcow2 *q, uint64_t n, uint64_t *got, bool *fresh);
 void qcow2_free_later(struct qcow2 *q, uint64_t off, uint64_t len);
+
+/*
+ * Queues a data cluster (or compressed range) dropped from an L2 entry.
+ * With an external data file data clusters are not refcounted: nothing to
+ * release (the guest cluster keeps its place in the data file).
+ */
+static inline void qcow2_free_data_later(struct qcow2 *q, uint64_t off, uint64_t len)
+{
+	if (!q->data_file)
+		qcow2_free_later(q, off, len);
+}
 int qcow2_release_frees(struct qcow2 *q);
 
 /* flush.c */

@@ -171,11 +171,11 @@ static int qcow2_cut(struct qcow2 *q, uint64_t c0, uint64_t old_l1_size, uint64_
 			case QCOW2_NORMAL:
 			case QCOW2_ZERO_ALLOC:
 				if (qcow2_l2_valid(q, e))
-					qcow2_free_later(q, qcow2_l2_host(q, e), q->cluster_size);
+					qcow2_free_data_later(q, qcow2_l2_host(q, e), q->cluster_size);
 				break;
 			case QCOW2_COMPRESSED:
 				qcow2_compressed_range(q, e, &foff, &flen);
-				qcow2_free_later(q, foff, flen);
+				qcow2_free_data_later(q, foff, flen);
 				break;
 			default:
 				break;
@@ -203,8 +203,14 @@ static int qcow2_cut(struct qcow2 *q, uint64_t c0, uint64_t old_l1_size, uint64_
 int qcow2_make_empty(struct tgt *t)
 {
 	struct qcow2 *q = t->priv;
-	int ret = qcow2_before_write(q);
+	int ret;
 
+	if (q->data_raw) {
+		/* Unmapping would stop the data file from reading as the disk. */
+		img_err("%s: cannot empty an image with a raw external data file", t->cfg.file);
+		return -ENOTSUP;
+	}
+	ret = qcow2_before_write(q);
 	if (!ret)
 		ret = qcow2_flush_meta(q);
 	if (!ret)
@@ -222,6 +228,11 @@ int qcow2_resize(struct tgt *t, uint64_t size, unsigned int flags)
 	uint64_t c1 = DIV_ROUND_UP(q->size_bytes, q->cluster_size);
 	int ret;
 
+	if (q->data_file) {
+		img_err("%s: resizing an image with an external data file is not supported yet",
+			t->cfg.file);
+		return -ENOTSUP;
+	}
 	ret = qcow2_before_write(q);
 	if (ret)
 		return ret;
