@@ -9,6 +9,7 @@
 #   make check-host      host tests only (no VM)
 #   make check-vm        VM tests only
 #   make san             ASan+UBSan build of imgblk and the tests in $(O)/san
+#   make bench           benchmark report in $(O)/bench (not part of check)
 #   make crash-soak      crash-state replay at length (docs/crash-replay.md)
 #   make fuzz            libFuzzer targets, FUZZ_SECONDS each (docs/fuzzing.md)
 
@@ -156,8 +157,10 @@ crash-soak: $(O)/tests/host/crash_replay
 soak: $(O)/imgblk
 	$(Q)scripts/soak.sh -b $(O)
 
+# Host rows, then one VM boot (about 27 min under TCG), then build/bench/report.md
+# and report.png.  BENCH_ARGS go to scripts/bench/run-all.sh (-r, -H, -V).
 bench: $(O)/imgblk
-	$(Q)scripts/bench/vm-raw-vs-loop.sh $(O)
+	$(Q)scripts/bench/run-all.sh -b $(O) $(BENCH_ARGS)
 
 clean:
 	$(quiet) CLEAN $(O)

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# run-all.sh - the whole benchmark suite, as `make bench` runs it.
+#
+#   scripts/bench/run-all.sh [-b BUILD_DIR] [-r SECONDS] [-H] [-V]
+#     -r  fio runtime per VM run (vm-suite.sh -r; default 2)
+#     -H  keep BUILD_DIR/bench/host.md, skip the host rows
+#     -V  keep BUILD_DIR/bench/vm-suite.txt, skip the VM (about 27 min)
+#
+# Host rows (host-bench.sh), then the VM rows (vm-suite.sh), one after the
+# other so neither takes CPU from the other, then report.sh writes
+# BUILD_DIR/bench/report.md and report.png.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+BUILD_DIR=$HERE/../../build
+RUNTIME=
+HOST=1
+VM=1
+while getopts "b:r:HVh" opt; do
+	case $opt in
+	b) BUILD_DIR=$OPTARG ;;
+	r) RUNTIME=$OPTARG ;;
+	H) HOST=0 ;;
+	V) VM=0 ;;
+	h) sed -n '4,9s/^# \{0,1\}//p' "$0"; exit 0 ;;
+	*) exit 2 ;;
+	esac
+done
+
+if [ $HOST = 1 ]; then
+	echo "# run-all: host rows" >&2
+	"$HERE/host-bench.sh" -b "$BUILD_DIR" > /dev/null
+fi
+if [ $VM = 1 ]; then
+	echo "# run-all: VM rows" >&2
+	"$HERE/vm-suite.sh" -b "$BUILD_DIR" ${RUNTIME:+-r "$RUNTIME"}
+fi
+"$HERE/report.sh" -b "$BUILD_DIR"
