@@ -19,9 +19,9 @@
  * (exec_run_sync), as the verbs do.
  *
  * Backing files: the directory holds only the image and a fixed raw file
- * made here, backing.raw, and the backing policy is same-dir, so the only
- * file an image can name and get opened is backing.raw (the image itself
- * is refused as a loop).
+ * made here, backing.raw, and the backing policy (which covers a qcow2
+ * data file too) is same-dir, so the only other file an image can name
+ * and get opened is backing.raw.
  */
 #include <errno.h>
 #include <fcntl.h>
