@@ -3,25 +3,27 @@
 #
 # run.sh - run the libFuzzer targets built by `make fuzz-build`.
 #
-#   tests/fuzz/run.sh -b BUILD [-t SECONDS] [-R] [TARGET...]
+#   tests/fuzz/run.sh -b BUILD [-t SECONDS] [-c CORPUS] [-R] [TARGET...]
 #
 # For each target (default: every BUILD/tests/fuzz/fuzz_*): replay its
 # saved crashes in tests/fuzz/regress/<target>/, then (unless -R, replay
 # only) fuzz it for SECONDS (default 60) with the corpus in
-# BUILD/corpus/<target>, seeded by tests/fuzz/seed.sh on the first run.
+# CORPUS/<target> (default BUILD/corpus, kept between runs), seeded by
+# tests/fuzz/seed.sh when empty.
 # A crash, leak, timeout (10 s per input) or out-of-memory leaves its
 # input in BUILD/crashes/<target>/ and makes the run fail: copy it into
 # tests/fuzz/regress/<target>/ once the bug is fixed.  Prints one line
 # per target with its executions and time.  Exits non-zero on any failure.
 set -uo pipefail
 
-B=build/fuzz SECONDS_EACH=60 REPLAY_ONLY=0
-while getopts b:t:R o; do
+B=build/fuzz SECONDS_EACH=60 REPLAY_ONLY=0 CORPUS=
+while getopts b:t:c:R o; do
 	case $o in
 	b) B=$OPTARG ;;
 	t) SECONDS_EACH=$OPTARG ;;
+	c) CORPUS=$OPTARG ;;
 	R) REPLAY_ONLY=1 ;;
-	*) echo "usage: $0 -b BUILD [-t SECONDS] [-R] [TARGET...]" >&2; exit 2 ;;
+	*) echo "usage: $0 -b BUILD [-t SECONDS] [-c CORPUS] [-R] [TARGET...]" >&2; exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
@@ -60,7 +62,7 @@ for t in "${targets[@]}"; do
 	fi
 	[ "$REPLAY_ONLY" = 1 ] && continue
 
-	corpus=$B/corpus/$t
+	corpus=${CORPUS:-$B/corpus}/$t
 	if [ ! -d "$corpus" ] || [ -z "$(ls -A "$corpus")" ]; then
 		tests/fuzz/seed.sh "$TMP/seed" || { fail=1; continue; }
 		mkdir -p "$corpus"

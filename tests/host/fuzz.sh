@@ -4,7 +4,7 @@
 # fuzz.sh - a short libFuzzer run in make check (docs/fuzzing.md): builds
 # the fuzz targets with clang into $O/fuzz, replays every saved crash in
 # tests/fuzz/regress/ and fuzzes each target for FUZZ_CHECK_SECONDS
-# (default 10).  Without clang or its libFuzzer runtime it skips
+# (default 10) from the seed images (tests/fuzz/seed.sh).  Without clang or its libFuzzer runtime it skips
 # (scripts/setup.sh deps --fuzz installs them); a build failure, a crash
 # or a saved input failing again is a failure.
 set -u
@@ -44,7 +44,9 @@ fi
 for bin in "$O"/fuzz/tests/fuzz/fuzz_*; do
 	case $bin in *.o | *.d) continue ;; esac
 	t=$(basename "$bin")
-	if tests/fuzz/run.sh -b "$O/fuzz" -t "$SECS" "$t" > "$T/$t.log" 2>&1; then
+	# A fresh corpus from the seeds: the kept one of make fuzz grows, and
+	# libFuzzer loads it all before the clock starts.
+	if tests/fuzz/run.sh -b "$O/fuzz" -t "$SECS" -c "$T/corpus" "$t" > "$T/$t.log" 2>&1; then
 		ok "$(tail -n 1 "$T/$t.log")"
 		grep -q 'replayed' "$T/$t.log" && echo "# $(grep replayed "$T/$t.log")"
 	else
