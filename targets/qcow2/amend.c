@@ -3,8 +3,8 @@
  * qcow2 ->amend: change creation options of an existing image
  * (`imgblk amend -o KEY=VALUE,... FILE`).
  *
- * Done: lazy_refcounts=on|off on a v3 image; compat= and refcount_bits=
- * equal to what the image has (nothing to do).  A compat change or a
+ * Done: lazy_refcounts=on|off on a v3 image; compat=0.10|1.1 either way
+ * (A3-A5 in README.md); refcount_bits= equal to what the image has.  A
  * refcount width change is refused with a message for now.
  */
 #include <errno.h>
@@ -21,6 +21,239 @@ static const char *qcow2_amend_val(const char *opt, const char *key)
 	size_t n = strlen(key);
 
 	return !strncmp(opt, key, n) && opt[n] == '=' ? opt + n + 1 : NULL;
+}
+
+/* Bytes an extension of @len data bytes takes, header and padding included. */
+static uint64_t qcow2_amend_ext_bytes(uint32_t len)
+{
+	return 8 + ALIGN_UP((uint64_t)len, 8);
+}
+
+/*
+ * Builds in @nb (cluster_size bytes, zeroed) the first cluster of the
+ * image at @version, laid out as QEMU writes it: the fixed header (v3:
+ * 112 bytes, with compression_type), the backing format extension, the
+ * other extensions in their order, the feature-name table (v3), the end
+ * marker, the backing file name.  Sets *@new_end past the name and
+ * *@old_end past what the old header looks at.  Returns 0 or -ENOSPC.
+ */
+static int qcow2_amend_build_header(struct qcow2 *q, unsigned int version, uint8_t *nb,
+				    uint64_t *new_end, uint64_t *old_end)
+{
+	const uint8_t *ob = q->hdr_buf;
+	uint64_t cs = q->cluster_size, pos = q->header_length, out, n;
+	uint64_t hlen = version >= 3 ? sizeof(struct qcow2_header_disk) : QCOW2_V2_HEADER_BYTES;
+	uint64_t bf_off = get_be64(ob + offsetof(struct qcow2_header_disk, backing_file_offset));
+	uint32_t bf_len = get_be32(ob + offsetof(struct qcow2_header_disk, backing_file_size));
+	struct qcow2_feature_name f[QCOW2_FEATURE_TABLE_ENTRIES];
+	bool fmt_done = false;
+	uint32_t type, len;
+
+	memcpy(nb, ob, QCOW2_V2_HEADER_BYTES);
+	put_be32(nb + offsetof(struct qcow2_header_disk, version), version);
+	if (version >= 3) {
+		/* compat, incompat, autoclear 0; compression_type zlib */
+		put_be32(nb + offsetof(struct qcow2_header_disk, refcount_order), 4);
+		put_be32(nb + offsetof(struct qcow2_header_disk, header_length), hlen);
+	}
+	out = hlen;
+	/* Two passes over the old list: the backing format first, as QEMU puts it. */
+	for (int pass = 0; pass < 2; pass++) {
+		for (pos = q->header_length; pos + 8 <= cs; pos += n) {
+			type = get_be32(ob + pos);
+			len = get_be32(ob + pos + 4);
+			n = MIN(qcow2_amend_ext_bytes(len), cs - pos);
+			if (type == QCOW2_EXT_END)
+				break;
+			if ((type == QCOW2_EXT_BACKING_FORMAT) != !pass ||
+			    type == QCOW2_EXT_FEATURE_TABLE || (pass == 0 && fmt_done))
+				continue;
+			fmt_done |= type == QCOW2_EXT_BACKING_FORMAT;
+			if (out + n > cs)
+				return -ENOSPC;
+			memcpy(nb + out, ob + pos, n);
+			out += n;
+		}
+	}
+	*old_end = MIN(pos + 8, cs);
+	/* The feature table only where it fits with the name (small clusters), as QEMU. */
+	if (version >= 3 && out + qcow2_amend_ext_bytes(sizeof(f)) + 8 + bf_len <= cs) {
+		qcow2_feature_table_fill(f);
+		n = qcow2_amend_ext_bytes(sizeof(f));
+		put_be32(nb + out, QCOW2_EXT_FEATURE_TABLE);
+		put_be32(nb + out + 4, sizeof(f));
+		memcpy(nb + out + 8, f, sizeof(f));
+		out += n;
+	}
+	if (out + 8 > cs)
+		return -ENOSPC;
+	out += 8;	/* the end marker: zeros */
+	if (bf_off && bf_len) {
+		if (out + bf_len > cs)
+			return -ENOSPC;
+		memcpy(nb + out, ob + bf_off, bf_len);
+		put_be64(nb + offsetof(struct qcow2_header_disk, backing_file_offset), out);
+		*old_end = MAX(*old_end, bf_off + bf_len);
+		out += bf_len;
+	}
+	*new_end = out;
+	return 0;
+}
+
+/* Writes the dio_align blocks of @buf covering [@from, @to), then fdatasync. */
+static int qcow2_amend_write_hdr(struct qcow2 *q, const uint8_t *buf, uint64_t from, uint64_t to)
+{
+	uint64_t a = ALIGN_DOWN(from, (uint64_t)q->dio_align);
+	uint64_t b = ALIGN_UP(to, (uint64_t)q->dio_align);
+	ssize_t n;
+
+	if (from >= to)
+		return 0;
+	n = exec_pwrite(q->fd, buf + a, b - a, a, 0);
+	if (n < 0)
+		return n;
+	return exec_fdatasync(q->fd);
+}
+
+/*
+ * v2 cannot say "reads as zeros" (A4): zero clusters of the active tree
+ * become unallocated without a backing file (v2 reads those as zeros),
+ * else clusters of written zeros.  Returns 0 or -errno.
+ */
+static int qcow2_amend_expand_zeros(struct qcow2 *q)
+{
+	uint64_t off = 0;
+	int ret;
+
+	while (off < q->size_bytes) {
+		struct qcow2_map m;
+		uint64_t n, done;
+
+		ret = qcow2_map(q, off, q->size_bytes - off, &m);
+		if (ret)
+			return ret;
+		qcow2_map_put(q, &m);
+		/* No I/O on the host cluster here: drop the epoch reference at once. */
+		if (m.kind == QCOW2_NORMAL || m.kind == QCOW2_COMPRESSED ||
+		    m.kind == QCOW2_ZERO_ALLOC)
+			qcow2_epoch_put(q, m.epoch);
+		n = m.bytes;
+		if (m.kind == QCOW2_ZERO_PLAIN || m.kind == QCOW2_ZERO_ALLOC) {
+			/* amend opens no backing chain: the header says whether there is one. */
+			if (!q->backing_name) {
+				ret = qcow2_discard(q->t, off, n);
+			} else {
+				for (done = 0, ret = 0; done < n && !ret; done += QCOW2_ZERO_BUF_BYTES)
+					ret = qcow2_write(q->t, q->zero_buf,
+							  MIN(n - done, (uint64_t)QCOW2_ZERO_BUF_BYTES),
+							  off + done, 0);
+			}
+			if (ret < 0)
+				return ret;
+		}
+		off += n;
+	}
+	return qcow2_flush_meta(q);
+}
+
+/*
+ * Changes the image's version (A3 upgrade, A4/A5 downgrade in README.md).
+ * Returns 0 or -errno (printed).
+ */
+static int qcow2_amend_compat(struct qcow2 *q, unsigned int version)
+{
+	const char *file = q->t->cfg.file;
+	uint64_t new_end, old_end, x, end;
+	uint8_t *nb = NULL;
+	int ret;
+
+	if (version < 3) {
+		/* What v2 cannot represent is refused, as QEMU refuses it. */
+		if (q->refcount_order != 4) {
+			img_err("%s: amend: compat=0.10 requires refcount_bits=16", file);
+			return -ENOTSUP;
+		}
+		if (q->data_file) {
+			img_err("%s: amend: cannot downgrade an image with a data file", file);
+			return -ENOTSUP;
+		}
+		if (q->incompat & ~(QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_COMPRESSION)) {
+			img_err("%s: amend: cannot downgrade an image with incompatible features 0x%llx set",
+				file, (unsigned long long)(q->incompat & ~QCOW2_INCOMPAT_DIRTY));
+			return -ENOTSUP;
+		}
+		if (q->compression_type != QCOW2_COMPRESSION_ZLIB) {
+			/* QEMU 7.2 downgrades these and loses the type: we do not. */
+			img_err("%s: amend: cannot downgrade an image with compression type zstd", file);
+			return -ENOTSUP;
+		}
+		if (q->nb_snapshots) {
+			img_err("%s: amend: downgrading an image with internal snapshots is not supported yet",
+				file);
+			return -ENOTSUP;
+		}
+		/*
+		 * Clean, and eager refcounts from here: v2 has no dirty bit to
+		 * cover refcounts the expansion would otherwise leave unwritten.
+		 */
+		if (q->lazy || q->lazy_dirty || (q->incompat & QCOW2_INCOMPAT_DIRTY)) {
+			ret = qcow2_mark_clean(q);
+			if (ret)
+				return ret;
+		}
+		q->lazy = false;
+		ret = qcow2_amend_expand_zeros(q);
+		if (ret) {
+			img_err("%s: amend: cannot expand zero clusters: %s", file, strerror(-ret));
+			return ret;
+		}
+	} else {
+		ret = qcow2_flush_meta(q);
+		if (ret)
+			return ret;
+	}
+	/* As big as hdr_buf (at least 4 KiB), which it replaces. */
+	if (posix_memalign((void **)&nb, 4096, MAX(q->cluster_size, 4096ULL)))
+		return -ENOMEM;
+	memset(nb, 0, MAX(q->cluster_size, 4096ULL));
+	ret = qcow2_amend_build_header(q, version, nb, &new_end, &old_end);
+	if (ret) {
+		img_err("%s: amend: the header does not fit in the first cluster", file);
+		goto out;
+	}
+	exec_mutex_lock(&q->hdr_mutex);
+	/*
+	 * A5: blocks the old header never looks at go first; then the first
+	 * block switches the version in one write (several blocks, as QEMU
+	 * writes them, only when the old header reaches past the first one);
+	 * then what is left of the old list is zeroed: no reader looks there.
+	 */
+	end = MAX(new_end, old_end);
+	x = q->dio_align;
+	if (new_end > x && old_end <= x)
+		ret = qcow2_amend_write_hdr(q, nb, x, new_end);
+	else if (new_end > x || old_end > x)
+		x = new_end > x ? ALIGN_UP(end, (uint64_t)q->dio_align) : x;
+	if (!ret)
+		ret = qcow2_amend_write_hdr(q, nb, 0, MIN(x, ALIGN_UP(end, (uint64_t)q->dio_align)));
+	if (!ret && end > x)
+		ret = qcow2_amend_write_hdr(q, nb, x, end);
+	if (!ret) {
+		memcpy(q->hdr_buf, nb, MAX(q->cluster_size, 4096ULL));
+		q->version = version;
+		q->header_length = version >= 3 ? sizeof(struct qcow2_header_disk) :
+						 QCOW2_V2_HEADER_BYTES;
+		q->incompat = q->compat = q->autoclear = 0;
+		q->autoclear_pending = false;
+		q->lazy = false;
+		q->refcount_order = 4;
+	}
+	exec_mutex_unlock(&q->hdr_mutex);
+	if (ret)
+		img_err("%s: amend: cannot write the header: %s", file, strerror(-ret));
+out:
+	free(nb);
+	return ret;
 }
 
 /*
@@ -57,7 +290,7 @@ int qcow2_amend(struct tgt *t, char *const *options, unsigned int nr_options)
 {
 	struct qcow2 *q = t->priv;
 	int lazy = -1;
-	unsigned int i;
+	unsigned int i, version = q->version;
 	const char *v;
 	int ret;
 
@@ -85,10 +318,7 @@ int qcow2_amend(struct tgt *t, char *const *options, unsigned int nr_options)
 				img_err("amend: invalid compat '%s' (0.10 or 1.1)", v);
 				return -EINVAL;
 			}
-			if (ver != q->version) {
-				img_err("%s: amend: changing compat is not supported yet", t->cfg.file);
-				return -ENOTSUP;
-			}
+			version = ver;
 		} else if ((v = qcow2_amend_val(o, "refcount_bits"))) {
 			char *end;
 			unsigned long bits = strtoul(v, &end, 10);
@@ -108,13 +338,19 @@ int qcow2_amend(struct tgt *t, char *const *options, unsigned int nr_options)
 			return -EINVAL;
 		}
 	}
-	if (lazy == 1 && q->version < 3) {
+	if (lazy == 1 && version < 3) {
 		/* As QEMU: lazy refcounts need compat=1.1. */
 		img_err("%s: amend: lazy refcounts only supported with compatibility level 1.1 "
 			"and above (use compat=1.1 or greater)", t->cfg.file);
 		return -EINVAL;
 	}
-	if (lazy >= 0) {
+	if (version != q->version) {
+		/* A downgrade drops lazy refcounts with the other v3 features. */
+		ret = qcow2_amend_compat(q, version);
+		if (ret)
+			return ret;
+	}
+	if (lazy >= 0 && version >= 3) {
 		ret = qcow2_amend_lazy(q, lazy);
 		if (ret) {
 			img_err("%s: amend: cannot write the header: %s", t->cfg.file,

@@ -191,6 +191,22 @@ static const struct {
 	{ 2, 1, "raw external data" },
 };
 
+static_assert(ARRAY_SIZE(qcow2_feature_table) == QCOW2_FEATURE_TABLE_ENTRIES,
+	      "qcow2.h counts the feature table");
+
+unsigned int qcow2_feature_table_fill(struct qcow2_feature_name *f)
+{
+	unsigned int i;
+
+	memset(f, 0, sizeof(*f) * ARRAY_SIZE(qcow2_feature_table));
+	for (i = 0; i < ARRAY_SIZE(qcow2_feature_table); i++) {
+		f[i].type = qcow2_feature_table[i].type;
+		f[i].bit = qcow2_feature_table[i].bit;
+		strncpy(f[i].name, qcow2_feature_table[i].name, sizeof(f[i].name));
+	}
+	return ARRAY_SIZE(qcow2_feature_table);
+}
+
 /* Builds the header cluster into @h (cluster_size bytes).  Returns 0 or -EINVAL. */
 static int qcow2_build_header(const struct tgt_create_opts *o,
 			      const struct qcow2_create_params *p, uint8_t *h,
@@ -235,14 +251,8 @@ static int qcow2_build_header(const struct tgt_create_opts *o,
 		goto too_big;
 	if (p->version >= 3) {
 		struct qcow2_feature_name f[ARRAY_SIZE(qcow2_feature_table)];
-		unsigned int i;
 
-		memset(f, 0, sizeof(f));
-		for (i = 0; i < ARRAY_SIZE(qcow2_feature_table); i++) {
-			f[i].type = qcow2_feature_table[i].type;
-			f[i].bit = qcow2_feature_table[i].bit;
-			strncpy(f[i].name, qcow2_feature_table[i].name, sizeof(f[i].name));
-		}
+		qcow2_feature_table_fill(f);
 		/* Only when it fits: with 512-byte clusters it would crowd out the backing name. */
 		if (pos + 8 + sizeof(f) + 8 + (o->backing_file ? strlen(o->backing_file) : 0) <= cs)
 			qcow2_put_ext(h, cs, &pos, QCOW2_EXT_FEATURE_TABLE, f, sizeof(f));

@@ -539,5 +539,8 @@ int qcow2_check(struct tgt *t, unsigned int fix, struct tgt_check_result *r);
 
 /* create.c */
 int qcow2_create(const struct tgt_create_opts *o);
+/* Fills @f (QCOW2_FEATURE_TABLE_ENTRIES) with the feature-name table we write; returns the count. */
+#define QCOW2_FEATURE_TABLE_ENTRIES	8
+unsigned int qcow2_feature_table_fill(struct qcow2_feature_name *f);
 
 #endif

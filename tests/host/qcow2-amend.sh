@@ -5,9 +5,12 @@
 # lazy_refcounts on and off (v3): qemu-img info says the same, check is
 # clean, the data is untouched; turning it off on an image QEMU left
 # dirty (qemu-io abort) repairs the refcounts first.  lazy_refcounts=on on
-# a v2 image is refused as QEMU refuses it; compat=/refcount_bits= equal
-# to the image's are accepted, a change is refused (not supported yet)
-# and leaves the image as it was; unknown options are refused.
+# a v2 image is refused as QEMU refuses it; compat=1.1 on a v2 image
+# writes a v3 header as QEMU's (112 bytes), compat=0.10 expands zero
+# clusters and gives what QEMU's downgrade gives, and refuses what v2
+# cannot hold; refcount_bits= equal to the image's is accepted, a change
+# is refused (not supported yet) and leaves the image as it was; unknown
+# options are refused.
 set -u
 . "$(dirname "$0")/tap.sh"
 
@@ -92,13 +95,77 @@ qemu-img create -q -f qcow2 c.qcow2 4M
 cp c.qcow2 c.orig
 check "compat=1.1 and refcount_bits=16 on such an image: accepted" \
 	"$IMGBLK" amend -o compat=1.1,refcount_bits=16 c.qcow2
-check_fails "compat=0.10: refused (not supported yet)" "$IMGBLK" amend -o compat=0.10 c.qcow2
-cp out refusal
-check "...with a message" grep -q "not supported yet" refusal
 check_fails "refcount_bits=8: refused (not supported yet)" \
 	"$IMGBLK" amend -o refcount_bits=8 c.qcow2
+cp out refusal
+check "...with a message" grep -q "not supported yet" refusal
 check_fails "an unknown option is refused" "$IMGBLK" amend -o cluster_size=4k c.qcow2
 check "the image is as it was" cmp c.qcow2 c.orig
+
+# compat: upgrade and downgrade against qemu-img amend on copies.
+for cs in 512 4k 64k; do
+	for bk in none backed; do
+		name="compat cs=$cs $bk"
+		rm -f base.qcow2 a.qcow2 q.qcow2
+		if [ $bk = backed ]; then
+			qemu-img create -q -f qcow2 base.qcow2 4M
+			qemu-io -c 'write -P 0x05 0 4M' base.qcow2 > /dev/null
+			qemu-img create -q -f qcow2 -o compat=0.10,cluster_size=$cs \
+				-b base.qcow2 -F qcow2 a.qcow2 4M
+		else
+			qemu-img create -q -f qcow2 -o compat=0.10,cluster_size=$cs a.qcow2 4M
+		fi
+		qemu-io -c 'write -P 0x11 0 1M' -c 'write -z 2M 256k' a.qcow2 > /dev/null
+		cp a.qcow2 q.qcow2
+		check "$name: compat=1.1" "$IMGBLK" amend -o compat=1.1 a.qcow2
+		qemu-img amend -o compat=1.1 q.qcow2
+		check "$name: ...version 3, header_length 112" test \
+			"$(od -An -tx1 -j4 -N4 a.qcow2 | tr -d ' ')$(od -An -tx1 -j100 -N4 a.qcow2 | tr -d ' ')" \
+			= 0000000300000070
+		same "$name: up" a.qcow2 q.qcow2
+		# v3 zero clusters (over the backing file too), then back to v2.
+		qemu-io -c 'write -z 3M 512k' -c 'write -P 0x22 1M 64k' -c 'write -z 64k 64k' \
+			a.qcow2 > /dev/null
+		cp a.qcow2 q.qcow2
+		check "$name: compat=0.10" "$IMGBLK" amend -o compat=0.10 a.qcow2
+		qemu-img amend -o compat=0.10 q.qcow2
+		same "$name: down" a.qcow2 q.qcow2
+		check "$name: ...zeros read as zeros" qemu-io -r -c 'read -P 0 3M 512k' \
+			-c 'read -P 0 2M 256k' -c 'read -P 0x22 1M 64k' a.qcow2
+		check "$name: compat=1.1,lazy_refcounts=on on v2" \
+			"$IMGBLK" amend -o compat=1.1,lazy_refcounts=on a.qcow2
+		qemu-img amend -o compat=1.1,lazy_refcounts=on q.qcow2
+		same "$name: up with lazy" a.qcow2 q.qcow2
+	done
+done
+
+# A lazy-refcounts image with zero clusters down to v2: refcounts written.
+for bk in none backed; do
+	rm -f a.qcow2 q.qcow2
+	if [ $bk = backed ]; then
+		qemu-img create -q -f qcow2 -o lazy_refcounts=on,cluster_size=4k \
+			-b base.qcow2 -F qcow2 a.qcow2 4M
+	else
+		qemu-img create -q -f qcow2 -o lazy_refcounts=on,cluster_size=4k a.qcow2 4M
+	fi
+	qemu-io -c 'write -P 0x11 0 256k' -c 'write -z 1M 1M' -c 'write -z 8k 8k' a.qcow2 > /dev/null
+	cp a.qcow2 q.qcow2
+	check "lazy $bk: compat=0.10" "$IMGBLK" amend -o compat=0.10 a.qcow2
+	qemu-img amend -o compat=0.10 q.qcow2
+	same "lazy $bk: down" a.qcow2 q.qcow2
+done
+
+# What v2 cannot hold: refused like QEMU, image unchanged.
+for o in refcount_bits=8 extended_l2=on data_file=d.raw compression_type=zstd; do
+	rm -f x.qcow2 d.raw
+	qemu-img create -q -f qcow2 -o $o x.qcow2 1M
+	cp x.qcow2 x.orig
+	check_fails "compat=0.10 with $o: refused" "$IMGBLK" amend -o compat=0.10 x.qcow2
+	check "...image unchanged" cmp x.qcow2 x.orig
+done
+qemu-img create -q -f qcow2 x.qcow2 1M
+check_fails "compat=0.10,lazy_refcounts=on refused" \
+	"$IMGBLK" amend -o compat=0.10,lazy_refcounts=on x.qcow2
 
 echo "1..$N"
 [ $FAIL = 0 ]
