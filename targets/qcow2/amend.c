@@ -3,11 +3,11 @@
  * qcow2 ->amend: change creation options of an existing image
  * (`imgblk amend -o KEY=VALUE,... FILE`).
  *
- * Done: lazy_refcounts=on|off on a v3 image; compat=0.10|1.1 either way
- * (A3-A5 in README.md); refcount_bits= equal to what the image has.  A
- * refcount width change is refused with a message for now.
+ * lazy_refcounts=on|off on a v3 image (A1/A2 in README.md), compat=0.10|1.1
+ * either way (A3-A5), refcount_bits=1..64 on a v3 image (A6).
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -257,6 +257,131 @@ out:
 }
 
 /*
+ * Changes the refcount width to 2^@order bits (A6 in README.md): the new
+ * table and blocks go to the end of the file, are written and synced,
+ * one synced header write switches refcount_order and the table, then
+ * the old table and blocks are released.  Returns 0 or -errno (printed).
+ */
+static int qcow2_amend_refcount_order(struct qcow2 *q, unsigned int order)
+{
+	const char *file = q->t->cfg.file;
+	uint64_t cs = q->cluster_size, per_tbl = cs / 8, start, end, nb = 0, nt = 1;
+	unsigned int rb_bits = q->cluster_bits + 3 - order, i_nr;
+	uint64_t max = order == 6 ? UINT64_MAX : (1ULL << (1U << order)) - 1;
+	uint64_t old_rt_off = q->rt_offset, old_rt_clusters = q->rt_clusters, i, v;
+	uint64_t *old_rt = NULL, old_rt_size = q->rt_size, *rt = NULL;
+	uint8_t *blocks = NULL;
+	struct qcow2 geo = { 0 };
+	int ret;
+
+	/* Eager refcounts, all on disk. */
+	ret = q->lazy ? qcow2_mark_clean(q) : qcow2_flush_meta(q);
+	if (ret)
+		return ret;
+	q->lazy = false;
+	start = q->end_cluster;
+	/* Fixpoint: the new blocks cover the whole file, themselves and the table too. */
+	for (;;) {
+		uint64_t b = DIV_ROUND_UP(start + nb + nt, 1ULL << rb_bits);
+		uint64_t t = DIV_ROUND_UP(b, per_tbl);
+
+		if (b == nb && t == nt)
+			break;
+		nb = b;
+		nt = t;
+	}
+	end = start + nb + nt;
+	if (nt * cs > QCOW2_MAX_RT_BYTES) {
+		img_err("%s: amend: the refcount table would be too large", file);
+		return -EFBIG;
+	}
+	geo.refcount_order = order;
+	if (posix_memalign((void **)&rt, 4096, nt * cs) ||
+	    posix_memalign((void **)&blocks, 4096, nb * cs)) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	memset(rt, 0, nt * cs);
+	memset(blocks, 0, nb * cs);
+	exec_mutex_lock(&q->alloc_mutex);
+	for (i = 0; i < end; i++) {
+		v = 1;	/* the new structures */
+		if (i < start) {
+			ret = qcow2_refcount_get(q, i, &v);
+			if (ret)
+				break;
+		}
+		if (v > max) {
+			img_err("%s: amend: cannot decrease refcount entry width to %u bits: cluster at offset 0x%" PRIx64 " has a refcount of %" PRIu64,
+				file, 1U << order, i * cs, v);
+			ret = -EINVAL;
+			break;
+		}
+		if (v)
+			qcow2_rb_set(&geo, blocks + (i >> rb_bits) * cs, i & ((1ULL << rb_bits) - 1), v);
+	}
+	exec_mutex_unlock(&q->alloc_mutex);
+	if (ret)
+		goto out;
+	for (i = 0; i < nb; i++)
+		rt[i] = __builtin_bswap64((start + i) * cs);
+	/* A6: the new structures on disk, synced; nothing points at them yet. */
+	ret = exec_pwrite(q->fd, blocks, nb * cs, start * cs, 0);
+	if (ret >= 0)
+		ret = exec_pwrite(q->fd, rt, nt * cs, (start + nb) * cs, 0);
+	if (ret >= 0)
+		ret = exec_fdatasync(q->fd);
+	if (ret < 0)
+		goto out;
+	/* One synced header write switches width and table. */
+	exec_mutex_lock(&q->hdr_mutex);
+	put_be32((uint8_t *)q->hdr_buf + offsetof(struct qcow2_header_disk, refcount_order), order);
+	q->rt_offset = (start + nb) * cs;
+	q->rt_clusters = nt;
+	ret = qcow2_write_header_fields(q);
+	if (ret) {
+		put_be32((uint8_t *)q->hdr_buf + offsetof(struct qcow2_header_disk, refcount_order),
+			 q->refcount_order);
+		q->rt_offset = old_rt_off;
+		q->rt_clusters = old_rt_clusters;
+		exec_mutex_unlock(&q->hdr_mutex);
+		goto out;
+	}
+	exec_mutex_unlock(&q->hdr_mutex);
+	/* The engine reads the new structures from here on. */
+	old_rt = q->rt;
+	q->rt = NULL;
+	i_nr = q->rbc.nr;
+	qcow2_cache_destroy(q, &q->rbc);
+	ret = qcow2_cache_init(&q->rbc, i_nr, false);
+	q->refcount_order = order;
+	q->rb_bits = rb_bits;
+	q->refcount_max = max;
+	q->end_cluster = MAX(q->end_cluster, end);
+	if (!ret)
+		ret = qcow2_load_refcount_table(q);
+	if (ret)
+		goto out;
+	/* Only now the old table and blocks go: a crash before leaks them. */
+	exec_mutex_lock(&q->alloc_mutex);
+	for (i = 0; i < old_rt_size && !ret; i++)
+		if (old_rt[i])
+			ret = qcow2_refcount_update(q, old_rt[i], cs, -1);
+	if (!ret)
+		ret = qcow2_refcount_update(q, old_rt_off, old_rt_clusters * cs, -1);
+	exec_mutex_unlock(&q->alloc_mutex);
+	if (!ret)
+		ret = qcow2_flush_meta(q);
+out:
+	if (ret)
+		img_err("%s: amend: cannot change refcount_bits: %s", file, strerror(-ret));
+	free(old_rt);
+	free(rt);
+	free(blocks);
+	return ret;
+}
+
+/*
  * Turns lazy refcounts on or off (A1/A2 in README.md).  Returns 0 or
  * -errno (printed).
  */
@@ -289,7 +414,7 @@ static int qcow2_amend_lazy(struct qcow2 *q, bool on)
 int qcow2_amend(struct tgt *t, char *const *options, unsigned int nr_options)
 {
 	struct qcow2 *q = t->priv;
-	int lazy = -1;
+	int lazy = -1, order = -1;
 	unsigned int i, version = q->version;
 	const char *v;
 	int ret;
@@ -327,11 +452,7 @@ int qcow2_amend(struct tgt *t, char *const *options, unsigned int nr_options)
 				img_err("amend: refcount_bits must be a power of 2 up to 64");
 				return -EINVAL;
 			}
-			if (bits != 1UL << q->refcount_order) {
-				img_err("%s: amend: changing refcount_bits is not supported yet",
-					t->cfg.file);
-				return -ENOTSUP;
-			}
+			order = __builtin_ctzl(bits);
 		} else {
 			img_err("amend: option '%s' cannot be amended on qcow2 "
 				"(lazy_refcounts, compat, refcount_bits can)", o);
@@ -344,9 +465,19 @@ int qcow2_amend(struct tgt *t, char *const *options, unsigned int nr_options)
 			"and above (use compat=1.1 or greater)", t->cfg.file);
 		return -EINVAL;
 	}
+	if (order >= 0 && order != 4 && version < 3) {
+		img_err("%s: amend: refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)",
+			t->cfg.file);
+		return -EINVAL;
+	}
 	if (version != q->version) {
 		/* A downgrade drops lazy refcounts with the other v3 features. */
 		ret = qcow2_amend_compat(q, version);
+		if (ret)
+			return ret;
+	}
+	if (order >= 0 && (unsigned int)order != q->refcount_order) {
+		ret = qcow2_amend_refcount_order(q, order);
 		if (ret)
 			return ret;
 	}
