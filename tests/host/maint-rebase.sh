@@ -24,20 +24,6 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/maint-rebase.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 cd "$T" || exit 1
 
-check() {	# check DESCRIPTION CMD...: one TAP line; output only on failure
-	local d=$1 rc
-	shift
-	"$@" > out 2>&1
-	rc=$?
-	if [ $rc = 0 ]; then ok "$d"; else
-		not_ok "$d"; echo "# failed ($rc): $*"; diag_file out; fi
-}
-check_fails() {
-	local d=$1
-	shift
-	if "$@" > out 2>&1; then not_ok "$d"; echo "# unexpectedly succeeded: $*"
-	else ok "$d"; fi
-}
 # rebase NAME FMT IMG ARGS...: imgblk rebases IMG, qemu-img a copy; both
 # must still read what IMG read before.
 rebase() {

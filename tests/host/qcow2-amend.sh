@@ -23,20 +23,6 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-amend.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 cd "$T" || exit 1
 
-check() {	# check DESCRIPTION CMD...: one TAP line; output only on failure
-	local d=$1 rc
-	shift
-	"$@" > out 2>&1
-	rc=$?
-	if [ $rc = 0 ]; then ok "$d"; else
-		not_ok "$d"; echo "# failed ($rc): $*"; diag_file out; fi
-}
-check_fails() {
-	local d=$1
-	shift
-	if "$@" > out 2>&1; then not_ok "$d"; echo "# unexpectedly succeeded: $*"
-	else ok "$d"; fi
-}
 spec() {	# the format-specific part of qemu-img info, and the dirty flag
 	qemu-img info --output=json "$1" | sed -n '/format-specific/,$p' | grep -v '"filename"'
 	qemu-img info --output=json "$1" | grep '"dirty-flag"'

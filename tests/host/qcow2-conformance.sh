@@ -22,14 +22,6 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-conf.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 . "$(dirname "$0")/tap.sh"
-check() {	# check DESCRIPTION CMD...: one TAP line; output only on failure
-	local d=$1 rc
-	shift
-	"$@" > "$T/out" 2>&1
-	rc=$?
-	if [ $rc = 0 ]; then ok "$d"; else
-		not_ok "$d"; echo "# failed ($rc): $*"; diag_file "$T/out"; fi
-}
 
 if [ ! -x "$IMGBLK" ]; then echo "1..0 # SKIP $IMGBLK not built"; exit 0; fi
 for c in qemu-img qemu-io cmp python3; do

@@ -17,26 +17,7 @@ set -u
 IMGBLK=${IMGBLK:-build/imgblk}
 T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-resize.XXXXXX")
 trap 'rm -rf "$T"' EXIT
-N=0
-FAIL=0
-
-ok() { N=$((N + 1)); echo "ok $N - $*"; }
-not_ok() { N=$((N + 1)); FAIL=$((FAIL + 1)); echo "not ok $N - $*"; }
-diag_file() { sed 's/^/#   /' "$1" | head -n 15; }
-check() {	# check DESCRIPTION CMD...: one TAP line; output only on failure
-	local d=$1 rc
-	shift
-	"$@" > "$T/out" 2>&1
-	rc=$?
-	if [ $rc = 0 ]; then ok "$d"; else
-		not_ok "$d"; echo "# failed ($rc): $*"; diag_file "$T/out"; fi
-}
-check_fails() {
-	local d=$1
-	shift
-	if "$@" > "$T/out" 2>&1; then not_ok "$d"; echo "# unexpectedly succeeded: $*"
-	else ok "$d"; fi
-}
+. "$(dirname "$0")/tap.sh"
 
 if [ ! -x "$IMGBLK" ]; then echo "1..0 # SKIP $IMGBLK not built"; exit 0; fi
 for c in qemu-img qemu-io; do

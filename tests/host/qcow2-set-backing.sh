@@ -24,20 +24,6 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-set-backing.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 cd "$T" || exit 1
 
-check() {	# check DESCRIPTION CMD...: one TAP line; output only on failure
-	local d=$1 rc
-	shift
-	"$@" > out 2>&1
-	rc=$?
-	if [ $rc = 0 ]; then ok "$d"; else
-		not_ok "$d"; echo "# failed ($rc): $*"; diag_file out; fi
-}
-check_fails() {
-	local d=$1
-	shift
-	if "$@" > out 2>&1; then not_ok "$d"; echo "# unexpectedly succeeded: $*"
-	else ok "$d"; fi
-}
 backing() {	# backing IMG: "file|format" as qemu-img info --output=json says
 	qemu-img info --output=json "$1" | python3 -c '
 import json, sys

@@ -21,14 +21,6 @@ IMGBLK=${IMGBLK:-build/imgblk}
 T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-snap.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 . "$(dirname "$0")/tap.sh"
-check() {	# check DESCRIPTION CMD...: one TAP line; output only on failure
-	local d=$1 rc
-	shift
-	"$@" > "$T/out" 2>&1
-	rc=$?
-	if [ $rc = 0 ]; then ok "$d"; else
-		not_ok "$d"; echo "# failed ($rc): $*"; diag_file "$T/out"; fi
-}
 check_fails() {	# check_fails DESCRIPTION CMD...: the command must exit 1
 	local d=$1 rc
 	shift
