@@ -220,7 +220,7 @@ int qcow2_make_empty(struct tgt *t)
 	return ret;
 }
 
-int qcow2_resize(struct tgt *t, uint64_t size, unsigned int flags)
+static int qcow2_resize_eager(struct tgt *t, uint64_t size, unsigned int flags)
 {
 	struct qcow2 *q = t->priv;
 	uint64_t entries = qcow2_l1_entries_for(q, size), old_l1 = q->l1_size;
@@ -287,4 +287,27 @@ out:
 	}
 	t->caps.size_bytes = ALIGN_DOWN(q->size_bytes, 512ULL);
 	return 0;
+}
+
+int qcow2_resize(struct tgt *t, uint64_t size, unsigned int flags)
+{
+	struct qcow2 *q = t->priv;
+	bool lazy = q->lazy;
+	int ret;
+
+	/*
+	 * G1 writes the new L1 outside F3/F4, so with lazy refcounts nothing
+	 * sets the dirty bit and close never writes its refcount: the header
+	 * would name a table with refcount 0, and the old one would leak.  As
+	 * for snapshots, make the image clean and resize with eager refcounts.
+	 */
+	if (lazy) {
+		ret = qcow2_mark_clean(q);
+		if (ret)
+			return ret;
+		q->lazy = false;
+	}
+	ret = qcow2_resize_eager(t, size, flags);
+	q->lazy = lazy;
+	return ret;
 }
