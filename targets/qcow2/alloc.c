@@ -96,6 +96,11 @@ static int qcow2_rt_grow(struct qcow2 *q, uint64_t need_idx)
 	ret = qcow2_cache_writeback(q, &q->rbc);
 	if (ret)
 		goto out;
+	/* Past every cluster in use: only refcounts that lie make it meet metadata. */
+	ret = qcow2_overlap_check(q, 0, start << q->cluster_bits,
+				  (nb + nt) << q->cluster_bits);
+	if (ret)
+		goto out;
 	if (nb) {
 		ret = exec_pwrite(q->fd, blocks, nb * q->cluster_size,
 				  start << q->cluster_bits, 0);
@@ -134,8 +139,13 @@ static int qcow2_rt_grow(struct qcow2 *q, uint64_t need_idx)
 	rt = NULL;
 	dirty = NULL;
 	q->end_cluster = start + nb + nt;
+	pthread_mutex_lock(&q->lock);
+	for (i = 0, ret = 0; i < nb && !ret; i++)
+		ret = qcow2_ovl_add(q, (start + i) << q->cluster_bits, QCOW2_META_RB);
+	pthread_mutex_unlock(&q->lock);
 	/* The header no longer points at the old table: it may go now. */
-	ret = qcow2_refcount_update(q, old_off, old_clusters << q->cluster_bits, -1);
+	if (!ret)
+		ret = qcow2_refcount_update(q, old_off, old_clusters << q->cluster_bits, -1);
 out:
 	free(rt);
 	free(blocks);
@@ -169,6 +179,12 @@ static int qcow2_cluster_free(struct qcow2 *q, uint64_t c)
 		if (ret)
 			return ret;
 		pthread_mutex_lock(&q->lock);
+		ret = qcow2_ovl_add(q, c << q->cluster_bits, QCOW2_META_RB);
+		if (ret) {
+			pthread_mutex_unlock(&q->lock);
+			qcow2_cache_put(q, &q->rbc, s);
+			return ret;
+		}
 		qcow2_rb_set(q, s->buf, c & ((1ULL << q->rb_bits) - 1), 1);
 		qcow2_cache_mark_dirty(&q->rbc, s);
 		pthread_mutex_unlock(&q->lock);

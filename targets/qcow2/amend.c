@@ -360,6 +360,9 @@ static int qcow2_amend_refcount_order(struct qcow2 *q, unsigned int order)
 	q->end_cluster = MAX(q->end_cluster, end);
 	if (!ret)
 		ret = qcow2_load_refcount_table(q);
+	/* The new blocks are the refcount blocks now; the old ones go below. */
+	if (!ret)
+		ret = qcow2_ovl_rebuild(q);
 	if (ret)
 		goto out;
 	/* Only now the old table and blocks go: a crash before leaks them. */

@@ -266,7 +266,10 @@ int qcow2_cache_writeback(struct qcow2 *q, struct qcow2_cache *c)
 
 		if (c->is_l2)
 			qcow2_table_to_host(bounce, q->cluster_size);
-		n = exec_pwrite(q->fd, bounce, q->cluster_size, off, 0);
+		n = qcow2_overlap_check(q, QCOW2_OL(c->is_l2 ? QCOW2_META_L2 : QCOW2_META_RB),
+					off, q->cluster_size);
+		if (!n)
+			n = exec_pwrite(q->fd, bounce, q->cluster_size, off, 0);
 
 		pthread_mutex_lock(&q->lock);
 		s->pin--;

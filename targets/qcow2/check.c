@@ -658,7 +658,8 @@ static int chk_copied(struct qcow2_chk *c)
 		}
 	}
 	if (l1_changed) {
-		ret = qcow2_write_table_sectors(q, q->l1_offset, q->l1, q->l1_dirty,
+		ret = qcow2_write_table_sectors(q, QCOW2_META_L1, q->l1_offset, q->l1,
+						q->l1_dirty,
 						ALIGN_UP((uint64_t)q->l1_size * 8, q->cluster_size) /
 						q->dio_align);
 		if (ret)
@@ -727,6 +728,9 @@ int qcow2_check(struct tgt *t, unsigned int fix, struct tgt_check_result *r)
 	}
 	if (!ret && fix)
 		ret = exec_fdatasync(q->fd);
+	/* A repair may have moved or dropped tables. */
+	if (!ret && fix)
+		ret = qcow2_ovl_rebuild(q);
 	/* The allocator starts over from what is now on disk. */
 	q->free_hint = 0;
 	if (fstat(q->fd, &st) == 0)

@@ -432,6 +432,13 @@ static int qcow2_l2_alloc(struct qcow2 *q, uint64_t l1i, struct qcow2_cslot **sl
 	if (ret)
 		return ret;
 	qcow2_commit_begin(q);
+	ret = qcow2_ovl_add(q, off, QCOW2_META_L2);
+	if (ret) {
+		/* Nothing names the cluster: a leak, never a corruption. */
+		qcow2_commit_end(q);
+		qcow2_cache_put(q, &q->l2c, *slot);
+		return ret;
+	}
 	qcow2_cache_mark_dirty(&q->l2c, *slot);
 	q->l1[l1i] = (uint64_t)off | QCOW2_COPIED;
 	qcow2_l1_touch(q, l1i);
@@ -487,6 +494,14 @@ static int qcow2_l2_unshare(struct qcow2 *q, uint64_t l1i, uint64_t l1e,
 		return ret;
 	}
 	qcow2_commit_begin(q);
+	ret = qcow2_ovl_add(q, off, QCOW2_META_L2);
+	if (ret) {
+		/* Nothing names the new cluster: a leak, never a corruption. */
+		qcow2_commit_end(q);
+		qcow2_cache_put(q, &q->l2c, *slot);
+		qcow2_cache_put(q, &q->l2c, os);
+		return ret;
+	}
 	src = os->buf;
 	dst = (*slot)->buf;
 	for (i = 0; i < qcow2_l2_entries(q); i++)
@@ -495,6 +510,7 @@ static int qcow2_l2_unshare(struct qcow2 *q, uint64_t l1i, uint64_t l1e,
 	qcow2_cache_mark_dirty(&q->l2c, *slot);
 	q->l1[l1i] = (uint64_t)off | QCOW2_COPIED;
 	qcow2_l1_touch(q, l1i);
+	qcow2_ovl_del(q, old, QCOW2_META_L2);
 	qcow2_free_later(q, old, q->cluster_size);
 	qcow2_commit_end(q);
 	qcow2_cache_put(q, &q->l2c, os);

@@ -113,8 +113,11 @@ static int qcow2_cow_read(struct qcow2 *q, uint64_t l2e, uint64_t goff, void *ds
 /* Zeroes [off, off + len) of the file: fallocate, else written zeros. */
 static int qcow2_zero_host(struct qcow2 *q, uint64_t off, uint64_t len)
 {
-	int ret = exec_fallocate(q->data_fd, FALLOC_FL_ZERO_RANGE, off, len);
+	int ret = qcow2_overlap_check_data(q, off, len);
 
+	if (ret)
+		return ret;
+	ret = exec_fallocate(q->data_fd, FALLOC_FL_ZERO_RANGE, off, len);
 	if (ret != -EOPNOTSUPP && ret != -EINVAL)
 		return ret;
 	while (len) {
@@ -240,6 +243,13 @@ static int qcow2_write_alloc_sc(struct qcow2 *q, const void *buf, uint64_t off, 
 			goto out_slot;
 		}
 	}
+	/*
+	 * An entry or refcounts that lie could name metadata.  Then nothing
+	 * is written, nor given back: check -r sorts the clusters out.
+	 */
+	ret = qcow2_overlap_check_data(q, host, q->cluster_size);
+	if (ret)
+		goto out_slot;
 
 	/* W3: subclusters pf..pl, from what they read as, with the guest data over them. */
 	a = (uint64_t)pf << q->sc_bits;
@@ -382,6 +392,16 @@ int qcow2_write_alloc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t l
 	wend = MIN(off + len, run_off + run_bytes);
 	head = off - run_off;
 	tail = run_off + run_bytes - wend;
+
+	/*
+	 * The new clusters were free by their refcounts; refcounts that lie
+	 * could still have handed out metadata.  Then nothing is written,
+	 * nor given back (that would punch the metadata): check -r sorts
+	 * the clusters out.
+	 */
+	ret = qcow2_overlap_check_data(q, host, run_bytes);
+	if (ret)
+		goto out_slot;
 
 	/* W3: data with its COW head and tail, in one write where possible. */
 	if (!head && !tail) {

@@ -13,12 +13,13 @@
 
 /*
  * Writes the dirty sectors (dio_align bytes each) of a host-order table
- * of u64 entries at @table_off, coalescing neighbours.  No fdatasync.
+ * of u64 entries at @table_off, coalescing neighbours; @kind is the
+ * table's (the overlap check lets it cover itself).  No fdatasync.
  * Caller holds alloc_mutex and keeps the table from changing (a flush).
  * Returns 0 or -errno.
  */
-int qcow2_write_table_sectors(struct qcow2 *q, uint64_t table_off, const uint64_t *table,
-			      uint8_t *dirty, uint64_t nr_sectors)
+int qcow2_write_table_sectors(struct qcow2 *q, enum qcow2_meta kind, uint64_t table_off,
+			      const uint64_t *table, uint8_t *dirty, uint64_t nr_sectors)
 {
 	uint64_t per = q->dio_align / 8, s = 0, e, i;
 	uint64_t *bounce = NULL;
@@ -43,8 +44,11 @@ int qcow2_write_table_sectors(struct qcow2 *q, uint64_t table_off, const uint64_
 			bounce[i] = __builtin_bswap64(table[s * per + i]);
 		memset(dirty + s, 0, e - s);
 		pthread_mutex_unlock(&q->lock);
-		ret = exec_pwrite(q->fd, bounce, (e - s) * q->dio_align,
-				  table_off + s * q->dio_align, 0);
+		ret = qcow2_overlap_check(q, QCOW2_OL(kind), table_off + s * q->dio_align,
+					  (e - s) * q->dio_align);
+		if (!ret)
+			ret = exec_pwrite(q->fd, bounce, (e - s) * q->dio_align,
+					  table_off + s * q->dio_align, 0);
 		if (ret < 0) {
 			memset(dirty + s, 1, e - s);
 			break;
@@ -103,7 +107,8 @@ static int qcow2_flush_locked(struct qcow2 *q)
 		return ret;
 	if (rt_dirty) {
 		/* R1: blocks first (above), then the table entries that point to them. */
-		ret = qcow2_write_table_sectors(q, q->rt_offset, q->rt, q->rt_dirty, rt_sectors);
+		ret = qcow2_write_table_sectors(q, QCOW2_META_RT, q->rt_offset, q->rt,
+						q->rt_dirty, rt_sectors);
 		if (!ret)
 			ret = exec_fdatasync(q->fd);
 		if (ret)
@@ -133,7 +138,8 @@ static int qcow2_flush_locked(struct qcow2 *q)
 	}
 	if (l1_dirty) {
 		/* F4: L1 entries, after the new L2 tables they point to. */
-		ret = qcow2_write_table_sectors(q, q->l1_offset, q->l1, q->l1_dirty, l1_sectors);
+		ret = qcow2_write_table_sectors(q, QCOW2_META_L1, q->l1_offset, q->l1,
+						q->l1_dirty, l1_sectors);
 		if (!ret)
 			ret = exec_fdatasync(q->fd);
 		if (ret)
@@ -159,6 +165,13 @@ int qcow2_flush_meta(struct qcow2 *q)
 {
 	int ret;
 
+	/*
+	 * A corrupt image gets no more metadata writes: what is still dirty
+	 * is lost, and the flush says so.  Completed data writes are made
+	 * durable all the same.
+	 */
+	if (qcow2_is_corrupt(q))
+		return qcow2_meta_dirty(q) ? -EIO : qcow2_sync(q);
 	exec_mutex_lock(&q->alloc_mutex);
 	pthread_mutex_lock(&q->lock);
 	q->flushing = true;

@@ -377,8 +377,11 @@ int qcow2_write_header_fields(struct qcow2 *q)
 
 int qcow2_mark_corrupt(struct qcow2 *q, const char *why)
 {
+	/* Reported and recorded once, as QEMU does: later events add nothing. */
+	if (__atomic_exchange_n(&q->corrupt, true, __ATOMIC_ACQ_REL))
+		return -EIO;
 	img_err("%s: qcow2 image corrupt: %s; further writes refused", q->t->cfg.file, why);
-	q->no_write_reason = "the image is corrupt";
+	/* v2 has no feature bits: the refusal lasts while the image is open. */
 	if (q->read_only || q->version < 3)
 		return -EIO;
 	exec_mutex_lock(&q->hdr_mutex);

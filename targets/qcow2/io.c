@@ -122,6 +122,9 @@ int qcow2_before_write(struct qcow2 *q)
 	bool pending;
 	int ret = 0;
 
+	/* Found corrupt while open: reported once already, at the time. */
+	if (qcow2_is_corrupt(q))
+		return -EIO;
 	if (q->no_write_reason) {
 		img_err("%s: writes refused: %s", q->t->cfg.file, q->no_write_reason);
 		return -EROFS;
@@ -170,8 +173,12 @@ int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
 		    m.kind == QCOW2_ZERO_ALLOC) {
 			if (m.kind == QCOW2_NORMAL && m.copied) {
 				/* In place: no metadata changes, FUA is the write's own. */
-				ret = exec_pwrite(q->data_fd, (const char *)buf + done, m.bytes, m.host,
-						  (flags & TGT_W_FUA) ? RWF_DSYNC : 0);
+				int rwf = (flags & TGT_W_FUA) ? RWF_DSYNC : 0;
+
+				ret = qcow2_overlap_check_data(q, m.host, m.bytes);
+				if (!ret)
+					ret = exec_pwrite(q->data_fd, (const char *)buf + done,
+							  m.bytes, m.host, rwf);
 				qcow2_epoch_put(q, m.epoch);
 				if (ret < 0)
 					return ret;

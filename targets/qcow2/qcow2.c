@@ -64,6 +64,7 @@ static void qcow2_free(struct qcow2 *q)
 	if (q->fd >= 0)
 		close(q->fd);
 	qcow2_free_snapshots(q);
+	qcow2_ovl_free(q);
 	qcow2_header_free(q);
 	free(q->l1);
 	free(q->l1_dirty);
@@ -293,6 +294,10 @@ static int qcow2_open(struct tgt *t)
 		}
 		q->autoclear_pending = q->autoclear & QCOW2_AUTOCLEAR_BITMAPS;
 		q->lazy = q->version >= 3 && (q->compat & QCOW2_COMPAT_LAZY_REFCOUNTS);
+		/* From here on every write is checked against the metadata. */
+		ret = qcow2_ovl_init(q);
+		if (ret)
+			goto err;
 	}
 
 	t->caps.size_bytes = ALIGN_DOWN(q->size_bytes, 512ULL);
@@ -391,7 +396,7 @@ static void qcow2_tick(struct tgt *t)
 {
 	struct qcow2 *q = t->priv;
 
-	if (q->read_only)
+	if (q->read_only || qcow2_is_corrupt(q))
 		return;
 	if (qcow2_meta_dirty(q))
 		qcow2_flush_meta(q);

@@ -218,6 +218,32 @@ struct qcow2_cache {
 	struct exec_waitq wq;		/* loads done, slots unpinned */
 };
 
+/*
+ * Kinds of metadata the overlap check (overlap.c) knows, as in QEMU's
+ * overlap-check=cached.  HEADER must stay 0: index keys are offset | kind
+ * and never 0.
+ */
+enum qcow2_meta {
+	QCOW2_META_HEADER,
+	QCOW2_META_L1,
+	QCOW2_META_L2,
+	QCOW2_META_RT,
+	QCOW2_META_RB,
+	QCOW2_META_SNAP_TABLE,
+	QCOW2_META_SNAP_L1,
+	QCOW2_META_BITMAP_DIR,
+	QCOW2_META_NR
+};
+#define QCOW2_OL(kind)		(1U << (kind))
+
+/* Host clusters holding metadata (overlap.c): a hash multiset. */
+struct qcow2_ovl {
+	uint64_t *slot;			/* host offset | kind; 0: empty */
+	unsigned int bits;		/* log2 slots */
+	uint64_t nr;
+	bool on;			/* read-write open: writes are checked */
+};
+
 /* A guest range (in clusters) being allocated, discarded or zeroed. */
 struct qcow2_inflight {
 	uint64_t first, last;		/* guest clusters, inclusive */
@@ -297,6 +323,12 @@ struct qcow2 {
 	uint8_t *rt_dirty;		/* per dio_align sector */
 	struct qcow2_cache l2c;
 	struct qcow2_cache rbc;
+	struct qcow2_ovl ovl;
+	/*
+	 * Set once the image was found corrupt while open: every later
+	 * write and flush fails with -EIO (the corrupt bit is on disk).
+	 */
+	bool corrupt;
 
 	struct qcow2_inflight *inflight;	/* guest ranges being changed */
 	uint64_t *l2_allocating;		/* L1 indexes getting a table */
@@ -412,7 +444,34 @@ int qcow2_read_header(struct qcow2 *q, const char *file, unsigned int open_flags
 int qcow2_write_header_fields(struct qcow2 *q);
 const char *qcow2_feature_name(struct qcow2 *q, unsigned int type, unsigned int bit);
 void qcow2_header_free(struct qcow2 *q);
+/*
+ * Records that the image is corrupt (@why, logged once): the corrupt bit
+ * goes to disk (v3, read-write) and every later write fails.  Not with
+ * q->lock held.  Returns -EIO, for the caller to return.
+ */
 int qcow2_mark_corrupt(struct qcow2 *q, const char *why);
+
+static inline bool qcow2_is_corrupt(struct qcow2 *q)
+{
+	return __atomic_load_n(&q->corrupt, __ATOMIC_ACQUIRE);
+}
+
+/* overlap.c */
+int qcow2_ovl_add(struct qcow2 *q, uint64_t off, enum qcow2_meta kind);
+void qcow2_ovl_del(struct qcow2 *q, uint64_t off, enum qcow2_meta kind);
+int qcow2_ovl_rebuild(struct qcow2 *q);
+int qcow2_ovl_init(struct qcow2 *q);
+void qcow2_ovl_free(struct qcow2 *q);
+int qcow2_overlap_check(struct qcow2 *q, unsigned int ign, uint64_t off, uint64_t len);
+
+/*
+ * The check for guest data going to @off: with an external data file it
+ * goes to another file, where there is no metadata to overlap.
+ */
+static inline int qcow2_overlap_check_data(struct qcow2 *q, uint64_t off, uint64_t len)
+{
+	return q->data_file ? 0 : qcow2_overlap_check(q, 0, off, len);
+}
 
 /* cluster.c */
 enum qcow2_kind qcow2_l2_kind(const struct qcow2 *q, uint64_t l2e);
@@ -482,8 +541,8 @@ int qcow2_release_frees(struct qcow2 *q);
 /* flush.c */
 int qcow2_flush_meta(struct qcow2 *q);
 int qcow2_mark_clean(struct qcow2 *q);
-int qcow2_write_table_sectors(struct qcow2 *q, uint64_t table_off, const uint64_t *table,
-			      uint8_t *dirty, uint64_t nr_sectors);
+int qcow2_write_table_sectors(struct qcow2 *q, enum qcow2_meta kind, uint64_t table_off,
+			      const uint64_t *table, uint8_t *dirty, uint64_t nr_sectors);
 void qcow2_commit_begin(struct qcow2 *q);
 void qcow2_commit_end(struct qcow2 *q);
 bool qcow2_meta_dirty(struct qcow2 *q);
@@ -512,6 +571,7 @@ int64_t qcow2_block_status(struct tgt *t, uint64_t off, uint64_t len,
 
 /* snapshot.c */
 int qcow2_load_snapshots(struct qcow2 *q);
+uint64_t qcow2_snap_table_bytes(const struct qcow2 *q);
 void qcow2_free_snapshots(struct qcow2 *q);
 int qcow2_open_snapshot(struct qcow2 *q, const char *which);
 int qcow2_snapshot_list(struct tgt *t, const struct tgt_snapshot_info **list);

@@ -188,6 +188,7 @@ static int qcow2_cut(struct qcow2 *q, uint64_t c0, uint64_t old_l1_size, uint64_
 		if (l1i >= l1_keep) {
 			q->l1[l1i] = 0;
 			q->l1_dirty[l1i * 8 / q->dio_align] = 1;
+			qcow2_ovl_del(q, l2off, QCOW2_META_L2);
 			qcow2_free_later(q, l2off, q->cluster_size);
 		}
 		qcow2_commit_end(q);

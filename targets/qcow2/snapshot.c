@@ -440,6 +440,17 @@ static uint64_t qcow2_snap_entry_bytes(const struct qcow2_snapshot *sn)
 			strlen(sn->id) + strlen(sn->name), 8);
 }
 
+/* The bytes the snapshot table (q->snaps, matching the header) takes in the file. */
+uint64_t qcow2_snap_table_bytes(const struct qcow2 *q)
+{
+	uint64_t bytes = 0;
+	uint32_t i;
+
+	for (i = 0; i < q->nb_snapshots; i++)
+		bytes += qcow2_snap_entry_bytes(&q->snaps[i]);
+	return bytes;
+}
+
 /*
  * Writes @snaps (@nb entries) as the new snapshot table.  Order (S1):
  * new table in new clusters, refcounts and table synced, header switched
@@ -520,6 +531,10 @@ static int qcow2_write_snapshot_table(struct qcow2 *q, struct qcow2_snapshot *sn
 	if (ret)
 		return ret;
 	/* Now nothing on disk names the old table. */
+	pthread_mutex_lock(&q->lock);
+	for (i = 0; old_nb && i < DIV_ROUND_UP(old_bytes, q->cluster_size); i++)
+		qcow2_ovl_del(q, old_off + ((uint64_t)i << q->cluster_bits), QCOW2_META_SNAP_TABLE);
+	pthread_mutex_unlock(&q->lock);
 	if (old_nb && old_bytes) {
 		ret = qcow2_refs(q, old_off, old_bytes, -1);
 		if (ret)
@@ -606,6 +621,10 @@ static int qcow2_snap_create(struct qcow2 *q, const char *name)
 		goto err;
 	free(q->snaps);
 	q->snaps = snaps;
+	/* The new table and the snapshot's L1 copy are metadata now. */
+	ret = qcow2_ovl_rebuild(q);
+	if (ret)
+		return ret;
 	return qcow2_flush_meta(q);
 err:
 	free(sn->id);
@@ -647,11 +666,14 @@ static int qcow2_snap_delete(struct qcow2 *q, int idx)
 	}
 	free(q->snaps);
 	q->snaps = snaps;
+	/* Before its L1 copy is released: that cluster may be reused for anything. */
+	ret = qcow2_ovl_rebuild(q);
 	free(gone.id);
 	free(gone.name);
 	free(gone.extra);
 
-	ret = qcow2_tree_refs(q, l1, gone.l1_size, -1, false);
+	if (!ret)
+		ret = qcow2_tree_refs(q, l1, gone.l1_size, -1, false);
 	free(l1);
 	if (!ret && gone.l1_size)
 		ret = qcow2_refs(q, gone.l1_offset, gone.l1_size * 8ULL, -1);
@@ -727,8 +749,14 @@ static int qcow2_snap_apply(struct qcow2 *q, int idx)
 	pthread_mutex_unlock(&q->lock);
 	q->t->caps.size_bytes = ALIGN_DOWN(q->size_bytes, 512ULL);
 
-	/* The header no longer reaches the old tree. */
-	ret = qcow2_tree_refs(q, old_l1, old_size, -1, false);
+	/*
+	 * The new tree's L2 tables are the active ones now, before the old
+	 * ones may be released and reused.  Then the header no longer
+	 * reaches the old tree.
+	 */
+	ret = qcow2_ovl_rebuild(q);
+	if (!ret)
+		ret = qcow2_tree_refs(q, old_l1, old_size, -1, false);
 	free(old_l1);
 	if (!ret && old_size)
 		ret = qcow2_refs(q, old_off, old_size * 8, -1);
