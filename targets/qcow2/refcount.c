@@ -138,6 +138,21 @@ int qcow2_refcount_update(struct qcow2 *q, uint64_t off, uint64_t len, int delta
 				delta < 0 ? "drop below zero" : "overflow");
 			return delta < 0 ? -EIO : -ERANGE;
 		}
+		if (v + delta == 0) {
+			/*
+			 * A cluster still in use as metadata never drops to 0:
+			 * it would be punched and handed out again.  Only an
+			 * entry that lies (data naming metadata) gets here.
+			 * alloc_mutex keeps v valid while the lock is dropped.
+			 */
+			pthread_mutex_unlock(&q->lock);
+			ret = qcow2_overlap_check(q, 0, c << q->cluster_bits, q->cluster_size);
+			if (ret) {
+				qcow2_cache_put(q, &q->rbc, s);
+				return ret;
+			}
+			pthread_mutex_lock(&q->lock);
+		}
 		v += delta;
 		qcow2_rb_set(q, s->buf, c & mask, v);
 		qcow2_cache_mark_dirty(&q->rbc, s);
