@@ -10,7 +10,8 @@
 # only) fuzz it for SECONDS (default 60) with the corpus in
 # CORPUS/<target> (default BUILD/corpus, kept between runs), seeded by
 # tests/fuzz/seed.sh when empty.
-# A crash, leak, timeout (10 s per input) or out-of-memory leaves its
+# A crash, leak, timeout (10 s per input), out-of-memory or (fuzz_ops)
+# a read the model does not allow leaves its
 # input in BUILD/crashes/<target>/ and makes the run fail: copy it into
 # tests/fuzz/regress/<target>/ once the bug is fixed.  Prints one line
 # per target with its executions and time.  Exits non-zero on any failure.
@@ -56,7 +57,8 @@ for t in "${targets[@]}"; do
 			echo "$t: replayed ${#reg[@]} saved inputs, clean"
 		else
 			echo "$t: a saved input of tests/fuzz/regress/$t fails again:"
-			grep -E 'ERROR|runtime error|Running:|SUMMARY' "$TMP/replay.log" | tail -n 20 | sed 's/^/  /'
+			grep -E '^fuzz_[a-z0-9_]+: |ERROR|runtime error|Running:|SUMMARY' "$TMP/replay.log" |
+				tail -n 20 | sed 's/^/  /'
 			fail=1
 		fi
 	fi
@@ -85,7 +87,8 @@ for t in "${targets[@]}"; do
 			"${execs:-?}" "$secs" "${rate:-?}" "${cov:-cov ?}" "$(ls "$corpus" | wc -l)"
 	else
 		echo "$t: FAILED after $secs s (status $rc); input saved in $B/crashes/$t/:"
-		grep -E 'ERROR|runtime error|SUMMARY|artifact|Test unit written' "$TMP/$t.log" | tail -n 8 | sed 's/^/  /'
+		grep -E '^fuzz_[a-z0-9_]+: |ERROR|runtime error|SUMMARY|artifact|Test unit written' \
+			"$TMP/$t.log" | tail -n 8 | sed 's/^/  /'
 		grep -E '^ +#[0-9]+ ' "$TMP/$t.log" | head -n 12 | sed 's/^/  /'
 		fail=1
 	fi

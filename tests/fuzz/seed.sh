@@ -3,12 +3,14 @@
 #
 # seed.sh - initial corpora for the fuzz targets, made by qemu-img.
 #
-#   tests/fuzz/seed.sh DIR      fills DIR/fuzz_qcow2, DIR/fuzz_qed, DIR/fuzz_cli
+#   tests/fuzz/seed.sh DIR      fills DIR/fuzz_qcow2, DIR/fuzz_qed, DIR/fuzz_ops,
+#                               DIR/fuzz_cli
 #
 # Small images (512-byte to 16 KiB clusters, 1 MiB) in the states the
 # engines meet: empty, with data, compressed, with a snapshot, lazy
 # refcounts, extended L2, a backing file (backing.raw, the one file the
 # targets provide), each followed by a tail of I/O commands (image.h).
+# fuzz_ops makes its own images: its seeds are parameters and operations.
 # Nothing binary is committed: this script makes them again.
 set -euo pipefail
 
@@ -16,7 +18,7 @@ OUT=${1:?usage: seed.sh DIR}
 command -v qemu-img >/dev/null || { echo "seed.sh: qemu-img missing" >&2; exit 1; }
 T=$(mktemp -d "${TMPDIR:-/tmp}/fuzz-seed.XXXXXX")
 trap 'rm -rf "$T"' EXIT
-mkdir -p "$OUT/fuzz_qcow2" "$OUT/fuzz_qed" "$OUT/fuzz_cli"
+mkdir -p "$OUT/fuzz_qcow2" "$OUT/fuzz_qed" "$OUT/fuzz_ops" "$OUT/fuzz_cli"
 
 # cmd OP SECTOR LEN_SECTORS FILL: one 8-byte command (image.h).
 cmd() {
@@ -91,6 +93,36 @@ seed fuzz_qed data "$T/qed-data"
 q create -f qed -o cluster_size=4096,table_size=2 -b backing.raw -F raw "$T/qed-ov" 1M
 qio -c 'write -P 0x33 4k 2k' "$T/qed-ov"
 seed fuzz_qed backing "$T/qed-ov"
+
+# fuzz_ops (fuzz_ops.c): three parameter bytes, then 4-byte operations.
+# op KIND SECTOR COUNT-1; KIND: 0 read, 1 write, 3 write zeroes,
+# 4 discard, 5 flush, 6 block status, 7 resize, 8/9/10 snapshot
+# create/apply/delete, 11 reopen, 12 amend, 13 commit, 14 rebase; 0x80 FUA.
+op() { printf "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x' "$1" $(($2 & 255)) $(($2 >> 8)) "$3")"; }
+params() { printf "$(printf '\\x%02x\\x%02x\\x%02x' "$1" "$2" "$3")"; }
+# qcow2 64 KiB clusters, 1 MiB: writes, a snapshot, overwrite, apply, delete.
+{ params 0x0e 0xe4 0x00; op 1 0 255; op 1 300 40; op 0 0 255; op 8 0 0; op 1 100 20
+  op 0x81 2000 7; op 4 0 255; op 0 0 255; op 9 0 0; op 0 0 255; op 10 0 0
+  op 11 0 0; op 0 280 80; } > "$OUT/fuzz_ops/qcow2-snapshot"
+# qcow2 512 B clusters, 1-bit refcounts, lazy, raw backing file: commit.
+{ params 0xa0 0x20 0x01; op 1 3 5; op 3 20 30; op 4 0 10; op 6 0 255; op 0 0 63
+  op 13 0 0; op 0 0 63; op 1 60 2; op 11 1 0; op 0 50 20; } > "$OUT/fuzz_ops/qcow2-lazy-commit"
+# qcow2 v2 4 KiB clusters, qcow2 backing file: resize both ways, safe rebase.
+{ params 0x94 0x48 0x12; op 1 10 100; op 7 64 0; op 0 0 255; op 1 700 60; op 7 300 3
+  op 0 500 255; op 7 100 0; op 0 400 255; op 14 1 0; op 0 0 255; op 12 3 0
+  op 6 0 255; } > "$OUT/fuzz_ops/qcow2-v2-resize-rebase"
+# qcow2 extended L2, 16 KiB clusters: partial writes, discard, zeroes, status.
+{ params 0x4a 0x64 0x30; op 1 1 0; op 1 33 2; op 4 0 31; op 3 64 70; op 6 0 200
+  op 0 0 200; op 12 4 3; op 0 0 100; op 8 0 0; op 4 0 255; op 9 0 0; op 0 0 255
+  } > "$OUT/fuzz_ops/qcow2-extl2"
+# QED 4 KiB clusters, 1-cluster tables, raw backing: zeroes, grow, unsafe rebase.
+{ params 0x81 0x40 0x01; op 1 5 3; op 3 8 16; op 0 0 64; op 7 800 0; op 1 2000 10
+  op 0 1900 255; op 11 0 0; op 14 0 0; op 0 0 255; } > "$OUT/fuzz_ops/qed-backing"
+# QED 64 KiB clusters, no backing file; a QED backing file with commit.
+{ params 0x09 0x80 0x08; op 1 0 255; op 0x83 10 10; op 5 0 0; op 0 0 255; op 7 5 0
+  op 11 0 0; op 0 0 255; } > "$OUT/fuzz_ops/qed-64k"
+{ params 0x83 0x28 0x00; op 1 7 30; op 13 0 0; op 1 8 1; op 0 0 60; op 6 0 60
+  } > "$OUT/fuzz_ops/qed-commit"
 
 # CLI: byte 0 picks add (0), del (1), list (2); NUL-separated arguments.
 args() { local w=$1; shift; printf "\\x$w"; printf '%s\0' "$@"; }
