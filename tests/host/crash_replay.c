@@ -209,6 +209,8 @@ struct variant_cfg {
 	uint64_t data_bytes;		/* guest bytes to write */
 	uint32_t max_io_sectors;
 	bool want_rt_growth;		/* qcow2: the refcount table must grow */
+	/* qcow2 without a backing file: start from `convert -c` with this compression_type. */
+	const char *compress;
 };
 
 struct wl {
@@ -769,8 +771,10 @@ static bool state_check(struct replay *r, const char *path, size_t P,
 
 		ret = t.ops->read(&t, r->rbuf, n, off);
 		if (ret < 0) {
+			/* Unreadable is as lost as wrong (a punched compressed cluster). */
 			snprintf(what, sizeof(what), "read at %llu failed: %s",
 				 (unsigned long long)off, strerror(-ret));
+			r->lost++;
 			ok = false;
 			break;
 		}
@@ -1157,6 +1161,24 @@ FIXTURE_VARIANT_ADD(crash, qed_4k_qed_backing) {
 	.seed = 0x5eed0008,
 };
 
+/*
+ * Starting from a compressed image (4 KiB clusters, zstd): writes, zeroes
+ * and discards into compressed clusters free their share of packed host
+ * clusters.  Small: each zstd cluster read costs a decompression context.
+ */
+FIXTURE_VARIANT_ADD(crash, qcow2_4k_zstd) {
+	.cfg = { .fmt = "qcow2", .create_opts = "cluster_size=4096", .compress = "zstd",
+		 .size_bytes = 4 * MiB, .data_bytes = 1 * MiB, .max_io_sectors = 64 },
+	.seed = 0x5eed0009,
+};
+
+/* 512-byte clusters, zlib: several compressed clusters share each host cluster. */
+FIXTURE_VARIANT_ADD(crash, qcow2_512_zlib) {
+	.cfg = { .fmt = "qcow2", .create_opts = "cluster_size=512", .compress = "zlib",
+		 .size_bytes = 1 * MiB, .data_bytes = 512 * KiB, .max_io_sectors = 32 },
+	.seed = 0x5eed000a,
+};
+
 FIXTURE_SETUP(crash)
 {
 	snprintf(self->dir, sizeof(self->dir), "%s/imgblk-crash-XXXXXX",
@@ -1167,6 +1189,61 @@ FIXTURE_SETUP(crash)
 FIXTURE_TEARDOWN(crash)
 {
 	rm_rf(self->dir);
+}
+
+/*
+ * What a converted starting image holds: per 4 KiB, zeros (left
+ * unallocated by convert), random data (too dense to compress: stored as a
+ * normal cluster) or sectors that compress well yet begin with 16 bytes
+ * unique to the sector, so a sector read from the wrong place still fails.
+ */
+static void init_fill(unsigned char *buf, uint64_t bytes, uint32_t tag)
+{
+	uint64_t s, i;
+
+	for (s = 0; s < bytes / SECTOR; s++) {
+		unsigned char *p = buf + s * SECTOR;
+		uint64_t kind = splitmix64((s * SECTOR / (4 * KiB)) ^ ((uint64_t)tag << 48)) % 100;
+
+		if (kind < 15)
+			continue;
+		if (kind < 30) {
+			sector_fill(p, tag, s);
+			continue;
+		}
+		put_be64(p, splitmix64(((uint64_t)tag << 40) ^ s));
+		put_be64(p + 8, s);
+		for (i = 16; i < SECTOR; i++)
+			p[i] = (s * 3 + i / 16) & 0xff;
+	}
+}
+
+/*
+ * A starting image that QEMU converts from a raw file of init_fill()
+ * content, with every compressible cluster compressed: the workload's
+ * writes then COW out of compressed clusters and drop their share of
+ * host clusters that several of them pack into.
+ */
+static int make_converted(const char *dir, const struct variant_cfg *v, struct wl *w,
+			  const char *img)
+{
+	char raw[PATH_MAX];
+	ssize_t n;
+	int fd;
+
+	init_fill(w->init, v->size_bytes, 7);
+	snprintf(raw, sizeof(raw), "%s/start.raw", dir);
+	fd = open(raw, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	n = pwrite(fd, w->init, v->size_bytes, 0);
+	close(fd);
+	if (n != (ssize_t)v->size_bytes)
+		return -EIO;
+	if (run_cmd("qemu-img convert -q -c -f raw -O %s -o %s,compression_type=%s '%s' '%s'",
+		    v->fmt, v->create_opts, v->compress, raw, img))
+		return -EIO;
+	return unlink(raw) ? -errno : 0;
 }
 
 /* Builds the backing file (if any) and the image; fills @w->init. */
@@ -1180,6 +1257,8 @@ static int make_images(const char *dir, const struct variant_cfg *v, struct wl *
 	w->nsect = v->size_bytes / SECTOR;
 	w->init = calloc(1, v->size_bytes);
 	snprintf(img, len, "%s/image.%s", dir, v->fmt);
+	if (v->compress)
+		return make_converted(dir, v, w, img);
 	if (!v->backing_fmt)
 		return run_cmd("qemu-img create -q -f %s -o %s '%s' %llu", v->fmt,
 			       v->create_opts, img, (unsigned long long)v->size_bytes);
@@ -1203,6 +1282,24 @@ static int make_images(const char *dir, const struct variant_cfg *v, struct wl *
 		       (unsigned long long)v->size_bytes);
 }
 
+/*
+ * Compressed clusters in the image at @path, as our check counts them
+ * (read-only, nothing repaired).  Returns the count or -errno.
+ */
+static int64_t compressed_clusters(const char *path, const char *fmt)
+{
+	struct tgt_check_result cr = { 0 };
+	struct tgt t = { 0 };
+	int ret;
+
+	ret = tgt_open_file(&t, path, fmt, TGT_O_RDONLY | TGT_O_CHECK | TGT_O_BUFFERED);
+	if (ret)
+		return ret;
+	ret = t.ops->check(&t, 0, &cr);
+	tgt_close(&t);
+	return ret ? ret : (int64_t)cr.compressed_clusters;
+}
+
 struct round_ctx {
 	struct __test_metadata *_metadata;
 	const struct variant_cfg *cfg;
@@ -1213,6 +1310,7 @@ struct round_ctx {
 	/* Totals over rounds. */
 	unsigned long states, corrupt, lost, open_failed, qchecks, qcheck_bad;
 	unsigned long torn, subsets, prefixes, events, syncs, foreign;
+	int64_t comp_start, comp_end;	/* compressed clusters before and after */
 	int err;
 	bool rt_grew;
 };
@@ -1228,6 +1326,7 @@ static void round_main(void *arg)
 	char img[PATH_MAX], dir[PATH_MAX];
 	struct stat st;
 	uint32_t rt0 = 0, rt1 = 0;
+	int64_t comp = 0;
 	size_t i;
 
 	snprintf(dir, sizeof(dir), "%s/r", c->dir);
@@ -1249,6 +1348,14 @@ static void round_main(void *arg)
 	}
 	if (!strcmp(v->fmt, "qcow2"))
 		rt0 = get_be32(init.buf + 56);
+	if (v->compress) {
+		comp = compressed_clusters(img, v->fmt);
+		if (comp < 0) {
+			c->err = comp;
+			goto out;
+		}
+		c->comp_start += comp;
+	}
 	rc.dev = st.st_dev;
 	rc.ino = st.st_ino;
 	exec_set_recorder(rec_cb, &rc);
@@ -1265,6 +1372,14 @@ static void round_main(void *arg)
 			rt1 = get_be32(fin.buf + 56);
 		free(fin.buf);
 		c->rt_grew |= rt1 > rt0;
+	}
+	if (v->compress) {
+		comp = compressed_clusters(img, v->fmt);
+		if (comp < 0) {
+			c->err = comp;
+			goto out;
+		}
+		c->comp_end += comp;
 	}
 	if (model_build(&r.m, &rc, init.size)) {
 		c->err = -EINVAL;
@@ -1350,6 +1465,13 @@ TEST_F_TIMEOUT(crash, replay, 3600)
 	printf("# corruptions %lu, lost flushed data %lu, failed opens %lu\n",
 	       c.corrupt, c.lost, c.open_failed);
 	EXPECT_EQ(0UL, (unsigned long)c.foreign);
+	if (v->compress) {
+		/* The workload must have rewritten some of them: COW out of compressed clusters. */
+		printf("# compressed clusters: %lld at the start, %lld at the end\n",
+		       (long long)c.comp_start, (long long)c.comp_end);
+		EXPECT_LT(0, c.comp_start);
+		EXPECT_GT(c.comp_start, c.comp_end);
+	}
 	if (v->want_rt_growth)
 		EXPECT_TRUE(c.rt_grew);
 	EXPECT_EQ(0UL, (unsigned long)c.open_failed);
