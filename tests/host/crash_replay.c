@@ -44,6 +44,7 @@ extern char **environ;
 #define NEVER		UINT64_MAX
 #define MAX_GOPS	8192
 #define MAX_BATCH	4
+#define MAX_SNAPS	16
 #define QCHECK_JOBS	2
 
 /* Under ASan the engine runs a few times slower: a smaller default budget. */
@@ -211,6 +212,14 @@ struct variant_cfg {
 	bool want_rt_growth;		/* qcow2: the refcount table must grow */
 	/* qcow2 without a backing file: start from `convert -c` with this compression_type. */
 	const char *compress;
+	/* qcow2 without a backing file: internal snapshots QEMU takes before the workload. */
+	unsigned int pre_snaps;
+};
+
+/* An internal snapshot the workload knows of, and what it must read. */
+struct snap_exp {
+	char name[16];
+	unsigned char *bytes;		/* taken before the workload: its content */
 };
 
 struct wl {
@@ -226,6 +235,8 @@ struct wl {
 	int err;
 	uint64_t nsect;
 	unsigned char *init;	/* what each sector reads before any write */
+	struct snap_exp snaps[MAX_SNAPS];
+	unsigned int nr_snaps;
 };
 
 struct op_task {
@@ -512,6 +523,56 @@ err:
 	return -EIO;
 }
 
+static int run_cmd(const char *fmt, ...) __printf(1, 2);
+static int run_cmd(const char *fmt, ...)
+{
+	char cmd[4096];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	return system(cmd);
+}
+
+static bool have_tool(const char *name)
+{
+	char cmd[256];
+
+	snprintf(cmd, sizeof(cmd), "command -v %s > /dev/null 2>&1", name);
+	return system(cmd) == 0;
+}
+
+static uint64_t env_u64(const char *name, uint64_t def)
+{
+	const char *v = getenv(name);
+
+	return v && *v ? strtoull(v, NULL, 0) : def;
+}
+
+static int rm_rf(const char *dir)
+{
+	return run_cmd("rm -rf '%s'", dir);
+}
+
+static int read_file(const char *path, struct fimg *f)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+
+	if (fd < 0 || fstat(fd, &st))
+		return -errno;
+	f->size = st.st_size;
+	f->cap = st.st_size;
+	f->buf = malloc(f->size + 1);
+	if (pread(fd, f->buf, f->size, 0) != (ssize_t)f->size) {
+		close(fd);
+		return -EIO;
+	}
+	close(fd);
+	return 0;
+}
+
 /* ---------------------------------------------------------------- */
 /* Checking one crash state                                           */
 
@@ -544,6 +605,7 @@ struct replay {
 	/* Results. */
 	unsigned long states, corrupt, lost, open_failed, qchecks, qcheck_bad;
 	unsigned long torn, subsets, prefixes;
+	unsigned long snap_bad, snap_reads, snap_qemu;
 	unsigned int failures_shown;
 };
 
@@ -652,6 +714,169 @@ static bool sector_ok(struct replay *r, const unsigned char *buf, uint32_t own,
 	return sector_is(buf, own, s);
 }
 
+/* True if @buf is what snapshot @sn holds at guest sector @s. */
+static bool snap_sector_ok(struct replay *r, const struct snap_exp *sn,
+			   const unsigned char *buf, uint64_t s)
+{
+	return !memcmp(buf, sn->bytes + s * SECTOR, SECTOR);
+}
+
+/*
+ * Marks in @present which of our snapshots the state open as @t lists.
+ * Returns false, saying why in @what, if it lists one we never took or
+ * misses one that must have survived.
+ */
+static bool snaps_listed(struct replay *r, struct tgt *t, bool *present, char *what,
+			 size_t len)
+{
+	const struct tgt_snapshot_info *list;
+	const struct wl *w = r->w;
+	unsigned int k;
+	int n, i;
+
+	memset(present, 0, MAX_SNAPS * sizeof(*present));
+	n = t->ops->snapshot_list(t, &list);
+	if (n < 0) {
+		snprintf(what, len, "listing the snapshots failed: %s", strerror(-n));
+		return false;
+	}
+	for (i = 0; i < n; i++) {
+		for (k = 0; k < w->nr_snaps && strcmp(list[i].name, w->snaps[k].name); k++)
+			;
+		if (k == w->nr_snaps || present[k]) {
+			snprintf(what, len, "unexpected snapshot '%s' (id %s)", list[i].name,
+				 list[i].id);
+			return false;
+		}
+		present[k] = true;
+	}
+	for (k = 0; k < w->nr_snaps; k++)
+		if (!present[k]) {
+			snprintf(what, len, "snapshot '%s' is gone", w->snaps[k].name);
+			return false;
+		}
+	return true;
+}
+
+/* Compares @n bytes of snapshot @sn read at guest offset @off. */
+static bool snap_cmp(struct replay *r, const struct snap_exp *sn, const unsigned char *buf,
+		     uint64_t off, uint64_t n, const char *who, char *what, size_t len)
+{
+	uint64_t s;
+
+	for (s = 0; s < n / SECTOR; s++)
+		if (!snap_sector_ok(r, sn, buf + s * SECTOR, off / SECTOR + s)) {
+			snprintf(what, len, "snapshot '%s' read by %s: guest sector %llu is wrong",
+				 sn->name, who, (unsigned long long)(off / SECTOR + s));
+			return false;
+		}
+	return true;
+}
+
+/* Reads snapshot @sn of the image at @path through our engine's read-only snapshot open. */
+static bool snap_reads_back(struct replay *r, const char *path, const struct snap_exp *sn,
+			    char *what, size_t len)
+{
+	struct tgt t = { 0 };
+	uint64_t off;
+	bool ok = true;
+	int ret;
+
+	t.ops = tgt_find(r->cfg->fmt);
+	t.cfg.file = path;
+	t.cfg.format = r->cfg->fmt;
+	t.cfg.open_flags = TGT_O_RDONLY | TGT_O_BUFFERED;
+	t.cfg.snapshot = sn->name;
+	ret = tgt_open(&t);
+	if (ret) {
+		snprintf(what, len, "opening snapshot '%s' failed: %s", sn->name, strerror(-ret));
+		return false;
+	}
+	for (off = 0; off < r->w->nsect * SECTOR && ok; off += 256 * KiB) {
+		uint64_t n = MIN(256 * KiB, r->w->nsect * SECTOR - off);
+
+		ret = t.ops->read(&t, r->rbuf, n, off);
+		if (ret < 0) {
+			snprintf(what, len, "snapshot '%s': read at %llu failed: %s", sn->name,
+				 (unsigned long long)off, strerror(-ret));
+			ok = false;
+		} else {
+			ok = snap_cmp(r, sn, r->rbuf, off, n, "imgblk", what, len);
+		}
+	}
+	tgt_close(&t);
+	r->snap_reads++;
+	return ok;
+}
+
+/*
+ * QEMU's view of the state at @path: `qemu-img snapshot -l` lists the
+ * snapshots our engine listed (@present), and one of them (a different
+ * one each time), read by `qemu-img convert -l`, holds what it must.
+ */
+static bool snaps_qemu(struct replay *r, const char *path, const bool *present,
+		       unsigned long state, char *what, size_t len)
+{
+	const struct wl *w = r->w;
+	bool listed[MAX_SNAPS] = { false };
+	char cmd[3 * PATH_MAX], line[512], name[64], raw[PATH_MAX];
+	unsigned int k, nr_present = 0, pick;
+	struct fimg f = { 0 };
+	bool ok, stray = false;
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd), "qemu-img snapshot -l '%s' 2>&1", path);
+	p = popen(cmd, "r");
+	if (!p) {
+		snprintf(what, len, "cannot run qemu-img snapshot -l");
+		return false;
+	}
+	while (fgets(line, sizeof(line), p)) {
+		if (!strncmp(line, "Snapshot list:", 14) || !strncmp(line, "ID ", 3))
+			continue;
+		if (sscanf(line, "%*s %63s", name) != 1)
+			continue;
+		for (k = 0; k < w->nr_snaps && strcmp(name, w->snaps[k].name); k++)
+			;
+		if (k < w->nr_snaps)
+			listed[k] = true;
+		else
+			stray = true;
+	}
+	if (pclose(p) || stray) {
+		snprintf(what, len, "qemu-img snapshot -l failed or lists a snapshot we never took");
+		return false;
+	}
+	for (k = 0; k < w->nr_snaps; k++) {
+		if (listed[k] != present[k]) {
+			snprintf(what, len, "qemu-img snapshot -l %s '%s'",
+				 listed[k] ? "lists" : "misses", w->snaps[k].name);
+			return false;
+		}
+		nr_present += present[k];
+	}
+	if (!nr_present)
+		return true;
+	pick = state % nr_present;
+	for (k = 0; !present[k] || pick--; k++)
+		;
+	snprintf(raw, sizeof(raw), "%s/snap.raw", r->dir);
+	if (run_cmd("qemu-img convert -f %s -O raw -l snapshot.name=%s '%s' '%s'",
+		    r->cfg->fmt, w->snaps[k].name, path, raw) || read_file(raw, &f)) {
+		snprintf(what, len, "qemu-img convert -l snapshot.name=%s failed", w->snaps[k].name);
+		return false;
+	}
+	r->snap_qemu++;
+	ok = f.size == w->nsect * SECTOR &&
+	     snap_cmp(r, &w->snaps[k], f.buf, 0, f.size, "qemu-img", what, len);
+	if (f.size != w->nsect * SECTOR)
+		snprintf(what, len, "snapshot '%s' read by qemu-img: %llu bytes",
+			 w->snaps[k].name, (unsigned long long)f.size);
+	free(f.buf);
+	unlink(raw);
+	return ok;
+}
+
 /* stderr into a scratch file for the duration of a state's check. */
 static int quiet_begin(const char *dir)
 {
@@ -717,7 +942,8 @@ static bool state_check(struct replay *r, const char *path, size_t P,
 	char what[256];
 	size_t f, i;
 	uint64_t s, off, bad_sector = NEVER;
-	bool qcheck, pre_check, ok = true;
+	bool qcheck, pre_check, ok = true, present[MAX_SNAPS];
+	unsigned int k;
 	int saved, ret;
 
 	/* The last guest flush that completed before the crash. */
@@ -766,6 +992,10 @@ static bool state_check(struct replay *r, const char *path, size_t P,
 		replay_fail(r, state, path, what);
 		return false;
 	}
+	if (w->nr_snaps && !snaps_listed(r, &t, present, what, sizeof(what))) {
+		r->snap_bad++;
+		ok = false;
+	}
 	for (off = 0; off < t.caps.size_bytes && ok; off += 256 * KiB) {
 		uint64_t n = MIN(256 * KiB, t.caps.size_bytes - off);
 
@@ -805,6 +1035,12 @@ static bool state_check(struct replay *r, const char *path, size_t P,
 		snprintf(what, sizeof(what), "close failed: %s", strerror(-ret));
 		ok = false;
 	}
+	/* Every snapshot the state lists reads back what it held when taken. */
+	for (k = 0; k < w->nr_snaps && ok; k++)
+		if (present[k] && !snap_reads_back(r, path, &w->snaps[k], what, sizeof(what))) {
+			r->snap_bad++;
+			ok = false;
+		}
 	/* Our own check, after the repairing open and the close. */
 	if (ok) {
 		memset(&t, 0, sizeof(t));
@@ -823,6 +1059,11 @@ static bool state_check(struct replay *r, const char *path, size_t P,
 			r->corrupt++;
 			ok = false;
 		}
+	}
+	/* And QEMU agrees, on the states it checks. */
+	if (ok && qcheck && w->nr_snaps && !snaps_qemu(r, path, present, state, what, sizeof(what))) {
+		r->snap_bad++;
+		ok = false;
 	}
 	quiet_end(saved, r->dir, !ok && r->failures_shown < 5);
 	if (!ok)
@@ -1040,56 +1281,6 @@ static void replay_run(struct replay *r, unsigned long budget, const struct fimg
 /* ---------------------------------------------------------------- */
 /* The test                                                           */
 
-static int run_cmd(const char *fmt, ...) __printf(1, 2);
-static int run_cmd(const char *fmt, ...)
-{
-	char cmd[4096];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	return system(cmd);
-}
-
-static bool have_tool(const char *name)
-{
-	char cmd[256];
-
-	snprintf(cmd, sizeof(cmd), "command -v %s > /dev/null 2>&1", name);
-	return system(cmd) == 0;
-}
-
-static uint64_t env_u64(const char *name, uint64_t def)
-{
-	const char *v = getenv(name);
-
-	return v && *v ? strtoull(v, NULL, 0) : def;
-}
-
-static int rm_rf(const char *dir)
-{
-	return run_cmd("rm -rf '%s'", dir);
-}
-
-static int read_file(const char *path, struct fimg *f)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	struct stat st;
-
-	if (fd < 0 || fstat(fd, &st))
-		return -errno;
-	f->size = st.st_size;
-	f->cap = st.st_size;
-	f->buf = malloc(f->size + 1);
-	if (pread(fd, f->buf, f->size, 0) != (ssize_t)f->size) {
-		close(fd);
-		return -EIO;
-	}
-	close(fd);
-	return 0;
-}
-
 FIXTURE(crash) {
 	char dir[PATH_MAX];
 };
@@ -1172,11 +1363,26 @@ FIXTURE_VARIANT_ADD(crash, qcow2_4k_zstd) {
 	.seed = 0x5eed0009,
 };
 
-/* 512-byte clusters, zlib: several compressed clusters share each host cluster. */
-FIXTURE_VARIANT_ADD(crash, qcow2_512_zlib) {
+/*
+ * 512-byte clusters, zlib: several compressed clusters share each host
+ * cluster, and a snapshot shares all of them.
+ */
+FIXTURE_VARIANT_ADD(crash, qcow2_512_zlib_snap) {
 	.cfg = { .fmt = "qcow2", .create_opts = "cluster_size=512", .compress = "zlib",
-		 .size_bytes = 1 * MiB, .data_bytes = 512 * KiB, .max_io_sectors = 32 },
+		 .pre_snaps = 1, .size_bytes = 1 * MiB, .data_bytes = 512 * KiB,
+		 .max_io_sectors = 32 },
 	.seed = 0x5eed000a,
+};
+
+/*
+ * Two snapshots taken over written data: the workload's writes, zeroes
+ * and discards hit clusters with refcount 2 or 3, and 1 KiB clusters
+ * make 32 L2 tables for it to copy.
+ */
+FIXTURE_VARIANT_ADD(crash, qcow2_1k_snap) {
+	.cfg = { .fmt = "qcow2", .create_opts = "cluster_size=1024", .pre_snaps = 2,
+		 .size_bytes = 4 * MiB, .data_bytes = 1 * MiB, .max_io_sectors = 64 },
+	.seed = 0x5eed000b,
 };
 
 FIXTURE_SETUP(crash)
@@ -1218,32 +1424,92 @@ static void init_fill(unsigned char *buf, uint64_t bytes, uint32_t tag)
 	}
 }
 
+static int write_whole(const char *path, const void *buf, uint64_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	n = pwrite(fd, buf, len, 0);
+	close(fd);
+	return n == (ssize_t)len ? 0 : -EIO;
+}
+
+/*
+ * Takes internal snapshot @k with qemu-img, then (@write) has qemu-io
+ * write new data over a few ranges, so the next snapshot differs from
+ * this one: the clusters (and L2 tables, which QEMU copied) the ranges
+ * touch are shared with fewer snapshots.  Returns 0 or -errno.
+ */
+static int pre_snapshot(const char *dir, struct wl *w, const char *img, unsigned int k,
+			bool write, struct rng *g)
+{
+	struct snap_exp *sn = &w->snaps[w->nr_snaps++];
+	char cmd[4096], chunk[PATH_MAX];
+	size_t pos;
+	unsigned int j;
+	int ret;
+
+	snprintf(sn->name, sizeof(sn->name), "pre%u", k);
+	sn->bytes = malloc(w->nsect * SECTOR);
+	memcpy(sn->bytes, w->init, w->nsect * SECTOR);
+	if (run_cmd("qemu-img snapshot -c %s '%s'", sn->name, img))
+		return -EIO;
+	if (!write)
+		return 0;
+	pos = snprintf(cmd, sizeof(cmd), "cd '%s' && qemu-io -f qcow2", dir);
+	for (j = 0; j < 6; j++) {
+		uint64_t n = 1 + rnd_below(g, 128), s0 = rnd_below(g, w->nsect - n + 1), s;
+
+		for (s = s0; s < s0 + n; s++)
+			sector_fill(w->init + s * SECTOR, 8 + k, s);
+		snprintf(chunk, sizeof(chunk), "%s/chunk%u", dir, j);
+		ret = write_whole(chunk, w->init + s0 * SECTOR, n * SECTOR);
+		if (ret)
+			return ret;
+		pos += snprintf(cmd + pos, sizeof(cmd) - pos, " -c 'write -q -s chunk%u %llu %llu'",
+				j, (unsigned long long)(s0 * SECTOR),
+				(unsigned long long)(n * SECTOR));
+	}
+	snprintf(cmd + pos, sizeof(cmd) - pos, " '%s' && rm -f chunk*", img);
+	return system(cmd) ? -EIO : 0;
+}
+
 /*
  * A starting image that QEMU converts from a raw file of init_fill()
- * content, with every compressible cluster compressed: the workload's
- * writes then COW out of compressed clusters and drop their share of
- * host clusters that several of them pack into.
+ * content.  Compressed (every compressible cluster): the workload's
+ * writes COW out of compressed clusters and drop their share of host
+ * clusters that several of them pack into.  With snapshots taken first:
+ * nothing written after the last one, the workload's first write to
+ * each L2 table copies it, and each write COWs out of a shared cluster.
  */
 static int make_converted(const char *dir, const struct variant_cfg *v, struct wl *w,
 			  const char *img)
 {
-	char raw[PATH_MAX];
-	ssize_t n;
-	int fd;
+	struct rng g = { .s = splitmix64(w->rng.s ^ 0x5a5a) };
+	char raw[PATH_MAX], comp[64] = "";
+	unsigned int k;
+	int ret;
 
 	init_fill(w->init, v->size_bytes, 7);
 	snprintf(raw, sizeof(raw), "%s/start.raw", dir);
-	fd = open(raw, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
+	ret = write_whole(raw, w->init, v->size_bytes);
+	if (ret)
+		return ret;
+	if (v->compress)
+		snprintf(comp, sizeof(comp), ",compression_type=%s", v->compress);
+	if (run_cmd("qemu-img convert -q %s -f raw -O %s -o %s%s '%s' '%s'",
+		    v->compress ? "-c" : "", v->fmt, v->create_opts, comp, raw, img))
+		return -EIO;
+	if (unlink(raw))
 		return -errno;
-	n = pwrite(fd, w->init, v->size_bytes, 0);
-	close(fd);
-	if (n != (ssize_t)v->size_bytes)
-		return -EIO;
-	if (run_cmd("qemu-img convert -q -c -f raw -O %s -o %s,compression_type=%s '%s' '%s'",
-		    v->fmt, v->create_opts, v->compress, raw, img))
-		return -EIO;
-	return unlink(raw) ? -errno : 0;
+	for (k = 0; k < v->pre_snaps; k++) {
+		ret = pre_snapshot(dir, w, img, k, k + 1 < v->pre_snaps, &g);
+		if (ret)
+			return ret;
+	}
+	return 0;
 }
 
 /* Builds the backing file (if any) and the image; fills @w->init. */
@@ -1257,7 +1523,7 @@ static int make_images(const char *dir, const struct variant_cfg *v, struct wl *
 	w->nsect = v->size_bytes / SECTOR;
 	w->init = calloc(1, v->size_bytes);
 	snprintf(img, len, "%s/image.%s", dir, v->fmt);
-	if (v->compress)
+	if (v->compress || v->pre_snaps)
 		return make_converted(dir, v, w, img);
 	if (!v->backing_fmt)
 		return run_cmd("qemu-img create -q -f %s -o %s '%s' %llu", v->fmt,
@@ -1310,6 +1576,7 @@ struct round_ctx {
 	/* Totals over rounds. */
 	unsigned long states, corrupt, lost, open_failed, qchecks, qcheck_bad;
 	unsigned long torn, subsets, prefixes, events, syncs, foreign;
+	unsigned long snap_bad, snap_reads, snap_qemu;
 	int64_t comp_start, comp_end;	/* compressed clusters before and after */
 	int err;
 	bool rt_grew;
@@ -1411,6 +1678,9 @@ static void round_main(void *arg)
 	c->events += rc.n;
 	c->syncs += r.m.nr_syncs;
 	c->foreign += rc.foreign;
+	c->snap_bad += r.snap_bad;
+	c->snap_reads += r.snap_reads;
+	c->snap_qemu += r.snap_qemu;
 	for (i = 0; i < r.nr_flush; i++)
 		free(r.flush_owner[i]);
 	free(r.flush_owner);
@@ -1425,6 +1695,8 @@ static void round_main(void *arg)
 out:
 	free(init.buf);
 	free(w.init);
+	for (i = 0; i < w.nr_snaps; i++)
+		free(w.snaps[i].bytes);
 	free(w.ops);
 	free(rc.ev);
 	free(rc.pool);
@@ -1465,6 +1737,11 @@ TEST_F_TIMEOUT(crash, replay, 3600)
 	printf("# corruptions %lu, lost flushed data %lu, failed opens %lu\n",
 	       c.corrupt, c.lost, c.open_failed);
 	EXPECT_EQ(0UL, (unsigned long)c.foreign);
+	if (v->pre_snaps) {
+		printf("# snapshots read back %lu times by imgblk, %lu by qemu-img; wrong %lu\n",
+		       c.snap_reads, c.snap_qemu, c.snap_bad);
+		EXPECT_EQ(0UL, c.snap_bad);
+	}
 	if (v->compress) {
 		/* The workload must have rewritten some of them: COW out of compressed clusters. */
 		printf("# compressed clusters: %lld at the start, %lld at the end\n",
