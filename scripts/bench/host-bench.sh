@@ -6,31 +6,38 @@
 # the same size, with O_DIRECT (-t none).
 #
 #   scripts/bench/host-bench.sh [-b BUILD_DIR] [-f FORMATS] [-c COUNT] [-s SIZE]
+#                               [-r REPEATS]
 #
 # Rows: 4k reads and 4k writes on a fully allocated image, spread with a
 # 20k step as qemu-img bench walks; 4k writes on an empty image with a 64k
 # step (every request allocates a cluster); 64k sequential writes on an
 # empty image; each at depth 1 and 32; plus imgblk's --random pattern on
-# the allocated image.  Prints a markdown table of IOPS and the ratios
-# imgblk/qemu and imgblk/raw, and writes it to BUILD_DIR/bench/host.md.
+# the allocated image.  Each row runs the three tools in turn REPEATS
+# times (default 3) and keeps each tool's median: on a shared machine a
+# burst of other work then spoils one run, not the row.  Prints a
+# markdown table of IOPS and the ratios imgblk/qemu and imgblk/raw, and
+# writes it to BUILD_DIR/bench/host.md.
 # A benchmark, not a test: it asserts nothing.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD_DIR=$REPO/build
 FORMATS="qcow2 qed"
-COUNT=100000
+COUNT=40000
 SIZE=1G
-while getopts "b:f:c:s:h" opt; do
+REPEATS=3
+while getopts "b:f:c:s:r:h" opt; do
 	case $opt in
 	b) BUILD_DIR=$OPTARG ;;
 	f) FORMATS=$OPTARG ;;
 	c) COUNT=$OPTARG ;;
 	s) SIZE=$OPTARG ;;
-	h) sed -n '4,8s/^# \{0,1\}//p' "$0"; exit 0 ;;
+	r) REPEATS=$OPTARG ;;
+	h) sed -n '4,9s/^# \{0,1\}//p' "$0"; exit 0 ;;
 	*) exit 2 ;;
 	esac
 done
+[[ $REPEATS =~ ^[1-9][0-9]*$ ]] || { echo "host-bench.sh: -r wants a positive count" >&2; exit 2; }
 IMGBLK=$BUILD_DIR/imgblk
 [ -x "$IMGBLK" ] || { echo "host-bench.sh: build $IMGBLK first (make)" >&2; exit 1; }
 mkdir -p "$BUILD_DIR/bench"
@@ -45,6 +52,11 @@ seconds() {
 
 iops() {	# iops COUNT SECONDS
 	awk -v c="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.0f", c / s; else print "-" }'
+}
+
+median() {	# median X...: the middle value ("-" if none)
+	[ $# -gt 0 ] || { echo -; return; }
+	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print NR ? v[int((NR + 1) / 2)] : "-" }'
 }
 
 ratio() {	# ratio A B
@@ -84,26 +96,34 @@ row() {	# row FMT NAME DEPTH SETUP ARGS...
 	# than clusters (64k) in the image.
 	[ "$setup" = empty ] && [ "$count" -gt $(($(numfmt --from=iec "$SIZE") / 65536 - 384)) ] &&
 		count=$(($(numfmt --from=iec "$SIZE") / 65536 - 384))
-	$setup "$fmt" "$tmp/img"
-	s=$(seconds "$IMGBLK" bench -f "$fmt" -t none -c "$count" -d "$depth" "$@" "$tmp/img")
-	i=$(iops "$count" "$s")
-	# qemu-img bench has no random pattern: fio on raw is that row's peer.
-	q=-
-	if [[ " $* " != *" --random "* ]]; then
-		$setup "$fmt" "$tmp/img"
-		s=$(seconds qemu-img bench -f "$fmt" -t none -c "$count" -d "$depth" "$@" "$tmp/img")
-		q=$(iops "$count" "$s")
-	fi
-	# The raw baseline: the same requests on the raw file, same tool.
-	if [ "$setup" = allocated ]; then
-		s=$(seconds "$IMGBLK" bench -f raw -t none -c "$count" -d "$depth" "$@" "$tmp/full.raw")
-	else
-		rm -f "$tmp/empty.raw"
-		truncate -s "$SIZE" "$tmp/empty.raw"
-		sync
-		s=$(seconds "$IMGBLK" bench -f raw -t none -c "$count" -d "$depth" "$@" "$tmp/empty.raw")
-	fi
-	r=$(iops "$count" "$s")
+	local is=() qs=() rs=() rep
+	# Writes to an allocated image allocate nothing: one copy serves
+	# every run of the row.  An empty image is made again for each.
+	[ "$setup" = allocated ] && allocated "$fmt" "$tmp/img"
+	for ((rep = 0; rep < REPEATS; rep++)); do
+		[ "$setup" = empty ] && empty "$fmt" "$tmp/img"
+		s=$(seconds "$IMGBLK" bench -f "$fmt" -t none -c "$count" -d "$depth" "$@" "$tmp/img")
+		is+=("$(iops "$count" "$s")")
+		# qemu-img bench has no random pattern: fio on raw is that row's peer.
+		if [[ " $* " != *" --random "* ]]; then
+			[ "$setup" = empty ] && empty "$fmt" "$tmp/img"
+			s=$(seconds qemu-img bench -f "$fmt" -t none -c "$count" -d "$depth" "$@" "$tmp/img")
+			qs+=("$(iops "$count" "$s")")
+		fi
+		# The raw baseline: the same requests on the raw file, same tool.
+		if [ "$setup" = allocated ]; then
+			s=$(seconds "$IMGBLK" bench -f raw -t none -c "$count" -d "$depth" "$@" "$tmp/full.raw")
+		else
+			rm -f "$tmp/empty.raw"
+			truncate -s "$SIZE" "$tmp/empty.raw"
+			sync
+			s=$(seconds "$IMGBLK" bench -f raw -t none -c "$count" -d "$depth" "$@" "$tmp/empty.raw")
+		fi
+		rs+=("$(iops "$count" "$s")")
+	done
+	i=$(median "${is[@]}")
+	q=$(median "${qs[@]}")
+	r=$(median "${rs[@]}")
 	printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$fmt" "$name" "$depth" \
 		"$i" "$q" "$r" "$(ratio "$i" "$q")" "$(ratio "$i" "$r")" | tee -a "$out"
 }
