@@ -261,6 +261,11 @@ FIO_LIGHT="--gtod_reduce=1 --thread"
 # write KiB/s 48, write IOPS 49; group_reporting sums the jobs.
 run() {
 	_half=$((SIZE_MIB / $4))
+	# Two jobs run one per CPU, as a multi-queue device is meant to be
+	# driven (each CPU's requests go to its own hardware queue); the
+	# same for every config, loop and qemu-nbd included.
+	_pin=
+	[ "$4" = 2 ] && [ "$(nproc)" -ge 2 ] && _pin="--cpus_allowed=0-1 --cpus_allowed_policy=split"
 	_rt0=$(date +%s)
 	_c0=$(cpu_ticks "$PID")
 	_i0=$(dev_ios "$DEV")
@@ -268,7 +273,7 @@ run() {
 		--rw="$1" --bs="$2" --iodepth="$3" --numjobs="$4" \
 		--size=${_half}M --offset_increment=${_half}M \
 		--time_based --runtime="$RUNTIME" --ramp_time="$RAMP" \
-		--norandommap --randrepeat=0 --group_reporting $FIO_LIGHT \
+		--norandommap --randrepeat=0 --group_reporting $FIO_LIGHT $_pin \
 		--output-format=terse --terse-version=3 2> "$T_TMP/fio.err")
 	_c1=$(cpu_ticks "$PID")
 	_i1=$(dev_ios "$DEV")
