@@ -9,6 +9,13 @@
  * clusters are released.  A crash leaves the old image or the new one,
  * and at worst a leaked table.
  *
+ * Grow over a longer backing file (B1-B3): the grown range the backing
+ * file covers must read zeros, as in QEMU, so its zero entries are made
+ * durable past the old end, under the old size (and after G1-G2 if the
+ * L1 grows, which then keeps the old size); only then does the header
+ * take the new size.  A crash in between leaves the old size, and entries
+ * past it that no read reaches and the next grow writes again.
+ *
  * Shrink (K1-K2): the header switches to the new size and L1 length
  * first, so no guest offset reaches the cut clusters any more; then their
  * L2 entries and L1 entries are cleared and they are released after those
@@ -52,7 +59,10 @@ static int qcow2_switch_header(struct qcow2 *q, uint64_t size, uint64_t l1_off,
 	return ret;
 }
 
-/* G1-G3: a larger L1 table of @entries, then the header.  Returns 0 or -errno. */
+/*
+ * G1-G3: a larger L1 table of @entries, then the header with @size (the
+ * old size when B1-B3 follow).  Returns 0 or -errno.
+ */
 static int qcow2_grow_l1(struct qcow2 *q, uint64_t size, uint64_t entries)
 {
 	uint64_t bytes = ALIGN_UP(entries * 8, q->cluster_size);
@@ -198,6 +208,66 @@ static int qcow2_cut(struct qcow2 *q, uint64_t c0, uint64_t old_l1_size, uint64_
 }
 
 /*
+ * Where a grow to @size must stop reading the backing file: its end or
+ * @size, whichever comes first; 0 when it ends at or before the current
+ * size, so the grown range reads zeros already (QEMU's condition).
+ */
+static uint64_t qcow2_grow_zero_end(const struct qcow2 *q, uint64_t size)
+{
+	const struct tgt *b = q->t->backing;
+
+	if (!b || b->caps.size_bytes <= q->size_bytes)
+		return 0;
+	return MIN(size, b->caps.size_bytes);
+}
+
+/*
+ * Grows to @size.  Returns 0 or -errno; on failure the header keeps the
+ * old size (a grown L1 may stay, it is valid for the old size too).
+ */
+static int qcow2_grow(struct qcow2 *q, uint64_t size)
+{
+	uint64_t entries = qcow2_l1_entries_for(q, size), old = q->size_bytes;
+	uint64_t unit = 1ULL << (q->extl2 ? q->sc_bits : q->cluster_bits);
+	uint64_t zend = qcow2_grow_zero_end(q, size), head_end = ALIGN_UP(old, unit);
+	int ret;
+
+	if (!zend) {
+		if (entries > q->l1_size)
+			return qcow2_grow_l1(q, size, entries);
+		return qcow2_switch_header(q, size, q->l1_offset, q->l1_size);
+	}
+	/*
+	 * Only the unit holding the old end can be zeroed with data on v2 (as
+	 * QEMU does); past it the backing file could only be hidden by zero
+	 * entries, which v2 lacks, or by writing zeros over all of it.
+	 */
+	if (q->version < 3 && zend > head_end) {
+		img_err("%s: cannot grow a v2 image over its longer backing file: the new area would show the backing data and v2 has no zero clusters to hide it (amend to compat=1.1 first)",
+			q->t->cfg.file);
+		return -ENOTSUP;
+	}
+	/* B1: the L1 names every L2 table the zero entries need; old size kept. */
+	if (entries > q->l1_size) {
+		ret = qcow2_grow_l1(q, old, entries);
+		if (ret)
+			return ret;
+	}
+	/*
+	 * B2: zeros over the rest of the old end's unit, zero entries up to
+	 * the unit holding @zend (past @zend it reads zeros either way); an
+	 * entry allocated there (a crash between K1 and K2) is released.
+	 */
+	ret = qcow2_write_zeroes(q->t, old, (zend > head_end ? ALIGN_UP(zend, unit) : zend) - old, 0);
+	/* B3: durable before the size lets a read reach them. */
+	if (!ret)
+		ret = qcow2_flush_meta(q);
+	if (!ret)
+		ret = qcow2_switch_header(q, size, q->l1_offset, q->l1_size);
+	return ret;
+}
+
+/*
  * tgt_ops->make_empty: every L2 entry cleared (the L2 tables stay), the
  * clusters released once the cleared tables are on disk.
  */
@@ -248,10 +318,7 @@ static int qcow2_resize_eager(struct tgt *t, uint64_t size, unsigned int flags)
 		return -EFBIG;
 	}
 	if (size >= q->size_bytes) {
-		if (entries > q->l1_size)
-			ret = qcow2_grow_l1(q, size, entries);
-		else
-			ret = qcow2_switch_header(q, size, q->l1_offset, q->l1_size);
+		ret = qcow2_grow(q, size);
 		goto out;
 	}
 
