@@ -235,6 +235,17 @@ int qed_resize(struct tgt *t, uint64_t size_bytes, unsigned int flags)
 			t->cfg.file, (unsigned long long)size_bytes, (unsigned long long)max);
 		return -EFBIG;
 	}
+	/*
+	 * The grown range must read zeros, but it is unallocated and would
+	 * show a backing file longer than the old size.  QEMU refuses such a
+	 * grow for QED (its truncate takes no zero-write flag); so do we.
+	 */
+	if (size_bytes > q->image_size && t->backing &&
+	    t->backing->caps.size_bytes > q->image_size) {
+		img_err("%s: cannot grow a QED image over its longer backing file: the new area would show the backing data",
+			t->cfg.file);
+		return -ENOTSUP;
+	}
 	/* image_size lives in the first sector: one write switches it. */
 	exec_mutex_lock(&q->hdr_wlock);
 	put_le64(&h->image_size, size_bytes);
