@@ -487,8 +487,11 @@ static void fz_status(struct fz_run *r, uint64_t s, unsigned int n)
  * (targets/qcow2/README.md, "Resize"): whole clusters past a new end
  * are dropped and read the backing file again if the guest grows back,
  * while the cluster holding the new end keeps what it had, as in QEMU.
- * A grown range reads zeros or the backing file (QEMU zeroes what a
- * backing file would show there; we do not yet), never older data.
+ * A grown range reads zeros when the backing file reaches past the old
+ * end (it would show through: the engine hides it, as QEMU does, or
+ * refuses the grow), else what it read before, zeros or the backing file.
+ * Hiding writes zeros over the rest of the old end's (sub)cluster, which
+ * copies the backing file's data below the old end into it.
  */
 static void fz_resize(struct fz_run *r, uint64_t size, unsigned int flags)
 {
@@ -511,8 +514,12 @@ static void fz_resize(struct fz_run *r, uint64_t size, unsigned int flags)
 			r->sect[s].ok = s * FZ_SECTOR < keep ? r->sect[s].ok | FZ_ZERO | FZ_BACK :
 							       FZ_BACK;
 	} else {
+		bool hide = r->has_backing && r->base_bytes > old;
+
+		if (hide && old / FZ_SECTOR % r->cow_sectors)
+			fz_freeze(r, old / FZ_SECTOR, 1);
 		for (s = old / FZ_SECTOR; s < size / FZ_SECTOR; s++)
-			r->sect[s].ok |= FZ_ZERO | FZ_BACK;
+			r->sect[s].ok = hide ? FZ_ZERO : r->sect[s].ok | FZ_ZERO | FZ_BACK;
 	}
 	r->size_bytes = size;
 }
