@@ -148,11 +148,22 @@ int qcow2_before_write(struct qcow2 *q)
 	return ret;
 }
 
+/* Is a metadata flush writing tables back right now? */
+static bool qcow2_flush_running(struct qcow2 *q)
+{
+	bool running;
+
+	pthread_mutex_lock(&q->lock);
+	running = q->flushing;
+	pthread_mutex_unlock(&q->lock);
+	return running;
+}
+
 int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
 		       unsigned int flags)
 {
 	struct qcow2 *q = t->priv;
-	bool allocated = false;
+	bool meta_changed = false;
 	uint32_t done = 0;
 	int ret;
 
@@ -172,9 +183,22 @@ int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
 		if (m.kind == QCOW2_NORMAL || m.kind == QCOW2_COMPRESSED ||
 		    m.kind == QCOW2_ZERO_ALLOC) {
 			if (m.kind == QCOW2_NORMAL && m.copied) {
-				/* In place: no metadata changes, FUA is the write's own. */
-				int rwf = (flags & TGT_W_FUA) ? RWF_DSYNC : 0;
+				/*
+				 * In place: no metadata changes, and FUA is the
+				 * write's own, unless the entry that maps the
+				 * cluster may not be durable yet (a recent
+				 * allocation, or a flush still writing it):
+				 * then the data alone would survive a crash
+				 * unreachable, and a metadata flush follows.
+				 */
+				int rwf = 0;
 
+				if (flags & TGT_W_FUA) {
+					if (qcow2_meta_dirty(q) || qcow2_flush_running(q))
+						meta_changed = true;
+					else
+						rwf = RWF_DSYNC;
+				}
 				ret = qcow2_overlap_check_data(q, m.host, m.bytes);
 				if (!ret)
 					ret = exec_pwrite(q->data_fd, (const char *)buf + done,
@@ -192,9 +216,10 @@ int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
 		if (ret)
 			return ret;
 		done += n;
-		allocated |= n > 0;
+		meta_changed |= n > 0;
 	}
-	if ((flags & TGT_W_FUA) && allocated) {
+	/* FUA after metadata changes: they and the data, durable together. */
+	if ((flags & TGT_W_FUA) && meta_changed) {
 		ret = qcow2_flush_meta(q);
 		if (ret)
 			return ret;
