@@ -1524,6 +1524,24 @@ FIXTURE_VARIANT_ADD(crash, qcow2_1k_snap) {
 };
 
 /*
+ * Few large clusters and many FUA writes: a FUA write often lands in
+ * place on a cluster that an earlier, unflushed write allocated, whose
+ * L2 entry is not durable yet.
+ */
+FIXTURE_VARIANT_ADD(crash, qcow2_64k_fua) {
+	.cfg = { .fmt = "qcow2", .create_opts = "cluster_size=65536", .fua_pct = 40,
+		 .size_bytes = 1 * MiB, .data_bytes = 1 * MiB, .max_io_sectors = 64 },
+	.seed = 0x5eed0012,
+};
+
+/* The same for QED: its L2 updates are written at once, but not synced. */
+FIXTURE_VARIANT_ADD(crash, qed_64k_fua) {
+	.cfg = { .fmt = "qed", .create_opts = "cluster_size=65536,table_size=4", .fua_pct = 40,
+		 .size_bytes = 4 * MiB, .data_bytes = 1 * MiB, .max_io_sectors = 64 },
+	.seed = 0x5eed0020,
+};
+
+/*
  * The workload takes snapshots and deletes them (S1-S3) between its
  * batches: every L2 table is shared again after each one.
  */
