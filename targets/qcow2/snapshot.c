@@ -771,6 +771,21 @@ err:
 	return ret;
 }
 
+/* Sets or clears the dirty bit with a synced header write.  Returns 0 or -errno. */
+static int qcow2_set_dirty_bit(struct qcow2 *q, bool dirty)
+{
+	int ret;
+
+	exec_mutex_lock(&q->hdr_mutex);
+	if (dirty)
+		q->incompat |= QCOW2_INCOMPAT_DIRTY;
+	else
+		q->incompat &= ~QCOW2_INCOMPAT_DIRTY;
+	ret = qcow2_write_header_fields(q);
+	exec_mutex_unlock(&q->hdr_mutex);
+	return ret;
+}
+
 int qcow2_snapshot(struct tgt *t, enum tgt_snapshot_op op, const char *name)
 {
 	struct qcow2 *q = t->priv;
@@ -800,12 +815,35 @@ int qcow2_snapshot(struct tgt *t, enum tgt_snapshot_op op, const char *name)
 			return ret;
 		q->lazy = false;
 	}
+	/* Every cluster of the tree gains a reference: 1-bit refcounts cannot. */
+	if (op != TGT_SNAPSHOT_DELETE && q->refcount_max < 2) {
+		img_err("%s: snapshots need refcount_bits of 2 or more", t->cfg.file);
+		ret = -ERANGE;
+		goto out;
+	}
+	/*
+	 * S0: no order of the refcount and L2 writes is consistent at every
+	 * moment (a cluster counted twice still COPIED, or counted once and
+	 * not COPIED: qemu-img check calls both corrupt).  v3 images carry
+	 * the dirty bit, synced, across the change, so that a crash inside
+	 * it is repaired at the next open, like lazy refcounts; it is
+	 * cleared once everything is durable.  A failed change leaves it
+	 * set for the same repair.  v2 has no such bit (nor has QEMU's).
+	 */
+	if (q->version >= 3) {
+		ret = qcow2_set_dirty_bit(q, true);
+		if (ret)
+			goto out;
+	}
 	if (op == TGT_SNAPSHOT_CREATE)
 		ret = qcow2_snap_create(q, name);
 	else if (op == TGT_SNAPSHOT_APPLY)
 		ret = qcow2_snap_apply(q, idx);
 	else
 		ret = qcow2_snap_delete(q, idx);
+	if (!ret && q->version >= 3)
+		ret = qcow2_set_dirty_bit(q, false);
+out:
 	q->lazy = lazy;
 	return ret;
 }
