@@ -14,8 +14,7 @@
  * CRASH_REPLAY_ROUNDS (workloads per variant, default 1),
  * CRASH_REPLAY_QCHECK (run qemu-img check on one state in N, default 6;
  * 0 never), CRASH_REPLAY_KEEP (directory where failing states are kept,
- * default /tmp), CRASH_REPLAY_KNOWN_BAD (set: also run the variants that
- * find a known engine bug, and fail).
+ * default /tmp).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -234,8 +233,6 @@ struct variant_cfg {
 	unsigned int pre_snaps;
 	bool snap_ops;			/* the workload creates and deletes snapshots */
 	unsigned int fua_pct;		/* writes and write zeroes issued with FUA */
-	/* An engine bug this variant finds: skipped unless CRASH_REPLAY_KNOWN_BAD is set. */
-	const char *known_bad;
 };
 
 /* An internal snapshot the workload knows of, and what it must read. */
@@ -1548,10 +1545,7 @@ FIXTURE_VARIANT_ADD(crash, qed_64k_fua) {
 FIXTURE_VARIANT_ADD(crash, qcow2_1k_snap_ops) {
 	.cfg = { .fmt = "qcow2", .create_opts = "cluster_size=1024", .pre_snaps = 1,
 		 .snap_ops = true, .size_bytes = 4 * MiB, .data_bytes = 2 * MiB,
-		 .max_io_sectors = 64,
-		 .known_bad = "S2 writes the new refcounts before the cleared COPIED flags: "
-			      "a crash between leaves COPIED on clusters with refcount 2, "
-			      "which qemu-img check calls corrupt" },
+		 .max_io_sectors = 64 },
 	.seed = 0x5eed000c,
 };
 
@@ -1894,8 +1888,6 @@ TEST_F_TIMEOUT(crash, replay, 3600)
 
 	if (!have_tool("qemu-img"))
 		SKIP(return, "qemu-img not available");
-	if (v->known_bad && !getenv("CRASH_REPLAY_KNOWN_BAD"))
-		SKIP(return, "known engine bug: %s", v->known_bad);
 	c._metadata = _metadata;
 	c.cfg = v;
 	c.dir = self->dir;
