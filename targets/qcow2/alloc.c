@@ -19,6 +19,47 @@ static void qcow2_rt_touch(struct qcow2 *q, uint64_t idx)
 	q->rt_dirty[idx * 8 / q->dio_align] = 1;
 }
 
+/* How many of the refcount ranges @r0..@r1 have no block yet. */
+static uint64_t qcow2_rt_missing(const struct qcow2 *q, uint64_t r0, uint64_t r1)
+{
+	uint64_t r, missing = 0;
+
+	for (r = r0; r <= r1; r++)
+		if (r >= q->rt_size || !q->rt[r])
+			missing++;
+	return missing;
+}
+
+/*
+ * Counts every cluster of the area [@start, @end) of free clusters once
+ * (refcount 1): in @blocks, the bytes of the new blocks the area starts
+ * with (one per range the table has no block for, in range order), or
+ * through the cache where a range already has a block.  Returns 0 or
+ * -errno.
+ */
+static int qcow2_area_count(struct qcow2 *q, uint64_t start, uint64_t end, void *blocks)
+{
+	uint64_t mask = (1ULL << q->rb_bits) - 1, r, c, k = 0;
+	int ret;
+
+	for (r = start >> q->rb_bits; r <= (end - 1) >> q->rb_bits; r++) {
+		uint64_t lo = MAX(start, r << q->rb_bits);
+		uint64_t hi = MIN(end, (r + 1) << q->rb_bits);
+
+		if (r < q->rt_size && q->rt[r]) {
+			ret = qcow2_refcount_update(q, lo << q->cluster_bits,
+						    (hi - lo) << q->cluster_bits, 1);
+			if (ret)
+				return ret;
+			continue;
+		}
+		for (c = lo; c < hi; c++)
+			qcow2_rb_set(q, (char *)blocks + k * q->cluster_size, c & mask, 1);
+		k++;
+	}
+	return 0;
+}
+
 /*
  * Grows the refcount table so that it has entry @need_idx.  The new table
  * goes to the end of the file together with the refcount blocks that the
@@ -39,7 +80,7 @@ static int qcow2_rt_grow(struct qcow2 *q, uint64_t need_idx)
 	entries = ALIGN_UP(MAX(need_idx + 1, q->rt_size * 2), per_cluster);
 	/* Fixpoint: the area holds its own blocks and the table, all counted. */
 	for (;;) {
-		uint64_t missing = 0;
+		uint64_t missing;
 
 		nt = entries / per_cluster;
 		r0 = start >> q->rb_bits;
@@ -48,9 +89,7 @@ static int qcow2_rt_grow(struct qcow2 *q, uint64_t need_idx)
 			entries = ALIGN_UP(r1 + 1, per_cluster);
 			continue;
 		}
-		for (r = r0; r <= r1; r++)
-			if (r >= q->rt_size || !q->rt[r])
-				missing++;
+		missing = qcow2_rt_missing(q, r0, r1);
 		if (missing == nb)
 			break;
 		nb = missing;
@@ -72,25 +111,14 @@ static int qcow2_rt_grow(struct qcow2 *q, uint64_t need_idx)
 	if (nb)
 		memset(blocks, 0, nb * q->cluster_size);
 
+	ret = qcow2_area_count(q, start, start + nb + nt, blocks);
+	if (ret)
+		goto out;
 	/* Place the missing blocks at the start of the area, in range order. */
 	i = 0;
 	for (r = r0; r <= r1; r++)
 		if (!rt[r])
 			rt[r] = (start + i++) << q->cluster_bits;
-	/* Count every cluster of the area in the block covering it. */
-	for (i = start; i < start + nb + nt; i++) {
-		uint64_t blk = rt[i >> q->rb_bits] >> q->cluster_bits;
-		uint64_t bit = i & ((1ULL << q->rb_bits) - 1);
-
-		if (blk >= start && blk < start + nb) {
-			qcow2_rb_set(q, (char *)blocks + (blk - start) * q->cluster_size, bit, 1);
-		} else {
-			/* An existing block: the area's clusters are free in it. */
-			ret = qcow2_refcount_update(q, i << q->cluster_bits, 1, 1);
-			if (ret)
-				goto out;
-		}
-	}
 
 	/* Blocks the new table points to must be on disk before it. */
 	ret = qcow2_cache_writeback(q, &q->rbc);
