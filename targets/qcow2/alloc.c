@@ -301,6 +301,134 @@ int64_t qcow2_alloc_clusters(struct qcow2 *q, uint64_t n, uint64_t *got, bool *f
 }
 
 /*
+ * Is every cluster of [@start, @end) free?  Past end_cluster only a
+ * refcount that leaked (a crash of another writer before the file grew)
+ * or lies counts anything, and only in a range that has a block.  If
+ * not, *@next is the cluster after the last one in use.
+ * Returns 1 free, 0 not, -errno.
+ */
+static int qcow2_area_free(struct qcow2 *q, uint64_t start, uint64_t end, uint64_t *next)
+{
+	uint64_t c, v;
+	int ret, all_free = 1;
+
+	for (c = start; c < end; c++) {
+		uint64_t r = c >> q->rb_bits;
+
+		if (r >= q->rt_size || !q->rt[r]) {
+			/* No block: nothing in this range is in use. */
+			c = ((r + 1) << q->rb_bits) - 1;
+			continue;
+		}
+		ret = qcow2_refcount_get(q, c, &v);
+		if (ret)
+			return ret;
+		if (v) {
+			*next = c + 1;
+			all_free = 0;
+		}
+	}
+	return all_free;
+}
+
+/*
+ * Allocates @n contiguous clusters at the end of the file (refcount 1
+ * each, README.md step R3) and returns the offset of the first.  For a
+ * run longer than one refcount block covers, the first-fit allocator
+ * cannot do it: each range without a block would take its first free
+ * cluster as its block, cutting the run.  Here those blocks go in front
+ * of the run, [start, start + nb), the run after them, and every block
+ * counts the blocks and run clusters of its range.  The blocks are
+ * written now; their table entries change in memory only, for the next
+ * flush to write after its fdatasync (R1).  Caller holds alloc_mutex.
+ * Returns the offset or -errno.
+ */
+int64_t qcow2_alloc_end(struct qcow2 *q, uint64_t n)
+{
+	uint64_t start, end, nb, r0, r1, r, k, next;
+	void *blocks = NULL;
+	int ret;
+
+	for (;;) {
+		start = q->end_cluster;
+		nb = 0;
+		/* Fixpoint: the blocks take clusters too, which may reach a further range. */
+		for (;;) {
+			uint64_t missing;
+
+			r0 = start >> q->rb_bits;
+			r1 = (start + nb + n - 1) >> q->rb_bits;
+			missing = qcow2_rt_missing(q, r0, r1);
+			if (missing == nb)
+				break;
+			nb = missing;
+		}
+		end = start + nb + n;
+		if (end > QCOW2_MAX_HOST_OFFSET >> q->cluster_bits) {
+			img_err("%s: qcow2 image file would exceed 2^56 bytes", q->t->cfg.file);
+			return -EFBIG;
+		}
+		if (r1 >= q->rt_size) {
+			/*
+			 * The table grows first (R2), at the end of the file:
+			 * the area then starts past it.
+			 */
+			ret = qcow2_rt_grow(q, r1);
+			if (ret)
+				return ret;
+			continue;
+		}
+		ret = qcow2_area_free(q, start, end, &next);
+		if (ret < 0)
+			return ret;
+		if (ret)
+			break;
+		q->end_cluster = next;
+	}
+
+	if (nb) {
+		if (posix_memalign(&blocks, 4096, nb << q->cluster_bits))
+			return -ENOMEM;
+		memset(blocks, 0, nb << q->cluster_bits);
+	}
+	/* Past every cluster in use: only refcounts that lie make it meet metadata. */
+	ret = qcow2_overlap_check(q, 0, start << q->cluster_bits, (end - start) << q->cluster_bits);
+	if (!ret)
+		ret = qcow2_grow_file(q, end << q->cluster_bits);
+	if (!ret)
+		ret = qcow2_area_count(q, start, end, blocks);
+	if (ret)
+		goto out;
+	/* From here on the area is in use, whatever happens below. */
+	q->end_cluster = end;
+	if (nb) {
+		/* Before any table entry names them: F2 syncs them ahead of R1. */
+		ret = exec_pwrite(q->fd, blocks, nb << q->cluster_bits, start << q->cluster_bits, 0);
+		if (ret < 0)
+			goto out;
+		ret = 0;
+	}
+	/*
+	 * An entry is set only once the overlap index knows its block.  On
+	 * failure the run is not handed out: what was counted leaks.
+	 */
+	pthread_mutex_lock(&q->lock);
+	for (r = r0, k = 0; r <= r1; r++) {
+		if (q->rt[r])
+			continue;
+		ret = qcow2_ovl_add(q, (start + k) << q->cluster_bits, QCOW2_META_RB);
+		if (ret)
+			break;
+		q->rt[r] = (start + k++) << q->cluster_bits;
+		qcow2_rt_touch(q, r);
+	}
+	pthread_mutex_unlock(&q->lock);
+out:
+	free(blocks);
+	return ret ? ret : (int64_t)((start + nb) << q->cluster_bits);
+}
+
+/*
  * Queues [off, off + len) for a refcount decrement once the L2 change
  * that dropped it is on disk (README.md, step F3).  Caller holds lock.
  */

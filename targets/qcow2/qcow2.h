@@ -524,6 +524,7 @@ int qcow2_load_refcount_table(struct qcow2 *q);
 
 /* alloc.c */
 int64_t qcow2_alloc_clusters(struct qcow2 *q, uint64_t n, uint64_t *got, bool *fresh);
+int64_t qcow2_alloc_end(struct qcow2 *q, uint64_t n);
 void qcow2_free_later(struct qcow2 *q, uint64_t off, uint64_t len);
 
 /*
