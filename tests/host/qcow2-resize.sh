@@ -11,7 +11,9 @@
 # qemu-img info shows the size.  Shrinking over allocated data without
 # --shrink is refused and changes nothing; shrinking over unallocated
 # space works without it.  QEMU-resized images are read by imgblk.
-# Snapshots: growing works (v3), shrinking is refused.
+# Snapshots: growing works (v3), shrinking is refused.  512-byte clusters
+# with 16- and 64-bit refcounts: growing to an L1 longer than one refcount
+# block covers (its blocks go in front of it at the end of the file).
 set -u
 
 IMGBLK=${IMGBLK:-build/imgblk}
@@ -71,6 +73,46 @@ for compat in 0.10 1.1; do
 			-c "write -P 0x44 39M 1M" "$T/q2.qcow2"
 		check "$name: QEMU reads imgblk's write there" \
 			qemu-io -c "read -P 0x44 39M 1M" "$T/q2.qcow2"
+	done
+done
+
+# A new L1 longer than one refcount block covers: with 512-byte clusters an
+# L1 entry maps 32 KiB, so 1G needs 512 L1 clusters, while a block covers
+# 256 clusters (16-bit refcounts) or 64 (64-bit).  The L1 goes to the end
+# of the file with the blocks its ranges lack in front of it.  The last
+# size (20G, 10240 L1 clusters, with 16-bit refcounts; 8G with 64-bit)
+# makes the refcount table grow first; larger ones only slow qemu-img
+# resize down (minutes at 40G).
+for v in "16 2M 20G" "64 1M 8G"; do
+	read -r rb data big <<< "$v"
+	name="cs=512 refcount_bits=$rb"
+	opts=cluster_size=512,refcount_bits=$rb
+	a=$T/a.qcow2 q=$T/q.qcow2
+	rm -f "$a" "$q"
+	qemu-img create -q -f qcow2 -o "$opts" "$a" 64M
+	qemu-img create -q -f qcow2 -o "$opts" "$q" 64M
+	check "$name: grow an empty image 64M -> 1G" "$IMGBLK" resize -q "$a" 1G
+	qemu-img resize -q "$q" 1G
+	same "$name: empty, grown" "$a" "$q" 1073741824
+
+	rm -f "$a" "$q"
+	qemu-img create -q -f qcow2 -o "$opts" "$a" 64M
+	tail=$((64 * 1048576 - $(numfmt --from=iec "$data")))
+	qemu-io -c "write -P 0x11 0 $data" -c "write -P 0x22 $tail $data" "$a" > /dev/null
+	cp "$a" "$q"
+	p=3
+	for sz in 1G 3G $big; do
+		bytes=$(numfmt --from=iec "$sz")
+		end=$((bytes - 1048576))
+		check "$name: grow with data to $sz" "$IMGBLK" resize -q "$a" "$sz"
+		qemu-img resize -q "$q" "$sz"
+		same "$name: grown to $sz" "$a" "$q" "$bytes"
+		check "$name: imgblk writes at the end of $sz, old data intact" \
+			"$IMGBLK" io -c "write -P 0x$p$p $end 1M" -c "read -P 0x11 0 $data" \
+			-c "read -P 0x22 $tail $data" "$a"
+		qemu-io -c "write -P 0x$p$p $end 1M" "$q" > /dev/null
+		same "$name: written at the end of $sz" "$a" "$q" "$bytes"
+		p=$((p + 1))
 	done
 done
 
