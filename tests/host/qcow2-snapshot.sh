@@ -13,6 +13,8 @@
 #   writes mirrored on raw shadows; after each step qemu-img check is
 #   clean (no leaks) and QEMU reads the current state and every snapshot
 #   as the shadows hold them.
+# Large L1: 512-byte clusters at 1G, with 16- and 64-bit refcounts: the
+#   L1 copies of create and apply are longer than a refcount block covers.
 # Random: seeded sequences of writes, zero writes, discards, snapshot
 #   create/apply/delete, each snapshot mirrored on its own shadow.
 set -u
@@ -199,6 +201,32 @@ check "clean after the shrinking apply" qclean "$img"
 check "apply the larger one again" "$IMGBLK" snapshot -a big "$img"
 check "guest size 40 MiB, content" qemu-io -c 'read -P 0x72 30M 2M' -c 'read -P 0x71 0 8M' "$img"
 check "clean after the growing apply" qclean "$img"
+
+# ---- an L1 copy longer than one refcount block covers ----
+# 512-byte clusters at 1G: the L1 takes 512 clusters, while a refcount
+# block covers 256 (16-bit refcounts) or 64 (64-bit).  Create and apply
+# copy it to the end of the file, the blocks its ranges lack in front.
+L1OPS=("write -P 0x61 0 1M" "write -P 0x62 1023M 1M")
+for rb in 16 64; do
+	tag="512 B clusters, refcount_bits=$rb, 1G"
+	img=$T/l.qcow2 r=$T/l.raw
+	rm -f "$img" "$r"
+	qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=$rb "$img" 1G
+	truncate -s 1G "$r"
+	iio "$img" "${L1OPS[@]}" && shadow "$r" "${L1OPS[@]}"
+	check "$tag: imgblk snapshot -c" "$IMGBLK" snapshot -c big "$img"
+	cp "$r" "$T/l.s"
+	check "$tag: clean after create" qclean "$img"
+	iio "$img" "write -P 0x63 512k 1M" && shadow "$r" "write -P 0x63 512k 1M"
+	check "$tag: clean after writes over the snapshot" qclean "$img"
+	check "$tag: QEMU reads the current state" same "$img" "" "$r"
+	check "$tag: QEMU reads the snapshot" same "$img" big "$T/l.s"
+	check "$tag: imgblk snapshot -a" "$IMGBLK" snapshot -a big "$img"
+	check "$tag: clean after apply" qclean "$img"
+	check "$tag: reads as the snapshot after apply" same "$img" "" "$T/l.s"
+	check "$tag: imgblk snapshot -d" "$IMGBLK" snapshot -d big "$img"
+	check "$tag: clean after delete" qclean "$img"
+done
 
 # ---- randomised sequences mirrored on shadows ----
 random_run() {	# random_run SEED CLUSTER_SIZE STEPS
