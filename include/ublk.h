@@ -9,6 +9,7 @@
 #include <linux/ublk_cmd.h>
 #include <liburing.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -60,6 +61,8 @@ int ublk_ctrl_start_recovery(struct ublk_ctrl *c, unsigned int dev_id);
 int ublk_ctrl_end_recovery(struct ublk_ctrl *c, unsigned int dev_id, pid_t pid);
 int ublk_ctrl_get_dev_info(struct ublk_ctrl *c, unsigned int dev_id,
 			   struct ublksrv_ctrl_dev_info *info);
+int ublk_ctrl_get_queue_affinity(struct ublk_ctrl *c, unsigned int dev_id,
+				 unsigned int q_id, cpu_set_t *cpus);
 
 /* Name of a UBLK_S_DEV_* state: LIVE, QUIESCED or DEAD. */
 const char *ublk_state_name(unsigned int state);
@@ -103,6 +106,7 @@ struct ublk_queue {
 	struct ublk_io *ios;
 	pthread_t thread;
 	int init_res;		/* queue setup result, for the main thread */
+	cpu_set_t cpus;		/* the CPUs whose requests this queue gets */
 };
 
 struct ublk_dev {
@@ -127,12 +131,13 @@ struct ublk_dev {
 };
 
 /*
- * Starts one thread per queue; each sets up its ring and queues FETCH_REQ
- * for every tag.  Returns 0 once all queues are set up, or -errno; either
+ * Starts one thread per queue, on the CPUs the kernel maps to the queue
+ * (asked through @ctrl); each sets up its ring and queues FETCH_REQ for
+ * every tag.  Returns 0 once all queues are set up, or -errno; either
  * way ublk_queues_join() must follow (after STOP_DEV, which aborts the
  * fetches of the queues that did start).
  */
-int ublk_queues_start(struct ublk_dev *dev);
+int ublk_queues_start(struct ublk_dev *dev, struct ublk_ctrl *ctrl);
 
 /* Waits for every queue thread to end and frees the queues. */
 void ublk_queues_join(struct ublk_dev *dev);

@@ -190,6 +190,21 @@ int ublk_ctrl_get_dev_info(struct ublk_ctrl *c, unsigned int dev_id,
 	return ublk_ctrl_dev_cmd(c, UBLK_U_CMD_GET_DEV_INFO2, dev_id, info, sizeof(*info), 0);
 }
 
+/*
+ * The CPUs whose requests the kernel queues on hardware queue @q_id (blk-mq's
+ * map for the device).  Returns 0 or -errno.
+ */
+int ublk_ctrl_get_queue_affinity(struct ublk_ctrl *c, unsigned int dev_id,
+				 unsigned int q_id, cpu_set_t *cpus)
+{
+	int ret;
+
+	CPU_ZERO(cpus);
+	ret = ublk_ctrl_dev_cmd(c, UBLK_U_CMD_GET_QUEUE_AFFINITY, dev_id, cpus,
+				sizeof(*cpus), q_id);
+	return ret < 0 ? ret : 0;
+}
+
 const char *ublk_state_name(unsigned int state)
 {
 	switch (state) {

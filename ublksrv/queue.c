@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -202,11 +203,24 @@ static int ublk_queue_setup(struct ublk_queue *q)
 	off_t iods_off = UBLKSRV_CMD_BUF_OFFSET +
 			 (off_t)q->q_id * ublk_iods_bytes(UBLK_MAX_QUEUE_DEPTH);
 	void *iods;
+	char name[16];
 	unsigned int i;
 	int ret;
 
 	/* Our writes may be what frees memory: do not recurse into reclaim. */
 	prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
+	/* So `top -H` and the tests can tell the queues apart. */
+	snprintf(name, sizeof(name), "imgblk-q%u", q->q_id);
+	pthread_setname_np(pthread_self(), name);
+	/*
+	 * Best effort, before the ring and buffers are allocated so they land
+	 * near those CPUs: a cpuset that excludes them leaves the thread
+	 * where the scheduler put it, which works, only slower.
+	 */
+	if (CPU_COUNT(&q->cpus) &&
+	    sched_setaffinity(0, sizeof(q->cpus), &q->cpus))
+		img_dbg(IMG_DBG_QUEUE, "queue %u: cannot pin to its CPUs: %s",
+			q->q_id, strerror(errno));
 
 	ret = exec_init(&q->exec, 2 * q->depth);
 	if (ret)
@@ -305,7 +319,7 @@ out:
 	return NULL;
 }
 
-int ublk_queues_start(struct ublk_dev *dev)
+int ublk_queues_start(struct ublk_dev *dev, struct ublk_ctrl *ctrl)
 {
 	unsigned int nr = dev->info.nr_hw_queues;
 	sigset_t all, old;
@@ -330,10 +344,19 @@ int ublk_queues_start(struct ublk_dev *dev)
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	for (i = 0; i < nr; i++) {
 		struct ublk_queue *q = &dev->queues[i];
-
 		q->dev = dev;
 		q->q_id = i;
 		q->depth = dev->info.queue_depth;
+		/*
+		 * A request is queued on the hardware queue of the CPU that
+		 * issued it, and its completion runs as task work in the
+		 * queue's thread: keeping the thread on those CPUs keeps
+		 * both ends on one CPU, without an IPI in between, and
+		 * keeps two queues' threads off each other's CPUs.  Without
+		 * the map (an older driver) the scheduler decides.
+		 */
+		if (ublk_ctrl_get_queue_affinity(ctrl, dev->info.dev_id, i, &q->cpus))
+			CPU_ZERO(&q->cpus);
 		ret = -pthread_create(&q->thread, NULL, ublk_queue_thread, q);
 		if (ret)
 			break;

@@ -429,7 +429,7 @@ static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int repo
 			goto out_close;
 	}
 
-	ret = ublk_queues_start(&dev);
+	ret = ublk_queues_start(&dev, &ctrl);
 	queues_started = true;
 	if (ret) {
 		img_err("cannot start the queue threads: %s", strerror(-ret));

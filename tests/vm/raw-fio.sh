@@ -18,6 +18,23 @@ nq=$(ls -d /sys/block/ublkb$DEV_ID/mq/* 2>/dev/null | wc -l)
 if [ "$nq" = 2 ]; then ok "device has 2 hardware queues"; else
 	not_ok "device has 2 hardware queues"; diag "found $nq"; fi
 
+# Each queue thread runs on the CPUs the kernel maps to its queue: with
+# as many queues as CPUs, one CPU each, no two the same.
+pid=$(imgblk list -n "$DEV_ID" | awk 'NR == 2 { print $6 }')
+cpus=
+for st in /proc/$pid/task/*/status; do
+	case $(awk '$1 == "Name:" { print $2 }' "$st") in
+	imgblk-q[01]) cpus="$cpus $(awk '$1 == "Cpus_allowed_list:" { print $2 }' "$st")" ;;
+	esac
+done
+cpus=$(echo $cpus | tr ' ' '\n' | sort | tr '\n' ' ')
+if [ "$(nproc)" = 2 ]; then
+	if [ "$cpus" = "0 1 " ]; then ok "queue threads pinned to CPUs 0 and 1"; else
+		not_ok "queue threads pinned to CPUs 0 and 1"; diag "found: $cpus"; fi
+else
+	skip "queue threads pinned to CPUs 0 and 1" "the VM has $(nproc) CPUs, not 2"
+fi
+
 # Each job gets its own 32 MiB (offset_increment): two jobs verifying the
 # same blocks would overwrite each other's data and report false errors.
 run_fio() {	# run_fio NAME BS_OPTION
