@@ -3,9 +3,10 @@
 #
 # setup.sh - install what building and testing imgblk needs.
 #
-#   scripts/setup.sh deps [--vm] [--fuzz]
+#   scripts/setup.sh deps [--vm] [--fuzz] [--bench]
 #                                    apt packages for the build (+ the VM rig,
-#                                    + clang and libFuzzer for make fuzz)
+#                                    + clang and libFuzzer for make fuzz,
+#                                    + the profilers and gnuplot for make bench)
 #   scripts/setup.sh headers BUILD   kernel headers we vendor at build time
 #
 # Both commands are idempotent and cheap when there is nothing to do, so the
@@ -17,7 +18,7 @@ die() { echo "setup.sh: $*" >&2; exit 1; }
 
 usage() {
 	cat <<'USAGE'
-usage: scripts/setup.sh deps [--vm] [--fuzz]
+usage: scripts/setup.sh deps [--vm] [--fuzz] [--bench]
        scripts/setup.sh headers BUILD_DIR
 USAGE
 }
@@ -27,6 +28,8 @@ BUILD_PKGS=(build-essential pkg-config liburing-dev zlib1g-dev libzstd-dev
 VM_PKGS=(qemu-system-x86 busybox-static cpio kmod)
 # make fuzz: clang, and the libFuzzer and sanitizer runtimes it links.
 FUZZ_PKGS=(clang libclang-rt-14-dev)
+# make bench: instruction and system call counts, and the report's chart.
+BENCH_PKGS=(valgrind strace gnuplot-nox)
 KSRC_PKG=linux-source-6.12
 KSRC_TAR=/usr/src/linux-source-6.12.tar.xz
 
@@ -70,6 +73,7 @@ cmd_deps() {
 		case $opt in
 		--vm) pkgs+=("${VM_PKGS[@]}") ;;
 		--fuzz) pkgs+=("${FUZZ_PKGS[@]}") ;;
+		--bench) pkgs+=("${BENCH_PKGS[@]}") ;;
 		*) usage >&2; die "deps: unknown option '$opt'" ;;
 		esac
 	done

@@ -6,10 +6,11 @@
 #   scripts/bench/report.sh [-b BUILD_DIR]
 #
 # Reads BUILD_DIR/bench/vm-suite.txt (vm-suite.sh) and, when present,
-# BUILD_DIR/bench/host.md (host-bench.sh); writes BUILD_DIR/bench/report.md
-# (tables, ratios against qemu-nbd and loop, issue 6's targets met or
-# missed) and BUILD_DIR/bench/report.png (4k random QD32 IOPS per config,
-# drawn by gnuplot, installed from Debian when missing).  Cheap: rerun it
+# BUILD_DIR/bench/host.md (host-bench.sh) and profile.md (host-profile.sh);
+# writes BUILD_DIR/bench/report.md (tables, ratios against qemu-nbd and
+# loop, issue 6's targets met or missed) and BUILD_DIR/bench/report.png
+# (4k random QD32 IOPS per config, drawn by gnuplot, installed from Debian
+# when missing).  Cheap: rerun it
 # after changing the presentation without running the suites again.
 set -euo pipefail
 
@@ -27,19 +28,13 @@ done
 B=$BUILD_DIR/bench
 VM=$B/vm-suite.txt
 HOST=$B/host.md
+PROFILE=$B/profile.md
 [ -s "$VM" ] || die "$VM missing: run scripts/bench/vm-suite.sh first"
 
-# The chart needs gnuplot; only the benchmark does, so it is installed
-# here rather than with the build's packages.
+# The chart needs gnuplot; only the benchmark does, so it comes with
+# setup.sh's --bench packages rather than the build's.
 need_gnuplot() {
-	command -v gnuplot > /dev/null && return 0
-	local sudo=
-	[ "$(id -u)" = 0 ] || sudo=sudo
-	echo "report.sh: installing gnuplot-nox for the chart" >&2
-	export DEBIAN_FRONTEND=noninteractive
-	$sudo apt-get install -y -qq --no-install-recommends gnuplot-nox > /dev/null 2>&1 ||
-		{ $sudo apt-get update -qq > /dev/null &&
-		  $sudo apt-get install -y -qq --no-install-recommends gnuplot-nox > /dev/null; }
+	command -v gnuplot > /dev/null || "$REPO/scripts/setup.sh" deps --bench
 }
 
 # Issue 6's figures for the RSS target: the L2 cache imgblk is configured
@@ -322,6 +317,12 @@ out=$B/report.md
 		echo "## Host engine: imgblk bench vs qemu-img bench vs raw (host-bench.sh)"
 		echo
 		cat "$HOST"
+	fi
+	if [ -s "$PROFILE" ]; then
+		echo
+		echo "## Host engine: cost per request (host-profile.sh)"
+		echo
+		cat "$PROFILE"
 	fi
 } > "$out"
 

@@ -5,10 +5,10 @@
 #
 #   scripts/bench/run-all.sh [-b BUILD_DIR] [-r SECONDS] [-H] [-V]
 #     -r  fio runtime per VM run (vm-suite.sh -r; default 2)
-#     -H  keep BUILD_DIR/bench/host.md, skip the host rows
+#     -H  keep BUILD_DIR/bench/host.md and profile.md, skip the host rows
 #     -V  keep BUILD_DIR/bench/vm-suite.txt, skip the VM (about 27 min)
 #
-# Host rows (host-bench.sh), then the VM rows (vm-suite.sh), one after the
+# Host rows (host-bench.sh, host-profile.sh), then the VM rows (vm-suite.sh), one after the
 # other so neither takes CPU from the other, then report.sh writes
 # BUILD_DIR/bench/report.md and report.png.
 set -euo pipefail
@@ -29,9 +29,14 @@ while getopts "b:r:HVh" opt; do
 	esac
 done
 
+# valgrind, strace and gnuplot (and the VM rig's packages): a fresh
+# machine has none of them, and this is a no-op once it has.
+"$HERE/../setup.sh" deps --vm --bench
 if [ $HOST = 1 ]; then
 	echo "# run-all: host rows" >&2
 	"$HERE/host-bench.sh" -b "$BUILD_DIR" > /dev/null
+	echo "# run-all: host profile (instructions and system calls per request)" >&2
+	"$HERE/host-profile.sh" -b "$BUILD_DIR" > /dev/null
 fi
 if [ $VM = 1 ]; then
 	echo "# run-all: VM rows" >&2
