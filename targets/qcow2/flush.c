@@ -120,10 +120,7 @@ static int qcow2_flush_locked(struct qcow2 *q)
 		 * name a cluster whose refcount is not on disk.  A crash from
 		 * here on leaves an image that is repaired when next opened.
 		 */
-		exec_mutex_lock(&q->hdr_mutex);
-		q->incompat |= QCOW2_INCOMPAT_DIRTY;
-		ret = qcow2_write_header_fields(q);
-		exec_mutex_unlock(&q->hdr_mutex);
+		ret = qcow2_set_dirty_bit(q, true);
 		if (ret)
 			return ret;
 		q->lazy_dirty = true;
@@ -203,12 +200,8 @@ int qcow2_mark_clean(struct qcow2 *q)
 		ret = qcow2_cache_writeback(q, &q->rbc);
 		if (!ret)
 			ret = qcow2_sync(q);
-		if (!ret) {
-			exec_mutex_lock(&q->hdr_mutex);
-			q->incompat &= ~QCOW2_INCOMPAT_DIRTY;
-			ret = qcow2_write_header_fields(q);
-			exec_mutex_unlock(&q->hdr_mutex);
-		}
+		if (!ret)
+			ret = qcow2_set_dirty_bit(q, false);
 		if (!ret)
 			q->lazy_dirty = false;
 	}

@@ -375,6 +375,20 @@ int qcow2_write_header_fields(struct qcow2 *q)
 	return exec_fdatasync(q->fd);
 }
 
+int qcow2_set_dirty_bit(struct qcow2 *q, bool dirty)
+{
+	int ret;
+
+	exec_mutex_lock(&q->hdr_mutex);
+	if (dirty)
+		q->incompat |= QCOW2_INCOMPAT_DIRTY;
+	else
+		q->incompat &= ~QCOW2_INCOMPAT_DIRTY;
+	ret = qcow2_write_header_fields(q);
+	exec_mutex_unlock(&q->hdr_mutex);
+	return ret;
+}
+
 int qcow2_mark_corrupt(struct qcow2 *q, const char *why)
 {
 	/* Reported and recorded once, as QEMU does: later events add nothing. */

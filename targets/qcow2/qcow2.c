@@ -165,8 +165,7 @@ static int qcow2_repair_dirty(struct qcow2 *q)
 		img_err("%s: qcow2 image could not be repaired", q->t->cfg.file);
 		return -EIO;
 	}
-	q->incompat &= ~QCOW2_INCOMPAT_DIRTY;
-	return qcow2_write_header_fields(q);
+	return qcow2_set_dirty_bit(q, false);
 }
 
 static int qcow2_open(struct tgt *t)

@@ -442,6 +442,11 @@ static inline void qcow2_l2_set(const struct qcow2 *q, uint64_t *l2, uint64_t i,
 /* header.c */
 int qcow2_read_header(struct qcow2 *q, const char *file, unsigned int open_flags);
 int qcow2_write_header_fields(struct qcow2 *q);
+/*
+ * Sets or clears the dirty bit (incompatible feature bit 0) with a synced
+ * header write, under hdr_mutex.  Returns 0 or -errno.
+ */
+int qcow2_set_dirty_bit(struct qcow2 *q, bool dirty);
 const char *qcow2_feature_name(struct qcow2 *q, unsigned int type, unsigned int bit);
 void qcow2_header_free(struct qcow2 *q);
 /*

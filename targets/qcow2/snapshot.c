@@ -768,21 +768,6 @@ err:
 	return ret;
 }
 
-/* Sets or clears the dirty bit with a synced header write.  Returns 0 or -errno. */
-static int qcow2_set_dirty_bit(struct qcow2 *q, bool dirty)
-{
-	int ret;
-
-	exec_mutex_lock(&q->hdr_mutex);
-	if (dirty)
-		q->incompat |= QCOW2_INCOMPAT_DIRTY;
-	else
-		q->incompat &= ~QCOW2_INCOMPAT_DIRTY;
-	ret = qcow2_write_header_fields(q);
-	exec_mutex_unlock(&q->hdr_mutex);
-	return ret;
-}
-
 int qcow2_snapshot(struct tgt *t, enum tgt_snapshot_op op, const char *name)
 {
 	struct qcow2 *q = t->priv;
