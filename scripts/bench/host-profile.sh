@@ -41,6 +41,8 @@ for t in valgrind strace qemu-img qemu-io qemu-nbd; do
 		{ echo "host-profile.sh: $t missing (scripts/setup.sh deps --bench installs it)" >&2; exit 1; }
 done
 mkdir -p "$BUILD_DIR/bench"
+# Absolute: qemu-nbd wants an absolute socket path.
+BUILD_DIR=$(cd "$BUILD_DIR" && pwd)
 # O_DIRECT needs a real filesystem: not /tmp, which may be tmpfs.
 tmp=$(mktemp -d "$BUILD_DIR/bench/.profile.XXXXXX")
 nbd_pid=
@@ -145,11 +147,11 @@ prepare allocated qcow2 "$tmp/nbd.qcow2"
 sock=$tmp/nbd.sock
 for aio in threads native io_uring; do
 	rm -f "$sock"
-	qemu-nbd -k "$sock" -f qcow2 --cache=none --aio=$aio -t "$tmp/nbd.qcow2" 2> /dev/null &
+	qemu-nbd -k "$sock" -f qcow2 --cache=none --aio=$aio -t "$tmp/nbd.qcow2" 2> "$tmp/nbd.err" &
 	nbd_pid=$!
 	for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
 	if [ ! -S "$sock" ]; then
-		echo "| $aio | (qemu-nbd did not start) |" >> "$out"
+		echo "| $aio | (qemu-nbd did not start: $(head -c 200 "$tmp/nbd.err" | tr "\n|" "  ")) |" >> "$out"
 		nbd_pid=
 		continue
 	fi
