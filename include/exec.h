@@ -156,6 +156,8 @@ struct exec_mutex {
 void exec_mutex_init(struct exec_mutex *m);
 void exec_mutex_destroy(struct exec_mutex *m);
 void exec_mutex_lock(struct exec_mutex *m);
+/* Takes @m if it is free, without sleeping.  Returns whether it did. */
+bool exec_mutex_trylock(struct exec_mutex *m);
 void exec_mutex_unlock(struct exec_mutex *m);
 
 /*
@@ -168,6 +170,26 @@ ssize_t exec_pread(int fd, void *buf, size_t len, uint64_t off);
 ssize_t exec_pwrite(int fd, const void *buf, size_t len, uint64_t off,
 		    int rw_flags);
 int exec_fdatasync(int fd);
+
+/* One write of exec_pwrite_all(). */
+struct exec_write {
+	int fd;
+	int rw_flags;
+	const void *buf;
+	size_t len;
+	uint64_t off;
+	ssize_t res;		/* out: what exec_pwrite() would return */
+};
+
+#define EXEC_WRITE_ALL_MAX	4
+
+/*
+ * Issues the @n (at most EXEC_WRITE_ALL_MAX) writes of @w together, in one
+ * submission, and waits for all of them: two writes that need no order
+ * between them cost one round trip instead of two.  Sets each res.
+ * Returns 0 if every write succeeded, else the first failure's -errno.
+ */
+int exec_pwrite_all(struct exec_write *w, unsigned int n);
 /* Sleeps for @ms milliseconds (an io_uring timeout).  Returns 0 or -errno. */
 int exec_sleep_ms(unsigned int ms);
 int exec_fallocate(int fd, int mode, uint64_t off, uint64_t len);

@@ -394,6 +394,17 @@ void exec_mutex_lock(struct exec_mutex *m)
 	pthread_mutex_unlock(&m->lock);
 }
 
+bool exec_mutex_trylock(struct exec_mutex *m)
+{
+	bool got;
+
+	pthread_mutex_lock(&m->lock);
+	got = !m->held;
+	m->held = true;
+	pthread_mutex_unlock(&m->lock);
+	return got;
+}
+
 void exec_mutex_unlock(struct exec_mutex *m)
 {
 	pthread_mutex_lock(&m->lock);
@@ -515,13 +526,8 @@ void exec_set_recorder(exec_rec_fn fn, void *ctx)
 	exec_rec_cb = fn;
 }
 
-/*
- * exec_io() for a file change, reported to the recorder before it is
- * queued and after it completes.  Out of line: the common path only tests
- * exec_rec_cb.
- */
-static int __attribute__((noinline)) exec_io_recorded(struct io_uring_sqe *sqe,
-						      struct exec_rec *r)
+/* The recorder's report of a file change about to be queued. */
+static void exec_rec_issue(struct exec_rec *r)
 {
 	static pthread_mutex_t seq_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -530,9 +536,26 @@ static int __attribute__((noinline)) exec_io_recorded(struct io_uring_sqe *sqe,
 	pthread_mutex_unlock(&seq_lock);
 	r->done = false;
 	exec_rec_cb(exec_rec_ctx, r);
-	r->res = exec_io(sqe);
+}
+
+/* ...and of its completion with @res. */
+static void exec_rec_complete(struct exec_rec *r, int res)
+{
+	r->res = res;
 	r->done = true;
 	exec_rec_cb(exec_rec_ctx, r);
+}
+
+/*
+ * exec_io() for a file change, reported to the recorder before it is
+ * queued and after it completes.  Out of line: the common path only tests
+ * exec_rec_cb.
+ */
+static int __attribute__((noinline)) exec_io_recorded(struct io_uring_sqe *sqe,
+						      struct exec_rec *r)
+{
+	exec_rec_issue(r);
+	exec_rec_complete(r, exec_io(sqe));
 	return r->res;
 }
 
@@ -562,6 +585,49 @@ ssize_t exec_pwrite(int fd, const void *buf, size_t len, uint64_t off,
 		done += ret;
 	}
 	return len;
+}
+
+int exec_pwrite_all(struct exec_write *w, unsigned int n)
+{
+	struct exec_waiter wt[EXEC_WRITE_ALL_MAX];
+	struct exec_rec rec[EXEC_WRITE_ALL_MAX];
+	unsigned int i;
+	int ret = 0;
+
+	if (n > EXEC_WRITE_ALL_MAX)
+		return -EINVAL;
+	for (i = 0; i < n; i++) {
+		struct io_uring_sqe *sqe = exec_get_sqe();
+
+		io_uring_prep_write(sqe, w[i].fd, w[i].buf, w[i].len, w[i].off);
+		sqe->rw_flags = w[i].rw_flags;
+		if (unlikely(exec_rec_cb)) {
+			rec[i] = (struct exec_rec){
+				.kind = EXEC_REC_WRITE, .fd = w[i].fd, .flags = w[i].rw_flags,
+				.off = w[i].off, .len = w[i].len, .data = w[i].buf };
+			exec_rec_issue(&rec[i]);
+		}
+		exec_submit(sqe, &wt[i]);
+	}
+	for (i = 0; i < n; i++) {
+		ssize_t r = exec_wait(&wt[i]);
+
+		if (unlikely(exec_rec_cb))
+			exec_rec_complete(&rec[i], r);
+		/* A short write is finished on its own, as exec_pwrite() would. */
+		if (r > 0 && (size_t)r < w[i].len) {
+			r = exec_pwrite(w[i].fd, (const char *)w[i].buf + r, w[i].len - r,
+					w[i].off + r, w[i].rw_flags);
+			if (r >= 0)
+				r = w[i].len;
+		} else if (r == 0 && w[i].len) {
+			r = -EIO;	/* no progress: the device is full or gone */
+		}
+		w[i].res = r;
+		if (r < 0 && !ret)
+			ret = r;
+	}
+	return ret;
 }
 
 int exec_fdatasync(int fd)

@@ -199,6 +199,75 @@ TEST(io_errors)
 	close(r.rdonly_fd);
 }
 
+/* exec_pwrite_all: writes issued together, each with its own result. */
+
+struct write_all_call {
+	int fd, rdonly_fd;
+	char a[4096], b[512];
+	struct exec_write ok[2], mixed[3];
+	int ok_ret, mixed_ret, too_many_ret;
+};
+
+static int write_all_fn(void *arg)
+{
+	struct write_all_call *c = arg;
+	struct exec_write many[EXEC_WRITE_ALL_MAX + 1];
+
+	c->ok[0] = (struct exec_write){ .fd = c->fd, .buf = c->a, .len = sizeof(c->a),
+					.off = 8192 };
+	c->ok[1] = (struct exec_write){ .fd = c->fd, .buf = c->b, .len = sizeof(c->b),
+					.off = 512 };
+	c->ok_ret = exec_pwrite_all(c->ok, 2);
+	/* The middle one fails; the others still land and report success. */
+	c->mixed[0] = (struct exec_write){ .fd = c->fd, .buf = c->b, .len = sizeof(c->b),
+					   .off = 0 };
+	c->mixed[1] = (struct exec_write){ .fd = c->rdonly_fd, .buf = c->b,
+					   .len = sizeof(c->b), .off = 1024 };
+	c->mixed[2] = (struct exec_write){ .fd = c->fd, .buf = c->b, .len = sizeof(c->b),
+					   .off = 1536 };
+	c->mixed_ret = exec_pwrite_all(c->mixed, 3);
+	memset(many, 0, sizeof(many));
+	c->too_many_ret = exec_pwrite_all(many, EXEC_WRITE_ALL_MAX + 1);
+	return 0;
+}
+
+TEST(pwrite_all)
+{
+	char path[] = "/tmp/imgblk-exec-XXXXXX";
+	struct write_all_call *c = calloc(1, sizeof(*c));
+	char got[12288], want[12288];
+
+	ASSERT_NE(NULL, c);
+	c->fd = mkstemp(path);
+	ASSERT_LE(0, c->fd);
+	c->rdonly_fd = open(path, O_RDONLY);
+	unlink(path);
+	ASSERT_LE(0, c->rdonly_fd);
+	memset(c->a, 0xa5, sizeof(c->a));
+	memset(c->b, 0x3c, sizeof(c->b));
+
+	ASSERT_EQ(0, exec_run_sync(write_all_fn, c));
+	EXPECT_EQ(0, c->ok_ret);
+	EXPECT_EQ(4096, c->ok[0].res);
+	EXPECT_EQ(512, c->ok[1].res);
+	EXPECT_EQ(-EBADF, c->mixed_ret);
+	EXPECT_EQ(512, c->mixed[0].res);
+	EXPECT_EQ(-EBADF, c->mixed[1].res);
+	EXPECT_EQ(512, c->mixed[2].res);
+	EXPECT_EQ(-EINVAL, c->too_many_ret);
+
+	memset(want, 0, sizeof(want));
+	memset(want + 8192, 0xa5, 4096);
+	memset(want + 512, 0x3c, 512);
+	memset(want, 0x3c, 512);
+	memset(want + 1536, 0x3c, 512);
+	ASSERT_EQ((ssize_t)sizeof(got), pread(c->fd, got, sizeof(got), 0));
+	EXPECT_EQ(0, memcmp(got, want, sizeof(got)));
+	close(c->fd);
+	close(c->rdonly_fd);
+	free(c);
+}
+
 /* exec_sleep_ms */
 
 struct sleep_call {
