@@ -213,6 +213,83 @@ static int qed_l1_update(struct qed *q, uint32_t l1i, uint64_t l2_off)
 	return ret;
 }
 
+/*
+ * Without a backing file nothing orders the data of new clusters before
+ * the L2 entries that point at them (README, step 3: need-check covers a
+ * crash between the two).  So when no one else is writing table @l2, the
+ * data (@buf, @len bytes at file offset @data_off) and the table block
+ * holding entries [@l2i, @l2i + @n), pointed at @host onwards, go out in
+ * one submission: at depth 1 an allocating write then costs one round
+ * trip instead of two.  Only when ours is the one allocating write in
+ * flight: with more, group commit (qed_l2_update()) writes many requests'
+ * entries at once, and a request holding the table's lock across its
+ * data write would make the others queue behind it one by one.  The block is written from a copy, under the
+ * table's write lock so no group commit can overwrite it with older
+ * entries, and the cache takes the entries only after both writes, so no
+ * other request sees a cluster whose data is still in flight.  Every other
+ * entry in the copy is already safe to write: the cache only ever holds
+ * entries whose data is written.
+ * Returns 0, -errno, or -EAGAIN if other allocating writes are in flight,
+ * the table is busy or the clusters are not all inside the file (their
+ * tail would need zeroing first): then the caller takes the ordered path.
+ */
+static int qed_write_alloc_together(struct qed *q, struct qed_l2 *l2, uint32_t l2i,
+				    uint32_t n, const void *buf, uint64_t len,
+				    uint64_t data_off, uint64_t host)
+{
+	const uint32_t per_block = QED_META_BLOCK / sizeof(uint64_t);
+	uint32_t start = ALIGN_DOWN(l2i, per_block);
+	uint32_t end = ALIGN_UP(l2i + n, per_block);
+	struct exec_write w[2];
+	uint64_t *blk;
+	uint32_t i;
+	bool alone, inside;
+	int ret;
+
+	pthread_mutex_lock(&q->lock);
+	alone = q->nr_allocs == 1;
+	pthread_mutex_unlock(&q->lock);
+	if (!alone)
+		return -EAGAIN;
+	if (posix_memalign((void **)&blk, QED_META_BLOCK, (end - start) * sizeof(uint64_t)))
+		return -ENOMEM;
+	if (!exec_mutex_trylock(&l2->wlock)) {
+		free(blk);
+		return -EAGAIN;
+	}
+	pthread_mutex_lock(&q->lock);
+	inside = host + ((uint64_t)n << q->cluster_shift) <= q->file_bytes;
+	for (i = start; inside && i < end; i++)
+		put_le64(&blk[i - start], i >= l2i && i < l2i + n ?
+			 host + ((uint64_t)(i - l2i) << q->cluster_shift) : l2->entries[i]);
+	pthread_mutex_unlock(&q->lock);
+	if (!inside) {
+		ret = -EAGAIN;
+		goto out;
+	}
+
+	w[0] = (struct exec_write){ .fd = q->fd, .buf = buf, .len = len, .off = data_off };
+	w[1] = (struct exec_write){ .fd = q->fd, .buf = blk,
+				    .len = (end - start) * sizeof(uint64_t),
+				    .off = l2->offset + start * sizeof(uint64_t) };
+	ret = exec_pwrite_all(w, 2);
+	/*
+	 * Entries on disk go into the cache even if the data write failed:
+	 * fresh clusters inside the file read as zeros, as the unallocated or
+	 * zero clusters they replace did.
+	 */
+	if (w[1].res >= 0) {
+		pthread_mutex_lock(&q->lock);
+		for (i = 0; i < n; i++)
+			l2->entries[l2i + i] = host + ((uint64_t)i << q->cluster_shift);
+		pthread_mutex_unlock(&q->lock);
+	}
+out:
+	exec_mutex_unlock(&l2->wlock);
+	free(blk);
+	return ret;
+}
+
 /* Writes @buf (NULL: zeros) to allocated file range at @host. */
 static int qed_write_inplace(struct qed *q, const void *buf, uint64_t host, uint64_t len,
 			     bool whole_zero)
@@ -247,6 +324,12 @@ static int qed_write_alloc(struct qed *q, struct qed_alloc *a, struct qed_l2 *l2
 	ssize_t n;
 	int ret;
 
+	if (!markers && buf && l2 && !q->t->backing) {
+		ret = qed_write_alloc_together(q, l2, l2i, a->nr_clusters, buf, len,
+					       host + (off - start), host);
+		if (ret != -EAGAIN)
+			return ret;
+	}
 	if (!markers) {
 		/* Data with its copy-on-write head and tail, all in fresh space. */
 		ret = qed_cow(q, first, start, host, off - start, false);
