@@ -132,7 +132,6 @@ static int qcow2_amend_expand_zeros(struct qcow2 *q)
 		ret = qcow2_map(q, off, q->size_bytes - off, &m);
 		if (ret)
 			return ret;
-		qcow2_map_put(q, &m);
 		/* No I/O on the host cluster here: drop the epoch reference at once. */
 		if (m.kind == QCOW2_NORMAL || m.kind == QCOW2_COMPRESSED ||
 		    m.kind == QCOW2_ZERO_ALLOC)

@@ -131,6 +131,16 @@ static void qcow2_table_to_host(void *buf, uint64_t bytes)
  * metadata flush to make room: the caller must not hold alloc_mutex then.
  * Returns 0 or -errno.
  */
+struct qcow2_cslot *qcow2_cache_lookup_locked(struct qcow2_cache *c, uint64_t off)
+{
+	int i = qcow2_cache_find(c, off);
+
+	if (i < 0 || c->s[i].loading)
+		return NULL;
+	c->s[i].lru = ++c->lru_clock;
+	return &c->s[i];
+}
+
 int qcow2_cache_get(struct qcow2 *q, struct qcow2_cache *c, uint64_t off,
 		    bool fresh, struct qcow2_cslot **out)
 {

@@ -215,56 +215,20 @@ static int qcow2_map_sc(struct qcow2 *q, const uint64_t *l2, unsigned int l2i,
 }
 
 /*
- * Maps the run starting at guest @off (at most @len bytes, within one L2
- * table).  For kinds with host data the caller gets an epoch reference
- * (m->epoch) to drop with qcow2_epoch_put() once its I/O is done.
- * Returns 0 or -errno (-EIO on a corrupt entry).
+ * Fills @m from L2 table @l2 for entry @l2i onwards, under q->lock.
+ * Returns 0, or -EINVAL for an entry the caller must report as corrupt
+ * (not under the lock).
  */
-int qcow2_map(struct qcow2 *q, uint64_t off, uint64_t len, struct qcow2_map *m)
+static int qcow2_map_l2_locked(struct qcow2 *q, const uint64_t *l2, unsigned int l2i,
+			       uint64_t in, uint64_t limit, struct qcow2_map *m)
 {
-	uint64_t gc = off >> q->cluster_bits, in = qcow2_off_in_cluster(q, off);
-	uint64_t l1i = qcow2_l1_index(q, gc), l1e, l2off, limit, i, n;
-	unsigned int l2i = qcow2_l2_index(q, gc);
-	const uint64_t *l2;
-	int ret;
+	uint64_t i, n;
 
-	memset(m, 0, sizeof(*m));
-	limit = ((qcow2_l2_entries(q) - l2i) << q->cluster_bits) - in;
-	limit = MIN(limit, len);
-
-	pthread_mutex_lock(&q->lock);
-	l1e = q->l1[l1i];
-	pthread_mutex_unlock(&q->lock);
-	l2off = l1e & QCOW2_L1_OFFSET_MASK;
-	if (!l2off) {
-		m->kind = QCOW2_UNALLOC;
-		m->bytes = limit;
-		return 0;
-	}
-	if ((l1e & QCOW2_L1_RESERVED) || qcow2_off_in_cluster(q, l2off))
-		return qcow2_mark_corrupt(q, "L1 entry with reserved bits or unaligned L2 offset");
-
-	ret = qcow2_cache_get(q, &q->l2c, l2off, false, &m->slot);
-	if (ret)
-		return ret;
-	l2 = m->slot->buf;
-
-	pthread_mutex_lock(&q->lock);
 	m->l2e = qcow2_l2_get(q, l2, l2i);
-	if (q->extl2) {
-		ret = qcow2_map_sc(q, l2, l2i, in, limit, m);
-		pthread_mutex_unlock(&q->lock);
-		if (ret) {
-			qcow2_map_put(q, m);
-			return qcow2_mark_corrupt(q, "L2 entry with reserved bits, unaligned offset or invalid subcluster bitmap");
-		}
-		return 0;
-	}
-	if (!qcow2_l2_valid(q, m->l2e)) {
-		pthread_mutex_unlock(&q->lock);
-		qcow2_map_put(q, m);
-		return qcow2_mark_corrupt(q, "L2 entry with reserved bits or unaligned offset");
-	}
+	if (q->extl2)
+		return qcow2_map_sc(q, l2, l2i, in, limit, m) ? -EINVAL : 0;
+	if (!qcow2_l2_valid(q, m->l2e))
+		return -EINVAL;
 	m->kind = qcow2_l2_kind(q, m->l2e);
 	m->copied = m->l2e & QCOW2_COPIED;
 	n = q->cluster_size - in;
@@ -277,16 +241,72 @@ int qcow2_map(struct qcow2 *q, uint64_t off, uint64_t len, struct qcow2_map *m)
 	if (m->kind == QCOW2_NORMAL || m->kind == QCOW2_COMPRESSED ||
 	    m->kind == QCOW2_ZERO_ALLOC)
 		qcow2_epoch_get(q, &m->epoch);
-	pthread_mutex_unlock(&q->lock);
-	m->host = qcow2_l2_host(q, m->l2e) + (m->kind == QCOW2_COMPRESSED ? 0 : in);
 	return 0;
 }
 
-void qcow2_map_put(struct qcow2 *q, struct qcow2_map *m)
+/*
+ * Maps the run starting at guest @off (at most @len bytes, within one L2
+ * table).  For kinds with host data the caller gets an epoch reference
+ * (m->epoch) to drop with qcow2_epoch_put() once its I/O is done.
+ * Returns 0 or -errno (-EIO on a corrupt entry).
+ */
+int qcow2_map(struct qcow2 *q, uint64_t off, uint64_t len, struct qcow2_map *m)
 {
-	if (m->slot)
-		qcow2_cache_put(q, &q->l2c, m->slot);
-	m->slot = NULL;
+	uint64_t gc = off >> q->cluster_bits, in = qcow2_off_in_cluster(q, off);
+	uint64_t l1i = qcow2_l1_index(q, gc), l1e, l2off, limit;
+	unsigned int l2i = qcow2_l2_index(q, gc);
+	struct qcow2_cslot *slot;
+	const uint64_t *l2;
+	int ret;
+
+	memset(m, 0, sizeof(*m));
+	limit = ((qcow2_l2_entries(q) - l2i) << q->cluster_bits) - in;
+	limit = MIN(limit, len);
+
+	/*
+	 * The common case, a table already in the cache, takes the lock
+	 * once: L1 entry, cache lookup and L2 entries in one hold, so the
+	 * table needs no pin (nothing evicts it while we hold the lock).
+	 */
+	pthread_mutex_lock(&q->lock);
+	l1e = q->l1[l1i];
+	l2off = l1e & QCOW2_L1_OFFSET_MASK;
+	if (!l2off) {
+		pthread_mutex_unlock(&q->lock);
+		m->kind = QCOW2_UNALLOC;
+		m->bytes = limit;
+		return 0;
+	}
+	if ((l1e & QCOW2_L1_RESERVED) || qcow2_off_in_cluster(q, l2off)) {
+		pthread_mutex_unlock(&q->lock);
+		return qcow2_mark_corrupt(q, "L1 entry with reserved bits or unaligned L2 offset");
+	}
+	slot = qcow2_cache_lookup_locked(&q->l2c, l2off);
+	if (slot) {
+		ret = qcow2_map_l2_locked(q, slot->buf, l2i, in, limit, m);
+		pthread_mutex_unlock(&q->lock);
+		goto done;
+	}
+	pthread_mutex_unlock(&q->lock);
+
+	/* Not cached: load it (pinned while the lock is dropped for the read). */
+	ret = qcow2_cache_get(q, &q->l2c, l2off, false, &slot);
+	if (ret)
+		return ret;
+	l2 = slot->buf;
+	pthread_mutex_lock(&q->lock);
+	ret = qcow2_map_l2_locked(q, l2, l2i, in, limit, m);
+	pthread_mutex_unlock(&q->lock);
+	qcow2_cache_put(q, &q->l2c, slot);
+done:
+	if (ret)
+		return qcow2_mark_corrupt(q, q->extl2 ?
+			"L2 entry with reserved bits, unaligned offset or invalid subcluster bitmap" :
+			"L2 entry with reserved bits or unaligned offset");
+	/* qcow2_map_sc() has set it for extended entries. */
+	if (!q->extl2)
+		m->host = qcow2_l2_host(q, m->l2e) + (m->kind == QCOW2_COMPRESSED ? 0 : in);
+	return 0;
 }
 
 static int qcow2_inflate_zlib(const void *in, size_t in_len, void *out, size_t out_len)

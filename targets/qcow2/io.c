@@ -72,7 +72,6 @@ int qcow2_read(struct tgt *t, void *buf, uint32_t len, uint64_t off)
 		ret = qcow2_map(q, off + done, len - done, &m);
 		if (ret)
 			break;
-		qcow2_map_put(q, &m);
 		n = m.bytes;
 		switch (m.kind) {
 		case QCOW2_UNALLOC:
@@ -179,7 +178,6 @@ int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
 		ret = qcow2_map(q, off + done, len - done, &m);
 		if (ret)
 			return ret;
-		qcow2_map_put(q, &m);
 		if (m.kind == QCOW2_NORMAL || m.kind == QCOW2_COMPRESSED ||
 		    m.kind == QCOW2_ZERO_ALLOC) {
 			if (m.kind == QCOW2_NORMAL && m.copied) {
@@ -453,7 +451,6 @@ int64_t qcow2_block_status(struct tgt *t, uint64_t off, uint64_t len,
 	ret = qcow2_map(q, off, len, &m);
 	if (ret)
 		return ret;
-	qcow2_map_put(q, &m);
 	ext->host_off = 0;
 	switch (m.kind) {
 	case QCOW2_UNALLOC:

@@ -491,8 +491,7 @@ void qcow2_compressed_range(const struct qcow2 *q, uint64_t l2e, uint64_t *off,
 
 /*
  * A mapping of a guest run: @bytes from the guest offset all of one kind,
- * host-contiguous for NORMAL and ZERO_ALLOC.  @slot is the pinned L2 table
- * (NULL when the L1 entry is empty); release with qcow2_map_put().
+ * host-contiguous for NORMAL and ZERO_ALLOC.
  */
 struct qcow2_map {
 	enum qcow2_kind kind;
@@ -500,12 +499,10 @@ struct qcow2_map {
 	uint64_t l2e;			/* the first cluster's entry */
 	uint64_t host;			/* host offset of the guest offset itself */
 	uint64_t bytes;
-	struct qcow2_cslot *slot;
 	unsigned int epoch;		/* held for NORMAL, COMPRESSED, ZERO_ALLOC */
 };
 
 int qcow2_map(struct qcow2 *q, uint64_t off, uint64_t len, struct qcow2_map *m);
-void qcow2_map_put(struct qcow2 *q, struct qcow2_map *m);
 int qcow2_read_compressed(struct qcow2 *q, uint64_t l2e, void *cluster_buf);
 int qcow2_l2_get_for_write(struct qcow2 *q, uint64_t gc, struct qcow2_cslot **slot);
 void qcow2_epoch_get(struct qcow2 *q, unsigned int *epoch);
@@ -516,6 +513,11 @@ int qcow2_cache_init(struct qcow2_cache *c, unsigned int nr, bool is_l2);
 void qcow2_cache_destroy(struct qcow2 *q, struct qcow2_cache *c);
 int qcow2_cache_get(struct qcow2 *q, struct qcow2_cache *c, uint64_t off,
 		    bool fresh, struct qcow2_cslot **out);
+/*
+ * The slot caching the table at @off if it is loaded, else NULL, under
+ * q->lock and valid only while it is held: no pin is taken.
+ */
+struct qcow2_cslot *qcow2_cache_lookup_locked(struct qcow2_cache *c, uint64_t off);
 void qcow2_cache_put(struct qcow2 *q, struct qcow2_cache *c, struct qcow2_cslot *s);
 void qcow2_cache_mark_dirty(struct qcow2_cache *c, struct qcow2_cslot *s);
 int qcow2_cache_writeback(struct qcow2 *q, struct qcow2_cache *c);

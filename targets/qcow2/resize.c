@@ -136,7 +136,6 @@ static int qcow2_any_allocated(struct qcow2 *q, uint64_t c0, uint64_t c1)
 
 		if (ret)
 			return ret;
-		qcow2_map_put(q, &m);
 		if (m.kind == QCOW2_NORMAL || m.kind == QCOW2_COMPRESSED ||
 		    m.kind == QCOW2_ZERO_ALLOC)
 			qcow2_epoch_put(q, m.epoch);
