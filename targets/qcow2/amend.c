@@ -243,7 +243,7 @@ static int qcow2_amend_compat(struct qcow2 *q, unsigned int version)
 		q->header_length = version >= 3 ? sizeof(struct qcow2_header_disk) :
 						 QCOW2_V2_HEADER_BYTES;
 		q->incompat = q->compat = q->autoclear = 0;
-		q->autoclear_pending = false;
+		__atomic_store_n(&q->autoclear_pending, false, __ATOMIC_RELEASE);
 		q->lazy = false;
 		q->refcount_order = 4;
 	}

@@ -128,20 +128,21 @@ int qcow2_before_write(struct qcow2 *q)
 		img_err("%s: writes refused: %s", q->t->cfg.file, q->no_write_reason);
 		return -EROFS;
 	}
-	pthread_mutex_lock(&q->lock);
-	pending = q->autoclear_pending;
-	pthread_mutex_unlock(&q->lock);
+	/*
+	 * Every write passes here and the flag is almost always clear: an
+	 * atomic load, not q->lock.  It is cleared (release) only once the
+	 * header without the bits is durable, so a writer that sees it clear
+	 * may go ahead.
+	 */
+	pending = __atomic_load_n(&q->autoclear_pending, __ATOMIC_ACQUIRE);
 	if (!pending)
 		return 0;
 	exec_mutex_lock(&q->hdr_mutex);
 	if (q->autoclear_pending) {
 		q->autoclear &= ~QCOW2_AUTOCLEAR_BITMAPS;
 		ret = qcow2_write_header_fields(q);
-		if (!ret) {
-			pthread_mutex_lock(&q->lock);
-			q->autoclear_pending = false;
-			pthread_mutex_unlock(&q->lock);
-		}
+		if (!ret)
+			__atomic_store_n(&q->autoclear_pending, false, __ATOMIC_RELEASE);
 	}
 	exec_mutex_unlock(&q->hdr_mutex);
 	return ret;

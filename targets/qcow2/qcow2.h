@@ -351,7 +351,8 @@ struct qcow2 {
 	unsigned long epoch_io[2];
 	struct exec_waitq epoch_wq;
 
-	bool autoclear_pending;		/* clear autoclear bits before the first write */
+	/* Clear autoclear bits before the first write; atomic, set only at open. */
+	bool autoclear_pending;
 	/*
 	 * Lazy refcounts (compatible bit 0, on a read-write open): refcount
 	 * blocks are written only when the image is made clean; the dirty
