@@ -16,12 +16,8 @@ set -u
 IMGBLK=${IMGBLK:-build/imgblk}
 T=$(mktemp -d "${TMPDIR:-/tmp}/hostile.XXXXXX")
 trap 'rm -rf "$T"' EXIT
-N=0
-FAIL=0
 RUNS=0
-
-ok() { N=$((N + 1)); echo "ok $N - $*"; }
-not_ok() { N=$((N + 1)); FAIL=$((FAIL + 1)); echo "not ok $N - $*"; }
+. "$(dirname "$0")/tap.sh"
 
 if [ ! -x "$IMGBLK" ]; then echo "1..0 # SKIP $IMGBLK not built"; exit 0; fi
 for c in qemu-img qemu-io python3 timeout md5sum; do
@@ -29,20 +25,6 @@ for c in qemu-img qemu-io python3 timeout md5sum; do
 done
 IMGBLK=$(realpath "$IMGBLK")
 
-# poke FILE OFFSET STRUCTFMT VALUE: write a field ('>Q' big-endian u64, '<I' ...).
-poke() {
-	python3 - "$@" <<'EOF'
-import struct, sys
-f, off, fmt, val = sys.argv[1], int(sys.argv[2], 0), sys.argv[3], int(sys.argv[4], 0)
-with open(f, "r+b") as fh:
-    fh.seek(off)
-    fh.write(struct.pack(fmt, val & ((1 << (8 * struct.calcsize(fmt))) - 1)))
-EOF
-}
-# peek FILE OFFSET STRUCTFMT: print a field.
-peek() {
-	python3 -c 'import struct,sys; d=open(sys.argv[1],"rb").read(); print(struct.unpack_from(sys.argv[3], d, int(sys.argv[2],0))[0])' "$@"
-}
 M56=$(( 0x00fffffffffffe00 ))
 
 # Checksums of every file under $T but the image under test, and /etc/passwd.

@@ -16,21 +16,6 @@ for c in qemu-img qemu-io python3 timeout; do
 	command -v $c > /dev/null || { echo "1..0 # SKIP $c not available"; exit 0; }
 done
 
-# poke FILE OFFSET FORMAT VALUE: overwrite a big-endian field (struct format char).
-poke() {
-	python3 - "$@" <<'EOF'
-import struct, sys
-f, off, fmt, val = sys.argv[1], int(sys.argv[2], 0), sys.argv[3], int(sys.argv[4], 0)
-with open(f, "r+b") as fh:
-    fh.seek(off)
-    fh.write(struct.pack(">" + fmt, val & ((1 << 64) - 1)))
-EOF
-}
-# peek FILE OFFSET FORMAT: print a big-endian field.
-peek() {
-	python3 -c 'import struct,sys; d=open(sys.argv[1],"rb").read(); print(struct.unpack_from(">"+sys.argv[3], d, int(sys.argv[2],0))[0])' "$@"
-}
-
 fresh() {	# fresh NAME [qemu-img create options]: a small image with data
 	local f=$T/$1.qcow2
 	shift
@@ -62,44 +47,44 @@ refuse() {
 READ=(io -f qcow2 -c "read 0 256k")
 WRITE=(io -f qcow2 -c "write -P 1 0 64k")
 
-f=$(fresh magic); poke "$f" 0 I 0x12345678
+f=$(fresh magic); poke "$f" 0 '>I' 0x12345678
 refuse "bad magic" "not a qcow2" "$IMGBLK" "${READ[@]}" "$f"
-f=$(fresh version); poke "$f" 4 I 4
+f=$(fresh version); poke "$f" 4 '>I' 4
 refuse "version 4" "version 4" "$IMGBLK" "${READ[@]}" "$f"
-f=$(fresh cbits8); poke "$f" 20 I 8
+f=$(fresh cbits8); poke "$f" 20 '>I' 8
 refuse "cluster_bits 8" "cluster size" "$IMGBLK" "${READ[@]}" "$f"
-f=$(fresh cbits22); poke "$f" 20 I 22
+f=$(fresh cbits22); poke "$f" 20 '>I' 22
 refuse "cluster_bits 22" "cluster size" "$IMGBLK" "${READ[@]}" "$f"
-f=$(fresh l1eof); poke "$f" 40 Q 0x40000000
+f=$(fresh l1eof); poke "$f" 40 '>Q' 0x40000000
 refuse "L1 table past end of file" "L1 table" "$IMGBLK" "${READ[@]}" "$f"
-f=$(fresh l1unaligned); poke "$f" 40 Q 0x30200
+f=$(fresh l1unaligned); poke "$f" 40 '>Q' 0x30200
 refuse "L1 table unaligned" "L1 table" "$IMGBLK" "${READ[@]}" "$f"
-f=$(fresh rteof); poke "$f" 48 Q 0x40000000
+f=$(fresh rteof); poke "$f" 48 '>Q' 0x40000000
 refuse "refcount table past end of file" "refcount table" "$IMGBLK" "${READ[@]}" "$f"
-f=$(fresh rtzero); poke "$f" 56 I 0
+f=$(fresh rtzero); poke "$f" 56 '>I' 0
 refuse "refcount table of 0 clusters" "refcount table" "$IMGBLK" "${READ[@]}" "$f"
-f=$(fresh l1small); poke "$f" 24 Q $((1 << 40))
+f=$(fresh l1small); poke "$f" 24 '>Q' $((1 << 40))
 refuse "L1 too small for the size" "L1 table too small" "$IMGBLK" "${READ[@]}" "$f"
-f=$(fresh rorder); poke "$f" 96 I 7
+f=$(fresh rorder); poke "$f" 96 '>I' 7
 refuse "refcount_order 7" "refcount order" "$IMGBLK" "${READ[@]}" "$f"
-f=$(fresh hlen); poke "$f" 100 I 100
+f=$(fresh hlen); poke "$f" 100 '>I' 100
 refuse "header_length too short" "header" "$IMGBLK" "${READ[@]}" "$f"
-f=$(fresh incompat); poke "$f" 72 Q $((1 << 20))
+f=$(fresh incompat); poke "$f" 72 '>Q' $((1 << 20))
 refuse "unknown incompatible bit" "incompatible feature bit 20" "$IMGBLK" "${READ[@]}" "$f"
-f=$(fresh crypt); poke "$f" 32 I 1
+f=$(fresh crypt); poke "$f" 32 '>I' 1
 refuse "encryption" "encrypt" "$IMGBLK" "${READ[@]}" "$f"
-f=$(fresh corrupt); poke "$f" 72 Q 2
+f=$(fresh corrupt); poke "$f" 72 '>Q' 2
 refuse "corrupt bit on a read-write open" "corrupt" "$IMGBLK" "${WRITE[@]}" "$f"
 if timeout 20 "$IMGBLK" io -r -f qcow2 -c "read -P 0x42 0 256k" "$f" > /dev/null 2>&1; then
 	ok "corrupt image still reads read-only"; else not_ok "corrupt image still reads read-only"; fi
-f=$(fresh ctype); poke "$f" 104 B 1
+f=$(fresh ctype); poke "$f" 104 '>B' 1
 refuse "compression type without its feature bit" "compression type" "$IMGBLK" "${READ[@]}" "$f"
 
 # Reserved bits in an L2 entry: the read fails with a message, the image is marked corrupt.
 f=$(fresh l2res)
-l1=$(peek "$f" 40 Q)
-l2=$(( $(peek "$f" $l1 Q) & 0x00fffffffffffe00 ))
-poke "$f" $((l2 + 7)) B $(( $(peek "$f" $((l2 + 7)) B) | 0x10 ))
+l1=$(peek "$f" 40 '>Q')
+l2=$(( $(peek "$f" $l1 '>Q') & 0x00fffffffffffe00 ))
+poke "$f" $((l2 + 7)) '>B' $(( $(peek "$f" $((l2 + 7)) '>B') | 0x10 ))
 refuse "reserved bits in an L2 entry" "reserved bits" "$IMGBLK" "${READ[@]}" "$f"
 
 # A truncated file: the tables are gone.
@@ -119,9 +104,9 @@ refuse "backing file missing" "backing file" "$IMGBLK" "${READ[@]}" \
 
 # Refcount overflow: with 1-bit refcounts a cluster referenced twice cannot be counted.
 f=$(fresh ovf -o refcount_bits=1,cluster_size=4k)
-l1=$(peek "$f" 40 Q)
-l2=$(( $(peek "$f" $l1 Q) & 0x00fffffffffffe00 ))
-poke "$f" $((l2 + 8)) Q "$(peek "$f" $l2 Q)"
+l1=$(peek "$f" 40 '>Q')
+l2=$(( $(peek "$f" $l1 '>Q') & 0x00fffffffffffe00 ))
+poke "$f" $((l2 + 8)) '>Q' "$(peek "$f" $l2 '>Q')"
 timeout 20 "$IMGBLK" check "$f" > "$T/out" 2> "$T/err"
 rc=$?
 if [ $rc = 2 ] && grep -q "overflow" "$T/err"; then ok "refcount overflow: check reports a corruption (exit 2)"
@@ -129,9 +114,9 @@ else not_ok "refcount overflow: check reports a corruption (exit 2)"; echo "# ex
 
 # Leaks: imgblk check exits 3 like qemu-img and repairs them with -r leaks.
 f=$(fresh leak)
-rt=$(peek "$f" 48 Q)
-rb=$(peek "$f" $rt Q)
-poke "$f" $((rb + 2 * 3)) H 2
+rt=$(peek "$f" 48 '>Q')
+rb=$(peek "$f" $rt '>Q')
+poke "$f" $((rb + 2 * 3)) '>H' 2
 timeout 20 "$IMGBLK" check "$f" > /dev/null 2>&1
 rc=$?
 [ $rc = 3 ] && ok "leaked cluster: check exits 3" || { not_ok "leaked cluster: check exits 3"; echo "# exit $rc"; }
@@ -141,7 +126,7 @@ else not_ok "check -r leaks leaves the image clean for qemu-img"; fi
 
 # A corruption (refcount too low) repaired by -r all.
 f=$(fresh low)
-poke "$f" $((rb + 2 * 5)) H 0
+poke "$f" $((rb + 2 * 5)) '>H' 0
 timeout 20 "$IMGBLK" check "$f" > /dev/null 2>&1
 rc=$?
 [ $rc = 2 ] && ok "refcount too low: check exits 2" || { not_ok "refcount too low: check exits 2"; echo "# exit $rc"; }
@@ -151,7 +136,7 @@ else not_ok "check -r all leaves the image clean for qemu-img"; qemu-img check "
 
 # A missing refcount block: only a rebuild can fix it.
 f=$(fresh norb)
-poke "$f" "$rt" Q 0
+poke "$f" "$rt" '>Q' 0
 timeout 20 "$IMGBLK" check -r all "$f" > /dev/null 2>&1
 if qemu-img check -q "$f" && qemu-io -f qcow2 -c "read -P 0x42 0 256k" "$f" > /dev/null; then
 	ok "missing refcount block: check -r all rebuilds the refcounts"

@@ -46,22 +46,11 @@ print(r[0], r[1])
 EOF
 }
 
-# poke FILE OFFSET FORMAT VALUE: overwrite a big-endian field.
-poke() {
-	python3 - "$@" <<'EOF'
-import struct, sys
-f, off, fmt, val = sys.argv[1], int(sys.argv[2], 0), sys.argv[3], int(sys.argv[4], 0)
-with open(f, "r+b") as fh:
-    fh.seek(off)
-    fh.write(struct.pack(">" + fmt, val & ((1 << 64) - 1)))
-EOF
-}
-
 # l2_point FILE GUEST_CLUSTER HOST: the guest cluster's L2 entry := HOST | COPIED.
 l2_point() {
 	local l2
 	read -r l2 _ < <(meta "$1" l2 "$2")
-	poke "$1" $((l2 + 8 * ($2 % 8192))) Q $(($3 | (1 << 63)))
+	poke "$1" $((l2 + 8 * ($2 % 8192))) '>Q' $(($3 | (1 << 63)))
 }
 
 # same_bytes A B OFFSET LENGTH: the range is identical in both files.
@@ -145,7 +134,7 @@ done
 # an allocating write.  Everything but the corrupt bit's byte stays.
 f=$(base header)
 read -r rb _ < <(meta "$f" rb)
-poke "$f" "$rb" H 0
+poke "$f" "$rb" '>H' 0
 cp "$f" "$T/orig.qcow2"
 if io_err -c "write -P 0xab 4M 64k" "$f"; then not_ok "header: allocating write onto the header fails"
 elif grep -q "over the header" "$T/err"; then ok "header: allocating write onto the header fails"
@@ -178,7 +167,7 @@ qemu-img create -q -f qcow2 "$f" 1G
 qemu-io -f qcow2 -c "write -P 0x22 1M 64k" -c "write -P 0x44 512M 64k" "$f" > /dev/null
 read -r off len < <(meta "$f" rt)
 read -r l1 _ < <(meta "$f" l1)
-poke "$f" $((l1 + 8)) Q $((off | (1 << 63)))
+poke "$f" $((l1 + 8)) '>Q' $((off | (1 << 63)))
 cp "$f" "$T/orig.qcow2"
 if io_err -c "write -P 0xab 512M 4k" -c flush "$f"; then not_ok "L2 write-back onto the refcount table fails"
 elif grep -q "over the refcount table" "$T/err"; then ok "L2 write-back onto the refcount table fails"

@@ -220,8 +220,8 @@ check "compressed: qemu-img check clean after sub-cluster writes" qemu-img check
 check "compressed: QEMU reads the shadow's bytes" qemu-img compare "$img" "$T/shadow.raw"
 
 # ---- check: invalid bitmaps are corruptions ----
-# poke IMG GUEST_CLUSTER BITMAP: sets the bitmap of the cluster's entry.
-poke() {
+# set_bitmap IMG GUEST_CLUSTER BITMAP: sets the bitmap of the cluster's entry.
+set_bitmap() {
 	python3 - "$@" <<'EOF'
 import struct, sys
 path, gc, bm = sys.argv[1], int(sys.argv[2]), int(sys.argv[3], 0)
@@ -239,7 +239,7 @@ for what in both-bits unallocated; do
 	img=$T/k-$what.qcow2
 	qemu-img create -q -f qcow2 -o extended_l2=on "$img" 4M
 	qio qcow2 "$img" "write -P 0x11 0 4k"
-	if [ $what = both-bits ]; then poke "$img" 0 0x100000001; else poke "$img" 1 0x4; fi
+	if [ $what = both-bits ]; then set_bitmap "$img" 0 0x100000001; else set_bitmap "$img" 1 0x4; fi
 	"$IMGBLK" check "$img" > /dev/null 2>&1
 	rc=$?
 	qemu-img check "$img" > /dev/null 2>&1

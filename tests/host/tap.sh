@@ -2,7 +2,8 @@
 #
 # tests/host/tap.sh - TAP output for the host test scripts (bash).  Source
 # it, report with ok/not_ok/skip, and end with `echo "1..$N"` and an exit
-# status from $FAIL.
+# status from $FAIL.  Also poke/peek, which the scripts that damage
+# images on purpose use to edit on-disk fields (they need python3).
 
 N=0
 FAIL=0
@@ -29,4 +30,19 @@ check_fails() {
 	shift
 	if "$@" > "$T/out" 2>&1; then not_ok "$d"; echo "# unexpectedly succeeded: $*"
 	else ok "$d"; fi
+}
+
+# poke FILE OFFSET STRUCTFMT VALUE: write a field ('>Q' big-endian u64, '<I' ...).
+poke() {
+	python3 - "$@" <<'EOF'
+import struct, sys
+f, off, fmt, val = sys.argv[1], int(sys.argv[2], 0), sys.argv[3], int(sys.argv[4], 0)
+with open(f, "r+b") as fh:
+    fh.seek(off)
+    fh.write(struct.pack(fmt, val & ((1 << (8 * struct.calcsize(fmt))) - 1)))
+EOF
+}
+# peek FILE OFFSET STRUCTFMT: print a field.
+peek() {
+	python3 -c 'import struct,sys; d=open(sys.argv[1],"rb").read(); print(struct.unpack_from(sys.argv[3], d, int(sys.argv[2],0))[0])' "$@"
 }
