@@ -124,13 +124,6 @@ static void qcow2_table_to_host(void *buf, uint64_t bytes)
 		p[i] = __builtin_bswap64(p[i]);
 }
 
-/*
- * Returns, pinned, the slot holding the table at host offset @off, read
- * from disk unless @fresh (a newly allocated table: zeros, which the caller
- * fills and marks dirty).  May sleep, and for the L2 cache may run a full
- * metadata flush to make room: the caller must not hold alloc_mutex then.
- * Returns 0 or -errno.
- */
 struct qcow2_cslot *qcow2_cache_lookup_locked(struct qcow2_cache *c, uint64_t off)
 {
 	int i = qcow2_cache_find(c, off);
@@ -141,6 +134,13 @@ struct qcow2_cslot *qcow2_cache_lookup_locked(struct qcow2_cache *c, uint64_t of
 	return &c->s[i];
 }
 
+/*
+ * Returns, pinned, the slot holding the table at host offset @off, read
+ * from disk unless @fresh (a newly allocated table: zeros, which the caller
+ * fills and marks dirty).  May sleep, and for the L2 cache may run a full
+ * metadata flush to make room: the caller must not hold alloc_mutex then.
+ * Returns 0 or -errno.
+ */
 int qcow2_cache_get(struct qcow2 *q, struct qcow2_cache *c, uint64_t off,
 		    bool fresh, struct qcow2_cslot **out)
 {
@@ -276,10 +276,8 @@ int qcow2_cache_writeback(struct qcow2 *q, struct qcow2_cache *c)
 
 		if (c->is_l2)
 			qcow2_table_to_host(bounce, q->cluster_size);
-		n = qcow2_overlap_check(q, QCOW2_OL(c->is_l2 ? QCOW2_META_L2 : QCOW2_META_RB),
-					off, q->cluster_size);
-		if (!n)
-			n = exec_pwrite(q->fd, bounce, q->cluster_size, off, 0);
+		n = qcow2_pwrite_checked(q, QCOW2_OL(c->is_l2 ? QCOW2_META_L2 : QCOW2_META_RB),
+					 bounce, q->cluster_size, off);
 
 		pthread_mutex_lock(&q->lock);
 		s->pin--;

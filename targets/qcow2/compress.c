@@ -159,9 +159,7 @@ static int qcow2_store_compressed(struct qcow2 *q, uint64_t gc, const void *cdat
 		if ((uint64_t)host > start && q->comp_blk_off == start)
 			memcpy(wbuf, q->comp_blk, host - start);
 		memcpy(wbuf + (host - start), cdata, clen);
-		ret = qcow2_overlap_check(q, 0, start, end - start);
-		if (!ret)
-			ret = exec_pwrite(q->fd, wbuf, end - start, start, 0);
+		ret = qcow2_pwrite_checked(q, 0, wbuf, end - start, start);
 		if (ret >= 0) {
 			ret = 0;
 			/* The block holding the next free byte, for the next writer. */

@@ -44,11 +44,8 @@ int qcow2_write_table_sectors(struct qcow2 *q, enum qcow2_meta kind, uint64_t ta
 			bounce[i] = __builtin_bswap64(table[s * per + i]);
 		memset(dirty + s, 0, e - s);
 		pthread_mutex_unlock(&q->lock);
-		ret = qcow2_overlap_check(q, QCOW2_OL(kind), table_off + s * q->dio_align,
-					  (e - s) * q->dio_align);
-		if (!ret)
-			ret = exec_pwrite(q->fd, bounce, (e - s) * q->dio_align,
-					  table_off + s * q->dio_align, 0);
+		ret = qcow2_pwrite_checked(q, QCOW2_OL(kind), bounce, (e - s) * q->dio_align,
+					   table_off + s * q->dio_align);
 		if (ret < 0) {
 			memset(dirty + s, 1, e - s);
 			break;

@@ -295,3 +295,11 @@ int qcow2_overlap_check(struct qcow2 *q, unsigned int ign, uint64_t off, uint64_
 		 " over %s (at 0x%" PRIx64 ")", off, len, qcow2_meta_names[kind], at);
 	return qcow2_mark_corrupt(q, why);
 }
+
+ssize_t qcow2_pwrite_checked(struct qcow2 *q, unsigned int ign, const void *buf,
+			     size_t len, uint64_t off)
+{
+	int ret = qcow2_overlap_check(q, ign, off, len);
+
+	return ret ? ret : exec_pwrite(q->fd, buf, len, off, 0);
+}

@@ -469,6 +469,13 @@ int qcow2_ovl_rebuild(struct qcow2 *q);
 int qcow2_ovl_init(struct qcow2 *q);
 void qcow2_ovl_free(struct qcow2 *q);
 int qcow2_overlap_check(struct qcow2 *q, unsigned int ign, uint64_t off, uint64_t len);
+/*
+ * exec_pwrite() of metadata to the image file, behind the overlap check
+ * (@ign as there): a write that would cover other metadata is not made.
+ * Returns @len or -errno.
+ */
+ssize_t qcow2_pwrite_checked(struct qcow2 *q, unsigned int ign, const void *buf,
+			     size_t len, uint64_t off);
 
 /*
  * The check for guest data going to @off: with an external data file it

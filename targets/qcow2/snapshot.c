@@ -416,9 +416,7 @@ int64_t qcow2_write_l1_copy(struct qcow2 *q, const uint64_t *l1, uint64_t entrie
 	off = qcow2_alloc_contig(q, bytes >> q->cluster_bits);
 	if (off >= 0) {
 		/* New clusters meet metadata only if a refcount lied. */
-		n = qcow2_overlap_check(q, 0, off, bytes);
-		if (!n)
-			n = exec_pwrite(q->fd, buf, bytes, off, 0);
+		n = qcow2_pwrite_checked(q, 0, buf, bytes, off);
 		if (n < 0) {
 			qcow2_refs(q, off, bytes, -1);
 			off = n;
@@ -505,9 +503,7 @@ static int qcow2_write_snapshot_table(struct qcow2 *q, struct qcow2_snapshot *sn
 			free(buf);
 			return off;
 		}
-		n = qcow2_overlap_check(q, 0, off, abytes);
-		if (!n)
-			n = exec_pwrite(q->fd, buf, abytes, off, 0);
+		n = qcow2_pwrite_checked(q, 0, buf, abytes, off);
 		free(buf);
 		if (n < 0)
 			return n;
