@@ -400,7 +400,8 @@ bool exec_mutex_trylock(struct exec_mutex *m)
 
 	pthread_mutex_lock(&m->lock);
 	got = !m->held;
-	m->held = true;
+	if (got)
+		m->held = true;
 	pthread_mutex_unlock(&m->lock);
 	return got;
 }

@@ -223,12 +223,13 @@ static int qed_l1_update(struct qed *q, uint32_t l1i, uint64_t l2_off)
  * trip instead of two.  Only when ours is the one allocating write in
  * flight: with more, group commit (qed_l2_update()) writes many requests'
  * entries at once, and a request holding the table's lock across its
- * data write would make the others queue behind it one by one.  The block is written from a copy, under the
- * table's write lock so no group commit can overwrite it with older
- * entries, and the cache takes the entries only after both writes, so no
- * other request sees a cluster whose data is still in flight.  Every other
- * entry in the copy is already safe to write: the cache only ever holds
- * entries whose data is written.
+ * data write would make the others queue behind it one by one.
+ * The block is written from a copy, under the table's write lock so no
+ * group commit can overwrite it with older entries, and the cache takes
+ * the entries only after both writes, so no other request sees a cluster
+ * whose data is still in flight.  Every other entry in the copy is
+ * already safe to write: the cache only ever holds entries whose data is
+ * written.
  * Returns 0, -errno, or -EAGAIN if other allocating writes are in flight,
  * the table is busy or the clusters are not all inside the file (their
  * tail would need zeroing first): then the caller takes the ordered path.
