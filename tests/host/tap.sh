@@ -33,8 +33,10 @@ check_fails() {
 }
 
 # poke FILE OFFSET STRUCTFMT VALUE: write a field ('>Q' big-endian u64, '<I' ...).
+# A failed edit ends the script: the checks after it would test an
+# undamaged image, and some of them would pass.
 poke() {
-	python3 - "$@" <<'EOF'
+	python3 - "$@" <<'EOF' || { echo "Bail out! poke $* failed"; exit 1; }
 import struct, sys
 f, off, fmt, val = sys.argv[1], int(sys.argv[2], 0), sys.argv[3], int(sys.argv[4], 0)
 with open(f, "r+b") as fh:
