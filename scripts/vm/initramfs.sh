@@ -11,6 +11,10 @@
 # whatever the build produced; without it the image is built anyway and
 # the tests that need it skip.
 #
+# IMGBLK_VM_TOOLS="perf strace ..." adds more host tools (with their
+# libraries) for work in the guest, e.g. profiling a queue thread; the
+# tests never rely on them.
+#
 # Rebuilt only when an input changed: the inputs' paths, sizes and mtimes
 # are hashed into BUILD_DIR/vm/initramfs.sig.  Prints the image's path.
 set -euo pipefail
@@ -37,6 +41,8 @@ file_is_static "$BUSYBOX" ||
 
 TOOLS=(mkfs.ext4 mke2fs e2fsck debugfs fio qemu-img qemu-io qemu-nbd
        losetup blkdiscard)
+read -ra extra <<< "${IMGBLK_VM_TOOLS:-}"
+TOOLS+=("${extra[@]}")
 tool_paths=()
 for t in "${TOOLS[@]}"; do
 	p=$(PATH=/usr/sbin:/usr/bin:/sbin:/bin command -v "$t") ||
