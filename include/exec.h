@@ -64,6 +64,16 @@ struct img_exec {
 
 	exec_cqe_fn cqe_fn;
 	void *cqe_ctx;
+
+	/*
+	 * Registered buffers (exec_register_bufs()): slot i spans
+	 * [fixed_base + (i << fixed_shift), + (1 << fixed_shift)) and its
+	 * first fixed_bytes are the ring's fixed buffer i.
+	 */
+	char *fixed_base;
+	unsigned int fixed_shift;
+	unsigned int fixed_count;
+	size_t fixed_bytes;
 };
 
 /*
@@ -72,6 +82,30 @@ struct img_exec {
  */
 int exec_init(struct img_exec *e, unsigned int entries);
 void exec_exit(struct img_exec *e);
+
+/*
+ * Registers with @e's ring the first @bytes of each of @count slots of
+ * 1 << @shift bytes from @base.  From then on exec_pread(), exec_pwrite()
+ * and exec_pwrite_all() on this executor use READ_FIXED/WRITE_FIXED for
+ * a buffer that lies inside one slot's registered part: the kernel then
+ * does not pin the user pages for every I/O.  The pages stay pinned, so
+ * resident, until exec_exit().  Returns 0 on success, -errno on failure
+ * (-ENOMEM past the memlock limit), and @e is unchanged then.
+ */
+int exec_register_bufs(struct img_exec *e, void *base, unsigned int shift, size_t bytes,
+		       unsigned int count);
+
+/*
+ * Maps @count buffers of 1 << @shift bytes (page-aligned, one mapping,
+ * touched only as they are used) and registers the first part of each
+ * with @e's ring: the largest power of two, at least a page, that keeps
+ * all parts within @budget bytes and within the memlock limit.  Where no
+ * part fits, nothing is registered: slower, never wrong.  Returns the
+ * mapping, or NULL when it cannot be made.  Unmapping it once no I/O
+ * uses it is safe: the ring drops the pinned pages at exec_exit().
+ */
+void *exec_map_bufs(struct img_exec *e, unsigned int count, unsigned int shift,
+		    size_t budget);
 
 /* The executor of the calling thread, NULL if it has none. */
 struct img_exec *exec_current(void);

@@ -32,6 +32,7 @@ struct ublk_state {
 	bool copy_on_read;
 	uint64_t throttle[THR_NR];
 	unsigned int throttle_burst_ms;
+	uint64_t pinned_bytes;
 	/* The internal snapshot served (read-only); empty: the current state. */
 	char snapshot[256];
 };

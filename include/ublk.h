@@ -28,7 +28,16 @@
 #define UBLK_DEF_DEPTH		128
 #define UBLK_MAX_QUEUES		64
 /* Largest request the kernel sends us; also the size of each tag's buffer. */
-#define UBLK_IO_BUF_BYTES	(512 * 1024)
+#define UBLK_IO_BUF_SHIFT	19
+#define UBLK_IO_BUF_BYTES	(1U << UBLK_IO_BUF_SHIFT)
+/*
+ * Of the tags' buffers, this much per device by default (--pinned-buffers)
+ * is registered with the queues' rings, and so pinned and resident
+ * (exec_map_bufs()): enough for every tag of one queue of depth 128 to do
+ * 128k I/O on the fast path.
+ */
+#define UBLK_DEF_PINNED_BYTES	(32U << 20)
+#define UBLK_MAX_PINNED_BYTES	(1ULL << 30)
 
 /* A handle on /dev/ublk-control with its own small SQE128 ring. */
 struct ublk_ctrl {
@@ -80,6 +89,7 @@ struct ublk_features {
 	bool discard_ignore;	/* --discard=ignore: complete discards, change nothing */
 	bool copy_on_read;	/* --copy-on-read: backing data read is written to the image */
 	struct throttle_cfg throttle;
+	uint64_t pinned_bytes;	/* --pinned-buffers: registered buffer budget */
 };
 
 struct ublk_queue;
@@ -100,6 +110,7 @@ struct ublk_queue {
 	struct ublk_dev *dev;
 	unsigned int q_id;
 	unsigned int depth;
+	char *bufs;		/* the tags' buffers, UBLK_IO_BUF_BYTES apart */
 	const struct ublksrv_io_desc *iods;	/* kernel-written, mmap'ed */
 	size_t iods_bytes;
 	struct img_exec exec;

@@ -256,6 +256,88 @@ void exec_exit(struct img_exec *e)
 		exec_tls = NULL;
 }
 
+int exec_register_bufs(struct img_exec *e, void *base, unsigned int shift, size_t bytes,
+		       unsigned int count)
+{
+	struct iovec *iov = calloc(count, sizeof(*iov));
+	unsigned int i;
+	int ret;
+
+	if (!iov)
+		return -ENOMEM;
+	for (i = 0; i < count; i++) {
+		iov[i].iov_base = (char *)base + ((size_t)i << shift);
+		iov[i].iov_len = bytes;
+	}
+	ret = io_uring_register_buffers(&e->ring, iov, count);
+	free(iov);
+	if (ret)
+		return ret;
+	e->fixed_base = base;
+	e->fixed_shift = shift;
+	e->fixed_count = count;
+	e->fixed_bytes = bytes;
+	return 0;
+}
+
+void *exec_map_bufs(struct img_exec *e, unsigned int count, unsigned int shift,
+		    size_t budget)
+{
+	size_t page = sysconf(_SC_PAGESIZE);
+	size_t part = (size_t)1 << shift;
+	void *bufs;
+	int ret;
+
+	bufs = mmap(NULL, (size_t)count << shift, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (bufs == MAP_FAILED)
+		return NULL;
+	/*
+	 * Small pages: a huge page would make a whole 2 MiB resident (and
+	 * pinned) for the first page registered or touched in it.
+	 */
+	madvise(bufs, (size_t)count << shift, MADV_NOHUGEPAGE);
+	while (part * count > budget)
+		part /= 2;
+	/* Registration pins what it covers: past the memlock limit, less. */
+	for (ret = -ENOMEM; part >= page && ret == -ENOMEM; part /= 2)
+		ret = exec_register_bufs(e, bufs, shift, part, count);
+	if (ret && budget)
+		img_dbg(IMG_DBG_QUEUE, "buffers not registered: %s", strerror(-ret));
+	return bufs;
+}
+
+/* The fixed buffer [buf, buf + len) lies in on the current executor, or -1. */
+static int exec_fixed_index(const void *buf, size_t len)
+{
+	const struct img_exec *e = exec_tls;
+	/* Below the base wraps around to a huge value and fails the first test. */
+	uintptr_t rel = (uintptr_t)buf - (uintptr_t)e->fixed_base;
+	uintptr_t slot = rel >> e->fixed_shift;
+
+	if (slot >= e->fixed_count)
+		return -1;
+	if ((rel - (slot << e->fixed_shift)) + len > e->fixed_bytes)
+		return -1;
+	return slot;
+}
+
+/* Prepares a read or write of [buf, buf + len), fixed when it can be. */
+static void exec_prep_rw(struct io_uring_sqe *sqe, bool write, int fd, const void *buf,
+			 size_t len, uint64_t off)
+{
+	int idx = exec_fixed_index(buf, len);
+
+	if (idx >= 0) {
+		io_uring_prep_rw(write ? IORING_OP_WRITE_FIXED : IORING_OP_READ_FIXED, sqe, fd,
+				 buf, len, off);
+		sqe->buf_index = idx;
+	} else {
+		io_uring_prep_rw(write ? IORING_OP_WRITE : IORING_OP_READ, sqe, fd, buf, len,
+				 off);
+	}
+}
+
 struct io_uring_sqe *exec_get_sqe(void)
 {
 	struct img_exec *e = exec_tls;
@@ -505,7 +587,7 @@ ssize_t exec_pread(int fd, void *buf, size_t len, uint64_t off)
 		struct io_uring_sqe *sqe = exec_get_sqe();
 		int ret;
 
-		io_uring_prep_read(sqe, fd, (char *)buf + done, len - done, off + done);
+		exec_prep_rw(sqe, false, fd, (char *)buf + done, len - done, off + done);
 		ret = exec_io(sqe);
 		if (ret < 0)
 			return ret;
@@ -569,8 +651,7 @@ ssize_t exec_pwrite(int fd, const void *buf, size_t len, uint64_t off,
 		struct io_uring_sqe *sqe = exec_get_sqe();
 		int ret;
 
-		io_uring_prep_write(sqe, fd, (const char *)buf + done, len - done,
-				    off + done);
+		exec_prep_rw(sqe, true, fd, (const char *)buf + done, len - done, off + done);
 		sqe->rw_flags = rw_flags;
 		if (likely(!exec_rec_cb))
 			ret = exec_io(sqe);
@@ -600,7 +681,7 @@ int exec_pwrite_all(struct exec_write *w, unsigned int n)
 	for (i = 0; i < n; i++) {
 		struct io_uring_sqe *sqe = exec_get_sqe();
 
-		io_uring_prep_write(sqe, w[i].fd, w[i].buf, w[i].len, w[i].off);
+		exec_prep_rw(sqe, true, w[i].fd, w[i].buf, w[i].len, w[i].off);
 		sqe->rw_flags = w[i].rw_flags;
 		if (unlikely(exec_rec_cb)) {
 			rec[i] = (struct exec_rec){

@@ -10,11 +10,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "cli.h"
 #include "exec.h"
 #include "tgt.h"
+#include "ublk.h"
 #include "util.h"
 
 struct bench_ctx {
@@ -39,6 +41,10 @@ struct bench_ctx {
 	int error;
 	unsigned int running;
 	struct coro *waiter;
+	/* One buffer per worker, registered as a device's are (exec_map_bufs()). */
+	char *bufs;
+	unsigned int buf_shift;
+	unsigned int next_buf;
 };
 
 /* xorshift64*: cheap and good enough to spread requests. */
@@ -69,12 +75,8 @@ static uint64_t bench_next_offset(struct bench_ctx *b)
 static void bench_worker(void *arg)
 {
 	struct bench_ctx *b = arg;
-	void *buf;
+	char *buf = b->bufs + ((size_t)b->next_buf++ << b->buf_shift);
 
-	if (posix_memalign(&buf, 4096, b->size)) {
-		b->error = -ENOMEM;
-		return;
-	}
 	memset(buf, b->pattern, b->size);
 	while (!b->error && b->issued < b->count) {
 		uint64_t off = bench_next_offset(b);
@@ -97,7 +99,6 @@ static void bench_worker(void *arg)
 				b->error = ret;
 		}
 	}
-	free(buf);
 	if (--b->running == 0)
 		exec_wake(b->waiter);
 }
@@ -126,6 +127,14 @@ static int bench_body(void *arg)
 		return CLI_EXIT_ERR;
 	}
 	b->next_off = b->offset;
+	for (b->buf_shift = 12; (1ULL << b->buf_shift) < b->size; b->buf_shift++)
+		;
+	b->bufs = exec_map_bufs(exec_current(), b->depth, b->buf_shift, UBLK_DEF_PINNED_BYTES);
+	if (!b->bufs) {
+		img_err("bench: cannot allocate the buffers: %s", strerror(ENOMEM));
+		tgt_close(&b->t);
+		return CLI_EXIT_ERR;
+	}
 	printf("Sending %llu %s requests, %llu bytes each, %u in parallel (starting at offset %llu, step size %llu)\n",
 	       (unsigned long long)b->count, b->write ? "write" : "read",
 	       (unsigned long long)b->size, b->depth, (unsigned long long)b->offset,
@@ -157,6 +166,7 @@ static int bench_body(void *arg)
 	}
 	if (tgt_close(&b->t))
 		status = CLI_EXIT_ERR;
+	munmap(b->bufs, (size_t)b->depth << b->buf_shift);
 	return status;
 }
 

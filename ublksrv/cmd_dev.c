@@ -29,6 +29,7 @@ enum {
 	OPT_COR,
 	OPT_BURST,
 	OPT_SNAPSHOT,
+	OPT_PINNED,
 	OPT_THROTTLE,		/* + enum throttle_kind */
 };
 
@@ -90,6 +91,7 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 		{ "iops-read", required_argument, NULL, OPT_THROTTLE + THR_IOPS_READ },
 		{ "iops-write", required_argument, NULL, OPT_THROTTLE + THR_IOPS_WRITE },
 		{ "throttle-burst-ms", required_argument, NULL, OPT_BURST },
+		{ "pinned-buffers", required_argument, NULL, OPT_PINNED },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -102,6 +104,7 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 	o->dev_id = -1;
 	o->nr_queues = UBLK_DEF_QUEUES;
 	o->depth = UBLK_DEF_DEPTH;
+	o->feat.pinned_bytes = UBLK_DEF_PINNED_BYTES;
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":t:f:n:q:d:rh", opts, NULL)) != -1) {
@@ -184,6 +187,14 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 			break;
 		case OPT_SNAPSHOT:
 			o->cfg.snapshot = optarg;
+			break;
+		case OPT_PINNED:
+			if (parse_size(optarg, &o->feat.pinned_bytes) ||
+			    o->feat.pinned_bytes > UBLK_MAX_PINNED_BYTES) {
+				img_err("add: --pinned-buffers must be a size from 0 to 1G, not '%s'",
+					optarg);
+				return -EINVAL;
+			}
 			break;
 		case OPT_L2_CACHE:
 			if (parse_size(optarg, &o->cfg.l2_cache_bytes) || !o->cfg.l2_cache_bytes) {

@@ -245,30 +245,42 @@ static int ublk_queue_setup(struct ublk_queue *q)
 		ret = -ENOMEM;
 		goto err_unmap;
 	}
+	/*
+	 * The tags' buffers, page-aligned so O_DIRECT targets use them as
+	 * they are.  Their file I/O is READ_FIXED/WRITE_FIXED where it fits
+	 * the registered part: the kernel then skips pinning the pages every
+	 * time, and in the VM 4k random I/O at QD32 gains 15% (raw) to 28%
+	 * (qcow2).  The budget bounds what that pins per device, whatever the
+	 * depth.  A device added by another server may not fit our slots.
+	 */
+	ret = -EINVAL;
+	if (dev->info.max_io_buf_bytes > UBLK_IO_BUF_BYTES)
+		goto err_ios;
+	q->bufs = exec_map_bufs(&q->exec, q->depth, UBLK_IO_BUF_SHIFT,
+				dev->feat.pinned_bytes / dev->info.nr_hw_queues);
+	ret = -ENOMEM;
+	if (!q->bufs)
+		goto err_ios;
 	for (i = 0; i < q->depth; i++) {
 		struct ublk_io *io = &q->ios[i];
 
 		io->q = q;
 		io->tag = i;
-		/* Page-aligned so O_DIRECT targets can use it as is. */
-		ret = -posix_memalign(&io->buf, 4096, dev->info.max_io_buf_bytes);
+		io->buf = q->bufs + ((size_t)i << UBLK_IO_BUF_SHIFT);
+		/*
+		 * On failure the coroutines spawned have not run yet; they
+		 * are freed with the executor.  No FETCH was submitted, so
+		 * the kernel holds nothing.
+		 */
+		ret = exec_spawn(&q->exec, ublk_tag_main, io);
 		if (ret)
 			goto err_bufs;
-		ret = exec_spawn(&q->exec, ublk_tag_main, io);
-		if (ret) {
-			free(io->buf);
-			goto err_bufs;
-		}
 	}
 	return 0;
 
 err_bufs:
-	/*
-	 * Spawned coroutines have not run yet; they are freed with the
-	 * executor.  No FETCH was submitted, so the kernel holds nothing.
-	 */
-	while (i--)
-		free(q->ios[i].buf);
+	munmap(q->bufs, (size_t)q->depth << UBLK_IO_BUF_SHIFT);
+err_ios:
 	free(q->ios);
 err_unmap:
 	munmap((void *)q->iods, q->iods_bytes);
@@ -279,12 +291,9 @@ err_exec:
 
 static void ublk_queue_teardown(struct ublk_queue *q)
 {
-	unsigned int i;
-
 	exec_exit(&q->exec);
 	munmap((void *)q->iods, q->iods_bytes);
-	for (i = 0; i < q->depth; i++)
-		free(q->ios[i].buf);
+	munmap(q->bufs, (size_t)q->depth << UBLK_IO_BUF_SHIFT);
 	free(q->ios);
 }
 

@@ -203,6 +203,7 @@ static int ublk_write_state(const struct ublk_add_opts *o, const struct ublk_dev
 		.discard_ignore = o->feat.discard_ignore,
 		.copy_on_read = o->feat.copy_on_read,
 		.throttle_burst_ms = o->feat.throttle.burst_ms,
+		.pinned_bytes = o->feat.pinned_bytes,
 	};
 
 	memcpy(s.throttle, o->feat.throttle.rate, sizeof(s.throttle));
@@ -629,6 +630,7 @@ int ublk_recover(unsigned int id, bool foreground)
 	o.feat.discard_ignore = s.discard_ignore;
 	o.feat.copy_on_read = s.copy_on_read;
 	o.feat.throttle.burst_ms = s.throttle_burst_ms;
+	o.feat.pinned_bytes = s.pinned_bytes;
 	memcpy(o.feat.throttle.rate, s.throttle, sizeof(s.throttle));
 	o.nr_queues = s.queues;
 	o.depth = s.depth;

@@ -65,8 +65,10 @@ int ublk_state_write(const struct ublk_state *s)
 		s->id, s->target, s->file, s->queues, s->depth, (int)s->pid,
 		s->read_only, s->open_flags, (unsigned long long)s->size_bytes,
 		s->recoverable, s->backing_policy, (unsigned long long)s->l2_cache_bytes);
-	fprintf(f, "discard_ignore=%d\ncopy_on_read=%d\nthrottle_burst_ms=%u\nunprivileged=%d\n",
-		s->discard_ignore, s->copy_on_read, s->throttle_burst_ms, s->unprivileged);
+	fprintf(f, "discard_ignore=%d\ncopy_on_read=%d\nthrottle_burst_ms=%u\nunprivileged=%d\n"
+		"pinned=%llu\n",
+		s->discard_ignore, s->copy_on_read, s->throttle_burst_ms, s->unprivileged,
+		(unsigned long long)s->pinned_bytes);
 	if (s->snapshot[0])
 		fprintf(f, "snapshot=%s\n", s->snapshot);
 	for (k = 0; k < THR_NR; k++)
@@ -95,6 +97,8 @@ int ublk_state_read(unsigned int id, struct ublk_state *s)
 		return -errno;
 	memset(s, 0, sizeof(*s));
 	s->id = id;
+	/* Written by a server from before --pinned-buffers: its default. */
+	s->pinned_bytes = UBLK_DEF_PINNED_BYTES;
 	while (fgets(line, sizeof(line), f)) {
 		char *v = strchr(line, '=');
 
@@ -132,6 +136,8 @@ int ublk_state_read(unsigned int id, struct ublk_state *s)
 			s->copy_on_read = atoi(v);
 		else if (!strcmp(line, "unprivileged"))
 			s->unprivileged = atoi(v);
+		else if (!strcmp(line, "pinned"))
+			s->pinned_bytes = strtoull(v, NULL, 10);
 		else if (!strcmp(line, "throttle_burst_ms"))
 			s->throttle_burst_ms = strtoul(v, NULL, 10);
 		else if (sscanf(line, "throttle%u", &k) == 1 && k < THR_NR)

@@ -153,6 +153,8 @@ run add -t raw -f "$img" -q 0
 expect_one_line "add -q 0: exit 2, one line" 2 '-q'
 run add -t floppy -f "$img"
 expect_one_line "add -t floppy: exit 2, one line" 2 'floppy'
+run add -t raw -f "$img" --pinned-buffers 2G
+expect_one_line "add --pinned-buffers 2G: exit 2, one line" 2 -- '--pinned-buffers'
 run add -t raw -f "$img" --bogus
 expect_one_line "add --bogus: exit 2, one line" 2 -- '--bogus'
 run del

@@ -60,6 +60,7 @@ static struct ublk_state sample(unsigned int id)
 	s.open_flags = TGT_O_RDONLY | TGT_O_BUFFERED;
 	s.size_bytes = (1ULL << 40) + 512;
 	s.recoverable = true;
+	s.pinned_bytes = 3ULL << 20;
 	return s;
 }
 
@@ -114,6 +115,7 @@ TEST_F(state, round_trip)
 	ASSERT_EQ(in.open_flags, out.open_flags);
 	ASSERT_EQ(in.size_bytes, out.size_bytes);
 	ASSERT_EQ(in.recoverable, out.recoverable);
+	ASSERT_EQ(in.pinned_bytes, out.pinned_bytes);
 
 	ASSERT_EQ(0, ublk_state_remove(3));
 	ASSERT_EQ(-ENOENT, ublk_state_read(3, &out));
@@ -247,6 +249,8 @@ TEST_F(state, tolerant_reader)
 	ASSERT_EQ(0U, out.depth);
 	ASSERT_EQ(0, out.pid);
 	ASSERT_FALSE(out.read_only);
+	/* A file from before --pinned-buffers: recover uses the default. */
+	ASSERT_EQ(UBLK_DEF_PINNED_BYTES, out.pinned_bytes);
 }
 
 TEST_HARNESS_MAIN

@@ -4,7 +4,8 @@
 # features.sh - block-layer features of a device: --copy-on-read fills
 # the image from its backing file, --discard=ignore keeps the data, and a
 # throttled device still serves correct data (the rate itself is measured
-# by scripts/bench/vm-throttle.sh, not here).
+# by scripts/bench/vm-throttle.sh, not here), and --pinned-buffers pins
+# what it says, with correct data on both sides of the registered part.
 . "$(dirname "$0")/lib.sh"
 
 need_imgblk
@@ -60,4 +61,30 @@ if add_dev "add with --iops-total 2000 --bps-write 8M" -f "$D/t.qcow2" --iops-to
 		--verify=crc32c --verify_fatal=1 --output="$D/fio.out"
 	del_dev "del" "$DEV_ID"
 fi
+
+# Registered (pinned) buffers: the server's VmPin is the budget; I/O that
+# fits a tag's registered part and I/O that does not both verify.
+vm_pin_kb() {	# vm_pin_kb ID: the pinned memory of device ID's server
+	awk '$1 == "VmPin:" { print $2 }' \
+		"/proc/$(imgblk list -n "$1" | awk 'NR == 2 { print $6 }')/status"
+}
+qemu-img create -q -f qcow2 "$D/p.qcow2" 64M
+for p in default:32768:2 1M:1024:1 0:0:1; do
+	opt=${p%%:*}
+	want=${p#*:}
+	queues=${want#*:}
+	want=${want%:*}
+	set -- -f "$D/p.qcow2" -q "$queues"
+	[ "$opt" = default ] || set -- "$@" --pinned-buffers "$opt"
+	add_dev "add -q $queues --pinned-buffers $opt" "$@" || continue
+	pin=$(vm_pin_kb "$DEV_ID")
+	[ "$pin" = "$want" ] && ok "--pinned-buffers $opt: VmPin $want kB" ||
+		not_ok "--pinned-buffers $opt: VmPin $pin kB, want $want kB"
+	check "--pinned-buffers $opt: fio verify, 4k to 128k requests" timeout 120 \
+		fio --name=p --filename="$DEV" --rw=randwrite --bsrange=4k-128k --size=16M \
+		--ioengine=io_uring --direct=1 --iodepth=16 --verify=crc32c --verify_fatal=1 \
+		--output="$D/fio.out"
+	del_dev "del" "$DEV_ID"
+done
+check "qemu-img check clean after the pinned-buffer runs" qemu-img check "$D/p.qcow2"
 done_testing

@@ -49,6 +49,19 @@ fi
 on_exit "su nobody -s /bin/sh -c 'imgblk del -a' >/dev/null 2>&1"
 [ "$(stat -c %u "$DEV" 2>/dev/null)" = 65534 ] && ok "$DEV belongs to nobody" ||
 	not_ok "$DEV belongs to nobody"
+# Its buffers are registered within the user's memlock limit (the
+# default budget is larger): halved until they fit, not given up.
+lim=$(su nobody -s /bin/sh -c 'ulimit -l')
+as nobody "imgblk list -n $ID"
+pid=$(awk 'NR == 2 { print $6 }' "$T_TMP/out")
+pin=$(awk '$1 == "VmPin:" { print $2 }' "/proc/$pid/status" 2>/dev/null)
+if [ "$lim" = unlimited ]; then
+	skip "nobody's server pins within its memlock limit" "no memlock limit here"
+elif [ "$lim" -ge 512 ] && [ "${pin:-0}" -gt 0 ] && [ "$pin" -le "$lim" ]; then
+	ok "nobody's server pins $pin kB, within its memlock limit of $lim kB"
+else
+	not_ok "nobody's server pins ${pin:-?} kB, memlock limit $lim kB"
+fi
 check "nobody writes and reads its device" su nobody -s /bin/sh -c \
 	"dd if=/dev/urandom of=$DEV bs=64k count=16 oflag=direct && dd if=$DEV of=/dev/null bs=64k count=16 iflag=direct"
 if as nobody "imgblk list -n $ID" && grep -q LIVE "$T_TMP/out"; then
