@@ -18,21 +18,35 @@ nq=$(ls -d /sys/block/ublkb$DEV_ID/mq/* 2>/dev/null | wc -l)
 if [ "$nq" = 2 ]; then ok "device has 2 hardware queues"; else
 	not_ok "device has 2 hardware queues"; diag "found $nq"; fi
 
-# Each queue thread runs on the CPUs the kernel maps to its queue: with
-# as many queues as CPUs, one CPU each, no two the same.
-pid=$(imgblk list -n "$DEV_ID" | awk 'NR == 2 { print $6 }')
-cpus=
-for st in /proc/$pid/task/*/status; do
-	case $(awk '$1 == "Name:" { print $2 }' "$st") in
-	imgblk-q[01]) cpus="$cpus $(awk '$1 == "Cpus_allowed_list:" { print $2 }' "$st")" ;;
-	esac
-done
-cpus=$(echo $cpus | tr ' ' '\n' | sort | tr '\n' ' ')
+# Queue threads and CPUs: a queue the kernel maps several CPUs to keeps
+# its thread on them; a queue of one CPU leaves its thread to the
+# scheduler, so that it does not share that CPU with its submitter.
+# taskset -c 0 makes the difference visible: pinned threads leave CPU 0.
+queue_cpus() {	# queue_cpus ID: the queue threads' CPU lists, sorted
+	_pid=$(imgblk list -n "$1" | awk 'NR == 2 { print $6 }')
+	for _st in /proc/$_pid/task/*/status; do
+		case $(awk '$1 == "Name:" { print $2 }' "$_st") in
+		imgblk-q*) awk '$1 == "Cpus_allowed_list:" { print $2 }' "$_st" ;;
+		esac
+	done | sort | tr '\n' ' ' | sed 's/ $//'
+}
 if [ "$(nproc)" = 2 ]; then
-	if [ "$cpus" = "0 1 " ]; then ok "queue threads pinned to CPUs 0 and 1"; else
-		not_ok "queue threads pinned to CPUs 0 and 1"; diag "found: $cpus"; fi
+	cpus=$(queue_cpus "$DEV_ID")
+	[ "$cpus" = "0-1 0-1" ] && ok "-q 2 on 2 CPUs: queue threads left to the scheduler" ||
+		not_ok "-q 2 on 2 CPUs: queue threads left to the scheduler (found: $cpus)"
+	truncate -s 8M "$T_TMP/small.raw"
+	for q in 1:"0-1" 2:"0 0"; do
+		want=${q#*:}
+		q=${q%%:*}
+		out=$(taskset -c 0 imgblk add -t raw -f "$T_TMP/small.raw" -q "$q" -r) ||
+			{ not_ok "taskset -c 0 imgblk add -q $q"; continue; }
+		cpus=$(queue_cpus "${out#/dev/ublkb}")
+		[ "$cpus" = "$want" ] && ok "taskset -c 0, -q $q: queue threads on $want" ||
+			not_ok "taskset -c 0, -q $q: queue threads on $cpus, want $want"
+		imgblk del -n "${out#/dev/ublkb}"
+	done
 else
-	skip "queue threads pinned to CPUs 0 and 1" "the VM has $(nproc) CPUs, not 2"
+	skip "queue threads and CPUs" "the VM has $(nproc) CPUs, not 2"
 fi
 
 # Each job gets its own 32 MiB (offset_increment): two jobs verifying the
