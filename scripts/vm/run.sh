@@ -206,6 +206,11 @@ QEMU=(qemu-system-x86_64 -M q35 -accel tcg -cpu max -smp 2 -m "$MEM"
 	-device virtio-blk-pci,drive=run)
 
 echo "# vm: $(cat "$KDIR/version"), $ntests test(s), ${TIMEOUT}s each"
+# Boots that die before the guest's init is up are tried again, twice: TCG
+# now and then trips over the kernel patching its own code on one vCPU
+# while the other runs it (an int3 Oops in early boot), before any of our
+# code runs.  A guest that does come up is never booted twice.
+for attempt in 1 2 3; do
 t_qemu=$EPOCHREALTIME
 # exec: the coproc pid is timeout itself, which passes a TERM on to qemu.
 coproc QEMU_PROC { exec timeout -k 10 "$vm_limit" "${QEMU[@]}" < /dev/null 2>&1; }
@@ -246,6 +251,13 @@ while IFS= read -r line <&"${QEMU_PROC[0]}"; do
 done
 wait "$qpid" && qrc=0 || qrc=$?
 qpid=
+[ -n "$booted" ] || [ "$attempt" = 3 ] && break
+echo "# vm: the guest died before its init was up (attempt $attempt," \
+	"console in $CONSOLE.$attempt); booting again:"
+grep -m 3 -E 'Oops|BUG|panic' "$CONSOLE" | sed 's/^/#   /'
+mv -f "$CONSOLE" "$CONSOLE.$attempt"
+: > "$CONSOLE"
+done
 
 if [ -z "$done_seen" ]; then
 	if [ -z "$booted" ]; then
