@@ -58,6 +58,25 @@ static void tgt_prepare_file(const struct tgt *t)
 	close(fd);
 }
 
+/*
+ * Blocks reserved ahead: a direct write into a hole must allocate, which
+ * io_uring cannot do without blocking, so each such write goes to a worker
+ * thread and allocates its block alone (ext4: a journal transaction each).
+ * Into reserved (unwritten) blocks it is issued at once and only marks them
+ * written.  QEMU's allocating writes reserve whole clusters the same way
+ * (fallocate ZERO_RANGE), so the image takes the same space.
+ */
+int tgt_grow_file(int fd, uint64_t from, uint64_t to)
+{
+	if (to <= from)
+		return 0;
+	if (fallocate(fd, 0, from, to - from) == 0)
+		return 0;
+	if (errno != EOPNOTSUPP && errno != ENOSYS)
+		return -errno;
+	return ftruncate(fd, to) ? -errno : 0;
+}
+
 static int tgt_open_fn(void *arg)
 {
 	struct tgt *t = arg;

@@ -230,18 +230,20 @@ static int qcow2_cluster_free(struct qcow2 *q, uint64_t c)
 
 /*
  * Makes the file at least @end bytes long, growing it by whole
- * QCOW2_GROW_BYTES steps so that data writes land inside it.  The
- * growth is a hole: it reads as zeros and costs no space.  Returns 0 or
+ * QCOW2_GROW_BYTES steps so that data writes land inside it, in reserved
+ * blocks (tgt_grow_file()).  The growth reads as zeros.  Returns 0 or
  * -errno.
  */
 static int qcow2_grow_file(struct qcow2 *q, uint64_t end)
 {
 	uint64_t size = ALIGN_UP(end, (uint64_t)MAX(QCOW2_GROW_BYTES, q->cluster_size));
+	int ret;
 
 	if (end <= q->file_bytes)
 		return 0;
-	if (ftruncate(q->fd, size))
-		return -errno;
+	ret = tgt_grow_file(q->fd, q->file_bytes, size);
+	if (ret)
+		return ret;
 	q->file_bytes = size;
 	return 0;
 }

@@ -390,10 +390,11 @@ struct qcow2 {
 #define QCOW2_ZERO_BUF_BYTES	(1U << 20)
 
 /*
- * The file grows ahead of allocation in steps of this size (and back to
- * its last cluster at close): a write past the end of a file is slow on
- * common filesystems (ext4 journals every such O_DIRECT write), a write
- * into its hole is not.
+ * The file grows ahead of allocation in steps of this size, with blocks
+ * reserved (tgt_grow_file()), and back to its last cluster at close: a
+ * write past the end of a file is slow on common filesystems (ext4
+ * journals every such O_DIRECT write), and so is one into a hole, which
+ * must allocate on its own; one into reserved blocks is not.
  */
 #define QCOW2_GROW_BYTES	(8U << 20)
 

@@ -118,7 +118,7 @@ uint64_t qed_reserve_locked(struct qed *q, uint64_t bytes)
 		 * as a coroutine, once per QED_GROW_BYTES.  If it fails, the
 		 * writes extend the file themselves (qed_zero_file_range).
 		 */
-		if (ftruncate(q->fd, size) == 0)
+		if (tgt_grow_file(q->fd, q->file_bytes, size) == 0)
 			q->file_bytes = size;
 	}
 	return off;

@@ -42,11 +42,13 @@
 #define QED_ZERO_CLUSTER	1ULL
 
 /*
- * The file grows ahead of allocation in steps of this size, and back to
- * its last cluster on close: writes past the end of a file are slow on
- * common filesystems (ext4 journals every such O_DIRECT write), writes
- * into its hole are not.  A crash leaves the unused part as leaked
- * clusters, never as a corruption.
+ * The file grows ahead of allocation in steps of this size, with blocks
+ * reserved (tgt_grow_file()), and back to its last cluster on close:
+ * writes past the end of a file are slow on common filesystems (ext4
+ * journals every such O_DIRECT write), and so are writes into a hole,
+ * which must allocate one by one; writes into reserved blocks are not.
+ * A crash leaves the unused part as leaked clusters, never as a
+ * corruption.
  */
 #define QED_GROW_BYTES		(8U << 20)
 
@@ -265,7 +267,7 @@ int qed_alloc_begin_locked(struct qed *q, struct qed_alloc *a);
 /*
  * Reserves @bytes of file space at the end, and grows the file ahead of
  * it in QED_GROW_BYTES steps: space inside the file but past every
- * allocation is a hole that reads as zeros.  Under q->lock.
+ * allocation reads as zeros.  Under q->lock.
  */
 uint64_t qed_reserve_locked(struct qed *q, uint64_t bytes);
 /* Unregisters @a and wakes the writes waiting for it. */

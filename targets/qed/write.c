@@ -67,7 +67,7 @@ static int qed_zero_file_range(struct qed *q, uint64_t off, uint64_t len, bool f
 
 	if (!len)
 		return 0;
-	/* Fresh space inside the file is a hole: it reads as zeros already. */
+	/* Fresh space inside the file reads as zeros already. */
 	if (fresh) {
 		bool inside;
 
