@@ -92,7 +92,7 @@ END {
 	print ""
 	printf "%s, imgblk %s; VM: TCG, 2 vCPUs, %s, guest %s on a %s-CPU host (load %s at the end).\n",
 		meta["date"], meta["commit"], meta["kernel"], meta["mem"], meta["host_cpus"], meta["host_load"]
-	printf "Images of %s MiB on ext4 on a brd RAM disk; fio io_uring, O_DIRECT, %ss per run after a %s ramp; " \
+	printf "Images of %s MiB on ext4 on a brd RAM disk, read whole before each server starts (a warm extent cache for every config); fio io_uring, O_DIRECT, %ss per run after a %s ramp; " \
 		"two jobs each get half of the device and one CPU (fio cpus_allowed_policy=split).  VM wall time %s s.\n",
 		meta["size_mib"], meta["runtime"], meta["ramp"], meta["wall_s"]
 	print "Under TCG the absolute figures mean little: compare ratios from this one run."
