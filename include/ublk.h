@@ -117,7 +117,7 @@ struct ublk_queue {
 	struct ublk_io *ios;
 	pthread_t thread;
 	int init_res;		/* queue setup result, for the main thread */
-	cpu_set_t cpus;		/* the CPUs whose requests this queue gets */
+	cpu_set_t cpus;		/* where its thread runs; empty: where the scheduler puts it */
 };
 
 struct ublk_dev {
