@@ -64,7 +64,9 @@ static void tgt_prepare_file(const struct tgt *t)
  * thread and allocates its block alone (ext4: a journal transaction each).
  * Into reserved (unwritten) blocks it is issued at once and only marks them
  * written.  QEMU's allocating writes reserve whole clusters the same way
- * (fallocate ZERO_RANGE), so the image takes the same space.
+ * (fallocate ZERO_RANGE), so the image takes the same space.  Where the
+ * reserve cannot be had (no fallocate, or not that much space left) the
+ * hole still lets the writes go on as far as the space allows.
  */
 int tgt_grow_file(int fd, uint64_t from, uint64_t to)
 {
@@ -72,8 +74,6 @@ int tgt_grow_file(int fd, uint64_t from, uint64_t to)
 		return 0;
 	if (fallocate(fd, 0, from, to - from) == 0)
 		return 0;
-	if (errno != EOPNOTSUPP && errno != ENOSYS)
-		return -errno;
 	return ftruncate(fd, to) ? -errno : 0;
 }
 
