@@ -101,11 +101,16 @@ int exec_register_bufs(struct img_exec *e, void *base, unsigned int shift, size_
  * with @e's ring: the largest power of two, at least a page, that keeps
  * all parts within @budget bytes and within the memlock limit.  Where no
  * part fits, nothing is registered: slower, never wrong.  Returns the
- * mapping, or NULL when it cannot be made.  Unmapping it once no I/O
- * uses it is safe: the ring drops the pinned pages at exec_exit().
+ * mapping, or NULL when it cannot be made.
  */
 void *exec_map_bufs(struct img_exec *e, unsigned int count, unsigned int shift,
 		    size_t budget);
+
+/*
+ * Unmaps what exec_map_bufs(@count, @shift) returned.  Safe once no I/O
+ * uses it, before exec_exit() too: the ring drops the pinned pages there.
+ */
+void exec_unmap_bufs(void *bufs, unsigned int count, unsigned int shift);
 
 /* The executor of the calling thread, NULL if it has none. */
 struct img_exec *exec_current(void);

@@ -307,6 +307,11 @@ void *exec_map_bufs(struct img_exec *e, unsigned int count, unsigned int shift,
 	return bufs;
 }
 
+void exec_unmap_bufs(void *bufs, unsigned int count, unsigned int shift)
+{
+	munmap(bufs, (size_t)count << shift);
+}
+
 /* The fixed buffer [buf, buf + len) lies in on the current executor, or -1. */
 static int exec_fixed_index(const void *buf, size_t len)
 {

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
 
 #include "cli.h"
@@ -166,7 +165,7 @@ static int bench_body(void *arg)
 	}
 	if (tgt_close(&b->t))
 		status = CLI_EXIT_ERR;
-	munmap(b->bufs, (size_t)b->depth << b->buf_shift);
+	exec_unmap_bufs(b->bufs, b->depth, b->buf_shift);
 	return status;
 }
 

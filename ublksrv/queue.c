@@ -279,7 +279,7 @@ static int ublk_queue_setup(struct ublk_queue *q)
 	return 0;
 
 err_bufs:
-	munmap(q->bufs, (size_t)q->depth << UBLK_IO_BUF_SHIFT);
+	exec_unmap_bufs(q->bufs, q->depth, UBLK_IO_BUF_SHIFT);
 err_ios:
 	free(q->ios);
 err_unmap:
@@ -293,7 +293,7 @@ static void ublk_queue_teardown(struct ublk_queue *q)
 {
 	exec_exit(&q->exec);
 	munmap((void *)q->iods, q->iods_bytes);
-	munmap(q->bufs, (size_t)q->depth << UBLK_IO_BUF_SHIFT);
+	exec_unmap_bufs(q->bufs, q->depth, UBLK_IO_BUF_SHIFT);
 	free(q->ios);
 }
 
