@@ -106,27 +106,31 @@ int qcow2_refcount_get(struct qcow2 *q, uint64_t cluster, uint64_t *val)
 
 /*
  * Adds @delta to the refcount of every cluster touching [off, off + len).
- * A cluster whose refcount drops to 0 is punched out of the file: it holds
- * nothing anyone may read, and a hole reads as zeros when it is reused.
- * Returns 0 or -errno (-ERANGE on overflow, -EIO on a missing block or an
- * underflow: both mean the image is corrupt).
+ * An increase is all or nothing: a compressed cluster may straddle two
+ * host clusters, and a caller taking back what it added counts whole
+ * calls.  A cluster whose refcount drops to 0 is punched out of the file:
+ * it holds nothing anyone may read, and a hole reads as zeros when it is
+ * reused.  Returns 0 or -errno (-ERANGE on overflow, -EIO on a missing
+ * block or an underflow: both mean the image is corrupt).
  */
 int qcow2_refcount_update(struct qcow2 *q, uint64_t off, uint64_t len, int delta)
 {
 	uint64_t c, first = off >> q->cluster_bits;
 	uint64_t last = (off + len - 1) >> q->cluster_bits;
 	uint64_t mask = (1ULL << q->rb_bits) - 1;
+	int ret = 0;
 
 	for (c = first; c <= last; c++) {
 		struct qcow2_cslot *s;
 		uint64_t v;
-		int ret = qcow2_rb_slot(q, c, &s);
 
+		ret = qcow2_rb_slot(q, c, &s);
 		if (ret)
-			return ret;
+			break;
 		if (!s) {
 			img_err("%s: cluster %" PRIu64 " has no refcount block", q->t->cfg.file, c);
-			return -EIO;
+			ret = -EIO;
+			break;
 		}
 		pthread_mutex_lock(&q->lock);
 		v = qcow2_rb_get(q, s->buf, c & mask);
@@ -136,7 +140,8 @@ int qcow2_refcount_update(struct qcow2 *q, uint64_t off, uint64_t len, int delta
 			qcow2_cache_put(q, &q->rbc, s);
 			img_err("%s: refcount of cluster %" PRIu64 " would %s", q->t->cfg.file, c,
 				delta < 0 ? "drop below zero" : "overflow");
-			return delta < 0 ? -EIO : -ERANGE;
+			ret = delta < 0 ? -EIO : -ERANGE;
+			break;
 		}
 		if (v + delta == 0) {
 			/*
@@ -149,7 +154,7 @@ int qcow2_refcount_update(struct qcow2 *q, uint64_t off, uint64_t len, int delta
 			ret = qcow2_overlap_check(q, 0, c << q->cluster_bits, q->cluster_size);
 			if (ret) {
 				qcow2_cache_put(q, &q->rbc, s);
-				return ret;
+				break;
 			}
 			pthread_mutex_lock(&q->lock);
 		}
@@ -169,7 +174,11 @@ int qcow2_refcount_update(struct qcow2 *q, uint64_t off, uint64_t len, int delta
 				       c << q->cluster_bits, q->cluster_size);
 		}
 	}
-	return 0;
+	/* Back to where they were. */
+	if (ret && delta > 0 && c > first)
+		qcow2_refcount_update(q, first << q->cluster_bits,
+				      (c - first) << q->cluster_bits, -delta);
+	return ret;
 }
 
 int qcow2_load_refcount_table(struct qcow2 *q)

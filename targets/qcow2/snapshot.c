@@ -305,20 +305,21 @@ static int qcow2_ref_get(struct qcow2 *q, uint64_t off, uint64_t *rc)
 
 /*
  * Adds @delta to the refcount of every cluster the L1 tree @l1 reaches
- * (each L2 table once per entry, each data cluster once per L2 entry).
- * With @active (@l1 is q->l1), also sets COPIED wherever the refcount is
- * now 1 and clears it elsewhere, in the caches; a flush writes them after
- * the refcounts.  A table's own reference is dropped after its entries
- * have been read: dropping to 0 punches it out of the file.
+ * (each L2 table once per entry, each data cluster once per L2 entry),
+ * at most *@budget changes, counting them down.  An L2 table gains its
+ * reference before its entries are read and (@l2_last) loses it after:
+ * dropping to 0 punches it out of the file.  With @active (@l1 is
+ * q->l1), also sets COPIED wherever the refcount is now 1 and clears it
+ * elsewhere, in the caches; a flush writes them after the refcounts.
  * Returns 0 or -errno.
  */
-static int qcow2_tree_refs(struct qcow2 *q, uint64_t *l1, uint64_t l1_size, int delta,
-			   bool active)
+static int qcow2_tree_walk(struct qcow2 *q, uint64_t *l1, uint64_t l1_size, int delta,
+			   bool active, bool l2_last, uint64_t *budget)
 {
 	uint64_t i, j, rc;
 	int ret = 0;
 
-	for (i = 0; i < l1_size; i++) {
+	for (i = 0; i < l1_size && *budget; i++) {
 		uint64_t l2off = l1[i] & QCOW2_L1_OFFSET_MASK, *l2;
 		struct qcow2_cslot *slot;
 		bool dirty = false;
@@ -327,16 +328,17 @@ static int qcow2_tree_refs(struct qcow2 *q, uint64_t *l1, uint64_t l1_size, int 
 			continue;
 		if ((l1[i] & QCOW2_L1_RESERVED) || qcow2_off_in_cluster(q, l2off))
 			return qcow2_mark_corrupt(q, "L1 entry with reserved bits or unaligned L2 offset");
-		if (delta > 0) {
+		if (delta && !l2_last) {
 			ret = qcow2_refs(q, l2off, q->cluster_size, delta);
 			if (ret)
 				return ret;
+			--*budget;
 		}
 		ret = qcow2_cache_get(q, &q->l2c, l2off, false, &slot);
 		if (ret)
 			return ret;
 		l2 = slot->buf;
-		for (j = 0; j < qcow2_l2_entries(q) && !ret; j++) {
+		for (j = 0; j < qcow2_l2_entries(q) && !ret && *budget; j++) {
 			uint64_t e = qcow2_l2_get(q, l2, j), off, len, ne;
 
 			switch (qcow2_l2_kind(q, e)) {
@@ -344,6 +346,7 @@ static int qcow2_tree_refs(struct qcow2 *q, uint64_t *l1, uint64_t l1_size, int 
 				if (delta) {
 					qcow2_compressed_range(q, e, &off, &len);
 					ret = qcow2_refs(q, off, len, delta);
+					*budget -= !ret;
 				}
 				break;
 			case QCOW2_NORMAL:
@@ -351,8 +354,10 @@ static int qcow2_tree_refs(struct qcow2 *q, uint64_t *l1, uint64_t l1_size, int 
 				off = qcow2_l2_host(q, e);
 				if (!qcow2_l2_valid(q, e))
 					break;
-				if (delta)
+				if (delta) {
 					ret = qcow2_refs(q, off, q->cluster_size, delta);
+					*budget -= !ret;
+				}
 				if (ret || !active)
 					break;
 				ret = qcow2_ref_get(q, off, &rc);
@@ -374,10 +379,11 @@ static int qcow2_tree_refs(struct qcow2 *q, uint64_t *l1, uint64_t l1_size, int 
 		qcow2_cache_put(q, &q->l2c, slot);
 		if (ret)
 			return ret;
-		if (delta < 0) {
+		if (delta && l2_last && *budget) {
 			ret = qcow2_refs(q, l2off, q->cluster_size, delta);
 			if (ret)
 				return ret;
+			--*budget;
 		}
 		if (active) {
 			uint64_t ne;
@@ -393,6 +399,40 @@ static int qcow2_tree_refs(struct qcow2 *q, uint64_t *l1, uint64_t l1_size, int 
 		}
 	}
 	return 0;
+}
+
+/* qcow2_tree_walk() over the whole tree; an L2 table loses its reference last. */
+static int qcow2_tree_refs(struct qcow2 *q, uint64_t *l1, uint64_t l1_size, int delta,
+			   bool active)
+{
+	uint64_t all = UINT64_MAX;
+
+	return qcow2_tree_walk(q, l1, l1_size, delta, active, delta < 0, &all);
+}
+
+/*
+ * Adds a reference to the whole tree, all or nothing: a refcount at its
+ * maximum (2-bit refcounts, a cluster in three snapshots) takes back the
+ * references added before it, in the same order, and the COPIED flags
+ * they changed, so that a refused snapshot create or apply leaves no
+ * leak behind.  *@undone says whether the tree is as it was after a
+ * failure.  Returns 0 or -errno.
+ */
+static int qcow2_tree_ref_all(struct qcow2 *q, uint64_t *l1, uint64_t l1_size, bool active,
+			      bool *undone)
+{
+	uint64_t budget = UINT64_MAX, done;
+	int ret;
+
+	*undone = false;
+	ret = qcow2_tree_walk(q, l1, l1_size, 1, active, false, &budget);
+	if (!ret)
+		return 0;
+	done = UINT64_MAX - budget;
+	if (qcow2_tree_walk(q, l1, l1_size, -1, false, false, &done))
+		return ret;
+	*undone = !active || !qcow2_tree_refs(q, l1, l1_size, 0, true);
+	return ret;
 }
 
 /*
@@ -555,13 +595,15 @@ static char *qcow2_snap_new_id(struct qcow2 *q)
 /*
  * Create (S2): the L1 copy written, the whole active tree's refcounts
  * raised and its COPIED flags cleared (flush: refcounts, L2, L1, synced),
- * then the new table switched in.
+ * then the new table switched in.  *@clean: a failure left the image as
+ * it was (the refcounts refused and taken back).
  */
-static int qcow2_snap_create(struct qcow2 *q, const char *name)
+static int qcow2_snap_create(struct qcow2 *q, const char *name, bool *clean)
 {
 	struct qcow2_snapshot *snaps, *sn;
 	struct qcow2_snapshot_extra ex;
 	struct timespec ts;
+	bool undone;
 	int64_t l1off;
 	int ret;
 
@@ -605,9 +647,13 @@ static int qcow2_snap_create(struct qcow2 *q, const char *name)
 	}
 	sn->l1_offset = l1off;
 	sn->l1_size = q->l1_size;
-	ret = qcow2_tree_refs(q, q->l1, q->l1_size, 1, true);
-	if (!ret)
-		ret = qcow2_flush_meta(q);
+	ret = qcow2_tree_ref_all(q, q->l1, q->l1_size, true, &undone);
+	if (ret) {
+		*clean = undone && !qcow2_refs(q, l1off, MAX(q->l1_size * 8, 8ULL), -1) &&
+			 !qcow2_flush_meta(q);
+		goto err;
+	}
+	ret = qcow2_flush_meta(q);
 	if (!ret)
 		ret = qcow2_write_snapshot_table(q, snaps, q->nb_snapshots + 1);
 	if (ret)
@@ -682,13 +728,15 @@ static int qcow2_snap_delete(struct qcow2 *q, int idx)
  * holding its entries is written and synced, the header switches to it
  * (and to the snapshot's guest size) with a synced write; only then does
  * the old active tree lose its references and its L1 its clusters.
+ * *@clean as for create.
  */
-static int qcow2_snap_apply(struct qcow2 *q, int idx)
+static int qcow2_snap_apply(struct qcow2 *q, int idx, bool *clean)
 {
 	struct qcow2_snapshot *sn = &q->snaps[idx];
 	uint64_t need, entries, *l1, *old_l1 = q->l1, old_off = q->l1_offset;
 	uint64_t old_size = q->l1_size, old_bytes = q->size_bytes;
 	uint8_t *dirty;
+	bool undone;
 	int64_t off;
 	int ret;
 
@@ -696,6 +744,7 @@ static int qcow2_snap_apply(struct qcow2 *q, int idx)
 	entries = MAX(need, (uint64_t)sn->l1_size);
 	if (entries * 8 > QCOW2_MAX_L1_BYTES || sn->disk_size > (1ULL << 62)) {
 		img_err("%s: snapshot '%s' has an invalid size", q->t->cfg.file, sn->name);
+		*clean = true;
 		return -EINVAL;
 	}
 	ret = qcow2_flush_meta(q);
@@ -709,12 +758,15 @@ static int qcow2_snap_apply(struct qcow2 *q, int idx)
 		free(l1);
 		return -ENOMEM;
 	}
-	ret = qcow2_tree_refs(q, l1, entries, 1, false);
-	if (ret)
+	ret = qcow2_tree_ref_all(q, l1, entries, false, &undone);
+	if (ret) {
+		*clean = undone && !qcow2_flush_meta(q);
 		goto err;
+	}
 	off = qcow2_write_l1_copy(q, l1, entries, true);
 	if (off < 0) {
 		ret = off;
+		*clean = !qcow2_tree_refs(q, l1, entries, -1, false) && !qcow2_flush_meta(q);
 		goto err;
 	}
 	ret = qcow2_flush_meta(q);
@@ -767,7 +819,7 @@ err:
 int qcow2_snapshot(struct tgt *t, enum tgt_snapshot_op op, const char *name)
 {
 	struct qcow2 *q = t->priv;
-	bool lazy = q->lazy;
+	bool lazy = q->lazy, clean = false;
 	int idx, ret;
 
 	if (q->read_only) {
@@ -814,13 +866,17 @@ int qcow2_snapshot(struct tgt *t, enum tgt_snapshot_op op, const char *name)
 			goto out;
 	}
 	if (op == TGT_SNAPSHOT_CREATE)
-		ret = qcow2_snap_create(q, name);
+		ret = qcow2_snap_create(q, name, &clean);
 	else if (op == TGT_SNAPSHOT_APPLY)
-		ret = qcow2_snap_apply(q, idx);
+		ret = qcow2_snap_apply(q, idx, &clean);
 	else
 		ret = qcow2_snap_delete(q, idx);
-	if (!ret && q->version >= 3)
-		ret = qcow2_set_dirty_bit(q, false);
+	/* A change refused and taken back needs no repair either. */
+	if ((!ret || clean) && q->version >= 3) {
+		int dirty = qcow2_set_dirty_bit(q, false);
+
+		ret = ret ?: dirty;
+	}
 out:
 	q->lazy = lazy;
 	return ret;
