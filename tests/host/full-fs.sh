@@ -17,10 +17,7 @@ FS=$T/fs
 trap 'umount "$FS" 2> /dev/null; rm -rf "$T"' EXIT
 . "$(dirname "$0")/tap.sh"
 
-if [ ! -x "$IMGBLK" ]; then echo "1..0 # SKIP $IMGBLK not built"; exit 0; fi
-for c in qemu-img qemu-io; do
-	command -v $c > /dev/null || { echo "1..0 # SKIP $c not available"; exit 0; }
-done
+need qemu-img qemu-io
 mkdir -p "$FS"
 if ! mount -t tmpfs -o size=20m tmpfs "$FS" 2> "$T/mount.err"; then
 	echo "1..0 # SKIP cannot mount a tmpfs here: $(head -n 1 "$T/mount.err")"

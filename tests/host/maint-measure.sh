@@ -15,10 +15,7 @@ set -u
 
 IMGBLK=${IMGBLK:-build/imgblk}
 case $IMGBLK in /*) ;; *) IMGBLK=$PWD/$IMGBLK ;; esac
-if [ ! -x "$IMGBLK" ]; then echo "1..0 # SKIP $IMGBLK not built"; exit 0; fi
-for c in qemu-img qemu-io; do
-	command -v $c > /dev/null || { echo "1..0 # SKIP $c not available"; exit 0; }
-done
+need qemu-img qemu-io
 T=$(mktemp -d "${TMPDIR:-/tmp}/maint-measure.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 cd "$T" || exit 1

@@ -19,10 +19,7 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-autoclear.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 . "$(dirname "$0")/tap.sh"
 
-if [ ! -x "$IMGBLK" ]; then echo "1..0 # SKIP $IMGBLK not built"; exit 0; fi
-for c in qemu-img qemu-io od; do
-	command -v $c > /dev/null || { echo "1..0 # SKIP $c not available"; exit 0; }
-done
+need qemu-img qemu-io od
 
 # Autoclear bits, low byte (header byte 88, big-endian u64).
 autoclear() { echo $(( $(od -An -tu1 -j 95 -N 1 "$1") )); }

@@ -17,10 +17,7 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-commit.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 . "$(dirname "$0")/tap.sh"
 
-if [ ! -x "$IMGBLK" ]; then echo "1..0 # SKIP $IMGBLK not built"; exit 0; fi
-for c in qemu-img qemu-io; do
-	command -v $c > /dev/null || { echo "1..0 # SKIP $c not available"; exit 0; }
-done
+need qemu-img qemu-io
 
 make_chain() {	# make_chain DIR CS BASEFMT
 	local d=$1 cs=$2 bf=$3

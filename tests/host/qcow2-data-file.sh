@@ -11,8 +11,7 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-data-file.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 . "$(dirname "$0")/tap.sh"
 
-[ -x "$IMGBLK" ] || { echo "1..0 # SKIP $IMGBLK not built"; exit 0; }
-command -v qemu-img > /dev/null || { echo "1..0 # SKIP qemu-img missing"; exit 0; }
+need qemu-img
 
 IMGBLK=$(realpath "$IMGBLK")
 mkdir "$T/sub"

@@ -22,10 +22,7 @@ PID=
 trap '[ -n "$PID" ] && kill -KILL $PID 2>/dev/null; rm -rf "$T"' EXIT
 . "$(dirname "$0")/tap.sh"
 
-if [ ! -x "$IMGBLK" ]; then echo "1..0 # SKIP $IMGBLK not built"; exit 0; fi
-for c in qemu-img qemu-io od; do
-	command -v $c > /dev/null || { echo "1..0 # SKIP $c not available"; exit 0; }
-done
+need qemu-img qemu-io od
 
 # The incompatible feature bits (header byte 72, big-endian u64), low byte.
 dirty_bit() { echo $(( $(od -An -tu1 -j 79 -N 1 "$1") & 1 )); }

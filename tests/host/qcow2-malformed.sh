@@ -11,10 +11,7 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-bad.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 . "$(dirname "$0")/tap.sh"
 
-if [ ! -x "$IMGBLK" ]; then echo "1..0 # SKIP $IMGBLK not built"; exit 0; fi
-for c in qemu-img qemu-io python3 timeout; do
-	command -v $c > /dev/null || { echo "1..0 # SKIP $c not available"; exit 0; }
-done
+need qemu-img qemu-io python3 timeout
 
 fresh() {	# fresh NAME [qemu-img create options]: a small image with data
 	local f=$T/$1.qcow2

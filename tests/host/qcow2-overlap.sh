@@ -15,10 +15,7 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-overlap.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 . "$(dirname "$0")/tap.sh"
 
-if [ ! -x "$IMGBLK" ]; then echo "1..0 # SKIP $IMGBLK not built"; exit 0; fi
-for c in qemu-img qemu-io python3 cmp; do
-	command -v $c > /dev/null || { echo "1..0 # SKIP $c not available"; exit 0; }
-done
+need qemu-img qemu-io python3 cmp
 
 # meta FILE WHAT [GUEST_CLUSTER]: "offset length" of a structure: header,
 # l1, rt, rb (the first refcount block), l2 (the table mapping

@@ -32,10 +32,7 @@ check_fails() {	# check_fails DESCRIPTION CMD...: the command must exit 1
 		not_ok "$d"; echo "# exit $rc, wanted 1: $*"; diag_file "$T/out"; fi
 }
 
-if [ ! -x "$IMGBLK" ]; then echo "1..0 # SKIP $IMGBLK not built"; exit 0; fi
-for c in qemu-img qemu-io cmp; do
-	command -v $c > /dev/null || { echo "1..0 # SKIP $c not available"; exit 0; }
-done
+need qemu-img qemu-io cmp od
 
 SIZE=8M
 OPS1=("write -P 0x11 0 1M" "write -P 0x12 3M 70k" "write -P 0x13 7M 1M")

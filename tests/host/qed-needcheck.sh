@@ -34,8 +34,7 @@ expect() {	# expect DESCRIPTION STATUS... -- CMD...: CMD exits with one of STATU
 	return 1
 }
 
-if [ ! -x "$IMGBLK" ]; then echo "1..0 # SKIP $IMGBLK not built"; exit 0; fi
-command -v qemu-img > /dev/null || { echo "1..0 # SKIP qemu-img not available"; exit 0; }
+need qemu-img
 
 put64() {
 	local s='' i

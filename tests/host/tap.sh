@@ -13,6 +13,17 @@ not_ok() { N=$((N + 1)); FAIL=$((FAIL + 1)); echo "not ok $N - $*"; }
 skip() { N=$((N + 1)); echo "ok $N - $1 # SKIP $2"; }	# skip DESCRIPTION REASON
 diag_file() { sed 's/^/#   /' "$1" | head -n "${2:-15}"; }	# diag_file FILE [LINES]
 
+# need [TOOL...]: the whole script is skipped unless $IMGBLK is built and
+# every TOOL is on the PATH (scripts/setup.sh deps installs them).
+need() {
+	local c
+
+	[ -x "$IMGBLK" ] || { echo "1..0 # SKIP $IMGBLK not built"; exit 0; }
+	for c in "$@"; do
+		command -v "$c" > /dev/null || { echo "1..0 # SKIP $c not available"; exit 0; }
+	done
+}
+
 # check DESCRIPTION CMD...: one TAP line for whether CMD succeeds; its
 # output (kept in $T/out: the script's temporary directory) only on failure.
 check() {
