@@ -12,7 +12,8 @@
 # tests/fuzz/seed.sh when empty.
 # A crash, leak, timeout (10 s per input), out-of-memory or (fuzz_ops)
 # a read the model does not allow leaves its
-# input in BUILD/crashes/<target>/ and makes the run fail: copy it into
+# input in BUILD/crashes/<target>/ (and, up to 4 KiB, in base64 on the
+# failure's lines) and makes the run fail: copy it into
 # tests/fuzz/regress/<target>/ once the bug is fixed.  Prints one line
 # per target with its executions and time.  Exits non-zero on any failure.
 set -uo pipefail
@@ -87,6 +88,11 @@ for t in "${targets[@]}"; do
 			"${execs:-?}" "$secs" "${rate:-?}" "${cov:-cov ?}" "$(ls "$corpus" | wc -l)"
 	else
 		echo "$t: FAILED after $secs s (status $rc); input saved in $B/crashes/$t/:"
+		# In the log too: CI keeps the log, not the build directory.
+		unit=$(sed -n 's/.*Test unit written to //p' "$TMP/$t.log" | tail -n 1)
+		if [ -f "$unit" ] && [ "$(stat -c %s "$unit")" -le 4096 ]; then
+			echo "  replay: echo $(base64 -w 0 "$unit") | base64 -d > in && $bin in"
+		fi
 		grep -E '^fuzz_[a-z0-9_]+: |ERROR|runtime error|SUMMARY|artifact|Test unit written' \
 			"$TMP/$t.log" | tail -n 8 | sed 's/^/  /'
 		grep -E '^ +#[0-9]+ ' "$TMP/$t.log" | head -n 12 | sed 's/^/  /'
