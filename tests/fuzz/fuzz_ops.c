@@ -486,7 +486,8 @@ static void fz_status(struct fz_run *r, uint64_t s, unsigned int n)
  * end (it would show through: the engine hides it, as QEMU does, or
  * refuses the grow), else what it read before, zeros or the backing file.
  * Hiding writes zeros over the rest of the old end's (sub)cluster, which
- * copies the backing file's data below the old end into it.
+ * copies the backing file's data below the old end into it.  The same
+ * size again grows nothing and so copies nothing.
  */
 static void fz_resize(struct fz_run *r, uint64_t size, unsigned int flags)
 {
@@ -508,7 +509,7 @@ static void fz_resize(struct fz_run *r, uint64_t size, unsigned int flags)
 		for (s = size / FZ_SECTOR; s < old / FZ_SECTOR; s++)
 			r->sect[s].ok = s * FZ_SECTOR < keep ? r->sect[s].ok | FZ_ZERO | FZ_BACK :
 							       FZ_BACK;
-	} else {
+	} else if (size > old) {
 		bool hide = r->has_backing && r->base_bytes > old;
 
 		if (hide && old / FZ_SECTOR % r->cow_sectors)
