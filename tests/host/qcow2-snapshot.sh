@@ -211,6 +211,15 @@ check "the data and both snapshots are as they were" sh -c "
 check "once b is deleted, a applies" sh -c "'$IMGBLK' snapshot -d b '$img' && '$IMGBLK' snapshot -a a '$img'"
 check "a's data is back" qemu-io -c 'read -P 0x51 0 1M' "$img"
 check "clean after the apply" qclean "$img"
+# The L2 table copied by a write after two snapshots has refcount 1 and
+# COPIED, its data 3: the refused create raised the table to 2 and left
+# COPIED set (qemu-img check: 1 error, 3 leaks), before the fix.
+img=$T/cow.qcow2
+qemu-img create -q -f qcow2 -o refcount_bits=2,cluster_size=4k "$img" 1M
+qio qcow2 "$img" "write -P 0x51 0 1M" && "$IMGBLK" snapshot -c a "$img" &&
+	"$IMGBLK" snapshot -c b "$img" && qio qcow2 "$img" "write -P 0x52 0 4k"
+check_fails "a third snapshot over a copied L2 table is refused" "$IMGBLK" snapshot -c c "$img"
+check "its COPIED flags and refcounts are as they were (qemu-img check)" qclean "$img"
 
 # ---- a snapshot taken at another guest size (QEMU resized in between) ----
 img=$T/z.qcow2
