@@ -24,8 +24,7 @@ trap '[ -n "$PID" ] && kill -KILL $PID 2>/dev/null; rm -rf "$T"' EXIT
 
 need qemu-img qemu-io od
 
-# The incompatible feature bits (header byte 72, big-endian u64), low byte.
-dirty_bit() { echo $(( $(od -An -tu1 -j 79 -N 1 "$1") & 1 )); }
+dirty_bit() { echo $(( $(qcow2_incompat "$1") & 1 )); }
 compat_bits() { echo $(( $(od -An -tu1 -j 87 -N 1 "$1") )); }
 qclean() { qemu-img check -f qcow2 "$1"; }
 iio() {

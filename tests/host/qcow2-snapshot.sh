@@ -190,9 +190,6 @@ check_fails "raw has no snapshots" "$IMGBLK" snapshot -c x -f raw "$T/e.raw"
 # snapshots (refcount 3), the first half's only in the active tree and b
 # (2, like the L2 table).  A third reference to the whole tree is refused
 # part-way, after the L2 table and the first half took theirs.
-dirty_bit() {	# the low byte of incompatible_features (header offset 72)
-	od -An -tu1 -j79 -N1 "$1" | tr -d ' '
-}
 img=$T/full.qcow2
 qemu-img create -q -f qcow2 -o refcount_bits=2,cluster_size=4k "$img" 1M
 qio qcow2 "$img" "write -P 0x51 0 1M" && "$IMGBLK" snapshot -c a "$img" &&
@@ -201,10 +198,10 @@ check_fails "refcount_bits=2: a third snapshot is refused" "$IMGBLK" snapshot -c
 cp "$T/out" "$T/refused"
 check "the refusal names the overflow" grep -q 'would overflow' "$T/refused"
 check "the refused create leaked nothing (qemu-img check)" qclean "$img"
-check "it left the dirty bit clear" test "$(dirty_bit "$img")" = 0
+check "it left the dirty bit clear (no incompatible bit set)" test "$(qcow2_incompat "$img")" = 0
 check_fails "applying a (shared three times) is refused too" "$IMGBLK" snapshot -a a "$img"
 check "the refused apply leaked nothing (qemu-img check)" qclean "$img"
-check "it left the dirty bit clear" test "$(dirty_bit "$img")" = 0
+check "it left the dirty bit clear (no incompatible bit set)" test "$(qcow2_incompat "$img")" = 0
 check "the data and both snapshots are as they were" sh -c "
 	qemu-io -c 'read -P 0x52 0 512k' -c 'read -P 0x51 512k 512k' '$img' | grep -q '^read 524288/' &&
 	test \"\$(qemu-img snapshot -l '$img' | grep -c -e ' a ' -e ' b ')\" = 2"

@@ -55,6 +55,9 @@ with open(f, "r+b") as fh:
     fh.write(struct.pack(fmt, val & ((1 << (8 * struct.calcsize(fmt))) - 1)))
 EOF
 }
+# qcow2_incompat IMG: the low byte of a qcow2 header's incompatible_features
+# (offset 72, big-endian u64): bit 0 dirty, bit 1 corrupt.  No python3.
+qcow2_incompat() { echo $(( $(od -An -tu1 -j 79 -N 1 "$1") )); }
 # peek FILE OFFSET STRUCTFMT: print a field.
 peek() {
 	python3 -c 'import struct,sys; d=open(sys.argv[1],"rb").read(); print(struct.unpack_from(sys.argv[3], d, int(sys.argv[2],0))[0])' "$@"
