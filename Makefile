@@ -102,6 +102,9 @@ $(O)/imgblk: $(MAIN_OBJ) $(O)/libimgblk.a
 # teardown is skipped, leaking temporary files.  Build tests at -O0 (the
 # library they test stays optimised), which also keeps -Wclobbered quiet.
 $(HOST_TESTS:%=%.o): CFLAGS += -Wno-unused-parameter -O0
+# Unit tests of the ublk server reach its private headers; nothing in the
+# library below it can.
+$(O)/tests/%.o: CPPFLAGS += -Iublksrv
 
 $(O)/tests/host/%: $(O)/tests/host/%.o $(O)/libimgblk.a
 	$(quiet) LD tests/host/$*

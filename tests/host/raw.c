@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * The raw target (targets/raw.c) and the generic target code it goes
- * through (lib/tgt.c), on temporary files, with O_DIRECT and buffered.
+ * through (targets/tgt.c), on temporary files, with O_DIRECT and buffered.
  * Each target call runs in a coroutine through exec_run_sync(), as the
  * one-shot verbs do; the file itself, read with plain pread(), is the
  * oracle.
