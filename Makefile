@@ -45,7 +45,7 @@ LDFLAGS += -fsanitize=fuzzer,address,undefined
 endif
 
 # Format engines live in targets/<format>/, each with its own Kbuild.
-DIRS := lib targets $(patsubst %/Kbuild,%,$(wildcard targets/*/Kbuild)) ublksrv
+DIRS := lib targets $(patsubst %/Kbuild,%,$(wildcard targets/*/Kbuild)) block ublksrv
 
 # Pull in each directory's Kbuild with its own obj-y.
 define include-dir
@@ -102,9 +102,11 @@ $(O)/imgblk: $(MAIN_OBJ) $(O)/libimgblk.a
 # teardown is skipped, leaking temporary files.  Build tests at -O0 (the
 # library they test stays optimised), which also keeps -Wclobbered quiet.
 $(HOST_TESTS:%=%.o): CFLAGS += -Wno-unused-parameter -O0
-# Unit tests of the ublk server reach its private headers; nothing in the
-# library below it can.
-$(O)/tests/%.o: CPPFLAGS += -Iublksrv
+# Layers call one way: ublksrv -> block -> targets -> lib.  include/ holds
+# what every layer may use; block/ and ublksrv/ keep their headers to
+# themselves, so only the layers above (and the unit tests) can reach them.
+$(O)/ublksrv/%.o: CPPFLAGS += -Iblock
+$(O)/tests/%.o: CPPFLAGS += -Iublksrv -Iblock
 
 $(O)/tests/host/%: $(O)/tests/host/%.o $(O)/libimgblk.a
 	$(quiet) LD tests/host/$*
