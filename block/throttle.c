@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Leaky-bucket throttling of a device's reads and writes. */
+#include <string.h>
 #include <time.h>
 
 #include "exec.h"
@@ -89,9 +90,31 @@ void throttle_charge(struct throttle *t, bool write, uint64_t bytes)
 	}
 }
 
+void throttle_set(struct throttle *t, const struct throttle_cfg *cfg)
+{
+	unsigned int k;
+
+	pthread_mutex_lock(&t->lock);
+	memcpy(t->cfg.rate, cfg->rate, sizeof(t->cfg.rate));
+	if (cfg->burst_ms)
+		t->cfg.burst_ms = cfg->burst_ms;
+	/* A bucket whose limit went away must not delay the next request. */
+	for (k = 0; k < THR_NR; k++)
+		if (!t->cfg.rate[k])
+			t->level[k] = 0;
+	__atomic_store_n(&t->enabled, throttle_cfg_any(&t->cfg), __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&t->lock);
+}
+
+/*
+ * Longest one sleep of a throttled request: it looks again after this, so
+ * a limit changed or lifted while it waits applies within this time.
+ */
+#define THR_MAX_SLEEP_MS	100
+
 void throttle_io(struct throttle *t, bool write, uint64_t bytes)
 {
-	if (!t->enabled)
+	if (!__atomic_load_n(&t->enabled, __ATOMIC_RELAXED))
 		return;
 	for (;;) {
 		int64_t wait;
@@ -104,6 +127,6 @@ void throttle_io(struct throttle *t, bool write, uint64_t bytes)
 			return;
 		}
 		pthread_mutex_unlock(&t->lock);
-		exec_sleep_ms(MAX(1, (unsigned int)(wait / 1000000)));
+		exec_sleep_ms(MIN(THR_MAX_SLEEP_MS, MAX(1, (unsigned int)(wait / 1000000))));
 	}
 }

@@ -46,6 +46,12 @@ void throttle_init(struct throttle *t, const struct throttle_cfg *cfg);
 void throttle_destroy(struct throttle *t);
 
 /*
+ * Changes the limits (and the burst, when @cfg->burst_ms is set) of a
+ * throttle in use; requests waiting on it see them within 100 ms.
+ */
+void throttle_set(struct throttle *t, const struct throttle_cfg *cfg);
+
+/*
  * Waits, as a coroutine, until a read or write of @bytes may go, and
  * charges it.  Returns at once when no limit is set.
  */

@@ -30,6 +30,8 @@ enum {
 	OPT_BURST,
 	OPT_SNAPSHOT,
 	OPT_PINNED,
+	OPT_WERROR,
+	OPT_RERROR,
 	OPT_THROTTLE,		/* + enum throttle_kind */
 };
 
@@ -92,6 +94,8 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 		{ "iops-write", required_argument, NULL, OPT_THROTTLE + THR_IOPS_WRITE },
 		{ "throttle-burst-ms", required_argument, NULL, OPT_BURST },
 		{ "pinned-buffers", required_argument, NULL, OPT_PINNED },
+		{ "werror", required_argument, NULL, OPT_WERROR },
+		{ "rerror", required_argument, NULL, OPT_RERROR },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -105,6 +109,9 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 	o->nr_queues = UBLK_DEF_QUEUES;
 	o->depth = UBLK_DEF_DEPTH;
 	o->feat.pinned_bytes = UBLK_DEF_PINNED_BYTES;
+	/* QEMU's defaults: hold writes while the host is out of space. */
+	o->feat.blk.werror = BLK_ERR_ENOSPC;
+	o->feat.blk.rerror = BLK_ERR_REPORT;
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":t:f:n:q:d:rh", opts, NULL)) != -1) {
@@ -152,21 +159,21 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 			break;
 		case OPT_DISCARD:
 			if (!strcmp(optarg, "ignore")) {
-				o->feat.discard_ignore = true;
+				o->feat.blk.discard_ignore = true;
 			} else if (!strcmp(optarg, "unmap")) {
-				o->feat.discard_ignore = false;
+				o->feat.blk.discard_ignore = false;
 			} else {
 				img_err("add: --discard must be ignore or unmap, not '%s'", optarg);
 				return -EINVAL;
 			}
 			break;
 		case OPT_COR:
-			o->feat.copy_on_read = true;
+			o->feat.blk.copy_on_read = true;
 			break;
 		case OPT_BURST:
 			if (cli_number("add", "--throttle-burst-ms", optarg, 1, 60000, &v))
 				return -EINVAL;
-			o->feat.throttle.burst_ms = v;
+			o->feat.blk.throttle.burst_ms = v;
 			break;
 		case OPT_THROTTLE + THR_BPS_TOTAL:
 		case OPT_THROTTLE + THR_BPS_READ:
@@ -176,14 +183,14 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 					argv[optind - 1], optarg);
 				return -EINVAL;
 			}
-			o->feat.throttle.rate[c - OPT_THROTTLE] = v;
+			o->feat.blk.throttle.rate[c - OPT_THROTTLE] = v;
 			break;
 		case OPT_THROTTLE + THR_IOPS_TOTAL:
 		case OPT_THROTTLE + THR_IOPS_READ:
 		case OPT_THROTTLE + THR_IOPS_WRITE:
 			if (cli_number("add", "an iops limit", optarg, 1, UINT32_MAX, &v))
 				return -EINVAL;
-			o->feat.throttle.rate[c - OPT_THROTTLE] = v;
+			o->feat.blk.throttle.rate[c - OPT_THROTTLE] = v;
 			break;
 		case OPT_SNAPSHOT:
 			o->cfg.snapshot = optarg;
@@ -192,6 +199,21 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 			if (parse_size(optarg, &o->feat.pinned_bytes) ||
 			    o->feat.pinned_bytes > UBLK_MAX_PINNED_BYTES) {
 				img_err("add: --pinned-buffers must be a size from 0 to 1G, not '%s'",
+					optarg);
+				return -EINVAL;
+			}
+			break;
+		case OPT_WERROR:
+			if (blk_err_action_parse(optarg, &o->feat.blk.werror)) {
+				img_err("add: --werror must be enospc, stop, report or ignore, not '%s'",
+					optarg);
+				return -EINVAL;
+			}
+			break;
+		case OPT_RERROR:
+			if (blk_err_action_parse(optarg, &o->feat.blk.rerror) ||
+			    o->feat.blk.rerror == BLK_ERR_ENOSPC) {
+				img_err("add: --rerror must be stop, report or ignore, not '%s'",
 					optarg);
 				return -EINVAL;
 			}

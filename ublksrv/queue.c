@@ -46,108 +46,50 @@ static void ublk_queue_cmd(struct ublk_io *io, unsigned int cmd_op, int res)
 }
 
 /*
- * Copy-on-read: writes what a read just got from the backing chain into
- * the image itself, so the next read is served from it.  Holding the
- * range keeps a racing guest write from being overwritten with the older
- * data; what was allocated meanwhile is skipped.  Best effort: a failure
- * leaves the range unallocated, as it was.
+ * The block layer's name of a ublk operation; BLK_OP_NR for one it does
+ * not know (refused with EOPNOTSUPP).
  */
-static void ublk_copy_on_read(struct ublk_dev *dev, const void *buf, uint64_t off,
-			      uint64_t len)
+static enum blk_op ublk_blk_op(unsigned int op)
 {
-	struct tgt *t = dev->tgt;
-	struct range_entry e;
-	uint64_t pos = off;
-
-	range_lock(&dev->cor_lock, &e, off, len);
-	while (pos < off + len) {
-		struct tgt_extent ext;
-		struct tgt *layer;
-		unsigned int depth;
-		int64_t n = tgt_chain_status(t, pos, off + len - pos, &ext, &depth, &layer);
-
-		if (n <= 0)
-			break;
-		/* Backing data that is not zeros: the image would read it anyway. */
-		if (layer && layer != t && !(ext.flags & TGT_EXT_ZERO) &&
-		    t->ops->write(t, (const char *)buf + (pos - off), n, pos, 0) < 0)
-			break;
-		pos += n;
+	switch (op) {
+	case UBLK_IO_OP_READ:
+		return BLK_OP_READ;
+	case UBLK_IO_OP_WRITE:
+		return BLK_OP_WRITE;
+	case UBLK_IO_OP_FLUSH:
+		return BLK_OP_FLUSH;
+	case UBLK_IO_OP_DISCARD:
+		return BLK_OP_DISCARD;
+	case UBLK_IO_OP_WRITE_ZEROES:
+		return BLK_OP_WRITE_ZEROES;
+	default:
+		return BLK_OP_NR;
 	}
-	range_unlock(&dev->cor_lock, &e);
 }
 
-/* Runs a request that changes data, under the COR range lock when needed. */
-static int ublk_change(struct ublk_dev *dev, struct ublk_io *io, unsigned int op,
-		       uint64_t off, uint64_t len, unsigned int wflags)
-{
-	struct tgt *t = dev->tgt;
-	struct range_entry e;
-	int ret;
-
-	if (dev->feat.copy_on_read)
-		range_lock(&dev->cor_lock, &e, off, len);
-	if (op == UBLK_IO_OP_WRITE)
-		ret = t->ops->write(t, io->buf, len, off, wflags);
-	else if (op == UBLK_IO_OP_DISCARD)
-		ret = t->ops->discard(t, off, len);
-	else
-		ret = t->ops->write_zeroes(t, off, len, wflags);
-	if (dev->feat.copy_on_read)
-		range_unlock(&dev->cor_lock, &e);
-	return ret;
-}
-
-/* Serves one request.  Returns the byte count or 0 on success, -errno on failure. */
+/*
+ * Serves one request through the block layer.  Returns the byte count or
+ * 0 on success, -errno on failure: what the tag commits.
+ */
 static int ublk_serve(struct ublk_io *io)
 {
 	const struct ublksrv_io_desc *iod = &io->q->iods[io->tag];
 	struct ublk_dev *dev = io->q->dev;
-	struct tgt *t = dev->tgt;
-	const struct tgt_ops *ops = t->ops;
+	enum blk_op op = ublk_blk_op(ublksrv_get_op(iod));
 	uint64_t off = iod->start_sector << 9;
 	uint64_t len = (uint64_t)iod->nr_sectors << 9;
-	unsigned int wflags = (iod->op_flags & UBLK_IO_F_FUA) ? TGT_W_FUA : 0;
-	int ret;
+	unsigned int flags = (iod->op_flags & UBLK_IO_F_FUA) ? BLK_REQ_FUA : 0;
 
 	img_dbg(IMG_DBG_IO, "q %u tag %u op %u off %llu len %llu", io->q->q_id,
 		io->tag, ublksrv_get_op(iod), (unsigned long long)off,
 		(unsigned long long)len);
 
-	switch (ublksrv_get_op(iod)) {
-	case UBLK_IO_OP_READ:
-		if (len > dev->info.max_io_buf_bytes)
-			return -EIO;
-		throttle_io(&dev->thr, false, len);
-		ret = ops->read(t, io->buf, len, off);
-		if (ret >= 0 && dev->feat.copy_on_read)
-			ublk_copy_on_read(dev, io->buf, off, len);
-		return ret;
-	case UBLK_IO_OP_WRITE:
-		if (len > dev->info.max_io_buf_bytes)
-			return -EIO;
-		if (t->caps.read_only)
-			return -EROFS;
-		throttle_io(&dev->thr, true, len);
-		return ublk_change(dev, io, UBLK_IO_OP_WRITE, off, len, wflags);
-	case UBLK_IO_OP_FLUSH:
-		return ops->flush ? ops->flush(t) : 0;
-	case UBLK_IO_OP_DISCARD:
-		if (t->caps.read_only)
-			return -EOPNOTSUPP;
-		/* --discard=ignore: the device takes discards and keeps the data. */
-		if (dev->feat.discard_ignore)
-			return 0;
-		if (!t->caps.can_discard)
-			return -EOPNOTSUPP;
-		return ublk_change(dev, io, UBLK_IO_OP_DISCARD, off, len, 0);
-	case UBLK_IO_OP_WRITE_ZEROES:
-		if (!t->caps.can_write_zeroes || t->caps.read_only)
-			return -EOPNOTSUPP;
-		return ublk_change(dev, io, UBLK_IO_OP_WRITE_ZEROES, off, len, wflags);
-	default:
+	if (op == BLK_OP_NR)
 		return -EOPNOTSUPP;
-	}
+	/* The tag's buffer is all the data a read or write can have. */
+	if ((op == BLK_OP_READ || op == BLK_OP_WRITE) && len > dev->info.max_io_buf_bytes)
+		return -EIO;
+	return blk_submit(&dev->blk.queues[io->q->q_id], op, flags, io->buf, off, len);
 }
 
 static void ublk_tag_main(void *arg)

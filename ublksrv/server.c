@@ -200,13 +200,15 @@ static int ublk_write_state(const struct ublk_add_opts *o, const struct ublk_dev
 		.backing_policy = o->cfg.backing_policy,
 		.l2_cache_bytes = o->cfg.l2_cache_bytes,
 		.unprivileged = dev->info.flags & UBLK_F_UNPRIVILEGED_DEV,
-		.discard_ignore = o->feat.discard_ignore,
-		.copy_on_read = o->feat.copy_on_read,
-		.throttle_burst_ms = o->feat.throttle.burst_ms,
+		.discard_ignore = o->feat.blk.discard_ignore,
+		.copy_on_read = o->feat.blk.copy_on_read,
+		.throttle_burst_ms = o->feat.blk.throttle.burst_ms,
+		.werror = o->feat.blk.werror,
+		.rerror = o->feat.blk.rerror,
 		.pinned_bytes = o->feat.pinned_bytes,
 	};
 
-	memcpy(s.throttle, o->feat.throttle.rate, sizeof(s.throttle));
+	memcpy(s.throttle, o->feat.blk.throttle.rate, sizeof(s.throttle));
 	snprintf(s.target, sizeof(s.target), "%s", o->ops->name);
 	if (o->cfg.snapshot)
 		snprintf(s.snapshot, sizeof(s.snapshot), "%s", o->cfg.snapshot);
@@ -215,16 +217,26 @@ static int ublk_write_state(const struct ublk_add_opts *o, const struct ublk_dev
 	return ublk_state_write(&s);
 }
 
-/* Blocks until a shutdown signal arrives or a queue thread ends. */
+/*
+ * Blocks until a shutdown signal arrives or a queue thread ends; the
+ * block layer's clock ticks meanwhile.
+ */
 static void ublk_wait_shutdown(struct ublk_dev *dev, int sig_fd)
 {
 	struct pollfd pfd[2] = {
 		{ .fd = sig_fd, .events = POLLIN },
 		{ .fd = dev->event_fd, .events = POLLIN },
 	};
+	int n;
 
-	while (poll(pfd, 2, -1) < 0 && errno == EINTR)
-		;
+	for (;;) {
+		n = poll(pfd, 2, 1000);
+		if (n > 0)
+			break;
+		if (n < 0 && errno != EINTR)
+			break;
+		blk_tick(&dev->blk);
+	}
 	if (pfd[0].revents & POLLIN) {
 		struct signalfd_siginfo si;
 
@@ -259,6 +271,30 @@ static void ublk_report(int report_fd, int val)
 			img_err("cannot report to the waiting command: %s", strerror(errno));
 		close(report_fd);
 	}
+}
+
+/*
+ * The device's block layer, once ADD_DEV or recovery told its id and
+ * queues.  Returns 0 or -errno, printing why.
+ */
+static int ublk_blk_init(struct ublk_dev *dev)
+{
+	struct blk_config cfg = dev->feat.blk;
+	int ret;
+
+	/*
+	 * The driver kills an unprivileged device's server when a request
+	 * waits 30 s (ublk_timeout() in 6.12; a privileged one waits for
+	 * ever): an error pause then holds requests for at most 20 s, and
+	 * fails them after that rather than losing the whole device.
+	 */
+	if (dev->info.flags & UBLK_F_UNPRIVILEGED_DEV)
+		cfg.hold_limit_ms = UBLK_UNPRIV_HOLD_MS;
+	ret = blk_dev_init(&dev->blk, dev->info.dev_id, dev->tgt, &cfg,
+			   dev->info.nr_hw_queues);
+	if (ret)
+		img_err("cannot set up the block layer: %s", strerror(-ret));
+	return ret;
 }
 
 /* ADD_DEV for a new device.  Returns 0 or -errno, printing why. */
@@ -309,7 +345,7 @@ static int ublk_set_params(struct ublk_ctrl *ctrl, struct ublk_dev *dev)
 
 	ublk_params_from_caps(&dev->tgt->caps, dev->info.max_io_buf_bytes, &dev->params);
 	/* Ignored discards are still offered: a guest may rely on them. */
-	if (dev->feat.discard_ignore && !dev->tgt->caps.read_only &&
+	if (dev->feat.blk.discard_ignore && !dev->tgt->caps.read_only &&
 	    !dev->params.discard.max_discard_sectors) {
 		struct tgt_caps caps = dev->tgt->caps;
 
@@ -378,16 +414,10 @@ static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int repo
 	struct uevent_listener uev = { 0 };
 	struct ublk_housekeeper hk = { 0 };
 	struct ublk_ctrl ctrl;
-	bool queues_started = false, served = false, added = false;
+	bool queues_started = false, served = false, added = false, blk_ready = false;
 	char log_path[PATH_MAX];
 	sigset_t sigs;
 	int sig_fd = -1, ret;
-
-	throttle_init(&dev.thr, &o->feat.throttle);
-	range_lock_init(&dev.cor_lock);
-	/* Copy-on-read needs something to copy from and somewhere to write. */
-	if (!t->backing || t->caps.read_only)
-		dev.feat.copy_on_read = false;
 
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
@@ -413,6 +443,10 @@ static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int repo
 		goto out_ctrl;
 	added = !o->recover;
 
+	ret = ublk_blk_init(&dev);
+	if (ret)
+		goto out_del;
+	blk_ready = true;
 	ret = ublk_open_cdev(dev.info.dev_id);
 	if (ret < 0)
 		goto out_del;
@@ -488,6 +522,12 @@ out_stop:
 		ublk_report(report_fd, ret < 0 ? ret : -EIO);
 		_exit(1);
 	}
+	/*
+	 * Requests held by a pause must complete before the kernel can
+	 * stop the device: its removal waits for every request it issued.
+	 */
+	if (blk_ready)
+		blk_shutdown(&dev.blk);
 	if (queues_started) {
 		/* Aborts every pending fetch, so the queue threads end. */
 		ublk_ctrl_stop_dev(&ctrl, dev.info.dev_id);
@@ -508,6 +548,8 @@ out_del:
 		unlink(log_path);
 	}
 out_ctrl:
+	if (blk_ready)
+		blk_dev_exit(&dev.blk);
 	ublk_ctrl_close(&ctrl);
 out_report:
 	if (sig_fd >= 0)
@@ -627,11 +669,13 @@ int ublk_recover(unsigned int id, bool foreground)
 	o.cfg.l2_cache_bytes = s.l2_cache_bytes;
 	if (s.snapshot[0])
 		o.cfg.snapshot = s.snapshot;
-	o.feat.discard_ignore = s.discard_ignore;
-	o.feat.copy_on_read = s.copy_on_read;
-	o.feat.throttle.burst_ms = s.throttle_burst_ms;
+	o.feat.blk.discard_ignore = s.discard_ignore;
+	o.feat.blk.copy_on_read = s.copy_on_read;
+	o.feat.blk.throttle.burst_ms = s.throttle_burst_ms;
+	o.feat.blk.werror = s.werror;
+	o.feat.blk.rerror = s.rerror;
 	o.feat.pinned_bytes = s.pinned_bytes;
-	memcpy(o.feat.throttle.rate, s.throttle, sizeof(s.throttle));
+	memcpy(o.feat.blk.throttle.rate, s.throttle, sizeof(s.throttle));
 	o.nr_queues = s.queues;
 	o.depth = s.depth;
 	return ublk_add(&o);

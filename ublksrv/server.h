@@ -10,6 +10,11 @@
 
 /* How long `add` waits for /dev/ublkbN to appear and answer. */
 #define UBLK_READY_TIMEOUT_MS	10000
+/*
+ * Longest an unprivileged device holds a request for an error pause: the
+ * driver kills its server when a request waits 30 s.
+ */
+#define UBLK_UNPRIV_HOLD_MS	20000
 
 struct ublk_add_opts {
 	const struct tgt_ops *ops;

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "block.h"
 #include "state.h"
 #include "ublk.h"
 #include "util.h"
@@ -66,9 +67,10 @@ int ublk_state_write(const struct ublk_state *s)
 		s->read_only, s->open_flags, (unsigned long long)s->size_bytes,
 		s->recoverable, s->backing_policy, (unsigned long long)s->l2_cache_bytes);
 	fprintf(f, "discard_ignore=%d\ncopy_on_read=%d\nthrottle_burst_ms=%u\nunprivileged=%d\n"
-		"pinned=%llu\n",
+		"pinned=%llu\nwerror=%s\nrerror=%s\n",
 		s->discard_ignore, s->copy_on_read, s->throttle_burst_ms, s->unprivileged,
-		(unsigned long long)s->pinned_bytes);
+		(unsigned long long)s->pinned_bytes, blk_err_action_name(s->werror),
+		blk_err_action_name(s->rerror));
 	if (s->snapshot[0])
 		fprintf(f, "snapshot=%s\n", s->snapshot);
 	for (k = 0; k < THR_NR; k++)
@@ -97,6 +99,9 @@ int ublk_state_read(unsigned int id, struct ublk_state *s)
 		return -errno;
 	memset(s, 0, sizeof(*s));
 	s->id = id;
+	/* What an older server, which wrote no policy, did. */
+	s->werror = BLK_ERR_REPORT;
+	s->rerror = BLK_ERR_REPORT;
 	/* Written by a server from before --pinned-buffers: its default. */
 	s->pinned_bytes = UBLK_DEF_PINNED_BYTES;
 	while (fgets(line, sizeof(line), f)) {
@@ -138,6 +143,10 @@ int ublk_state_read(unsigned int id, struct ublk_state *s)
 			s->unprivileged = atoi(v);
 		else if (!strcmp(line, "pinned"))
 			s->pinned_bytes = strtoull(v, NULL, 10);
+		else if (!strcmp(line, "werror"))
+			blk_err_action_parse(v, &s->werror);
+		else if (!strcmp(line, "rerror"))
+			blk_err_action_parse(v, &s->rerror);
 		else if (!strcmp(line, "throttle_burst_ms"))
 			s->throttle_burst_ms = strtoul(v, NULL, 10);
 		else if (sscanf(line, "throttle%u", &k) == 1 && k < THR_NR)

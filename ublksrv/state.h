@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "throttle.h"
+#include "block.h"
 
 struct ublk_state {
 	unsigned int id;
@@ -33,6 +33,8 @@ struct ublk_state {
 	uint64_t throttle[THR_NR];
 	unsigned int throttle_burst_ms;
 	uint64_t pinned_bytes;
+	enum blk_err_action werror;
+	enum blk_err_action rerror;
 	/* The internal snapshot served (read-only); empty: the current state. */
 	char snapshot[256];
 };

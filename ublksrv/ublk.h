@@ -13,10 +13,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "block.h"
 #include "exec.h"
-#include "rangelock.h"
 #include "tgt.h"
-#include "throttle.h"
 
 #define UBLK_CONTROL_PATH	"/dev/ublk-control"
 #define UBLK_CDEV_FMT		"/dev/ublkc%u"
@@ -84,11 +83,9 @@ const char *ublk_state_name(unsigned int state);
 void ublk_params_from_caps(const struct tgt_caps *caps, uint32_t max_io_bytes,
 			   struct ublk_params *p);
 
-/* Block-layer features of a device (add options), beside the target's own. */
+/* Options of a device: its block layer's, and the ublk plane's own. */
 struct ublk_features {
-	bool discard_ignore;	/* --discard=ignore: complete discards, change nothing */
-	bool copy_on_read;	/* --copy-on-read: backing data read is written to the image */
-	struct throttle_cfg throttle;
+	struct blk_config blk;
 	uint64_t pinned_bytes;	/* --pinned-buffers: registered buffer budget */
 };
 
@@ -128,9 +125,8 @@ struct ublk_dev {
 	struct ublk_queue *queues;
 
 	struct ublk_features feat;
-	struct throttle thr;
-	/* With copy-on-read: writes and populating reads lock their range. */
-	struct range_lock cor_lock;
+	/* Every request goes through it; queue i is blk.queues[i]. */
+	struct blk_dev blk;
 
 	/* Queue threads report setup and exit here for the main thread. */
 	pthread_mutex_t lock;

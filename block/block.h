@@ -1,0 +1,272 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The block layer: what every request of a device passes through between
+ * the plane that carries it (ublksrv/) and the image chain that serves it
+ * (targets/), as QEMU's block.c sits between its devices and its drivers.
+ *
+ * It owns, per device: the node chain (the open images, top to base),
+ * the gate that drain and pause close, throttling, copy-on-read, the
+ * error policy (werror/rerror: report, ignore, or hold the request and
+ * pause the device), the statistics, and the write notifiers that later
+ * work (block jobs, dirty bitmaps) hooks into.  It knows nothing of ublk:
+ * the ublk queue turns a descriptor into a blk_submit() call and commits
+ * whatever it returns.  docs/block-layer.md tells the request's path.
+ *
+ * Threads: blk_submit() runs in a coroutine of a queue's executor, one
+ * struct blk_queue per queue thread.  The control functions (drain, pause,
+ * resume, settings, statistics) run on any other thread, never on a queue
+ * thread: they may sleep until the queues' requests leave.
+ */
+#ifndef IMGBLK_BLOCK_H
+#define IMGBLK_BLOCK_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "exec.h"
+#include "rangelock.h"
+#include "tgt.h"
+#include "throttle.h"
+
+enum blk_op {
+	BLK_OP_READ,
+	BLK_OP_WRITE,
+	BLK_OP_FLUSH,
+	BLK_OP_DISCARD,
+	BLK_OP_WRITE_ZEROES,
+	BLK_OP_NR,
+};
+
+/* Request flags. */
+#define BLK_REQ_FUA	(1U << 0)	/* durable before completion */
+
+/*
+ * What to do with a failed request (QEMU's BlockdevOnError).  REPORT
+ * fails it; IGNORE completes it as if it had succeeded (a read returns
+ * whatever the buffer holds, a write is lost: only for those who know);
+ * STOP holds it and pauses the device until blk_resume() retries it;
+ * ENOSPC stops on ENOSPC and EDQUOT (the host ran out of room, which
+ * freeing space cures) and reports anything else.
+ */
+enum blk_err_action {
+	BLK_ERR_REPORT,
+	BLK_ERR_IGNORE,
+	BLK_ERR_STOP,
+	BLK_ERR_ENOSPC,
+};
+
+struct blk_config {
+	bool discard_ignore;	/* complete discards, change nothing */
+	bool copy_on_read;	/* backing data a read gets is written to the top */
+	struct throttle_cfg throttle;
+	enum blk_err_action werror;	/* writes, discards, write-zeroes, flushes */
+	enum blk_err_action rerror;	/* reads */
+	/*
+	 * Longest a request is held for an error before it fails after
+	 * all, in ms; 0: until blk_resume().  For planes whose kernel side
+	 * gives up on a request it waited for too long (ublk kills an
+	 * unprivileged server after 30 s, see docs/block-layer.md).
+	 */
+	unsigned int hold_limit_ms;
+};
+
+/*
+ * Latency histogram: bin i counts requests that took less than
+ * blk_hist_bounds_ns[i] (and at least the bound before it); the last bin
+ * the rest.
+ */
+#define BLK_HIST_BOUNDS	18
+#define BLK_HIST_BINS	(BLK_HIST_BOUNDS + 1)
+extern const uint64_t blk_hist_bounds_ns[BLK_HIST_BOUNDS];
+
+/* Counters of one kind of request, with query-blockstats' meanings. */
+struct blk_op_stats {
+	uint64_t ops;		/* completed successfully (or ignored) */
+	uint64_t bytes;		/* of those */
+	uint64_t failed;	/* completed with an error */
+	uint64_t total_ns;	/* time from arrival to completion, successful ones */
+	uint64_t hist[BLK_HIST_BINS];
+};
+
+struct blk_stats {
+	struct blk_op_stats op[BLK_OP_NR];
+	uint64_t inflight;	/* requests inside the layer now */
+	uint64_t last_done_ns;	/* CLOCK_MONOTONIC of the last completion, 0: none */
+};
+
+/*
+ * One queue's share of a device.  Only its queue thread writes it; its
+ * counters are stored with relaxed atomics so that readers on other
+ * threads see whole values.  Aligned apart so queues do not share lines.
+ */
+struct blk_queue {
+	struct blk_dev *dev;
+	struct blk_stats st;
+	unsigned int inflight;		/* atomic; what drain waits for */
+} __attribute__((aligned(64)));
+
+/* What happened, for blk_dev's event callback. */
+enum blk_event_type {
+	BLK_EV_IO_ERROR,	/* a request failed: @action says what was done */
+	BLK_EV_STOP,		/* the device paused (an error with action stop, or blk_pause()) */
+	BLK_EV_RESUME,		/* blk_resume() */
+};
+
+struct blk_event {
+	enum blk_event_type type;
+	enum blk_op op;
+	enum blk_err_action action;	/* REPORT, IGNORE or STOP */
+	int err;			/* -errno of the request */
+	uint64_t off, len;
+	bool user;			/* STOP, RESUME: asked for, not an error */
+};
+
+/*
+ * Called after a write, discard or write-zeroes reached the top image
+ * (@ret its result), before it completes: dirty tracking hooks in here.
+ * Runs in the request's coroutine, on any queue thread at once.
+ */
+struct blk_write_notifier {
+	void (*notify)(struct blk_write_notifier *n, enum blk_op op, uint64_t off,
+		       uint64_t len, int ret);
+	struct blk_write_notifier *next;
+};
+
+/* Why a device is paused. */
+enum blk_pause_reason {
+	BLK_RUNNING,
+	BLK_PAUSED_USER,	/* blk_pause() */
+	BLK_PAUSED_ERROR,	/* a request failed with action stop */
+};
+
+struct blk_dev {
+	/*
+	 * The node chain: the top image, the rest through tgt->backing.
+	 * Changed only under blk_drain_begin(), so a request sees one chain
+	 * from start to end.
+	 */
+	struct tgt *top;
+	unsigned int id;		/* for log lines */
+	struct blk_config cfg;		/* werror, rerror change under @lock */
+	struct throttle thr;
+	/* With copy-on-read: writes and populating reads lock their range. */
+	struct range_lock cor_lock;
+	struct blk_queue *queues;
+	unsigned int nr_queues;
+
+	/* Drain and pause.  @quiesce is read without the lock (atomics). */
+	pthread_mutex_t lock;
+	pthread_cond_t idle;		/* a request left while the gate was closed */
+	unsigned int quiesce;		/* drains + pause: > 0 closes the gate */
+	struct exec_waitq gate;		/* requests waiting for the gate to open */
+	enum blk_pause_reason paused;
+	int pause_err;			/* the -errno that paused it */
+	enum blk_op pause_op;
+	int64_t paused_ns;		/* when */
+	unsigned int held;		/* requests held for an error */
+	/*
+	 * Held requests a resume woke that have not finished their retry:
+	 * the gate stays closed to new requests until they have, so held
+	 * ones go first.  @resume_gen tells a held request it was counted.
+	 */
+	unsigned int retrying;
+	unsigned int resume_gen;
+	unsigned int release_gen;	/* bumped when held requests must fail */
+	bool dying;			/* blk_shutdown(): fail what waits */
+
+	struct blk_write_notifier *notifiers;	/* changed under drain */
+
+	void (*event_fn)(void *ctx, const struct blk_event *ev);
+	void *event_ctx;
+
+	/* Rate limit of the error log lines. */
+	pthread_mutex_t log_lock;
+	int64_t log_window_ns;
+	unsigned int log_count;
+	unsigned int log_suppressed;
+};
+
+/*
+ * Sets up @d for @nr_queues queues serving the chain whose top is @top.
+ * Copy-on-read is turned off when there is nothing to copy from or the
+ * top is read-only.  Returns 0 or -errno.
+ */
+int blk_dev_init(struct blk_dev *d, unsigned int id, struct tgt *top,
+		 const struct blk_config *cfg, unsigned int nr_queues);
+/* Frees what blk_dev_init() allocated; no request may be left. */
+void blk_dev_exit(struct blk_dev *d);
+
+/*
+ * Serves one request of queue @q: @op at byte @off for @len bytes, data in
+ * @buf (reads and writes), BLK_REQ_* @flags.  Runs in a coroutine of @q's
+ * thread.  Returns @len for reads and writes, 0 for the others, or -errno;
+ * under the error policy it may first hold the request through a pause.
+ */
+int blk_submit(struct blk_queue *q, enum blk_op op, unsigned int flags, void *buf,
+	       uint64_t off, uint64_t len);
+
+/*
+ * Closes the gate and waits until no request of any queue is inside the
+ * layer: new ones wait at the gate, held ones stay held.  Nests.  Not on a
+ * queue thread.
+ */
+void blk_drain_begin(struct blk_dev *d);
+/* Opens the gate again once every drain has ended. */
+void blk_drain_end(struct blk_dev *d);
+
+/*
+ * Pauses the device as QMP's `stop` does: drains and keeps the gate
+ * closed until blk_resume().  Returns 0, or -EALREADY if it was paused.
+ */
+int blk_pause(struct blk_dev *d);
+/*
+ * Ends a pause, whatever its reason (QMP's `cont`): held requests are
+ * retried in the order they failed, then new ones go through.  Returns 0,
+ * or -EALREADY if it was running.
+ */
+int blk_resume(struct blk_dev *d);
+
+/*
+ * Called about once a second by the plane: fails the held requests of a
+ * pause older than cfg.hold_limit_ms (the device runs again).
+ */
+void blk_tick(struct blk_dev *d);
+
+/*
+ * The device is going away: held and waiting requests fail with -EIO and
+ * new ones fail at once, so the plane can stop it.
+ */
+void blk_shutdown(struct blk_dev *d);
+
+/* Changes the throttle limits of a running device. */
+void blk_set_throttle(struct blk_dev *d, const struct throttle_cfg *cfg);
+/* Changes the error policy of a running device. */
+void blk_set_error_policy(struct blk_dev *d, enum blk_err_action werror,
+			  enum blk_err_action rerror);
+
+/* Adds @n to the write notifiers; the caller holds a drain. */
+void blk_add_write_notifier(struct blk_dev *d, struct blk_write_notifier *n);
+/* Removes @n; the caller holds a drain. */
+void blk_remove_write_notifier(struct blk_dev *d, struct blk_write_notifier *n);
+
+/*
+ * Reads the statistics of queue @q_id, or the sum of all queues when
+ * @q_id < 0, into @out.
+ */
+void blk_stats_read(const struct blk_dev *d, int q_id, struct blk_stats *out);
+
+/* The pause state, for queries: reason, the errno and op that paused it. */
+enum blk_pause_reason blk_paused(struct blk_dev *d, int *err, enum blk_op *op,
+				 unsigned int *held);
+
+/* "read", "write", "flush", "discard", "write-zeroes". */
+const char *blk_op_name(enum blk_op op);
+/* "report", "ignore", "stop", "enospc"; parsing returns -EINVAL on others. */
+const char *blk_err_action_name(enum blk_err_action a);
+int blk_err_action_parse(const char *s, enum blk_err_action *a);
+
+/* CLOCK_MONOTONIC in ns. */
+int64_t blk_now_ns(void);
+
+#endif
