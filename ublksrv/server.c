@@ -694,11 +694,42 @@ static bool ublk_wait_pid_gone(pid_t pid, int timeout_ms)
 	return true;
 }
 
+/*
+ * Is @pid an imgblk process?  A state file left by a server that died
+ * long ago may name a pid the system has since given to another program,
+ * which must not get our signal.
+ */
+static bool ublk_is_server(pid_t pid)
+{
+	char path[64], comm[32] = "";
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, comm, sizeof(comm) - 1);
+	close(fd);
+	return n > 0 && !strncmp(comm, "imgblk", 6);
+}
+
 /* Deletes one device known to have state @s.  Returns 0 or -errno. */
 static int ublk_del_one(struct ublk_ctrl *ctrl, const struct ublk_state *s)
 {
 	int ret;
 
+	/*
+	 * A live server is asked to stop: it fails the requests it holds
+	 * for a pause, which the kernel would otherwise wait for for ever
+	 * in DEL_DEV, and then stops and deletes the device itself.
+	 * DEL_DEV below finds the device gone (or deletes it, if the server
+	 * could not).
+	 */
+	if (s->pid > 0 && ublk_is_server(s->pid) && kill(s->pid, SIGTERM) == 0 &&
+	    !ublk_wait_pid_gone(s->pid, UBLK_STOP_TIMEOUT_MS))
+		img_err("device %u: server %d did not stop in %d s; deleting the device",
+			s->id, (int)s->pid, UBLK_STOP_TIMEOUT_MS / 1000);
 	ctrl->unprivileged = s->unprivileged;
 	ret = ublk_ctrl_del_dev(ctrl, s->id);
 

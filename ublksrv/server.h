@@ -15,6 +15,8 @@
  * driver kills its server when a request waits 30 s.
  */
 #define UBLK_UNPRIV_HOLD_MS	20000
+/* How long `del` waits for a server it asked to stop. */
+#define UBLK_STOP_TIMEOUT_MS	10000
 
 struct ublk_add_opts {
 	const struct tgt_ops *ops;
