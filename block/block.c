@@ -194,8 +194,15 @@ void blk_drain_end(struct blk_dev *d)
 
 static void blk_emit(struct blk_dev *d, const struct blk_event *ev)
 {
-	if (d->event_fn)
-		d->event_fn(d->event_ctx, ev);
+	void (*fn)(void *ctx, const struct blk_event *ev);
+	void *ctx;
+
+	pthread_mutex_lock(&d->lock);
+	fn = d->event_fn;
+	ctx = d->event_ctx;
+	pthread_mutex_unlock(&d->lock);
+	if (fn)
+		fn(ctx, ev);
 }
 
 int blk_pause(struct blk_dev *d)
@@ -294,6 +301,25 @@ void blk_set_error_policy(struct blk_dev *d, enum blk_err_action werror,
 	pthread_mutex_lock(&d->lock);
 	d->cfg.werror = werror;
 	d->cfg.rerror = rerror;
+	pthread_mutex_unlock(&d->lock);
+}
+
+void blk_get_config(struct blk_dev *d, struct throttle_cfg *thr,
+		    enum blk_err_action *werror, enum blk_err_action *rerror)
+{
+	throttle_get(&d->thr, thr);
+	pthread_mutex_lock(&d->lock);
+	*werror = d->cfg.werror;
+	*rerror = d->cfg.rerror;
+	pthread_mutex_unlock(&d->lock);
+}
+
+void blk_set_event_fn(struct blk_dev *d, void (*fn)(void *ctx, const struct blk_event *ev),
+		      void *ctx)
+{
+	pthread_mutex_lock(&d->lock);
+	d->event_ctx = ctx;
+	d->event_fn = fn;
 	pthread_mutex_unlock(&d->lock);
 }
 
@@ -603,7 +629,7 @@ int blk_submit(struct blk_queue *q, enum blk_op op, unsigned int flags, void *bu
 	if (a == BLK_ERR_STOP)		/* released by a shutdown or the hold limit */
 		a = BLK_ERR_REPORT;
 	blk_log_error(d, op, off, len, ret, a);
-	if (d->event_fn) {
+	{
 		struct blk_event ev = {
 			.type = BLK_EV_IO_ERROR, .op = op, .action = a,
 			.err = ret, .off = off, .len = len,

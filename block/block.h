@@ -245,6 +245,17 @@ void blk_set_throttle(struct blk_dev *d, const struct throttle_cfg *cfg);
 void blk_set_error_policy(struct blk_dev *d, enum blk_err_action werror,
 			  enum blk_err_action rerror);
 
+/* The live settings: throttle limits and the error policy. */
+void blk_get_config(struct blk_dev *d, struct throttle_cfg *thr,
+		    enum blk_err_action *werror, enum blk_err_action *rerror);
+
+/*
+ * Where events go: @fn(@ctx, event) from any thread, the queues'
+ * included; it must not block.  NULL: nowhere.
+ */
+void blk_set_event_fn(struct blk_dev *d, void (*fn)(void *ctx, const struct blk_event *ev),
+		      void *ctx);
+
 /* Adds @n to the write notifiers; the caller holds a drain. */
 void blk_add_write_notifier(struct blk_dev *d, struct blk_write_notifier *n);
 /* Removes @n; the caller holds a drain. */

@@ -106,6 +106,13 @@ void throttle_set(struct throttle *t, const struct throttle_cfg *cfg)
 	pthread_mutex_unlock(&t->lock);
 }
 
+void throttle_get(struct throttle *t, struct throttle_cfg *cfg)
+{
+	pthread_mutex_lock(&t->lock);
+	*cfg = t->cfg;
+	pthread_mutex_unlock(&t->lock);
+}
+
 /*
  * Longest one sleep of a throttled request: it looks again after this, so
  * a limit changed or lifted while it waits applies within this time.

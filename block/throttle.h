@@ -50,6 +50,8 @@ void throttle_destroy(struct throttle *t);
  * throttle in use; requests waiting on it see them within 100 ms.
  */
 void throttle_set(struct throttle *t, const struct throttle_cfg *cfg);
+/* The limits in force. */
+void throttle_get(struct throttle *t, struct throttle_cfg *cfg);
 
 /*
  * Waits, as a coroutine, until a read or write of @bytes may go, and

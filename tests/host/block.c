@@ -249,8 +249,7 @@ FIXTURE_SETUP(blk)
 	ASSERT_EQ(0, blk_dev_init(&self->d, 7, &self->t, &cfg, 2));
 	pthread_mutex_init(&self->ev.lock, NULL);
 	self->ev.n = 0;
-	self->d.event_fn = record_event;
-	self->d.event_ctx = &self->ev;
+	blk_set_event_fn(&self->d, record_event, &self->ev);
 	self->buf = aligned_alloc(4096, 64 * 4096);
 	ASSERT_NE(NULL, self->buf);
 }
