@@ -14,6 +14,7 @@ int cli_cmd_del(int argc, char **argv);
 int cli_cmd_recover(int argc, char **argv);
 int cli_cmd_udev_chown(int argc, char **argv);
 int cli_cmd_list(int argc, char **argv);
+int cli_cmd_qmp(int argc, char **argv);
 int cli_cmd_create(int argc, char **argv);
 int cli_cmd_info(int argc, char **argv);
 int cli_cmd_check(int argc, char **argv);
@@ -113,6 +114,29 @@ static const struct cli_cmd cli_cmds[] = {
 "  -n, --number ID     only device ID\n"
 "      --json          machine-readable output",
 		.run = cli_cmd_list,
+	},
+	{
+		.name = "qmp",
+		.summary = "run a command on a device's control channel",
+		.usage =
+"usage: imgblk qmp (-n ID | -s SOCKET) [--pretty] COMMAND [JSON_ARGS]\n"
+"       imgblk qmp (-n ID | -s SOCKET) [--pretty] --events\n"
+"       imgblk qmp (-n ID | -s SOCKET) --raw\n"
+"\n"
+"Talks to the control socket of a running device (docs/control.md):\n"
+"runs COMMAND with JSON_ARGS (a JSON object) and prints what it returns;\n"
+"an error reply is printed on stderr as CLASS: DESCRIPTION, exit status 1.\n"
+"`imgblk qmp -n ID query-commands --pretty` lists the commands.\n"
+"\n"
+"  -n, --number ID     device ID's socket\n"
+"  -s, --socket PATH   the control socket at PATH\n"
+"      --pretty        indented output\n"
+"      --events        print the events as they come, one per line, until\n"
+"                      the server goes away\n"
+"      --raw           send the lines of stdin as they are (no negotiation)\n"
+"                      and print everything the server sends, until it\n"
+"                      closes",
+		.run = cli_cmd_qmp,
 	},
 	{
 		.name = "create",

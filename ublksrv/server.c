@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "control.h"
 #include "server.h"
 #include "state.h"
 #include "ublk.h"
@@ -413,6 +414,7 @@ static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int repo
 	struct ublk_dev dev = { .tgt = t, .cdev_fd = -1, .feat = o->feat };
 	struct uevent_listener uev = { 0 };
 	struct ublk_housekeeper hk = { 0 };
+	struct ctl_server *ctl = NULL;
 	struct ublk_ctrl ctrl;
 	bool queues_started = false, served = false, added = false, blk_ready = false;
 	char log_path[PATH_MAX];
@@ -489,6 +491,9 @@ static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int repo
 	}
 	if (ret)
 		goto out_stop;
+	ret = ublk_ctl_start(&dev, &ctl);
+	if (ret)
+		goto out_stop;
 	ret = ublk_write_state(o, &dev);
 	if (ret) {
 		img_err("cannot write the state file in %s: %s", ublk_state_dir(),
@@ -535,6 +540,7 @@ out_stop:
 	}
 	/* No I/O is left: the target's own deferred work can stop too. */
 	ublk_hk_stop(&hk);
+	ublk_ctl_stop(ctl);
 out_close:
 	if (dev.cdev_fd >= 0)
 		close(dev.cdev_fd);

@@ -3,6 +3,7 @@
  * State files: "KEY=VALUE" lines in /run/imgblk/ID.state.  Written by the
  * server once its device works, removed when it shuts down; a file left
  * by a killed server is how `list` shows a DEAD device and `del` finds it.
+ * The device's control socket (control.h) is ID.sock beside it.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "block.h"
@@ -42,19 +44,37 @@ static void ublk_state_path(unsigned int id, char *buf, size_t len)
 	snprintf(buf, len, "%s/%u.state", ublk_state_dir(), id);
 }
 
-int ublk_state_write(const struct ublk_state *s)
+int ublk_ctl_path(unsigned int id, char *buf, size_t len)
 {
-	char path[PATH_MAX], tmp[PATH_MAX + 8];
+	struct sockaddr_un sa;
+	int n;
+
+	n = snprintf(buf, len, "%s/%u.sock", ublk_state_dir(), id);
+	return n < 0 || (size_t)n >= MIN(len, sizeof(sa.sun_path)) ? -ENAMETOOLONG : 0;
+}
+
+int ublk_state_mkdir(void)
+{
 	struct stat st;
-	unsigned int k;
-	FILE *f;
-	int ret = 0;
 
 	if (mkdir(ublk_state_dir(), geteuid() ? 0700 : 0755) && errno != EEXIST)
 		return -errno;
 	/* A user's directory under /tmp must be that user's, not a trap laid by another. */
 	if (lstat(ublk_state_dir(), &st) || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
 		return -EPERM;
+	return 0;
+}
+
+int ublk_state_write(const struct ublk_state *s)
+{
+	char path[PATH_MAX], tmp[PATH_MAX + 8];
+	unsigned int k;
+	FILE *f;
+	int ret;
+
+	ret = ublk_state_mkdir();
+	if (ret)
+		return ret;
 	ublk_state_path(s->id, path, sizeof(path));
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	f = fopen(tmp, "w");
@@ -159,9 +179,14 @@ int ublk_state_read(unsigned int id, struct ublk_state *s)
 int ublk_state_remove(unsigned int id)
 {
 	char path[PATH_MAX];
+	int ret;
 
 	ublk_state_path(id, path, sizeof(path));
-	return unlink(path) ? -errno : 0;
+	ret = unlink(path) ? -errno : 0;
+	/* A killed server's control socket goes with its state. */
+	if (!ublk_ctl_path(id, path, sizeof(path)))
+		unlink(path);
+	return ret;
 }
 
 static int cmp_uint(const void *a, const void *b)

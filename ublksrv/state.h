@@ -8,6 +8,7 @@
 
 #include <limits.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -42,13 +43,29 @@ struct ublk_state {
 /* Directory of the state files; IMGBLK_RUN_DIR overrides it (tests). */
 const char *ublk_state_dir(void);
 
+/*
+ * Creates the directory of the state files (0700 for a user, whose it
+ * must be; 0755 for root).  Returns 0 or -errno.
+ */
+int ublk_state_mkdir(void);
+
+/*
+ * The path of device @id's control socket, beside its state file.
+ * Returns 0, or -ENAMETOOLONG when it does not fit @len or a socket
+ * address.
+ */
+int ublk_ctl_path(unsigned int id, char *buf, size_t len);
+
 /* Writes the state of device @s->id atomically.  Returns 0 or -errno. */
 int ublk_state_write(const struct ublk_state *s);
 
 /* Reads the state of device @id.  Returns 0, -ENOENT, or -errno. */
 int ublk_state_read(unsigned int id, struct ublk_state *s);
 
-/* Removes the state of device @id.  Returns 0 or -errno (-ENOENT included). */
+/*
+ * Removes the state of device @id, and its control socket if left over.
+ * Returns 0 or -errno (-ENOENT included) for the state file.
+ */
 int ublk_state_remove(unsigned int id);
 
 /*

@@ -4,7 +4,7 @@
 # seed.sh - initial corpora for the fuzz targets, made by qemu-img.
 #
 #   tests/fuzz/seed.sh DIR      fills DIR/fuzz_qcow2, DIR/fuzz_qed, DIR/fuzz_ops,
-#                               DIR/fuzz_cli
+#                               DIR/fuzz_cli, DIR/fuzz_control
 #
 # Small images (512-byte to 16 KiB clusters, 1 MiB) in the states the
 # engines meet: empty, with data, compressed, with a snapshot, lazy
@@ -18,7 +18,7 @@ OUT=${1:?usage: seed.sh DIR}
 command -v qemu-img >/dev/null || { echo "seed.sh: qemu-img missing" >&2; exit 1; }
 T=$(mktemp -d "${TMPDIR:-/tmp}/fuzz-seed.XXXXXX")
 trap 'rm -rf "$T"' EXIT
-mkdir -p "$OUT/fuzz_qcow2" "$OUT/fuzz_qed" "$OUT/fuzz_ops" "$OUT/fuzz_cli"
+mkdir -p "$OUT/fuzz_qcow2" "$OUT/fuzz_qed" "$OUT/fuzz_ops" "$OUT/fuzz_cli" "$OUT/fuzz_control"
 
 # cmd OP SECTOR LEN_SECTORS FILL: one 8-byte command (image.h).
 cmd() {
@@ -135,3 +135,14 @@ args 01 -n 7 > "$OUT/fuzz_cli/del-n"
 args 01 --all > "$OUT/fuzz_cli/del-all"
 args 02 --json -n 1 > "$OUT/fuzz_cli/list"
 args 02 --help > "$OUT/fuzz_cli/list-help"
+
+# Control channel: byte 0 is the read size - 1 (bit 7: start negotiated),
+# then what a client sends.
+printf '\x0f{"execute": "qmp_capabilities"}\n{"execute": "query-version", "id": 1}\n{"execute": "query-commands"}\n' \
+	> "$OUT/fuzz_control/session"
+printf '\x83{"execute": "echo", "arguments": {"s": "x", "n": -5, "b": true, "x": 0.5, "o": {"k": [1, null]}, "a": ["z"]}, "id": [1]}\r\n' \
+	> "$OUT/fuzz_control/echo"
+printf '\x80{"execute": "fail", "arguments": {"why": "\\u00e9"}}\n{"execute": "event", "arguments": {"n": 3, "fail": true}}\n{"execute": "nosuch"}\n' \
+	> "$OUT/fuzz_control/errors"
+printf '\x00{"execute": }\n[1]\n{"id": 2}\n{"execute": 1}\n\n{"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}}' \
+	> "$OUT/fuzz_control/malformed"
