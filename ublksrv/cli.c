@@ -28,6 +28,11 @@ int cli_cmd_commit(int argc, char **argv);
 int cli_cmd_snapshot(int argc, char **argv);
 int cli_cmd_measure(int argc, char **argv);
 int cli_cmd_amend(int argc, char **argv);
+int cli_cmd_stats(int argc, char **argv);
+int cli_cmd_query(int argc, char **argv);
+int cli_cmd_set(int argc, char **argv);
+int cli_cmd_pause(int argc, char **argv);
+int cli_cmd_resume(int argc, char **argv);
 static int cli_cmd_help(int argc, char **argv);
 
 static const struct cli_cmd cli_cmds[] = {
@@ -41,6 +46,7 @@ static const struct cli_cmd cli_cmds[] = {
 "                  [--bps-total|--bps-read|--bps-write BYTES_PER_S]\n"
 "                  [--iops-total|--iops-read|--iops-write N] [--throttle-burst-ms MS]\n"
 "                  [--pinned-buffers SIZE] [--snapshot NAME] [--recoverable]\n"
+"                  [--werror=enospc|stop|report|ignore] [--rerror=stop|report|ignore]\n"
 "                  [--foreground]\n"
 "\n"
 "Adds a ublk device served by TYPE and prints its path (/dev/ublkbN) once\n"
@@ -77,6 +83,14 @@ static const struct cli_cmd cli_cmds[] = {
 "                      the kernel need not pin them for every request:\n"
 "                      faster I/O for more memory; 0 turns it off\n"
 "                      (default 32M)\n"
+"      --werror=ACTION what a failed write, flush or discard does: enospc\n"
+"                      (default) pauses the device when the host is out of\n"
+"                      space and fails other errors; stop pauses on any\n"
+"                      error; report fails the request; ignore completes\n"
+"                      it as done (the data is lost).  A paused device\n"
+"                      holds its requests until `imgblk resume`\n"
+"      --rerror=ACTION what a failed read does: report (default), stop,\n"
+"                      ignore\n"
 "      --recoverable   if the server dies, the device waits (QUIESCED) for\n"
 "                      `imgblk recover` instead of failing its I/O\n"
 "      --foreground    serve in this process; Ctrl-C deletes the device",
@@ -108,12 +122,76 @@ static const struct cli_cmd cli_cmds[] = {
 		.usage =
 "usage: imgblk list [-n ID] [--json]\n"
 "\n"
-"Shows id, target, queues, depth, state (LIVE, QUIESCED, DEAD), server pid,\n"
-"device path and file of each device.\n"
+"Shows id, target, queues, depth, state (LIVE, PAUSED, QUIESCED, DEAD),\n"
+"server pid, device path and file of each device; under a PAUSED one, why.\n"
 "\n"
 "  -n, --number ID     only device ID\n"
 "      --json          machine-readable output",
 		.run = cli_cmd_list,
+	},
+	{
+		.name = "stats",
+		.summary = "show a device's I/O statistics, once or every interval",
+		.usage =
+"usage: imgblk stats -n ID [--json] [--interval SEC [--count N]]\n"
+"\n"
+"Counts of a running device since it was added (QEMU's query-blockstats):\n"
+"operations, bytes, flushes, discards, failures, requests in flight and\n"
+"mean latency, for the device and for each queue.  With --interval, one\n"
+"line every SEC seconds with the rates over it, like iostat.\n"
+"\n"
+"  -n, --number ID     the device\n"
+"      --json          query-blockstats as JSON (with the latency\n"
+"                      histograms); with --interval, one object a line\n"
+"      --interval SEC  print every SEC seconds until interrupted\n"
+"      --count N       stop after N intervals",
+		.run = cli_cmd_stats,
+	},
+	{
+		.name = "query",
+		.summary = "show a running device: its state, settings and image chain",
+		.usage =
+"usage: imgblk query -n ID [--json]\n"
+"\n"
+"  -n, --number ID     the device\n"
+"      --json          query-block and query-status as JSON",
+		.run = cli_cmd_query,
+	},
+	{
+		.name = "set",
+		.summary = "change a running device's throttle limits or error policy",
+		.usage =
+"usage: imgblk set -n ID [--bps-total|--bps-read|--bps-write BYTES_PER_S]\n"
+"                  [--iops-total|--iops-read|--iops-write N] [--throttle-burst-ms MS]\n"
+"                  [--werror=enospc|stop|report|ignore] [--rerror=stop|report|ignore]\n"
+"\n"
+"Limits given change (0 lifts one) within a tenth of a second; the others\n"
+"stay.  The new settings are kept for `imgblk recover`.\n"
+"\n"
+"  -n, --number ID     the device\n"
+"      --werror=ACTION what a failed write does: see imgblk add --help\n"
+"      --rerror=ACTION what a failed read does",
+		.run = cli_cmd_set,
+	},
+	{
+		.name = "pause",
+		.summary = "hold a device's requests until resume",
+		.usage =
+"usage: imgblk pause -n ID\n"
+"\n"
+"Returns once the requests in flight are done; new ones wait (QMP stop).",
+		.run = cli_cmd_pause,
+	},
+	{
+		.name = "resume",
+		.summary = "resume a paused device, retrying the requests it holds",
+		.usage =
+"usage: imgblk resume -n ID\n"
+"\n"
+"Ends a pause, whether `imgblk pause` or an error (--werror/--rerror)\n"
+"caused it: requests held after an error are retried first, then new\n"
+"ones go through (QMP cont).  A device that is not paused is an error.",
+		.run = cli_cmd_resume,
 	},
 	{
 		.name = "qmp",

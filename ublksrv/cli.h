@@ -7,6 +7,7 @@
 #define IMGBLK_CLI_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "server.h"
 
@@ -56,5 +57,12 @@ struct cli_list_opts {
 	unsigned int id;
 };
 int cli_parse_list(int argc, char **argv, struct cli_list_opts *o);
+
+/*
+ * Whether running device @id is paused (its server says so); @reason (of
+ * @len bytes) gets why.  A server that does not answer counts as not
+ * paused.
+ */
+int cli_live_pause_state(unsigned int id, char *reason, size_t len);
 
 #endif

@@ -15,8 +15,6 @@
 #include "ublk.h"
 #include "util.h"
 
-/* Largest device id the driver accepts (UBLK_MAX_UBLKS - 1 in 6.12). */
-#define UBLK_MAX_DEV_ID		((1U << 20) - 1)
 
 enum {
 	OPT_BUFFERED = 0x100,
@@ -448,25 +446,37 @@ int cli_cmd_list(int argc, char **argv)
 		       "QUEUES", "DEPTH", "STATE", "PID", "DEV", "FILE");
 	for (i = 0; i < n; i++) {
 		struct ublk_state s;
-		char dev[32];
+		char dev[32], reason[256] = "";
+		const char *state;
 
 		if (o.have_id && ids[i] != o.id)
 			continue;
 		if (ublk_state_read(ids[i], &s))
 			continue;
 		snprintf(dev, sizeof(dev), UBLK_BDEV_FMT, s.id);
+		state = cli_dev_state(c, &s);
+		/* A live device may be paused: only its server knows. */
+		if (!strcmp(state, "LIVE") && cli_live_pause_state(s.id, reason, sizeof(reason)))
+			state = "PAUSED";
 		if (o.json) {
 			printf("%s\n  {\"id\": %u, \"target\": ", shown ? "," : "", s.id);
 			json_put_string(stdout, s.target);
 			printf(", \"file\": ");
 			json_put_string(stdout, s.file);
-			printf(", \"queues\": %u, \"depth\": %u, \"state\": \"%s\", \"pid\": %d, \"dev\": \"%s\", \"read_only\": %s}",
-			       s.queues, s.depth, cli_dev_state(c, &s), (int)s.pid, dev,
+			printf(", \"queues\": %u, \"depth\": %u, \"state\": \"%s\", \"pid\": %d, \"dev\": \"%s\", \"read_only\": %s",
+			       s.queues, s.depth, state, (int)s.pid, dev,
 			       s.read_only ? "true" : "false");
+			if (reason[0]) {
+				printf(", \"reason\": ");
+				json_put_string(stdout, reason);
+			}
+			printf("}");
 		} else {
 			printf("%-4u %-8s %-6u %-5u %-8s %-7d %-13s %s\n", s.id, s.target,
-			       s.queues, s.depth, cli_dev_state(c, &s), (int)s.pid, dev,
-			       s.file);
+			       s.queues, s.depth, state, (int)s.pid, dev, s.file);
+			/* The reason on a line of its own, under the row. */
+			if (reason[0])
+				printf("     paused: %s\n", reason);
 		}
 		shown++;
 	}

@@ -222,16 +222,16 @@ void ctl_client_close(struct ctl_client *c);
 
 /*
  * The device's control channel (control_cmds.c): serves the device's
- * commands on ublk_ctl_path(@dev_id).  Returns 0 with *@out set, or
- * -errno after printing why.
+ * commands on ublk_ctl_path(@dev's id) and sends its block layer's events
+ * there.  Sets @dev->ctl.  Returns 0 or -errno after printing why.
  */
 struct ublk_dev;
-int ublk_ctl_start(struct ublk_dev *dev, struct ctl_server **out);
+int ublk_ctl_start(struct ublk_dev *dev);
 
 /*
  * Announces SHUTDOWN to the clients, then ctl_server_stop().  After the
- * queue threads ended: nothing may call ctl_event() on @srv afterwards.
+ * queue threads ended.  No-op when it was not started.
  */
-void ublk_ctl_stop(struct ctl_server *srv);
+void ublk_ctl_stop(struct ublk_dev *dev);
 
 #endif

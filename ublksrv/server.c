@@ -414,7 +414,6 @@ static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int repo
 	struct ublk_dev dev = { .tgt = t, .cdev_fd = -1, .feat = o->feat };
 	struct uevent_listener uev = { 0 };
 	struct ublk_housekeeper hk = { 0 };
-	struct ctl_server *ctl = NULL;
 	struct ublk_ctrl ctrl;
 	bool queues_started = false, served = false, added = false, blk_ready = false;
 	char log_path[PATH_MAX];
@@ -491,7 +490,7 @@ static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int repo
 	}
 	if (ret)
 		goto out_stop;
-	ret = ublk_ctl_start(&dev, &ctl);
+	ret = ublk_ctl_start(&dev);
 	if (ret)
 		goto out_stop;
 	ret = ublk_write_state(o, &dev);
@@ -540,7 +539,7 @@ out_stop:
 	}
 	/* No I/O is left: the target's own deferred work can stop too. */
 	ublk_hk_stop(&hk);
-	ublk_ctl_stop(ctl);
+	ublk_ctl_stop(&dev);
 out_close:
 	if (dev.cdev_fd >= 0)
 		close(dev.cdev_fd);

@@ -26,6 +26,8 @@
 #define UBLK_DEF_QUEUES		1
 #define UBLK_DEF_DEPTH		128
 #define UBLK_MAX_QUEUES		64
+/* Largest device id the driver accepts (UBLK_MAX_UBLKS - 1 in 6.12). */
+#define UBLK_MAX_DEV_ID		((1U << 20) - 1)
 /* Largest request the kernel sends us; also the size of each tag's buffer. */
 #define UBLK_IO_BUF_SHIFT	19
 #define UBLK_IO_BUF_BYTES	(1U << UBLK_IO_BUF_SHIFT)
@@ -90,6 +92,7 @@ struct ublk_features {
 };
 
 struct ublk_queue;
+struct ctl_server;
 
 /* One tag: its coroutine, its buffer and the state of its io command. */
 struct ublk_io {
@@ -127,6 +130,7 @@ struct ublk_dev {
 	struct ublk_features feat;
 	/* Every request goes through it; queue i is blk.queues[i]. */
 	struct blk_dev blk;
+	struct ctl_server *ctl;	/* its control channel, once ready */
 
 	/* Queue threads report setup and exit here for the main thread. */
 	pthread_mutex_t lock;
