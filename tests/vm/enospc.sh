@@ -73,7 +73,7 @@ if kill -0 "$WR" 2>/dev/null; then ok "the writer waits, it got no error"; else
 	not_ok "the writer waits, it got no error"
 	diag_file "$T_TMP/writer.rc"
 fi
-if grep -q '"BLOCK_IO_ERROR"' "$T_TMP/events" && grep -q '"nospace": true' "$T_TMP/events" &&
+if grep -q '"BLOCK_IO_ERROR"' "$T_TMP/events" && grep -q '"nospace": *true' "$T_TMP/events" &&
    grep -q '"STOP"' "$T_TMP/events"; then
 	ok "BLOCK_IO_ERROR (nospace) and STOP events"
 else
