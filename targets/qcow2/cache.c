@@ -139,7 +139,7 @@ struct qcow2_cslot *qcow2_cache_lookup_locked(struct qcow2_cache *c, uint64_t of
  * from disk unless @fresh (a newly allocated table: zeros, which the caller
  * fills and marks dirty).  May sleep, and for the L2 cache may run a full
  * metadata flush to make room: the caller must not hold alloc_mutex then.
- * Returns 0 or -errno.
+ * Returns 0 or -errno; -EIO, the image marked corrupt, for @off 0.
  */
 int qcow2_cache_get(struct qcow2 *q, struct qcow2_cache *c, uint64_t off,
 		    bool fresh, struct qcow2_cslot **out)
@@ -149,6 +149,16 @@ int qcow2_cache_get(struct qcow2 *q, struct qcow2_cache *c, uint64_t off,
 	ssize_t n;
 	int i, ret;
 
+	/*
+	 * Offset 0 is the header, never a table, and it is also what marks
+	 * an empty slot: a slot linked under 0 would be taken for free and
+	 * linked a second time, turning its hash chain into a cycle.  Only
+	 * an allocation trusting a refcount of 0 for cluster 0 gets here
+	 * (QEMU refuses it the same way).
+	 */
+	if (!off)
+		return qcow2_mark_corrupt(q, c->is_l2 ? "L2 table at offset 0 (the header)" :
+					  "refcount block at offset 0 (the header)");
 	pthread_mutex_lock(&q->lock);
 	for (;;) {
 		i = qcow2_cache_find(c, off);

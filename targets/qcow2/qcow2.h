@@ -197,7 +197,7 @@ enum qcow2_kind {
  * loading (readers wait on @wq) or pinned.
  */
 struct qcow2_cslot {
-	uint64_t off;			/* host offset of the table; 0: empty */
+	uint64_t off;			/* host offset of the table; 0: empty (never a table) */
 	void *buf;
 	unsigned int pin;
 	bool loading;
