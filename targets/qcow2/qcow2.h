@@ -384,6 +384,12 @@ struct qcow2 {
 
 	/* The snapshot table (nb_snapshots entries); changed only by verbs. */
 	struct qcow2_snapshot *snaps;
+	/*
+	 * The bytes the table at snapshots_offset takes in the file, kept
+	 * with nb_snapshots by snapshot.c so that overlap.c, below it, need
+	 * not walk the entries.
+	 */
+	uint64_t snap_table_bytes;
 	struct tgt_snapshot_info *snap_info;	/* for ->snapshot_list */
 };
 
@@ -588,7 +594,6 @@ int64_t qcow2_block_status(struct tgt *t, uint64_t off, uint64_t len,
 
 /* snapshot.c */
 int qcow2_load_snapshots(struct qcow2 *q);
-uint64_t qcow2_snap_table_bytes(const struct qcow2 *q);
 void qcow2_free_snapshots(struct qcow2 *q);
 int qcow2_open_snapshot(struct qcow2 *q, const char *which);
 int qcow2_snapshot_list(struct tgt *t, const struct tgt_snapshot_info **list);
