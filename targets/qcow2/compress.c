@@ -115,14 +115,14 @@ static int qcow2_store_compressed(struct qcow2 *q, uint64_t gc, const void *cdat
 {
 	unsigned int l2i = qcow2_l2_index(q, gc);
 	uint64_t old, blk, start, end, nsec;
-	struct qcow2_inflight inf;
+	struct range_entry inf;
 	struct qcow2_cslot *slot;
 	uint8_t *wbuf = NULL;
 	int64_t host;
 	int ret;
 
 	/* W1: the guest cluster is ours until its entry is set. */
-	qcow2_inflight_add(q, &inf, gc, gc);
+	qcow2_clusters_lock(q, &inf, gc, gc);
 	ret = qcow2_l2_get_for_write(q, gc, &slot);
 	if (ret)
 		goto out_inflight;
@@ -193,7 +193,7 @@ static int qcow2_store_compressed(struct qcow2 *q, uint64_t gc, const void *cdat
 out_slot:
 	qcow2_cache_put(q, &q->l2c, slot);
 out_inflight:
-	qcow2_inflight_del(q, &inf);
+	qcow2_clusters_unlock(q, &inf);
 	return ret;
 }
 

@@ -76,6 +76,7 @@ static void qcow2_free(struct qcow2 *q)
 	exec_mutex_destroy(&q->alloc_mutex);
 	exec_mutex_destroy(&q->hdr_mutex);
 	exec_mutex_destroy(&q->comp_mutex);
+	range_lock_destroy(&q->inflight);
 	pthread_mutex_destroy(&q->lock);
 	free(q);
 }
@@ -187,7 +188,8 @@ static int qcow2_open(struct tgt *t)
 	exec_mutex_init(&q->hdr_mutex);
 	exec_mutex_init(&q->comp_mutex);
 	q->comp_blk_off = UINT64_MAX;
-	exec_waitq_init(&q->inflight_wq);
+	range_lock_init(&q->inflight);
+	exec_waitq_init(&q->l2_alloc_wq);
 	exec_waitq_init(&q->flush_wq);
 	exec_waitq_init(&q->epoch_wq);
 	t->priv = q;

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "exec.h"
+#include "rangelock.h"
 #include "tgt.h"
 
 #define QCOW2_MAGIC		0x514649fbU	/* "QFI\xfb" */
@@ -244,12 +245,6 @@ struct qcow2_ovl {
 	bool on;			/* read-write open: writes are checked */
 };
 
-/* A guest range (in clusters) being allocated, discarded or zeroed. */
-struct qcow2_inflight {
-	uint64_t first, last;		/* guest clusters, inclusive */
-	struct qcow2_inflight *next;
-};
-
 /* A host range to release once the L2 change that dropped it is on disk. */
 struct qcow2_free {
 	uint64_t off;
@@ -330,10 +325,11 @@ struct qcow2 {
 	 */
 	bool corrupt;
 
-	struct qcow2_inflight *inflight;	/* guest ranges being changed */
+	/* Guest bytes being allocated, discarded or zeroed (W1). */
+	struct range_lock inflight;
 	uint64_t *l2_allocating;		/* L1 indexes getting a table */
 	unsigned int nr_l2_allocating, cap_l2_allocating;
-	struct exec_waitq inflight_wq;
+	struct exec_waitq l2_alloc_wq;		/* an L1 index got its table */
 
 	bool flushing;			/* L1/L2 changes wait: a flush orders them */
 	struct exec_waitq flush_wq;
@@ -392,6 +388,24 @@ struct qcow2 {
 	uint64_t snap_table_bytes;
 	struct tgt_snapshot_info *snap_info;	/* for ->snapshot_list */
 };
+
+/*
+ * W1: owns guest clusters [@first, @last] for an allocation, a discard or
+ * a zeroing; sleeps while another owner holds any of them.  A second
+ * writer of the same clusters so finds them allocated, never allocates
+ * them twice.  Not with q->lock held.  Released by qcow2_clusters_unlock().
+ */
+static inline void qcow2_clusters_lock(struct qcow2 *q, struct range_entry *e,
+				       uint64_t first, uint64_t last)
+{
+	range_lock(&q->inflight, e, first << q->cluster_bits,
+		   (last - first + 1) << q->cluster_bits);
+}
+
+static inline void qcow2_clusters_unlock(struct qcow2 *q, struct range_entry *e)
+{
+	range_unlock(&q->inflight, e);
+}
 
 #define QCOW2_ZERO_BUF_BYTES	(1U << 20)
 
@@ -578,9 +592,6 @@ int qcow2_write_alloc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t l
 int qcow2_write_compressed(struct qcow2 *q, const void *buf, uint32_t len, uint64_t off);
 
 /* io.c */
-void qcow2_inflight_add(struct qcow2 *q, struct qcow2_inflight *f, uint64_t first,
-			uint64_t last);
-void qcow2_inflight_del(struct qcow2 *q, struct qcow2_inflight *f);
 int qcow2_before_write(struct qcow2 *q);
 int qcow2_read_at(int fd, void *buf, uint64_t len, uint64_t off);
 int qcow2_read(struct tgt *t, void *buf, uint32_t len, uint64_t off);
