@@ -198,14 +198,18 @@ out_inflight:
 }
 
 /*
- * The TGT_W_COMPRESS write: [off, off + len) is whole clusters (the last
- * may end at the end of the image).  Returns @len or -errno.
+ * Stores the clusters of [off, off + len) compressed, in order, until one
+ * is better written normally: its compressed form is no smaller, or it is
+ * allocated in this layer (QEMU refuses to compress over one).  The range
+ * is whole clusters (the last may end at the end of the image); the
+ * caller (io.c, TGT_W_COMPRESS) writes that cluster and calls again for
+ * the rest.  Returns the bytes stored (@len: all of them), or -errno.
  */
-int qcow2_write_compressed(struct qcow2 *q, const void *buf, uint32_t len, uint64_t off)
+int64_t qcow2_write_compressed(struct qcow2 *q, const void *buf, uint64_t len, uint64_t off)
 {
 	uint64_t done = 0;
 	void *cluster = NULL, *cdata = NULL;
-	int ret = 0;
+	int64_t ret = 0;
 
 	if (qcow2_off_in_cluster(q, off) ||
 	    (qcow2_off_in_cluster(q, len) && off + len != q->size_bytes))
@@ -227,14 +231,14 @@ int qcow2_write_compressed(struct qcow2 *q, const void *buf, uint32_t len, uint6
 		ret = clen;
 		if (clen >= 0)
 			ret = qcow2_store_compressed(q, (off + done) >> q->cluster_bits, cdata, clen);
+		/* No gain, or already allocated here: the caller writes it plainly. */
 		if (ret == -ENOSPC || ret == 0)
-			/* No gain, or already allocated here: a plain write. */
-			ret = qcow2_write(q->t, (const char *)buf + done, n, off + done, 0);
+			break;
 		if (ret < 0)
 			goto out;
 		done += n;
 	}
-	ret = len;
+	ret = done;
 out:
 	free(cluster);
 	free(cdata);

@@ -123,19 +123,14 @@ static bool qcow2_flush_running(struct qcow2 *q)
 	return running;
 }
 
-int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
-		       unsigned int flags)
+/* The uncompressed write of [off, off + len).  Returns @len or -errno. */
+static int qcow2_write_plain(struct qcow2 *q, const void *buf, uint32_t len, uint64_t off,
+			     unsigned int flags)
 {
-	struct qcow2 *q = t->priv;
 	bool meta_changed = false;
 	uint32_t done = 0;
 	int ret;
 
-	ret = qcow2_before_write(q);
-	if (ret)
-		return ret;
-	if (flags & TGT_W_COMPRESS)
-		return qcow2_write_compressed(q, buf, len, off);
 	while (done < len) {
 		struct qcow2_map m;
 		uint64_t n;
@@ -188,6 +183,48 @@ int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
 			return ret;
 	}
 	return len;
+}
+
+/*
+ * TGT_W_COMPRESS (`convert -c`): compress.c stores what it can and stops
+ * at a cluster better written as it is, which goes through the normal
+ * path here.  Returns @len or -errno.
+ */
+static int qcow2_write_compress(struct qcow2 *q, const void *buf, uint32_t len, uint64_t off)
+{
+	uint32_t done = 0, n;
+	int64_t stored;
+	int ret;
+
+	while (done < len) {
+		stored = qcow2_write_compressed(q, (const char *)buf + done, len - done,
+						off + done);
+		if (stored < 0)
+			return stored;
+		done += stored;
+		if (done == len)
+			break;
+		n = MIN(len - done, q->cluster_size);
+		ret = qcow2_write_plain(q, (const char *)buf + done, n, off + done, 0);
+		if (ret < 0)
+			return ret;
+		done += n;
+	}
+	return len;
+}
+
+int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
+		unsigned int flags)
+{
+	struct qcow2 *q = t->priv;
+	int ret;
+
+	ret = qcow2_before_write(q);
+	if (ret)
+		return ret;
+	if (flags & TGT_W_COMPRESS)
+		return qcow2_write_compress(q, buf, len, off);
+	return qcow2_write_plain(q, buf, len, off, flags);
 }
 
 int qcow2_flush(struct tgt *t)

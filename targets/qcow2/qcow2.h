@@ -589,7 +589,7 @@ int qcow2_write_alloc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t l
 		      uint64_t *done);
 
 /* compress.c */
-int qcow2_write_compressed(struct qcow2 *q, const void *buf, uint32_t len, uint64_t off);
+int64_t qcow2_write_compressed(struct qcow2 *q, const void *buf, uint64_t len, uint64_t off);
 
 /* io.c */
 int qcow2_before_write(struct qcow2 *q);
