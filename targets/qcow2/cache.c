@@ -6,8 +6,9 @@
  * slot being read is marked loading, and whoever wants it sleeps on the
  * cache's wait queue until the load ends.  A pinned slot is never evicted;
  * a dirty one is evicted only after it has been written back in the
- * crash-safe order (for L2 tables that means a full metadata flush, see
- * flush.c), so eviction never reorders metadata writes.
+ * crash-safe order (for L2 tables, after the refcounts and data they
+ * depend on: the cache's ordered_writeback, flush.c's, set at open), so
+ * eviction never reorders metadata writes.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -16,7 +17,13 @@
 #include "qcow2.h"
 #include "util.h"
 
-int qcow2_cache_init(struct qcow2_cache *c, unsigned int nr, bool is_l2)
+/*
+ * Sets up @c with @nr slots; @is_l2: tables of big-endian u64 entries
+ * kept in host order; @ordered_writeback: see struct qcow2_cache.
+ * Returns 0 or -ENOMEM.
+ */
+int qcow2_cache_init(struct qcow2_cache *c, unsigned int nr, bool is_l2,
+		     int (*ordered_writeback)(struct qcow2 *q))
 {
 	unsigned int i, hn = 1;
 
@@ -37,6 +44,7 @@ int qcow2_cache_init(struct qcow2_cache *c, unsigned int nr, bool is_l2)
 	c->nr = nr;
 	c->hash_mask = hn - 1;
 	c->is_l2 = is_l2;
+	c->ordered_writeback = ordered_writeback;
 	exec_waitq_init(&c->wq);
 	return 0;
 }
@@ -137,8 +145,9 @@ struct qcow2_cslot *qcow2_cache_lookup_locked(struct qcow2_cache *c, uint64_t of
 /*
  * Returns, pinned, the slot holding the table at host offset @off, read
  * from disk unless @fresh (a newly allocated table: zeros, which the caller
- * fills and marks dirty).  May sleep, and for the L2 cache may run a full
- * metadata flush to make room: the caller must not hold alloc_mutex then.
+ * fills and marks dirty).  May sleep, and may write dirty tables back to
+ * make room (for the L2 cache through its ordered_writeback, which takes
+ * alloc_mutex: the caller must not hold it then).
  * Returns 0 or -errno; -EIO, the image marked corrupt, for @off 0.
  */
 int qcow2_cache_get(struct qcow2 *q, struct qcow2_cache *c, uint64_t off,
@@ -185,7 +194,8 @@ int qcow2_cache_get(struct qcow2 *q, struct qcow2_cache *c, uint64_t off,
 			break;
 		if (have_dirty) {
 			pthread_mutex_unlock(&q->lock);
-			ret = c->is_l2 ? qcow2_flush_meta(q) : qcow2_cache_writeback(q, c);
+			ret = c->ordered_writeback ? c->ordered_writeback(q) :
+						     qcow2_cache_writeback(q, c);
 			if (ret)
 				return ret;
 			pthread_mutex_lock(&q->lock);

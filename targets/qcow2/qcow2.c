@@ -111,14 +111,15 @@ static int qcow2_init_caches(struct qcow2 *q)
 
 	/* By default the whole image's tables, up to the limit. */
 	nr = MIN(tables, limit >> q->cluster_bits);
-	ret = qcow2_cache_init(&q->l2c, MAX(nr, QCOW2_CACHE_MIN_SLOTS), true);
+	ret = qcow2_cache_init(&q->l2c, MAX(nr, QCOW2_CACHE_MIN_SLOTS), true,
+			       qcow2_flush_l2_cache);
 	if (ret)
 		return ret;
 	for (i = 0; i < q->rt_size; i++)
 		blocks += !!q->rt[i];
 	nr = MIN(blocks + QCOW2_CACHE_MIN_SLOTS,
 		 (uint64_t)QCOW2_RB_CACHE_MAX_BYTES >> q->cluster_bits);
-	return qcow2_cache_init(&q->rbc, MAX(nr, QCOW2_CACHE_MIN_SLOTS), false);
+	return qcow2_cache_init(&q->rbc, MAX(nr, QCOW2_CACHE_MIN_SLOTS), false, NULL);
 }
 
 static int qcow2_open_data_file(struct qcow2 *q, bool rdonly)

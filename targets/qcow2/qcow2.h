@@ -190,6 +190,8 @@ enum qcow2_kind {
 	QCOW2_COMPRESSED,	/* compressed data at a host byte offset */
 };
 
+struct qcow2;
+
 /*
  * A cache of cluster-sized tables: L2 tables (host-endian u64 entries) or
  * refcount blocks (on-disk bytes).  Slots are found by host offset through
@@ -215,6 +217,14 @@ struct qcow2_cache {
 	unsigned int hash_mask;
 	uint64_t lru_clock;
 	bool is_l2;			/* entries are converted to host order */
+	/*
+	 * Makes room when every unpinned slot is dirty: writes the dirty
+	 * tables back in crash-safe order, after what they depend on (QEMU's
+	 * qcow2_cache_set_dependency).  Set at open by the layer that knows
+	 * the order (flush.c for L2 tables); NULL: qcow2_cache_writeback(),
+	 * for tables that depend on nothing (refcount blocks).
+	 */
+	int (*ordered_writeback)(struct qcow2 *q);
 	unsigned int nr_dirty;
 	struct exec_waitq wq;		/* loads done, slots unpinned */
 };
@@ -538,7 +548,8 @@ void qcow2_epoch_get(struct qcow2 *q, unsigned int *epoch);
 void qcow2_epoch_put(struct qcow2 *q, unsigned int epoch);
 
 /* cache.c */
-int qcow2_cache_init(struct qcow2_cache *c, unsigned int nr, bool is_l2);
+int qcow2_cache_init(struct qcow2_cache *c, unsigned int nr, bool is_l2,
+		     int (*ordered_writeback)(struct qcow2 *q));
 void qcow2_cache_destroy(struct qcow2 *q, struct qcow2_cache *c);
 int qcow2_cache_get(struct qcow2 *q, struct qcow2_cache *c, uint64_t off,
 		    bool fresh, struct qcow2_cslot **out);
@@ -577,6 +588,7 @@ int qcow2_release_frees(struct qcow2 *q);
 
 /* flush.c */
 int qcow2_flush_meta(struct qcow2 *q);
+int qcow2_flush_l2_cache(struct qcow2 *q);
 int qcow2_mark_clean(struct qcow2 *q);
 int qcow2_write_table_sectors(struct qcow2 *q, enum qcow2_meta kind, uint64_t table_off,
 			      const uint64_t *table, uint8_t *dirty, uint64_t nr_sectors);
