@@ -11,17 +11,6 @@
 #include "qcow2.h"
 #include "util.h"
 
-/* Reads whole [off, off + len) from @fd; zeros past end of file.  Returns 0 or -errno. */
-int qcow2_read_at(int fd, void *buf, uint64_t len, uint64_t off)
-{
-	ssize_t n = exec_pread(fd, buf, len, off);
-
-	if (n < 0)
-		return n;
-	memset((char *)buf + n, 0, len - n);
-	return 0;
-}
-
 int qcow2_read(struct tgt *t, void *buf, uint32_t len, uint64_t off)
 {
 	struct qcow2 *q = t->priv;

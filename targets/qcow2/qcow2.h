@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "exec.h"
 #include "rangelock.h"
@@ -417,6 +418,20 @@ static inline void qcow2_clusters_unlock(struct qcow2 *q, struct range_entry *e)
 	range_unlock(&q->inflight, e);
 }
 
+/*
+ * Reads whole [off, off + len) from @fd; zeros past end of file (every
+ * layer reads tables and data this way).  Returns 0 or -errno.
+ */
+static inline int qcow2_read_at(int fd, void *buf, uint64_t len, uint64_t off)
+{
+	ssize_t n = exec_pread(fd, buf, len, off);
+
+	if (n < 0)
+		return n;
+	memset((char *)buf + n, 0, len - n);
+	return 0;
+}
+
 #define QCOW2_ZERO_BUF_BYTES	(1U << 20)
 
 /*
@@ -605,7 +620,6 @@ int64_t qcow2_write_compressed(struct qcow2 *q, const void *buf, uint64_t len, u
 
 /* io.c */
 int qcow2_before_write(struct qcow2 *q);
-int qcow2_read_at(int fd, void *buf, uint64_t len, uint64_t off);
 int qcow2_read(struct tgt *t, void *buf, uint32_t len, uint64_t off);
 int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
 		unsigned int flags);
