@@ -264,13 +264,12 @@ static int io_body(void *arg)
 	if (ret)
 		goto out;
 	for (i = 0; i < c->nr_cmds; i++) {
-		ret = io_run_cmd(c, c->cmds[i]);
-		if (ret) {
-			/* qemu-io goes on after a mismatch but not after an error. */
+		/*
+		 * qemu-io 7.2 runs every command, after a failed one too,
+		 * and exits 1 if any failed or mismatched.
+		 */
+		if (io_run_cmd(c, c->cmds[i]))
 			status = CLI_EXIT_ERR;
-			if (ret < 0)
-				break;
-		}
 	}
 	free(c->bounce);
 out:

@@ -352,7 +352,7 @@ static int qcow2_amend_refcount_order(struct qcow2 *q, unsigned int order)
 	q->rt = NULL;
 	i_nr = q->rbc.nr;
 	qcow2_cache_destroy(q, &q->rbc);
-	ret = qcow2_cache_init(&q->rbc, i_nr, false);
+	ret = qcow2_cache_init(&q->rbc, i_nr, false, NULL);
 	q->refcount_order = order;
 	q->rb_bits = rb_bits;
 	q->refcount_max = max;

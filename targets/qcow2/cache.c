@@ -6,8 +6,9 @@
  * slot being read is marked loading, and whoever wants it sleeps on the
  * cache's wait queue until the load ends.  A pinned slot is never evicted;
  * a dirty one is evicted only after it has been written back in the
- * crash-safe order (for L2 tables that means a full metadata flush, see
- * flush.c), so eviction never reorders metadata writes.
+ * crash-safe order (for L2 tables, after the refcounts and data they
+ * depend on: the cache's ordered_writeback, flush.c's, set at open), so
+ * eviction never reorders metadata writes.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -16,7 +17,13 @@
 #include "qcow2.h"
 #include "util.h"
 
-int qcow2_cache_init(struct qcow2_cache *c, unsigned int nr, bool is_l2)
+/*
+ * Sets up @c with @nr slots; @is_l2: tables of big-endian u64 entries
+ * kept in host order; @ordered_writeback: see struct qcow2_cache.
+ * Returns 0 or -ENOMEM.
+ */
+int qcow2_cache_init(struct qcow2_cache *c, unsigned int nr, bool is_l2,
+		     int (*ordered_writeback)(struct qcow2 *q))
 {
 	unsigned int i, hn = 1;
 
@@ -37,6 +44,7 @@ int qcow2_cache_init(struct qcow2_cache *c, unsigned int nr, bool is_l2)
 	c->nr = nr;
 	c->hash_mask = hn - 1;
 	c->is_l2 = is_l2;
+	c->ordered_writeback = ordered_writeback;
 	exec_waitq_init(&c->wq);
 	return 0;
 }
@@ -137,9 +145,10 @@ struct qcow2_cslot *qcow2_cache_lookup_locked(struct qcow2_cache *c, uint64_t of
 /*
  * Returns, pinned, the slot holding the table at host offset @off, read
  * from disk unless @fresh (a newly allocated table: zeros, which the caller
- * fills and marks dirty).  May sleep, and for the L2 cache may run a full
- * metadata flush to make room: the caller must not hold alloc_mutex then.
- * Returns 0 or -errno.
+ * fills and marks dirty).  May sleep, and may write dirty tables back to
+ * make room (for the L2 cache through its ordered_writeback, which takes
+ * alloc_mutex: the caller must not hold it then).
+ * Returns 0 or -errno; -EIO, the image marked corrupt, for @off 0.
  */
 int qcow2_cache_get(struct qcow2 *q, struct qcow2_cache *c, uint64_t off,
 		    bool fresh, struct qcow2_cslot **out)
@@ -149,6 +158,16 @@ int qcow2_cache_get(struct qcow2 *q, struct qcow2_cache *c, uint64_t off,
 	ssize_t n;
 	int i, ret;
 
+	/*
+	 * Offset 0 is the header, never a table, and it is also what marks
+	 * an empty slot: a slot linked under 0 would be taken for free and
+	 * linked a second time, turning its hash chain into a cycle.  Only
+	 * an allocation trusting a refcount of 0 for cluster 0 gets here
+	 * (QEMU refuses it the same way).
+	 */
+	if (!off)
+		return qcow2_mark_corrupt(q, c->is_l2 ? "L2 table at offset 0 (the header)" :
+					  "refcount block at offset 0 (the header)");
 	pthread_mutex_lock(&q->lock);
 	for (;;) {
 		i = qcow2_cache_find(c, off);
@@ -175,7 +194,8 @@ int qcow2_cache_get(struct qcow2 *q, struct qcow2_cache *c, uint64_t off,
 			break;
 		if (have_dirty) {
 			pthread_mutex_unlock(&q->lock);
-			ret = c->is_l2 ? qcow2_flush_meta(q) : qcow2_cache_writeback(q, c);
+			ret = c->ordered_writeback ? c->ordered_writeback(q) :
+						     qcow2_cache_writeback(q, c);
 			if (ret)
 				return ret;
 			pthread_mutex_lock(&q->lock);

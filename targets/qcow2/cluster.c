@@ -464,7 +464,7 @@ static void qcow2_l2_allocating_del(struct qcow2 *q, uint64_t l1i)
 			q->l2_allocating[i] = q->l2_allocating[--q->nr_l2_allocating];
 			break;
 		}
-	exec_waitq_wake_all(&q->inflight_wq);
+	exec_waitq_wake_all(&q->l2_alloc_wq);
 }
 
 /*
@@ -589,7 +589,7 @@ int qcow2_l2_get_for_write(struct qcow2 *q, uint64_t gc, struct qcow2_cslot **sl
 		if ((l1e & QCOW2_L1_OFFSET_MASK) && (l1e & QCOW2_COPIED))
 			break;
 		if (qcow2_l2_allocating(q, l1i)) {
-			exec_waitq_sleep(&q->inflight_wq, &q->lock);
+			exec_waitq_sleep(&q->l2_alloc_wq, &q->lock);
 			continue;
 		}
 		if (q->nr_l2_allocating == q->cap_l2_allocating) {

@@ -115,14 +115,14 @@ static int qcow2_store_compressed(struct qcow2 *q, uint64_t gc, const void *cdat
 {
 	unsigned int l2i = qcow2_l2_index(q, gc);
 	uint64_t old, blk, start, end, nsec;
-	struct qcow2_inflight inf;
+	struct range_entry inf;
 	struct qcow2_cslot *slot;
 	uint8_t *wbuf = NULL;
 	int64_t host;
 	int ret;
 
 	/* W1: the guest cluster is ours until its entry is set. */
-	qcow2_inflight_add(q, &inf, gc, gc);
+	qcow2_clusters_lock(q, &inf, gc, gc);
 	ret = qcow2_l2_get_for_write(q, gc, &slot);
 	if (ret)
 		goto out_inflight;
@@ -193,19 +193,23 @@ static int qcow2_store_compressed(struct qcow2 *q, uint64_t gc, const void *cdat
 out_slot:
 	qcow2_cache_put(q, &q->l2c, slot);
 out_inflight:
-	qcow2_inflight_del(q, &inf);
+	qcow2_clusters_unlock(q, &inf);
 	return ret;
 }
 
 /*
- * The TGT_W_COMPRESS write: [off, off + len) is whole clusters (the last
- * may end at the end of the image).  Returns @len or -errno.
+ * Stores the clusters of [off, off + len) compressed, in order, until one
+ * is better written normally: its compressed form is no smaller, or it is
+ * allocated in this layer (QEMU refuses to compress over one).  The range
+ * is whole clusters (the last may end at the end of the image); the
+ * caller (io.c, TGT_W_COMPRESS) writes that cluster and calls again for
+ * the rest.  Returns the bytes stored (@len: all of them), or -errno.
  */
-int qcow2_write_compressed(struct qcow2 *q, const void *buf, uint32_t len, uint64_t off)
+int64_t qcow2_write_compressed(struct qcow2 *q, const void *buf, uint64_t len, uint64_t off)
 {
 	uint64_t done = 0;
 	void *cluster = NULL, *cdata = NULL;
-	int ret = 0;
+	int64_t ret = 0;
 
 	if (qcow2_off_in_cluster(q, off) ||
 	    (qcow2_off_in_cluster(q, len) && off + len != q->size_bytes))
@@ -227,14 +231,14 @@ int qcow2_write_compressed(struct qcow2 *q, const void *buf, uint32_t len, uint6
 		ret = clen;
 		if (clen >= 0)
 			ret = qcow2_store_compressed(q, (off + done) >> q->cluster_bits, cdata, clen);
+		/* No gain, or already allocated here: the caller writes it plainly. */
 		if (ret == -ENOSPC || ret == 0)
-			/* No gain, or already allocated here: a plain write. */
-			ret = qcow2_write(q->t, (const char *)buf + done, n, off + done, 0);
+			break;
 		if (ret < 0)
 			goto out;
 		done += n;
 	}
-	ret = len;
+	ret = done;
 out:
 	free(cluster);
 	free(cdata);

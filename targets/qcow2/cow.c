@@ -190,7 +190,7 @@ static int qcow2_write_alloc_sc(struct qcow2 *q, const void *buf, uint64_t off, 
 	unsigned int l2i = qcow2_l2_index(q, gc), s0, s1, i, pf, pl;
 	uint64_t e, bm, newbm, put, a, b, got;
 	enum qcow2_kind kind;
-	struct qcow2_inflight inf;
+	struct range_entry inf;
 	struct qcow2_cslot *slot;
 	uint8_t *bounce = NULL;
 	void *cbuf = NULL;
@@ -200,7 +200,7 @@ static int qcow2_write_alloc_sc(struct qcow2 *q, const void *buf, uint64_t off, 
 	int ret;
 
 	*done = 0;
-	qcow2_inflight_add(q, &inf, gc, gc);
+	qcow2_clusters_lock(q, &inf, gc, gc);
 	ret = qcow2_l2_get_for_write(q, gc, &slot);
 	if (ret)
 		goto out_inflight;
@@ -323,7 +323,7 @@ out_free:
 out_slot:
 	qcow2_cache_put(q, &q->l2c, slot);
 out_inflight:
-	qcow2_inflight_del(q, &inf);
+	qcow2_clusters_unlock(q, &inf);
 	return ret;
 }
 
@@ -341,7 +341,7 @@ int qcow2_write_alloc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t l
 	unsigned int l2i = qcow2_l2_index(q, gc0);
 	uint64_t n, got, i, run_off, run_bytes, wend, head, tail;
 	uint64_t first_e, last_e, *l2;
-	struct qcow2_inflight inf;
+	struct range_entry inf;
 	struct qcow2_cslot *slot;
 	void *bounce = NULL;
 	bool fresh;
@@ -355,7 +355,7 @@ int qcow2_write_alloc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t l
 	gcl = MIN(gcl, gc0 + MAX(1ULL, QCOW2_MAX_ALLOC_BYTES >> q->cluster_bits) - 1);
 
 	/* W1: own the guest clusters: overlapping allocations wait for us. */
-	qcow2_inflight_add(q, &inf, gc0, gcl);
+	qcow2_clusters_lock(q, &inf, gc0, gcl);
 	ret = qcow2_l2_get_for_write(q, gc0, &slot);
 	if (ret)
 		goto out_inflight;
@@ -370,7 +370,7 @@ int qcow2_write_alloc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t l
 	if (!n) {
 		/* Allocated meanwhile (we waited for its writer), or corrupt. */
 		qcow2_cache_put(q, &q->l2c, slot);
-		qcow2_inflight_del(q, &inf);
+		qcow2_clusters_unlock(q, &inf);
 		if (!qcow2_l2_valid(q, first_e))
 			return qcow2_mark_corrupt(q, "L2 entry with reserved bits or unaligned offset");
 		return 0;
@@ -466,6 +466,6 @@ int qcow2_write_alloc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t l
 out_slot:
 	qcow2_cache_put(q, &q->l2c, slot);
 out_inflight:
-	qcow2_inflight_del(q, &inf);
+	qcow2_clusters_unlock(q, &inf);
 	return ret;
 }

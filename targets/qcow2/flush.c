@@ -76,18 +76,18 @@ static int qcow2_sync(struct qcow2 *q)
 	return ret;
 }
 
-static int qcow2_flush_locked(struct qcow2 *q)
+/*
+ * F1, F2, R1 and Z1: what an L2 table on disk depends on (refcounts, the
+ * data it maps, the refcount table entries naming new blocks, the dirty
+ * bit of lazy refcounts) made durable.  @l1_dirty and @frees: L1 entries
+ * and releases will follow (a full flush), which Z1 must cover too.
+ * Caller holds alloc_mutex with `flushing` set.  Returns 0 or -errno.
+ */
+static int qcow2_flush_deps(struct qcow2 *q, bool l1_dirty, bool frees)
 {
-	uint64_t l1_sectors = ALIGN_UP((uint64_t)q->l1_size * 8, q->cluster_size) / q->dio_align;
 	uint64_t rt_sectors = q->rt_size * 8 / q->dio_align;
 	bool rt_dirty = qcow2_any(q->rt_dirty, rt_sectors);
-	bool l1_dirty = qcow2_any(q->l1_dirty, l1_sectors);
-	bool frees;
 	int ret;
-
-	pthread_mutex_lock(&q->lock);
-	frees = q->nr_frees;
-	pthread_mutex_unlock(&q->lock);
 
 	/*
 	 * F1: new refcounts; F2's sync also makes completed data writes
@@ -122,14 +122,40 @@ static int qcow2_flush_locked(struct qcow2 *q)
 			return ret;
 		q->lazy_dirty = true;
 	}
-	if (q->l2c.nr_dirty) {
-		/* F3: L2 entries, now that their clusters' refcounts and data are durable. */
-		ret = qcow2_cache_writeback(q, &q->l2c);
-		if (!ret)
-			ret = exec_fdatasync(q->fd);
-		if (ret)
-			return ret;
-	}
+	return 0;
+}
+
+/*
+ * F3: L2 entries, once their clusters' refcounts and data are durable
+ * (qcow2_flush_deps()).  Synced: an L1 entry written later (F4) may
+ * point at one of these tables.  Returns 0 or -errno.
+ */
+static int qcow2_flush_l2_tables(struct qcow2 *q)
+{
+	int ret;
+
+	if (!q->l2c.nr_dirty)
+		return 0;
+	ret = qcow2_cache_writeback(q, &q->l2c);
+	return ret ? ret : exec_fdatasync(q->fd);
+}
+
+static int qcow2_flush_locked(struct qcow2 *q)
+{
+	uint64_t l1_sectors = ALIGN_UP((uint64_t)q->l1_size * 8, q->cluster_size) / q->dio_align;
+	bool l1_dirty = qcow2_any(q->l1_dirty, l1_sectors);
+	bool frees;
+	int ret;
+
+	pthread_mutex_lock(&q->lock);
+	frees = q->nr_frees;
+	pthread_mutex_unlock(&q->lock);
+
+	ret = qcow2_flush_deps(q, l1_dirty, frees);
+	if (!ret)
+		ret = qcow2_flush_l2_tables(q);
+	if (ret)
+		return ret;
 	if (l1_dirty) {
 		/* F4: L1 entries, after the new L2 tables they point to. */
 		ret = qcow2_write_table_sectors(q, QCOW2_META_L1, q->l1_offset, q->l1,
@@ -151,6 +177,27 @@ static int qcow2_flush_locked(struct qcow2 *q)
 }
 
 /*
+ * Holds off refcount changes (alloc_mutex) and L1/L2 changes (`flushing`)
+ * while the tables are ordered.
+ */
+static void qcow2_flush_begin(struct qcow2 *q)
+{
+	exec_mutex_lock(&q->alloc_mutex);
+	pthread_mutex_lock(&q->lock);
+	q->flushing = true;
+	pthread_mutex_unlock(&q->lock);
+}
+
+static void qcow2_flush_end(struct qcow2 *q)
+{
+	pthread_mutex_lock(&q->lock);
+	q->flushing = false;
+	exec_waitq_wake_all(&q->flush_wq);
+	pthread_mutex_unlock(&q->lock);
+	exec_mutex_unlock(&q->alloc_mutex);
+}
+
+/*
  * Writes back all dirty metadata in dependency order and makes it and
  * every completed data write durable.  L1/L2 changes wait meanwhile;
  * reads and in-place writes go on.  Returns 0 or -errno.
@@ -166,18 +213,31 @@ int qcow2_flush_meta(struct qcow2 *q)
 	 */
 	if (qcow2_is_corrupt(q))
 		return qcow2_meta_dirty(q) ? -EIO : qcow2_sync(q);
-	exec_mutex_lock(&q->alloc_mutex);
-	pthread_mutex_lock(&q->lock);
-	q->flushing = true;
-	pthread_mutex_unlock(&q->lock);
-
+	qcow2_flush_begin(q);
 	ret = qcow2_flush_locked(q);
+	qcow2_flush_end(q);
+	return ret;
+}
 
-	pthread_mutex_lock(&q->lock);
-	q->flushing = false;
-	exec_waitq_wake_all(&q->flush_wq);
-	pthread_mutex_unlock(&q->lock);
-	exec_mutex_unlock(&q->alloc_mutex);
+/*
+ * The L2 cache's write-back for eviction (set at open, qcow2_cache_init()):
+ * the metadata L2 tables depend on first (F1, F2, R1, Z1), then the
+ * tables (F3), as a full flush orders them.  L1 entries and releases
+ * (F4, F5) wait for the next full flush; the tables are on disk before
+ * it writes an L1 entry naming them.  The caller must not hold
+ * alloc_mutex.  Returns 0 or -errno (-EIO on a corrupt image).
+ */
+int qcow2_flush_l2_cache(struct qcow2 *q)
+{
+	int ret;
+
+	if (qcow2_is_corrupt(q))
+		return -EIO;
+	qcow2_flush_begin(q);
+	ret = qcow2_flush_deps(q, false, false);
+	if (!ret)
+		ret = qcow2_flush_l2_tables(q);
+	qcow2_flush_end(q);
 	return ret;
 }
 

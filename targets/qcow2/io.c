@@ -11,53 +11,6 @@
 #include "qcow2.h"
 #include "util.h"
 
-static bool qcow2_inflight_overlaps(struct qcow2 *q, uint64_t first, uint64_t last)
-{
-	struct qcow2_inflight *f;
-
-	for (f = q->inflight; f; f = f->next)
-		if (f->first <= last && first <= f->last)
-			return true;
-	return false;
-}
-
-/* Registers guest clusters [first, last], waiting out overlapping owners. */
-void qcow2_inflight_add(struct qcow2 *q, struct qcow2_inflight *f, uint64_t first,
-			uint64_t last)
-{
-	f->first = first;
-	f->last = last;
-	pthread_mutex_lock(&q->lock);
-	while (qcow2_inflight_overlaps(q, first, last))
-		exec_waitq_sleep(&q->inflight_wq, &q->lock);
-	f->next = q->inflight;
-	q->inflight = f;
-	pthread_mutex_unlock(&q->lock);
-}
-
-void qcow2_inflight_del(struct qcow2 *q, struct qcow2_inflight *f)
-{
-	struct qcow2_inflight **p;
-
-	pthread_mutex_lock(&q->lock);
-	for (p = &q->inflight; *p != f; p = &(*p)->next)
-		;
-	*p = f->next;
-	exec_waitq_wake_all(&q->inflight_wq);
-	pthread_mutex_unlock(&q->lock);
-}
-
-/* Reads whole [off, off + len) from @fd; zeros past end of file.  Returns 0 or -errno. */
-int qcow2_read_at(int fd, void *buf, uint64_t len, uint64_t off)
-{
-	ssize_t n = exec_pread(fd, buf, len, off);
-
-	if (n < 0)
-		return n;
-	memset((char *)buf + n, 0, len - n);
-	return 0;
-}
-
 int qcow2_read(struct tgt *t, void *buf, uint32_t len, uint64_t off)
 {
 	struct qcow2 *q = t->priv;
@@ -159,19 +112,14 @@ static bool qcow2_flush_running(struct qcow2 *q)
 	return running;
 }
 
-int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
-		       unsigned int flags)
+/* The uncompressed write of [off, off + len).  Returns @len or -errno. */
+static int qcow2_write_plain(struct qcow2 *q, const void *buf, uint32_t len, uint64_t off,
+			     unsigned int flags)
 {
-	struct qcow2 *q = t->priv;
 	bool meta_changed = false;
 	uint32_t done = 0;
 	int ret;
 
-	ret = qcow2_before_write(q);
-	if (ret)
-		return ret;
-	if (flags & TGT_W_COMPRESS)
-		return qcow2_write_compressed(q, buf, len, off);
 	while (done < len) {
 		struct qcow2_map m;
 		uint64_t n;
@@ -224,6 +172,48 @@ int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
 			return ret;
 	}
 	return len;
+}
+
+/*
+ * TGT_W_COMPRESS (`convert -c`): compress.c stores what it can and stops
+ * at a cluster better written as it is, which goes through the normal
+ * path here.  Returns @len or -errno.
+ */
+static int qcow2_write_compress(struct qcow2 *q, const void *buf, uint32_t len, uint64_t off)
+{
+	uint32_t done = 0, n;
+	int64_t stored;
+	int ret;
+
+	while (done < len) {
+		stored = qcow2_write_compressed(q, (const char *)buf + done, len - done,
+						off + done);
+		if (stored < 0)
+			return stored;
+		done += stored;
+		if (done == len)
+			break;
+		n = MIN(len - done, q->cluster_size);
+		ret = qcow2_write_plain(q, (const char *)buf + done, n, off + done, 0);
+		if (ret < 0)
+			return ret;
+		done += n;
+	}
+	return len;
+}
+
+int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
+		unsigned int flags)
+{
+	struct qcow2 *q = t->priv;
+	int ret;
+
+	ret = qcow2_before_write(q);
+	if (ret)
+		return ret;
+	if (flags & TGT_W_COMPRESS)
+		return qcow2_write_compress(q, buf, len, off);
+	return qcow2_write_plain(q, buf, len, off, flags);
 }
 
 int qcow2_flush(struct tgt *t)
@@ -289,25 +279,25 @@ static int qcow2_clear_range(struct qcow2 *q, uint64_t a, uint64_t b, bool zero)
 		unsigned int l2i = qcow2_l2_index(q, c0), i, nz = 0;
 		uint64_t last = MIN(c1 - 1, c0 + qcow2_l2_entries(q) - l2i - 1), l1e;
 		uint64_t zoff[2], zlen[2];
-		struct qcow2_inflight inf;
+		struct range_entry inf;
 		struct qcow2_cslot *slot;
 		uint64_t *l2;
 		int ret;
 
-		qcow2_inflight_add(q, &inf, c0, last);
+		qcow2_clusters_lock(q, &inf, c0, last);
 		pthread_mutex_lock(&q->lock);
 		l1e = q->l1[qcow2_l1_index(q, c0)];
 		pthread_mutex_unlock(&q->lock);
 		/* No table and nothing to hide: the clusters already read as zeros/backing. */
 		if (!(l1e & QCOW2_L1_OFFSET_MASK) &&
 		    !(q->version >= 3 && q->t->backing)) {
-			qcow2_inflight_del(q, &inf);
+			qcow2_clusters_unlock(q, &inf);
 			c0 = last + 1;
 			continue;
 		}
 		ret = qcow2_l2_get_for_write(q, c0, &slot);
 		if (ret) {
-			qcow2_inflight_del(q, &inf);
+			qcow2_clusters_unlock(q, &inf);
 			return ret;
 		}
 		l2 = slot->buf;
@@ -368,7 +358,7 @@ static int qcow2_clear_range(struct qcow2 *q, uint64_t a, uint64_t b, bool zero)
 		}
 		qcow2_commit_end(q);
 		qcow2_cache_put(q, &q->l2c, slot);
-		qcow2_inflight_del(q, &inf);
+		qcow2_clusters_unlock(q, &inf);
 		for (i = 0; i < nz; i++) {
 			ret = qcow2_write_zero_data(q, zoff[i], zlen[i], 0);
 			if (ret)

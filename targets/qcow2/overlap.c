@@ -176,7 +176,7 @@ int qcow2_ovl_rebuild(struct qcow2 *q)
 		ret = qcow2_ovl_add(q, q->rt[i], QCOW2_META_RB);
 	if (!ret && q->nb_snapshots)
 		ret = qcow2_ovl_add_range(q, q->snapshots_offset,
-					  ALIGN_UP(qcow2_snap_table_bytes(q), q->cluster_size),
+					  ALIGN_UP(q->snap_table_bytes, q->cluster_size),
 					  QCOW2_META_SNAP_TABLE);
 	for (i = 0; !ret && i < q->nb_snapshots; i++) {
 		const struct qcow2_snapshot *sn = &q->snaps[i];

@@ -76,6 +76,7 @@ static void qcow2_free(struct qcow2 *q)
 	exec_mutex_destroy(&q->alloc_mutex);
 	exec_mutex_destroy(&q->hdr_mutex);
 	exec_mutex_destroy(&q->comp_mutex);
+	range_lock_destroy(&q->inflight);
 	pthread_mutex_destroy(&q->lock);
 	free(q);
 }
@@ -110,14 +111,15 @@ static int qcow2_init_caches(struct qcow2 *q)
 
 	/* By default the whole image's tables, up to the limit. */
 	nr = MIN(tables, limit >> q->cluster_bits);
-	ret = qcow2_cache_init(&q->l2c, MAX(nr, QCOW2_CACHE_MIN_SLOTS), true);
+	ret = qcow2_cache_init(&q->l2c, MAX(nr, QCOW2_CACHE_MIN_SLOTS), true,
+			       qcow2_flush_l2_cache);
 	if (ret)
 		return ret;
 	for (i = 0; i < q->rt_size; i++)
 		blocks += !!q->rt[i];
 	nr = MIN(blocks + QCOW2_CACHE_MIN_SLOTS,
 		 (uint64_t)QCOW2_RB_CACHE_MAX_BYTES >> q->cluster_bits);
-	return qcow2_cache_init(&q->rbc, MAX(nr, QCOW2_CACHE_MIN_SLOTS), false);
+	return qcow2_cache_init(&q->rbc, MAX(nr, QCOW2_CACHE_MIN_SLOTS), false, NULL);
 }
 
 static int qcow2_open_data_file(struct qcow2 *q, bool rdonly)
@@ -187,7 +189,8 @@ static int qcow2_open(struct tgt *t)
 	exec_mutex_init(&q->hdr_mutex);
 	exec_mutex_init(&q->comp_mutex);
 	q->comp_blk_off = UINT64_MAX;
-	exec_waitq_init(&q->inflight_wq);
+	range_lock_init(&q->inflight);
+	exec_waitq_init(&q->l2_alloc_wq);
 	exec_waitq_init(&q->flush_wq);
 	exec_waitq_init(&q->epoch_wq);
 	t->priv = q;

@@ -18,8 +18,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "exec.h"
+#include "rangelock.h"
 #include "tgt.h"
 
 #define QCOW2_MAGIC		0x514649fbU	/* "QFI\xfb" */
@@ -189,6 +191,8 @@ enum qcow2_kind {
 	QCOW2_COMPRESSED,	/* compressed data at a host byte offset */
 };
 
+struct qcow2;
+
 /*
  * A cache of cluster-sized tables: L2 tables (host-endian u64 entries) or
  * refcount blocks (on-disk bytes).  Slots are found by host offset through
@@ -197,7 +201,7 @@ enum qcow2_kind {
  * loading (readers wait on @wq) or pinned.
  */
 struct qcow2_cslot {
-	uint64_t off;			/* host offset of the table; 0: empty */
+	uint64_t off;			/* host offset of the table; 0: empty (never a table) */
 	void *buf;
 	unsigned int pin;
 	bool loading;
@@ -214,6 +218,14 @@ struct qcow2_cache {
 	unsigned int hash_mask;
 	uint64_t lru_clock;
 	bool is_l2;			/* entries are converted to host order */
+	/*
+	 * Makes room when every unpinned slot is dirty: writes the dirty
+	 * tables back in crash-safe order, after what they depend on (QEMU's
+	 * qcow2_cache_set_dependency).  Set at open by the layer that knows
+	 * the order (flush.c for L2 tables); NULL: qcow2_cache_writeback(),
+	 * for tables that depend on nothing (refcount blocks).
+	 */
+	int (*ordered_writeback)(struct qcow2 *q);
 	unsigned int nr_dirty;
 	struct exec_waitq wq;		/* loads done, slots unpinned */
 };
@@ -242,12 +254,6 @@ struct qcow2_ovl {
 	unsigned int bits;		/* log2 slots */
 	uint64_t nr;
 	bool on;			/* read-write open: writes are checked */
-};
-
-/* A guest range (in clusters) being allocated, discarded or zeroed. */
-struct qcow2_inflight {
-	uint64_t first, last;		/* guest clusters, inclusive */
-	struct qcow2_inflight *next;
 };
 
 /* A host range to release once the L2 change that dropped it is on disk. */
@@ -330,10 +336,11 @@ struct qcow2 {
 	 */
 	bool corrupt;
 
-	struct qcow2_inflight *inflight;	/* guest ranges being changed */
+	/* Guest bytes being allocated, discarded or zeroed (W1). */
+	struct range_lock inflight;
 	uint64_t *l2_allocating;		/* L1 indexes getting a table */
 	unsigned int nr_l2_allocating, cap_l2_allocating;
-	struct exec_waitq inflight_wq;
+	struct exec_waitq l2_alloc_wq;		/* an L1 index got its table */
 
 	bool flushing;			/* L1/L2 changes wait: a flush orders them */
 	struct exec_waitq flush_wq;
@@ -384,8 +391,46 @@ struct qcow2 {
 
 	/* The snapshot table (nb_snapshots entries); changed only by verbs. */
 	struct qcow2_snapshot *snaps;
+	/*
+	 * The bytes the table at snapshots_offset takes in the file, kept
+	 * with nb_snapshots by snapshot.c so that overlap.c, below it, need
+	 * not walk the entries.
+	 */
+	uint64_t snap_table_bytes;
 	struct tgt_snapshot_info *snap_info;	/* for ->snapshot_list */
 };
+
+/*
+ * W1: owns guest clusters [@first, @last] for an allocation, a discard or
+ * a zeroing; sleeps while another owner holds any of them.  A second
+ * writer of the same clusters so finds them allocated, never allocates
+ * them twice.  Not with q->lock held.  Released by qcow2_clusters_unlock().
+ */
+static inline void qcow2_clusters_lock(struct qcow2 *q, struct range_entry *e,
+				       uint64_t first, uint64_t last)
+{
+	range_lock(&q->inflight, e, first << q->cluster_bits,
+		   (last - first + 1) << q->cluster_bits);
+}
+
+static inline void qcow2_clusters_unlock(struct qcow2 *q, struct range_entry *e)
+{
+	range_unlock(&q->inflight, e);
+}
+
+/*
+ * Reads whole [off, off + len) from @fd; zeros past end of file (every
+ * layer reads tables and data this way).  Returns 0 or -errno.
+ */
+static inline int qcow2_read_at(int fd, void *buf, uint64_t len, uint64_t off)
+{
+	ssize_t n = exec_pread(fd, buf, len, off);
+
+	if (n < 0)
+		return n;
+	memset((char *)buf + n, 0, len - n);
+	return 0;
+}
 
 #define QCOW2_ZERO_BUF_BYTES	(1U << 20)
 
@@ -518,7 +563,8 @@ void qcow2_epoch_get(struct qcow2 *q, unsigned int *epoch);
 void qcow2_epoch_put(struct qcow2 *q, unsigned int epoch);
 
 /* cache.c */
-int qcow2_cache_init(struct qcow2_cache *c, unsigned int nr, bool is_l2);
+int qcow2_cache_init(struct qcow2_cache *c, unsigned int nr, bool is_l2,
+		     int (*ordered_writeback)(struct qcow2 *q));
 void qcow2_cache_destroy(struct qcow2 *q, struct qcow2_cache *c);
 int qcow2_cache_get(struct qcow2 *q, struct qcow2_cache *c, uint64_t off,
 		    bool fresh, struct qcow2_cslot **out);
@@ -557,6 +603,7 @@ int qcow2_release_frees(struct qcow2 *q);
 
 /* flush.c */
 int qcow2_flush_meta(struct qcow2 *q);
+int qcow2_flush_l2_cache(struct qcow2 *q);
 int qcow2_mark_clean(struct qcow2 *q);
 int qcow2_write_table_sectors(struct qcow2 *q, enum qcow2_meta kind, uint64_t table_off,
 			      const uint64_t *table, uint8_t *dirty, uint64_t nr_sectors);
@@ -569,14 +616,10 @@ int qcow2_write_alloc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t l
 		      uint64_t *done);
 
 /* compress.c */
-int qcow2_write_compressed(struct qcow2 *q, const void *buf, uint32_t len, uint64_t off);
+int64_t qcow2_write_compressed(struct qcow2 *q, const void *buf, uint64_t len, uint64_t off);
 
 /* io.c */
-void qcow2_inflight_add(struct qcow2 *q, struct qcow2_inflight *f, uint64_t first,
-			uint64_t last);
-void qcow2_inflight_del(struct qcow2 *q, struct qcow2_inflight *f);
 int qcow2_before_write(struct qcow2 *q);
-int qcow2_read_at(int fd, void *buf, uint64_t len, uint64_t off);
 int qcow2_read(struct tgt *t, void *buf, uint32_t len, uint64_t off);
 int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
 		unsigned int flags);
@@ -588,7 +631,6 @@ int64_t qcow2_block_status(struct tgt *t, uint64_t off, uint64_t len,
 
 /* snapshot.c */
 int qcow2_load_snapshots(struct qcow2 *q);
-uint64_t qcow2_snap_table_bytes(const struct qcow2 *q);
 void qcow2_free_snapshots(struct qcow2 *q);
 int qcow2_open_snapshot(struct qcow2 *q, const char *which);
 int qcow2_snapshot_list(struct tgt *t, const struct tgt_snapshot_info **list);

@@ -149,6 +149,7 @@ int qcow2_load_snapshots(struct qcow2 *q)
 		}
 	}
 	free(tab);
+	q->snap_table_bytes = pos;
 	return 0;
 err:
 	free(tab);
@@ -473,17 +474,6 @@ static uint64_t qcow2_snap_entry_bytes(const struct qcow2_snapshot *sn)
 			strlen(sn->id) + strlen(sn->name), 8);
 }
 
-/* The bytes the snapshot table (q->snaps, matching the header) takes in the file. */
-uint64_t qcow2_snap_table_bytes(const struct qcow2 *q)
-{
-	uint64_t bytes = 0;
-	uint32_t i;
-
-	for (i = 0; i < q->nb_snapshots; i++)
-		bytes += qcow2_snap_entry_bytes(&q->snaps[i]);
-	return bytes;
-}
-
 /*
  * Writes @snaps (@nb entries) as the new snapshot table.  Order (S1):
  * new table in new clusters, refcounts and table synced, header switched
@@ -493,15 +483,14 @@ uint64_t qcow2_snap_table_bytes(const struct qcow2 *q)
 static int qcow2_write_snapshot_table(struct qcow2 *q, struct qcow2_snapshot *snaps,
 				      uint32_t nb)
 {
-	uint64_t bytes = 0, pos = 0, old_off = q->snapshots_offset, old_bytes = 0;
+	uint64_t bytes = 0, pos = 0, old_off = q->snapshots_offset;
+	uint64_t old_bytes = q->snap_table_bytes;
 	uint32_t old_nb = q->nb_snapshots, i;
 	int64_t off = 0;
 	uint8_t *buf = NULL;
 	ssize_t n;
 	int ret;
 
-	for (i = 0; i < old_nb; i++)
-		old_bytes += qcow2_snap_entry_bytes(&q->snaps[i]);
 	for (i = 0; i < nb; i++)
 		bytes += qcow2_snap_entry_bytes(&snaps[i]);
 	if (bytes > QCOW2_MAX_SNAPSHOT_TABLE_BYTES || nb > QCOW2_MAX_SNAPSHOTS) {
@@ -555,10 +544,12 @@ static int qcow2_write_snapshot_table(struct qcow2 *q, struct qcow2_snapshot *sn
 	exec_mutex_lock(&q->hdr_mutex);
 	q->nb_snapshots = nb;
 	q->snapshots_offset = off;
+	q->snap_table_bytes = bytes;
 	ret = qcow2_write_header_fields(q);
 	if (ret) {
 		q->nb_snapshots = old_nb;
 		q->snapshots_offset = old_off;
+		q->snap_table_bytes = old_bytes;
 	}
 	exec_mutex_unlock(&q->hdr_mutex);
 	if (ret)

@@ -233,6 +233,8 @@ struct variant_cfg {
 	unsigned int pre_snaps;
 	bool snap_ops;			/* the workload creates and deletes snapshots */
 	unsigned int fua_pct;		/* writes and write zeroes issued with FUA */
+	/* qcow2: the L2 cache's size (0: default); a tiny one evicts dirty tables. */
+	uint64_t l2_cache_bytes;
 };
 
 /* An internal snapshot the workload knows of, and what it must read. */
@@ -438,6 +440,7 @@ static int wl_run(struct wl *w)
 
 	w->rc->on = true;
 	memset(&w->t, 0, sizeof(w->t));
+	w->t.cfg.l2_cache_bytes = w->cfg->l2_cache_bytes;
 	ret = tgt_open_file(&w->t, w->path, w->cfg->fmt, 0);
 	if (ret)
 		goto out;
@@ -1547,6 +1550,25 @@ FIXTURE_VARIANT_ADD(crash, qcow2_1k_snap_ops) {
 		 .snap_ops = true, .size_bytes = 4 * MiB, .data_bytes = 2 * MiB,
 		 .max_io_sectors = 64 },
 	.seed = 0x5eed000c,
+};
+
+/*
+ * The smallest L2 cache: dirty tables are evicted all the time, each
+ * eviction writing them back after their refcounts and data (F1-F3)
+ * without a full flush.  Eager refcounts over a backing file, and lazy.
+ */
+FIXTURE_VARIANT_ADD(crash, qcow2_512_backing_small_l2) {
+	.cfg = { .fmt = "qcow2", .create_opts = "cluster_size=512",
+		 .size_bytes = 4 * MiB, .backing_fmt = "raw", .backing_bytes = 4 * MiB,
+		 .data_bytes = 1 * MiB, .max_io_sectors = 64, .l2_cache_bytes = 1 },
+	.seed = 0x5eed000d,
+};
+
+FIXTURE_VARIANT_ADD(crash, qcow2_1k_lazy_small_l2) {
+	.cfg = { .fmt = "qcow2", .create_opts = "cluster_size=1024,lazy_refcounts=on",
+		 .size_bytes = 8 * MiB, .data_bytes = 1 * MiB, .max_io_sectors = 64,
+		 .l2_cache_bytes = 1 },
+	.seed = 0x5eed000e,
 };
 
 FIXTURE_SETUP(crash)
