@@ -111,14 +111,21 @@ ctl_errorf(enum ctl_class cls, bool has_id, struct json_object *id, const char *
 	return ctl_error_reply(cls, desc, has_id, id);
 }
 
+static int ctl_vfail(struct ctl_call *call, enum ctl_class cls, int err, const char *fmt,
+		     va_list ap)
+{
+	vsnprintf(call->err_desc, sizeof(call->err_desc), fmt, ap);
+	call->err_class = cls;
+	return err;
+}
+
 int ctl_fail_class(struct ctl_call *call, enum ctl_class cls, int err, const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(call->err_desc, sizeof(call->err_desc), fmt, ap);
+	err = ctl_vfail(call, cls, err, fmt, ap);
 	va_end(ap);
-	call->err_class = cls;
 	return err;
 }
 
@@ -127,9 +134,8 @@ int ctl_fail(struct ctl_call *call, int err, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(call->err_desc, sizeof(call->err_desc), fmt, ap);
+	err = ctl_vfail(call, CTL_GENERIC_ERROR, err, fmt, ap);
 	va_end(ap);
-	call->err_class = CTL_GENERIC_ERROR;
 	return err;
 }
 
