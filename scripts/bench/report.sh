@@ -6,7 +6,8 @@
 #   scripts/bench/report.sh [-b BUILD_DIR]
 #
 # Reads BUILD_DIR/bench/vm-suite.txt (vm-suite.sh) and, when present,
-# BUILD_DIR/bench/host.md (host-bench.sh) and profile.md (host-profile.sh);
+# BUILD_DIR/bench/host.md (host-bench.sh), profile.md (host-profile.sh) and
+# block-cost.txt (vm-block-cost.sh);
 # writes BUILD_DIR/bench/report.md (tables, ratios against qemu-nbd and
 # loop, issue 6's targets met or missed) and BUILD_DIR/bench/report.png
 # (4k random QD32 IOPS per config, drawn by gnuplot, installed from Debian
@@ -29,6 +30,7 @@ B=$BUILD_DIR/bench
 VM=$B/vm-suite.txt
 HOST=$B/host.md
 PROFILE=$B/profile.md
+COST=$B/block-cost.txt
 [ -s "$VM" ] || die "$VM missing: run scripts/bench/vm-suite.sh first"
 
 # The chart needs gnuplot; only the benchmark does, so it comes with
@@ -323,6 +325,14 @@ out=$B/report.md
 		echo "## Host engine: cost per request (host-profile.sh)"
 		echo
 		cat "$PROFILE"
+	fi
+	if [ -s "$COST" ]; then
+		echo
+		echo "## Block layer: IOPS with and without it (vm-block-cost.sh)"
+		echo
+		echo '```'
+		cat "$COST"
+		echo '```'
 	fi
 } > "$out"
 

@@ -6,9 +6,11 @@
 #   scripts/bench/run-all.sh [-b BUILD_DIR] [-r SECONDS] [-H] [-V]
 #     -r  fio runtime per VM run (vm-suite.sh -r; default 2)
 #     -H  keep BUILD_DIR/bench/host.md and profile.md, skip the host rows
-#     -V  keep BUILD_DIR/bench/vm-suite.txt, skip the VM (about 27 min)
+#     -V  keep BUILD_DIR/bench/vm-suite.txt and block-cost.txt, skip the VM
+#         (about 32 min)
 #
-# Host rows (host-bench.sh, host-profile.sh), then the VM rows (vm-suite.sh), one after the
+# Host rows (host-bench.sh, host-profile.sh), then the VM rows (vm-suite.sh,
+# vm-block-cost.sh), one after the
 # other so neither takes CPU from the other, then report.sh writes
 # BUILD_DIR/bench/report.md and report.png.
 set -euo pipefail
@@ -24,7 +26,7 @@ while getopts "b:r:HVh" opt; do
 	r) RUNTIME=$OPTARG ;;
 	H) HOST=0 ;;
 	V) VM=0 ;;
-	h) sed -n '4,9s/^# \{0,1\}//p' "$0"; exit 0 ;;
+	h) sed -n '4,10s/^# \{0,1\}//p' "$0"; exit 0 ;;
 	*) exit 2 ;;
 	esac
 done
@@ -41,5 +43,7 @@ fi
 if [ $VM = 1 ]; then
 	echo "# run-all: VM rows" >&2
 	"$HERE/vm-suite.sh" -b "$BUILD_DIR" ${RUNTIME:+-r "$RUNTIME"}
+	echo "# run-all: what the block layer costs (this build against the one before it)" >&2
+	"$HERE/vm-block-cost.sh" -b "$BUILD_DIR" ${RUNTIME:+-r "$RUNTIME"}
 fi
 "$HERE/report.sh" -b "$BUILD_DIR"
