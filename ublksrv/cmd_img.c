@@ -81,7 +81,12 @@ static int create_body(void *arg)
 		char path[PATH_MAX];
 
 		tgt_resolve_path(c->o.file, c->o.backing_file, path, sizeof(path));
-		if (tgt_open_file(&b, path, c->o.backing_fmt, TGT_O_RDONLY | TGT_O_BUFFERED))
+		/*
+		 * Only its size is read: like qemu-img create, take no lock,
+		 * so a base that another process writes can still get overlays.
+		 */
+		if (tgt_open_file(&b, path, c->o.backing_fmt, TGT_O_RDONLY | TGT_O_BUFFERED |
+				  TGT_O_NO_IO | TGT_O_FORCE_SHARE))
 			return CLI_EXIT_ERR;
 		c->o.size_bytes = b.caps.size_bytes;
 		tgt_close(&b);

@@ -66,7 +66,8 @@ static int qed_backing_size(const struct tgt_create_opts *o, uint64_t *size)
 		return -EINVAL;
 	}
 	b.cfg.file = path;
-	b.cfg.open_flags = TGT_O_RDONLY | TGT_O_BUFFERED;
+	/* Only its size is read: no lock, as qemu-img create takes none. */
+	b.cfg.open_flags = TGT_O_RDONLY | TGT_O_BUFFERED | TGT_O_NO_IO | TGT_O_FORCE_SHARE;
 	ret = tgt_open(&b);
 	if (!ret) {
 		*size = b.caps.size_bytes;

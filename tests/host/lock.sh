@@ -174,6 +174,8 @@ if hold qemu-nbd -k "$T/nbd.sock" -f qcow2 top.qcow2; then
 		'imgblk: top.qcow2: failed to get "write" lock' \
 		"$IMGBLK" create -q -f qcow2 top.qcow2 1M
 	check "... and top is still an image" qemu-img info -U top.qcow2
+	check "qemu-nbd serves top: imgblk create of an overlay of it works, as qemu-img's" \
+		"$IMGBLK" create -q -f qcow2 -b top.qcow2 -F qcow2 over.qcow2
 	check "backing file of QEMU's overlay: imgblk info works" "$IMGBLK" info base.qcow2
 	check "backing file of QEMU's overlay: imgblk io -r works" \
 		"$IMGBLK" io -r -c "read -P 0x11 0 64k" base.qcow2
