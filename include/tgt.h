@@ -16,6 +16,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "imglock.h"
+
 /* Open flags. */
 #define TGT_O_RDONLY	(1U << 0)	/* never write the file */
 #define TGT_O_BUFFERED	(1U << 1)	/* use the page cache instead of O_DIRECT */
@@ -29,6 +31,29 @@
  * (rebase -u), which must work when the old one is gone.
  */
 #define TGT_O_NO_BACKING	(1U << 3)
+/*
+ * Image locks (include/imglock.h).  Every image file and backing file is
+ * locked as QEMU 7.2 locks it, from its open to its close; these flags
+ * say what the caller does with it, as QEMU's open flags do.
+ *
+ * FORCE_SHARE is qemu-img's -U: others may do anything, even write; we
+ * only read, and take no lock that stands in anyone's way.  Read-only
+ * opens only.  Inherited by the backing chain.
+ */
+#define TGT_O_FORCE_SHARE	(1U << 4)
+/*
+ * The caller reads metadata, never guest data (info, as QEMU's
+ * BDRV_O_NO_IO): no consistent-read permission is taken, and backing
+ * files, which info opens only to name them, take no locks.  Inherited.
+ */
+#define TGT_O_NO_IO		(1U << 5)
+/*
+ * The file must keep its size while open: a device, whose size the kernel
+ * was told.  Others may not resize it (what qemu-nbd refuses them).
+ */
+#define TGT_O_FIXED_SIZE	(1U << 6)
+/* The caller changes the file's size (resize): take that permission. */
+#define TGT_O_RESIZE		(1U << 7)
 
 /* Longest backing chain we open: deeper is an error, like a loop. */
 #define TGT_MAX_CHAIN	64
@@ -97,6 +122,26 @@ struct tgt_caps {
 	uint32_t discard_granularity_bytes;
 };
 
+/*
+ * What an open image is to this process, which decides its image locks
+ * with the open flags.  An image changes role with tgt_set_role().
+ */
+enum tgt_role {
+	/* Opened by the caller: read, or written unless TGT_O_RDONLY. */
+	TGT_ROLE_IMAGE,
+	/*
+	 * Read under an overlay: many readers may share it, and nobody may
+	 * write or resize it, which would change what the overlay reads.
+	 */
+	TGT_ROLE_BACKING,
+	/*
+	 * A backing file that this process writes through a second handle
+	 * (commit): read here, and nothing refused to others, so the second
+	 * handle, which takes a writer's locks, can open it.
+	 */
+	TGT_ROLE_WRITTEN_BASE,
+};
+
 struct tgt {
 	const struct tgt_ops *ops;
 	struct tgt_config cfg;
@@ -108,6 +153,10 @@ struct tgt {
 	unsigned int chain_depth;	/* 0 for the top image */
 	dev_t st_dev;			/* identity of the file, for loop detection */
 	ino_t st_ino;
+	/* Set and held by the framework from open to close (tgt_open()). */
+	enum tgt_role role;
+	struct img_lock lock;		/* the image file's */
+	struct img_lock data_lock;	/* an external data file's (tgt_lock_data_file()) */
 };
 
 /* Allocation status of a range (->block_status), as qemu-img map reports it. */
@@ -306,8 +355,11 @@ struct tgt_ops {
  * included (they read and write metadata through the executor).  These
  * wrappers run them from plain code too, on a temporary executor when the
  * calling thread has none.  tgt_open() fills the generic fields of @t
- * (file identity) before calling ->open; tgt_close() closes the backing
- * chain after ->close.  Both return 0 or -errno.
+ * (file identity) and takes the image locks of TGT_ROLE_IMAGE before
+ * calling ->open, so an image another process holds is refused before a
+ * byte of it is read; tgt_close() closes the backing chain after ->close
+ * and then drops the locks.  Both return 0 or -errno (-EBUSY: another
+ * process holds the image, after one line saying which lock).
  */
 int tgt_open(struct tgt *t);
 int tgt_close(struct tgt *t);
@@ -342,8 +394,32 @@ int64_t tgt_chain_status(struct tgt *t, uint64_t off, uint64_t len,
 const struct tgt_ops *tgt_probe_file(const char *file);
 
 /*
+ * Changes the role of the open image @t, and so its image locks: the new
+ * locks are taken and checked before the old ones are dropped, and a
+ * refused change leaves @t as it was.  Returns 0, or -EBUSY after
+ * printing which lock another process holds, or -errno.
+ */
+int tgt_set_role(struct tgt *t, enum tgt_role role);
+
+/*
+ * Locks @path, the external data file of the image @t (which holds the
+ * raw guest data), as QEMU locks one, in @t->data_lock; called by a
+ * format's ->open before it reads the file.  The framework changes it
+ * with @t's role and drops it at close.  Returns 0 or -errno after
+ * printing why.
+ */
+int tgt_lock_data_file(struct tgt *t, const char *path);
+
+/*
+ * Closes and frees the backing chain below @t, locks included, for a
+ * format whose ->open fails after tgt_open_backing() succeeded (tgt_close()
+ * is not called after a failed open).  Runs in a coroutine.
+ */
+void tgt_drop_backing(struct tgt *t);
+
+/*
  * Opens the backing file @name of @overlay with format @fmt (NULL: probe;
- * "raw" is never probed), read-only.  A relative @name is relative to the
+ * "raw" is never probed), read-only, with the locks of TGT_ROLE_BACKING.  A relative @name is relative to the
  * overlay's directory.  Refuses loops and chains deeper than TGT_MAX_CHAIN
  * with -ELOOP.  On success @overlay->backing is set.  Prints one line on
  * failure.  Returns 0 or -errno.  Runs in a coroutine.
@@ -356,6 +432,16 @@ int tgt_open_backing(struct tgt *overlay, const char *name, const char *fmt);
  * or -EPERM (or the -errno of resolving @path) after printing why.
  */
 int tgt_file_allowed(const struct tgt *overlay, const char *path, const char *what);
+
+/*
+ * Opens @file for a format's ->create, read-write, creating it (mode 0644)
+ * if missing, and empties it only once the image locks show that no other
+ * process uses it: an image in use is never truncated (what QEMU's create
+ * checks too).  The locks (write and resize used, resize refused) live on
+ * the returned descriptor and go with its close.  Returns the descriptor,
+ * -EBUSY after printing which lock is held, or another -errno, not printed.
+ */
+int tgt_create_file(const char *file);
 
 /*
  * Grows the image file @fd from @from to @to bytes ahead of allocation,

@@ -256,11 +256,11 @@ static int raw_create(const struct tgt_create_opts *o)
 		img_err("raw: a raw image cannot have a backing file");
 		return -EINVAL;
 	}
-	fd = open(o->file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	fd = tgt_create_file(o->file);
 	if (fd < 0) {
-		ret = -errno;
-		img_err("%s: %s", o->file, strerror(errno));
-		return ret;
+		if (fd != -EBUSY)
+			img_err("%s: %s", o->file, strerror(-fd));
+		return fd;
 	}
 	if (ftruncate(fd, o->size_bytes))
 		ret = -errno;

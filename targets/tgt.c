@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * What every target shares: opening and closing through the executor,
- * format probing, and backing chains (path resolution, loop and depth
- * limits, reads past the end of a shorter backing file).
+ * format probing, image locks, and backing chains (path resolution, loop
+ * and depth limits, reads past the end of a shorter backing file).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -58,6 +58,22 @@ static void tgt_prepare_file(const struct tgt *t)
 	close(fd);
 }
 
+int tgt_create_file(const char *file)
+{
+	int fd = open(file, O_RDWR | O_CREAT | O_CLOEXEC, 0644), ret;
+
+	if (fd < 0)
+		return -errno;
+	ret = img_lock_fd(fd, file, IMG_PERM_WRITE | IMG_PERM_RESIZE, IMG_PERM_RESIZE);
+	if (!ret && ftruncate(fd, 0))
+		ret = -errno;
+	if (ret) {
+		close(fd);
+		return ret;
+	}
+	return fd;
+}
+
 /*
  * Blocks reserved ahead: a direct write into a hole must allocate, which
  * io_uring cannot do without blocking, so each such write goes to a worker
@@ -77,6 +93,141 @@ int tgt_grow_file(int fd, uint64_t from, uint64_t to)
 	return ftruncate(fd, to) ? -errno : 0;
 }
 
+/*
+ * The permissions @t uses and refuses to share in its role, and those of
+ * its external data file (@data), as QEMU 7.2 takes them; read from
+ * /proc/locks while qemu-io, qemu-img and qemu-nbd held images.
+ *
+ * A format with metadata of its own (qcow2, QED) refuses every other
+ * writer and resizer, since they would change its metadata under its
+ * caches, and its writers also resize (the file grows as clusters are
+ * allocated).  Raw holds what its user does (QEMU's raw node passes its
+ * parent's permissions down), so two raw writers may share a file.  A
+ * data file holds the guest data and no metadata: it may be written by
+ * others but not resized.
+ */
+static void tgt_lock_perms(const struct tgt *t, bool data, unsigned int *use,
+			   unsigned int *unshare)
+{
+	unsigned int f = t->cfg.open_flags;
+	bool meta = t->ops != &raw_tgt_ops && !data;
+	bool no_io = f & TGT_O_NO_IO;
+	unsigned int u = no_io ? 0 : IMG_PERM_CONSISTENT_READ, n = 0;
+
+	switch (t->role) {
+	case TGT_ROLE_IMAGE:
+		if (!(f & TGT_O_RDONLY) && !t->cfg.snapshot)
+			u |= IMG_PERM_WRITE | (meta || data ? IMG_PERM_RESIZE : 0);
+		if (f & TGT_O_RESIZE)
+			u |= IMG_PERM_RESIZE;
+		if (f & TGT_O_FIXED_SIZE)
+			n |= IMG_PERM_RESIZE;
+		break;
+	case TGT_ROLE_BACKING:
+		/* info opens backing files only to name them: QEMU opens none. */
+		if (no_io) {
+			*use = *unshare = 0;
+			return;
+		}
+		break;
+	case TGT_ROLE_WRITTEN_BASE:
+		*use = u;
+		*unshare = 0;
+		return;
+	}
+	if (meta)
+		n |= IMG_PERM_WRITE | IMG_PERM_RESIZE;
+	/* Without I/O QEMU does not even open the data file. */
+	else if (data)
+		n = no_io ? 0 : IMG_PERM_RESIZE;
+	if (f & TGT_O_FORCE_SHARE)
+		n = 0;
+	*use = u;
+	*unshare = n;
+}
+
+/*
+ * Opens @l on @file and takes the locks of @t's role.  It is opened even
+ * when the role takes none, so that a later role can.  Returns 0 or -errno.
+ */
+static int tgt_lock_file(struct tgt *t, struct img_lock *l, const char *file,
+			 bool data)
+{
+	unsigned int use, unshare;
+	int ret;
+
+	tgt_lock_perms(t, data, &use, &unshare);
+	ret = img_lock_open(l, file);
+	if (!ret)
+		ret = img_lock_set(l, use, unshare);
+	if (ret)
+		img_lock_close(l);
+	return ret;
+}
+
+int tgt_lock_data_file(struct tgt *t, const char *path)
+{
+	return tgt_lock_file(t, &t->data_lock, path, true);
+}
+
+int tgt_set_role(struct tgt *t, enum tgt_role role)
+{
+	enum tgt_role old = t->role;
+	unsigned int use, unshare, old_use = t->lock.use, old_unshare = t->lock.unshare;
+	int ret = 0;
+
+	/* Only a target without a file (null) has no lock descriptor. */
+	t->role = role;
+	tgt_lock_perms(t, false, &use, &unshare);
+	if (t->lock.fd >= 0)
+		ret = img_lock_set(&t->lock, use, unshare);
+	if (!ret && t->data_lock.fd >= 0) {
+		tgt_lock_perms(t, true, &use, &unshare);
+		ret = img_lock_set(&t->data_lock, use, unshare);
+		/* Both files or neither: the image's own locks go back too. */
+		if (ret && t->lock.fd >= 0)
+			img_lock_set(&t->lock, old_use, old_unshare);
+	}
+	if (ret)
+		t->role = old;
+	return ret;
+}
+
+/* Drops the locks of @t, whose target is closed or was never opened. */
+static void tgt_unlock(struct tgt *t)
+{
+	img_lock_close(&t->lock);
+	img_lock_close(&t->data_lock);
+}
+
+/*
+ * The generic part of opening @t, whose role is set: its locks, taken and
+ * checked before anything reads the file, then the target's own ->open.
+ */
+static int tgt_open_locked(struct tgt *t)
+{
+	unsigned int f = t->cfg.open_flags;
+	int ret;
+
+	t->lock = t->data_lock = IMG_LOCK_INIT;
+	if (t->cfg.file) {
+		/* QEMU's rule: sharing writes with others is for readers only. */
+		if ((f & TGT_O_FORCE_SHARE) && !(f & TGT_O_RDONLY)) {
+			img_err("%s: -U/--force-share can only be used with read-only images",
+				t->cfg.file);
+			return -EINVAL;
+		}
+		ret = tgt_lock_file(t, &t->lock, t->cfg.file, false);
+		if (ret)
+			return ret;
+	}
+	tgt_prepare_file(t);
+	ret = t->ops->open(t);
+	if (ret)
+		tgt_unlock(t);
+	return ret;
+}
+
 static int tgt_open_fn(void *arg)
 {
 	struct tgt *t = arg;
@@ -91,8 +242,8 @@ static int tgt_open_fn(void *arg)
 			t->ops->name);
 		return -ENOTSUP;
 	}
-	tgt_prepare_file(t);
-	return t->ops->open(t);
+	t->role = TGT_ROLE_IMAGE;
+	return tgt_open_locked(t);
 }
 
 int tgt_open(struct tgt *t)
@@ -100,26 +251,43 @@ int tgt_open(struct tgt *t)
 	return exec_run_sync(tgt_open_fn, t);
 }
 
-static int tgt_close_fn(void *arg)
+/*
+ * Closes @t and the chain below it, top down (an overlay may write back
+ * metadata referring to its backing), each image's locks after its last
+ * write.  The chain below @t is ours to free; @t itself only if @free_top.
+ */
+static int tgt_close_chain(struct tgt *t, bool free_top)
 {
-	struct tgt *t = arg;
+	struct tgt *top = t;
 	int ret = 0, r;
 
-	/* Top down: an overlay may write back metadata referring to its backing. */
 	while (t) {
 		struct tgt *b = t->backing;
 
 		r = t->ops->close(t);
 		if (r && !ret)
 			ret = r;
-		/* The top tgt belongs to the caller; the chain below it is ours. */
-		if (t != arg) {
+		tgt_unlock(t);
+		if (t != top || free_top) {
 			free((char *)t->cfg.file);
 			free(t);
 		}
 		t = b;
 	}
 	return ret;
+}
+
+static int tgt_close_fn(void *arg)
+{
+	return tgt_close_chain(arg, false);
+}
+
+void tgt_drop_backing(struct tgt *t)
+{
+	struct tgt *b = t->backing;
+
+	t->backing = NULL;
+	tgt_close_chain(b, true);
 }
 
 int tgt_close(struct tgt *t)
@@ -282,14 +450,18 @@ int tgt_open_backing(struct tgt *overlay, const char *name, const char *fmt)
 	b->cfg.format = fmt;
 	b->cfg.backing_policy = overlay->cfg.backing_policy;
 	b->cfg.l2_cache_bytes = overlay->cfg.l2_cache_bytes;
-	/* Backing files are never written; they inherit the caching mode. */
-	b->cfg.open_flags = TGT_O_RDONLY | (overlay->cfg.open_flags & TGT_O_BUFFERED);
+	/*
+	 * Backing files are never written; they inherit the caching mode
+	 * and what the caller does with the chain.
+	 */
+	b->cfg.open_flags = TGT_O_RDONLY | (overlay->cfg.open_flags &
+		(TGT_O_BUFFERED | TGT_O_FORCE_SHARE | TGT_O_NO_IO));
 	b->overlay = overlay;
 	b->chain_depth = overlay->chain_depth + 1;
 	b->st_dev = st.st_dev;
 	b->st_ino = st.st_ino;
-	tgt_prepare_file(b);
-	ret = b->ops->open(b);
+	b->role = TGT_ROLE_BACKING;
+	ret = tgt_open_locked(b);
 	if (ret)
 		goto err;
 	overlay->backing = b;

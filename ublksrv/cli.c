@@ -51,6 +51,9 @@ static const struct cli_cmd cli_cmds[] = {
 "\n"
 "Adds a ublk device served by TYPE and prints its path (/dev/ublkbN) once\n"
 "the device works; the server then runs in the background until deleted.\n"
+"The server holds the image and its backing files locked as QEMU does, so\n"
+"neither QEMU nor another imgblk may write them (nor read the image unless\n"
+"both only read) while the device lives.\n"
 "\n"
 "  -t, --type TYPE     target: see `imgblk help` for the list; without it\n"
 "                      the format of FILE is detected\n"
@@ -233,34 +236,41 @@ static const struct cli_cmd cli_cmds[] = {
 		.name = "info",
 		.summary = "show an image's format, size and metadata",
 		.usage =
-"usage: imgblk info [-f FMT] [--output=human|json] [--backing-chain] FILE\n"
+"usage: imgblk info [-f FMT] [-U] [--output=human|json] [--backing-chain] FILE\n"
 "\n"
-"  --backing-chain   describe every image of the backing chain",
+"  --backing-chain     describe every image of the backing chain\n"
+"  -U, --force-share   open the image even if another process writes it\n"
+"                      (as qemu-img -U; its content may be changing)",
 		.run = cli_cmd_info,
 	},
 	{
 		.name = "check",
 		.summary = "check an image's metadata, optionally repair it",
 		.usage =
-"usage: imgblk check [-q] [-f FMT] [-r leaks|all] [--output=human|json] FILE\n"
+"usage: imgblk check [-q] [-f FMT] [-r leaks|all] [-U] [--output=human|json] FILE\n"
 "\n"
 "Exit status: 0 no errors, 2 corruptions, 3 leaked clusters only,\n"
 "1 the check itself failed, 63 the format has no checks.\n"
 "  -r leaks   reclaim leaked clusters\n"
-"  -r all     also repair corruptions (may lose data, and says so)",
+"  -r all     also repair corruptions (may lose data, and says so)\n"
+"  -U         check an image another process may be writing (not with -r)",
 		.run = cli_cmd_check,
 	},
 	{
 		.name = "map",
 		.summary = "show where the image's data lives",
-		.usage = "usage: imgblk map [-f FMT] [--output=human|json] FILE",
+		.usage =
+"usage: imgblk map [-f FMT] [-U] [--output=human|json] FILE\n"
+"\n"
+"  -U, --force-share   open the image even if another process writes it\n"
+"                      (as qemu-img -U; its content may be changing)",
 		.run = cli_cmd_map,
 	},
 	{
 		.name = "convert",
 		.summary = "copy an image's content into a new image",
 		.usage =
-"usage: imgblk convert [-p] [-c] [-f FMT] [-O OUTPUT_FMT] [-o OPTIONS]\n"
+"usage: imgblk convert [-p] [-c] [-U] [-f FMT] [-O OUTPUT_FMT] [-o OPTIONS]\n"
 "                      [-l snapshot.name=NAME] INPUT OUTPUT\n"
 "\n"
 "  -O FMT     output format (default raw)\n"
@@ -270,7 +280,8 @@ static const struct cli_cmd cli_cmds[] = {
 "  -l snapshot.name=NAME | snapshot.id=ID\n"
 "             copy internal snapshot NAME of INPUT instead of its\n"
 "             current state (-s NAME too, as qemu-img)\n"
-"  -p         show progress",
+"  -p         show progress\n"
+"  -U         read INPUT even if another process writes it (as qemu-img)",
 		.run = cli_cmd_convert,
 	},
 	{
@@ -315,7 +326,7 @@ static const struct cli_cmd cli_cmds[] = {
 		.summary = "how large a new image of some format would be",
 		.usage =
 "usage: imgblk measure [-O FMT] [-o OPTIONS] [--output=human|json]\n"
-"                      (--size SIZE | [-f FMT] FILE)\n"
+"                      (--size SIZE | [-f FMT] [-U] FILE)\n"
 "\n"
 "Prints the size a new FMT image (default raw) would need, as qemu-img\n"
 "measure does: \"required size\" to hold FILE's content (or an empty image\n"
@@ -323,7 +334,8 @@ static const struct cli_cmd cli_cmds[] = {
 "qcow2 FILE into qcow2 v3, \"bitmaps size\" for its persistent bitmaps.\n"
 "OPTIONS are the create options of FMT (qcow2: cluster_size, compat,\n"
 "refcount_bits, extended_l2, preallocation, backing_file...; qed:\n"
-"cluster_size, table_size).",
+"cluster_size, table_size).  -U: read FILE even if another process writes\n"
+"it (as qemu-img).",
 		.run = cli_cmd_measure,
 	},
 	{
@@ -344,19 +356,20 @@ static const struct cli_cmd cli_cmds[] = {
 		.name = "snapshot",
 		.summary = "list, create, apply or delete internal snapshots",
 		.usage =
-"usage: imgblk snapshot [-q] [-f FMT] [-l | -c NAME | -a NAME | -d NAME] FILE\n"
+"usage: imgblk snapshot [-q] [-f FMT] [-U] [-l | -c NAME | -a NAME | -d NAME] FILE\n"
 "\n"
 "  -l        list the snapshots (the default)\n"
 "  -c NAME   take a snapshot of the current state, named NAME\n"
 "  -a NAME   revert the image to snapshot NAME (an id or a name)\n"
-"  -d NAME   delete the snapshot named NAME",
+"  -d NAME   delete the snapshot named NAME\n"
+"  -U        with -l: list even if another process writes the image",
 		.run = cli_cmd_snapshot,
 	},
 	{
 		.name = "io",
 		.summary = "run read/write/discard/flush commands on an image",
 		.usage =
-"usage: imgblk io [-f FMT] [-r] [-t none|writeback] [--backing=any|same-dir|none]\n"
+"usage: imgblk io [-f FMT] [-r [-U]] [-t none|writeback] [--backing=any|same-dir|none]\n"
 "                 -c CMD [-c CMD ...] FILE\n"
 "\n"
 "Commands, as in qemu-io (OFF and LEN take suffixes K, M, G):\n"
@@ -365,7 +378,9 @@ static const struct cli_cmd cli_cmds[] = {
 "                                write PATTERN (default 0xcd), or zeros\n"
 "  discard OFF LEN               discard the range\n"
 "  flush                         make everything written so far durable\n"
+"  sleep MS                      wait MS milliseconds, the image open\n"
 "--backing: which backing files the image may open, as for add.\n"
+"-U: with -r, open the image even if another process writes it.\n"
 "Exit status 1 if a command failed or a pattern did not match.",
 		.run = cli_cmd_io,
 	},
@@ -374,7 +389,7 @@ static const struct cli_cmd cli_cmds[] = {
 		.summary = "measure an image's I/O rate (qemu-img bench's options)",
 		.usage =
 "usage: imgblk bench [-f FMT] [-c COUNT] [-d DEPTH] [-s SIZE] [-S STEP] [-o OFFSET]\n"
-"                    [-w] [-t none|writeback] [--pattern=N] [--random]\n"
+"                    [-w] [-t none|writeback] [--pattern=N] [--random] [-U]\n"
 "                    [--flush-interval=N] [--l2-cache-size=SIZE] FILE\n"
 "\n"
 "  -c COUNT   requests in all (default 75000)\n"
@@ -382,7 +397,8 @@ static const struct cli_cmd cli_cmds[] = {
 "  -s SIZE    bytes per request (default 4K)\n"
 "  -S STEP    distance between requests (default SIZE)\n"
 "  -w         write instead of read\n"
-"  --random   random SIZE-aligned offsets instead of stepping",
+"  --random   random SIZE-aligned offsets instead of stepping\n"
+"  -U         read an image another process may be writing (not with -w)",
 		.run = cli_cmd_bench,
 	},
 	{

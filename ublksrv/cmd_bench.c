@@ -184,6 +184,7 @@ int cli_cmd_bench(int argc, char **argv)
 		{ "random", no_argument, NULL, 'R' },
 		{ "flush-interval", required_argument, NULL, 'F' },
 		{ "l2-cache-size", required_argument, NULL, 'L' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -197,7 +198,7 @@ int cli_cmd_bench(int argc, char **argv)
 
 	optind = 0;
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":f:c:d:s:S:o:wt:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, ":f:c:d:s:S:o:wt:Uh", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'f':
 			b.fmt = optarg;
@@ -243,6 +244,9 @@ int cli_cmd_bench(int argc, char **argv)
 			break;
 		case 'R':
 			b.random = true;
+			break;
+		case 'U':
+			b.flags |= TGT_O_FORCE_SHARE;
 			break;
 		case 'F':
 			if (parse_uint(optarg, 0, UINT64_MAX, &b.flush_interval))

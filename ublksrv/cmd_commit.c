@@ -92,8 +92,12 @@ static int commit_body(void *arg)
 		bl = bl->backing;
 	/*
 	 * The chain holds BASE read-only; a second, writable handle (with its
-	 * own backing chain, for the COW of partial clusters) writes it.
+	 * own backing chain, for the COW of partial clusters) writes it.  The
+	 * chain's handle stops refusing writers first, or its locks would keep
+	 * the second one out; the second one's refuse everyone else.
 	 */
+	if (tgt_set_role(bl, TGT_ROLE_WRITTEN_BASE))
+		goto out_top;
 	if (tgt_open_file(&base, bl->cfg.file, bl->ops->name, 0))
 		goto out_top;
 	size = top.caps.size_bytes;

@@ -32,6 +32,7 @@ struct convert_ctx {
 	unsigned int nr_opts;
 	bool progress;
 	bool compress;			/* -c */
+	bool force_share;		/* -U: for INPUT */
 };
 
 static void convert_progress(const struct convert_ctx *c, uint64_t done, uint64_t total)
@@ -112,7 +113,8 @@ static int convert_body(void *arg)
 		return CLI_EXIT_ERR;
 	}
 	in.cfg.snapshot = c->snapshot;
-	if (tgt_open_file(&in, c->in_file, c->in_fmt, TGT_O_RDONLY | TGT_O_BUFFERED))
+	if (tgt_open_file(&in, c->in_file, c->in_fmt, TGT_O_RDONLY | TGT_O_BUFFERED |
+			  (c->force_share ? TGT_O_FORCE_SHARE : 0)))
 		return CLI_EXIT_ERR;
 	size = in.caps.size_bytes;
 	co.file = c->out_file;
@@ -199,6 +201,7 @@ int cli_cmd_convert(int argc, char **argv)
 		{ "compress", no_argument, NULL, 'c' },
 		{ "snapshot", required_argument, NULL, 'l' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -208,7 +211,7 @@ int cli_cmd_convert(int argc, char **argv)
 
 	optind = 0;
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":f:O:o:l:s:pcqh", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, ":f:O:o:l:s:pcqUh", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'f':
 			c.in_fmt = optarg;
@@ -245,6 +248,9 @@ int cli_cmd_convert(int argc, char **argv)
 			break;
 		case 'q':
 			c.progress = false;
+			break;
+		case 'U':
+			c.force_share = true;
 			break;
 		case 'h':
 			puts(cli_find("convert")->usage);

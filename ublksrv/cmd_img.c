@@ -81,7 +81,12 @@ static int create_body(void *arg)
 		char path[PATH_MAX];
 
 		tgt_resolve_path(c->o.file, c->o.backing_file, path, sizeof(path));
-		if (tgt_open_file(&b, path, c->o.backing_fmt, TGT_O_RDONLY | TGT_O_BUFFERED))
+		/*
+		 * Only its size is read: like qemu-img create, take no lock,
+		 * so a base that another process writes can still get overlays.
+		 */
+		if (tgt_open_file(&b, path, c->o.backing_fmt, TGT_O_RDONLY | TGT_O_BUFFERED |
+				  TGT_O_NO_IO | TGT_O_FORCE_SHARE))
 			return CLI_EXIT_ERR;
 		c->o.size_bytes = b.caps.size_bytes;
 		tgt_close(&b);
@@ -165,6 +170,7 @@ struct info_ctx {
 	const char *fmt;
 	bool json;
 	bool chain;
+	bool force_share;
 };
 
 static void info_one(struct tgt *t, bool json, bool first)
@@ -252,7 +258,9 @@ static int info_body(void *arg)
 	struct info_ctx *c = arg;
 	struct tgt t = { 0 }, *l;
 
-	if (tgt_open_file(&t, c->file, c->fmt, TGT_O_RDONLY | TGT_O_BUFFERED | TGT_O_CHECK))
+	/* Metadata only, as qemu-img info: it may describe an image in use. */
+	if (tgt_open_file(&t, c->file, c->fmt, TGT_O_RDONLY | TGT_O_BUFFERED | TGT_O_CHECK |
+			  TGT_O_NO_IO | (c->force_share ? TGT_O_FORCE_SHARE : 0)))
 		return CLI_EXIT_ERR;
 	if (c->json && c->chain)
 		printf("[");
@@ -284,6 +292,7 @@ int cli_cmd_info(int argc, char **argv)
 		{ "format", required_argument, NULL, 'f' },
 		{ "output", required_argument, NULL, 'O' },
 		{ "backing-chain", no_argument, NULL, 'B' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -292,10 +301,13 @@ int cli_cmd_info(int argc, char **argv)
 
 	optind = 0;
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":f:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, ":f:Uh", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'f':
 			c.fmt = optarg;
+			break;
+		case 'U':
+			c.force_share = true;
 			break;
 		case 'O':
 			if (cli_output_json("info", optarg, &c.json))
@@ -328,6 +340,7 @@ struct check_ctx {
 	unsigned int fix;
 	bool json;
 	bool quiet;
+	bool force_share;
 };
 
 static void check_print(const struct check_ctx *c, const struct tgt *t,
@@ -387,7 +400,8 @@ static int check_body(void *arg)
 {
 	struct check_ctx *c = arg;
 	struct tgt_check_result r = { 0 };
-	unsigned int flags = TGT_O_CHECK | (c->fix ? 0 : TGT_O_RDONLY);
+	unsigned int flags = TGT_O_CHECK | (c->fix ? 0 : TGT_O_RDONLY) |
+			     (c->force_share ? TGT_O_FORCE_SHARE : 0);
 	struct tgt t = { 0 };
 	int ret, status;
 
@@ -436,6 +450,7 @@ int cli_cmd_check(int argc, char **argv)
 		{ "repair", required_argument, NULL, 'r' },
 		{ "output", required_argument, NULL, 'O' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -444,7 +459,7 @@ int cli_cmd_check(int argc, char **argv)
 
 	optind = 0;
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":f:r:qh", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, ":f:r:qUh", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'f':
 			c.fmt = optarg;
@@ -465,6 +480,9 @@ int cli_cmd_check(int argc, char **argv)
 			break;
 		case 'q':
 			c.quiet = true;
+			break;
+		case 'U':
+			c.force_share = true;
 			break;
 		case 'h':
 			puts(cli_find("check")->usage);
@@ -488,6 +506,7 @@ struct map_ctx {
 	const char *file;
 	const char *fmt;
 	bool json;
+	bool force_share;
 };
 
 struct map_entry {
@@ -537,7 +556,8 @@ static int map_body(void *arg)
 	uint64_t off = 0;
 	int status = CLI_EXIT_OK;
 
-	if (tgt_open_file(&t, c->file, c->fmt, TGT_O_RDONLY | TGT_O_BUFFERED))
+	if (tgt_open_file(&t, c->file, c->fmt, TGT_O_RDONLY | TGT_O_BUFFERED |
+			  (c->force_share ? TGT_O_FORCE_SHARE : 0)))
 		return CLI_EXIT_ERR;
 	if (!c->json)
 		printf("%-15s %-15s %-15s %s\n", "Offset", "Length", "Mapped to", "File");
@@ -585,6 +605,7 @@ int cli_cmd_map(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "format", required_argument, NULL, 'f' },
 		{ "output", required_argument, NULL, 'O' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -593,11 +614,15 @@ int cli_cmd_map(int argc, char **argv)
 
 	optind = 0;
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":f:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, ":f:Uh", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'f':
 			c.fmt = optarg;
 			break;
+		case 'U':
+			c.force_share = true;
+			break;
+
 		case 'O':
 			if (cli_output_json("map", optarg, &c.json))
 				return CLI_EXIT_USAGE;

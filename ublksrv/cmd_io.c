@@ -159,9 +159,25 @@ static int io_run_cmd(struct io_ctx *c, char *cmd)
 			img_err("flush failed: %s", strerror(-ret));
 		return ret;
 	}
+	if (!strcmp(argv[0], "sleep")) {
+		/* qemu-io's: keeps the image open (and locked) for a while. */
+		struct timespec ts;
+
+		if (argc != 2 || parse_uint(argv[1], 0, UINT32_MAX, &k)) {
+			img_err("io: usage: sleep MILLISECONDS");
+			return -EINVAL;
+		}
+		ts.tv_sec = k / 1000;
+		ts.tv_nsec = k % 1000 * 1000000;
+		/* Nothing else runs on this executor: blocking it is harmless. */
+		while (nanosleep(&ts, &ts) && errno == EINTR)
+			;
+		return 0;
+	}
 	if (strcmp(argv[0], "read") && strcmp(argv[0], "write") &&
 	    strcmp(argv[0], "discard")) {
-		img_err("io: unknown command '%s' (read, write, discard, flush)", argv[0]);
+		img_err("io: unknown command '%s' (read, write, discard, flush, sleep)",
+			argv[0]);
 		return -EINVAL;
 	}
 	for (; i < argc && argv[i][0] == '-'; i++) {
@@ -289,6 +305,7 @@ int cli_cmd_io(int argc, char **argv)
 		{ "read-only", no_argument, NULL, 'r' },
 		{ "cache", required_argument, NULL, 't' },
 		{ "backing", required_argument, NULL, 'B' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -297,7 +314,7 @@ int cli_cmd_io(int argc, char **argv)
 
 	optind = 0;
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":f:c:rt:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, ":f:c:rUt:h", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'f':
 			c.fmt = optarg;
@@ -311,6 +328,9 @@ int cli_cmd_io(int argc, char **argv)
 			break;
 		case 'r':
 			c.flags |= TGT_O_RDONLY;
+			break;
+		case 'U':
+			c.flags |= TGT_O_FORCE_SHARE;
 			break;
 		case 't':
 			if (!strcmp(optarg, "writeback")) {

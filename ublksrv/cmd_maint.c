@@ -41,7 +41,7 @@ static int resize_body(void *arg)
 	uint64_t delta, size;
 	int ret;
 
-	if (tgt_open_file(&t, c->file, c->fmt, 0))
+	if (tgt_open_file(&t, c->file, c->fmt, TGT_O_RESIZE))
 		return CLI_EXIT_ERR;
 	if (!t.ops->resize) {
 		img_err("resize: the %s format cannot be resized", t.ops->name);

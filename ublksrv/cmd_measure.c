@@ -46,6 +46,7 @@ struct measure_ctx {
 	bool json;
 	char *opts[MEASURE_MAX_OPTS];
 	unsigned int nr_opts;
+	bool force_share;
 };
 
 struct measure_result {
@@ -484,7 +485,8 @@ static int measure_body(void *arg)
 	int ret;
 
 	if (c->file) {
-		if (tgt_open_file(&in, c->file, c->fmt, TGT_O_RDONLY | TGT_O_BUFFERED))
+		if (tgt_open_file(&in, c->file, c->fmt, TGT_O_RDONLY | TGT_O_BUFFERED |
+				  (c->force_share ? TGT_O_FORCE_SHARE : 0)))
 			return CLI_EXIT_ERR;
 		opened = true;
 	}
@@ -530,6 +532,7 @@ int cli_cmd_measure(int argc, char **argv)
 		{ "output", required_argument, NULL, 'J' },
 		{ "size", required_argument, NULL, 'S' },
 		{ "options", required_argument, NULL, 'o' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -538,7 +541,7 @@ int cli_cmd_measure(int argc, char **argv)
 
 	optind = 0;
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":f:O:o:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, ":f:O:o:Uh", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'f':
 			c.fmt = optarg;
@@ -556,6 +559,9 @@ int cli_cmd_measure(int argc, char **argv)
 				return CLI_EXIT_USAGE;
 			}
 			c.has_size = true;
+			break;
+		case 'U':
+			c.force_share = true;
 			break;
 		case 'J':
 			if (!strcmp(optarg, "json")) {

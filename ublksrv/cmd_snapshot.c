@@ -20,6 +20,7 @@ struct snapshot_ctx {
 	const char *fmt;
 	int op;				/* 'l', 'c', 'a', 'd' */
 	const char *name;
+	bool force_share;		/* -U: with -l only */
 };
 
 /* One row of qemu-img's snapshot table; @si NULL: the header row. */
@@ -56,8 +57,10 @@ static int snapshot_body(void *arg)
 	struct tgt t = { 0 };
 	int n, i, ret;
 
+	/* -U with a change is refused by the framework, as qemu-img does. */
 	if (tgt_open_file(&t, c->file, c->fmt,
-			  c->op == 'l' ? TGT_O_RDONLY | TGT_O_BUFFERED : 0))
+			  (c->op == 'l' ? TGT_O_RDONLY | TGT_O_BUFFERED : 0) |
+			  (c->force_share ? TGT_O_FORCE_SHARE : 0)))
 		return CLI_EXIT_ERR;
 	if (c->op == 'l') {
 		n = t.ops->snapshot_list ? t.ops->snapshot_list(&t, &list) : 0;
@@ -95,6 +98,7 @@ int cli_cmd_snapshot(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "format", required_argument, NULL, 'f' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -120,8 +124,10 @@ int cli_cmd_snapshot(int argc, char **argv)
 			c.name = optarg;
 			break;
 		case 'q':
+			/* qemu-img's quiet: nothing to do here. */
+			break;
 		case 'U':
-			/* qemu-img's quiet and force-share: nothing to do here. */
+			c.force_share = true;
 			break;
 		case 'h':
 			puts(cli_find("snapshot")->usage);

@@ -586,6 +586,14 @@ int ublk_add(const struct ublk_add_opts *o)
 	}
 	ublk_ctrl_close(&ctrl);
 
+	/*
+	 * The image locks are taken here, before the kernel hears of a
+	 * device, so that a refused image leaves nothing behind.  The forked
+	 * server shares their open file description: our exit drops nothing,
+	 * and they last until the server closes the target.  The device's
+	 * size is fixed: nobody may resize the file under it (as qemu-nbd).
+	 */
+	t.cfg.open_flags |= TGT_O_FIXED_SIZE;
 	ret = tgt_open(&t);
 	if (ret)
 		return 1;

@@ -366,17 +366,19 @@ int qcow2_create(const struct tgt_create_opts *o)
 		 * resolves it from its working directory).
 		 */
 		tgt_resolve_path(o->file, p.data_file, data_path, sizeof(data_path));
-		dfd = open(data_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		if (dfd < 0 || ftruncate(dfd, o->size_bytes)) {
-			ret = -errno;
-			img_err("create: data file %s: %s", data_path, strerror(errno));
+		dfd = tgt_create_file(data_path);
+		ret = dfd < 0 ? dfd : ftruncate(dfd, o->size_bytes) ? -errno : 0;
+		if (ret) {
+			if (ret != -EBUSY)
+				img_err("create: data file %s: %s", data_path, strerror(-ret));
 			goto out;
 		}
 	}
-	fd = open(o->file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	fd = tgt_create_file(o->file);
 	if (fd < 0) {
-		ret = -errno;
-		img_err("create: %s: %s", o->file, strerror(errno));
+		ret = fd;
+		if (ret != -EBUSY)
+			img_err("create: %s: %s", o->file, strerror(-ret));
 		goto out;
 	}
 

@@ -146,6 +146,9 @@ static int qcow2_open_data_file(struct qcow2 *q, bool rdonly)
 			q->t->cfg.file, path);
 		return -EINVAL;
 	}
+	fd = tgt_lock_data_file(q->t, path);
+	if (fd)
+		return fd;
 	fd = qcow2_open_fd(path, rdonly, q->buffered);
 	if (fd < 0)
 		return fd;
@@ -316,20 +319,9 @@ static int qcow2_open(struct tgt *t)
 	t->caps.discard_granularity_bytes = 1ULL << q->sc_bits;
 	return 0;
 err:
-	if (t->backing) {
-		/* tgt_close() is not called after a failed open: the chain is ours. */
-		struct tgt *b = t->backing;
-
-		t->backing = NULL;
-		while (b) {
-			struct tgt *next = b->backing;
-
-			b->ops->close(b);
-			free((char *)b->cfg.file);
-			free(b);
-			b = next;
-		}
-	}
+	/* tgt_close() is not called after a failed open: the chain is ours. */
+	if (t->backing)
+		tgt_drop_backing(t);
 	qcow2_free(q);
 	t->priv = NULL;
 	return ret;

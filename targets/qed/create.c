@@ -66,7 +66,8 @@ static int qed_backing_size(const struct tgt_create_opts *o, uint64_t *size)
 		return -EINVAL;
 	}
 	b.cfg.file = path;
-	b.cfg.open_flags = TGT_O_RDONLY | TGT_O_BUFFERED;
+	/* Only its size is read: no lock, as qemu-img create takes none. */
+	b.cfg.open_flags = TGT_O_RDONLY | TGT_O_BUFFERED | TGT_O_NO_IO | TGT_O_FORCE_SHARE;
 	ret = tgt_open(&b);
 	if (!ret) {
 		*size = b.caps.size_bytes;
@@ -145,10 +146,11 @@ int qed_create(const struct tgt_create_opts *o)
 	memcpy(buf, &h, sizeof(h));
 	memcpy(buf + sizeof(h), o->backing_file ? o->backing_file : "", name_len);
 
-	fd = open(o->file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	fd = tgt_create_file(o->file);
 	if (fd < 0) {
-		ret = -errno;
-		img_err("create: %s: %s", o->file, strerror(errno));
+		ret = fd;
+		if (ret != -EBUSY)
+			img_err("create: %s: %s", o->file, strerror(-ret));
 		goto out_free;
 	}
 	/* The rest of the header cluster and the L1 table are zeros: a sparse file. */

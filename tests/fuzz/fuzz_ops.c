@@ -600,13 +600,18 @@ static void fz_commit(struct fz_run *r)
 
 	if (!r->has_backing || !r->t.ops->make_empty)
 		return;
-	ret = tgt_open_file(&base, fz_base, r->base_fmt, TGT_O_BUFFERED);
+	/* The chain's handle must let the writer in, as in cmd_commit.c. */
+	ret = tgt_set_role(r->t.backing, TGT_ROLE_WRITTEN_BASE);
+	if (!ret)
+		ret = tgt_open_file(&base, fz_base, r->base_fmt, TGT_O_BUFFERED);
 	if (ret)
 		fz_fail(r, "open of the backing file for commit: %d", ret);
 	if (base.caps.size_bytes < r->size_bytes) {
 		ret = base.ops->resize ? base.ops->resize(&base, r->size_bytes, 0) : -ENOTSUP;
 		if (ret) {
 			tgt_close(&base);
+			if (tgt_set_role(r->t.backing, TGT_ROLE_BACKING))
+				fz_fail(r, "the backing file's locks after a refused resize");
 			return;
 		}
 		/* The backing file's new sectors read zeros: fz_base_mem is 0 past its end. */
@@ -645,6 +650,8 @@ static void fz_commit(struct fz_run *r)
 	if (ret)
 		fz_fail(r, "flush of the backing file: %d", ret);
 	ret = tgt_close(&base);
+	if (!ret)
+		ret = tgt_set_role(r->t.backing, TGT_ROLE_BACKING);
 	if (ret)
 		fz_fail(r, "close of the backing file: %d", ret);
 	ret = r->t.ops->make_empty(&r->t);
