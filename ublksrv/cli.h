@@ -14,6 +14,15 @@
 /* Returned by a parser when --help was given and printed. */
 #define CLI_HELP	1
 
+/*
+ * The image verbs' own sizes, not the ublk plane's: the largest piece a
+ * verb hands a target at once (big enough that the per-call cost is
+ * small, as large as the largest device request so the engines see the
+ * same sizes), and the buffer memory `bench` registers with its ring.
+ */
+#define CLI_CHUNK_BYTES		(512U << 10)
+#define CLI_PINNED_BYTES	(32U << 20)
+
 /* Exit statuses. */
 #define CLI_EXIT_OK	0
 #define CLI_EXIT_ERR	1

@@ -15,7 +15,6 @@
 #include "cli.h"
 #include "exec.h"
 #include "tgt.h"
-#include "ublk.h"
 #include "util.h"
 
 struct bench_ctx {
@@ -128,7 +127,7 @@ static int bench_body(void *arg)
 	b->next_off = b->offset;
 	for (b->buf_shift = 12; (1ULL << b->buf_shift) < b->size; b->buf_shift++)
 		;
-	b->bufs = exec_map_bufs(exec_current(), b->depth, b->buf_shift, UBLK_DEF_PINNED_BYTES);
+	b->bufs = exec_map_bufs(exec_current(), b->depth, b->buf_shift, CLI_PINNED_BYTES);
 	if (!b->bufs) {
 		img_err("bench: cannot allocate the buffers: %s", strerror(ENOMEM));
 		tgt_close(&b->t);

@@ -21,10 +21,9 @@
 #include "cli.h"
 #include "exec.h"
 #include "tgt.h"
-#include "ublk.h"
 #include "util.h"
 
-#define COMMIT_CHUNK_BYTES	UBLK_IO_BUF_BYTES
+#define COMMIT_CHUNK_BYTES	CLI_CHUNK_BYTES
 
 struct commit_ctx {
 	const char *file;

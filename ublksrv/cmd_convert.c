@@ -16,10 +16,9 @@
 #include "cli.h"
 #include "exec.h"
 #include "tgt.h"
-#include "ublk.h"
 #include "util.h"
 
-#define CONVERT_CHUNK_BYTES	UBLK_IO_BUF_BYTES
+#define CONVERT_CHUNK_BYTES	CLI_CHUNK_BYTES
 #define MAX_CONVERT_OPTS	32
 
 struct convert_ctx {

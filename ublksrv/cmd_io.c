@@ -15,12 +15,11 @@
 #include "cli.h"
 #include "exec.h"
 #include "tgt.h"
-#include "ublk.h"
 #include "util.h"
 
 #define IO_MAX_CMDS	256
-/* Largest piece handed to a target at once: what a ublk request can be. */
-#define IO_CHUNK_BYTES	UBLK_IO_BUF_BYTES
+/* Largest piece handed to a target at once. */
+#define IO_CHUNK_BYTES	CLI_CHUNK_BYTES
 #define SECTOR		512ULL
 
 struct io_ctx {

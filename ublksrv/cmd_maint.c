@@ -20,10 +20,9 @@
 #include "cli.h"
 #include "exec.h"
 #include "tgt.h"
-#include "ublk.h"
 #include "util.h"
 
-#define REBASE_CHUNK_BYTES	UBLK_IO_BUF_BYTES
+#define REBASE_CHUNK_BYTES	CLI_CHUNK_BYTES
 
 struct resize_ctx {
 	const char *file;
