@@ -104,6 +104,8 @@ int blk_dev_init(struct blk_dev *d, unsigned int id, struct tgt *top,
 	pthread_cond_init(&d->idle, NULL);
 	pthread_mutex_init(&d->log_lock, NULL);
 	exec_waitq_init(&d->gate);
+	d->held_list.next = d->held_list.prev = &d->held_list;
+	d->gate_list.next = d->gate_list.prev = &d->gate_list;
 	return 0;
 }
 
@@ -139,14 +141,34 @@ static void blk_leave(struct blk_queue *q)
 	}
 }
 
+/* Caller holds d->lock.  Puts @w, a request that arrived at @arrived_ns, on @head. */
+static void blk_waiter_add(struct blk_waiter *head, struct blk_waiter *w, int64_t arrived_ns)
+{
+	w->arrived_ns = arrived_ns;
+	w->expired = false;
+	w->next = head;
+	w->prev = head->prev;
+	head->prev->next = w;
+	head->prev = w;
+}
+
+/* Caller holds d->lock. */
+static void blk_waiter_del(struct blk_waiter *w)
+{
+	w->prev->next = w->next;
+	w->next->prev = w->prev;
+}
+
 /*
- * A request enters the layer, waiting while the gate is closed.  Returns
- * false if the device is going away (the request must fail).
+ * A request that arrived at @arrived_ns enters the layer, waiting while
+ * the gate is closed.  Returns false if it must fail instead: the device
+ * is going away, or it waited past the hold limit (blk_tick()).
  */
-static bool blk_enter(struct blk_queue *q)
+static bool blk_enter(struct blk_queue *q, int64_t arrived_ns)
 {
 	struct blk_dev *d = q->dev;
-	bool dying;
+	struct blk_waiter w;
+	bool fail;
 
 	for (;;) {
 		__atomic_add_fetch(&q->inflight, 1, __ATOMIC_SEQ_CST);
@@ -154,11 +176,13 @@ static bool blk_enter(struct blk_queue *q)
 			return true;
 		blk_leave(q);
 		pthread_mutex_lock(&d->lock);
-		while (d->quiesce && !d->dying)
+		blk_waiter_add(&d->gate_list, &w, arrived_ns);
+		while (d->quiesce && !d->dying && !w.expired)
 			exec_waitq_sleep(&d->gate, &d->lock);
-		dying = d->dying;
+		blk_waiter_del(&w);
+		fail = d->dying || w.expired;
 		pthread_mutex_unlock(&d->lock);
-		if (dying)
+		if (fail)
 			return false;
 	}
 }
@@ -264,22 +288,61 @@ static void blk_release_held_locked(struct blk_dev *d)
 	exec_waitq_wake_all(&d->gate);
 }
 
+/*
+ * The age of a request is counted from its arrival, not from the pause:
+ * the kernel's clock for it started then, and a request whose retry
+ * failed again is held a second time with its first arrival.
+ */
 void blk_tick(struct blk_dev *d)
 {
-	unsigned int held = 0;
+	unsigned int held = 0, expired = 0, limit_ms;
+	int64_t now = blk_now_ns(), limit_ns;
+	struct blk_waiter *w;
 
-	if (!d->cfg.hold_limit_ms)
-		return;
 	pthread_mutex_lock(&d->lock);
-	if (d->paused == BLK_PAUSED_ERROR &&
-	    blk_now_ns() - d->paused_ns > (int64_t)d->cfg.hold_limit_ms * 1000000) {
-		held = d->held;
-		blk_release_held_locked(d);
+	limit_ms = d->cfg.hold_limit_ms;
+	limit_ns = (int64_t)limit_ms * 1000000;
+	if (!limit_ns) {
+		pthread_mutex_unlock(&d->lock);
+		return;
 	}
+	if (d->paused == BLK_PAUSED_ERROR) {
+		for (w = d->held_list.next; w != &d->held_list; w = w->next) {
+			if (now - w->arrived_ns > limit_ns) {
+				held = d->held;
+				blk_release_held_locked(d);
+				break;
+			}
+		}
+	}
+	for (w = d->gate_list.next; w != &d->gate_list; w = w->next) {
+		if (!w->expired && now - w->arrived_ns > limit_ns) {
+			w->expired = true;
+			expired++;
+		}
+	}
+	if (expired)
+		exec_waitq_wake_all(&d->gate);
 	pthread_mutex_unlock(&d->lock);
-	if (held)
-		img_err("device %u: paused for %u s: failing the %u held request%s",
-			d->id, d->cfg.hold_limit_ms / 1000, held, held == 1 ? "" : "s");
+	if (held) {
+		struct blk_event ev = { .type = BLK_EV_RESUME };
+
+		img_err("device %u: a request was held for %u ms: failing the %u held request%s",
+			d->id, limit_ms, held, held == 1 ? "" : "s");
+		/* The pause ended: who saw it STOP must see it run again. */
+		blk_emit(d, &ev);
+	}
+	if (expired)
+		img_err("device %u: %u request%s waited %u ms at the pause: failing %s with EIO",
+			d->id, expired, expired == 1 ? "" : "s", limit_ms,
+			expired == 1 ? "it" : "them");
+}
+
+void blk_set_hold_limit(struct blk_dev *d, unsigned int ms)
+{
+	pthread_mutex_lock(&d->lock);
+	d->cfg.hold_limit_ms = ms;
+	pthread_mutex_unlock(&d->lock);
 }
 
 void blk_shutdown(struct blk_dev *d)
@@ -513,12 +576,14 @@ static void blk_retry_done(struct blk_dev *d)
  * Holds a request that failed with @err under action stop: pauses the
  * device (if this is the first) and sleeps until blk_resume().  Returns
  * true to retry, false to fail it after all (the device is going away, or
- * the pause outlived cfg.hold_limit_ms).  Sets *@counted when a resume
+ * a held request outlived cfg.hold_limit_ms: blk_tick()).  @arrived_ns is
+ * when the request arrived.  Sets *@counted when a resume
  * woke it: blk_retry_done() must follow its retry, or its failure.
  */
 static bool blk_hold(struct blk_dev *d, enum blk_op op, int err, uint64_t off, uint64_t len,
-		     bool *counted)
+		     int64_t arrived_ns, bool *counted)
 {
+	struct blk_waiter w;
 	struct blk_event ev = {
 		.type = BLK_EV_IO_ERROR, .op = op, .action = BLK_ERR_STOP,
 		.err = err, .off = off, .len = len,
@@ -543,6 +608,7 @@ static bool blk_hold(struct blk_dev *d, enum blk_op op, int err, uint64_t off, u
 		first = true;
 	}
 	d->held++;
+	blk_waiter_add(&d->held_list, &w, arrived_ns);
 	pthread_mutex_unlock(&d->lock);
 
 	blk_log_error(d, op, off, len, err, BLK_ERR_STOP);
@@ -561,6 +627,7 @@ static bool blk_hold(struct blk_dev *d, enum blk_op op, int err, uint64_t off, u
 	*counted = d->resume_gen != resume_gen;
 	retry = !d->dying && d->release_gen == gen;
 	d->held--;
+	blk_waiter_del(&w);
 	pthread_mutex_unlock(&d->lock);
 	if (*counted && !retry) {
 		blk_retry_done(d);
@@ -606,7 +673,7 @@ int blk_submit(struct blk_queue *q, enum blk_op op, unsigned int flags, void *bu
 		if (retry) {
 			/* Past the gate, which stays closed until the retries are done. */
 			__atomic_add_fetch(&q->inflight, 1, __ATOMIC_SEQ_CST);
-		} else if (!blk_enter(q)) {
+		} else if (!blk_enter(q, start)) {
 			ret = -EIO;
 			break;
 		}
@@ -617,7 +684,7 @@ int blk_submit(struct blk_queue *q, enum blk_op op, unsigned int flags, void *bu
 		if (likely(ret >= 0))
 			break;
 		a = blk_action(d, op, ret);
-		if (a != BLK_ERR_STOP || !blk_hold(d, op, ret, off, len, &retry))
+		if (a != BLK_ERR_STOP || !blk_hold(d, op, ret, off, len, start, &retry))
 			break;
 	}
 	if (ret >= 0) {

@@ -63,10 +63,12 @@ struct blk_config {
 	enum blk_err_action werror;	/* writes, discards, write-zeroes, flushes */
 	enum blk_err_action rerror;	/* reads */
 	/*
-	 * Longest a request is held for an error before it fails after
-	 * all, in ms; 0: until blk_resume().  For planes whose kernel side
-	 * gives up on a request it waited for too long (ublk kills an
-	 * unprivileged server after 30 s, see docs/block-layer.md).
+	 * Longest a request may wait in a pause, in ms from its arrival:
+	 * held for an error, it then fails with that error and the pause
+	 * ends; waiting at a closed gate, it fails with EIO and the pause
+	 * stays.  0: no limit.  For planes whose kernel side gives up on a
+	 * request it waited for too long (ublk kills an unprivileged
+	 * server, see docs/block-layer.md).
 	 */
 	unsigned int hold_limit_ms;
 };
@@ -110,7 +112,7 @@ struct blk_queue {
 enum blk_event_type {
 	BLK_EV_IO_ERROR,	/* a request failed: @action says what was done */
 	BLK_EV_STOP,		/* the device paused (an error with action stop, or blk_pause()) */
-	BLK_EV_RESUME,		/* blk_resume() */
+	BLK_EV_RESUME,		/* blk_resume(), or the hold limit ended an error pause */
 };
 
 struct blk_event {
@@ -131,6 +133,17 @@ struct blk_write_notifier {
 	void (*notify)(struct blk_write_notifier *n, enum blk_op op, uint64_t off,
 		       uint64_t len, int ret);
 	struct blk_write_notifier *next;
+};
+
+/*
+ * A request waiting in a pause (held, or at the closed gate), on its
+ * coroutine's stack in one of blk_dev's lists, so that blk_tick() knows
+ * how long each has waited since it arrived.
+ */
+struct blk_waiter {
+	int64_t arrived_ns;
+	bool expired;			/* blk_tick(): fail it */
+	struct blk_waiter *prev, *next;
 };
 
 /* Why a device is paused. */
@@ -165,6 +178,8 @@ struct blk_dev {
 	enum blk_op pause_op;
 	int64_t paused_ns;		/* when */
 	unsigned int held;		/* requests held for an error */
+	/* Lists (heads) of the held requests and of those at the gate. */
+	struct blk_waiter held_list, gate_list;
 	/*
 	 * Held requests a resume woke that have not finished their retry:
 	 * the gate stays closed to new requests until they have, so held
@@ -228,10 +243,15 @@ int blk_pause(struct blk_dev *d);
 int blk_resume(struct blk_dev *d);
 
 /*
- * Called about once a second by the plane: fails the held requests of a
- * pause older than cfg.hold_limit_ms (the device runs again).
+ * Called by the plane every second, or every quarter of
+ * cfg.hold_limit_ms when that is shorter, to enforce the limit: when a held request has
+ * waited longer than it since its arrival, the held requests fail with
+ * their errors and the device runs again; a request that waited at the
+ * closed gate for longer fails with EIO, and a user's pause stays.
  */
 void blk_tick(struct blk_dev *d);
+/* Changes cfg.hold_limit_ms; takes effect at the next blk_tick(). */
+void blk_set_hold_limit(struct blk_dev *d, unsigned int ms);
 
 /*
  * The device is going away: held and waiting requests fail with -EIO and

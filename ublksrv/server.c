@@ -219,8 +219,54 @@ static int ublk_write_state(const struct ublk_add_opts *o, const struct ublk_dev
 }
 
 /*
+ * The kernel's timeout for the requests of device @dev_id in ms, from
+ * /sys/block/ublkbN/queue/io_timeout, which root may change at any time
+ * (the driver applies it to requests that start afterwards).  *@fd keeps
+ * the file open between calls, -1 at first: one pread() a tick.  Returns
+ * 0 if it cannot be read.
+ */
+static unsigned int ublk_io_timeout_ms(unsigned int dev_id, int *fd)
+{
+	char buf[64];
+	ssize_t n;
+
+	if (*fd < 0) {
+		snprintf(buf, sizeof(buf), "/sys/block/ublkb%u/queue/io_timeout", dev_id);
+		*fd = open(buf, O_RDONLY | O_CLOEXEC);
+		if (*fd < 0)
+			return 0;
+	}
+	n = pread(*fd, buf, sizeof(buf) - 1, 0);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	return strtoul(buf, NULL, 10);
+}
+
+/*
+ * An unprivileged device's hold limit follows its io_timeout: ublk_timeout()
+ * SIGKILLs the server at the first request that outlives it, so a request
+ * waiting in a pause must fail well before.  Returns the limit now in force,
+ * @cur if io_timeout cannot be read.
+ */
+static unsigned int ublk_unpriv_hold_ms(struct ublk_dev *dev, int *fd, unsigned int cur)
+{
+	unsigned int tmo = ublk_io_timeout_ms(dev->info.dev_id, fd);
+	unsigned int hold = (uint64_t)tmo * UBLK_UNPRIV_HOLD_NUM / UBLK_UNPRIV_HOLD_DEN;
+
+	if (!hold || hold == cur)
+		return cur;
+	blk_set_hold_limit(&dev->blk, hold);
+	img_log("device %u: io_timeout is %u ms: requests wait in a pause for at most %u ms",
+		dev->info.dev_id, tmo, hold);
+	return hold;
+}
+
+/*
  * Blocks until a shutdown signal arrives or a queue thread ends; the
- * block layer's clock ticks meanwhile.
+ * block layer's clock ticks meanwhile: every second, or every quarter of
+ * the hold limit when that is shorter, so that a request never waits more
+ * than 5/4 of the limit (5/6 of an unprivileged device's io_timeout).
  */
 static void ublk_wait_shutdown(struct ublk_dev *dev, int sig_fd)
 {
@@ -228,16 +274,24 @@ static void ublk_wait_shutdown(struct ublk_dev *dev, int sig_fd)
 		{ .fd = sig_fd, .events = POLLIN },
 		{ .fd = dev->event_fd, .events = POLLIN },
 	};
-	int n;
+	bool unpriv = dev->info.flags & UBLK_F_UNPRIVILEGED_DEV;
+	unsigned int hold_ms = UBLK_UNPRIV_HOLD_MS, tick_ms = 1000;
+	int n, tmo_fd = -1;
 
 	for (;;) {
-		n = poll(pfd, 2, 1000);
+		if (unpriv) {
+			hold_ms = ublk_unpriv_hold_ms(dev, &tmo_fd, hold_ms);
+			tick_ms = MAX(MIN(hold_ms / 4, 1000U), 10U);
+		}
+		n = poll(pfd, 2, tick_ms);
 		if (n > 0)
 			break;
 		if (n < 0 && errno != EINTR)
 			break;
 		blk_tick(&dev->blk);
 	}
+	if (tmo_fd >= 0)
+		close(tmo_fd);
 	if (pfd[0].revents & POLLIN) {
 		struct signalfd_siginfo si;
 
@@ -285,9 +339,10 @@ static int ublk_blk_init(struct ublk_dev *dev)
 
 	/*
 	 * The driver kills an unprivileged device's server when a request
-	 * waits 30 s (ublk_timeout() in 6.12; a privileged one waits for
-	 * ever): an error pause then holds requests for at most 20 s, and
-	 * fails them after that rather than losing the whole device.
+	 * outlives io_timeout (ublk_timeout() in 6.12; a privileged one
+	 * waits for ever): a pause then holds requests for at most two
+	 * thirds of it (ublk_wait_shutdown() follows io_timeout), and fails
+	 * them after that rather than losing the whole device.
 	 */
 	if (dev->info.flags & UBLK_F_UNPRIVILEGED_DEV)
 		cfg.hold_limit_ms = UBLK_UNPRIV_HOLD_MS;

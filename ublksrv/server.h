@@ -11,9 +11,14 @@
 /* How long `add` waits for /dev/ublkbN to appear and answer. */
 #define UBLK_READY_TIMEOUT_MS	10000
 /*
- * Longest an unprivileged device holds a request for an error pause: the
- * driver kills its server when a request waits 30 s.
+ * Longest an unprivileged device holds a request in a pause, as a share
+ * of the kernel's timeout for its requests (io_timeout in sysfs, 30 s by
+ * default): the driver kills its server when a request outlives that.
+ * UBLK_UNPRIV_HOLD_MS (the share of the default) holds until the server
+ * has read io_timeout.
  */
+#define UBLK_UNPRIV_HOLD_NUM	2
+#define UBLK_UNPRIV_HOLD_DEN	3
 #define UBLK_UNPRIV_HOLD_MS	20000
 /* How long `del` waits for a server it asked to stop. */
 #define UBLK_STOP_TIMEOUT_MS	10000

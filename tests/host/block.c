@@ -411,6 +411,76 @@ TEST_F(blk, hold_limit_fails_held)
 	qthread_join(&qt);
 	EXPECT_EQ(-EDQUOT, r.ret);
 	EXPECT_EQ(BLK_RUNNING, blk_paused(&self->d, &err, &op, &held));
+	/* A RESUME event ends the STOP, as a resume's would. */
+	EXPECT_EQ(1, count_events(&self->ev, BLK_EV_RESUME, 0));
+}
+
+/*
+ * The hold limit counts from a request's arrival, as the kernel's timeout
+ * does, not from the pause: the time it spent in the target before it
+ * failed counts, and so does a first hold whose retry failed again.
+ */
+TEST_F(blk, hold_limit_counts_from_arrival)
+{
+	struct req r = { .q = &self->d.queues[0], .op = BLK_OP_WRITE, .len = 4096,
+			 .buf = self->buf };
+	struct qthread qt;
+	enum blk_op op;
+	unsigned int held;
+	int err;
+
+	blk_set_hold_limit(&self->d, 300);
+	self->m->fail_err = -ENOSPC;
+	self->m->fail_ops = 1 << BLK_OP_WRITE;
+	self->m->fail_count = -1;
+	self->m->delay_ms = 200;
+	qthread_start(&qt, &r, 1);
+	ASSERT_TRUE(WAIT_FOR(blk_paused(&self->d, &err, &op, &held) == BLK_PAUSED_ERROR));
+	/* Still no room: the retry fails after 200 ms more and is held again. */
+	EXPECT_EQ(0, blk_resume(&self->d));
+	ASSERT_TRUE(WAIT_FOR(blk_paused(&self->d, &err, &op, &held) == BLK_PAUSED_ERROR &&
+			     held == 1));
+	/* The new pause is young, the request 400 ms old: it fails now. */
+	blk_tick(&self->d);
+	qthread_join(&qt);
+	EXPECT_EQ(-ENOSPC, r.ret);
+	EXPECT_EQ(BLK_RUNNING, blk_paused(&self->d, &err, &op, &held));
+}
+
+/*
+ * A request waiting at a user's pause fails with EIO once it waited past
+ * the hold limit (the kernel would kill an unprivileged server for it);
+ * the pause stays, and a younger request keeps waiting until resume.
+ */
+TEST_F(blk, hold_limit_fails_gate_waiters)
+{
+	struct req old = { .q = &self->d.queues[0], .op = BLK_OP_READ, .len = 4096,
+			   .buf = self->buf };
+	struct req young = { .q = &self->d.queues[1], .op = BLK_OP_READ, .len = 4096,
+			     .buf = self->buf + 8192 };
+	struct qthread qt, qt2;
+	struct blk_stats st;
+	enum blk_op op;
+	unsigned int held;
+	int err;
+
+	blk_set_hold_limit(&self->d, 400);
+	EXPECT_EQ(0, blk_pause(&self->d));
+	qthread_start(&qt, &old, 1);
+	usleep(600000);
+	qthread_start(&qt2, &young, 1);
+	usleep(100000);
+	blk_tick(&self->d);
+	qthread_join(&qt);
+	EXPECT_EQ(-EIO, old.ret);
+	EXPECT_FALSE(__atomic_load_n(&young.done, __ATOMIC_SEQ_CST));
+	EXPECT_EQ(BLK_PAUSED_USER, blk_paused(&self->d, &err, &op, &held));
+	EXPECT_EQ(0, blk_resume(&self->d));
+	qthread_join(&qt2);
+	EXPECT_EQ(4096, young.ret);
+	blk_stats_read(&self->d, -1, &st);
+	EXPECT_EQ(1ULL, st.op[BLK_OP_READ].failed);
+	EXPECT_EQ(1ULL, st.op[BLK_OP_READ].ops);
 }
 
 /* Shutting down fails what is held, and what comes later, at once. */
