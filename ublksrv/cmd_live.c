@@ -47,15 +47,6 @@ struct live_opts {
 	struct json_object *policy;	/* block-set-error-policy's */
 };
 
-static const char *live_thr_args[THR_NR] = {
-	[THR_BPS_TOTAL] = "bps",
-	[THR_BPS_READ] = "bps_rd",
-	[THR_BPS_WRITE] = "bps_wr",
-	[THR_IOPS_TOTAL] = "iops",
-	[THR_IOPS_READ] = "iops_rd",
-	[THR_IOPS_WRITE] = "iops_wr",
-};
-
 static void live_free(struct live_opts *o)
 {
 	json_object_put(o->throttle);
@@ -166,7 +157,7 @@ static int live_parse(int argc, char **argv, struct live_opts *o)
 			}
 			if (!o->throttle)
 				o->throttle = json_object_new_object();
-			json_object_object_add(o->throttle, live_thr_args[c - OPT_THROTTLE],
+			json_object_object_add(o->throttle, ublk_thr_args[c - OPT_THROTTLE],
 					       json_object_new_int64(v));
 			break;
 		case 'h':
@@ -433,10 +424,10 @@ static int live_query(struct live_opts *o, struct ctl_client *c)
 	json_object_object_get_ex(dev, "inserted", &ins);
 	printf("throttle:    ");
 	for (k = 0; k < THR_NR; k++) {
-		int64_t v = live_int(ins, live_thr_args[k]);
+		int64_t v = live_int(ins, ublk_thr_args[k]);
 
 		if (v) {
-			printf(" %s=%lld", live_thr_args[k], (long long)v);
+			printf(" %s=%lld", ublk_thr_args[k], (long long)v);
 			any = true;
 		}
 	}

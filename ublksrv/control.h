@@ -221,6 +221,12 @@ int ctl_client_next(struct ctl_client *c, int timeout_ms, struct json_object **o
 void ctl_client_close(struct ctl_client *c);
 
 /*
+ * block_set_io_throttle's argument for each enum throttle_kind (QEMU's
+ * names: bps, bps_rd, ... iops_wr).
+ */
+extern const char *const ublk_thr_args[];
+
+/*
  * The device's control channel (control_cmds.c): serves the device's
  * commands on ublk_ctl_path(@dev's id) and sends its block layer's events
  * there.  Sets @dev->ctl.  Returns 0 or -errno after printing why.

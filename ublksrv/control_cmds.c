@@ -245,8 +245,7 @@ static int ublk_ctl_query_block(struct ctl_call *call)
 	return 0;
 }
 
-/* The throttle arguments, in enum throttle_kind order. */
-static const char *const ublk_thr_args[THR_NR] = {
+const char *const ublk_thr_args[THR_NR] = {
 	[THR_BPS_TOTAL] = "bps",
 	[THR_BPS_READ] = "bps_rd",
 	[THR_BPS_WRITE] = "bps_wr",
