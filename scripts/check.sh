@@ -71,7 +71,7 @@ run_host() {
 	local t
 	run_units "$O" host
 	for t in tests/host/*.sh; do
-		# tap.sh is the scripts' shared helpers, not a test.
+		# tap.sh sources the test library (tests/lib/); it is not a test.
 		[ -f "$t" ] && [ "$(basename "$t")" != tap.sh ] || continue
 		run_one "host/$(basename "$t")" bash "$t"
 	done

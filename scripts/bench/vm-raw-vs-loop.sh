@@ -37,7 +37,6 @@ mkdir -p "$BUILD_DIR/bench"
 tmp=$(mktemp -d "$BUILD_DIR/bench/.run.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/guest" "$tmp/share"
-cp "$REPO/tests/vm/lib.sh" "$tmp/guest/lib.sh"
 echo "RUNTIME=$RUNTIME" > "$tmp/share/bench.conf"
 
 # The guest half, run by the VM rig like a test.

@@ -93,7 +93,6 @@ LIMIT=$((nconf * RUNS_PER_CONFIG * (RUNTIME + ramp_s + 8) + 900))
 tmp=$(mktemp -d "$BUILD_DIR/bench/.suite.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/guest" "$tmp/share"
-cp "$REPO/tests/vm/lib.sh" "$tmp/guest/lib.sh"
 cat > "$tmp/share/bench.conf" <<EOF
 RUNTIME=$RUNTIME
 RAMP=$RAMP

@@ -32,7 +32,6 @@ mkdir -p "$BUILD_DIR/bench"
 tmp=$(mktemp -d "$BUILD_DIR/bench/.thr.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/guest" "$tmp/share"
-cp "$REPO/tests/vm/lib.sh" "$tmp/guest/lib.sh"
 echo "RUNTIME=$RUNTIME" > "$tmp/share/bench.conf"
 
 cat > "$tmp/guest/throttle.sh" <<'GUEST'

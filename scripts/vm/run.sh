@@ -70,8 +70,12 @@ trap 'exit 130' INT TERM
 # The run disk: the tests, their list, the config and the share, on an
 # ext4 filesystem (built into the guest kernel) made from a directory
 # with mkfs.ext4 -d, so no loop device or root mount is needed here.
+# The test library goes along as in the tree: tests/lib.sh (from
+# tests/vm/) sources ../lib/tap.sh and ../lib/image.sh.
 stage=$tmp/stage
-mkdir -p "$stage/tests" "$stage/share"
+mkdir -p "$stage/tests" "$stage/lib" "$stage/share"
+cp "$REPO/tests/vm/lib.sh" "$stage/tests/lib.sh"
+cp "$REPO"/tests/lib/*.sh "$stage/lib/"
 : > "$stage/tests.list"
 ntests=0
 for t in "$@"; do
@@ -81,9 +85,6 @@ for t in "$@"; do
 	[ "$name" = lib.sh ] && continue
 	ntests=$((ntests + 1))
 	cp "$t" "$stage/tests/$name"
-	# Each test directory's shared helpers go along.
-	d=$(dirname "$t")
-	[ -f "$d/lib.sh" ] && cp "$d/lib.sh" "$stage/tests/lib.sh"
 	echo "$name" >> "$stage/tests.list"
 done
 echo "TIMEOUT=$TIMEOUT" > "$stage/config"

@@ -46,52 +46,53 @@ seed() {
 	{ cat "$img"; tail_fix; } > "$OUT/$dir/$name-fix"
 }
 
+# qemu-img and qemu-io without their chatter.
 q() { qemu-img "$@" > /dev/null; }
-qio() { qemu-io "$@" > /dev/null; }
+qio_quiet() { qemu-io "$@" > /dev/null; }
 
 # qcow2
 truncate -s 1M "$T/backing.raw"
 q create -f qcow2 -o cluster_size=512 "$T/empty" 1M
 seed fuzz_qcow2 empty-512 "$T/empty"
 q create -f qcow2 -o cluster_size=512 "$T/data" 1M
-qio -c 'write -P 0x11 0 4k' -c 'write -P 0x22 300k 1k' -c 'write -z 64k 8k' "$T/data"
+qio_quiet -c 'write -P 0x11 0 4k' -c 'write -P 0x22 300k 1k' -c 'write -z 64k 8k' "$T/data"
 seed fuzz_qcow2 data-512 "$T/data"
 q create -f qcow2 -o cluster_size=4k "$T/data4k" 1M
-qio -c 'write -P 0x11 0 8k' -c 'write -P 0x22 520k 4k' "$T/data4k"
+qio_quiet -c 'write -P 0x11 0 8k' -c 'write -P 0x22 520k 4k' "$T/data4k"
 seed fuzz_qcow2 data-4k "$T/data4k"
 q create -f qcow2 -o cluster_size=512,refcount_bits=1 "$T/rc1" 1M
-qio -c 'write -P 0x44 2k 2k' "$T/rc1"
+qio_quiet -c 'write -P 0x44 2k 2k' "$T/rc1"
 seed fuzz_qcow2 refcount1-512 "$T/rc1"
 q create -f qcow2 -o cluster_size=512,lazy_refcounts=on "$T/lazy" 1M
-qio -c 'write -P 0x55 0 1k' "$T/lazy"
+qio_quiet -c 'write -P 0x55 0 1k' "$T/lazy"
 seed fuzz_qcow2 lazy-512 "$T/lazy"
 q create -f qcow2 -o cluster_size=1k "$T/snap" 1M
-qio -c 'write -P 0x66 0 4k' "$T/snap"
+qio_quiet -c 'write -P 0x66 0 4k' "$T/snap"
 q snapshot -c s1 "$T/snap"
-qio -c 'write -P 0x67 2k 4k' "$T/snap"
+qio_quiet -c 'write -P 0x67 2k 4k' "$T/snap"
 seed fuzz_qcow2 snapshot-1k "$T/snap"
 q create -f raw "$T/raw" 1M
-qio -f raw -c 'write -P 0x78 0 64k' "$T/raw"
+qio_quiet -f raw -c 'write -P 0x78 0 64k' "$T/raw"
 q convert -c -O qcow2 -o cluster_size=4k "$T/raw" "$T/comp"
 seed fuzz_qcow2 compressed-4k "$T/comp"
 q create -f qcow2 -o cluster_size=512 -b backing.raw -F raw "$T/overlay" 1M
-qio -c 'write -P 0x99 1k 1k' "$T/overlay"
+qio_quiet -c 'write -P 0x99 1k 1k' "$T/overlay"
 seed fuzz_qcow2 backing-512 "$T/overlay"
 q create -f qcow2 -o cluster_size=16k,extended_l2=on "$T/extl2" 1M
-qio -c 'write -P 0x12 0 1k' -c 'write -P 0x13 20k 2k' "$T/extl2"
+qio_quiet -c 'write -P 0x12 0 1k' -c 'write -P 0x13 20k 2k' "$T/extl2"
 seed fuzz_qcow2 extl2-16k "$T/extl2"
 q create -f qcow2 -o compat=0.10,cluster_size=512 "$T/v2" 1M
-qio -c 'write -P 0x21 0 1k' "$T/v2"
+qio_quiet -c 'write -P 0x21 0 1k' "$T/v2"
 seed fuzz_qcow2 v2-512 "$T/v2"
 
 # QED (4 KiB clusters and two-cluster tables: the smallest QEMU opens)
 q create -f qed -o cluster_size=4096,table_size=2 "$T/qed-empty" 1M
 seed fuzz_qed empty "$T/qed-empty"
 q create -f qed -o cluster_size=4096,table_size=2 "$T/qed-data" 1M
-qio -c 'write -P 0x11 0 8k' -c 'write -P 0x22 700k 4k' "$T/qed-data"
+qio_quiet -c 'write -P 0x11 0 8k' -c 'write -P 0x22 700k 4k' "$T/qed-data"
 seed fuzz_qed data "$T/qed-data"
 q create -f qed -o cluster_size=4096,table_size=2 -b backing.raw -F raw "$T/qed-ov" 1M
-qio -c 'write -P 0x33 4k 2k' "$T/qed-ov"
+qio_quiet -c 'write -P 0x33 4k 2k' "$T/qed-ov"
 seed fuzz_qed backing "$T/qed-ov"
 
 # fuzz_ops (fuzz_ops.c): three parameter bytes, then 4-byte operations.

@@ -13,21 +13,22 @@ set -u
 IMGBLK=${IMGBLK:-build/imgblk}
 case $IMGBLK in /*) ;; *) IMGBLK=$PWD/$IMGBLK ;; esac
 
-n=0 failed=0
-tmp=$(mktemp -d /tmp/imgblk-cli-errors-XXXXXX) || exit 1
-trap 'rm -rf "$tmp"' EXIT
-export IMGBLK_RUN_DIR=$tmp/run
+. "$(dirname "$0")/tap.sh"
+export IMGBLK_RUN_DIR=$T_TMP/run
 
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; local l; for l in "$@"; do echo "# $l"; done; }
-skip() { n=$((n + 1)); echo "ok $n - $1 # SKIP $2"; }
+# fail_why NAME WHY...: a failure, with one comment line per reason.
+fail_why() {
+	not_ok "$1"
+	shift
+	diag "$@"
+}
 
 # run ARGS...: runs imgblk; sets rc, out (stdout) and err (stderr).
 run() {
-	"$IMGBLK" "$@" >"$tmp/out" 2>"$tmp/err"
+	"$IMGBLK" "$@" >"$T_TMP/out" 2>"$T_TMP/err"
 	rc=$?
-	out=$(cat "$tmp/out")
-	err=$(cat "$tmp/err")
+	out=$(cat "$T_TMP/out")
+	err=$(cat "$T_TMP/err")
 }
 
 lines() { [ -z "$1" ] && echo 0 || printf '%s\n' "$1" | wc -l; }
@@ -47,7 +48,7 @@ expect_one_line() {
 	if [ ${#why[@]} -eq 0 ]; then
 		ok "$name"
 	else
-		not_ok "$name" "${why[@]}" "stderr: $err"
+		fail_why "$name" "${why[@]}" "stderr: $err"
 	fi
 }
 
@@ -66,16 +67,13 @@ expect_nothing_left() {
 	if [ ${#why[@]} -eq 0 ]; then
 		ok "$name"
 	else
-		not_ok "$name" "${why[@]}"
+		fail_why "$name" "${why[@]}"
 	fi
 }
 
-if [ ! -x "$IMGBLK" ]; then
-	echo "1..0 # SKIP $IMGBLK not built"
-	exit 0
-fi
+need
 
-img=$tmp/cli-errors-$$.img
+img=$T_TMP/cli-errors-$$.img
 truncate -s 1M "$img"
 
 # --- the driver is not loaded
@@ -96,7 +94,7 @@ else
 	if [ -z "$out" ]; then
 		ok "add without ublk_drv: nothing on stdout"
 	else
-		not_ok "add without ublk_drv: nothing on stdout" "stdout: $out"
+		fail_why "add without ublk_drv: nothing on stdout" "stdout: $out"
 	fi
 	expect_nothing_left "add without ublk_drv: nothing left behind" "$img"
 	run add -t null --size 1M
@@ -106,7 +104,7 @@ fi
 # --- not root
 # A copy of the binary where the unprivileged user can run it.
 as_nobody=()
-mkdir -p "$tmp/bin" && cp "$IMGBLK" "$tmp/bin/imgblk" && chmod 755 "$tmp" "$tmp/bin"
+mkdir -p "$T_TMP/bin" && cp "$IMGBLK" "$T_TMP/bin/imgblk" && chmod 755 "$T_TMP" "$T_TMP/bin"
 chmod 644 "$img"
 if [ "$(id -u)" -ne 0 ]; then
 	as_nobody=(env)		# already unprivileged
@@ -116,17 +114,17 @@ fi
 if [ ${#as_nobody[@]} -eq 0 ]; then
 	skip "add as non-root: one line (the missing driver)" "setpriv cannot drop to uid 65534 here"
 	skip "del as non-root: one line (no such device)" "setpriv cannot drop to uid 65534 here"
-elif ! "${as_nobody[@]}" "$tmp/bin/imgblk" help >/dev/null 2>&1; then
-	skip "add as non-root: one line (the missing driver)" "uid 65534 cannot run $tmp/bin/imgblk"
-	skip "del as non-root: one line (no such device)" "uid 65534 cannot run $tmp/bin/imgblk"
+elif ! "${as_nobody[@]}" "$T_TMP/bin/imgblk" help >/dev/null 2>&1; then
+	skip "add as non-root: one line (the missing driver)" "uid 65534 cannot run $T_TMP/bin/imgblk"
+	skip "del as non-root: one line (no such device)" "uid 65534 cannot run $T_TMP/bin/imgblk"
 else
-	"${as_nobody[@]}" "$tmp/bin/imgblk" add -t raw -f "$img" >"$tmp/out" 2>"$tmp/err"
-	rc=$? out=$(cat "$tmp/out") err=$(cat "$tmp/err")
+	"${as_nobody[@]}" "$T_TMP/bin/imgblk" add -t raw -f "$img" >"$T_TMP/out" 2>"$T_TMP/err"
+	rc=$? out=$(cat "$T_TMP/out") err=$(cat "$T_TMP/err")
 	# Users may add unprivileged devices: here the driver is what is missing.
 	expect_one_line "add as non-root: one line (the missing driver)" nonzero 'ublk_drv'
 	expect_nothing_left "add as non-root: nothing left behind" "$img"
-	"${as_nobody[@]}" "$tmp/bin/imgblk" del -n 0 >"$tmp/out" 2>"$tmp/err"
-	rc=$? out=$(cat "$tmp/out") err=$(cat "$tmp/err")
+	"${as_nobody[@]}" "$T_TMP/bin/imgblk" del -n 0 >"$T_TMP/out" 2>"$T_TMP/err"
+	rc=$? out=$(cat "$T_TMP/out") err=$(cat "$T_TMP/err")
 	expect_one_line "del as non-root: one line (no such device)" nonzero 'no imgblk device'
 fi
 
@@ -139,13 +137,13 @@ run list
 if [ "$rc" -eq 0 ] && [ -z "$err" ] && [ "$(lines "$out")" -eq 1 ]; then
 	ok "list with no devices: the header only"
 else
-	not_ok "list with no devices: the header only" "rc=$rc" "stdout: $out" "stderr: $err"
+	fail_why "list with no devices: the header only" "rc=$rc" "stdout: $out" "stderr: $err"
 fi
 run list --json
 if [ "$rc" -eq 0 ] && [ "$out" = "[]" ]; then
 	ok "list --json with no devices: []"
 else
-	not_ok "list --json with no devices: []" "rc=$rc" "stdout: $out" "stderr: $err"
+	fail_why "list --json with no devices: []" "rc=$rc" "stdout: $out" "stderr: $err"
 fi
 
 # --- bad arguments: exit 2 (usage), one line
@@ -169,7 +167,7 @@ run
 if [ "$rc" -eq 2 ] && printf '%s' "$err" | grep -q '^usage: imgblk' && [ -z "$out" ]; then
 	ok "imgblk without a command: usage on stderr, exit 2"
 else
-	not_ok "imgblk without a command: usage on stderr, exit 2" "rc=$rc" "stderr: $err"
+	fail_why "imgblk without a command: usage on stderr, exit 2" "rc=$rc" "stderr: $err"
 fi
 for h in help --help -h; do
 	run $h
@@ -177,7 +175,7 @@ for h in help --help -h; do
 	   [ -z "$err" ]; then
 		ok "imgblk $h: usage on stdout, exit 0"
 	else
-		not_ok "imgblk $h: usage on stdout, exit 0" "rc=$rc" "stdout: $out" "stderr: $err"
+		fail_why "imgblk $h: usage on stdout, exit 0" "rc=$rc" "stdout: $out" "stderr: $err"
 	fi
 done
 
@@ -186,7 +184,7 @@ cmds=$(printf '%s\n' "$out" | awk '/^commands:/ { f = 1; next } /^$/ { f = 0 } f
 if [ "$(printf '%s\n' "$cmds" | grep -c .)" -ge 4 ]; then
 	ok "imgblk help lists the commands: $(echo $cmds)"
 else
-	not_ok "imgblk help lists the commands" "found: $cmds"
+	fail_why "imgblk help lists the commands" "found: $cmds"
 fi
 for c in $cmds; do
 	run "$c" --help
@@ -198,19 +196,18 @@ for c in $cmds; do
 	   printf '%s' "$out" | head -1 | grep -Eq "$want"; then
 		ok "imgblk $c --help: its usage, exit 0"
 	else
-		not_ok "imgblk $c --help: its usage, exit 0" "rc=$rc" "stdout: $(printf '%s' "$out" | head -2)" "stderr: $err"
+		fail_why "imgblk $c --help: its usage, exit 0" "rc=$rc" "stdout: $(printf '%s' "$out" | head -2)" "stderr: $err"
 	fi
 	[ "$c" != help ] || continue
 	run help "$c"
 	if [ "$rc" -eq 0 ] && [ "$out" = "$cmd_help" ]; then
 		ok "imgblk help $c: the same as $c --help"
 	else
-		not_ok "imgblk help $c: the same as $c --help" "rc=$rc" "stderr: $err"
+		fail_why "imgblk help $c: the same as $c --help" "rc=$rc" "stderr: $err"
 	fi
 done
 
 # Nothing above may have left a state file or a server.
 expect_nothing_left "no state file or process left by any of the above" "$img"
 
-echo "1..$n"
-[ "$failed" -eq 0 ]
+done_testing

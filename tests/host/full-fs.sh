@@ -12,25 +12,22 @@
 set -u
 
 IMGBLK=${IMGBLK:-build/imgblk}
-T=$(mktemp -d "${TMPDIR:-/tmp}/full-fs.XXXXXX")
-FS=$T/fs
-trap 'umount "$FS" 2> /dev/null; rm -rf "$T"' EXIT
 . "$(dirname "$0")/tap.sh"
+FS=$T_TMP/fs
+on_exit 'umount "$FS"'
 
 need qemu-img qemu-io
 mkdir -p "$FS"
-if ! mount -t tmpfs -o size=20m tmpfs "$FS" 2> "$T/mount.err"; then
-	echo "1..0 # SKIP cannot mount a tmpfs here: $(head -n 1 "$T/mount.err")"
-	exit 0
-fi
+mount -t tmpfs -o size=20m tmpfs "$FS" 2> "$T_TMP/mount.err" ||
+	skip_all "cannot mount a tmpfs here: $(head -n 1 "$T_TMP/mount.err")"
 
 # qemu-img check: 0 clean, 3 leaked clusters only; anything else is not.
 check_consistent() {	# check_consistent DESCRIPTION FMT IMG
 	local rc
-	qemu-img check -f "$2" "$3" > "$T/check.out" 2>&1
+	qemu-img check -f "$2" "$3" > "$T_TMP/check.out" 2>&1
 	rc=$?
 	if [ $rc = 0 ] || [ $rc = 3 ]; then ok "$1 (qemu-img check exit $rc)"; else
-		not_ok "$1 (qemu-img check exit $rc)"; diag_file "$T/check.out"; fi
+		not_ok "$1 (qemu-img check exit $rc)"; diag_file "$T_TMP/check.out"; fi
 }
 
 for fmt in qcow2 qed; do
@@ -46,18 +43,17 @@ for fmt in qcow2 qed; do
 	rm -f "$I"
 	check "$fmt: create again" "$IMGBLK" create -f "$fmt" "$I" 64M
 	check "$fmt: write 8M" "$IMGBLK" io -f "$fmt" -c "write -P 0x6b 0 8M" "$I"
-	"$IMGBLK" io -f "$fmt" -c "write -P 0x7c 8M 40M" "$I" > "$T/io.out" 2>&1
+	"$IMGBLK" io -f "$fmt" -c "write -P 0x7c 8M 40M" "$I" > "$T_TMP/io.out" 2>&1
 	rc=$?
-	if [ $rc != 0 ] && grep -qi "space" "$T/io.out"; then
+	if [ $rc != 0 ] && grep -qi "space" "$T_TMP/io.out"; then
 		ok "$fmt: 40M more fail with ENOSPC (exit $rc)"
 	else
 		not_ok "$fmt: 40M more fail with ENOSPC (exit $rc)"
-		diag_file "$T/io.out"
+		diag_file "$T_TMP/io.out"
 	fi
 	check_consistent "$fmt: the image is consistent after the failed writes" "$fmt" "$I"
 	check "$fmt: the data written before is intact" \
 		qemu-io -f "$fmt" -c "read -P 0x6b 0 8M" "$I"
 done
 
-echo "1..$N"
-[ "$FAIL" = 0 ]
+done_testing

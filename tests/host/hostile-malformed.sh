@@ -14,19 +14,17 @@
 set -u
 
 IMGBLK=${IMGBLK:-build/imgblk}
-T=$(mktemp -d "${TMPDIR:-/tmp}/hostile.XXXXXX")
-trap 'rm -rf "$T"' EXIT
 RUNS=0
 . "$(dirname "$0")/tap.sh"
 
-need qemu-img qemu-io python3 timeout md5sum
+need qemu-img qemu-io timeout md5sum
 IMGBLK=$(realpath "$IMGBLK")
 
 M56=$(( 0x00fffffffffffe00 ))
 
-# Checksums of every file under $T but the image under test, and /etc/passwd.
+# Checksums of every file under $T_TMP but the image under test, and /etc/passwd.
 sums() {
-	find "$T" -type f ! -path "$1" ! -path "$T/work/*" ! -name out.raw -print0 |
+	find "$T_TMP" -type f ! -path "$1" ! -path "$T_TMP/work/*" ! -name out.raw -print0 |
 		sort -z | xargs -0 md5sum 2> /dev/null
 	md5sum /etc/passwd
 }
@@ -37,19 +35,19 @@ verb() {
 	local d=$1 rc
 	shift
 	RUNS=$((RUNS + 1))
-	timeout -k 5 20 "$@" > "$T/work/out" 2> "$T/work/err" < /dev/null
+	timeout -k 5 20 "$@" > "$T_TMP/work/out" 2> "$T_TMP/work/err" < /dev/null
 	rc=$?
 	if [ $rc = 124 ] || [ $rc = 137 ]; then
 		echo "# $d: hung (killed after 20 s): ${*:2}"; return 1
 	elif [ $rc -ge 128 ]; then
 		echo "# $d: killed by signal $((rc - 128)): ${*:2}"; return 1
-	elif grep -qE 'Sanitizer|runtime error:' "$T/work/err"; then
-		echo "# $d: sanitizer report: ${*:2}"; grep -E 'ERROR|runtime error' "$T/work/err" | head -3 | sed 's/^/#   /'
+	elif grep -qE 'Sanitizer|runtime error:' "$T_TMP/work/err"; then
+		echo "# $d: sanitizer report: ${*:2}"; grep -E 'ERROR|runtime error' "$T_TMP/work/err" | head -3 | sed 's/^/#   /'
 		return 1
 	elif [ "$2" = check ] && { [ $rc = 2 ] || [ $rc = 3 ]; }; then
 		: # check's report of corruptions or leaks, on stdout: a defined answer
-	elif [ $rc != 0 ] && ! head -n 1 "$T/work/err" | grep -q '^imgblk: '; then
-		echo "# $d: exit $rc without an 'imgblk:' line: ${*:2}"; head -3 "$T/work/err" | sed 's/^/#   /'
+	elif [ $rc != 0 ] && ! head -n 1 "$T_TMP/work/err" | grep -q '^imgblk: '; then
+		echo "# $d: exit $rc without an 'imgblk:' line: ${*:2}"; head -3 "$T_TMP/work/err" | sed 's/^/#   /'
 		return 1
 	fi
 	LAST_RC=$rc
@@ -59,8 +57,8 @@ verb() {
 # hostile DESC FMT IMG [SIZE_TO_READ]: every verb on a copy of IMG.
 hostile() {
 	local d=$1 fmt=$2 img=$3 len=${4:-64k} w bad=0 before after
-	rm -rf "$T/work"
-	mkdir -p "$T/work"
+	rm -rf "$T_TMP/work"
+	mkdir -p "$T_TMP/work"
 	# The copy stays beside the original, so relative backing names resolve alike.
 	w=$(dirname "$img")/.w-$(basename "$img")
 	cp --sparse=always "$img" "$w"
@@ -69,8 +67,8 @@ hostile() {
 	verb "$d" "$IMGBLK" check "$w" || bad=1
 	verb "$d" "$IMGBLK" map "$w" || bad=1
 	verb "$d" "$IMGBLK" io -r -f "$fmt" -c "read 0 $len" "$w" || bad=1
-	verb "$d" "$IMGBLK" convert -f "$fmt" -O raw "$w" "$T/work/out.raw" || bad=1
-	rm -f "$T/work/out.raw"
+	verb "$d" "$IMGBLK" convert -f "$fmt" -O raw "$w" "$T_TMP/work/out.raw" || bad=1
+	rm -f "$T_TMP/work/out.raw"
 	verb "$d" "$IMGBLK" check -r all "$w" || bad=1
 	# Last: an in-place write through an entry pointing 1 TiB out grows
 	# the file to 1 TiB, as in QEMU, and a repair of that takes minutes.
@@ -91,23 +89,23 @@ hostile() {
 expect() {
 	local d=$1 want=$2 re=$3
 	shift 3
-	rm -rf "$T/work"; mkdir -p "$T/work"
+	rm -rf "$T_TMP/work"; mkdir -p "$T_TMP/work"
 	if ! verb "$d" "$@"; then not_ok "$d"; return; fi
 	if [ "$want" = "!" ] && [ "$LAST_RC" = 0 ]; then
 		not_ok "$d"; echo "# succeeded but should have failed: ${*}"; return
 	fi
 	if [ "$want" = 0 ] && [ "$LAST_RC" != 0 ]; then
-		not_ok "$d"; echo "# failed: $*"; sed 's/^/#   /' "$T/work/err" | head -3; return
+		not_ok "$d"; echo "# failed: $*"; sed 's/^/#   /' "$T_TMP/work/err" | head -3; return
 	fi
-	if [ -n "$re" ] && ! grep -qiE "$re" "$T/work/err"; then
-		not_ok "$d"; echo "# stderr does not match /$re/:"; sed 's/^/#   /' "$T/work/err" | head -3
+	if [ -n "$re" ] && ! grep -qiE "$re" "$T_TMP/work/err"; then
+		not_ok "$d"; echo "# stderr does not match /$re/:"; sed 's/^/#   /' "$T_TMP/work/err" | head -3
 		return
 	fi
 	ok "$d"
 }
 
 # ------------------------------------------------------------------ qcow2
-Q=$T/q
+Q=$T_TMP/q
 mkdir -p "$Q"
 qnew() {	# qnew NAME [create -o]: 4 KiB clusters, 4 MiB, data at 0 and 1 MiB
 	local f=$Q/$1.qcow2
@@ -203,7 +201,7 @@ expect "qcow2: compressed past EOF reads fail with a message" ! "" \
 	"$IMGBLK" io -r -f qcow2 -c "read 0 4k" "$Q/c_eof.qcow2"
 
 # ------------------------------------------------------------------ QED
-D=$T/qed
+D=$T_TMP/qed
 mkdir -p "$D"
 dnew() {	# dnew NAME: 4 KiB clusters, table_size 2, 8 MiB, data at 0 and 4 MiB
 	local f=$D/$1.qed
@@ -247,7 +245,7 @@ f=$(dnew bname_huge); poke "$f" 16 '<Q' 1; poke "$f" 56 '<I' 64; poke "$f" 60 '<
 hostile "qed: backing name of 4 GiB" qed "$f"
 
 # ------------------------------------------------------------------ chains
-C=$T/chain
+C=$T_TMP/chain
 mkdir -p "$C"
 qemu-img create -q -f raw "$C/base.raw" 1M
 qemu-io -f raw -c "write -P 0x77 0 1M" "$C/base.raw" > /dev/null
@@ -293,8 +291,8 @@ qemu-img create -q -f qed -u -b /nonexistent/x -F raw "$C/missing.qed" 1M
 hostile "qed: backing file missing" qed "$C/missing.qed"
 
 # ------------------------------------------------------------------ path tricks
-# T/p/a/b/o.qcow2 names ../../etc/passwd: a decoy at T/p/etc/passwd.
-P=$T/p
+# $T_TMP/p/a/b/o.qcow2 names ../../etc/passwd: a decoy at $T_TMP/p/etc/passwd.
+P=$T_TMP/p
 mkdir -p "$P/a/b" "$P/etc"
 # 1 KiB: a raw file's size is taken in whole sectors (QEMU reads a partial
 # last sector too, as zeros past the end; we drop it).
@@ -334,6 +332,5 @@ qemu-img create -q -f qcow2 -u -b link.qcow2 -F qcow2 "$P/a/b/top.qcow2" 1M
 expect "qcow2: a chain leaving the directory two levels down is refused" ! "outside|same-dir" \
 	"$IMGBLK" io --backing=same-dir -c "read 0 4k" "$P/a/b/top.qcow2"
 
-echo "# $RUNS imgblk runs on $N cases"
-echo "1..$N"
-[ $FAIL = 0 ]
+echo "# $RUNS imgblk runs on $T_NUM cases"
+done_testing

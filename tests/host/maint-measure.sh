@@ -16,9 +16,7 @@ set -u
 IMGBLK=${IMGBLK:-build/imgblk}
 case $IMGBLK in /*) ;; *) IMGBLK=$PWD/$IMGBLK ;; esac
 need qemu-img qemu-io
-T=$(mktemp -d "${TMPDIR:-/tmp}/maint-measure.XXXXXX")
-trap 'rm -rf "$T"' EXIT
-cd "$T" || exit 1
+cd "$T_TMP" || exit 1
 
 same() {	# same ARGS...: imgblk measure and qemu-img measure agree
 	local a q
@@ -78,11 +76,6 @@ done
 
 # QED output, which QEMU cannot measure: compare with real files.
 qemu-img create -q -f qed e.qed 1G
-check() {
-	local d=$1
-	shift
-	if "$@"; then ok "$d"; else not_ok "$d"; fi
-}
 check "qed: an empty image is exactly 'required'" \
 	test "$(field 'required size' -O qed --size 1G)" = "$(stat -c %s e.qed)"
 qemu-img create -q -f qed -o cluster_size=4k,table_size=1 e.qed 64M
@@ -100,5 +93,4 @@ for f in base.qcow2 top.qcow2 sparse.raw in.qed; do
 		test "$(field 'required size' -O qed $f)" -ge "$(stat -c %s c.qed)"
 done
 
-echo "1..$N"
-[ $FAIL = 0 ]
+done_testing

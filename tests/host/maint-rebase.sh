@@ -17,9 +17,7 @@ set -u
 IMGBLK=${IMGBLK:-build/imgblk}
 case $IMGBLK in /*) ;; *) IMGBLK=$PWD/$IMGBLK ;; esac
 need qemu-img qemu-io
-T=$(mktemp -d "${TMPDIR:-/tmp}/maint-rebase.XXXXXX")
-trap 'rm -rf "$T"' EXIT
-cd "$T" || exit 1
+cd "$T_TMP" || exit 1
 
 # rebase NAME FMT IMG ARGS...: imgblk rebases IMG, qemu-img a copy; both
 # must still read what IMG read before.
@@ -78,8 +76,7 @@ done
 # -p prints progress.
 qemu-img create -q -f qcow2 p.img 4M
 check "-p prints progress" "$IMGBLK" rebase -p -b short.raw -F raw p.img
-cp out progress
+cp check.out progress
 check "-p: the last line says 100%" grep -q '100.00/100%' progress
 
-echo "1..$N"
-[ $FAIL = 0 ]
+done_testing

@@ -7,31 +7,20 @@
 # QEMU reads the same data through the new one.
 set -uo pipefail
 IMGBLK=${IMGBLK:-build/imgblk}
-n=0
-fails=0
-ok() { n=$((n + 1)); echo "ok $n - $*"; }
-not_ok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $*"; }
-check() { local d=$1; shift; if "$@" >/dev/null 2>&1; then ok "$d"; else not_ok "$d"; fi; }
-check_fails() { local d=$1; shift; if "$@" >/dev/null 2>&1; then not_ok "$d"; else ok "$d"; fi; }
-# table_size=1 images: QEMU 7.2 cannot open them, so ask imgblk.
-vsize() { "$I" info --output=json "$1" | sed -n 's/.*"virtual-size": \([0-9]*\).*/\1/p'; }
+. "$(dirname "$0")/tap.sh"
 
-if ! command -v qemu-img >/dev/null; then
-	echo "1..0 # SKIP qemu-img not installed"
-	exit 0
-fi
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-cd "$tmp" || exit 1
+need qemu-img qemu-io
+cd "$T_TMP" || exit 1
 I=$IMGBLK
 case $I in /*) ;; *) I=$OLDPWD/$I ;; esac
 
-# QED resize.
+# QED resize.  table_size=1 images: QEMU 7.2 cannot open them, so their
+# size is what imgblk info says.
 qemu-img create -q -f qed -o cluster_size=4k,table_size=1 q.qed 1M
 check "qed: grow to 64M" "$I" resize -q q.qed 64M
-[ "$(vsize q.qed)" = $((64 << 20)) ] && ok "qed: reopened, it is 64 MiB" || not_ok "qed: reopened, it is 64 MiB"
+[ "$(vsize q.qed "$I")" = $((64 << 20)) ] && ok "qed: reopened, it is 64 MiB" || not_ok "qed: reopened, it is 64 MiB"
 check "qed: grow by +1M" "$I" resize -q q.qed +1M
-[ "$(vsize q.qed)" = $((65 << 20)) ] && ok "qed: reopened, it is 65 MiB" || not_ok "qed: reopened, it is 65 MiB"
+[ "$(vsize q.qed "$I")" = $((65 << 20)) ] && ok "qed: reopened, it is 65 MiB" || not_ok "qed: reopened, it is 65 MiB"
 # 4k clusters, one-cluster tables: 512 * 512 * 4k = 1 GiB at most.
 check_fails "qed: beyond what the tables map is refused" "$I" resize -q q.qed 2G
 check_fails "qed: shrinking is refused" "$I" resize -q --shrink q.qed 1M
@@ -39,7 +28,7 @@ check "qed: still checks clean" "$I" check q.qed
 qemu-img create -q -f qed q2.qed 16M
 qemu-io -f qed -c 'write -P 0x33 15M 1M' q2.qed >/dev/null
 check "qed (QEMU's): grow" "$I" resize -q q2.qed 32M
-[ "$(qemu-img info --output=json q2.qed | sed -n 's/.*"virtual-size": \([0-9]*\).*/\1/p')" = $((32 << 20)) ] &&
+[ "$(vsize q2.qed)" = $((32 << 20)) ] &&
 	ok "qed (QEMU's): qemu-img sees 32 MiB" || not_ok "qed (QEMU's): qemu-img sees 32 MiB"
 check "qed (QEMU's): data kept, the new end reads zeros" \
 	qemu-io -f qed -c 'read -P 0x33 15M 1M' -c 'read -P 0 16M 16M' q2.qed
@@ -79,5 +68,4 @@ check "unallocated ranges now read zeros" qemu-io -f qed -c 'read -P 0 0 1M' -c 
 check_fails "safe rebase onto a missing file is refused" "$I" rebase -b missing.raw o.qed
 check_fails "rebase of a raw image is refused" "$I" rebase -u -b base2.raw -f raw base2.raw
 
-echo "1..$n"
-[ "$fails" -eq 0 ]
+done_testing

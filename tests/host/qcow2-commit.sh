@@ -13,8 +13,6 @@
 set -u
 
 IMGBLK=${IMGBLK:-build/imgblk}
-T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-commit.XXXXXX")
-trap 'rm -rf "$T"' EXIT
 . "$(dirname "$0")/tap.sh"
 
 need qemu-img qemu-io
@@ -40,20 +38,20 @@ make_chain() {	# make_chain DIR CS BASEFMT
 run_case() {	# run_case NAME CS BASEFMT COMMIT_ARGS...
 	local name=$1 cs=$2 bf=$3 f
 	shift 3
-	rm -rf "$T/a" "$T/q"
-	make_chain "$T/a" $cs $bf
-	cp -r "$T/a" "$T/q"
-	qemu-img convert -O raw "$T/a/top.qcow2" "$T/before.raw"
+	rm -rf "$T_TMP/a" "$T_TMP/q"
+	make_chain "$T_TMP/a" $cs $bf
+	cp -r "$T_TMP/a" "$T_TMP/q"
+	qemu-img convert -O raw "$T_TMP/a/top.qcow2" "$T_TMP/before.raw"
 	local args=("$@")
 	check "$name: imgblk commit ${args[*]}" \
-		"$IMGBLK" commit -q "${args[@]//@/$T/a/}" "$T/a/top.qcow2"
-	qemu-img commit -q "${args[@]//@/$T/q/}" "$T/q/top.qcow2"
+		"$IMGBLK" commit -q "${args[@]//@/$T_TMP/a/}" "$T_TMP/a/top.qcow2"
+	qemu-img commit -q "${args[@]//@/$T_TMP/q/}" "$T_TMP/q/top.qcow2"
 	for f in base.img mid.qcow2 top.qcow2; do
-		check "$name: $f equals qemu-img's" qemu-img compare -q "$T/a/$f" "$T/q/$f"
+		check "$name: $f equals qemu-img's" qemu-img compare -q "$T_TMP/a/$f" "$T_TMP/q/$f"
 		check "$name: $f: qemu-img check clean" \
-			sh -c "qemu-img info '$T/a/$f' | grep -q 'file format: raw' || qemu-img check -q '$T/a/$f'"
+			sh -c "qemu-img info '$T_TMP/a/$f' | grep -q 'file format: raw' || qemu-img check -q '$T_TMP/a/$f'"
 	done
-	check "$name: top reads as before" qemu-img compare -q -F raw "$T/a/top.qcow2" "$T/before.raw"
+	check "$name: top reads as before" qemu-img compare -q -F raw "$T_TMP/a/top.qcow2" "$T_TMP/before.raw"
 }
 
 for cs in 4k 64k; do
@@ -64,9 +62,8 @@ done
 run_case "raw base, -b base" 64k raw -b @base.img
 run_case "raw base, into mid" 64k raw
 
-"$IMGBLK" commit -q "$T/before.raw" > "$T/out" 2>&1
+"$IMGBLK" commit -q "$T_TMP/before.raw" > "$T_TMP/out" 2>&1
 if [ $? != 0 ]; then ok "commit of an image without a backing file fails"
 else not_ok "commit of an image without a backing file fails"; fi
 
-echo "1..$N"
-[ $FAIL = 0 ]
+done_testing

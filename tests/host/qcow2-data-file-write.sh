@@ -13,9 +13,7 @@ set -u
 IMGBLK=${IMGBLK:-build/imgblk}
 case $IMGBLK in /*) ;; *) IMGBLK=$PWD/$IMGBLK ;; esac
 need qemu-img qemu-io
-T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-data-file-write.XXXXXX")
-trap 'rm -rf "$T"' EXIT
-cd "$T" || exit 1
+cd "$T_TMP" || exit 1
 
 spec() {	# qemu-img info's format-specific part, data file name left out
 	qemu-img info --output=json "$1" | sed -n '/format-specific/,$p' |
@@ -88,5 +86,4 @@ check_fails "convert -c into a data-file image refused" \
 	"$IMGBLK" convert -c -n -O qcow2 src.raw c.qcow2
 check "...the image checks clean" qemu-img check -q c.qcow2
 
-echo "1..$N"
-[ $FAIL = 0 ]
+done_testing

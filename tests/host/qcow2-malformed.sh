@@ -7,14 +7,12 @@
 set -u
 
 IMGBLK=${IMGBLK:-build/imgblk}
-T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-bad.XXXXXX")
-trap 'rm -rf "$T"' EXIT
 . "$(dirname "$0")/tap.sh"
 
-need qemu-img qemu-io python3 timeout
+need qemu-img qemu-io timeout
 
 fresh() {	# fresh NAME [qemu-img create options]: a small image with data
-	local f=$T/$1.qcow2
+	local f=$T_TMP/$1.qcow2
 	shift
 	qemu-img create -q -f qcow2 "$@" "$f" 4M &&
 	qemu-io -f qcow2 -c "write -P 0x42 0 256k" "$f" > /dev/null
@@ -26,7 +24,7 @@ fresh() {	# fresh NAME [qemu-img create options]: a small image with data
 refuse() {
 	local d=$1 re=$2 rc
 	shift 2
-	timeout 20 "$@" > "$T/out" 2> "$T/err"
+	timeout 20 "$@" > "$T_TMP/out" 2> "$T_TMP/err"
 	rc=$?
 	if [ $rc = 0 ]; then
 		not_ok "$d"; echo "# succeeded but should have failed: $*"
@@ -34,8 +32,8 @@ refuse() {
 		not_ok "$d"; echo "# timed out: $*"
 	elif [ $rc -ge 128 ]; then
 		not_ok "$d"; echo "# killed by signal $((rc - 128)): $*"
-	elif ! grep -qiE "$re" "$T/err"; then
-		not_ok "$d"; echo "# stderr does not match /$re/:"; sed 's/^/#   /' "$T/err" | head -5
+	elif ! grep -qiE "$re" "$T_TMP/err"; then
+		not_ok "$d"; echo "# stderr does not match /$re/:"; sed 's/^/#   /' "$T_TMP/err" | head -5
 	else
 		ok "$d"
 	fi
@@ -91,23 +89,23 @@ truncate -s 40 "$f"
 refuse "file shorter than a header" "too short" "$IMGBLK" "${READ[@]}" "$f"
 
 # Backing loop A -> B -> A.
-qemu-img create -q -f qcow2 "$T/a.qcow2" 4M
-qemu-img create -q -f qcow2 -u -b a.qcow2 -F qcow2 "$T/b.qcow2" 4M
-qemu-img rebase -q -u -f qcow2 -b b.qcow2 -F qcow2 "$T/a.qcow2"
-refuse "backing loop A -> B -> A" "loop" "$IMGBLK" "${READ[@]}" "$T/a.qcow2"
-refuse "backing loop: check exits with an error" "loop" "$IMGBLK" check "$T/a.qcow2"
+qemu-img create -q -f qcow2 "$T_TMP/a.qcow2" 4M
+qemu-img create -q -f qcow2 -u -b a.qcow2 -F qcow2 "$T_TMP/b.qcow2" 4M
+qemu-img rebase -q -u -f qcow2 -b b.qcow2 -F qcow2 "$T_TMP/a.qcow2"
+refuse "backing loop A -> B -> A" "loop" "$IMGBLK" "${READ[@]}" "$T_TMP/a.qcow2"
+refuse "backing loop: check exits with an error" "loop" "$IMGBLK" check "$T_TMP/a.qcow2"
 refuse "backing file missing" "backing file" "$IMGBLK" "${READ[@]}" \
-	"$(qemu-img create -q -f qcow2 -u -b nothere.qcow2 -F qcow2 "$T/m.qcow2" 4M; echo "$T/m.qcow2")"
+	"$(qemu-img create -q -f qcow2 -u -b nothere.qcow2 -F qcow2 "$T_TMP/m.qcow2" 4M; echo "$T_TMP/m.qcow2")"
 
 # Refcount overflow: with 1-bit refcounts a cluster referenced twice cannot be counted.
 f=$(fresh ovf -o refcount_bits=1,cluster_size=4k)
 l1=$(peek "$f" 40 '>Q')
 l2=$(( $(peek "$f" $l1 '>Q') & 0x00fffffffffffe00 ))
 poke "$f" $((l2 + 8)) '>Q' "$(peek "$f" $l2 '>Q')"
-timeout 20 "$IMGBLK" check "$f" > "$T/out" 2> "$T/err"
+timeout 20 "$IMGBLK" check "$f" > "$T_TMP/out" 2> "$T_TMP/err"
 rc=$?
-if [ $rc = 2 ] && grep -q "overflow" "$T/err"; then ok "refcount overflow: check reports a corruption (exit 2)"
-else not_ok "refcount overflow: check reports a corruption (exit 2)"; echo "# exit $rc"; head -3 "$T/err" | sed 's/^/#   /'; fi
+if [ $rc = 2 ] && grep -q "overflow" "$T_TMP/err"; then ok "refcount overflow: check reports a corruption (exit 2)"
+else not_ok "refcount overflow: check reports a corruption (exit 2)"; echo "# exit $rc"; head -3 "$T_TMP/err" | sed 's/^/#   /'; fi
 
 # Leaks: imgblk check exits 3 like qemu-img and repairs them with -r leaks.
 f=$(fresh leak)
@@ -139,5 +137,4 @@ if qemu-img check -q "$f" && qemu-io -f qcow2 -c "read -P 0x42 0 256k" "$f" > /d
 	ok "missing refcount block: check -r all rebuilds the refcounts"
 else not_ok "missing refcount block: check -r all rebuilds the refcounts"; fi
 
-echo "1..$N"
-[ $FAIL = 0 ]
+done_testing

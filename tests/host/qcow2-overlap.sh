@@ -11,8 +11,6 @@
 set -u
 
 IMGBLK=${IMGBLK:-build/imgblk}
-T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-overlap.XXXXXX")
-trap 'rm -rf "$T"' EXIT
 . "$(dirname "$0")/tap.sh"
 
 need qemu-img qemu-io python3 cmp
@@ -53,15 +51,14 @@ l2_point() {
 # same_bytes A B OFFSET LENGTH: the range is identical in both files.
 same_bytes() { cmp -n "$4" -i "$3:$3" "$1" "$2"; }
 
-incompat() { python3 -c 'import struct,sys; print(struct.unpack_from(">Q", open(sys.argv[1],"rb").read(), 72)[0])' "$1"; }
 qemu_corrupt() { qemu-img info "$1" | grep -q "corrupt: true"; }
 not_qemu_corrupt() { qemu-img info "$1" | grep -q "corrupt: false"; }
-io_err() { "$IMGBLK" io "$@" 2> "$T/err" > /dev/null; }
+io_err() { "$IMGBLK" io "$@" 2> "$T_TMP/err" > /dev/null; }
 
 # An image with data in guest clusters 0 and 16 (1 MiB, pattern 0x22),
 # 64 KiB clusters.  With "snap": a snapshot, then data in guest cluster 32.
 base() {
-	local f=$T/$1.qcow2
+	local f=$T_TMP/$1.qcow2
 	qemu-img create -q -f qcow2 "$f" 64M &&
 	qemu-io -f qcow2 -c "write -P 0x11 0 64k" -c "write -P 0x22 1M 64k" "$f" > /dev/null
 	if [ "${2:-}" = snap ]; then
@@ -75,8 +72,8 @@ base() {
 after_refusal() {
 	local n=$1 f=$2 o=$3 off=$4 len=$5 rc
 	check "$n: $(printf '%#x+%#x' "$off" "$len") unchanged" same_bytes "$f" "$o" "$off" "$len"
-	if [ "$(incompat "$f")" = 2 ]; then ok "$n: corrupt bit (and only it) set on disk"
-	else not_ok "$n: corrupt bit set on disk"; echo "# incompatible features $(incompat "$f")"; fi
+	if [ "$(qcow2_incompat "$f")" = 2 ]; then ok "$n: corrupt bit (and only it) set on disk"
+	else not_ok "$n: corrupt bit set on disk"; echo "# incompatible features $(qcow2_incompat "$f")"; fi
 	check "$n: qemu-img info says corrupt: true" qemu_corrupt "$f"
 	check "$n: imgblk info says corrupt: true" \
 		bash -c "'$IMGBLK' info --output=json '$f' | grep -q '\"corrupt\": true'"
@@ -85,20 +82,20 @@ after_refusal() {
 	if [ $rc = 2 ]; then ok "$n: qemu-img check: exit 2 (corruptions)"
 	else not_ok "$n: qemu-img check: exit 2"; echo "# exit $rc"; fi
 	if io_err -c "write -P 0xab 1M 4k" "$f"; then not_ok "$n: second read-write open refused"
-	elif grep -q "marked corrupt" "$T/err"; then ok "$n: second read-write open refused"
-	else not_ok "$n: second read-write open refused"; diag_file "$T/err"; fi
+	elif grep -q "marked corrupt" "$T_TMP/err"; then ok "$n: second read-write open refused"
+	else not_ok "$n: second read-write open refused"; diag_file "$T_TMP/err"; fi
 	check "$n: read-only open reads other clusters" \
 		"$IMGBLK" io -r -c "read -P 0x22 1M 64k" "$f"
 	# The repair, side by side with qemu-img's on a copy.
-	cp "$f" "$T/q.qcow2"
-	qemu-img check -r all "$T/q.qcow2" > /dev/null 2>&1
+	cp "$f" "$T_TMP/q.qcow2"
+	qemu-img check -r all "$T_TMP/q.qcow2" > /dev/null 2>&1
 	rc=$?
 	"$IMGBLK" check -r all "$f" > /dev/null 2>&1
 	if [ $? = $rc ]; then ok "$n: check -r all exits $rc as qemu-img's"
 	else not_ok "$n: check -r all exits $rc as qemu-img's"; fi
-	if not_qemu_corrupt "$T/q.qcow2"; then
+	if not_qemu_corrupt "$T_TMP/q.qcow2"; then
 		check "$n: check -r all cleared the corrupt bit (as qemu-img)" not_qemu_corrupt "$f"
-		check "$n: repaired image reads as qemu-img's repair" qemu-img compare "$f" "$T/q.qcow2"
+		check "$n: repaired image reads as qemu-img's repair" qemu-img compare "$f" "$T_TMP/q.qcow2"
 		check "$n: repaired image takes the write" io_err -c "write -P 0xab 0 4k" \
 			-c "read -P 0xab 0 4k" -c "read -P 0x22 1M 64k" "$f"
 		# l2: the repair leaves the table at refcount 2 (it mapped
@@ -116,15 +113,15 @@ for w in l1 rt rb l2 snap snapl1; do
 	case $w in snap*) f=$(base "$w" snap); gc=32 ;; *) f=$(base "$w"); gc=0 ;; esac
 	read -r off len < <(meta "$f" "$w" $gc)
 	l2_point "$f" $gc "$off"
-	cp "$f" "$T/orig.qcow2"
+	cp "$f" "$T_TMP/orig.qcow2"
 	if io_err -c "write -P 0xab $((gc * 65536)) 4k" "$f"; then
 		not_ok "$w: guest write onto the metadata fails"
-	elif grep -qE "corrupt: .*over .*at $(printf '%#x' "$off")" "$T/err"; then
-		ok "$w: guest write onto the metadata fails, naming it ($(sed 's/.*over //; s/;.*//' "$T/err" | head -1))"
+	elif grep -qE "corrupt: .*over .*at $(printf '%#x' "$off")" "$T_TMP/err"; then
+		ok "$w: guest write onto the metadata fails, naming it ($(sed 's/.*over //; s/;.*//' "$T_TMP/err" | head -1))"
 	else
-		not_ok "$w: guest write fails naming the structure"; diag_file "$T/err"
+		not_ok "$w: guest write fails naming the structure"; diag_file "$T_TMP/err"
 	fi
-	after_refusal "$w" "$f" "$T/orig.qcow2" "$off" "$len"
+	after_refusal "$w" "$f" "$T_TMP/orig.qcow2" "$off" "$len"
 done
 
 # A lying refcount: cluster 0 (the header) at refcount 0 is handed out to
@@ -132,12 +129,12 @@ done
 f=$(base header)
 read -r rb _ < <(meta "$f" rb)
 poke "$f" "$rb" '>H' 0
-cp "$f" "$T/orig.qcow2"
+cp "$f" "$T_TMP/orig.qcow2"
 if io_err -c "write -P 0xab 4M 64k" "$f"; then not_ok "header: allocating write onto the header fails"
-elif grep -q "over the header" "$T/err"; then ok "header: allocating write onto the header fails"
-else not_ok "header: allocating write fails naming the header"; diag_file "$T/err"; fi
-check "header: bytes 0-71 unchanged" same_bytes "$f" "$T/orig.qcow2" 0 72
-check "header: bytes 80-64K unchanged" same_bytes "$f" "$T/orig.qcow2" 80 $((65536 - 80))
+elif grep -q "over the header" "$T_TMP/err"; then ok "header: allocating write onto the header fails"
+else not_ok "header: allocating write fails naming the header"; diag_file "$T_TMP/err"; fi
+check "header: bytes 0-71 unchanged" same_bytes "$f" "$T_TMP/orig.qcow2" 0 72
+check "header: bytes 80-64K unchanged" same_bytes "$f" "$T_TMP/orig.qcow2" 80 $((65536 - 80))
 check "header: qemu-img info says corrupt: true" qemu_corrupt "$f"
 check "header: read-only open reads" "$IMGBLK" io -r -c "read -P 0x22 1M 64k" "$f"
 
@@ -146,67 +143,67 @@ check "header: read-only open reads" "$IMGBLK" io -r -c "read -P 0x22 1M 64k" "$
 f=$(base discard)
 read -r off len < <(meta "$f" l2 0)
 l2_point "$f" 16 "$off"
-cp "$f" "$T/orig.qcow2"
+cp "$f" "$T_TMP/orig.qcow2"
 if io_err -c "discard 1M 64k" -c flush "$f"; then not_ok "discard: releasing an L2 table fails"
-elif grep -q "over an active L2 table" "$T/err"; then ok "discard: releasing an L2 table fails"
-else not_ok "discard: releasing an L2 table fails naming it"; diag_file "$T/err"; fi
+elif grep -q "over an active L2 table" "$T_TMP/err"; then ok "discard: releasing an L2 table fails"
+else not_ok "discard: releasing an L2 table fails naming it"; diag_file "$T_TMP/err"; fi
 # Entry 16 itself is cleared in that table, as the discard asks; the rest stays.
-check "discard: the L2 table's other entries unchanged" bash -c "cmp -n 128 -i $off:$off '$f' '$T/orig.qcow2' &&
-	cmp -n $((len - 136)) -i $((off + 136)):$((off + 136)) '$f' '$T/orig.qcow2'"
+check "discard: the L2 table's other entries unchanged" bash -c "cmp -n 128 -i $off:$off '$f' '$T_TMP/orig.qcow2' &&
+	cmp -n $((len - 136)) -i $((off + 136)):$((off + 136)) '$f' '$T_TMP/orig.qcow2'"
 check "discard: the L2 table's cluster still allocated" \
 	bash -c "qemu-img map --output=json '$f' | grep -q '\"start\": 0, .*\"data\": true'"
 check "discard: qemu-img info says corrupt: true" qemu_corrupt "$f"
 
 # Metadata writes are checked too: an L1 entry naming the refcount table
 # makes the L2 write-back land there.  The flush fails, nothing is written.
-f=$T/l1rt.qcow2
+f=$T_TMP/l1rt.qcow2
 qemu-img create -q -f qcow2 "$f" 1G
 qemu-io -f qcow2 -c "write -P 0x22 1M 64k" -c "write -P 0x44 512M 64k" "$f" > /dev/null
 read -r off len < <(meta "$f" rt)
 read -r l1 _ < <(meta "$f" l1)
 poke "$f" $((l1 + 8)) '>Q' $((off | (1 << 63)))
-cp "$f" "$T/orig.qcow2"
+cp "$f" "$T_TMP/orig.qcow2"
 if io_err -c "write -P 0xab 512M 4k" -c flush "$f"; then not_ok "L2 write-back onto the refcount table fails"
-elif grep -q "over the refcount table" "$T/err"; then ok "L2 write-back onto the refcount table fails"
-else not_ok "L2 write-back fails naming the refcount table"; diag_file "$T/err"; fi
-check "L2 write-back: refcount table unchanged" same_bytes "$f" "$T/orig.qcow2" "$off" "$len"
+elif grep -q "over the refcount table" "$T_TMP/err"; then ok "L2 write-back onto the refcount table fails"
+else not_ok "L2 write-back fails naming the refcount table"; diag_file "$T_TMP/err"; fi
+check "L2 write-back: refcount table unchanged" same_bytes "$f" "$T_TMP/orig.qcow2" "$off" "$len"
 check "L2 write-back: qemu-img info says corrupt: true" qemu_corrupt "$f"
 
 # v2 has no corrupt bit: the write is refused, the open image refuses
 # more, and the next open is read-write again (as QEMU: nothing to record).
-f=$T/v2.qcow2
+f=$T_TMP/v2.qcow2
 qemu-img create -q -f qcow2 -o compat=0.10 "$f" 64M
 qemu-io -f qcow2 -c "write -P 0x11 0 64k" -c "write -P 0x22 1M 64k" "$f" > /dev/null
 read -r off len < <(meta "$f" l1)
 l2_point "$f" 0 "$off"
-cp "$f" "$T/orig.qcow2"
+cp "$f" "$T_TMP/orig.qcow2"
 check_fails "v2: guest write onto the L1 fails" "$IMGBLK" io -c "write -P 0xab 0 4k" "$f"
-check "v2: L1 unchanged" same_bytes "$f" "$T/orig.qcow2" "$off" "$len"
+check "v2: L1 unchanged" same_bytes "$f" "$T_TMP/orig.qcow2" "$off" "$len"
 check_fails "v2: later writes of that open fail" "$IMGBLK" io -c "write -P 0xab 0 4k" \
 	-c "write -P 0xab 1M 4k" "$f"
-check "v2: header unchanged" same_bytes "$f" "$T/orig.qcow2" 0 65536
+check "v2: header unchanged" same_bytes "$f" "$T_TMP/orig.qcow2" 0 65536
 
 # With an external data file guest data cannot meet metadata: the same
 # entry sends it to the data file, and the write succeeds.
-f=$T/df.qcow2
-qemu-img create -q -f qcow2 -o data_file="$T/df.raw" "$f" 64M
+f=$T_TMP/df.qcow2
+qemu-img create -q -f qcow2 -o data_file="$T_TMP/df.raw" "$f" 64M
 qemu-io -f qcow2 -c "write -P 0x11 0 64k" "$f" > /dev/null
 read -r off len < <(meta "$f" l1)
 l2_point "$f" 0 "$off"
-cp "$f" "$T/orig.qcow2"
+cp "$f" "$T_TMP/orig.qcow2"
 check "data file: the write goes to the data file" "$IMGBLK" io -c "write -P 0xab 0 4k" \
 	-c "read -P 0xab 0 4k" "$f"
-check "data file: image metadata unchanged" same_bytes "$f" "$T/orig.qcow2" 0 "$(stat -c %s "$T/orig.qcow2")"
+check "data file: image metadata unchanged" same_bytes "$f" "$T_TMP/orig.qcow2" 0 "$(stat -c %s "$T_TMP/orig.qcow2")"
 check "data file: not marked corrupt" not_qemu_corrupt "$f"
 
 # Normal images never trip it: refcount table growth (512-byte
 # clusters), discard, snapshots, shared tables, resize, compression.
-f=$T/small.qcow2
+f=$T_TMP/small.qcow2
 qemu-img create -q -f qcow2 -o cluster_size=512 "$f" 64M
 check "normal: many allocations with small clusters" "$IMGBLK" io \
 	-c "write -P 1 0 4M" -c "write -P 2 8M 1M" -c "discard 1M 1M" -c flush "$f"
 check "normal: small clusters check clean" qemu-img check "$f"
-f=$T/normal.qcow2
+f=$T_TMP/normal.qcow2
 qemu-img create -q -f qcow2 "$f" 64M
 check "normal: writes and discards" "$IMGBLK" io \
 	-c "write -P 1 0 4M" -c "write -P 2 8M 1M" -c "discard 1M 1M" -c flush "$f"
@@ -217,7 +214,6 @@ check "normal: resize, then writes past the old end" bash -c \
 check "normal: qemu-img check clean" qemu-img check "$f"
 check "normal: not marked corrupt" not_qemu_corrupt "$f"
 check "normal: compressed convert" bash -c \
-	"'$IMGBLK' convert -c -O qcow2 '$f' '$T/c.qcow2' && qemu-img check '$T/c.qcow2' && qemu-img compare '$f' '$T/c.qcow2'"
+	"'$IMGBLK' convert -c -O qcow2 '$f' '$T_TMP/c.qcow2' && qemu-img check '$T_TMP/c.qcow2' && qemu-img compare '$f' '$T_TMP/c.qcow2'"
 
-echo "1..$N"
-[ $FAIL = 0 ]
+done_testing

@@ -16,8 +16,6 @@ set -u
 IMGBLK=${IMGBLK:-build/imgblk}
 HERE=$(cd "$(dirname "$0")" && pwd)
 SEED=${1:-${QCOW2_RANDOM_SEED:-20240601}}
-T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-rand.XXXXXX")
-trap 'rm -rf "$T"' EXIT
 . "$(dirname "$0")/tap.sh"
 
 need qemu-img qemu-io cmp python3
@@ -62,20 +60,20 @@ gen() {
 
 run_image() {	# run_image NAME CREATE_OPTS CS_K BACKING(none|qcow2) DISCARD
 	local name=$1 opts=$2 cs_k=$3 bk=$4 disc=$5 r args sargs line
-	local img=$T/r.qcow2 shadow=$T/r.raw bargs=()
+	local img=$T_TMP/r.qcow2 shadow=$T_TMP/r.raw bargs=()
 
-	rm -f "$img" "$shadow" "$T/base.qcow2"
+	rm -f "$img" "$shadow" "$T_TMP/base.qcow2"
 	if [ "$bk" = qcow2 ]; then
-		qemu-img create -q -f qcow2 -o cluster_size=64k "$T/base.qcow2" 8M
-		qemu-io -f qcow2 -c "write -P 0xba 0 8M" -c "write -z 3M 1M" "$T/base.qcow2" > /dev/null
-		bargs=(-b "$T/base.qcow2" -F qcow2)
-		qemu-img convert -O raw "$T/base.qcow2" "$shadow"
+		qemu-img create -q -f qcow2 -o cluster_size=64k "$T_TMP/base.qcow2" 8M
+		qemu-io -f qcow2 -c "write -P 0xba 0 8M" -c "write -z 3M 1M" "$T_TMP/base.qcow2" > /dev/null
+		bargs=(-b "$T_TMP/base.qcow2" -F qcow2)
+		qemu-img convert -O raw "$T_TMP/base.qcow2" "$shadow"
 		truncate -s ${SIZE_K}k "$shadow"
 	else
 		truncate -s ${SIZE_K}k "$shadow"
 	fi
-	"$IMGBLK" create -q -f qcow2 -o "$opts" "${bargs[@]}" "$img" ${SIZE_K}k > "$T/out" 2>&1 ||
-		{ not_ok "$name: create"; diag_file "$T/out"; return; }
+	"$IMGBLK" create -q -f qcow2 -o "$opts" "${bargs[@]}" "$img" ${SIZE_K}k > "$T_TMP/out" 2>&1 ||
+		{ not_ok "$name: create"; diag_file "$T_TMP/out"; return; }
 	for ((r = 0; r < RUNS; r++)); do
 		args=()
 		sargs=()
@@ -86,23 +84,23 @@ run_image() {	# run_image NAME CREATE_OPTS CS_K BACKING(none|qcow2) DISCARD
 			*) sargs+=(-c "$line") ;;
 			esac
 		done < <(gen "$cs_k" "$disc")
-		"$IMGBLK" io -f qcow2 "${args[@]}" "$img" > "$T/out" 2>&1 ||
-			{ not_ok "$name: run $r: imgblk io"; diag_file "$T/out"; return; }
+		"$IMGBLK" io -f qcow2 "${args[@]}" "$img" > "$T_TMP/out" 2>&1 ||
+			{ not_ok "$name: run $r: imgblk io"; diag_file "$T_TMP/out"; return; }
 		qemu-io -f raw "${sargs[@]}" "$shadow" > /dev/null 2>&1
 	done
 	ok "$name: $((RUNS * OPS)) operations"
-	"$IMGBLK" convert -O raw "$img" "$T/out.raw" > "$T/out" 2>&1
-	if cmp -s "$T/out.raw" "$shadow"; then ok "$name: imgblk convert equals the shadow"
-	else not_ok "$name: imgblk convert equals the shadow"; cmp "$T/out.raw" "$shadow" | sed 's/^/#   /'; fi
+	"$IMGBLK" convert -O raw "$img" "$T_TMP/out.raw" > "$T_TMP/out" 2>&1
+	if cmp -s "$T_TMP/out.raw" "$shadow"; then ok "$name: imgblk convert equals the shadow"
+	else not_ok "$name: imgblk convert equals the shadow"; cmp "$T_TMP/out.raw" "$shadow" | sed 's/^/#   /'; fi
 	if qemu-img compare -q -f qcow2 -F raw "$img" "$shadow"; then ok "$name: QEMU reads the shadow's content"
 	else not_ok "$name: QEMU reads the shadow's content"; fi
-	if qemu-img check -q "$img" > "$T/out" 2>&1; then ok "$name: qemu-img check is clean"
-	else not_ok "$name: qemu-img check is clean"; diag_file "$T/out"; fi
-	"$IMGBLK" check --output=json "$img" > "$T/ic.json" 2> /dev/null
-	qemu-img check --output=json "$img" > "$T/qc.json" 2> /dev/null
-	if python3 "$HERE/qcow2-check-cmp.py" "$T/ic.json" "$T/qc.json" > "$T/out"; then
+	if qemu-img check -q "$img" > "$T_TMP/out" 2>&1; then ok "$name: qemu-img check is clean"
+	else not_ok "$name: qemu-img check is clean"; diag_file "$T_TMP/out"; fi
+	"$IMGBLK" check --output=json "$img" > "$T_TMP/ic.json" 2> /dev/null
+	qemu-img check --output=json "$img" > "$T_TMP/qc.json" 2> /dev/null
+	if python3 "$HERE/qcow2-check-cmp.py" "$T_TMP/ic.json" "$T_TMP/qc.json" > "$T_TMP/out"; then
 		ok "$name: imgblk check agrees with qemu-img check"
-	else not_ok "$name: imgblk check agrees with qemu-img check"; diag_file "$T/out"; fi
+	else not_ok "$name: imgblk check agrees with qemu-img check"; diag_file "$T_TMP/out"; fi
 }
 
 run_image "v3 cs=64k" compat=1.1,cluster_size=64k 64 none 1
@@ -112,5 +110,4 @@ run_image "v2 cs=4k" compat=0.10,cluster_size=4k 4 none 1
 run_image "v3 cs=1M over qcow2" compat=1.1,cluster_size=1M 1024 qcow2 1
 run_image "v2 cs=64k over qcow2" compat=0.10,cluster_size=64k 64 qcow2 0
 
-echo "1..$N"
-[ $FAIL = 0 ]
+done_testing

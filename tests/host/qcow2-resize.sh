@@ -17,13 +17,10 @@
 set -u
 
 IMGBLK=${IMGBLK:-build/imgblk}
-T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-resize.XXXXXX")
-trap 'rm -rf "$T"' EXIT
 . "$(dirname "$0")/tap.sh"
 
 need qemu-img qemu-io
 
-vsize() { qemu-img info --output=json "$1" | sed -n 's/.*"virtual-size": \([0-9]*\).*/\1/p'; }
 same() {	# same NAME A B SIZE: compare, check, size
 	local name=$1 a=$2 b=$3 sz=$4
 	check "$name: equals qemu-img's result" qemu-img compare -q "$a" "$b"
@@ -34,7 +31,7 @@ same() {	# same NAME A B SIZE: compare, check, size
 for compat in 0.10 1.1; do
 	for cs in 512 4k 64k; do
 		name="v$compat cs=$cs"
-		a=$T/a.qcow2 q=$T/q.qcow2
+		a=$T_TMP/a.qcow2 q=$T_TMP/q.qcow2
 		rm -f "$a" "$q"
 		qemu-img create -q -f qcow2 -o compat=$compat,cluster_size=$cs "$a" 3M
 		qemu-io -c "write -P 0x11 0 1M" -c "write -P 0x22 2M 1M" "$a" > /dev/null
@@ -63,13 +60,13 @@ for compat in 0.10 1.1; do
 		check "$name: qemu-img check clean at the end" qemu-img check -q "$a"
 
 		# QEMU resizes, imgblk reads and writes.
-		cp "$q" "$T/q2.qcow2"
-		qemu-img resize -q "$T/q2.qcow2" 40M
+		cp "$q" "$T_TMP/q2.qcow2"
+		qemu-img resize -q "$T_TMP/q2.qcow2" 40M
 		check "$name: imgblk reads QEMU's grown image" \
 			"$IMGBLK" io -c "read -P 0x11 0 1M" -c "read -P 0 3M 37M" \
-			-c "write -P 0x44 39M 1M" "$T/q2.qcow2"
+			-c "write -P 0x44 39M 1M" "$T_TMP/q2.qcow2"
 		check "$name: QEMU reads imgblk's write there" \
-			qemu-io -c "read -P 0x44 39M 1M" "$T/q2.qcow2"
+			qemu-io -c "read -P 0x44 39M 1M" "$T_TMP/q2.qcow2"
 	done
 done
 
@@ -84,7 +81,7 @@ for v in "16 2M 20G" "64 1M 8G"; do
 	read -r rb data big <<< "$v"
 	name="cs=512 refcount_bits=$rb"
 	opts=cluster_size=512,refcount_bits=$rb
-	a=$T/a.qcow2 q=$T/q.qcow2
+	a=$T_TMP/a.qcow2 q=$T_TMP/q.qcow2
 	rm -f "$a" "$q"
 	qemu-img create -q -f qcow2 -o "$opts" "$a" 64M
 	qemu-img create -q -f qcow2 -o "$opts" "$q" 64M
@@ -114,7 +111,7 @@ for v in "16 2M 20G" "64 1M 8G"; do
 done
 
 # Snapshots: grow (v3) works and the snapshot keeps its size; shrink is refused.
-s=$T/s.qcow2
+s=$T_TMP/s.qcow2
 qemu-img create -q -f qcow2 -o cluster_size=4k "$s" 4M
 qemu-io -c "write -P 0x55 0 4M" "$s" > /dev/null
 "$IMGBLK" snapshot -c s1 "$s"
@@ -125,5 +122,4 @@ check "snapshots: apply the old snapshot after growing" "$IMGBLK" snapshot -a s1
 check "snapshots: its size is back" test "$(vsize "$s")" = 4194304
 check "snapshots: its data is back" qemu-io -c "read -P 0x55 0 4M" "$s"
 
-echo "1..$N"
-[ $FAIL = 0 ]
+done_testing

@@ -17,9 +17,7 @@ set -u
 IMGBLK=${IMGBLK:-build/imgblk}
 case $IMGBLK in /*) ;; *) IMGBLK=$PWD/$IMGBLK ;; esac
 need qemu-img qemu-io python3
-T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-set-backing.XXXXXX")
-trap 'rm -rf "$T"' EXIT
-cd "$T" || exit 1
+cd "$T_TMP" || exit 1
 
 backing() {	# backing IMG: "file|format" as qemu-img info --output=json says
 	qemu-img info --output=json "$1" | python3 -c '
@@ -144,10 +142,9 @@ qemu-img create -q -f qcow2 -o cluster_size=512 -b b1.raw -F raw a.qcow2
 cp a.qcow2 q.qcow2
 long=$(printf 'e%.0s' $(seq 600))
 check_fails "cluster 512: a 600-byte name is refused" "$IMGBLK" rebase -u -b "$long" -F raw a.qcow2
-cp out refusal
+cp check.out refusal
 check "cluster 512: with a message" grep -q "do not fit in the first cluster" refusal
 check "cluster 512: the image is unchanged" cmp a.qcow2 q.qcow2
 step "cluster 512: a name that fits" a.qcow2 q.qcow2 -b b2.raw -F raw
 
-echo "1..$N"
-[ $FAIL = 0 ]
+done_testing

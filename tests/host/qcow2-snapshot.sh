@@ -20,17 +20,7 @@
 set -u
 
 IMGBLK=${IMGBLK:-build/imgblk}
-T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-snap.XXXXXX")
-trap 'rm -rf "$T"' EXIT
 . "$(dirname "$0")/tap.sh"
-check_fails() {	# check_fails DESCRIPTION CMD...: the command must exit 1
-	local d=$1 rc
-	shift
-	"$@" > "$T/out" 2>&1
-	rc=$?
-	if [ $rc = 1 ]; then ok "$d"; else
-		not_ok "$d"; echo "# exit $rc, wanted 1: $*"; diag_file "$T/out"; fi
-}
 
 need qemu-img qemu-io cmp od
 
@@ -40,29 +30,10 @@ OPS2=("write -P 0x21 512k 1M" "write -z 3M 64k" "write -P 0x22 5M 3k" "discard 7
 OPS3=("write -P 0x31 100k 5k" "write -P 0x32 7680k 512k" "write -z 0 64k")
 OPS4=("write -P 0x41 0 2M" "write -P 0x42 3M 1k" "write -z 7M 1M" "write -P 0x43 6M 4k")
 
-io_args() { local c; for c in "$@"; do printf -- '-c\n%s\n' "$c"; done; }
-qio() {		# qio FMT FILE CMD...: qemu-io, quiet unless it fails
-	local f=$1 img=$2
-	shift 2
-	local -a a
-	mapfile -t a < <(io_args "$@")
-	qemu-io -f "$f" "${a[@]}" "$img" > "$T/qio.out" 2>&1 &&
-		! grep -q -e 'Pattern verification failed' -e 'failed:' "$T/qio.out"
-}
-iio() {		# iio FILE CMD...: imgblk io
-	local img=$1
-	shift
-	local -a a
-	mapfile -t a < <(io_args "$@")
-	"$IMGBLK" io -f qcow2 "${a[@]}" "$img" > "$T/iio.out" 2>&1
-}
-qclean() {	# qemu-img check: exit 0 means no corruptions and no leaks
-	qemu-img check -f qcow2 "$1"
-}
 same() {	# same IMG SNAPSHOT|'' RAW: QEMU reads IMG (or its snapshot) as RAW
 	if [ -n "$2" ]; then
-		qemu-img convert -f qcow2 -O raw -l "snapshot.name=$2" "$1" "$T/cmp.raw" &&
-			cmp "$T/cmp.raw" "$3"
+		qemu-img convert -f qcow2 -O raw -l "snapshot.name=$2" "$1" "$T_TMP/cmp.raw" &&
+			cmp "$T_TMP/cmp.raw" "$3"
 	else
 		qemu-img compare -f qcow2 -F raw "$1" "$3"
 	fi
@@ -75,7 +46,7 @@ shadow() {	# shadow RAW CMD...: the same commands on a raw shadow
 
 # ---- QEMU -> imgblk, and imgblk writing into QEMU's shared clusters ----
 qemu_side() {	# qemu_side TAG CREATE_OPTS [BACKING]
-	local tag=$1 opts=$2 back=${3:-} img=$T/q.qcow2 s
+	local tag=$1 opts=$2 back=${3:-} img=$T_TMP/q.qcow2 s
 	local -a bopt=()
 
 	[ -n "$back" ] && bopt=(-b "$back" -F qcow2)
@@ -85,29 +56,29 @@ qemu_side() {	# qemu_side TAG CREATE_OPTS [BACKING]
 	qio qcow2 "$img" "${OPS1[@]}" && qemu-img snapshot -c s1 "$img" &&
 		qio qcow2 "$img" "${OPS2[@]}" && qemu-img snapshot -c s2 "$img" &&
 		qio qcow2 "$img" "${OPS3[@]}" || { not_ok "$tag: QEMU setup"; return; }
-	qemu-img snapshot -l "$img" > "$T/list.qemu"
-	"$IMGBLK" snapshot -l "$img" > "$T/list.imgblk" 2>&1
-	check "$tag: snapshot -l prints qemu-img's table" cmp "$T/list.qemu" "$T/list.imgblk"
+	qemu-img snapshot -l "$img" > "$T_TMP/list.qemu"
+	"$IMGBLK" snapshot -l "$img" > "$T_TMP/list.imgblk" 2>&1
+	check "$tag: snapshot -l prints qemu-img's table" cmp "$T_TMP/list.qemu" "$T_TMP/list.imgblk"
 	for s in s1 s2 1; do
-		qemu-img convert -f qcow2 -O raw -l "snapshot.id=$s" "$img" "$T/snap.qemu" 2>/dev/null ||
-			qemu-img convert -f qcow2 -O raw -l "snapshot.name=$s" "$img" "$T/snap.qemu"
-		"$IMGBLK" convert -f qcow2 -O raw -l "$s" "$img" "$T/snap.imgblk" > /dev/null 2>&1
-		check "$tag: convert -l $s equals qemu-img's" cmp "$T/snap.qemu" "$T/snap.imgblk"
-		[ $s = s1 ] && cp "$T/snap.qemu" "$T/s1.raw"
+		qemu-img convert -f qcow2 -O raw -l "snapshot.id=$s" "$img" "$T_TMP/snap.qemu" 2>/dev/null ||
+			qemu-img convert -f qcow2 -O raw -l "snapshot.name=$s" "$img" "$T_TMP/snap.qemu"
+		"$IMGBLK" convert -f qcow2 -O raw -l "$s" "$img" "$T_TMP/snap.imgblk" > /dev/null 2>&1
+		check "$tag: convert -l $s equals qemu-img's" cmp "$T_TMP/snap.qemu" "$T_TMP/snap.imgblk"
+		[ $s = s1 ] && cp "$T_TMP/snap.qemu" "$T_TMP/s1.raw"
 	done
 	check "$tag: imgblk check is clean" "$IMGBLK" check -q "$img"
 
 	# imgblk writes over clusters and L2 tables shared with both snapshots.
-	cp "$img" "$T/q2.qcow2"
-	check "$tag: imgblk writes into shared clusters" iio "$img" "${OPS4[@]}"
-	qio qcow2 "$T/q2.qcow2" "${OPS4[@]}"
+	cp "$img" "$T_TMP/q2.qcow2"
+	check "$tag: imgblk writes into shared clusters" iio qcow2 "$img" "${OPS4[@]}"
+	qio qcow2 "$T_TMP/q2.qcow2" "${OPS4[@]}"
 	check "$tag: qemu-img check clean after imgblk's COW" qclean "$img"
-	check "$tag: result equals QEMU's" qemu-img compare -f qcow2 -F qcow2 "$img" "$T/q2.qcow2"
-	check "$tag: snapshot s1 untouched" same "$img" s1 "$T/s1.raw"
+	check "$tag: result equals QEMU's" qemu-img compare -f qcow2 -F qcow2 "$img" "$T_TMP/q2.qcow2"
+	check "$tag: snapshot s1 untouched" same "$img" s1 "$T_TMP/s1.raw"
 	check "$tag: imgblk check agrees" "$IMGBLK" check -q "$img"
 	# QEMU reverts the image imgblk wrote: the shared refcounts add up.
 	check "$tag: qemu-img snapshot -a s1 on it" qemu-img snapshot -a s1 "$img"
-	check "$tag: it reads as s1" same "$img" "" "$T/s1.raw"
+	check "$tag: it reads as s1" same "$img" "" "$T_TMP/s1.raw"
 	check "$tag: clean after QEMU's revert" qclean "$img"
 }
 
@@ -116,51 +87,51 @@ qemu_side "4 KiB clusters" cluster_size=4k
 qemu_side "64 KiB clusters" cluster_size=64k
 qemu_side "compat 0.10" compat=0.10
 qemu_side "refcount_bits=64" refcount_bits=64
-qemu-img create -q -f qcow2 "$T/base.qcow2" 6M
-qio qcow2 "$T/base.qcow2" "write -P 0xba 0 6M"
-qemu_side "over a backing file" cluster_size=4k "$T/base.qcow2"
+qemu-img create -q -f qcow2 "$T_TMP/base.qcow2" 6M
+qio qcow2 "$T_TMP/base.qcow2" "write -P 0xba 0 6M"
+qemu_side "over a backing file" cluster_size=4k "$T_TMP/base.qcow2"
 
 # ---- imgblk -> QEMU ----
 imgblk_side() {	# imgblk_side TAG CREATE_OPTS
-	local tag=$1 opts=$2 img=$T/i.qcow2 r=$T/cur.raw
+	local tag=$1 opts=$2 img=$T_TMP/i.qcow2 r=$T_TMP/cur.raw
 
 	rm -f "$img" "$r"
 	"$IMGBLK" create -q -f qcow2 -o "$opts" "$img" $SIZE || {
 		not_ok "$tag: imgblk create"; return; }
 	truncate -s $SIZE "$r"
-	iio "$img" "${OPS1[@]}" && shadow "$r" "${OPS1[@]}"
+	iio qcow2 "$img" "${OPS1[@]}" && shadow "$r" "${OPS1[@]}"
 	check "$tag: imgblk snapshot -c s1" "$IMGBLK" snapshot -c s1 "$img"
-	cp "$r" "$T/i.s1"
+	cp "$r" "$T_TMP/i.s1"
 	check "$tag: clean after create" qclean "$img"
-	iio "$img" "${OPS2[@]}" && shadow "$r" "${OPS2[@]//discard/write -z}"
+	iio qcow2 "$img" "${OPS2[@]}" && shadow "$r" "${OPS2[@]//discard/write -z}"
 	check "$tag: imgblk snapshot -c s2" "$IMGBLK" snapshot -c s2 "$img"
-	cp "$r" "$T/i.s2"
-	iio "$img" "${OPS3[@]}" && shadow "$r" "${OPS3[@]}"
+	cp "$r" "$T_TMP/i.s2"
+	iio qcow2 "$img" "${OPS3[@]}" && shadow "$r" "${OPS3[@]}"
 	check "$tag: clean after writes over two snapshots" qclean "$img"
 	check "$tag: QEMU reads the current state" same "$img" "" "$r"
-	check "$tag: QEMU reads s1" same "$img" s1 "$T/i.s1"
-	check "$tag: QEMU reads s2" same "$img" s2 "$T/i.s2"
-	qemu-img snapshot -l "$img" | awk 'NR > 2 { print $1, $2 }' > "$T/ids"
+	check "$tag: QEMU reads s1" same "$img" s1 "$T_TMP/i.s1"
+	check "$tag: QEMU reads s2" same "$img" s2 "$T_TMP/i.s2"
+	qemu-img snapshot -l "$img" | awk 'NR > 2 { print $1, $2 }' > "$T_TMP/ids"
 	check "$tag: qemu-img lists ids 1 2, names s1 s2" \
-		test "$(tr '\n' ' ' < "$T/ids")" = "1 s1 2 s2 "
+		test "$(tr '\n' ' ' < "$T_TMP/ids")" = "1 s1 2 s2 "
 	check "$tag: imgblk snapshot -a s1" "$IMGBLK" snapshot -a s1 "$img"
 	check "$tag: clean after apply" qclean "$img"
-	check "$tag: reads as s1 after apply" same "$img" "" "$T/i.s1"
-	cp "$T/i.s1" "$r"
-	iio "$img" "${OPS4[@]}" && shadow "$r" "${OPS4[@]}"
+	check "$tag: reads as s1 after apply" same "$img" "" "$T_TMP/i.s1"
+	cp "$T_TMP/i.s1" "$r"
+	iio qcow2 "$img" "${OPS4[@]}" && shadow "$r" "${OPS4[@]}"
 	check "$tag: writes after apply: clean" qclean "$img"
 	check "$tag: writes after apply: content" same "$img" "" "$r"
-	check "$tag: s1 unchanged by them" same "$img" s1 "$T/i.s1"
+	check "$tag: s1 unchanged by them" same "$img" s1 "$T_TMP/i.s1"
 	check "$tag: imgblk snapshot -d s1" "$IMGBLK" snapshot -d s1 "$img"
 	check "$tag: clean after delete" qclean "$img"
-	check "$tag: s2 survives the delete" same "$img" s2 "$T/i.s2"
+	check "$tag: s2 survives the delete" same "$img" s2 "$T_TMP/i.s2"
 	check "$tag: current state survives the delete" same "$img" "" "$r"
 	check "$tag: imgblk snapshot -d s2" "$IMGBLK" snapshot -d s2 "$img"
 	check "$tag: clean with no snapshots left" qclean "$img"
 	check "$tag: snapshot -l prints nothing then" test -z "$("$IMGBLK" snapshot -l "$img")"
 	# COPIED is back wherever the refcount is 1: in-place writes again.
 	check "$tag: QEMU finds no COPIED errors" qemu-img check -f qcow2 "$img"
-	check "$tag: imgblk writes after all deletes" iio "$img" "write -P 0x51 1M 64k"
+	check "$tag: imgblk writes after all deletes" iio qcow2 "$img" "write -P 0x51 1M 64k"
 	shadow "$r" "write -P 0x51 1M 64k"
 	check "$tag: final content" same "$img" "" "$r"
 	check "$tag: final check" qclean "$img"
@@ -172,34 +143,34 @@ imgblk_side "imgblk 512 B clusters" cluster_size=512
 imgblk_side "imgblk compat 0.10" compat=0.10
 
 # ---- errors, as qemu-img's ----
-"$IMGBLK" create -q -f qcow2 "$T/e.qcow2" 1M
-"$IMGBLK" snapshot -c x "$T/e.qcow2"
-check_fails "delete of a missing snapshot fails" "$IMGBLK" snapshot -d nosuch "$T/e.qcow2"
-check_fails "apply of a missing snapshot fails" "$IMGBLK" snapshot -a nosuch "$T/e.qcow2"
-check_fails "delete goes by name, not id" "$IMGBLK" snapshot -d 1 "$T/e.qcow2"
-check "apply goes by id too" "$IMGBLK" snapshot -a 1 "$T/e.qcow2"
-check_fails "convert -l of a missing snapshot fails" \
-	"$IMGBLK" convert -O raw -l snapshot.name=nosuch "$T/e.qcow2" "$T/e.raw"
-check "duplicate names are allowed, as in qemu-img" "$IMGBLK" snapshot -c x "$T/e.qcow2"
-check "two snapshots named x" test "$("$IMGBLK" snapshot -l "$T/e.qcow2" | grep -c ' x ')" = 2
-truncate -s 1M "$T/e.raw"
-check_fails "raw has no snapshots" "$IMGBLK" snapshot -c x -f raw "$T/e.raw"
+"$IMGBLK" create -q -f qcow2 "$T_TMP/e.qcow2" 1M
+"$IMGBLK" snapshot -c x "$T_TMP/e.qcow2"
+check_fails --status 1 "delete of a missing snapshot fails" "$IMGBLK" snapshot -d nosuch "$T_TMP/e.qcow2"
+check_fails --status 1 "apply of a missing snapshot fails" "$IMGBLK" snapshot -a nosuch "$T_TMP/e.qcow2"
+check_fails --status 1 "delete goes by name, not id" "$IMGBLK" snapshot -d 1 "$T_TMP/e.qcow2"
+check "apply goes by id too" "$IMGBLK" snapshot -a 1 "$T_TMP/e.qcow2"
+check_fails --status 1 "convert -l of a missing snapshot fails" \
+	"$IMGBLK" convert -O raw -l snapshot.name=nosuch "$T_TMP/e.qcow2" "$T_TMP/e.raw"
+check "duplicate names are allowed, as in qemu-img" "$IMGBLK" snapshot -c x "$T_TMP/e.qcow2"
+check "two snapshots named x" test "$("$IMGBLK" snapshot -l "$T_TMP/e.qcow2" | grep -c ' x ')" = 2
+truncate -s 1M "$T_TMP/e.raw"
+check_fails --status 1 "raw has no snapshots" "$IMGBLK" snapshot -c x -f raw "$T_TMP/e.raw"
 
 # ---- refused for a refcount at its maximum: taken back, nothing leaked ----
 # 2-bit refcounts: the second half's data is in the active tree and both
 # snapshots (refcount 3), the first half's only in the active tree and b
 # (2, like the L2 table).  A third reference to the whole tree is refused
 # part-way, after the L2 table and the first half took theirs.
-img=$T/full.qcow2
+img=$T_TMP/full.qcow2
 qemu-img create -q -f qcow2 -o refcount_bits=2,cluster_size=4k "$img" 1M
 qio qcow2 "$img" "write -P 0x51 0 1M" && "$IMGBLK" snapshot -c a "$img" &&
 	qio qcow2 "$img" "write -P 0x52 0 512k" && "$IMGBLK" snapshot -c b "$img"
-check_fails "refcount_bits=2: a third snapshot is refused" "$IMGBLK" snapshot -c c "$img"
-cp "$T/out" "$T/refused"
-check "the refusal names the overflow" grep -q 'would overflow' "$T/refused"
+check_fails --status 1 "refcount_bits=2: a third snapshot is refused" "$IMGBLK" snapshot -c c "$img"
+cp "$T_TMP/check.out" "$T_TMP/refused"
+check "the refusal names the overflow" grep -q 'would overflow' "$T_TMP/refused"
 check "the refused create leaked nothing (qemu-img check)" qclean "$img"
 check "it left the dirty bit clear (no incompatible bit set)" test "$(qcow2_incompat "$img")" = 0
-check_fails "applying a (shared three times) is refused too" "$IMGBLK" snapshot -a a "$img"
+check_fails --status 1 "applying a (shared three times) is refused too" "$IMGBLK" snapshot -a a "$img"
 check "the refused apply leaked nothing (qemu-img check)" qclean "$img"
 check "it left the dirty bit clear (no incompatible bit set)" test "$(qcow2_incompat "$img")" = 0
 check "the data and both snapshots are as they were" sh -c "
@@ -211,15 +182,15 @@ check "clean after the apply" qclean "$img"
 # The L2 table copied by a write after two snapshots has refcount 1 and
 # COPIED, its data 3: the refused create raised the table to 2 and left
 # COPIED set (qemu-img check: 1 error, 3 leaks), before the fix.
-img=$T/cow.qcow2
+img=$T_TMP/cow.qcow2
 qemu-img create -q -f qcow2 -o refcount_bits=2,cluster_size=4k "$img" 1M
 qio qcow2 "$img" "write -P 0x51 0 1M" && "$IMGBLK" snapshot -c a "$img" &&
 	"$IMGBLK" snapshot -c b "$img" && qio qcow2 "$img" "write -P 0x52 0 4k"
-check_fails "a third snapshot over a copied L2 table is refused" "$IMGBLK" snapshot -c c "$img"
+check_fails --status 1 "a third snapshot over a copied L2 table is refused" "$IMGBLK" snapshot -c c "$img"
 check "its COPIED flags and refcounts are as they were (qemu-img check)" qclean "$img"
 
 # ---- a snapshot taken at another guest size (QEMU resized in between) ----
-img=$T/z.qcow2
+img=$T_TMP/z.qcow2
 qemu-img create -q -f qcow2 -o cluster_size=4k "$img" 8M
 qio qcow2 "$img" "write -P 0x71 0 8M" && qemu-img snapshot -c small "$img" &&
 	qemu-img resize -q "$img" 40M && qio qcow2 "$img" "write -P 0x72 30M 2M" &&
@@ -239,34 +210,34 @@ check "clean after the growing apply" qclean "$img"
 L1OPS=("write -P 0x61 0 1M" "write -P 0x62 1023M 1M")
 for rb in 16 64; do
 	tag="512 B clusters, refcount_bits=$rb, 1G"
-	img=$T/l.qcow2 r=$T/l.raw
+	img=$T_TMP/l.qcow2 r=$T_TMP/l.raw
 	rm -f "$img" "$r"
 	qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=$rb "$img" 1G
 	truncate -s 1G "$r"
-	iio "$img" "${L1OPS[@]}" && shadow "$r" "${L1OPS[@]}"
+	iio qcow2 "$img" "${L1OPS[@]}" && shadow "$r" "${L1OPS[@]}"
 	check "$tag: imgblk snapshot -c" "$IMGBLK" snapshot -c big "$img"
-	cp "$r" "$T/l.s"
+	cp "$r" "$T_TMP/l.s"
 	check "$tag: clean after create" qclean "$img"
-	iio "$img" "write -P 0x63 512k 1M" && shadow "$r" "write -P 0x63 512k 1M"
+	iio qcow2 "$img" "write -P 0x63 512k 1M" && shadow "$r" "write -P 0x63 512k 1M"
 	check "$tag: clean after writes over the snapshot" qclean "$img"
 	check "$tag: QEMU reads the current state" same "$img" "" "$r"
-	check "$tag: QEMU reads the snapshot" same "$img" big "$T/l.s"
+	check "$tag: QEMU reads the snapshot" same "$img" big "$T_TMP/l.s"
 	check "$tag: imgblk snapshot -a" "$IMGBLK" snapshot -a big "$img"
 	check "$tag: clean after apply" qclean "$img"
-	check "$tag: reads as the snapshot after apply" same "$img" "" "$T/l.s"
+	check "$tag: reads as the snapshot after apply" same "$img" "" "$T_TMP/l.s"
 	check "$tag: imgblk snapshot -d" "$IMGBLK" snapshot -d big "$img"
 	check "$tag: clean after delete" qclean "$img"
 done
 
 # ---- randomised sequences mirrored on shadows ----
 random_run() {	# random_run SEED CLUSTER_SIZE STEPS
-	local seed=$1 cs=$2 steps=$3 img=$T/r.qcow2 r=$T/r.raw i op off len p
+	local seed=$1 cs=$2 steps=$3 img=$T_TMP/r.qcow2 r=$T_TMP/r.raw i op off len p
 	local -a snaps=()
 	local nsnap=0 bad=0 csb
 
 	RANDOM=$seed
 	csb=$(numfmt --from=iec "${cs^^}")
-	rm -f "$img" "$r" "$T"/r.snap.*
+	rm -f "$img" "$r" "$T_TMP"/r.snap.*
 	"$IMGBLK" create -q -f qcow2 -o cluster_size=$cs "$img" 4M
 	truncate -s 4M "$r"
 	for ((i = 0; i < steps; i++)); do
@@ -277,38 +248,38 @@ random_run() {	# random_run SEED CLUSTER_SIZE STEPS
 		p=$((RANDOM % 255 + 1))
 		case $op in
 		0|1|2|3)
-			iio "$img" "write -P $p $off $len" && shadow "$r" "write -P $p $off $len" ||
+			iio qcow2 "$img" "write -P $p $off $len" && shadow "$r" "write -P $p $off $len" ||
 				{ echo "# step $i: write $off $len failed"; bad=1; break; } ;;
 		4)
-			iio "$img" "write -z $off $len" && shadow "$r" "write -z $off $len" ||
+			iio qcow2 "$img" "write -z $off $len" && shadow "$r" "write -z $off $len" ||
 				{ echo "# step $i: zero failed"; bad=1; break; } ;;
 		5)	# whole clusters: discarded clusters of a v3 image read as zeros
 			off=$((off / csb * csb)); len=$(((len + csb - 1) / csb * csb))
 			[ $((off + len)) -gt 4194304 ] && len=$((4194304 - off))
-			iio "$img" "discard $off $len" && shadow "$r" "write -z $off $len" ||
+			iio qcow2 "$img" "discard $off $len" && shadow "$r" "write -z $off $len" ||
 				{ echo "# step $i: discard failed"; bad=1; break; } ;;
 		6|7)
 			nsnap=$((nsnap + 1))
-			"$IMGBLK" snapshot -c "r$nsnap" "$img" > "$T/out" 2>&1 ||
+			"$IMGBLK" snapshot -c "r$nsnap" "$img" > "$T_TMP/out" 2>&1 ||
 				{ echo "# step $i: create r$nsnap failed"; bad=1; break; }
-			cp "$r" "$T/r.snap.r$nsnap"
+			cp "$r" "$T_TMP/r.snap.r$nsnap"
 			snaps+=("r$nsnap") ;;
 		8)
 			[ ${#snaps[@]} = 0 ] && continue
 			p=${snaps[$((RANDOM % ${#snaps[@]}))]}
-			"$IMGBLK" snapshot -a "$p" "$img" > "$T/out" 2>&1 ||
+			"$IMGBLK" snapshot -a "$p" "$img" > "$T_TMP/out" 2>&1 ||
 				{ echo "# step $i: apply $p failed"; bad=1; break; }
-			cp "$T/r.snap.$p" "$r" ;;
+			cp "$T_TMP/r.snap.$p" "$r" ;;
 		9)
 			[ ${#snaps[@]} = 0 ] && continue
 			p=$((RANDOM % ${#snaps[@]}))
-			"$IMGBLK" snapshot -d "${snaps[$p]}" "$img" > "$T/out" 2>&1 ||
+			"$IMGBLK" snapshot -d "${snaps[$p]}" "$img" > "$T_TMP/out" 2>&1 ||
 				{ echo "# step $i: delete ${snaps[$p]} failed"; bad=1; break; }
-			rm -f "$T/r.snap.${snaps[$p]}"
+			rm -f "$T_TMP/r.snap.${snaps[$p]}"
 			snaps=("${snaps[@]:0:$p}" "${snaps[@]:$((p + 1))}") ;;
 		esac
-		if ((i % ${CHECK_EVERY:-8} == ${CHECK_EVERY:-8} - 1)) && ! { qclean "$img" && same "$img" "" "$r"; } > "$T/out" 2>&1; then
-			echo "# step $i (op $op $off $len): check or compare failed"; diag_file "$T/out"; bad=1; break
+		if ((i % ${CHECK_EVERY:-8} == ${CHECK_EVERY:-8} - 1)) && ! { qclean "$img" && same "$img" "" "$r"; } > "$T_TMP/out" 2>&1; then
+			echo "# step $i (op $op $off $len): check or compare failed"; diag_file "$T_TMP/out"; bad=1; break
 		fi
 	done
 	if [ $bad = 0 ]; then ok "seed $seed, $cs clusters: $steps steps ran"; else
@@ -316,7 +287,7 @@ random_run() {	# random_run SEED CLUSTER_SIZE STEPS
 	check "seed $seed: qemu-img check clean" qclean "$img"
 	check "seed $seed: current state equals the shadow" same "$img" "" "$r"
 	for p in "${snaps[@]}"; do
-		same "$img" "$p" "$T/r.snap.$p" > "$T/out" 2>&1 || { bad=1; echo "# $p differs"; }
+		same "$img" "$p" "$T_TMP/r.snap.$p" > "$T_TMP/out" 2>&1 || { bad=1; echo "# $p differs"; }
 	done
 	if [ $bad = 0 ]; then ok "seed $seed: ${#snaps[@]} snapshots equal their shadows"; else
 		not_ok "seed $seed: snapshots equal their shadows"; fi
@@ -328,5 +299,4 @@ random_run $((SEED)) 4k 60
 random_run $((SEED + 1)) 64k 60
 random_run $((SEED + 2)) 512 40
 
-echo "1..$N"
-[ $FAIL = 0 ]
+done_testing

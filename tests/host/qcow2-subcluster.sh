@@ -20,8 +20,6 @@
 set -u
 
 IMGBLK=${IMGBLK:-build/imgblk}
-T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-subcluster.XXXXXX")
-trap 'rm -rf "$T"' EXIT
 . "$(dirname "$0")/tap.sh"
 
 need qemu-img qemu-io python3 cmp
@@ -31,32 +29,18 @@ RANDOM=$SEED
 echo "# SEED=$SEED"
 SIZE=$((4 << 20))
 
-iio() {	# iio IMG CMD...: imgblk io, one -c per command
-	local img=$1 c
-	local -a a=()
-	shift
-	for c in "$@"; do a+=(-c "$c"); done
-	"$IMGBLK" io -f qcow2 "${a[@]}" "$img" > /dev/null
-}
-qio() {	# qio FMT IMG CMD...: the same through qemu-io
-	local fmt=$1 img=$2 c
-	local -a a=()
-	shift 2
-	for c in "$@"; do a+=(-c "$c"); done
-	qemu-io -f "$fmt" "${a[@]}" "$img" > /dev/null
-}
 # Both views of an image equal: QEMU's and imgblk's raw conversions.
 same_content() {
-	qemu-img convert -O raw "$1" "$T/qview.raw" &&
-	"$IMGBLK" convert -O raw "$1" "$T/iview.raw" &&
-	cmp "$T/qview.raw" "$T/iview.raw"
+	qemu-img convert -O raw "$1" "$T_TMP/qview.raw" &&
+	"$IMGBLK" convert -O raw "$1" "$T_TMP/iview.raw" &&
+	cmp "$T_TMP/qview.raw" "$T_TMP/iview.raw"
 }
 # qemu-img map and imgblk map agree on every 512-byte sector: depth,
 # present, zero, data, and the host offset where one is given.
 same_map() {
-	qemu-img map --output=json "$1" > "$T/qmap.json" &&
-	"$IMGBLK" map --output=json "$1" > "$T/imap.json" &&
-	python3 - "$T/qmap.json" "$T/imap.json" <<'EOF'
+	qemu-img map --output=json "$1" > "$T_TMP/qmap.json" &&
+	"$IMGBLK" map --output=json "$1" > "$T_TMP/imap.json" &&
+	python3 - "$T_TMP/qmap.json" "$T_TMP/imap.json" <<'EOF'
 import json, sys
 def expand(path):
     out = {}
@@ -75,7 +59,7 @@ EOF
 }
 
 # ---- create ----
-img=$T/c.qcow2
+img=$T_TMP/c.qcow2
 "$IMGBLK" create -q -f qcow2 -o extended_l2=on "$img" 4M
 check "create: qemu-img info says extended l2" \
 	sh -c "qemu-img info '$img' | grep -q 'extended l2: true'"
@@ -84,30 +68,30 @@ check "create: default cluster size 64k, as QEMU 7.2's" \
 check "create: imgblk info says extended l2" \
 	sh -c "'$IMGBLK' info '$img' | grep -q 'extended l2: true'"
 check "create: qemu-img check clean" qemu-img check "$img"
-if "$IMGBLK" create -q -f qcow2 -o extended_l2=on,cluster_size=8k "$T/x.qcow2" 4M \
+if "$IMGBLK" create -q -f qcow2 -o extended_l2=on,cluster_size=8k "$T_TMP/x.qcow2" 4M \
 	2> /dev/null; then
 	not_ok "create: extended_l2 with 8k clusters refused"
 else
 	ok "create: extended_l2 with 8k clusters refused"
 fi
-"$IMGBLK" create -q -f qcow2 -o extended_l2=on,preallocation=metadata "$T/p.qcow2" 4M
-check "create: preallocation=metadata: qemu-img check clean" qemu-img check "$T/p.qcow2"
-check "create: preallocation=metadata: maps agree" same_map "$T/p.qcow2"
+"$IMGBLK" create -q -f qcow2 -o extended_l2=on,preallocation=metadata "$T_TMP/p.qcow2" 4M
+check "create: preallocation=metadata: qemu-img check clean" qemu-img check "$T_TMP/p.qcow2"
+check "create: preallocation=metadata: maps agree" same_map "$T_TMP/p.qcow2"
 
 # ---- QEMU writes, imgblk reads ----
-qemu-img create -q -f raw "$T/base.raw" 4M
-qio raw "$T/base.raw" "write -P 0x11 0 4M"
+qemu-img create -q -f raw "$T_TMP/base.raw" 4M
+qio raw "$T_TMP/base.raw" "write -P 0x11 0 4M"
 QOPS=("write -P 0xa1 2k 1k" "write -z 8k 4k" "write -P 0xa2 60k 8k" "discard 128k 64k"
       "write -z 256k 2k" "write -P 0xa3 300k 100k" "write -P 0xa4 1M 512"
       "write -z 1M 64k" "write -P 0xa5 1028k 1k" "discard 2M 8k" "write -P 0xa6 3M 1M")
 for cs in 16k 64k; do
 	for bk in none raw; do
-		img=$T/q-$cs-$bk.qcow2
+		img=$T_TMP/q-$cs-$bk.qcow2
 		if [ $bk = none ]; then
 			qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=$cs "$img" 4M
 		else
 			qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=$cs \
-				-b "$T/base.raw" -F raw "$img"
+				-b "$T_TMP/base.raw" -F raw "$img"
 		fi
 		qio qcow2 "$img" "${QOPS[@]}"
 		check "QEMU-written $cs, backing $bk: imgblk reads the same bytes" \
@@ -144,38 +128,38 @@ rand_ops() {	# rand_ops N CLUSTER_BYTES: fills OPS and SHADOW_OPS
 for cs in 16k 64k; do
 	cb=$(( ${cs%k} * 1024 ))
 	for bk in none raw; do
-		img=$T/i-$cs-$bk.qcow2
+		img=$T_TMP/i-$cs-$bk.qcow2
 		if [ $bk = none ]; then
 			"$IMGBLK" create -q -f qcow2 -o extended_l2=on,cluster_size=$cs "$img" 4M
-			qemu-img create -q -f raw "$T/shadow.raw" 4M
+			qemu-img create -q -f raw "$T_TMP/shadow.raw" 4M
 		else
 			"$IMGBLK" create -q -f qcow2 -o extended_l2=on,cluster_size=$cs \
-				-b "$T/base.raw" -F raw "$img" 4M
-			cp "$T/base.raw" "$T/shadow.raw"
+				-b "$T_TMP/base.raw" -F raw "$img" 4M
+			cp "$T_TMP/base.raw" "$T_TMP/shadow.raw"
 		fi
 		for round in 1 2; do
 			rand_ops 40 $cb
-			iio "$img" "${OPS[@]}" || echo "# imgblk io failed (SEED=$SEED)"
-			qio raw "$T/shadow.raw" "${SHADOW_OPS[@]}"
+			iio qcow2 "$img" "${OPS[@]}" || echo "# imgblk io failed (SEED=$SEED)"
+			qio raw "$T_TMP/shadow.raw" "${SHADOW_OPS[@]}"
 		done
 		check "imgblk-written $cs, backing $bk: qemu-img check clean" qemu-img check "$img"
 		check "imgblk-written $cs, backing $bk: QEMU reads the shadow's bytes" \
-			qemu-img compare "$img" "$T/shadow.raw"
+			qemu-img compare "$img" "$T_TMP/shadow.raw"
 		check "imgblk-written $cs, backing $bk: imgblk reads the shadow's bytes" \
-			"$IMGBLK" convert -O raw "$img" "$T/iview.raw"
+			"$IMGBLK" convert -O raw "$img" "$T_TMP/iview.raw"
 		check "imgblk-written $cs, backing $bk: ... identical" \
-			cmp "$T/iview.raw" "$T/shadow.raw"
+			cmp "$T_TMP/iview.raw" "$T_TMP/shadow.raw"
 		check "imgblk-written $cs, backing $bk: maps agree per subcluster" same_map "$img"
 	done
 done
 
 # ---- only the touched subclusters are allocated ----
-img=$T/t.qcow2
-"$IMGBLK" create -q -f qcow2 -o extended_l2=on -b "$T/base.raw" -F raw "$img" 4M
-iio "$img" "write -P 0x22 2560 1k" "write -P 0x33 32k 2k" "write -P 0x44 64k 64k"
-qemu-img map --output=json "$img" > "$T/map.json"
+img=$T_TMP/t.qcow2
+"$IMGBLK" create -q -f qcow2 -o extended_l2=on -b "$T_TMP/base.raw" -F raw "$img" 4M
+iio qcow2 "$img" "write -P 0x22 2560 1k" "write -P 0x33 32k 2k" "write -P 0x44 64k 64k"
+qemu-img map --output=json "$img" > "$T_TMP/map.json"
 check "partial write: one subcluster allocated, COW from the backing file" python3 - \
-	"$T/map.json" <<'EOF'
+	"$T_TMP/map.json" <<'EOF'
 import json, sys
 m = {(e["start"], e["length"]): e for e in json.load(open(sys.argv[1]))}
 a = m[(2048, 2048)]; b = m[(32768, 2048)]; c = m[(65536, 65536)]
@@ -193,28 +177,28 @@ check "partial write: qemu-img check clean, two data clusters" \
 	sh -c "qemu-img check '$img' | grep -q '^2/64 = '"
 
 # ---- shared with a snapshot, compressed ----
-img=$T/s.qcow2
+img=$T_TMP/s.qcow2
 "$IMGBLK" create -q -f qcow2 -o extended_l2=on,cluster_size=16k "$img" 4M
-iio "$img" "write -P 0x55 0 64k" "write -z 4k 2k"
+iio qcow2 "$img" "write -P 0x55 0 64k" "write -z 4k 2k"
 "$IMGBLK" snapshot -q -c s1 "$img"
-iio "$img" "write -P 0x66 1k 1k" "write -P 0x67 20k 512" "write -P 0x68 40k 10k"
+iio qcow2 "$img" "write -P 0x66 1k 1k" "write -P 0x67 20k 512" "write -P 0x68 40k 10k"
 check "snapshot: qemu-img check clean after COW of shared clusters" qemu-img check "$img"
 check "snapshot: the active layer reads right (QEMU)" qio qcow2 "$img" \
 	"read -P 0x55 0 1k" "read -P 0x66 1k 1k" "read -P 0x55 2k 2k" "read -P 0 4k 2k" \
 	"read -P 0x55 6k 14k" "read -P 0x67 20k 512" "read -P 0x68 40k 10k" \
 	"read -P 0x55 50k 14k"
-qemu-img convert -l snapshot.name=s1 -O raw "$img" "$T/s1.raw"
-check "snapshot: the snapshot kept its bytes" qio raw "$T/s1.raw" \
+qemu-img convert -l snapshot.name=s1 -O raw "$img" "$T_TMP/s1.raw"
+check "snapshot: the snapshot kept its bytes" qio raw "$T_TMP/s1.raw" \
 	"read -P 0x55 0 4k" "read -P 0 4k 2k" "read -P 0x55 6k 58k"
-python3 -c "import os; open('$T/rnd.raw','wb').write(bytes(range(256)) * 4096 + os.urandom(1 << 20))"
-"$IMGBLK" convert -q -c -O qcow2 -o extended_l2=on,cluster_size=16k "$T/rnd.raw" "$img" 2>/dev/null ||
-	"$IMGBLK" convert -c -O qcow2 -o extended_l2=on,cluster_size=16k "$T/rnd.raw" "$img" > /dev/null
-cp "$T/rnd.raw" "$T/shadow.raw"
+python3 -c "import os; open('$T_TMP/rnd.raw','wb').write(bytes(range(256)) * 4096 + os.urandom(1 << 20))"
+"$IMGBLK" convert -q -c -O qcow2 -o extended_l2=on,cluster_size=16k "$T_TMP/rnd.raw" "$img" 2>/dev/null ||
+	"$IMGBLK" convert -c -O qcow2 -o extended_l2=on,cluster_size=16k "$T_TMP/rnd.raw" "$img" > /dev/null
+cp "$T_TMP/rnd.raw" "$T_TMP/shadow.raw"
 OPS=("write -P 0x77 5k 1k" "write -z 16k 4k" "discard 40k 8k" "write -P 0x78 100k 30k")
-iio "$img" "${OPS[@]}"
-qio raw "$T/shadow.raw" "write -P 0x77 5k 1k" "write -z 16k 4k" "write -P 0x78 100k 30k"
+iio qcow2 "$img" "${OPS[@]}"
+qio raw "$T_TMP/shadow.raw" "write -P 0x77 5k 1k" "write -z 16k 4k" "write -P 0x78 100k 30k"
 check "compressed: qemu-img check clean after sub-cluster writes" qemu-img check "$img"
-check "compressed: QEMU reads the shadow's bytes" qemu-img compare "$img" "$T/shadow.raw"
+check "compressed: QEMU reads the shadow's bytes" qemu-img compare "$img" "$T_TMP/shadow.raw"
 
 # ---- check: invalid bitmaps are corruptions ----
 # set_bitmap IMG GUEST_CLUSTER BITMAP: sets the bitmap of the cluster's entry.
@@ -233,7 +217,7 @@ f.write(struct.pack(">Q", bm))
 EOF
 }
 for what in both-bits unallocated; do
-	img=$T/k-$what.qcow2
+	img=$T_TMP/k-$what.qcow2
 	qemu-img create -q -f qcow2 -o extended_l2=on "$img" 4M
 	qio qcow2 "$img" "write -P 0x11 0 4k"
 	if [ $what = both-bits ]; then set_bitmap "$img" 0 0x100000001; else set_bitmap "$img" 1 0x4; fi
@@ -251,5 +235,4 @@ for what in both-bits unallocated; do
 	fi
 done
 
-echo "1..$N"
-[ $FAIL = 0 ]
+done_testing

@@ -19,16 +19,7 @@
 set -u
 
 IMGBLK=${IMGBLK:-build/imgblk}
-T=$(mktemp -d "${TMPDIR:-/tmp}/qed-conf.XXXXXX")
-trap 'rm -rf "$T"' EXIT
 . "$(dirname "$0")/tap.sh"
-# check DESCRIPTION CMD...: one TAP line; the output only when it fails.
-check() {
-	local d=$1
-	shift
-	if "$@" > "$T/out" 2>&1; then ok "$d"; else
-		not_ok "$d"; echo "# failed ($?): $*"; diag_file "$T/out"; fi
-}
 
 need qemu-img qemu-io cmp
 
@@ -79,14 +70,14 @@ make_shadow() {
 }
 
 have_qcow2() {
-	qemu-img create -q -f qcow2 "$T/probe.qcow2" 1M &&
-	"$IMGBLK" info "$T/probe.qcow2" 2> /dev/null | grep -q 'file format: qcow2'
+	qemu-img create -q -f qcow2 "$T_TMP/probe.qcow2" 1M &&
+	"$IMGBLK" info "$T_TMP/probe.qcow2" 2> /dev/null | grep -q 'file format: qcow2'
 }
 QCOW2_OK=0
 have_qcow2 && QCOW2_OK=1
 
 for bfmt in none raw qcow2 qed; do
-	base=$T/base.$bfmt
+	base=$T_TMP/base.$bfmt
 	if [ "$bfmt" = qcow2 ] && [ $QCOW2_OK = 0 ]; then
 		skip "qcow2 backing: all cases" "imgblk has no qcow2 engine yet"
 		continue
@@ -94,23 +85,23 @@ for bfmt in none raw qcow2 qed; do
 	if [ "$bfmt" != none ]; then
 		make_base "$bfmt" "$base" || { not_ok "make $bfmt base"; continue; }
 	fi
-	make_shadow "$bfmt" "$base" "$T/shadow.raw" ||
+	make_shadow "$bfmt" "$base" "$T_TMP/shadow.raw" ||
 		{ not_ok "make shadow over $bfmt"; continue; }
 	for cs in 4k 64k 1M; do
 		for ts in 1 4 16; do
 			name="cluster $cs table $ts backing $bfmt"
-			img=$T/img.qed
+			img=$T_TMP/img.qed
 			bopts=()
 			[ "$bfmt" != none ] && bopts=(-b "$base" -F "$bfmt")
 			rm -f "$img"
 
 			# imgblk writes, QEMU reads.
 			if ! "$IMGBLK" create -f qed "${bopts[@]}" \
-			     -o "cluster_size=$cs,table_size=$ts" "$img" $SIZE > "$T/out" 2>&1; then
-				not_ok "$name: imgblk create"; diag_file "$T/out"; continue
+			     -o "cluster_size=$cs,table_size=$ts" "$img" $SIZE > "$T_TMP/out" 2>&1; then
+				not_ok "$name: imgblk create"; diag_file "$T_TMP/out"; continue
 			fi
-			if ! xargs -0 "$IMGBLK" io -f qed "$img" < <(ops_args) > "$T/out" 2>&1; then
-				not_ok "$name: imgblk io writes"; diag_file "$T/out"; continue
+			if ! xargs -0 "$IMGBLK" io -f qed "$img" < <(ops_args) > "$T_TMP/out" 2>&1; then
+				not_ok "$name: imgblk io writes"; diag_file "$T_TMP/out"; continue
 			fi
 			if [ "$ts" = 1 ]; then
 				skip "$name: qemu-img check of imgblk's image" \
@@ -119,14 +110,14 @@ for bfmt in none raw qcow2 qed; do
 			else
 				check "$name: qemu-img check of imgblk's image" qemu-img check -q "$img"
 				check "$name: QEMU reads what imgblk wrote" \
-				      qemu-img compare -q -f raw -F qed "$T/shadow.raw" "$img"
+				      qemu-img compare -q -f raw -F qed "$T_TMP/shadow.raw" "$img"
 			fi
-			rm -f "$T/conv.raw"
-			if "$IMGBLK" convert -f qed -O raw "$img" "$T/conv.raw" > "$T/out" 2>&1 &&
-			   cmp -s "$T/conv.raw" "$T/shadow.raw"; then
+			rm -f "$T_TMP/conv.raw"
+			if "$IMGBLK" convert -f qed -O raw "$img" "$T_TMP/conv.raw" > "$T_TMP/out" 2>&1 &&
+			   cmp -s "$T_TMP/conv.raw" "$T_TMP/shadow.raw"; then
 				ok "$name: imgblk reads back the shadow"
 			else
-				not_ok "$name: imgblk reads back the shadow"; diag_file "$T/out"
+				not_ok "$name: imgblk reads back the shadow"; diag_file "$T_TMP/out"
 			fi
 			check "$name: imgblk check of its own image" "$IMGBLK" check -q "$img"
 
@@ -136,25 +127,25 @@ for bfmt in none raw qcow2 qed; do
 			qbopts=()
 			[ "$bfmt" != none ] && qbopts=(-b "$base" -F "$bfmt")
 			if ! qemu-img create -q -f qed "${qbopts[@]}" \
-			     -o "cluster_size=$cs,table_size=$ts" "$img" $SIZE > "$T/out" 2>&1 ||
-			   ! xargs -0 qemu-io -f qed "$img" < <(ops_args) > "$T/out" 2>&1; then
-				not_ok "$name: QEMU create and writes"; diag_file "$T/out"; continue
+			     -o "cluster_size=$cs,table_size=$ts" "$img" $SIZE > "$T_TMP/out" 2>&1 ||
+			   ! xargs -0 qemu-io -f qed "$img" < <(ops_args) > "$T_TMP/out" 2>&1; then
+				not_ok "$name: QEMU create and writes"; diag_file "$T_TMP/out"; continue
 			fi
 			# Against QEMU's own reading, not the shadow: QEMU 7.2 fills
 			# the rest of a zero cluster it writes into from the backing
 			# file, where the spec (and imgblk) say zeros.
-			rm -f "$T/conv.raw" "$T/qconv.raw"
-			if qemu-img convert -f qed -O raw "$img" "$T/qconv.raw" &&
-			   "$IMGBLK" convert -f qed -O raw "$img" "$T/conv.raw" > "$T/out" 2>&1 &&
-			   cmp -s "$T/conv.raw" "$T/qconv.raw"; then
+			rm -f "$T_TMP/conv.raw" "$T_TMP/qconv.raw"
+			if qemu-img convert -f qed -O raw "$img" "$T_TMP/qconv.raw" &&
+			   "$IMGBLK" convert -f qed -O raw "$img" "$T_TMP/conv.raw" > "$T_TMP/out" 2>&1 &&
+			   cmp -s "$T_TMP/conv.raw" "$T_TMP/qconv.raw"; then
 				ok "$name: imgblk reads what QEMU wrote"
 			else
-				not_ok "$name: imgblk reads what QEMU wrote"; diag_file "$T/out"
+				not_ok "$name: imgblk reads what QEMU wrote"; diag_file "$T_TMP/out"
 			fi
 			check "$name: imgblk check of QEMU's image" "$IMGBLK" check -q "$img"
 			# Zero clusters made by QEMU show as zero in imgblk's map.
 			if [ "$bfmt" != none ]; then
-				if "$IMGBLK" map --output=json "$img" 2> "$T/out" |
+				if "$IMGBLK" map --output=json "$img" 2> "$T_TMP/out" |
 				   grep -q '"depth": 0, "present": true, "zero": true, "data": false'; then
 					ok "$name: QEMU's zero clusters are zero in imgblk map"
 				else
@@ -166,5 +157,4 @@ for bfmt in none raw qcow2 qed; do
 	done
 done
 
-echo "1..$N"
-[ $FAIL = 0 ]
+done_testing

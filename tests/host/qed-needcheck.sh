@@ -15,38 +15,30 @@
 set -u
 
 IMGBLK=${IMGBLK:-build/imgblk}
-T=$(mktemp -d "${TMPDIR:-/tmp}/qed-nc.XXXXXX")
-trap 'rm -rf "$T"' EXIT
 . "$(dirname "$0")/tap.sh"
-expect() {	# expect DESCRIPTION STATUS... -- CMD...: CMD exits with one of STATUS
+check_status() {	# check_status DESCRIPTION STATUS... -- CMD...: CMD exits with one of STATUS
 	local d=$1 codes=() rc c
 	shift
 	while [ "$1" != -- ]; do codes+=("$1"); shift; done
 	shift
-	"$@" > "$T/out" 2>&1
+	"$@" > "$T_TMP/out" 2>&1
 	rc=$?
 	for c in "${codes[@]}"; do
 		if [ "$rc" = "$c" ]; then ok "$d"; return 0; fi
 	done
 	not_ok "$d"
 	echo "# status $rc, expected ${codes[*]}: $*"
-	diag_file "$T/out"
+	diag_file "$T_TMP/out"
 	return 1
 }
 
 need qemu-img
 
-put64() {
-	local s='' i
-	for ((i = 0; i < 8; i++)); do s+=$(printf '\\x%02x' $((($3 >> (8 * i)) & 0xff))); done
-	printf "$s" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
-}
-get64() { od -A n -t u8 -j "$2" -N 8 "$1" | tr -d ' '; }
-need_check() { [ $(($(get64 "$1" 16) & 2)) != 0 ]; }
-set_need_check() { put64 "$1" 16 $(($(get64 "$1" 16) | 2)); }
+# set_need_check IMG: set QED_F_NEED_CHECK, as a writer that died would leave it.
+set_need_check() { poke "$1" 16 '<Q' $(( $(peek "$1" 16 '<Q') | 2 )); }
 
 # --- kill -9 of a writer ------------------------------------------------
-IMG=$T/kill.qed
+IMG=$T_TMP/kill.qed
 "$IMGBLK" create -f qed -o cluster_size=4k,table_size=4 "$IMG" 1G > /dev/null
 killed=0
 for count in 200000 2000000; do
@@ -60,24 +52,24 @@ for count in 200000 2000000; do
 	fi
 	wait $pid
 done
-if [ $killed = 1 ] && need_check "$IMG"; then
+if [ $killed = 1 ] && qed_needs_check "$IMG"; then
 	ok "writer killed mid-run left need-check set"
-	qemu-img check "$IMG" > "$T/before" 2>&1
-	echo "# qemu-img check before repair: status $? ($(grep -c . "$T/before") lines)"
-	expect "read-write open repairs and succeeds" 0 -- "$IMGBLK" io -c 'read 0 4k' "$IMG"
-	if need_check "$IMG"; then not_ok "need-check clear after repair"
+	qemu-img check "$IMG" > "$T_TMP/before" 2>&1
+	echo "# qemu-img check before repair: status $? ($(grep -c . "$T_TMP/before") lines)"
+	check_status "read-write open repairs and succeeds" 0 -- "$IMGBLK" io -c 'read 0 4k' "$IMG"
+	if qed_needs_check "$IMG"; then not_ok "need-check clear after repair"
 	else ok "need-check clear after repair"; fi
-	expect "qemu-img check finds no corruption after repair (leaks allowed)" 0 3 -- \
+	check_status "qemu-img check finds no corruption after repair (leaks allowed)" 0 3 -- \
 		qemu-img check "$IMG"
-	expect "imgblk check agrees" 0 3 -- "$IMGBLK" check "$IMG"
+	check_status "imgblk check agrees" 0 3 -- "$IMGBLK" check "$IMG"
 	# What survived reads back as the pattern or as zeros, never garbage.
-	"$IMGBLK" convert -O raw "$IMG" "$T/kill.raw" > /dev/null 2>&1
-	if [ "$(tr -d '\000\245' < "$T/kill.raw" | head -c 1 | wc -c)" != 0 ]; then
+	"$IMGBLK" convert -O raw "$IMG" "$T_TMP/kill.raw" > /dev/null 2>&1
+	if [ "$(tr -d '\000\245' < "$T_TMP/kill.raw" | head -c 1 | wc -c)" != 0 ]; then
 		not_ok "repaired image holds only the pattern and zeros"
 	else
 		ok "repaired image holds only the pattern and zeros"
 	fi
-	rm -f "$T/kill.raw"
+	rm -f "$T_TMP/kill.raw"
 else
 	not_ok "writer killed mid-run left need-check set (killed=$killed)"
 fi
@@ -91,83 +83,82 @@ make_img() {
 	"$IMGBLK" io -c 'write -P 0x5a 0 64k' -c 'write -P 0x6b 1M 64k' "$1" > /dev/null
 }
 L1=65536
-IMG=$T/img.qed
+IMG=$T_TMP/img.qed
 make_img "$IMG"
-L2=$(get64 "$IMG" $L1)
-if need_check "$IMG"; then not_ok "clean close leaves need-check clear"
+L2=$(peek "$IMG" $L1 '<Q')
+if qed_needs_check "$IMG"; then not_ok "clean close leaves need-check clear"
 else ok "clean close leaves need-check clear"; fi
-expect "fresh image checks clean in QEMU" 0 -- qemu-img check "$IMG"
+check_status "fresh image checks clean in QEMU" 0 -- qemu-img check "$IMG"
 
 # Invalid L2 entry (past EOF) with need-check: repaired on a read-write open.
-put64 "$IMG" $((L2 + 16 * 8)) $((1 << 40))
+poke "$IMG" $((L2 + 16 * 8)) '<Q' $((1 << 40))
 set_need_check "$IMG"
-cp "$IMG" "$T/copy.qed"
-expect "read-only open of a need-check image works, unrepaired" 0 -- \
+cp "$IMG" "$T_TMP/copy.qed"
+check_status "read-only open of a need-check image works, unrepaired" 0 -- \
 	"$IMGBLK" io -r -c 'read -P 0x5a 0 64k' "$IMG"
-if need_check "$IMG"; then ok "read-only open leaves need-check set"
+if qed_needs_check "$IMG"; then ok "read-only open leaves need-check set"
 else not_ok "read-only open leaves need-check set"; fi
-"$IMGBLK" io -c 'read -P 0x5a 0 64k' -c 'read -P 0 1M 64k' "$IMG" > "$T/out" 2>&1
+"$IMGBLK" io -c 'read -P 0x5a 0 64k' -c 'read -P 0 1M 64k' "$IMG" > "$T_TMP/out" 2>&1
 rc=$?
-if [ $rc = 0 ] && grep -q 'lost' "$T/out"; then
+if [ $rc = 0 ] && grep -q 'lost' "$T_TMP/out"; then
 	ok "invalid L2 entry repaired on read-write open, data loss reported"
 else
-	not_ok "invalid L2 entry repaired on read-write open, data loss reported"; diag_file "$T/out"
+	not_ok "invalid L2 entry repaired on read-write open, data loss reported"; diag_file "$T_TMP/out"
 fi
-if need_check "$IMG"; then not_ok "need-check clear after the repair"
+if qed_needs_check "$IMG"; then not_ok "need-check clear after the repair"
 else ok "need-check clear after the repair"; fi
-expect "qemu-img check: no corruption after the repair (one leak)" 3 -- qemu-img check "$IMG"
+check_status "qemu-img check: no corruption after the repair (one leak)" 3 -- qemu-img check "$IMG"
 
 # check accounting against qemu-img on the same damage (need-check cleared
 # so that QEMU opens it without repairing).
-put64 "$T/copy.qed" 16 0
-qemu-img check --output=json "$T/copy.qed" > "$T/q.json" 2>&1
+poke "$T_TMP/copy.qed" 16 '<Q' 0
+qemu-img check --output=json "$T_TMP/copy.qed" > "$T_TMP/q.json" 2>&1
 qrc=$?
-"$IMGBLK" check --output=json "$T/copy.qed" > "$T/i.json" 2>&1
+"$IMGBLK" check --output=json "$T_TMP/copy.qed" > "$T_TMP/i.json" 2>&1
 irc=$?
-qc=$(grep -o '"corruptions": [0-9]*' "$T/q.json")
-ic=$(grep -o '"corruptions": [0-9]*' "$T/i.json")
+qc=$(grep -o '"corruptions": [0-9]*' "$T_TMP/q.json")
+ic=$(grep -o '"corruptions": [0-9]*' "$T_TMP/i.json")
 if [ $qrc = $irc ] && [ -n "$qc" ] && [ "$qc" = "$ic" ]; then
 	ok "check of an invalid entry: status $irc and $ic, as qemu-img"
 else
 	not_ok "check of an invalid entry: status $irc/$qrc, '$ic'/'$qc'"
-	diag_file "$T/i.json"; diag_file "$T/q.json"
+	diag_file "$T_TMP/i.json"; diag_file "$T_TMP/q.json"
 fi
-cp "$T/copy.qed" "$T/copy2.qed"
-qemu-img check -r all "$T/copy.qed" > "$T/q.out" 2>&1
+cp "$T_TMP/copy.qed" "$T_TMP/copy2.qed"
+qemu-img check -r all "$T_TMP/copy.qed" > "$T_TMP/q.out" 2>&1
 qrc=$?
-"$IMGBLK" check -r all "$T/copy2.qed" > "$T/i.out" 2>&1
+"$IMGBLK" check -r all "$T_TMP/copy2.qed" > "$T_TMP/i.out" 2>&1
 irc=$?
 if [ $qrc = $irc ]; then ok "check -r all: status $irc, as qemu-img"
-else not_ok "check -r all: status $irc, qemu-img $qrc"; diag_file "$T/i.out"; diag_file "$T/q.out"; fi
-expect "qemu-img check after imgblk check -r all: leaks only" 3 -- qemu-img check "$T/copy2.qed"
-if cmp -s "$T/copy.qed" "$T/copy2.qed"; then ok "imgblk -r all repairs byte for byte as qemu-img"
+else not_ok "check -r all: status $irc, qemu-img $qrc"; diag_file "$T_TMP/i.out"; diag_file "$T_TMP/q.out"; fi
+check_status "qemu-img check after imgblk check -r all: leaks only" 3 -- qemu-img check "$T_TMP/copy2.qed"
+if cmp -s "$T_TMP/copy.qed" "$T_TMP/copy2.qed"; then ok "imgblk -r all repairs byte for byte as qemu-img"
 else not_ok "imgblk -r all repairs byte for byte as qemu-img"; fi
 
 # Invalid L1 entry (misaligned) with need-check.
 make_img "$IMG"
-put64 "$IMG" $((L1 + 8)) $((L2 + 512))
+poke "$IMG" $((L1 + 8)) '<Q' $((L2 + 512))
 set_need_check "$IMG"
-expect "invalid L1 entry repaired on read-write open" 0 -- \
+check_status "invalid L1 entry repaired on read-write open" 0 -- \
 	"$IMGBLK" io -c 'read -P 0x5a 0 64k' -c "write -P 0x7c 8M 4k" -c "read -P 0x7c 8M 4k" "$IMG"
-expect "qemu-img check clean after the L1 repair" 0 -- qemu-img check "$IMG"
+check_status "qemu-img check clean after the L1 repair" 0 -- qemu-img check "$IMG"
 
 # Duplicate reference with need-check: cannot be repaired.
 make_img "$IMG"
-put64 "$IMG" $((L2 + 16 * 8)) "$(get64 "$IMG" "$L2")"
+poke "$IMG" $((L2 + 16 * 8)) '<Q' "$(peek "$IMG" "$L2" '<Q')"
 set_need_check "$IMG"
-expect "duplicate reference: read-write open refused" 1 -- \
+check_status "duplicate reference: read-write open refused" 1 -- \
 	"$IMGBLK" io -c 'read 0 4k' "$IMG"
-if grep -q 'cannot be repaired' "$T/out"; then ok "refusal says why"
-else not_ok "refusal says why"; diag_file "$T/out"; fi
-if need_check "$IMG"; then ok "need-check stays set"; else not_ok "need-check stays set"; fi
-expect "duplicate reference: read-only open reads" 0 -- \
+if grep -q 'cannot be repaired' "$T_TMP/out"; then ok "refusal says why"
+else not_ok "refusal says why"; diag_file "$T_TMP/out"; fi
+if qed_needs_check "$IMG"; then ok "need-check stays set"; else not_ok "need-check stays set"; fi
+check_status "duplicate reference: read-only open reads" 0 -- \
 	"$IMGBLK" io -r -c 'read -P 0x5a 0 64k' -c 'read -P 0x5a 1M 64k' "$IMG"
-expect "imgblk check reports the corruption" 2 -- "$IMGBLK" check "$IMG"
-expect "imgblk check -r all cannot repair it" 2 -- "$IMGBLK" check -r all "$IMG"
-if need_check "$IMG"; then ok "need-check still set after a check with corruptions left"
+check_status "imgblk check reports the corruption" 2 -- "$IMGBLK" check "$IMG"
+check_status "imgblk check -r all cannot repair it" 2 -- "$IMGBLK" check -r all "$IMG"
+if qed_needs_check "$IMG"; then ok "need-check still set after a check with corruptions left"
 else not_ok "need-check still set after a check with corruptions left"; fi
-put64 "$IMG" 16 0
-expect "qemu-img check agrees (2)" 2 -- qemu-img check "$IMG"
+poke "$IMG" 16 '<Q' 0
+check_status "qemu-img check agrees (2)" 2 -- qemu-img check "$IMG"
 
-echo "1..$N"
-[ $FAIL = 0 ]
+done_testing

@@ -19,8 +19,6 @@
 set -u
 
 IMGBLK=${IMGBLK:-build/imgblk}
-T=$(mktemp -d "${TMPDIR:-/tmp}/resize-backing.XXXXXX")
-trap 'rm -rf "$T"' EXIT
 . "$(dirname "$0")/tap.sh"
 
 need qemu-img qemu-io python3
@@ -53,11 +51,10 @@ same_map() {	# same_map A B END
 	diff <(map "$1" "$3") <(map "$2" "$3")
 	return 1
 }
-vsize() { qemu-img info --output=json "$1" | sed -n 's/.*"virtual-size": \([0-9]*\).*/\1/p'; }
 
-qemu-img create -q -f raw "$T/bk.raw" 4M
-qemu-io -f raw -c "write -P 0xaa 0 4M" "$T/bk.raw" > /dev/null
-qemu-img convert -O qcow2 "$T/bk.raw" "$T/bk.qcow2"
+qemu-img create -q -f raw "$T_TMP/bk.raw" 4M
+qemu-io -f raw -c "write -P 0xaa 0 4M" "$T_TMP/bk.raw" > /dev/null
+qemu-img convert -O qcow2 "$T_TMP/bk.raw" "$T_TMP/bk.qcow2"
 
 # mk FILE FMT OPTS BACKING BFMT SIZE: an overlay with 0x11 at 0..256k.
 mk() {
@@ -67,11 +64,11 @@ mk() {
 }
 
 for bf in raw qcow2; do
-	bk=$T/bk.$bf
+	bk=$T_TMP/bk.$bf
 	for v in "v3:compat=1.1" "v3-4k:compat=1.1,cluster_size=4k" \
 		 "v3-extl2:compat=1.1,extended_l2=on"; do
 		name="${v%%:*} over $bf" opts=${v#*:}
-		a=$T/a.qcow2 q=$T/q.qcow2
+		a=$T_TMP/a.qcow2 q=$T_TMP/q.qcow2
 
 		# Grow to the backing file's size, an old end on a cluster boundary.
 		mk "$a" qcow2 "$opts" "$bk" $bf 1M
@@ -132,13 +129,13 @@ for bf in raw qcow2; do
 	for f in "qcow2:compat=0.10" "qed:"; do
 		fmt=${f%%:*} opts=${f#*:}
 		name="$fmt${opts:+ $opts} over $bf"
-		a=$T/a.$fmt q=$T/q.$fmt
+		a=$T_TMP/a.$fmt q=$T_TMP/q.$fmt
 		mk "$a" $fmt "$opts" "$bk" $bf 1M
 		cp "$a" "$q"
 		check_fails "$name: qemu-img resize refuses 1M -> 4M" qemu-img resize -q "$q" 4M
 		check_fails "$name: imgblk resize refuses it too" "$IMGBLK" resize -q "$a" 4M
-		cp "$T/out" "$T/msg"
-		check "$name: the message says why" grep -q "longer backing file" "$T/msg"
+		cp "$T_TMP/check.out" "$T_TMP/msg"
+		check "$name: the message says why" grep -q "longer backing file" "$T_TMP/msg"
 		check "$name: the image is untouched" cmp "$a" "$q"
 		check "$name: still 1M" test "$(vsize "$a")" = $M
 		check "$name: still reads as before" \
@@ -161,13 +158,13 @@ done
 
 # A backing file that ends at or before the old size: nothing to hide,
 # every format grows and the new range stays unallocated, as in QEMU.
-qemu-img create -q -f raw "$T/short.raw" 1M
-qemu-io -f raw -c "write -P 0xaa 0 1M" "$T/short.raw" > /dev/null
+qemu-img create -q -f raw "$T_TMP/short.raw" 1M
+qemu-io -f raw -c "write -P 0xaa 0 1M" "$T_TMP/short.raw" > /dev/null
 for f in "qcow2:compat=1.1" "qcow2:compat=0.10" "qed:"; do
 	fmt=${f%%:*} opts=${f#*:}
 	name="$fmt${opts:+ $opts} over a 1M backing file"
-	a=$T/a.$fmt q=$T/q.$fmt
-	mk "$a" $fmt "$opts" "$T/short.raw" raw 1M
+	a=$T_TMP/a.$fmt q=$T_TMP/q.$fmt
+	mk "$a" $fmt "$opts" "$T_TMP/short.raw" raw 1M
 	cp "$a" "$q"
 	check "$name: grow 1M -> 4M" "$IMGBLK" resize -q "$a" 4M
 	check "$name: qemu-img resize too" qemu-img resize -q "$q" 4M
@@ -176,5 +173,4 @@ for f in "qcow2:compat=1.1" "qcow2:compat=0.10" "qed:"; do
 	check "$name: qemu-img check clean" qemu-img check -q "$a"
 done
 
-echo "1..$N"
-exit $((FAIL > 0))
+done_testing

@@ -1,23 +1,24 @@
 # SPDX-License-Identifier: GPL-2.0
 #
-# tests/vm/lib.sh - helpers for the guest tests (busybox sh, no bash).
+# tests/vm/lib.sh - what a guest test (busybox sh, no bash) sources: the
+# TAP core and the image helpers of tests/lib/ (scripts/vm/run.sh ships
+# them beside the tests), and the device helpers below: the driver check,
+# the rig's extra modules, and adding, deleting and listing imgblk
+# devices.
 #
-# A test sources this, prints TAP through ok/not_ok/skip, and ends with
-# done_testing.  A missing prerequisite is a skip with its reason, never a
-# pass.  The EXIT trap deletes every imgblk device the test left behind
-# and runs the commands the test registered with on_exit.
+# A test sources this, reports through the core (ok/not_ok/skip,
+# check/check_fails, ...) and ends with done_testing.  At exit it runs what
+# the test registered with on_exit and then deletes every imgblk device
+# the test left behind.
 #
 # The rig (scripts/vm/init) gives: $SHARE (the host's share), /tmp as
 # tmpfs, imgblk in PATH when it was built, modules loaded except brd and
 # null_blk (see load_module).
 
-T_NUM=0
-T_FAIL=0
-T_PLANNED=
-T_CLEANUP=
-T_NAME=$(basename "$0" .sh)
-T_TMP=/tmp/$T_NAME
-mkdir -p "$T_TMP"
+. "$(dirname "$0")/../lib/tap.sh"
+. "$(dirname "$0")/../lib/image.sh"
+# Registered first, so it runs after the test's own on_exit commands.
+on_exit "command -v imgblk > /dev/null && timeout 30 imgblk del -a"
 
 # busybox sh runs its own applets before searching PATH, so the util-linux
 # tools the rig ships (busybox's lack options we need: blkdiscard -z,
@@ -25,108 +26,8 @@ mkdir -p "$T_TMP"
 [ -x /usr/sbin/blkdiscard ] && blkdiscard() { /usr/sbin/blkdiscard "$@"; }
 [ -x /usr/sbin/losetup ] && losetup() { /usr/sbin/losetup "$@"; }
 
-plan() {	# plan N: announce N tests up front
-	T_PLANNED=$1
-	echo "1..$1"
-}
-
-ok() {		# ok DESCRIPTION
-	T_NUM=$((T_NUM + 1))
-	echo "ok $T_NUM - $*"
-}
-
-not_ok() {	# not_ok DESCRIPTION
-	T_NUM=$((T_NUM + 1))
-	T_FAIL=$((T_FAIL + 1))
-	echo "not ok $T_NUM - $*"
-}
-
-skip() {	# skip DESCRIPTION REASON
-	T_NUM=$((T_NUM + 1))
-	echo "ok $T_NUM - $1 # SKIP $2"
-}
-
-diag() {	# diag TEXT...: a TAP comment, one per line of input
-	printf '%s\n' "$*" | sed 's/^/# /'
-}
-
-diag_file() {	# diag_file FILE [MAX_LINES]: show a command's output
-	[ -s "$1" ] && head -n "${2:-20}" "$1" | sed 's/^/#   /'
-	return 0
-}
-
-# check DESCRIPTION CMD [ARGS...]: one TAP line for whether CMD succeeds;
-# its output is shown only when it fails.
-check() {
-	_d=$1
-	shift
-	if "$@" > "$T_TMP/check.out" 2>&1; then
-		ok "$_d"
-	else
-		_rc=$?
-		not_ok "$_d"
-		diag "command failed with status $_rc: $*"
-		diag_file "$T_TMP/check.out"
-	fi
-}
-
-# check_fails DESCRIPTION CMD [ARGS...]: CMD must fail.
-check_fails() {
-	_d=$1
-	shift
-	if "$@" > "$T_TMP/check.out" 2>&1; then
-		not_ok "$_d"
-		diag "command succeeded but should have failed: $*"
-		diag_file "$T_TMP/check.out"
-	else
-		ok "$_d"
-	fi
-}
-
-skip_all() {	# skip_all REASON: the whole test (or the rest of it) cannot run
-	if [ "$T_NUM" = 0 ]; then
-		echo "1..0 # SKIP $*"
-		exit 0
-	fi
-	skip "remaining tests" "$*"
-	done_testing
-}
-
-bail() {	# bail REASON: the rest cannot run; report and stop
-	not_ok "$*"
-	exit 1
-}
-
-on_exit() {	# on_exit CMD: run CMD (a string) at exit, newest first
-	T_CLEANUP="$*; $T_CLEANUP"
-}
-
-_t_cleanup() {
-	set +e
-	[ -n "$T_CLEANUP" ] && eval "$T_CLEANUP" > /dev/null 2>&1
-	if command -v imgblk > /dev/null 2>&1; then
-		timeout 30 imgblk del -a > /dev/null 2>&1
-	fi
-	rm -rf "$T_TMP"
-}
-trap '_t_cleanup' EXIT
-trap 'exit 143' TERM INT
-
-done_testing() {	# print the plan if not given up front; exit status
-	[ -n "$T_PLANNED" ] || echo "1..$T_NUM"
-	[ "$T_FAIL" = 0 ] && exit 0
-	exit 1
-}
-
-need_cmd() {	# need_cmd CMD...: skip the whole test if a tool is missing
-	for _c in "$@"; do
-		command -v "$_c" > /dev/null 2>&1 || skip_all "$_c not available"
-	done
-}
-
-need_imgblk() {	# the binary and the driver
-	command -v imgblk > /dev/null 2>&1 ||
-		skip_all "imgblk binary not in the VM (build/imgblk missing at image build)"
+need_imgblk() {	# the binary and the driver, or skip the whole test
+	need
 	[ -c /dev/ublk-control ] || skip_all "/dev/ublk-control missing (ublk_drv not loaded)"
 }
 
@@ -196,4 +97,35 @@ wait_gone() {
 		_i=$((_i + 1))
 	done
 	return 0
+}
+
+# write_files DIR: 11 MiB of random data in 52 files under DIR: large
+# files stress multi-segment I/O, small files stress metadata.
+write_files() {
+	dd if=/dev/urandom of="$1/big1" bs=1M count=8 2>/dev/null &&
+	dd if=/dev/urandom of="$1/big2" bs=64k count=40 2>/dev/null &&
+	mkdir -p "$1/small" &&
+	for _i in $(seq 1 50); do
+		dd if=/dev/urandom of="$1/small/f$_i" bs=1k count=$_i 2>/dev/null || return 1
+	done
+}
+
+# run_fio NAME BS_OPTION: one result, whether fio's verified random
+# read/write on $DEV (two jobs, 32 MiB each) ends without an error.  Each
+# job gets its own 32 MiB (offset_increment): two jobs verifying the same
+# blocks would overwrite each other's data and report false errors.
+run_fio() {
+	fio --name="$1" --filename="$DEV" --ioengine=io_uring --direct=1 \
+		--rw=randrw --rwmixread=30 "$2" --iodepth=32 --numjobs=2 \
+		--size=32M --offset_increment=32M --verify=crc32c \
+		--verify_fatal=1 --do_verify=1 --group_reporting \
+		> "$T_TMP/fio-$1.out" 2>&1
+	_rc=$?
+	if [ $_rc = 0 ] && ! grep -qE 'err= *[1-9]|verify: bad|bad magic' "$T_TMP/fio-$1.out"; then
+		ok "fio $1 verify=crc32c, no errors"
+	else
+		not_ok "fio $1 verify=crc32c, no errors"
+		diag "fio exit status $_rc"
+		grep -E 'err=|verify|bad|error|fio:' "$T_TMP/fio-$1.out" | head -n 20 | sed 's/^/#   /'
+	fi
 }

@@ -31,15 +31,7 @@ check "backing data shows through the device" \
 	qemu-io -f raw -n -c "read -P 0xa5 96M 16M" "$DEV"
 check "mkfs.ext4" mkfs.ext4 -q -F "$DEV"
 check "mount" mount -t ext4 "$DEV" "$MNT"
-write_files() {
-	dd if=/dev/urandom of="$MNT/big1" bs=1M count=8 2>/dev/null &&
-	dd if=/dev/urandom of="$MNT/big2" bs=64k count=40 2>/dev/null &&
-	mkdir -p "$MNT/small" &&
-	for i in $(seq 1 50); do
-		dd if=/dev/urandom of="$MNT/small/f$i" bs=1k count=$i 2>/dev/null || return 1
-	done
-}
-check "write 11 MiB of random data in 52 files" write_files
+check "write 11 MiB of random data in 52 files" write_files "$MNT"
 (cd "$MNT" && find . -type f | sort | xargs md5sum) > "$T_TMP/md5" 2>&1
 check "sync" sync
 check "umount" umount "$MNT"
@@ -72,21 +64,6 @@ check "imgblk creates an empty 128 MiB image" imgblk create -q -f qcow2 "$FIMG" 
 add_dev "add qcow2 device with -q 2 -d 64" -t qcow2 -f "$FIMG" -q 2 -d 64 ||
 	bail "cannot continue without a device"
 ID=$DEV_ID
-run_fio() {	# run_fio NAME BS_OPTION
-	fio --name="$1" --filename="$DEV" --ioengine=io_uring --direct=1 \
-		--rw=randrw --rwmixread=30 "$2" --iodepth=32 --numjobs=2 \
-		--size=32M --offset_increment=32M --verify=crc32c \
-		--verify_fatal=1 --do_verify=1 --group_reporting \
-		> "$T_TMP/fio-$1.out" 2>&1
-	rc=$?
-	if [ $rc = 0 ] && ! grep -qE 'err= *[1-9]|verify: bad|bad magic' "$T_TMP/fio-$1.out"; then
-		ok "fio $1 verify=crc32c, no errors"
-	else
-		not_ok "fio $1 verify=crc32c, no errors"
-		diag "fio exit status $rc"
-		grep -E 'err=|verify|bad|error|fio:' "$T_TMP/fio-$1.out" | head -n 20 | sed 's/^/#   /'
-	fi
-}
 run_fio empty-bs4k --bs=4k
 run_fio filled-bsrange --bsrange=4k-128k
 check "dd of the fio device" dd if="$DEV" of="$T_TMP/dev.raw" bs=1M iflag=direct

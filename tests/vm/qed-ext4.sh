@@ -18,11 +18,6 @@ MNT=$T_TMP/mnt
 mkdir -p "$MNT"
 on_exit "umount $MNT"
 
-need_check() {	# need_check FILE: is QED_F_NEED_CHECK set in the header?
-	_f=$(od -A n -t u8 -j 16 -N 8 "$1" | tr -d ' ')
-	[ $((_f & 2)) != 0 ]
-}
-
 # A backing file with content of its own, so COW has something to copy.
 truncate -s 256M "$BASE"
 dd if=/dev/urandom of="$BASE" bs=1M count=4 seek=100 conv=notrunc 2>/dev/null
@@ -32,15 +27,7 @@ add_dev "add QED device" -t qed -f "$IMG" -q 2 || bail "cannot continue without 
 ID=$DEV_ID
 check "mkfs.ext4" mkfs.ext4 -q -F "$DEV"
 check "mount" mount -t ext4 "$DEV" "$MNT"
-write_files() {
-	dd if=/dev/urandom of="$MNT/big1" bs=1M count=8 2>/dev/null &&
-	dd if=/dev/urandom of="$MNT/big2" bs=64k count=40 2>/dev/null &&
-	mkdir -p "$MNT/small" &&
-	for i in $(seq 1 50); do
-		dd if=/dev/urandom of="$MNT/small/f$i" bs=1k count=$i 2>/dev/null || return 1
-	done
-}
-check "write 11 MiB in 52 files" write_files
+check "write 11 MiB in 52 files" write_files "$MNT"
 (cd "$MNT" && find . -type f | sort | xargs md5sum) > "$T_TMP/md5" 2>&1
 check "sync" sync
 check "umount" umount "$MNT"
@@ -67,35 +54,20 @@ IMG=$T_TMP/nb.qed
 check "create QED without backing" imgblk create -f qed "$IMG" 128M
 add_dev "add with -q 2 -d 64" -t qed -f "$IMG" -q 2 -d 64 || bail "cannot continue"
 ID=$DEV_ID
-run_fio() {	# run_fio NAME BS_OPTION
-	fio --name="$1" --filename="$DEV" --ioengine=io_uring --direct=1 \
-		--rw=randrw --rwmixread=30 "$2" --iodepth=32 --numjobs=2 \
-		--size=32M --offset_increment=32M --verify=crc32c \
-		--verify_fatal=1 --do_verify=1 --group_reporting \
-		> "$T_TMP/fio-$1.out" 2>&1
-	rc=$?
-	if [ $rc = 0 ] && ! grep -qE 'err= *[1-9]|verify: bad|bad magic' "$T_TMP/fio-$1.out"; then
-		ok "fio $1 verify=crc32c, no errors"
-	else
-		not_ok "fio $1 verify=crc32c, no errors"
-		diag "fio exit status $rc"
-		grep -E 'err=|verify|bad|error|fio:' "$T_TMP/fio-$1.out" | head -n 20 | sed 's/^/#   /'
-	fi
-}
 run_fio bs4k --bs=4k
 run_fio bsrange --bsrange=4k-128k
 # One allocating write beyond fio's 64 MiB, then the header at once.
 check "an allocating write" dd if=/dev/urandom of="$DEV" bs=4k count=1 seek=30000 \
 	oflag=direct conv=notrunc
-if need_check "$IMG"; then ok "need-check set while allocating writes are recent"
+if qed_needs_check "$IMG"; then ok "need-check set while allocating writes are recent"
 else not_ok "need-check set while allocating writes are recent"; fi
 sleep 8
-if need_check "$IMG"; then not_ok "need-check cleared after 5 s without allocating writes"
+if qed_needs_check "$IMG"; then not_ok "need-check cleared after 5 s without allocating writes"
 else ok "need-check cleared after 5 s without allocating writes"; fi
 check "dd the whole device" dd if="$DEV" of="$T_TMP/dev.raw" bs=1M iflag=direct
 del_dev "del device $ID" "$ID"
 wait_gone "$DEV" 10 || not_ok "$DEV removed"
-if need_check "$IMG"; then not_ok "need-check clear after del"
+if qed_needs_check "$IMG"; then not_ok "need-check clear after del"
 else ok "need-check clear after del"; fi
 check "qemu-img check clean after fio" qemu-img check "$IMG"
 check "qemu-img convert -O raw" qemu-img convert -f qed -O raw "$IMG" "$T_TMP/qemu.raw"

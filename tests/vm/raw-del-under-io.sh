@@ -16,9 +16,9 @@ truncate -s 128M "$IMG"
 add_dev "add raw device with -q 2" -t raw -f "$IMG" -q 2 || bail "cannot continue without a device"
 ID=$DEV_ID
 
-# The server's pid from imgblk list (json first, then the table's pid
-# column), to check that it really exits.
-server_pid() {
+# listed_pid: the server's pid from imgblk list (json first, then the
+# table's pid column), to check that it really exits.
+listed_pid() {
 	p=$(imgblk list -n "$ID" --json 2>/dev/null |
 		sed -n 's/.*"pid"[^0-9]*\([0-9][0-9]*\).*/\1/p' | head -n 1)
 	if [ -z "$p" ]; then
@@ -28,7 +28,7 @@ server_pid() {
 	fi
 	echo "$p"
 }
-SPID=$(server_pid)
+SPID=$(listed_pid)
 if [ -n "$SPID" ] && [ -d "/proc/$SPID" ]; then ok "server pid $SPID from imgblk list"; else
 	not_ok "server pid from imgblk list"; diag "got '$SPID'"; fi
 

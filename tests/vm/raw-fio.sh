@@ -49,23 +49,6 @@ else
 	skip "queue threads and CPUs" "the VM has $(nproc) CPUs, not 2"
 fi
 
-# Each job gets its own 32 MiB (offset_increment): two jobs verifying the
-# same blocks would overwrite each other's data and report false errors.
-run_fio() {	# run_fio NAME BS_OPTION
-	fio --name="$1" --filename="$DEV" --ioengine=io_uring --direct=1 \
-		--rw=randrw --rwmixread=30 "$2" --iodepth=32 --numjobs=2 \
-		--size=32M --offset_increment=32M --verify=crc32c \
-		--verify_fatal=1 --do_verify=1 --group_reporting \
-		> "$T_TMP/fio-$1.out" 2>&1
-	rc=$?
-	if [ $rc = 0 ] && ! grep -qE 'err= *[1-9]|verify: bad|bad magic' "$T_TMP/fio-$1.out"; then
-		ok "fio $1 verify=crc32c, no errors"
-	else
-		not_ok "fio $1 verify=crc32c, no errors"
-		diag "fio exit status $rc"
-		grep -E 'err=|verify|bad|error|fio:' "$T_TMP/fio-$1.out" | head -n 20 | sed 's/^/#   /'
-	fi
-}
 run_fio bs4k --bs=4k
 run_fio bsrange --bsrange=4k-128k
 

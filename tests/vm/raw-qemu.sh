@@ -14,15 +14,15 @@ add_dev "add raw 16 MiB device" -t raw -f "$IMG" || bail "cannot continue withou
 
 # qemu-io of older QEMUs exits 0 even when a command fails, so also look at
 # what it printed.
-qio() {		# qio CMD: qemu-io on the device without the page cache
+dev_qio() {	# dev_qio CMD: qemu-io on the device without the page cache
 	qemu-io -f raw -n "$DEV" -c "$1" > "$T_TMP/qio.out" 2>&1 &&
 		! grep -qiE 'fail|error|mismatch' "$T_TMP/qio.out"
 }
 check_qio() {	# check_qio DESC CMD
-	if qio "$2"; then ok "$1"; else not_ok "$1"; diag_file "$T_TMP/qio.out"; fi
+	if dev_qio "$2"; then ok "$1"; else not_ok "$1"; diag_file "$T_TMP/qio.out"; fi
 }
 check_qio_fails() {
-	if qio "$2"; then not_ok "$1"; diag_file "$T_TMP/qio.out"; else ok "$1"; fi
+	if dev_qio "$2"; then not_ok "$1"; diag_file "$T_TMP/qio.out"; else ok "$1"; fi
 }
 
 pattern() {	# pattern BYTE_OCTAL LEN: LEN bytes of one value
