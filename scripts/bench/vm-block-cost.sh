@@ -56,7 +56,6 @@ make -s -C "$tmp/src" O="$tmp/before" KHDR_BUILD="$BUILD_DIR" "$tmp/before/imgbl
 mkdir -p "$tmp/share" "$tmp/guest"
 cp "$tmp/before/imgblk" "$tmp/share/imgblk-before"
 cp "$BUILD_DIR/imgblk" "$tmp/share/imgblk-after"
-cp "$REPO/tests/vm/lib.sh" "$tmp/guest/lib.sh"
 printf 'RUNTIME=%s\nROUNDS=%s\n' "$RUNTIME" "$ROUNDS" > "$tmp/share/cost.conf"
 
 # The guest half (busybox sh), run by the VM rig like a test.

@@ -20,10 +20,9 @@ set -u
 IMGBLK=${IMGBLK:-build/imgblk}
 # Absolute: the script works in its temporary directory.
 IMGBLK=$(cd "$(dirname "$IMGBLK")" && pwd)/$(basename "$IMGBLK")
-T=$(mktemp -d "${TMPDIR:-/tmp}/lock.XXXXXX")
 HOLDER=
-trap '[ -n "$HOLDER" ] && kill $HOLDER 2>/dev/null; wait; rm -rf "$T"' EXIT
 . "$(dirname "$0")/tap.sh"
+on_exit '[ -n "$HOLDER" ] && kill $HOLDER 2>/dev/null; wait'
 
 need qemu-img qemu-io qemu-nbd
 
@@ -44,7 +43,7 @@ lock_bytes() {
 # holds a lock on $HOLD_FILE (the caller sets it) or has exited.
 hold() {
 	local i
-	"$@" > "$T/holder.out" 2>&1 &
+	"$@" > "$T_TMP/holder.out" 2>&1 &
 	HOLDER=$!
 	for i in $(seq 100); do
 		[ -n "$(lock_bytes "$HOLD_FILE")" ] && return 0
@@ -52,7 +51,7 @@ hold() {
 		sleep 0.1
 	done
 	echo "# holder did not lock $HOLD_FILE: $*"
-	diag_file "$T/holder.out"
+	diag_file "$T_TMP/holder.out"
 	return 1
 }
 
@@ -67,16 +66,16 @@ release() {
 refused() {
 	local d=$1 msg=$2
 	shift 2
-	if "$@" > "$T/out" 2>&1; then
+	if "$@" > "$T_TMP/out" 2>&1; then
 		not_ok "$d"; echo "# unexpectedly succeeded: $*"
-	elif grep -qF -- "$msg" "$T/out"; then
+	elif grep -qF -- "$msg" "$T_TMP/out"; then
 		ok "$d"
 	else
-		not_ok "$d"; echo "# expected: $msg"; diag_file "$T/out"
+		not_ok "$d"; echo "# expected: $msg"; diag_file "$T_TMP/out"
 	fi
 }
 
-cd "$T" || exit 1
+cd "$T_TMP" || exit 1
 qemu-img create -q -f qcow2 base.qcow2 4M
 qemu-io -c "write -P 0x11 0 4M" base.qcow2 > /dev/null
 qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2
@@ -140,7 +139,7 @@ fi
 # ---- 2. QEMU holds, imgblk tries ----
 
 HOLD_FILE=top.qcow2
-if hold qemu-nbd -k "$T/nbd.sock" -f qcow2 top.qcow2; then
+if hold qemu-nbd -k "$T_TMP/nbd.sock" -f qcow2 top.qcow2; then
 	refused "qemu-nbd serves top: imgblk io write refused" \
 		'imgblk: top.qcow2: failed to get "write" lock: is another process using the image?' \
 		"$IMGBLK" io -f qcow2 -c "write 0 4k" top.qcow2
@@ -203,7 +202,7 @@ release
 
 # Raw writers share a file in QEMU; qemu-nbd refuses resizing to others.
 HOLD_FILE=r.raw
-if hold qemu-nbd -k "$T/nbd.sock" -f raw r.raw; then
+if hold qemu-nbd -k "$T_TMP/nbd.sock" -f raw r.raw; then
 	check "qemu-nbd serves raw: imgblk io write works, as qemu-io's" \
 		"$IMGBLK" io -f raw -c "write 0 4k" r.raw
 	refused "qemu-nbd serves raw: imgblk resize refused" \
@@ -223,7 +222,7 @@ if hold "$IMGBLK" io -f qcow2 -c "sleep 20000" top.qcow2; then
 	refused "imgblk writes top: qemu-img snapshot -c refused" \
 		'Failed to get "write" lock' qemu-img snapshot -c s1 top.qcow2
 	refused "imgblk writes top: qemu-nbd refused" \
-		'Failed to get "write" lock' qemu-nbd -k "$T/nbd2.sock" -f qcow2 top.qcow2
+		'Failed to get "write" lock' qemu-nbd -k "$T_TMP/nbd2.sock" -f qcow2 top.qcow2
 	check "imgblk writes top: qemu-io -r of its backing file works" \
 		qemu-io -r -c "read -P 0x11 0 4k" base.qcow2
 	refused "imgblk writes top: qemu-io write to its backing file refused" \
@@ -271,5 +270,4 @@ for f in top.qcow2 base.qcow2 r.raw d.qcow2 d.raw; do
 	[ -z "$b" ] && ok "$f: no lock left" || { not_ok "$f: no lock left"; echo "# $b"; }
 done
 
-echo "1..$N"
-[ $FAIL = 0 ]
+done_testing

@@ -10,15 +10,13 @@
 set -u
 
 IMGBLK=${IMGBLK:-build/imgblk}
-T=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-layers.XXXXXX")
-trap 'rm -rf "$T"' EXIT
 . "$(dirname "$0")/tap.sh"
 
 need python3
 
 SRC=$(dirname "$0")/../../targets/qcow2
 
-python3 - "$SRC" > "$T/res" <<'EOF'
+python3 - "$SRC" > "$T_TMP/res" <<'EOF'
 import glob, os, re, sys
 
 d = sys.argv[1]
@@ -61,12 +59,11 @@ for f in sorted(text):
                  if n in owner and rank[owner[n]] > rank[f]})
     print("%s %s" % (f, " ".join(up) if up else "-"))
 EOF
-[ -s "$T/res" ] || { echo "Bail out! the scan printed nothing"; exit 1; }
+[ -s "$T_TMP/res" ] || { echo "Bail out! the scan printed nothing"; exit 1; }
 while read -r f calls; do
 	if [ "$f" = new ]; then not_ok "$calls"; continue; fi
 	if [ "$calls" = - ]; then ok "$f calls nothing above it"
 	else not_ok "$f calls nothing above it"; echo "# calls up: $calls"; fi
-done < "$T/res"
+done < "$T_TMP/res"
 
-echo "1..$N"
-[ $FAIL = 0 ]
+done_testing
