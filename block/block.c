@@ -641,7 +641,7 @@ static void blk_account(struct blk_queue *q, enum blk_op op, uint64_t len, int r
 			int64_t start_ns)
 {
 	struct blk_op_stats *s = &q->st.op[op];
-	int64_t now = blk_now_ns();
+	int64_t now = exec_now_ns();
 	uint64_t ns = now - start_ns;
 	unsigned int bin = 0;
 
@@ -663,7 +663,7 @@ int blk_submit(struct blk_queue *q, enum blk_op op, unsigned int flags, void *bu
 	       uint64_t off, uint64_t len)
 {
 	struct blk_dev *d = q->dev;
-	int64_t start = blk_now_ns();
+	int64_t start = exec_now_ns();
 	enum blk_err_action a;
 	bool retry = false;
 	int ret;

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "exec.h"
@@ -561,6 +562,19 @@ static void exec_run_ready(struct img_exec *e)
 	}
 }
 
+static int64_t exec_clock_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t exec_now_ns(void)
+{
+	return exec_tls ? exec_tls->now_ns : exec_clock_ns();
+}
+
 int exec_run(struct img_exec *e)
 {
 	struct io_uring_cqe *cqe;
@@ -568,6 +582,7 @@ int exec_run(struct img_exec *e)
 	int ret;
 
 	for (;;) {
+		e->now_ns = exec_clock_ns();
 		exec_run_ready(e);
 		if (!e->nr_coros)
 			return 0;

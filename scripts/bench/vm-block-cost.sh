@@ -9,13 +9,13 @@
 #   scripts/bench/vm-block-cost.sh [-b BUILD_DIR] [-B REV] [-r SECONDS] [-n ROUNDS]
 #     -B  the build to compare with (default 021b1a1, the last commit
 #         before the block layer: requests went from queue.c to the target)
-#     -r  fio runtime per run in seconds (default 3)
+#     -r  fio runtime per run in seconds, at least 3 (default 5)
 #     -n  rounds; the two builds alternate within each (default 3)
 #
-# Prints one line per config with the median IOPS of each build and the
-# ratio, and writes them to BUILD_DIR/bench/block-cost.txt.  A benchmark,
-# not a test: under TCG only the ratio of runs in the same boot means
-# anything.
+# Prints one line per config with the median IOPS and server CPU time per
+# request of each build and their ratios, and writes them to
+# BUILD_DIR/bench/block-cost.txt.  A benchmark, not a test: under TCG only
+# the ratio of runs in the same boot means anything.
 set -euo pipefail
 
 die() { echo "vm-block-cost.sh: $*" >&2; exit 1; }
@@ -23,7 +23,7 @@ die() { echo "vm-block-cost.sh: $*" >&2; exit 1; }
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD_DIR=$REPO/build
 REV=021b1a1
-RUNTIME=3
+RUNTIME=5
 ROUNDS=3
 while getopts "b:B:r:n:h" opt; do
 	case $opt in
@@ -31,11 +31,11 @@ while getopts "b:B:r:n:h" opt; do
 	B) REV=$OPTARG ;;
 	r) RUNTIME=$OPTARG ;;
 	n) ROUNDS=$OPTARG ;;
-	h) sed -n '4,14s/^# \{0,1\}//p' "$0"; exit 0 ;;
+	h) sed -n '4,13s/^# \{0,1\}//p' "$0"; exit 0 ;;
 	*) exit 2 ;;
 	esac
 done
-[[ $RUNTIME =~ ^[1-9][0-9]*$ ]] || die "-r wants a positive number of seconds"
+[[ $RUNTIME =~ ^[0-9]+$ ]] && [ "$RUNTIME" -ge 3 ] || die "-r wants 3 seconds or more"
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "-n wants a positive number"
 [ -x "$BUILD_DIR/imgblk" ] || die "$BUILD_DIR/imgblk not built; run make first"
 BUILD_DIR=$(cd "$BUILD_DIR" && pwd)
@@ -80,16 +80,37 @@ cat "$IMG" > /dev/null
 RES=$SHARE/results.txt
 : > "$RES"
 
-run() {	# run BUILD CONFIG ADD_ARGS...: one fio run, its IOPS to $RES
+ticks() {	# ticks PID: utime + stime of every thread, in USER_HZ ticks
+	awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+ios() {		# ios DEV: reads + writes the block layer completed
+	awk '{ print $1 + $5 }' "/sys/block/${1#/dev/}/stat"
+}
+
+# run BUILD CONFIG ADD_ARGS...: one fio run; its IOPS and the server's CPU
+# time per request (us) to $RES.
+run() {
 	_b=$1 _c=$2
 	shift 2
 	_dev=$("$SHARE/imgblk-$_b" add "$@") || { echo "$_b $_c add-failed" >> "$RES"; return; }
-	_iops=$(fio --name=c --filename="$_dev" --ioengine=io_uring --direct=1 \
+	_id=${_dev#/dev/ublkb}
+	_pid=$(awk -F= '$1 == "pid" { print $2 }' "/run/imgblk/$_id.state")
+	fio --name=c --filename="$_dev" --ioengine=io_uring --direct=1 \
 		--rw=randread --bs=4k --iodepth=32 --numjobs=2 --group_reporting \
-		--time_based --runtime="$RUNTIME" --ramp_time=1 --size=256M \
-		--output-format=terse --terse-version=3 2>/dev/null | cut -d';' -f8)
-	"$SHARE/imgblk-$_b" del -n "${_dev#/dev/ublkb}"
-	echo "$_b $_c ${_iops:-0}" >> "$RES"
+		--time_based --runtime="$RUNTIME" --size=256M \
+		--output-format=terse --terse-version=3 > "$T_TMP/fio" 2>/dev/null &
+	_fio=$!
+	# Sample the server after fio's start-up, for whole seconds of load.
+	sleep 1
+	_t0=$(ticks "$_pid") _n0=$(ios "$_dev")
+	sleep $((RUNTIME - 2))
+	_t1=$(ticks "$_pid") _n1=$(ios "$_dev")
+	wait $_fio
+	_iops=$(cut -d';' -f8 "$T_TMP/fio")
+	"$SHARE/imgblk-$_b" del -n "$_id"
+	echo "$_b $_c ${_iops:-0} $(awk -v t=$((_t1 - _t0)) -v n=$((_n1 - _n0)) \
+		'BEGIN { if (n > 0) printf "%.2f", t * 10000 / n; else print 0 }')" >> "$RES"
 }
 
 r=0
@@ -111,15 +132,40 @@ chmod +x "$tmp/guest/cost.sh"
 	die "the VM run failed"
 
 out=$BUILD_DIR/bench/block-cost.txt
+res=$tmp/share/results.txt
+# The builds alternate within a round: each round's ratio compares runs
+# made a few seconds apart, which drift on a busy host cancels out of.
 {
-	echo "# 4k random reads, QD32, 2 jobs; median IOPS of $ROUNDS runs each"
-	printf '%-10s %12s %12s %8s\n' config "before($REV)" after ratio
+	echo "# 4k random reads, QD32, 2 jobs, ${RUNTIME}s runs, $ROUNDS rounds; medians,"
+	echo "# and the median and range of the rounds' after/before ratios."
+	echo "# cpu_us: the server's CPU time (user + system) per request."
+	printf '%-9s %9s %9s %17s  %9s %9s %17s\n' config "iops($REV)" iops \
+		"ratio (min-max)" "cpu_us($REV)" cpu_us "ratio (min-max)"
 	for c in null-q2 qcow2-q2 qcow2-q1; do
-		b=$(awk -v c=$c '$1 == "before" && $2 == c { print $3 }' "$tmp/share/results.txt" |
-			sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
-		a=$(awk -v c=$c '$1 == "after" && $2 == c { print $3 }' "$tmp/share/results.txt" |
-			sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
-		printf '%-10s %12s %12s %8s\n' "$c" "$b" "$a" \
-			"$(awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }')"
+		awk -v c="$c" '
+		function median(a, n,   i, j, t) {
+			for (i = 2; i <= n; i++)
+				for (j = i; j > 1 && a[j - 1] > a[j]; j--) {
+					t = a[j]; a[j] = a[j - 1]; a[j - 1] = t
+				}
+			return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+		}
+		$2 == c && $1 == "before" { bi[++nb] = $3; bc[nb] = $4 }
+		$2 == c && $1 == "after" { ai[++na] = $3; ac[na] = $4 }
+		END {
+			n = nb < na ? nb : na
+			for (k = 1; k <= 4; k++) { lo[k] = 1e9; hi[k] = 0 }
+			for (i = 1; i <= n; i++) {
+				ri[i] = bi[i] ? ai[i] / bi[i] : 0
+				rc[i] = bc[i] ? ac[i] / bc[i] : 0
+				if (ri[i] < lo[1]) lo[1] = ri[i]
+				if (ri[i] > hi[1]) hi[1] = ri[i]
+				if (rc[i] < lo[2]) lo[2] = rc[i]
+				if (rc[i] > hi[2]) hi[2] = rc[i]
+			}
+			printf "%-9s %9d %9d %5.3f (%.2f-%.2f)  %9.2f %9.2f %5.3f (%.2f-%.2f)\n", c,
+			       median(bi, nb), median(ai, na), median(ri, n), lo[1], hi[1],
+			       median(bc, nb), median(ac, na), median(rc, n), lo[2], hi[2]
+		}' "$res"
 	done
 } | tee "$out"
