@@ -114,6 +114,14 @@ $(O)/tests/host/%: $(O)/tests/host/%.o $(O)/libimgblk.a
 
 tests: $(HOST_TESTS)
 
+# Benchmark programs (tests/bench/*.c), built for make bench, never run by check.
+BENCH_PROGS := $(patsubst tests/bench/%.c,$(O)/tests/bench/%,$(wildcard tests/bench/*.c))
+$(O)/tests/bench/%: $(O)/tests/bench/%.o $(O)/libimgblk.a
+	$(quiet) LD tests/bench/$*
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+bench-progs: $(BENCH_PROGS)
+
 # The same program and unit tests under ASan and UBSan, in $(O)/san; the
 # host suite runs the unit tests and the malformed-image tests with it.
 san: $(KHDRS)
@@ -164,7 +172,7 @@ soak: $(O)/imgblk
 
 # Host rows, then one VM boot (about 27 min under TCG), then build/bench/report.md
 # and report.png.  BENCH_ARGS go to scripts/bench/run-all.sh (-r, -H, -V).
-bench: $(O)/imgblk
+bench: $(O)/imgblk $(BENCH_PROGS)
 	$(Q)scripts/bench/run-all.sh -b $(O) $(BENCH_ARGS)
 
 clean:
@@ -172,7 +180,7 @@ clean:
 	$(Q)rm -rf $(O)/lib $(O)/targets $(O)/ublksrv $(O)/tests $(O)/imgblk \
 		$(O)/libimgblk.a $(O)/san $(O)/fuzz
 
-.PHONY: all tests san soak check check-host check-vm crash-soak bench clean \
+.PHONY: all tests bench-progs san soak check check-host check-vm crash-soak bench clean \
 	fuzz fuzz-build fuzz-targets
 .SECONDARY:
 

@@ -7,7 +7,7 @@
 #
 # Reads BUILD_DIR/bench/vm-suite.txt (vm-suite.sh) and, when present,
 # BUILD_DIR/bench/host.md (host-bench.sh), profile.md (host-profile.sh) and
-# block-cost.txt (vm-block-cost.sh);
+# block-host.txt (host-block-cost.sh) and block-cost.txt (vm-block-cost.sh);
 # writes BUILD_DIR/bench/report.md (tables, ratios against qemu-nbd and
 # loop, issue 6's targets met or missed) and BUILD_DIR/bench/report.png
 # (4k random QD32 IOPS per config, drawn by gnuplot, installed from Debian
@@ -31,6 +31,7 @@ VM=$B/vm-suite.txt
 HOST=$B/host.md
 PROFILE=$B/profile.md
 COST=$B/block-cost.txt
+BLKHOST=$B/block-host.txt
 [ -s "$VM" ] || die "$VM missing: run scripts/bench/vm-suite.sh first"
 
 # The chart needs gnuplot; only the benchmark does, so it comes with
@@ -326,12 +327,12 @@ out=$B/report.md
 		echo
 		cat "$PROFILE"
 	fi
-	if [ -s "$COST" ]; then
+	if [ -s "$BLKHOST" ] || [ -s "$COST" ]; then
 		echo
-		echo "## Block layer: IOPS with and without it (vm-block-cost.sh)"
+		echo "## Block layer: its cost per request (host-block-cost.sh, vm-block-cost.sh)"
 		echo
 		echo '```'
-		cat "$COST"
+		cat "$BLKHOST" "$COST" 2>/dev/null
 		echo '```'
 	fi
 } > "$out"

@@ -5,14 +5,15 @@
 #
 #   scripts/bench/run-all.sh [-b BUILD_DIR] [-r SECONDS] [-H] [-V]
 #     -r  fio runtime per VM run (vm-suite.sh -r; default 2)
-#     -H  keep BUILD_DIR/bench/host.md and profile.md, skip the host rows
+#     -H  keep BUILD_DIR/bench/host.md, profile.md and block-host.txt, skip
+#         the host rows
 #     -V  keep BUILD_DIR/bench/vm-suite.txt and block-cost.txt, skip the VM
 #         (about 32 min)
 #
-# Host rows (host-bench.sh, host-profile.sh), then the VM rows (vm-suite.sh,
-# vm-block-cost.sh), one after the
-# other so neither takes CPU from the other, then report.sh writes
-# BUILD_DIR/bench/report.md and report.png.
+# Host rows (host-bench.sh, host-profile.sh, host-block-cost.sh), then the
+# VM rows (vm-suite.sh, vm-block-cost.sh), one after the other so neither
+# takes CPU from the other, then report.sh writes BUILD_DIR/bench/report.md
+# and report.png.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -26,7 +27,7 @@ while getopts "b:r:HVh" opt; do
 	r) RUNTIME=$OPTARG ;;
 	H) HOST=0 ;;
 	V) VM=0 ;;
-	h) sed -n '4,10s/^# \{0,1\}//p' "$0"; exit 0 ;;
+	h) sed -n '4,11s/^# \{0,1\}//p' "$0"; exit 0 ;;
 	*) exit 2 ;;
 	esac
 done
@@ -39,6 +40,8 @@ if [ $HOST = 1 ]; then
 	"$HERE/host-bench.sh" -b "$BUILD_DIR" > /dev/null
 	echo "# run-all: host profile (instructions and system calls per request)" >&2
 	"$HERE/host-profile.sh" -b "$BUILD_DIR" > /dev/null
+	echo "# run-all: the block layer's cost per request, natively" >&2
+	"$HERE/host-block-cost.sh" -b "$BUILD_DIR" > /dev/null
 fi
 if [ $VM = 1 ]; then
 	echo "# run-all: VM rows" >&2
