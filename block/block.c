@@ -666,8 +666,8 @@ int blk_submit(struct blk_queue *q, enum blk_op op, unsigned int flags, void *bu
 	int64_t start = exec_now_ns();
 	enum blk_err_action a;
 	bool retry = false;
+	struct blk_event ev;
 	int ret;
-
 
 	for (;;) {
 		if (retry) {
@@ -696,14 +696,11 @@ int blk_submit(struct blk_queue *q, enum blk_op op, unsigned int flags, void *bu
 	if (a == BLK_ERR_STOP)		/* released by a shutdown or the hold limit */
 		a = BLK_ERR_REPORT;
 	blk_log_error(d, op, off, len, ret, a);
-	{
-		struct blk_event ev = {
-			.type = BLK_EV_IO_ERROR, .op = op, .action = a,
-			.err = ret, .off = off, .len = len,
-		};
-
-		blk_emit(d, &ev);
-	}
+	ev = (struct blk_event){
+		.type = BLK_EV_IO_ERROR, .op = op, .action = a,
+		.err = ret, .off = off, .len = len,
+	};
+	blk_emit(d, &ev);
 	if (a == BLK_ERR_IGNORE) {
 		/* Counted as done: the guest was told it was. */
 		blk_account(q, op, len, 0, start);
