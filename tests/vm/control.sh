@@ -168,13 +168,7 @@ if ! command -v su > /dev/null 2>&1 || ! command -v uevent > /dev/null 2>&1 ||
 	skip "a user's device has its own socket" "no su, uevent or users nobody and other"
 	done_testing
 fi
-chmod 666 /dev/ublk-control
-on_exit "chmod 600 /dev/ublk-control"
-uevent sh -c 'case "$DEVNAME" in ublk[bc][0-9]*) [ "$ACTION" = add ] &&
-	imgblk udev-chown "$DEVNAME";; esac' &
-ue=$!
-on_exit "kill $ue"
-sleep 0.5
+allow_users
 U=$T_TMP/nobody
 mkdir -p "$U"
 chown nobody "$U"

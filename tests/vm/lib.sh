@@ -129,3 +129,16 @@ run_fio() {
 		grep -E 'err=|verify|bad|error|fio:' "$T_TMP/fio-$1.out" | head -n 20 | sed 's/^/#   /'
 	fi
 }
+
+# allow_users: let unprivileged users add devices for the rest of the
+# test: /dev/ublk-control open to all, and what the udev rule does (every
+# new ublk node handed to its owner by imgblk udev-chown), from busybox
+# uevent.  Both are undone at exit.
+allow_users() {
+	chmod 666 /dev/ublk-control
+	on_exit "chmod 600 /dev/ublk-control"
+	uevent sh -c 'case "$DEVNAME" in ublk[bc][0-9]*) [ "$ACTION" = add ] &&
+		imgblk udev-chown "$DEVNAME";; esac' &
+	on_exit "kill $!"
+	sleep 0.5
+}

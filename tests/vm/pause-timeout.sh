@@ -81,13 +81,7 @@ unfill() {
 	sync
 }
 
-chmod 666 /dev/ublk-control
-on_exit "chmod 600 /dev/ublk-control"
-uevent sh -c 'case "$DEVNAME" in ublk[bc][0-9]*) [ "$ACTION" = add ] &&
-	imgblk udev-chown "$DEVNAME";; esac' &
-ue=$!
-on_exit "kill $ue"
-sleep 0.5
+allow_users
 
 # The host filesystem, without blocks reserved for root: the unprivileged
 # server and root's ballast see the same room.

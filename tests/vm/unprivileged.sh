@@ -18,14 +18,7 @@ as() {	# as USER CMD: run a shell command as USER, output in $T_TMP/out, err
 	su "$1" -s /bin/sh -c "$2" > "$T_TMP/out" 2> "$T_TMP/err" < /dev/null
 }
 
-chmod 666 /dev/ublk-control
-on_exit "chmod 600 /dev/ublk-control"
-# The udev rule: every new ublk node goes through imgblk udev-chown.
-uevent sh -c 'case "$DEVNAME" in ublk[bc][0-9]*) [ "$ACTION" = add ] &&
-	imgblk udev-chown "$DEVNAME";; esac' &
-ue=$!
-on_exit "kill $ue"
-sleep 0.5
+allow_users
 
 U=$T_TMP/nobody
 mkdir -p "$U" "$T_TMP/other"
