@@ -675,6 +675,7 @@ int blk_submit(struct blk_queue *q, enum blk_op op, unsigned int flags, void *bu
 			__atomic_add_fetch(&q->inflight, 1, __ATOMIC_SEQ_CST);
 		} else if (!blk_enter(q, start)) {
 			ret = -EIO;
+			a = BLK_ERR_REPORT;
 			break;
 		}
 		ret = blk_dispatch(d, op, flags, buf, off, len);
@@ -692,7 +693,6 @@ int blk_submit(struct blk_queue *q, enum blk_op op, unsigned int flags, void *bu
 		return op == BLK_OP_READ || op == BLK_OP_WRITE ? (int)len : 0;
 	}
 
-	a = blk_action(d, op, ret);
 	if (a == BLK_ERR_STOP)		/* released by a shutdown or the hold limit */
 		a = BLK_ERR_REPORT;
 	blk_log_error(d, op, off, len, ret, a);
