@@ -221,6 +221,32 @@ enum tgt_snapshot_op {
 	TGT_SNAPSHOT_DELETE,		/* delete the first one named @name */
 };
 
+/* One persistent dirty bitmap, as `imgblk info` lists it (qemu-img's fields). */
+struct tgt_bitmap_info {
+	const char *name;
+	uint64_t granularity_bytes;
+	bool in_use;			/* found in use: inconsistent, only removable */
+	bool enabled;			/* "auto": every write marks it */
+};
+
+/* What ->bitmap does (qemu-img bitmap's operations, QMP's block-dirty-bitmap-*). */
+enum tgt_bitmap_op {
+	TGT_BITMAP_ADD,			/* new, empty, enabled unless @disabled */
+	TGT_BITMAP_REMOVE,
+	TGT_BITMAP_CLEAR,
+	TGT_BITMAP_ENABLE,
+	TGT_BITMAP_DISABLE,
+	TGT_BITMAP_MERGE,		/* marks what @src's bitmap @src_name marks */
+	TGT_BITMAP_FLUSH,		/* stores every bitmap now, in_use cleared */
+};
+
+struct tgt_bitmap_args {
+	uint64_t granularity_bytes;	/* ADD; 0: the format's default */
+	bool disabled;			/* ADD: created disabled */
+	struct tgt *src;		/* MERGE: the source image (may be @t) */
+	const char *src_name;
+};
+
 /*
  * Format-specific facts for `imgblk info`, appended by ->info as
  * key/value pairs; the verb prints them as text or JSON.
@@ -348,6 +374,23 @@ struct tgt_ops {
 	 */
 	int (*snapshot_list)(struct tgt *t, const struct tgt_snapshot_info **list);
 	int (*snapshot)(struct tgt *t, enum tgt_snapshot_op op, const char *name);
+	/*
+	 * Optional: persistent dirty bitmaps.  ->bitmap_list sets *@list to
+	 * an array owned by the target (valid until the next bitmap call or
+	 * close) and returns its length, or -errno.  ->bitmap runs @op on
+	 * bitmap @name of an image open read-write (it may be served: the
+	 * change is made while requests run); it prints one line on failure
+	 * (-ENOENT: no such bitmap, -EEXIST: @name exists, -EBUSY: the
+	 * bitmap is in use) and returns 0 or -errno.  ->bitmap_status
+	 * describes the run at @off (at most @len bytes) of bitmap @name:
+	 * *@dirty says whether its granules are marked; it returns the run
+	 * length (> 0) or -errno.
+	 */
+	int (*bitmap_list)(struct tgt *t, const struct tgt_bitmap_info **list);
+	int (*bitmap)(struct tgt *t, enum tgt_bitmap_op op, const char *name,
+		      const struct tgt_bitmap_args *a);
+	int64_t (*bitmap_status)(struct tgt *t, const char *name, uint64_t off, uint64_t len,
+				 bool *dirty);
 };
 
 /*
