@@ -258,6 +258,12 @@ struct tgt_info {
 		const char *key;
 		char value[256];
 		bool is_string;		/* quote it in JSON */
+		/*
+		 * No value: the verb prints a list here from the target's
+		 * own member named by @key ("bitmaps": ->bitmap_list;
+		 * "encrypt" is kept for an encryption block).
+		 */
+		bool is_list;
 	} kv[TGT_INFO_MAX];
 	uint64_t cluster_size;		/* 0: not a clustered format */
 	/* The backing file as the image names it, and its declared format. */

@@ -26,6 +26,7 @@ int cli_cmd_resize(int argc, char **argv);
 int cli_cmd_rebase(int argc, char **argv);
 int cli_cmd_commit(int argc, char **argv);
 int cli_cmd_snapshot(int argc, char **argv);
+int cli_cmd_bitmap(int argc, char **argv);
 int cli_cmd_measure(int argc, char **argv);
 int cli_cmd_amend(int argc, char **argv);
 int cli_cmd_stats(int argc, char **argv);
@@ -364,6 +365,29 @@ static const struct cli_cmd cli_cmds[] = {
 "  -d NAME   delete the snapshot named NAME\n"
 "  -U        with -l: list even if another process writes the image",
 		.run = cli_cmd_snapshot,
+	},
+	{
+		.name = "bitmap",
+		.summary = "add, remove, clear, enable, disable or merge dirty bitmaps",
+		.usage =
+"usage: imgblk bitmap (--add | --remove | --clear | --enable | --disable |\n"
+"                      --merge SOURCE [-b SOURCE_FILE [-F SOURCE_FMT]])...\n"
+"                     [-g GRANULARITY] [-f FMT] FILE BITMAP\n"
+"       imgblk bitmap -n ID (--add | --remove | --clear | --enable | --disable |\n"
+"                      --merge SOURCE | --flush)... [-g GRANULARITY] [BITMAP]\n"
+"\n"
+"Persistent dirty bitmaps of a qcow2 image, as qemu-img bitmap: the\n"
+"operations run in the order given.  With -n, on running device ID.\n"
+"  --add          create BITMAP, empty and enabled (it tracks every write)\n"
+"  --remove       delete BITMAP (also one left in use by a dead writer)\n"
+"  --clear        mark nothing in BITMAP\n"
+"  --enable, --disable\n"
+"                 start or stop tracking writes in BITMAP\n"
+"  --merge SOURCE also mark in BITMAP what bitmap SOURCE marks, SOURCE of\n"
+"                 SOURCE_FILE (format SOURCE_FMT) with -b, else of FILE\n"
+"  --flush        (-n) store every bitmap of the device now, in_use cleared\n"
+"  -g GRANULARITY bytes one bit covers, with --add (default 64K)",
+		.run = cli_cmd_bitmap,
 	},
 	{
 		.name = "io",

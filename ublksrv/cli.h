@@ -72,6 +72,10 @@ int cli_parse_list(int argc, char **argv, struct cli_list_opts *o);
  * @len bytes) gets why.  A server that does not answer counts as not
  * paused.
  */
+struct tgt_snapshot_info;
+/* One row of qemu-img's snapshot table (snapshot -l, info); @si NULL: the header row. */
+void cli_snapshot_row(const struct tgt_snapshot_info *si);
+
 int cli_live_pause_state(unsigned int id, char *reason, size_t len);
 
 #endif

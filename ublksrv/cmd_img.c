@@ -173,8 +173,82 @@ struct info_ctx {
 	bool force_share;
 };
 
+/* qemu-img's text for a list in the format-specific data: "bitmaps". */
+static void info_list_text(struct tgt *t, const char *key)
+{
+	const struct tgt_bitmap_info *bm;
+	int n, i, f;
+
+	if (strcmp(key, "bitmaps") || !t->ops->bitmap_list)
+		return;
+	n = t->ops->bitmap_list(t, &bm);
+	printf("    bitmaps:\n");
+	for (i = 0; i < n; i++) {
+		printf("        [%d]:\n            flags:\n", i);
+		f = 0;
+		if (bm[i].in_use)
+			printf("                [%d]: in-use\n", f++);
+		if (bm[i].enabled)
+			printf("                [%d]: auto\n", f++);
+		printf("            name: %s\n            granularity: %llu\n", bm[i].name,
+		       (unsigned long long)bm[i].granularity_bytes);
+	}
+}
+
+/* The same in JSON: qemu-img's "bitmaps" array (name, granularity, flags). */
+static void info_list_json(struct tgt *t, const char *key)
+{
+	const struct tgt_bitmap_info *bm;
+	int n, i;
+
+	if (strcmp(key, "bitmaps") || !t->ops->bitmap_list) {
+		printf("[]");
+		return;
+	}
+	n = t->ops->bitmap_list(t, &bm);
+	printf("[");
+	for (i = 0; i < n; i++) {
+		printf("%s\n                {\n                    \"flags\": [", i ? "," : "");
+		if (bm[i].in_use)
+			printf("\n                        \"in-use\"%s", bm[i].enabled ? "," : "");
+		if (bm[i].enabled)
+			printf("\n                        \"auto\"");
+		printf("\n                    ],\n                    \"name\": ");
+		json_put_string(stdout, bm[i].name);
+		printf(",\n                    \"granularity\": %llu\n                }",
+		       (unsigned long long)bm[i].granularity_bytes);
+	}
+	printf("\n            ]");
+}
+
+/* qemu-img info's "snapshots" array, its members named as there. */
+static void info_snapshots_json(int n, const struct tgt_snapshot_info *sn)
+{
+	int i;
+
+	printf("\n    \"snapshots\": [");
+	for (i = 0; i < n; i++) {
+		printf("%s\n        {\n", i ? "," : "");
+		if (sn[i].icount != UINT64_MAX)
+			printf("            \"icount\": %llu,\n", (unsigned long long)sn[i].icount);
+		printf("            \"vm-clock-nsec\": %llu,\n            \"name\": ",
+		       (unsigned long long)(sn[i].vm_clock_nsec % 1000000000ULL));
+		json_put_string(stdout, sn[i].name);
+		printf(",\n            \"date-sec\": %u,\n            \"date-nsec\": %u,\n"
+		       "            \"vm-clock-sec\": %llu,\n            \"id\": ",
+		       sn[i].date_sec, sn[i].date_nsec,
+		       (unsigned long long)(sn[i].vm_clock_nsec / 1000000000ULL));
+		json_put_string(stdout, sn[i].id);
+		printf(",\n            \"vm-state-size\": %llu\n        }",
+		       (unsigned long long)sn[i].vm_state_bytes);
+	}
+	printf("\n    ],");
+}
+
 static void info_one(struct tgt *t, bool json, bool first)
 {
+	const struct tgt_snapshot_info *snaps = NULL;
+	int nr_snaps = 0;
 	struct tgt_info info = { 0 };
 	struct stat st;
 	uint64_t disk = 0;
@@ -183,6 +257,8 @@ static void info_one(struct tgt *t, bool json, bool first)
 
 	if (t->ops->info)
 		t->ops->info(t, &info);
+	if (t->ops->snapshot_list)
+		nr_snaps = MAX(t->ops->snapshot_list(t, &snaps), 0);
 	if (stat(t->cfg.file, &st) == 0)
 		disk = (uint64_t)st.st_blocks * 512;
 	format_size(t->caps.size_bytes, vs, sizeof(vs));
@@ -203,11 +279,21 @@ static void info_one(struct tgt *t, bool json, bool first)
 		}
 		if (info.backing_fmt)
 			printf("backing file format: %s\n", info.backing_fmt);
+		if (nr_snaps) {
+			printf("Snapshot list:\n");
+			cli_snapshot_row(NULL);
+			for (i = 0; i < (unsigned int)nr_snaps; i++)
+				cli_snapshot_row(&snaps[i]);
+		}
 		if (info.n) {
 			printf("Format specific information:\n");
 			for (i = 0; i < info.n; i++) {
 				const char *k;
 
+				if (info.kv[i].is_list) {
+					info_list_text(t, info.kv[i].key);
+					continue;
+				}
 				/* qemu-img's text spells "lazy-refcounts" as "lazy refcounts". */
 				printf("    ");
 				for (k = info.kv[i].key; *k; k++)
@@ -217,7 +303,10 @@ static void info_one(struct tgt *t, bool json, bool first)
 		}
 		return;
 	}
-	printf("%s{\n    \"virtual-size\": %llu,\n    \"filename\": ", first ? "" : ",\n",
+	printf("%s{", first ? "" : ",\n");
+	if (nr_snaps)
+		info_snapshots_json(nr_snaps, snaps);
+	printf("\n    \"virtual-size\": %llu,\n    \"filename\": ",
 	       (unsigned long long)t->caps.size_bytes);
 	json_put_string(stdout, t->cfg.file);
 	printf(",\n    \"format\": \"%s\",\n    \"actual-size\": %llu", t->ops->name,
@@ -243,7 +332,9 @@ static void info_one(struct tgt *t, bool json, bool first)
 			printf("%s\n            ", i ? "," : "");
 			json_put_string(stdout, info.kv[i].key);
 			printf(": ");
-			if (info.kv[i].is_string)
+			if (info.kv[i].is_list)
+				info_list_json(t, info.kv[i].key);
+			else if (info.kv[i].is_string)
 				json_put_string(stdout, info.kv[i].value);
 			else
 				printf("%s", info.kv[i].value);

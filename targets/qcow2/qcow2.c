@@ -264,12 +264,10 @@ static int qcow2_open(struct tgt *t)
 	ret = qcow2_load_snapshots(q);
 	if (ret && !(flags & TGT_O_CHECK))
 		goto err;
-	/* check reports a bad directory itself: it opens without the bitmaps. */
-	if (!(flags & TGT_O_CHECK)) {
-		ret = qcow2_bitmaps_load(q);
-		if (ret)
-			goto err;
-	}
+	/* check (and info, which opens as check does) goes on without them. */
+	ret = qcow2_bitmaps_load(q);
+	if (ret && !(flags & TGT_O_CHECK))
+		goto err;
 	if (t->cfg.snapshot) {
 		ret = qcow2_open_snapshot(q, t->cfg.snapshot);
 		if (ret)
@@ -383,6 +381,10 @@ static void qcow2_info(struct tgt *t, struct tgt_info *info)
 	if (q->version >= 3)
 		qcow2_info_add(info, "lazy-refcounts", false,
 			       q->compat & QCOW2_COMPAT_LAZY_REFCOUNTS ? "true" : "false");
+	if (q->nr_bms) {
+		qcow2_info_add(info, "bitmaps", false, "");
+		info->kv[info->n - 1].is_list = true;
+	}
 	snprintf(bits, sizeof(bits), "%u", 1U << q->refcount_order);
 	qcow2_info_add(info, "refcount-bits", false, bits);
 	if (q->data_file_name) {
