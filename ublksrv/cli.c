@@ -261,10 +261,13 @@ static const struct cli_cmd cli_cmds[] = {
 		.name = "map",
 		.summary = "show where the image's data lives",
 		.usage =
-"usage: imgblk map [-f FMT] [-U] [--output=human|json] FILE\n"
+"usage: imgblk map [-f FMT] [-U] [--output=human|json] [--bitmap NAME] FILE\n"
 "\n"
 "  -U, --force-share   open the image even if another process writes it\n"
-"                      (as qemu-img -U; its content may be changing)",
+"                      (as qemu-img -U; its content may be changing)\n"
+"  --bitmap NAME       the runs dirty bitmap NAME marks instead: JSON lists\n"
+"                      every run as {\"start\", \"length\", \"dirty\": true|false},\n"
+"                      the human form the dirty runs (Offset, Length)",
 		.run = cli_cmd_map,
 	},
 	{

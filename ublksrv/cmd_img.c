@@ -596,9 +596,61 @@ int cli_cmd_check(int argc, char **argv)
 struct map_ctx {
 	const char *file;
 	const char *fmt;
+	const char *bitmap;		/* --bitmap: its extents, not the data's */
 	bool json;
 	bool force_share;
 };
+
+/*
+ * map --bitmap NAME: the guest runs bitmap NAME marks dirty, in qemu-img
+ * map's shape.  JSON lists every run, {"start", "length", "dirty"},
+ * adjacent runs of one state merged; the human form lists the dirty
+ * ones only (Offset, Length).  Returns the exit status.
+ */
+static int map_bitmap(const struct map_ctx *c, struct tgt *t)
+{
+	uint64_t off = 0, start = 0, size = t->caps.size_bytes;
+	bool first = true, cur = false, have = false;
+
+	if (!t->ops->bitmap_status) {
+		img_err("map: the %s format has no persistent bitmaps", t->ops->name);
+		return CLI_EXIT_ERR;
+	}
+	if (!c->json)
+		printf("%-15s %s\n", "Offset", "Length");
+	while (off <= size) {
+		bool dirty = false;
+		int64_t n = 0;
+
+		if (off < size) {
+			n = t->ops->bitmap_status(t, c->bitmap, off, size - off, &dirty);
+			if (n <= 0) {
+				img_err("map: %s: bitmap '%s': %s", c->file, c->bitmap,
+					strerror(n ? -n : EIO));
+				return CLI_EXIT_ERR;
+			}
+		}
+		if (have && (off == size || dirty != cur)) {
+			if (c->json)
+				printf("%s{ \"start\": %llu, \"length\": %llu, \"dirty\": %s}",
+				       first ? "[" : ",\n", (unsigned long long)start,
+				       (unsigned long long)(off - start), cur ? "true" : "false");
+			else if (cur)
+				printf("%#-15llx %#llx\n", (unsigned long long)start,
+				       (unsigned long long)(off - start));
+			first = false;
+			start = off;
+		}
+		have = true;
+		cur = dirty;
+		if (off == size)
+			break;
+		off += n;
+	}
+	if (c->json)
+		printf("%s]\n", first ? "[" : "");
+	return CLI_EXIT_OK;
+}
 
 struct map_entry {
 	uint64_t start, length, offset;
@@ -650,6 +702,11 @@ static int map_body(void *arg)
 	if (tgt_open_file(&t, c->file, c->fmt, TGT_O_RDONLY | TGT_O_BUFFERED |
 			  (c->force_share ? TGT_O_FORCE_SHARE : 0)))
 		return CLI_EXIT_ERR;
+	if (c->bitmap) {
+		status = map_bitmap(c, &t);
+		tgt_close(&t);
+		return status;
+	}
 	if (!c->json)
 		printf("%-15s %-15s %-15s %s\n", "Offset", "Length", "Mapped to", "File");
 	while (off < t.caps.size_bytes) {
@@ -697,6 +754,7 @@ int cli_cmd_map(int argc, char **argv)
 		{ "format", required_argument, NULL, 'f' },
 		{ "output", required_argument, NULL, 'O' },
 		{ "force-share", no_argument, NULL, 'U' },
+		{ "bitmap", required_argument, NULL, 'B' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -713,7 +771,9 @@ int cli_cmd_map(int argc, char **argv)
 		case 'U':
 			c.force_share = true;
 			break;
-
+		case 'B':
+			c.bitmap = optarg;
+			break;
 		case 'O':
 			if (cli_output_json("map", optarg, &c.json))
 				return CLI_EXIT_USAGE;
