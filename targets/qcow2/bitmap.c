@@ -94,8 +94,7 @@ static void bm_update_active(struct qcow2 *q)
  * (qcow2-bitmap.c, check_dir_entry): the verdicts are the same.  Returns
  * NULL if it is usable, else why not.
  */
-static const char *bm_entry_bad(const struct qcow2 *q, const struct qcow2_bitmap *b,
-				uint64_t file_bytes)
+static const char *bm_entry_bad(const struct qcow2 *q, const struct qcow2_bitmap *b)
 {
 	if (b->type != QCOW2_BM_TYPE_DIRTY)
 		return "unknown bitmap type";
@@ -112,14 +111,18 @@ static const char *bm_entry_bad(const struct qcow2 *q, const struct qcow2_bitmap
 		return "bitmap table size does not match the image size";
 	if (bm_mem_bytes(q, bm_nr_bits(q, b->gran_bits)) > QCOW2_BM_MAX_BYTES)
 		return "bitmap too large";
-	if (qcow2_off_in_cluster(q, b->table_off) || !b->table_off ||
-	    b->table_off + (uint64_t)b->table_size * 8 > file_bytes)
-		return "bitmap table offset invalid or past the end of the file";
+	/*
+	 * Where the table lies is not checked here, as QEMU does not: a
+	 * table past the end of the file reads as zeros, one over other
+	 * metadata is for check to report (refcounts).
+	 */
+	if (qcow2_off_in_cluster(q, b->table_off) || !b->table_off)
+		return "bitmap table offset invalid";
 	return NULL;
 }
 
 /* Parses the directory @dir of @size bytes into q->bms.  Returns 0 or -errno (printed). */
-static int bm_parse_dir(struct qcow2 *q, const uint8_t *dir, uint64_t size, uint64_t file_bytes)
+static int bm_parse_dir(struct qcow2 *q, const uint8_t *dir, uint64_t size)
 {
 	const char *file = q->t->cfg.file;
 	uint64_t pos = 0;
@@ -157,7 +160,7 @@ static int bm_parse_dir(struct qcow2 *q, const uint8_t *dir, uint64_t size, uint
 		b->name[name_size] = '\0';
 		if (strlen(b->name) != name_size)
 			goto bad_dir;
-		why = bm_entry_bad(q, b, file_bytes);
+		why = bm_entry_bad(q, b);
 		if (why) {
 			img_err("%s: bitmap '%s' doesn't satisfy the constraints: %s", file,
 				b->name, why);
@@ -213,7 +216,7 @@ int qcow2_bitmaps_load(struct qcow2 *q)
 		return -ENOMEM;
 	ret = qcow2_read_at(q->fd, dir, bytes, q->bitmap_dir_offset);
 	if (!ret)
-		ret = bm_parse_dir(q, dir, q->bitmap_dir_size, st.st_size);
+		ret = bm_parse_dir(q, dir, q->bitmap_dir_size);
 	free(dir);
 	if (ret) {
 		qcow2_bitmaps_free(q);
@@ -380,7 +383,7 @@ static int bm_free_table(struct qcow2 *q, uint64_t off, uint32_t size)
 		if (e && e < q->file_bytes)
 			ret = qcow2_refcount_update(q, e, q->cluster_size, -1);
 	}
-	if (!ret)
+	if (!ret && off + tbytes <= q->file_bytes)
 		ret = qcow2_refcount_update(q, off, tbytes, -1);
 	exec_mutex_unlock(&q->alloc_mutex);
 	free(tab);

@@ -264,9 +264,9 @@ static int qcow2_open(struct tgt *t)
 	ret = qcow2_load_snapshots(q);
 	if (ret && !(flags & TGT_O_CHECK))
 		goto err;
-	/* check (and info, which opens as check does) goes on without them. */
+	/* A directory QEMU cannot open is not checked or listed either: the same verdict. */
 	ret = qcow2_bitmaps_load(q);
-	if (ret && !(flags & TGT_O_CHECK))
+	if (ret)
 		goto err;
 	if (t->cfg.snapshot) {
 		ret = qcow2_open_snapshot(q, t->cfg.snapshot);
