@@ -182,11 +182,47 @@ bad_dir:
 	return -EINVAL;
 }
 
+/* Is table entry @e (host order) one QEMU refuses to read? */
+static bool bm_table_entry_bad(const struct qcow2 *q, uint64_t e)
+{
+	uint64_t off = e & QCOW2_BME_OFFSET_MASK;
+
+	return (e & QCOW2_BME_RESERVED) ||
+	       (off && ((e & QCOW2_BME_ALL_ONES) || qcow2_off_in_cluster(q, off)));
+}
+
+/*
+ * Reads bitmap @b's table and checks its entries, as QEMU does for every
+ * consistent bitmap at open.  Returns 0 or -EINVAL (printed).
+ */
+static int bm_check_table(struct qcow2 *q, const struct qcow2_bitmap *b)
+{
+	uint64_t tbytes = ALIGN_UP(MAX((uint64_t)b->table_size * 8, 8), q->cluster_size), i;
+	uint64_t *tab;
+	int ret;
+
+	if (b->inconsistent)
+		return 0;
+	if (posix_memalign((void **)&tab, 4096, tbytes))
+		return -ENOMEM;
+	ret = qcow2_read_at(q->fd, tab, tbytes, b->table_off);
+	for (i = 0; !ret && i < b->table_size; i++) {
+		if (bm_table_entry_bad(q, __builtin_bswap64(tab[i]))) {
+			img_err("%s: could not read the bitmap table of bitmap '%s': entry %"
+				PRIu64 " is invalid", q->t->cfg.file, b->name, i);
+			ret = -EINVAL;
+		}
+	}
+	free(tab);
+	return ret;
+}
+
 int qcow2_bitmaps_load(struct qcow2 *q)
 {
 	const char *file = q->t->cfg.file;
 	uint64_t bytes;
 	struct stat st;
+	unsigned int i;
 	uint8_t *dir;
 	int ret;
 
@@ -218,6 +254,8 @@ int qcow2_bitmaps_load(struct qcow2 *q)
 	if (!ret)
 		ret = bm_parse_dir(q, dir, q->bitmap_dir_size);
 	free(dir);
+	for (i = 0; !ret && i < q->nr_bms; i++)
+		ret = bm_check_table(q, &q->bms[i]);
 	if (ret) {
 		qcow2_bitmaps_free(q);
 		return ret;
@@ -259,8 +297,7 @@ static int bm_load_bits(struct qcow2 *q, struct qcow2_bitmap *b)
 		uint64_t e = __builtin_bswap64(tab[i]), off = e & QCOW2_BME_OFFSET_MASK;
 		uint8_t *dst = (uint8_t *)bits + (i << q->cluster_bits);
 
-		if ((e & QCOW2_BME_RESERVED) || (off && (e & QCOW2_BME_ALL_ONES)) ||
-		    off >= QCOW2_MAX_HOST_OFFSET) {
+		if (bm_table_entry_bad(q, e)) {
 			img_err("%s: bitmap '%s': corrupt bitmap table entry %" PRIu64,
 				q->t->cfg.file, b->name, i);
 			ret = -EINVAL;
