@@ -275,7 +275,8 @@ static const struct cli_cmd cli_cmds[] = {
 		.summary = "copy an image's content into a new image",
 		.usage =
 "usage: imgblk convert [-p] [-c] [-U] [-f FMT] [-O OUTPUT_FMT] [-o OPTIONS]\n"
-"                      [-l snapshot.name=NAME] INPUT OUTPUT\n"
+"                      [-l snapshot.name=NAME] [--bitmaps [--skip-broken-bitmaps]]\n"
+"                      INPUT OUTPUT\n"
 "\n"
 "  -O FMT     output format (default raw)\n"
 "  -o OPTS    creation options of the output format (see create)\n"
@@ -285,7 +286,9 @@ static const struct cli_cmd cli_cmds[] = {
 "             copy internal snapshot NAME of INPUT instead of its\n"
 "             current state (-s NAME too, as qemu-img)\n"
 "  -p         show progress\n"
-"  -U         read INPUT even if another process writes it (as qemu-img)",
+"  -U         read INPUT even if another process writes it (as qemu-img)\n"
+"  --bitmaps  copy INPUT's persistent dirty bitmaps (qcow2 to qcow2);\n"
+"             --skip-broken-bitmaps leaves out the inconsistent ones",
 		.run = cli_cmd_convert,
 	},
 	{

@@ -32,7 +32,53 @@ struct convert_ctx {
 	bool progress;
 	bool compress;			/* -c */
 	bool force_share;		/* -U: for INPUT */
+	bool bitmaps;			/* --bitmaps: copy the persistent bitmaps */
+	bool skip_broken;		/* --skip-broken-bitmaps: leave in-use ones out */
 };
+
+/*
+ * --bitmaps: every persistent bitmap of @in made again in @out, with its
+ * granularity and enabled state, marking what it marks in @in; after the
+ * data, so that the copy's own writes mark nothing.  An inconsistent
+ * (in-use) bitmap stops the copy, or is left out with --skip-broken-
+ * bitmaps, as in qemu-img.  Returns 0 or -errno (printed).
+ */
+static int convert_bitmaps(const struct convert_ctx *c, struct tgt *in, struct tgt *out)
+{
+	const struct tgt_bitmap_info *list;
+	int n, i, ret;
+
+	if (!in->ops->bitmap_list || !out->ops->bitmap) {
+		img_err("convert: --bitmaps needs persistent bitmaps in both formats (%s to %s)",
+			in->ops->name, out->ops->name);
+		return -ENOTSUP;
+	}
+	n = in->ops->bitmap_list(in, &list);
+	if (n < 0)
+		return n;
+	for (i = 0; i < n; i++) {
+		struct tgt_bitmap_args a = {
+			.granularity_bytes = list[i].granularity_bytes,
+			.disabled = !list[i].enabled,
+			.src = in,
+			.src_name = list[i].name,
+		};
+
+		if (list[i].in_use) {
+			if (c->skip_broken)
+				continue;
+			img_err("convert: cannot copy inconsistent bitmap '%s'; "
+				"try --skip-broken-bitmaps, or remove it", list[i].name);
+			return -EBUSY;
+		}
+		ret = out->ops->bitmap(out, TGT_BITMAP_ADD, list[i].name, &a);
+		if (!ret)
+			ret = out->ops->bitmap(out, TGT_BITMAP_MERGE, list[i].name, &a);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
 
 static void convert_progress(const struct convert_ctx *c, uint64_t done, uint64_t total)
 {
@@ -169,6 +215,8 @@ static int convert_body(void *arg)
 		off += n;
 		convert_progress(c, off, size);
 	}
+	if (c->bitmaps && convert_bitmaps(c, &in, &out))
+		goto out_out;
 	ret = out.ops->flush ? out.ops->flush(&out) : 0;
 	if (ret)
 		goto err_io;
@@ -201,6 +249,8 @@ int cli_cmd_convert(int argc, char **argv)
 		{ "snapshot", required_argument, NULL, 'l' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "force-share", no_argument, NULL, 'U' },
+		{ "bitmaps", no_argument, NULL, 'B' },
+		{ "skip-broken-bitmaps", no_argument, NULL, 'K' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -251,6 +301,12 @@ int cli_cmd_convert(int argc, char **argv)
 		case 'U':
 			c.force_share = true;
 			break;
+		case 'B':
+			c.bitmaps = true;
+			break;
+		case 'K':
+			c.skip_broken = true;
+			break;
 		case 'h':
 			puts(cli_find("convert")->usage);
 			return CLI_EXIT_OK;
@@ -262,6 +318,10 @@ int cli_cmd_convert(int argc, char **argv)
 	}
 	if (argc - optind != 2) {
 		img_err("convert: give INPUT and OUTPUT files");
+		return CLI_EXIT_USAGE;
+	}
+	if (c.skip_broken && !c.bitmaps) {
+		img_err("convert: --skip-broken-bitmaps only makes sense with --bitmaps");
 		return CLI_EXIT_USAGE;
 	}
 	c.in_file = argv[optind];

@@ -201,4 +201,40 @@ for f in "$R" "$R2"; do qemu-io -f qcow2 -c "write 39M 4k" "$f" > /dev/null; don
 check "qemu-img check: clean after the resize" qemu-img check -q -f qcow2 "$R"
 same_dirty "after the resize: QEMU's extents" "$R" g "$R2" g
 
+# 6. convert --bitmaps copies them, as qemu-img convert --bitmaps.
+check "convert --bitmaps" "$IMGBLK" convert -O qcow2 --bitmaps "$B" "$T_TMP/cb.qcow2"
+qemu-img convert -O qcow2 --bitmaps "$C" "$T_TMP/cq.qcow2"
+check "the copy: qemu-img check clean" qemu-img check -q -f qcow2 "$T_TMP/cb.qcow2"
+check "the copy: QEMU lists the same bitmaps as in its own copy" \
+	test "$(bitmaps_json "$T_TMP/cb.qcow2")" = "$(bitmaps_json "$T_TMP/cq.qcow2")"
+for name in n big m2; do
+	same_dirty "the copy: bitmap $name as in QEMU's copy" "$T_TMP/cb.qcow2" "$name" \
+		"$T_TMP/cq.qcow2" "$name"
+done
+cp "$B" "$T_TMP/bu.qcow2"
+poke_inuse() {	# the first directory entry's flags: in_use | auto
+	python3 - "$1" <<'EOF'
+import struct, sys
+f = open(sys.argv[1], "r+b")
+d = f.read(65536)
+pos = struct.unpack(">I", d[100:104])[0]
+while True:
+    t, l = struct.unpack(">II", d[pos:pos + 8])
+    if t == 0x23852875:
+        doff = struct.unpack(">Q", d[pos + 24:pos + 32])[0]
+        break
+    pos += 8 + (l + 7) // 8 * 8
+f.seek(doff + 12)
+f.write(struct.pack(">I", 3))
+EOF
+}
+poke_inuse "$T_TMP/bu.qcow2"
+check_fails --status 1 "convert --bitmaps refuses an in-use bitmap" \
+	"$IMGBLK" convert -O qcow2 --bitmaps "$T_TMP/bu.qcow2" "$T_TMP/cu.qcow2"
+check "--skip-broken-bitmaps leaves it out" \
+	"$IMGBLK" convert -O qcow2 --bitmaps --skip-broken-bitmaps "$T_TMP/bu.qcow2" "$T_TMP/cu.qcow2"
+qemu-img convert -O qcow2 --bitmaps --skip-broken-bitmaps "$T_TMP/bu.qcow2" "$T_TMP/cv.qcow2" 2> /dev/null
+check "... as qemu-img does" \
+	test "$(bitmaps_json "$T_TMP/cu.qcow2")" = "$(bitmaps_json "$T_TMP/cv.qcow2")"
+
 done_testing
