@@ -116,8 +116,10 @@ static int bitmap_live(struct bitmap_ctx *c)
 	for (i = 0; !ret && i < c->nr_ops; i++) {
 		enum tgt_bitmap_op op = c->ops[i].op;
 		struct json_object *args = json_object_new_object(), *r = NULL, *desc;
+		char node[32];
 
-		json_object_object_add(args, "node", json_object_new_string("drive0"));
+		snprintf(node, sizeof(node), "ublkb%u", c->id);
+		json_object_object_add(args, "node", json_object_new_string(node));
 		if (op == TGT_BITMAP_MERGE) {
 			struct json_object *srcs = json_object_new_array();
 
