@@ -73,6 +73,11 @@
  * see it.
  */
 #define TGT_W_COMPRESS	(1U << 1)
+/*
+ * The data the image reads there already (copy-on-read): not a change of
+ * the guest's content, so dirty bitmaps do not mark it (as in QEMU).
+ */
+#define TGT_W_SAME_DATA	(1U << 2)
 
 /*
  * Which backing files an image may make us open (`add --backing=`): an

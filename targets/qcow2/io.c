@@ -188,7 +188,7 @@ int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
 	int ret;
 
 	ret = qcow2_before_write(q);
-	if (!ret)
+	if (!ret && !(flags & TGT_W_SAME_DATA))
 		ret = qcow2_bitmaps_track(q, off, len);
 	if (ret)
 		return ret;
