@@ -274,6 +274,8 @@ struct tgt_info {
 	/* The backing file as the image names it, and its declared format. */
 	const char *backing_file;
 	const char *backing_fmt;
+	/* Left open while being changed (qcow2's dirty bit): qemu-img's "dirty-flag". */
+	bool dirty;
 };
 
 /*

@@ -271,6 +271,8 @@ static void info_one(struct tgt *t, bool json, bool first)
 		       t->cfg.file, t->ops->name, vs, (unsigned long long)t->caps.size_bytes, ds);
 		if (info.cluster_size)
 			printf("cluster_size: %llu\n", (unsigned long long)info.cluster_size);
+		if (info.dirty)
+			printf("cleanly shut down: no\n");
 		if (info.backing_file) {
 			printf("backing file: %s", info.backing_file);
 			if (t->backing && strcmp(t->backing->cfg.file, info.backing_file))
@@ -341,7 +343,7 @@ static void info_one(struct tgt *t, bool json, bool first)
 		}
 		printf("\n        }\n    }");
 	}
-	printf(",\n    \"dirty-flag\": false\n}");
+	printf(",\n    \"dirty-flag\": %s\n}", info.dirty ? "true" : "false");
 }
 
 static int info_body(void *arg)

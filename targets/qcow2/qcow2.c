@@ -373,6 +373,7 @@ static void qcow2_info(struct tgt *t, struct tgt_info *info)
 	char bits[16];
 
 	info->cluster_size = q->cluster_size;
+	info->dirty = q->incompat & QCOW2_INCOMPAT_DIRTY;
 	info->backing_file = q->backing_name;
 	info->backing_fmt = q->backing_fmt;
 	qcow2_info_add(info, "compat", true, q->version >= 3 ? "1.1" : "0.10");
