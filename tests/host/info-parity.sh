@@ -52,11 +52,10 @@ for i in $(seq 100); do
 	qemu-img info -U inuse.qcow2 2> /dev/null | grep -q in-use && break
 	sleep 0.1
 done
-kill -9 $pid
-wait $pid 2> /dev/null
+{ kill -9 $pid; wait $pid; } 2> /dev/null
 cp lazy.qcow2 dirty.qcow2
 # Aborted after an allocating write with lazy refcounts: the dirty bit stays set.
-bash -c 'qemu-io -f qcow2 -c "write 0 4k" -c abort dirty.qcow2' > /dev/null 2>&1
+bash -c 'qemu-io -f qcow2 -c "write 0 4k" -c abort dirty.qcow2; :' > /dev/null 2>&1
 cp v3.qcow2 corrupt.qcow2
 poke corrupt.qcow2 72 '>Q' 2
 qemu-img create -q -f qed plain.qed 64M

@@ -175,7 +175,7 @@ for i in $(seq 100); do
 	qemu-img info -U --output=json "$D" 2> /dev/null | grep -q in-use && break
 	sleep 0.1
 done
-kill -9 $pid; wait $pid 2> /dev/null
+{ kill -9 $pid; wait $pid; } 2> /dev/null
 check "a killed writer leaves the bitmap in-use (QEMU's view)" \
 	test "$(bitmaps_json "$D")" = '[{"flags": ["in-use", "auto"], "granularity": 65536, "name": "live"}]'
 check "imgblk info shows it in-use too" \
