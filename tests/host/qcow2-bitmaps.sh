@@ -237,4 +237,18 @@ qemu-img convert -O qcow2 --bitmaps --skip-broken-bitmaps "$T_TMP/bu.qcow2" "$T_
 check "... as qemu-img does" \
 	test "$(bitmaps_json "$T_TMP/cu.qcow2")" = "$(bitmaps_json "$T_TMP/cv.qcow2")"
 
+# 7. commit writes into the base through the engine: its bitmap marks
+#    what was committed, as QEMU's does.
+for w in i q; do
+	qemu-img create -q -f qcow2 "$T_TMP/base$w.qcow2" 16M
+	qemu-img bitmap --add "$T_TMP/base$w.qcow2" cb
+	qemu-img create -q -f qcow2 -b "base$w.qcow2" -F qcow2 "$T_TMP/top$w.qcow2"
+	qemu-io -f qcow2 -c "write 1M 64k" -c "write 9M 200k" "$T_TMP/top$w.qcow2" > /dev/null
+done
+check "imgblk commit into a base with a bitmap" "$IMGBLK" commit -f qcow2 "$T_TMP/topi.qcow2"
+qemu-img commit -q -f qcow2 "$T_TMP/topq.qcow2"
+check "the base: qemu-img check clean" qemu-img check -q -f qcow2 "$T_TMP/basei.qcow2"
+same_dirty "the base's bitmap marks the committed clusters, as QEMU's" \
+	"$T_TMP/basei.qcow2" cb "$T_TMP/baseq.qcow2" cb
+
 done_testing
