@@ -514,6 +514,27 @@ static uint8_t *bm_build_dir(struct qcow2 *q, bool in_use, uint64_t *bytes)
 }
 
 /*
+ * D2's flush: the new tables, directory and their refcounts durable.
+ * With lazy refcounts a flush leaves refcount blocks in the cache (the
+ * dirty bit covers tables it writes), but nothing covers a header naming
+ * clusters whose refcount is 0 on disk: the blocks go out here too, as
+ * qcow2_mark_clean() writes them.  Returns 0 or -errno.
+ */
+static int bm_flush(struct qcow2 *q)
+{
+	int ret = qcow2_flush_meta(q);
+
+	if (ret || !q->lazy)
+		return ret;
+	exec_mutex_lock(&q->alloc_mutex);
+	ret = qcow2_cache_writeback(q, &q->rbc);
+	if (!ret)
+		ret = exec_fdatasync(q->fd);
+	exec_mutex_unlock(&q->alloc_mutex);
+	return ret;
+}
+
+/*
  * Stores the bitmaps (README.md, D1-D4): with @in_use every enabled
  * bitmap is flagged in use and writes may mark from then on; without,
  * the bits are written and the flags cleared, and writes first store
@@ -599,7 +620,7 @@ int qcow2_bitmaps_store(struct qcow2 *q, bool in_use)
 		if (ret < 0)
 			goto undo_changed;
 	}
-	ret = qcow2_flush_meta(q);
+	ret = bm_flush(q);
 	if (ret)
 		goto undo_changed;
 	/* D3: one synced header write switches to the new directory. */

@@ -1650,6 +1650,14 @@ FIXTURE_VARIANT_ADD(crash, qcow2_4k_bitmap) {
 	.seed = 0x5eed0030,
 };
 
+/* The same with lazy refcounts: D2 must write the refcount blocks itself. */
+FIXTURE_VARIANT_ADD(crash, qcow2_1k_bitmap_lazy) {
+	.cfg = { .fmt = "qcow2", .create_opts = "cluster_size=1024,lazy_refcounts=on",
+		 .bitmap = true, .size_bytes = 4 * MiB, .data_bytes = 1 * MiB,
+		 .max_io_sectors = 64 },
+	.seed = 0x5eed0031,
+};
+
 FIXTURE_SETUP(crash)
 {
 	snprintf(self->dir, sizeof(self->dir), "%s/imgblk-crash-XXXXXX",
