@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# qcow2-bitmap-hostile.sh - broken bitmap directories and tables: imgblk
+# qcow2-bitmap-malformed.sh - broken bitmap directories and tables: imgblk
 # gives QEMU 7.2's verdict.  For each image, `imgblk check` exits as
 # `qemu-img check` does (0 clean, 1 cannot open, 2 corrupt) and finds the
 # same numbers of errors and leaks, and `imgblk info` opens it when
@@ -10,7 +10,8 @@
 # line.  Deliberate difference: where QEMU's write to an image whose
 # bitmap table lies over other metadata goes on (freeing that metadata's
 # clusters when it stores the bitmap), imgblk's overlap check may stop it
-# and mark the image corrupt instead.
+# and mark the image corrupt instead.  The name makes scripts/check.sh
+# run it against the ASan/UBSan build too.
 set -u
 
 IMGBLK=${IMGBLK:-build/imgblk}
