@@ -175,7 +175,8 @@ int cli_cmd_bitmap(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct bitmap_ctx c = { 0 };
-	bool has_add = false;
+	bool has_add = false, merge = false, flush_only = true;
+	unsigned int i;
 	uint64_t v;
 	int opt;
 
@@ -241,29 +242,21 @@ int cli_cmd_bitmap(int argc, char **argv)
 		img_err("bitmap: -F only supported with -b");
 		return CLI_EXIT_USAGE;
 	}
-	if (c.src_file && !c.live) {
-		unsigned int i;
-		bool merge = false;
-
-		for (i = 0; i < c.nr_ops; i++)
-			merge |= c.ops[i].op == TGT_BITMAP_MERGE;
-		if (!merge) {
-			img_err("bitmap: -b only supported with --merge");
-			return CLI_EXIT_USAGE;
-		}
+	for (i = 0; i < c.nr_ops; i++) {
+		merge |= c.ops[i].op == TGT_BITMAP_MERGE;
+		flush_only &= c.ops[i].op == TGT_BITMAP_FLUSH;
+	}
+	if (c.src_file && !c.live && !merge) {
+		img_err("bitmap: -b only supported with --merge");
+		return CLI_EXIT_USAGE;
 	}
 	if (c.live) {
-		unsigned int i;
-		bool flush_only = true;
-
-		for (i = 0; i < c.nr_ops; i++)
-			flush_only &= c.ops[i].op == TGT_BITMAP_FLUSH;
 		if (c.src_file || c.fmt) {
 			img_err("bitmap: -b, -F and -f are for images, not with -n");
 			return CLI_EXIT_USAGE;
 		}
-		if (argc - optind != (flush_only ? 0 : 1) && argc - optind != 1) {
-			img_err("bitmap: with -n give BITMAP");
+		if (argc - optind > 1 || (argc == optind && !flush_only)) {
+			img_err("bitmap: with -n give BITMAP (only --flush goes without)");
 			return CLI_EXIT_USAGE;
 		}
 		c.name = argc > optind ? argv[optind] : "";
@@ -273,11 +266,12 @@ int cli_cmd_bitmap(int argc, char **argv)
 		img_err("bitmap: give FILE and BITMAP");
 		return CLI_EXIT_USAGE;
 	}
-	for (v = 0; v < c.nr_ops; v++)
-		if (c.ops[v].op == TGT_BITMAP_FLUSH) {
+	for (i = 0; i < c.nr_ops; i++) {
+		if (c.ops[i].op == TGT_BITMAP_FLUSH) {
 			img_err("bitmap: --flush is for a running device (-n ID)");
 			return CLI_EXIT_USAGE;
 		}
+	}
 	c.file = argv[optind];
 	c.name = argv[optind + 1];
 	return cli_run(bitmap_body, &c);

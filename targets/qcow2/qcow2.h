@@ -714,6 +714,7 @@ int qcow2_bitmaps_close(struct qcow2 *q);
  * Refused (-EBUSY) with an inconsistent bitmap.  Returns 0 or -errno.
  */
 int qcow2_bitmaps_resize(struct qcow2 *q, uint64_t size_bytes);
+/* Frees the bitmaps in memory, at close or after a failed load.  Cannot fail. */
 void qcow2_bitmaps_free(struct qcow2 *q);
 int qcow2_bitmap_list(struct tgt *t, const struct tgt_bitmap_info **list);
 int qcow2_bitmap(struct tgt *t, enum tgt_bitmap_op op, const char *name,
