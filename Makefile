@@ -66,6 +66,16 @@ DEPS_STAMP := $(O)/.deps-stamp
 
 all: $(O)/imgblk
 
+# What `imgblk --version` prints: git describe in a tagged checkout, else
+# the VERSION file (a tarball, an untagged clone).  The stamp changes only
+# when the version does, so a second make still does nothing.
+VERSION := $(shell git describe --tags --dirty 2>/dev/null || cat VERSION)
+VERSION_STAMP := $(O)/.version
+$(shell mkdir -p $(O); [ "$$(cat $(VERSION_STAMP) 2>/dev/null)" = '$(VERSION)' ] || \
+	echo '$(VERSION)' > $(VERSION_STAMP))
+$(O)/ublksrv/cli.o: $(VERSION_STAMP)
+$(O)/ublksrv/cli.o: CPPFLAGS += -DIMGBLK_VERSION='"$(VERSION)"'
+
 $(DEPS_STAMP): scripts/setup.sh
 	$(quiet) SETUP deps
 	$(Q)mkdir -p $(O)

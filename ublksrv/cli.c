@@ -17,6 +17,10 @@
 #include "tgt.h"
 #include "util.h"
 
+#ifndef IMGBLK_VERSION
+#define IMGBLK_VERSION "unknown"
+#endif
+
 /* Help's columns: options from 2, their text from 22, lines up to 79. */
 #define CLI_HELP_COL	22
 #define CLI_WIDTH	79
@@ -377,11 +381,13 @@ static void cli_usage(FILE *f)
 
 	fprintf(f, "usage: imgblk COMMAND [OPTIONS]\n\ncommands:\n");
 	for (i = 0; i < cli_nr_cmds; i++)
-		fprintf(f, "  %-10s %s\n", cli_cmds[i].name, cli_cmds[i].summary);
+		if (!(cli_cmds[i].flags & CLI_HIDDEN))
+			fprintf(f, "  %-10s %s\n", cli_cmds[i].name, cli_cmds[i].summary);
 	fprintf(f, "\ntargets (add -t):\n");
 	for (i = 0; i < tgt_table_len; i++)
 		fprintf(f, "  %-10s %s\n", tgt_table[i]->name, tgt_table[i]->summary);
-	fprintf(f, "\n`imgblk COMMAND --help` shows a command's options.\n");
+	fprintf(f, "\n`imgblk COMMAND --help` shows a command's options; "
+		"`imgblk --version` the version.\n");
 }
 
 int cli_cmd_help(const struct cli_cmd *cmd, int argc, char **argv)
@@ -405,6 +411,22 @@ int cli_cmd_help(const struct cli_cmd *cmd, int argc, char **argv)
 	return CLI_EXIT_OK;
 }
 
+int cli_cmd_version(const struct cli_cmd *cmd, int argc, char **argv)
+{
+	struct cli_args a;
+	int ret = cli_parse(cmd, argc, argv, NULL, NULL, &a);
+
+	if (ret)
+		return cli_parse_status(cmd, ret);
+	printf("imgblk %s\n", IMGBLK_VERSION);
+	return CLI_EXIT_OK;
+}
+
+const char *cli_version(void)
+{
+	return IMGBLK_VERSION;
+}
+
 int cli_main(int argc, char **argv)
 {
 	const struct cli_cmd *cmd;
@@ -420,6 +442,8 @@ int cli_main(int argc, char **argv)
 		cli_usage(stdout);
 		return CLI_EXIT_OK;
 	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V"))
+		argv[1] = "version";
 	cmd = cli_find(argv[1]);
 	if (!cmd) {
 		img_err("unknown command '%s' (see imgblk help)", argv[1]);

@@ -94,6 +94,7 @@ struct cli_exit {
 /* cli_cmd.flags */
 #define CLI_IMAGE	0x1	/* an image verb: a usage error exits 1, as qemu-img */
 #define CLI_STOP	0x2	/* options end at the first operand ("-1G" is one) */
+#define CLI_HIDDEN	0x4	/* not in help, man page or completion */
 
 struct cli_cmd;
 
@@ -127,7 +128,7 @@ struct cli_cmd {
 	cli_run_fn run;
 };
 
-/* The verbs' handlers (cmd_*.c; help in cli.c). */
+/* The verbs' handlers (cmd_*.c; help and version in cli.c). */
 int cli_cmd_add(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_del(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_recover(const struct cli_cmd *cmd, int argc, char **argv);
@@ -153,6 +154,7 @@ int cli_cmd_set(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_pause(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_resume(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_help(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_version(const struct cli_cmd *cmd, int argc, char **argv);
 
 /* The verbs, in the order help lists them (cli_table.c). */
 extern const struct cli_cmd cli_cmds[];
@@ -203,6 +205,9 @@ const char *cli_opt_name(const struct cli_opt *opt, char *buf, size_t len);
  * @max, the last with status -1).
  */
 void cli_exits(const struct cli_cmd *cmd, struct cli_exit *out, unsigned int max);
+
+/* The version the build was made from (git describe, or the VERSION file). */
+const char *cli_version(void);
 
 /* Prints @cmd's help (usage, description, options, examples, exit statuses). */
 void cli_help(const struct cli_cmd *cmd, FILE *f);

@@ -693,6 +693,13 @@ const struct cli_cmd cli_cmds[] = {
 		.min_args = 0, .max_args = 1,
 		.run = cli_cmd_help,
 	},
+	{
+		.name = "version",
+		.summary = "show imgblk's version (also imgblk --version)",
+		.synopsis = "",
+		.operands = "",
+		.run = cli_cmd_version,
+	},
 };
 
 const unsigned int cli_nr_cmds = ARRAY_SIZE(cli_cmds);
