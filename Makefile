@@ -4,7 +4,7 @@
 # file (obj-y += foo.o); everything is built under $(O) (default build/),
 # so the source tree stays clean.  `make V=1` shows the full commands.
 #
-#   make                 build $(O)/imgblk
+#   make                 build $(O)/imgblk, its man page and bash completion
 #   make check           build, then run the host and VM test suites
 #   make check-host      host tests only (no VM)
 #   make check-vm        VM tests only
@@ -64,7 +64,11 @@ KHDRS := $(KHDR_BUILD)/include/linux/ublk_cmd.h \
 	 $(KHDR_BUILD)/include/kselftest_harness.h $(KHDR_BUILD)/include/kselftest.h
 DEPS_STAMP := $(O)/.deps-stamp
 
-all: $(O)/imgblk
+# The man page and the bash completion, printed by the binary from its
+# command table (ublksrv/cli_table.c), so they cannot drift from --help.
+DOCS := $(O)/imgblk.8 $(O)/imgblk.bash-completion
+
+all: $(O)/imgblk $(DOCS)
 
 # What `imgblk --version` prints: git describe in a tagged checkout, else
 # the VERSION file (a tarball, an untagged clone).  The stamp changes only
@@ -105,6 +109,14 @@ $(O)/libimgblk.a: $(LIB_OBJS)
 $(O)/imgblk: $(MAIN_OBJ) $(O)/libimgblk.a
 	$(quiet) LD imgblk
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(O)/imgblk.8: $(O)/imgblk
+	$(quiet) GEN imgblk.8
+	$(Q)$< __gen man > $@.tmp && mv $@.tmp $@
+
+$(O)/imgblk.bash-completion: $(O)/imgblk
+	$(quiet) GEN imgblk.bash-completion
+	$(Q)$< __gen bash > $@.tmp && mv $@.tmp $@
 
 # kselftest_harness.h leaves parameters unused (variant, ucontext).  Its
 # TEST_F wrapper also sets a local (child) between setjmp and a failed
@@ -187,7 +199,7 @@ bench: $(O)/imgblk $(BENCH_PROGS)
 
 clean:
 	$(quiet) CLEAN $(O)
-	$(Q)rm -rf $(O)/lib $(O)/targets $(O)/ublksrv $(O)/tests $(O)/imgblk \
+	$(Q)rm -rf $(O)/lib $(O)/targets $(O)/ublksrv $(O)/tests $(O)/imgblk $(DOCS) \
 		$(O)/libimgblk.a $(O)/san $(O)/fuzz
 
 .PHONY: all tests bench-progs san soak check check-host check-vm crash-soak bench clean \

@@ -128,7 +128,7 @@ struct cli_cmd {
 	cli_run_fn run;
 };
 
-/* The verbs' handlers (cmd_*.c; help and version in cli.c). */
+/* The verbs' handlers (cmd_*.c; help and version in cli.c, __gen in cli_gen.c). */
 int cli_cmd_add(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_del(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_recover(const struct cli_cmd *cmd, int argc, char **argv);
@@ -155,6 +155,7 @@ int cli_cmd_pause(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_resume(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_help(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_version(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_gen(const struct cli_cmd *cmd, int argc, char **argv);
 
 /* The verbs, in the order help lists them (cli_table.c). */
 extern const struct cli_cmd cli_cmds[];
@@ -211,6 +212,10 @@ const char *cli_version(void);
 
 /* Prints @cmd's help (usage, description, options, examples, exit statuses). */
 void cli_help(const struct cli_cmd *cmd, FILE *f);
+
+/* The hidden `__gen man|bash`: the man page or the bash completion on @f.  Return 0. */
+int cli_gen_man(FILE *f);
+int cli_gen_bash(FILE *f);
 
 /*
  * Runs a verb's body in a coroutine (the engines need one) and returns

@@ -108,7 +108,8 @@ static void man_cmd(FILE *f, const struct cli_cmd *cmd)
 
 	fprintf(f, ".SS \"imgblk %s\"\n", cmd->name);
 	man_text(f, cmd->summary);
-	fputs(".\n.PP\n", f);
+	/* The synopsis neither hyphenated nor justified: options stay whole. */
+	fputs(".\n.PP\n.nh\n.ad l\n", f);
 	do {
 		nl = strchr(line, '\n');
 		fprintf(f, "\\fBimgblk %s\\fR ", cmd->name);
@@ -118,6 +119,7 @@ static void man_cmd(FILE *f, const struct cli_cmd *cmd)
 			fputs(".br\n", f);
 		line = nl + 1;
 	} while (nl);
+	fputs(".ad\n.hy\n", f);
 	if (cmd->desc)
 		man_paragraphs(f, cmd->desc);
 	fputs(".PP\nOptions:\n.RS 2\n", f);
@@ -245,7 +247,7 @@ static void bash_value(FILE *f, const char *arg)
 				fprintf(f, "%s%s", i ? " " : "", tgt_table[i]->name);
 		fputs("'", f);
 	} else if (!strcmp(arg, "ID")) {
-		fputs("vals=$(_imgblk_ids \"${COMP_WORDS[0]}\")", f);
+		fputs("vals=$(_imgblk_ids \"${COMP_WORDS[0]}\"); [ -n \"$vals\" ] || return 0", f);
 	} else if (strstr(arg, "FILE") || strstr(arg, "PATH") || strstr(arg, "BACKING") ||
 		   !strcmp(arg, "BASE")) {
 		fputs("files=1", f);

@@ -2,8 +2,9 @@
 /*
  * The one description of imgblk's command line: every verb with its
  * summary, usage, options and their help, operands, examples and exit
- * statuses.  cli_parse() (cli.c) parses from it and `--help` prints it,
- * so a verb or option added here appears in both.
+ * statuses.  cli_parse() (cli.c) parses from it, `--help` prints it, and
+ * `imgblk __gen man|bash` (cli_gen.c) makes the man page and the bash
+ * completion of it, so a verb or option added here appears in all four.
  *
  * How to add an option: one line in the verb's .opts below,
  *	{ KEY, "long-name", "ARG", "what it does" },
@@ -699,6 +700,15 @@ const struct cli_cmd cli_cmds[] = {
 		.synopsis = "",
 		.operands = "",
 		.run = cli_cmd_version,
+	},
+	{
+		.name = "__gen",
+		.summary = "(for the build) print the man page or the bash completion",
+		.synopsis = "man|bash",
+		.operands = "man or bash",
+		.min_args = 1, .max_args = 1,
+		.flags = CLI_HIDDEN,
+		.run = cli_cmd_gen,
 	},
 };
 
