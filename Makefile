@@ -12,6 +12,8 @@
 #   make bench           benchmark report in $(O)/bench (not part of check)
 #   make crash-soak      crash-state replay at length (docs/crash-replay.md)
 #   make fuzz            libFuzzer targets, FUZZ_SECONDS each (docs/fuzzing.md)
+#   make install         PREFIX (/usr/local), DESTDIR, SBINDIR, MANDIR, ...
+#   make uninstall       removes what make install installed
 
 O ?= build
 V ?= 0
@@ -80,10 +82,12 @@ $(shell mkdir -p $(O); [ "$$(cat $(VERSION_STAMP) 2>/dev/null)" = '$(VERSION)' ]
 $(O)/ublksrv/cli.o: $(VERSION_STAMP)
 $(O)/ublksrv/cli.o: CPPFLAGS += -DIMGBLK_VERSION='"$(VERSION)"'
 
+# make installs nothing: the build's packages come from scripts/setup.sh
+# deps (README).  A missing one is named here, once per build directory.
 $(DEPS_STAMP): scripts/setup.sh
-	$(quiet) SETUP deps
+	$(quiet) CHECK build dependencies
 	$(Q)mkdir -p $(O)
-	$(Q)scripts/setup.sh deps
+	$(Q)scripts/setup.sh check
 	$(Q)touch $@
 
 $(KHDRS) &: scripts/setup.sh | $(DEPS_STAMP)
@@ -166,7 +170,7 @@ fuzz-build: $(KHDRS)
 
 # make check's tests/host/fuzz.sh builds with fuzz-build and installs nothing.
 fuzz:
-	$(Q)scripts/setup.sh deps --fuzz
+	$(Q)scripts/setup.sh check --fuzz
 	$(Q)$(MAKE) --no-print-directory fuzz-build
 	$(Q)tests/fuzz/run.sh -b $(O)/fuzz -t $(FUZZ_SECONDS)
 
@@ -197,13 +201,45 @@ soak: $(O)/imgblk
 bench: $(O)/imgblk $(BENCH_PROGS)
 	$(Q)scripts/bench/run-all.sh -b $(O) $(BENCH_ARGS)
 
+# make install / uninstall: the binary, its man page and completion, and
+# every file of data/udev/ and data/systemd/ (the rules and units, whose
+# /usr/sbin/imgblk becomes $(SBINDIR)/imgblk).  DESTDIR for staging.
+PREFIX ?= /usr/local
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+UDEVRULESDIR ?= $(PREFIX)/lib/udev/rules.d
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+UDEV_RULES := $(wildcard data/udev/*.rules)
+SYSTEMD_UNITS := $(wildcard data/systemd/*.service data/systemd/*.target \
+		   data/systemd/*.socket data/systemd/*.timer)
+INSTALLED := $(SBINDIR)/imgblk $(MANDIR)/man8/imgblk.8 $(BASHCOMPDIR)/imgblk \
+	     $(addprefix $(UDEVRULESDIR)/,$(notdir $(UDEV_RULES))) \
+	     $(addprefix $(SYSTEMDUNITDIR)/,$(notdir $(SYSTEMD_UNITS)))
+
+install: $(O)/imgblk $(DOCS)
+	$(quiet) INSTALL $(DESTDIR)$(PREFIX)
+	$(Q)install -D -m 0755 $(O)/imgblk $(DESTDIR)$(SBINDIR)/imgblk
+	$(Q)install -D -m 0644 $(O)/imgblk.8 $(DESTDIR)$(MANDIR)/man8/imgblk.8
+	$(Q)install -D -m 0644 $(O)/imgblk.bash-completion $(DESTDIR)$(BASHCOMPDIR)/imgblk
+	$(Q)for f in $(UDEV_RULES) $(SYSTEMD_UNITS); do \
+		case $$f in *.rules) d=$(UDEVRULESDIR) ;; *) d=$(SYSTEMDUNITDIR) ;; esac; \
+		mkdir -p $(DESTDIR)$$d && \
+		sed 's|/usr/sbin/imgblk|$(SBINDIR)/imgblk|g' $$f > $(DESTDIR)$$d/$${f##*/} && \
+		chmod 0644 $(DESTDIR)$$d/$${f##*/} || exit 1; \
+	done
+
+uninstall:
+	$(quiet) UNINSTALL $(DESTDIR)$(PREFIX)
+	$(Q)rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+
 clean:
 	$(quiet) CLEAN $(O)
 	$(Q)rm -rf $(O)/lib $(O)/targets $(O)/ublksrv $(O)/tests $(O)/imgblk $(DOCS) \
 		$(O)/libimgblk.a $(O)/san $(O)/fuzz
 
 .PHONY: all tests bench-progs san soak check check-host check-vm crash-soak bench clean \
-	fuzz fuzz-build fuzz-targets
+	fuzz fuzz-build fuzz-targets install uninstall
 .SECONDARY:
 
 -include $(shell find $(O) -name '*.d' 2>/dev/null)
