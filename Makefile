@@ -14,6 +14,8 @@
 #   make fuzz            libFuzzer targets, FUZZ_SECONDS each (docs/fuzzing.md)
 #   make install         PREFIX (/usr/local), DESTDIR, SBINDIR, MANDIR, ...
 #   make uninstall       removes what make install installed
+#   make dist-check      builds the .deb in a temporary copy and checks it
+#                        (not part of make check)
 
 O ?= build
 V ?= 0
@@ -233,13 +235,18 @@ uninstall:
 	$(quiet) UNINSTALL $(DESTDIR)$(PREFIX)
 	$(Q)rm -f $(addprefix $(DESTDIR),$(INSTALLED))
 
+# The Debian package, built in a copy of the tree (not part of make check):
+# dpkg-buildpackage, lintian, and dpkg -c listing what must be in it.
+dist-check:
+	$(Q)scripts/dist-check.sh
+
 clean:
 	$(quiet) CLEAN $(O)
 	$(Q)rm -rf $(O)/lib $(O)/targets $(O)/ublksrv $(O)/tests $(O)/imgblk $(DOCS) \
 		$(O)/libimgblk.a $(O)/san $(O)/fuzz
 
 .PHONY: all tests bench-progs san soak check check-host check-vm crash-soak bench clean \
-	fuzz fuzz-build fuzz-targets install uninstall
+	fuzz fuzz-build fuzz-targets install uninstall dist-check
 .SECONDARY:
 
 -include $(shell find $(O) -name '*.d' 2>/dev/null)
