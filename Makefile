@@ -87,7 +87,7 @@ $(O)/ublksrv/cli.o: CPPFLAGS += -DIMGBLK_VERSION='"$(VERSION)"'
 # make installs nothing: the build's packages come from scripts/setup.sh
 # deps (README).  A missing one is named here, once per build directory.
 $(DEPS_STAMP): scripts/setup.sh
-	$(quiet) CHECK build dependencies
+	$(quiet) CHECK deps
 	$(Q)mkdir -p $(O)
 	$(Q)scripts/setup.sh check
 	$(Q)touch $@
