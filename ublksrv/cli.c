@@ -349,8 +349,8 @@ void cli_help(const struct cli_cmd *cmd, FILE *f)
 			prefix[strlen(prefix) - 1] = '\0';
 		cli_wrap_synopsis(f, prefix, line, nl ? (size_t)(nl - line) : strlen(line));
 		first = false;
-		line = nl + 1;
-	} while (nl);
+		line = nl ? nl + 1 : NULL;
+	} while (line);
 	if (cmd->desc)
 		fprintf(f, "\n%s\n", cmd->desc);
 	fprintf(f, "\noptions:\n");

@@ -117,8 +117,8 @@ static void man_cmd(FILE *f, const struct cli_cmd *cmd)
 		fputc('\n', f);
 		if (nl)
 			fputs(".br\n", f);
-		line = nl + 1;
-	} while (nl);
+		line = nl ? nl + 1 : NULL;
+	} while (line);
 	fputs(".ad\n.hy\n", f);
 	if (cmd->desc)
 		man_paragraphs(f, cmd->desc);
