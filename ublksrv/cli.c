@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /* The command table, help, and dispatch. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "secret.h"
 #include "exec.h"
 #include "tgt.h"
 #include "util.h"
@@ -419,6 +421,13 @@ static const struct cli_cmd cli_cmds[] = {
 		.run = cli_cmd_help,
 	},
 };
+
+int cli_secret_opt(int opt, const char *arg)
+{
+	int ret = opt == CLI_OPT_KEY_FILE ? secret_add_key_file(arg) : secret_add_object(arg);
+
+	return ret ? -EINVAL : 0;
+}
 
 int cli_run(int (*body)(void *arg), void *arg)
 {

@@ -42,6 +42,26 @@ struct cli_cmd {
  */
 int cli_run(int (*body)(void *arg), void *arg);
 
+/*
+ * Secrets of encrypted images, taken by every verb that opens images:
+ * `--key-file [IMAGE=]FILE` and QEMU's `--object secret,id=ID,file=FILE`
+ * (lib/secret.c reads the file at once).  A verb lists
+ * CLI_SECRET_OPTIONS in its options and hands both to cli_secret_opt().
+ */
+#define CLI_OPT_KEY_FILE	0x1001
+#define CLI_OPT_OBJECT		0x1002
+#define CLI_SECRET_OPTIONS						\
+	{ "key-file", required_argument, NULL, CLI_OPT_KEY_FILE },	\
+	{ "object", required_argument, NULL, CLI_OPT_OBJECT }
+#define CLI_SECRET_USAGE						\
+"  --key-file [IMAGE=]FILE\n"						\
+"             the passphrase of an encrypted image (of IMAGE, a backing\n" \
+"             file, when named): FILE's whole content\n"		\
+"  --object secret,id=ID,file=FILE\n"					\
+"             a passphrase for -o encrypt.key-secret=ID, as QEMU's\n"
+/* Registers the secret of a CLI_OPT_* option.  Returns 0 or -EINVAL (printed). */
+int cli_secret_opt(int opt, const char *arg);
+
 /* Returns the command named @name, or NULL. */
 const struct cli_cmd *cli_find(const char *name);
 

@@ -171,6 +171,7 @@ static int bench_body(void *arg)
 int cli_cmd_bench(int argc, char **argv)
 {
 	static const struct option opts[] = {
+		CLI_SECRET_OPTIONS,
 		{ "format", required_argument, NULL, 'f' },
 		{ "count", required_argument, NULL, 'c' },
 		{ "depth", required_argument, NULL, 'd' },
@@ -254,6 +255,11 @@ int cli_cmd_bench(int argc, char **argv)
 		case 'L':
 			if (parse_size(optarg, &b.t.cfg.l2_cache_bytes) || !b.t.cfg.l2_cache_bytes)
 				goto bad_num;
+			break;
+		case CLI_OPT_KEY_FILE:
+		case CLI_OPT_OBJECT:
+			if (cli_secret_opt(opt, optarg))
+				return CLI_EXIT_ERR;
 			break;
 		case 'h':
 			puts(cli_find("bench")->usage);

@@ -171,6 +171,7 @@ out_top:
 int cli_cmd_commit(int argc, char **argv)
 {
 	static const struct option opts[] = {
+		CLI_SECRET_OPTIONS,
 		{ "format", required_argument, NULL, 'f' },
 		{ "base", required_argument, NULL, 'b' },
 		{ "progress", no_argument, NULL, 'p' },
@@ -201,6 +202,11 @@ int cli_cmd_commit(int argc, char **argv)
 			break;
 		case 'q':
 			c.quiet = true;
+			break;
+		case CLI_OPT_KEY_FILE:
+		case CLI_OPT_OBJECT:
+			if (cli_secret_opt(opt, optarg))
+				return CLI_EXIT_ERR;
 			break;
 		case 'h':
 			puts(cli_find("commit")->usage);

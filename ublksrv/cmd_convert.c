@@ -193,6 +193,7 @@ out_in:
 int cli_cmd_convert(int argc, char **argv)
 {
 	static const struct option opts[] = {
+		CLI_SECRET_OPTIONS,
 		{ "format", required_argument, NULL, 'f' },
 		{ "output-format", required_argument, NULL, 'O' },
 		{ "options", required_argument, NULL, 'o' },
@@ -250,6 +251,11 @@ int cli_cmd_convert(int argc, char **argv)
 			break;
 		case 'U':
 			c.force_share = true;
+			break;
+		case CLI_OPT_KEY_FILE:
+		case CLI_OPT_OBJECT:
+			if (cli_secret_opt(opt, optarg))
+				return CLI_EXIT_ERR;
 			break;
 		case 'h':
 			puts(cli_find("convert")->usage);

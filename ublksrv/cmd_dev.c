@@ -69,6 +69,7 @@ static int cli_number(const char *cmd, const char *what, const char *s,
 int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 {
 	static const struct option opts[] = {
+		CLI_SECRET_OPTIONS,
 		{ "type", required_argument, NULL, 't' },
 		{ "file", required_argument, NULL, 'f' },
 		{ "number", required_argument, NULL, 'n' },
@@ -234,6 +235,11 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 					optarg);
 				return -EINVAL;
 			}
+			break;
+		case CLI_OPT_KEY_FILE:
+		case CLI_OPT_OBJECT:
+			if (cli_secret_opt(c, optarg))
+				return -EINVAL;
 			break;
 		case 'h':
 			puts(cli_find("add")->usage);

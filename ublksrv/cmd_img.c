@@ -104,6 +104,7 @@ static int create_body(void *arg)
 int cli_cmd_create(int argc, char **argv)
 {
 	static const struct option opts[] = {
+		CLI_SECRET_OPTIONS,
 		{ "format", required_argument, NULL, 'f' },
 		{ "backing", required_argument, NULL, 'b' },
 		{ "backing-format", required_argument, NULL, 'F' },
@@ -138,6 +139,11 @@ int cli_cmd_create(int argc, char **argv)
 			break;
 		case 'q':
 			c.quiet = true;
+			break;
+		case CLI_OPT_KEY_FILE:
+		case CLI_OPT_OBJECT:
+			if (cli_secret_opt(opt, optarg))
+				return CLI_EXIT_ERR;
 			break;
 		case 'h':
 			puts(cli_find("create")->usage);
@@ -289,6 +295,7 @@ static int cli_output_json(const char *cmd, const char *arg, bool *json)
 int cli_cmd_info(int argc, char **argv)
 {
 	static const struct option opts[] = {
+		CLI_SECRET_OPTIONS,
 		{ "format", required_argument, NULL, 'f' },
 		{ "output", required_argument, NULL, 'O' },
 		{ "backing-chain", no_argument, NULL, 'B' },
@@ -315,6 +322,11 @@ int cli_cmd_info(int argc, char **argv)
 			break;
 		case 'B':
 			c.chain = true;
+			break;
+		case CLI_OPT_KEY_FILE:
+		case CLI_OPT_OBJECT:
+			if (cli_secret_opt(opt, optarg))
+				return CLI_EXIT_ERR;
 			break;
 		case 'h':
 			puts(cli_find("info")->usage);
@@ -446,6 +458,7 @@ static int check_body(void *arg)
 int cli_cmd_check(int argc, char **argv)
 {
 	static const struct option opts[] = {
+		CLI_SECRET_OPTIONS,
 		{ "format", required_argument, NULL, 'f' },
 		{ "repair", required_argument, NULL, 'r' },
 		{ "output", required_argument, NULL, 'O' },
@@ -483,6 +496,11 @@ int cli_cmd_check(int argc, char **argv)
 			break;
 		case 'U':
 			c.force_share = true;
+			break;
+		case CLI_OPT_KEY_FILE:
+		case CLI_OPT_OBJECT:
+			if (cli_secret_opt(opt, optarg))
+				return CLI_EXIT_ERR;
 			break;
 		case 'h':
 			puts(cli_find("check")->usage);
@@ -603,6 +621,7 @@ static int map_body(void *arg)
 int cli_cmd_map(int argc, char **argv)
 {
 	static const struct option opts[] = {
+		CLI_SECRET_OPTIONS,
 		{ "format", required_argument, NULL, 'f' },
 		{ "output", required_argument, NULL, 'O' },
 		{ "force-share", no_argument, NULL, 'U' },
@@ -626,6 +645,11 @@ int cli_cmd_map(int argc, char **argv)
 		case 'O':
 			if (cli_output_json("map", optarg, &c.json))
 				return CLI_EXIT_USAGE;
+			break;
+		case CLI_OPT_KEY_FILE:
+		case CLI_OPT_OBJECT:
+			if (cli_secret_opt(opt, optarg))
+				return CLI_EXIT_ERR;
 			break;
 		case 'h':
 			puts(cli_find("map")->usage);

@@ -299,6 +299,7 @@ out:
 int cli_cmd_io(int argc, char **argv)
 {
 	static const struct option opts[] = {
+		CLI_SECRET_OPTIONS,
 		{ "format", required_argument, NULL, 'f' },
 		{ "cmd", required_argument, NULL, 'c' },
 		{ "read-only", no_argument, NULL, 'r' },
@@ -352,6 +353,11 @@ int cli_cmd_io(int argc, char **argv)
 					optarg);
 				return CLI_EXIT_USAGE;
 			}
+			break;
+		case CLI_OPT_KEY_FILE:
+		case CLI_OPT_OBJECT:
+			if (cli_secret_opt(opt, optarg))
+				return CLI_EXIT_ERR;
 			break;
 		case 'h':
 			puts(cli_find("io")->usage);

@@ -80,6 +80,7 @@ err:
 int cli_cmd_resize(int argc, char **argv)
 {
 	static const struct option opts[] = {
+		CLI_SECRET_OPTIONS,
 		{ "format", required_argument, NULL, 'f' },
 		{ "shrink", no_argument, NULL, 'S' },
 		{ "quiet", no_argument, NULL, 'q' },
@@ -102,6 +103,11 @@ int cli_cmd_resize(int argc, char **argv)
 			break;
 		case 'q':
 			c.quiet = true;
+			break;
+		case CLI_OPT_KEY_FILE:
+		case CLI_OPT_OBJECT:
+			if (cli_secret_opt(opt, optarg))
+				return CLI_EXIT_ERR;
 			break;
 		case 'h':
 			puts(cli_find("resize")->usage);
@@ -283,6 +289,7 @@ out:
 int cli_cmd_rebase(int argc, char **argv)
 {
 	static const struct option opts[] = {
+		CLI_SECRET_OPTIONS,
 		{ "format", required_argument, NULL, 'f' },
 		{ "backing", required_argument, NULL, 'b' },
 		{ "backing-format", required_argument, NULL, 'F' },
@@ -312,6 +319,11 @@ int cli_cmd_rebase(int argc, char **argv)
 			break;
 		case 'p':
 			c.progress = true;
+			break;
+		case CLI_OPT_KEY_FILE:
+		case CLI_OPT_OBJECT:
+			if (cli_secret_opt(opt, optarg))
+				return CLI_EXIT_ERR;
 			break;
 		case 'h':
 			puts(cli_find("rebase")->usage);
@@ -360,6 +372,7 @@ static int amend_body(void *arg)
 int cli_cmd_amend(int argc, char **argv)
 {
 	static const struct option opts[] = {
+		CLI_SECRET_OPTIONS,
 		{ "format", required_argument, NULL, 'f' },
 		{ "options", required_argument, NULL, 'o' },
 		{ "help", no_argument, NULL, 'h' },
@@ -387,6 +400,11 @@ int cli_cmd_amend(int argc, char **argv)
 			}
 			break;
 		case 'q':
+			break;
+		case CLI_OPT_KEY_FILE:
+		case CLI_OPT_OBJECT:
+			if (cli_secret_opt(opt, optarg))
+				return CLI_EXIT_ERR;
 			break;
 		case 'h':
 			puts(cli_find("amend")->usage);

@@ -528,6 +528,7 @@ static int measure_add_opts(struct measure_ctx *c, char *list)
 int cli_cmd_measure(int argc, char **argv)
 {
 	static const struct option opts[] = {
+		CLI_SECRET_OPTIONS,
 		{ "format", required_argument, NULL, 'f' },
 		{ "output", required_argument, NULL, 'J' },
 		{ "size", required_argument, NULL, 'S' },
@@ -570,6 +571,11 @@ int cli_cmd_measure(int argc, char **argv)
 				img_err("measure: --output must be human or json");
 				return CLI_EXIT_USAGE;
 			}
+			break;
+		case CLI_OPT_KEY_FILE:
+		case CLI_OPT_OBJECT:
+			if (cli_secret_opt(opt, optarg))
+				return CLI_EXIT_ERR;
 			break;
 		case 'h':
 			puts(cli_find("measure")->usage);

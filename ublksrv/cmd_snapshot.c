@@ -96,6 +96,7 @@ static int snapshot_body(void *arg)
 int cli_cmd_snapshot(int argc, char **argv)
 {
 	static const struct option opts[] = {
+		CLI_SECRET_OPTIONS,
 		{ "format", required_argument, NULL, 'f' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "force-share", no_argument, NULL, 'U' },
@@ -128,6 +129,11 @@ int cli_cmd_snapshot(int argc, char **argv)
 			break;
 		case 'U':
 			c.force_share = true;
+			break;
+		case CLI_OPT_KEY_FILE:
+		case CLI_OPT_OBJECT:
+			if (cli_secret_opt(opt, optarg))
+				return CLI_EXIT_ERR;
 			break;
 		case 'h':
 			puts(cli_find("snapshot")->usage);
