@@ -179,6 +179,18 @@ struct info_ctx {
 	bool force_share;
 };
 
+/* Prints a nested block's lines under its key, 8 columns in, as qemu-img. */
+static void info_print_block(const char *text)
+{
+	printf(":\n");
+	while (*text) {
+		size_t n = strcspn(text, "\n");
+
+		printf("        %.*s\n", (int)n, text);
+		text += n + (text[n] == '\n');
+	}
+}
+
 static void info_one(struct tgt *t, bool json, bool first)
 {
 	struct tgt_info info = { 0 };
@@ -199,6 +211,8 @@ static void info_one(struct tgt *t, bool json, bool first)
 			printf("\n");
 		printf("image: %s\nfile format: %s\nvirtual size: %s (%llu bytes)\ndisk size: %s\n",
 		       t->cfg.file, t->ops->name, vs, (unsigned long long)t->caps.size_bytes, ds);
+		if (info.encrypted)
+			printf("encrypted: yes\n");
 		if (info.cluster_size)
 			printf("cluster_size: %llu\n", (unsigned long long)info.cluster_size);
 		if (info.backing_file) {
@@ -218,6 +232,10 @@ static void info_one(struct tgt *t, bool json, bool first)
 				printf("    ");
 				for (k = info.kv[i].key; *k; k++)
 					putchar(*k == '-' ? ' ' : *k);
+				if (info.kv[i].block_text) {
+					info_print_block(info.kv[i].block_text);
+					continue;
+				}
 				printf(": %s\n", info.kv[i].value);
 			}
 		}
@@ -249,13 +267,17 @@ static void info_one(struct tgt *t, bool json, bool first)
 			printf("%s\n            ", i ? "," : "");
 			json_put_string(stdout, info.kv[i].key);
 			printf(": ");
-			if (info.kv[i].is_string)
+			if (info.kv[i].block_json)
+				printf("%s", info.kv[i].block_json);
+			else if (info.kv[i].is_string)
 				json_put_string(stdout, info.kv[i].value);
 			else
 				printf("%s", info.kv[i].value);
 		}
 		printf("\n        }\n    }");
 	}
+	if (info.encrypted)
+		printf(",\n    \"encrypted\": true");
 	printf(",\n    \"dirty-flag\": false\n}");
 }
 

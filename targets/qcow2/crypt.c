@@ -45,7 +45,10 @@ struct qcow2_crypt {
 	bool unlocked;
 	struct luks_cipher c;
 	struct luks_hdr hdr;		/* LUKS: what info shows */
+	char *info_text, *info_json;	/* qcow2_crypt_info() */
 };
+
+#define QCOW2_CRYPT_INFO_BYTES	4096
 
 static const char *qcow2_crypt_ivgen_name(enum luks_ivgen g)
 {
@@ -186,6 +189,8 @@ void qcow2_crypt_close(struct qcow2 *q)
 	if (!q->crypt)
 		return;
 	luks_cipher_free(&q->crypt->c);
+	free(q->crypt->info_text);
+	free(q->crypt->info_json);
 	explicit_bzero(q->crypt, sizeof(*q->crypt));
 	free(q->crypt);
 	q->crypt = NULL;
@@ -273,19 +278,30 @@ static void qcow2_crypt_cat(char *b, size_t n, size_t *at, const char *fmt, ...)
 	va_end(ap);
 }
 
-int qcow2_crypt_info(struct qcow2 *q, char *text, size_t text_len, char *json, size_t json_len)
+int qcow2_crypt_info(struct qcow2 *q, const char **out_text, const char **out_json)
 {
+	size_t text_len = QCOW2_CRYPT_INFO_BYTES, json_len = QCOW2_CRYPT_INFO_BYTES;
+	struct qcow2_crypt *k = q->crypt;
 	const struct luks_hdr *h;
+	char *text, *json;
 	size_t t = 0, j = 0;
 	char alg[48];
 	unsigned int i, aes_bits;
 
-	if (!q->crypt)
-		return 0;
-	if (q->crypt->method == QCOW2_CRYPT_AES) {
+	if (!k->info_text) {
+		k->info_text = malloc(text_len);
+		k->info_json = malloc(json_len);
+		if (!k->info_text || !k->info_json)
+			return -ENOMEM;
+	}
+	text = k->info_text;
+	json = k->info_json;
+	*out_text = text;
+	*out_json = json;
+	if (k->method == QCOW2_CRYPT_AES) {
 		qcow2_crypt_cat(text, text_len, &t, "format: aes\n");
 		qcow2_crypt_cat(json, json_len, &j, "{\"format\": \"aes\"}");
-		return 1;
+		return 0;
 	}
 	h = &q->crypt->hdr;
 	aes_bits = h->key_bytes * 8 / (strcmp(h->mode, "xts") ? 1 : 2);
@@ -327,5 +343,6 @@ int qcow2_crypt_info(struct qcow2 *q, char *text, size_t text_len, char *json, s
 			(unsigned long long)h->payload_sectors * LUKS_SECTOR, h->mk_iters);
 	qcow2_crypt_cat(json, json_len, &j, "], \"payload-offset\": %llu, \"master-key-iters\": %u}",
 			(unsigned long long)h->payload_sectors * LUKS_SECTOR, h->mk_iters);
-	return t < text_len && j < json_len ? 1 : -ENOSPC;
+	/* Eight slots take about 1 KiB of either: the buffers cannot fill. */
+	return 0;
 }

@@ -381,6 +381,13 @@ static void qcow2_info(struct tgt *t, struct tgt_info *info)
 			       q->compat & QCOW2_COMPAT_LAZY_REFCOUNTS ? "true" : "false");
 	snprintf(bits, sizeof(bits), "%u", 1U << q->refcount_order);
 	qcow2_info_add(info, "refcount-bits", false, bits);
+	if (q->crypt_method && q->crypt) {
+		info->encrypted = true;
+		if (info->n < TGT_INFO_MAX &&
+		    !qcow2_crypt_info(q, &info->kv[info->n].block_text,
+				      &info->kv[info->n].block_json))
+			info->kv[info->n++].key = "encrypt";
+	}
 	if (q->data_file_name) {
 		qcow2_info_add(info, "data-file", true, q->data_file_name);
 		qcow2_info_add(info, "data-file-raw", false, q->data_raw ? "true" : "false");

@@ -568,10 +568,10 @@ ssize_t qcow2_crypt_pwrite(struct qcow2 *q, const void *buf, uint64_t len, uint6
 			   uint64_t goff, int rwf);
 /*
  * The "encrypt" block of `info`: qemu-img's text lines (indented from
- * 0) into @text, its JSON object into @json.  Returns 1 when written, 0
- * when the image is not encrypted, -ENOSPC when a buffer is too small.
+ * column 0) in *@text, its JSON object in *@json, both held by the
+ * image until it is closed.  Returns 0 or -ENOMEM.
  */
-int qcow2_crypt_info(struct qcow2 *q, char *text, size_t text_len, char *json, size_t json_len);
+int qcow2_crypt_info(struct qcow2 *q, const char **text, const char **json);
 
 /* overlap.c */
 int qcow2_ovl_add(struct qcow2 *q, uint64_t off, enum qcow2_meta kind);
