@@ -310,14 +310,17 @@ int qcow2_crypt_info(struct qcow2 *q, const char **out_text, const char **out_js
 	qcow2_crypt_cat(text, text_len, &t, "ivgen alg: %s\n", qcow2_crypt_ivgen_name(h->ivgen));
 	qcow2_crypt_cat(json, json_len, &j, "{\"ivgen-alg\": \"%s\"",
 			qcow2_crypt_ivgen_name(h->ivgen));
+	qcow2_crypt_cat(text, text_len, &t, "hash alg: %s\ncipher alg: %s\nuuid: %s\n", h->hash,
+			alg, h->uuid);
+	qcow2_crypt_cat(json, json_len, &j, ", \"hash-alg\": \"%s\", \"cipher-alg\": \"%s\", \"uuid\": \"%s\"",
+			h->hash, alg, h->uuid);
 	if (h->ivgen == LUKS_IV_ESSIV) {
 		qcow2_crypt_cat(text, text_len, &t, "ivgen hash alg: %s\n", h->ivgen_hash);
 		qcow2_crypt_cat(json, json_len, &j, ", \"ivgen-hash-alg\": \"%s\"", h->ivgen_hash);
 	}
-	qcow2_crypt_cat(text, text_len, &t, "hash alg: %s\ncipher alg: %s\nuuid: %s\nformat: luks\ncipher mode: %s\nslots:\n",
-			h->hash, alg, h->uuid, h->mode);
-	qcow2_crypt_cat(json, json_len, &j, ", \"hash-alg\": \"%s\", \"cipher-alg\": \"%s\", \"uuid\": \"%s\", \"format\": \"luks\", \"cipher-mode\": \"%s\", \"slots\": [",
-			h->hash, alg, h->uuid, h->mode);
+	qcow2_crypt_cat(text, text_len, &t, "format: luks\ncipher mode: %s\nslots:\n", h->mode);
+	qcow2_crypt_cat(json, json_len, &j, ", \"format\": \"luks\", \"cipher-mode\": \"%s\", \"slots\": [",
+			h->mode);
 	for (i = 0; i < LUKS_NUM_SLOTS; i++) {
 		const struct luks_slot *s = &h->slot[i];
 		bool on = s->active == LUKS_SLOT_ACTIVE;
