@@ -53,8 +53,13 @@ const struct secret *secret_for_image(const char *file, int top);
  */
 int secret_bind(const char *id, const char *file);
 
-/* The key file that unlocks the top image, or NULL (for state files). */
-const char *secret_top_file(void);
+/*
+ * Every `--key-file` given, as `--key-file` takes it again ([IMAGE=]FILE,
+ * real paths), separated by tabs, into @buf: what a state file keeps so
+ * that `recover` can read the keys again.  Paths only, never a key.
+ * Returns 0 or -ENAMETOOLONG.
+ */
+int secret_key_file_args(char *buf, size_t len);
 
 /* Wipes and frees every secret; registered with atexit() on first use. */
 void secret_wipe_all(void);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -239,12 +240,28 @@ const struct secret *secret_for_image(const char *file, int top)
 	return hit;
 }
 
-const char *secret_top_file(void)
+int secret_key_file_args(char *buf, size_t len)
 {
+	size_t at = 0;
 	unsigned int i;
 
-	for (i = 0; i < nr_secrets; i++)
-		if (!secrets[i].image && !secrets[i].id)
-			return secrets[i].file;
-	return NULL;
+	buf[0] = 0;
+	for (i = 0; i < nr_secrets; i++) {
+		struct secret_slot *s = &secrets[i];
+		char *file;
+		int n;
+
+		if (s->id || !s->file)
+			continue;
+		file = secret_path(s->file);
+		if (!file)
+			return -ENOMEM;
+		n = snprintf(buf + at, len - at, "%s%s%s%s", at ? "\t" : "",
+			     s->image ? s->image : "", s->image ? "=" : "", file);
+		free(file);
+		if (n < 0 || (size_t)n >= len - at)
+			return -ENAMETOOLONG;
+		at += n;
+	}
+	return 0;
 }
