@@ -98,7 +98,8 @@ static const struct cli_cmd cli_cmds[] = {
 "                      ignore\n"
 "      --recoverable   if the server dies, the device waits (QUIESCED) for\n"
 "                      `imgblk recover` instead of failing its I/O\n"
-"      --foreground    serve in this process; Ctrl-C deletes the device",
+"      --foreground    serve in this process; Ctrl-C deletes the device"
+	CLI_SECRET_USAGE,
 		.run = cli_cmd_add,
 	},
 	{
@@ -231,7 +232,8 @@ static const struct cli_cmd cli_cmds[] = {
 "file's size).  OPTIONS is a comma-separated KEY=VALUE list; the keys\n"
 "depend on the format (qcow2: cluster_size, compat, refcount_bits,\n"
 "lazy_refcounts, preallocation, compression_type; qed: cluster_size,\n"
-"table_size; raw: preallocation), plus backing_file and backing_fmt.",
+"table_size; raw: preallocation), plus backing_file and backing_fmt."
+	CLI_SECRET_USAGE,
 		.run = cli_cmd_create,
 	},
 	{
@@ -242,7 +244,8 @@ static const struct cli_cmd cli_cmds[] = {
 "\n"
 "  --backing-chain     describe every image of the backing chain\n"
 "  -U, --force-share   open the image even if another process writes it\n"
-"                      (as qemu-img -U; its content may be changing)",
+"                      (as qemu-img -U; its content may be changing)"
+	CLI_SECRET_USAGE,
 		.run = cli_cmd_info,
 	},
 	{
@@ -255,7 +258,8 @@ static const struct cli_cmd cli_cmds[] = {
 "1 the check itself failed, 63 the format has no checks.\n"
 "  -r leaks   reclaim leaked clusters\n"
 "  -r all     also repair corruptions (may lose data, and says so)\n"
-"  -U         check an image another process may be writing (not with -r)",
+"  -U         check an image another process may be writing (not with -r)"
+	CLI_SECRET_USAGE,
 		.run = cli_cmd_check,
 	},
 	{
@@ -265,7 +269,8 @@ static const struct cli_cmd cli_cmds[] = {
 "usage: imgblk map [-f FMT] [-U] [--output=human|json] FILE\n"
 "\n"
 "  -U, --force-share   open the image even if another process writes it\n"
-"                      (as qemu-img -U; its content may be changing)",
+"                      (as qemu-img -U; its content may be changing)"
+	CLI_SECRET_USAGE,
 		.run = cli_cmd_map,
 	},
 	{
@@ -283,7 +288,8 @@ static const struct cli_cmd cli_cmds[] = {
 "             copy internal snapshot NAME of INPUT instead of its\n"
 "             current state (-s NAME too, as qemu-img)\n"
 "  -p         show progress\n"
-"  -U         read INPUT even if another process writes it (as qemu-img)",
+"  -U         read INPUT even if another process writes it (as qemu-img)"
+	CLI_SECRET_USAGE,
 		.run = cli_cmd_convert,
 	},
 	{
@@ -293,7 +299,8 @@ static const struct cli_cmd cli_cmds[] = {
 "usage: imgblk resize [-q] [-f FMT] [--shrink] FILE [+|-]SIZE\n"
 "\n"
 "SIZE sets the size; +SIZE and -SIZE change it.  Shrinking, which cuts\n"
-"data off the end, needs --shrink.",
+"data off the end, needs --shrink."
+	CLI_SECRET_USAGE,
 		.run = cli_cmd_resize,
 	},
 	{
@@ -309,7 +316,8 @@ static const struct cli_cmd cli_cmds[] = {
 "first.  Both chains must be there.\n"
 "  -u   unsafe: record the new name and format only, copy no data; the\n"
 "       old backing file need not exist\n"
-"  -p   show progress",
+"  -p   show progress"
+	CLI_SECRET_USAGE,
 		.run = cli_cmd_rebase,
 	},
 	{
@@ -320,7 +328,8 @@ static const struct cli_cmd cli_cmds[] = {
 "\n"
 "qcow2: lazy_refcounts=on|off (compat=1.1 images).  compat= and\n"
 "refcount_bits= are accepted when they match the image; changing them is\n"
-"not supported yet.",
+"not supported yet."
+	CLI_SECRET_USAGE,
 		.run = cli_cmd_amend,
 	},
 	{
@@ -337,7 +346,8 @@ static const struct cli_cmd cli_cmds[] = {
 "OPTIONS are the create options of FMT (qcow2: cluster_size, compat,\n"
 "refcount_bits, extended_l2, preallocation, backing_file...; qed:\n"
 "cluster_size, table_size).  -U: read FILE even if another process writes\n"
-"it (as qemu-img).",
+"it (as qemu-img)."
+	CLI_SECRET_USAGE,
 		.run = cli_cmd_measure,
 	},
 	{
@@ -351,7 +361,8 @@ static const struct cli_cmd cli_cmds[] = {
 "BASE again.\n"
 "  -b BASE   commit down to BASE, deeper in the chain; FILE is kept\n"
 "  -d        keep FILE's data (do not empty it)\n"
-"  -p        show progress",
+"  -p        show progress"
+	CLI_SECRET_USAGE,
 		.run = cli_cmd_commit,
 	},
 	{
@@ -364,7 +375,8 @@ static const struct cli_cmd cli_cmds[] = {
 "  -c NAME   take a snapshot of the current state, named NAME\n"
 "  -a NAME   revert the image to snapshot NAME (an id or a name)\n"
 "  -d NAME   delete the snapshot named NAME\n"
-"  -U        with -l: list even if another process writes the image",
+"  -U        with -l: list even if another process writes the image"
+	CLI_SECRET_USAGE,
 		.run = cli_cmd_snapshot,
 	},
 	{
@@ -383,7 +395,8 @@ static const struct cli_cmd cli_cmds[] = {
 "  sleep MS                      wait MS milliseconds, the image open\n"
 "--backing: which backing files the image may open, as for add.\n"
 "-U: with -r, open the image even if another process writes it.\n"
-"Exit status 1 if a command failed or a pattern did not match.",
+"Exit status 1 if a command failed or a pattern did not match."
+	CLI_SECRET_USAGE,
 		.run = cli_cmd_io,
 	},
 	{
@@ -400,7 +413,8 @@ static const struct cli_cmd cli_cmds[] = {
 "  -S STEP    distance between requests (default SIZE)\n"
 "  -w         write instead of read\n"
 "  --random   random SIZE-aligned offsets instead of stepping\n"
-"  -U         read an image another process may be writing (not with -w)",
+"  -U         read an image another process may be writing (not with -w)"
+	CLI_SECRET_USAGE,
 		.run = cli_cmd_bench,
 	},
 	{

@@ -54,11 +54,11 @@ int cli_run(int (*body)(void *arg), void *arg);
 	{ "key-file", required_argument, NULL, CLI_OPT_KEY_FILE },	\
 	{ "object", required_argument, NULL, CLI_OPT_OBJECT }
 #define CLI_SECRET_USAGE						\
-"  --key-file [IMAGE=]FILE\n"						\
+"\n  --key-file [IMAGE=]FILE\n"						\
 "             the passphrase of an encrypted image (of IMAGE, a backing\n" \
 "             file, when named): FILE's whole content\n"		\
 "  --object secret,id=ID,file=FILE\n"					\
-"             a passphrase for -o encrypt.key-secret=ID, as QEMU's\n"
+"             a passphrase for -o encrypt.key-secret=ID, as QEMU's"
 /* Registers the secret of a CLI_OPT_* option.  Returns 0 or -EINVAL (printed). */
 int cli_secret_opt(int opt, const char *arg);
 
