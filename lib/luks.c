@@ -445,7 +445,7 @@ static int luks_try_slot(const struct luks_hdr *h, const struct luks_slot *s,
 	size_t split_len = (size_t)s->stripes * h->key_bytes;
 	size_t mat_len = ALIGN_UP(split_len, (size_t)LUKS_SECTOR);
 	const EVP_MD *md = luks_md(h->hash);
-	uint8_t *dk = luks_key_alloc(2 * LUKS_MAX_KEY_BYTES), *mk = dk + LUKS_MAX_KEY_BYTES;
+	uint8_t *dk = luks_key_alloc(2 * LUKS_MAX_KEY_BYTES), *mk;
 	uint8_t digest[LUKS_DIGEST_BYTES];
 	struct luks_cipher kc;
 	uint8_t *split = NULL;
@@ -453,6 +453,7 @@ static int luks_try_slot(const struct luks_hdr *h, const struct luks_slot *s,
 
 	if (!dk)
 		return -ENOMEM;
+	mk = dk + LUKS_MAX_KEY_BYTES;
 	/* The split key is the master key in all but name: keep it locked too. */
 	split = luks_key_alloc(mat_len);
 	if (!split) {
