@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "secret.h"
 #include "exec.h"
 #include "tgt.h"
 #include "util.h"
@@ -29,6 +30,13 @@
 static const struct cli_opt cli_help_opt = {
 	'h', "help", NULL, "show this help and exit",
 };
+
+int cli_secret_opt(int key, const char *arg)
+{
+	int ret = key == CLI_K_KEY_FILE ? secret_add_key_file(arg) : secret_add_object(arg);
+
+	return ret ? -EINVAL : 0;
+}
 
 int cli_run(int (*body)(void *arg), void *arg)
 {

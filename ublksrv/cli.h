@@ -60,6 +60,8 @@ enum cli_key {
 	CLI_K_PATTERN,
 	CLI_K_RANDOM,
 	CLI_K_FLUSH_INTERVAL,
+	CLI_K_KEY_FILE,
+	CLI_K_OBJECT,
 	CLI_K_THROTTLE,		/* + enum throttle_kind: the six limits */
 	CLI_K_THROTTLE_END = CLI_K_THROTTLE + THR_NR - 1,
 };
@@ -222,6 +224,15 @@ int cli_gen_bash(FILE *f);
  * its exit status; CLI_EXIT_ERR if no executor could be set up.
  */
 int cli_run(int (*body)(void *arg), void *arg);
+
+/*
+ * Secrets of encrypted images, taken by every verb that opens images:
+ * `--key-file [IMAGE=]FILE` and QEMU's `--object secret,id=ID,file=FILE`
+ * (lib/secret.c reads the file at once).  A verb lists OPT_SECRETS
+ * (cli_table.c) in its options and hands both keys to cli_secret_opt().
+ * Returns 0 or -EINVAL (printed).
+ */
+int cli_secret_opt(int key, const char *arg);
 
 /* Returns the command named @name, or NULL. */
 const struct cli_cmd *cli_find(const char *name);

@@ -66,6 +66,12 @@
 	  "limit writes to N requests per second" what }, \
 	{ CLI_K_BURST, "throttle-burst-ms", "MS", \
 	  "bursts up to MS milliseconds worth of a rate go through at once (default 100)" }
+#define OPT_SECRETS \
+	{ CLI_K_KEY_FILE, "key-file", "[IMAGE=]FILE", \
+	  "the passphrase of an encrypted image (of IMAGE, a backing file, when " \
+	  "named): FILE's whole content" }, \
+	{ CLI_K_OBJECT, "object", "secret,id=ID,file=FILE", \
+	  "a passphrase for -o encrypt.key-secret=ID, as QEMU's" }
 #define OPT_WERROR(what) \
 	{ CLI_K_WERROR, "werror", "enospc|stop|report|ignore", what }
 #define OPT_RERROR(what) \
@@ -81,7 +87,8 @@ const struct cli_cmd cli_cmds[] = {
 "[--copy-on-read] [--bps-total|--bps-read|--bps-write BYTES_PER_S] "
 "[--iops-total|--iops-read|--iops-write N] [--throttle-burst-ms MS] "
 "[--pinned-buffers SIZE] [--snapshot NAME] [--recoverable] "
-"[--werror=enospc|stop|report|ignore] [--rerror=stop|report|ignore] [--foreground]",
+"[--werror=enospc|stop|report|ignore] [--rerror=stop|report|ignore] [--foreground]"
+		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]",
 		.operands = "",
 		.desc =
 "Adds a ublk device served by TYPE and prints its path (/dev/ublkbN) once\n"
@@ -132,6 +139,7 @@ const struct cli_cmd cli_cmds[] = {
 			  "instead of failing its I/O" },
 			{ CLI_K_FOREGROUND, "foreground", NULL,
 			  "serve in this process; Ctrl-C deletes the device" },
+			OPT_SECRETS,
 			{ 0 },
 		},
 		.min_args = 0, .max_args = 0,
@@ -316,7 +324,8 @@ const struct cli_cmd cli_cmds[] = {
 	{
 		.name = "create",
 		.summary = "create an image",
-		.synopsis = "[-q] [-f FMT] [-b BACKING [-F BACKING_FMT]] [-o OPTIONS] FILE [SIZE]",
+		.synopsis = "[-q] [-f FMT] [-b BACKING [-F BACKING_FMT]] [-o OPTIONS] FILE [SIZE]"
+		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]",
 		.operands = "FILE [SIZE]",
 		.desc =
 "Creates FILE of SIZE bytes (suffixes K, M, G, T; default: the backing\n"
@@ -332,6 +341,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ 'u', NULL, NULL, "accepted for qemu-img's sake (the backing file is "
 			  "only read for its size anyway)" },
 			OPT_QUIET,
+			OPT_SECRETS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 2,
@@ -347,7 +357,8 @@ const struct cli_cmd cli_cmds[] = {
 	{
 		.name = "info",
 		.summary = "show an image's format, size and metadata",
-		.synopsis = "[-f FMT] [-U] [--output=human|json] [--backing-chain] FILE",
+		.synopsis = "[-f FMT] [-U] [--output=human|json] [--backing-chain] FILE"
+		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]",
 		.operands = "FILE",
 		.opts = (const struct cli_opt[]){
 			OPT_FORMAT,
@@ -355,6 +366,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ CLI_K_BACKING_CHAIN, "backing-chain", NULL,
 			  "describe every image of the backing chain" },
 			OPT_FORCE_SHARE,
+			OPT_SECRETS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,
@@ -368,7 +380,8 @@ const struct cli_cmd cli_cmds[] = {
 	{
 		.name = "check",
 		.summary = "check an image's metadata, optionally repair it",
-		.synopsis = "[-q] [-f FMT] [-r leaks|all] [-U] [--output=human|json] FILE",
+		.synopsis = "[-q] [-f FMT] [-r leaks|all] [-U] [--output=human|json] FILE"
+		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]",
 		.operands = "FILE",
 		.opts = (const struct cli_opt[]){
 			OPT_FORMAT,
@@ -378,6 +391,7 @@ const struct cli_cmd cli_cmds[] = {
 			OPT_QUIET,
 			{ 'U', "force-share", NULL,
 			  "check an image another process may be writing (not with -r)" },
+			OPT_SECRETS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,
@@ -400,12 +414,14 @@ const struct cli_cmd cli_cmds[] = {
 	{
 		.name = "map",
 		.summary = "show where the image's data lives",
-		.synopsis = "[-f FMT] [-U] [--output=human|json] FILE",
+		.synopsis = "[-f FMT] [-U] [--output=human|json] FILE"
+		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]",
 		.operands = "FILE",
 		.opts = (const struct cli_opt[]){
 			OPT_FORMAT,
 			OPT_OUTPUT,
 			OPT_FORCE_SHARE,
+			OPT_SECRETS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,
@@ -416,7 +432,8 @@ const struct cli_cmd cli_cmds[] = {
 		.name = "convert",
 		.summary = "copy an image's content into a new image",
 		.synopsis =
-"[-p] [-c] [-U] [-f FMT] [-O OUTPUT_FMT] [-o OPTIONS] [-l snapshot.name=NAME] INPUT OUTPUT",
+"[-p] [-c] [-U] [-f FMT] [-O OUTPUT_FMT] [-o OPTIONS] [-l snapshot.name=NAME] INPUT OUTPUT"
+		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]",
 		.operands = "INPUT and OUTPUT",
 		.opts = (const struct cli_opt[]){
 			{ 'f', "format", "FMT", "INPUT's format (default: detected)" },
@@ -432,6 +449,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ 'q', "quiet", NULL, "no progress" },
 			{ 'U', "force-share", NULL,
 			  "read INPUT even if another process writes it (as qemu-img)" },
+			OPT_SECRETS,
 			{ 0 },
 		},
 		.min_args = 2, .max_args = 2,
@@ -446,7 +464,8 @@ const struct cli_cmd cli_cmds[] = {
 	{
 		.name = "resize",
 		.summary = "change an image's virtual size",
-		.synopsis = "[-q] [-f FMT] [--shrink] FILE [+|-]SIZE",
+		.synopsis = "[-q] [-f FMT] [--shrink] FILE [+|-]SIZE"
+		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]",
 		.operands = "FILE and [+|-]SIZE",
 		.desc =
 "SIZE sets the size; +SIZE and -SIZE change it.  Shrinking, which cuts\n"
@@ -456,6 +475,7 @@ const struct cli_cmd cli_cmds[] = {
 			OPT_FORMAT,
 			{ CLI_K_SHRINK, "shrink", NULL, "allow the image to shrink" },
 			OPT_QUIET,
+			OPT_SECRETS,
 			{ 0 },
 		},
 		.min_args = 2, .max_args = 2,
@@ -469,7 +489,8 @@ const struct cli_cmd cli_cmds[] = {
 	{
 		.name = "rebase",
 		.summary = "change the backing file an image names",
-		.synopsis = "[-f FMT] [-u] [-p] -b BACKING [-F BACKING_FMT] FILE",
+		.synopsis = "[-f FMT] [-u] [-p] -b BACKING [-F BACKING_FMT] FILE"
+		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]",
 		.operands = "FILE",
 		.desc =
 "Makes FILE name BACKING (\"\" for none) as its backing file, with format\n"
@@ -484,6 +505,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ 'u', "unsafe", NULL, "record the new name and format only, copy no "
 			  "data; the old backing file need not exist" },
 			OPT_PROGRESS,
+			OPT_SECRETS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,
@@ -497,7 +519,8 @@ const struct cli_cmd cli_cmds[] = {
 	{
 		.name = "amend",
 		.summary = "change an image's creation options",
-		.synopsis = "[-q] [-f FMT] -o OPTIONS FILE",
+		.synopsis = "[-q] [-f FMT] -o OPTIONS FILE"
+		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]",
 		.operands = "FILE",
 		.desc =
 "qcow2: lazy_refcounts=on|off (compat=1.1 images).  compat= and\n"
@@ -507,6 +530,7 @@ const struct cli_cmd cli_cmds[] = {
 			OPT_FORMAT,
 			{ 'o', "options", "OPTIONS", "the options to change, KEY=VALUE[,...]" },
 			{ 'q', "quiet", NULL, "accepted for qemu-img's sake" },
+			OPT_SECRETS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,
@@ -521,7 +545,8 @@ const struct cli_cmd cli_cmds[] = {
 		.name = "measure",
 		.summary = "how large a new image of some format would be",
 		.synopsis =
-"[-O FMT] [-o OPTIONS] [--output=human|json] (--size SIZE | [-f FMT] [-U] FILE)",
+"[-O FMT] [-o OPTIONS] [--output=human|json] (--size SIZE | [-f FMT] [-U] FILE)"
+		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]",
 		.operands = "either --size SIZE or FILE",
 		.desc =
 "Prints the size a new FMT image (default raw) would need, as qemu-img\n"
@@ -539,6 +564,7 @@ const struct cli_cmd cli_cmds[] = {
 			OPT_OUTPUT,
 			{ 'U', "force-share", NULL,
 			  "read FILE even if another process writes it (as qemu-img)" },
+			OPT_SECRETS,
 			{ 0 },
 		},
 		.min_args = 0, .max_args = 1,
@@ -552,7 +578,8 @@ const struct cli_cmd cli_cmds[] = {
 	{
 		.name = "commit",
 		.summary = "merge an overlay into its backing file",
-		.synopsis = "[-q] [-p] [-f FMT] [-b BASE] [-d] FILE",
+		.synopsis = "[-q] [-p] [-f FMT] [-b BASE] [-d] FILE"
+		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]",
 		.operands = "FILE",
 		.desc =
 "Copies what FILE (and any image between it and BASE) holds into BASE,\n"
@@ -564,6 +591,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ 'd', NULL, NULL, "keep FILE's data (do not empty it)" },
 			OPT_PROGRESS,
 			OPT_QUIET,
+			OPT_SECRETS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,
@@ -577,7 +605,8 @@ const struct cli_cmd cli_cmds[] = {
 	{
 		.name = "snapshot",
 		.summary = "list, create, apply or delete internal snapshots",
-		.synopsis = "[-q] [-f FMT] [-U] [-l | -c NAME | -a NAME | -d NAME] FILE",
+		.synopsis = "[-q] [-f FMT] [-U] [-l | -c NAME | -a NAME | -d NAME] FILE"
+		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]",
 		.operands = "FILE",
 		.opts = (const struct cli_opt[]){
 			{ 'l', NULL, NULL, "list the snapshots (the default)" },
@@ -588,6 +617,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ 'q', "quiet", NULL, "accepted for qemu-img's sake" },
 			{ 'U', "force-share", NULL,
 			  "with -l: list even if another process writes the image" },
+			OPT_SECRETS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,
@@ -603,7 +633,8 @@ const struct cli_cmd cli_cmds[] = {
 		.summary = "run read/write/discard/flush commands on an image",
 		.synopsis =
 "[-f FMT] [-r [-U]] [-t none|writeback] [--backing=any|same-dir|none] "
-"-c CMD [-c CMD ...] FILE",
+"-c CMD [-c CMD ...] FILE"
+		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]",
 		.operands = "FILE",
 		.desc =
 "Commands, as in qemu-io (OFF and LEN take suffixes K, M, G):\n"
@@ -624,6 +655,7 @@ const struct cli_cmd cli_cmds[] = {
 			  "which backing files the image may open, as for add" },
 			{ 'U', "force-share", NULL,
 			  "with -r, open the image even if another process writes it" },
+			OPT_SECRETS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,
@@ -646,7 +678,8 @@ const struct cli_cmd cli_cmds[] = {
 		.synopsis =
 "[-f FMT] [-c COUNT] [-d DEPTH] [-s SIZE] [-S STEP] [-o OFFSET] [-w] "
 "[-t none|writeback] [--pattern=N] [--random] [-U] [--flush-interval=N] "
-"[--l2-cache-size=SIZE] FILE",
+"[--l2-cache-size=SIZE] FILE"
+		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]",
 		.operands = "FILE",
 		.opts = (const struct cli_opt[]){
 			OPT_FORMAT,
@@ -664,6 +697,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ CLI_K_L2_CACHE, "l2-cache-size", "SIZE", "qcow2/qed: L2 tables kept in memory" },
 			{ 'U', "force-share", NULL,
 			  "read an image another process may be writing (not with -w)" },
+			OPT_SECRETS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,

@@ -181,6 +181,9 @@ static int bench_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	uint64_t v;
 
 	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
 	case 'f':
 		b->fmt = arg;
 		break;

@@ -195,6 +195,9 @@ static int convert_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	char *save, *kv;
 
 	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
 	case 'f':
 		c->in_fmt = arg;
 		break;

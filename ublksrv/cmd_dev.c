@@ -41,6 +41,9 @@ static int add_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	uint64_t v;
 
 	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
 	case 't':
 		p->type = arg;
 		break;

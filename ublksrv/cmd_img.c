@@ -105,6 +105,9 @@ static int create_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	struct create_ctx *c = ctx;
 
 	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;
@@ -157,6 +160,18 @@ struct info_ctx {
 	bool force_share;
 };
 
+/* Prints a nested block's lines under its key, 8 columns in, as qemu-img. */
+static void info_print_block(const char *text)
+{
+	printf(":\n");
+	while (*text) {
+		size_t n = strcspn(text, "\n");
+
+		printf("        %.*s\n", (int)n, text);
+		text += n + (text[n] == '\n');
+	}
+}
+
 static void info_one(struct tgt *t, bool json, bool first)
 {
 	struct tgt_info info = { 0 };
@@ -177,6 +192,8 @@ static void info_one(struct tgt *t, bool json, bool first)
 			printf("\n");
 		printf("image: %s\nfile format: %s\nvirtual size: %s (%llu bytes)\ndisk size: %s\n",
 		       t->cfg.file, t->ops->name, vs, (unsigned long long)t->caps.size_bytes, ds);
+		if (info.encrypted)
+			printf("encrypted: yes\n");
 		if (info.cluster_size)
 			printf("cluster_size: %llu\n", (unsigned long long)info.cluster_size);
 		if (info.backing_file) {
@@ -196,6 +213,10 @@ static void info_one(struct tgt *t, bool json, bool first)
 				printf("    ");
 				for (k = info.kv[i].key; *k; k++)
 					putchar(*k == '-' ? ' ' : *k);
+				if (info.kv[i].block_text) {
+					info_print_block(info.kv[i].block_text);
+					continue;
+				}
 				printf(": %s\n", info.kv[i].value);
 			}
 		}
@@ -227,13 +248,17 @@ static void info_one(struct tgt *t, bool json, bool first)
 			printf("%s\n            ", i ? "," : "");
 			json_put_string(stdout, info.kv[i].key);
 			printf(": ");
-			if (info.kv[i].is_string)
+			if (info.kv[i].block_json)
+				printf("%s", info.kv[i].block_json);
+			else if (info.kv[i].is_string)
 				json_put_string(stdout, info.kv[i].value);
 			else
 				printf("%s", info.kv[i].value);
 		}
 		printf("\n        }\n    }");
 	}
+	if (info.encrypted)
+		printf(",\n    \"encrypted\": true");
 	printf(",\n    \"dirty-flag\": false\n}");
 }
 
@@ -275,6 +300,9 @@ static int info_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	struct info_ctx *c = ctx;
 
 	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;
@@ -418,6 +446,9 @@ static int check_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	struct check_ctx *c = ctx;
 
 	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;
@@ -561,6 +592,9 @@ static int map_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	struct map_ctx *c = ctx;
 
 	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;

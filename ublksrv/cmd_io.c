@@ -300,6 +300,9 @@ static int io_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	struct io_ctx *c = ctx;
 
 	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;

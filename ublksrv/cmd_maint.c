@@ -81,6 +81,9 @@ static int resize_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	struct resize_ctx *c = ctx;
 
 	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;
@@ -272,6 +275,9 @@ static int rebase_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	struct rebase_ctx *c = ctx;
 
 	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;
@@ -338,6 +344,9 @@ static int amend_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	char *save = NULL, *kv;
 
 	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;

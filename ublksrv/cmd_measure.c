@@ -529,6 +529,9 @@ static int measure_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	struct measure_ctx *c = ctx;
 
 	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;
