@@ -265,11 +265,18 @@ struct tgt_info {
 		bool is_string;		/* quote it in JSON */
 		/*
 		 * No value: the verb prints a list here from the target's
-		 * own member named by @key ("bitmaps": ->bitmap_list;
-		 * "encrypt" is kept for an encryption block).
+		 * own member named by @key ("bitmaps": ->bitmap_list).
 		 */
 		bool is_list;
+		/*
+		 * A nested block instead of value (qcow2's "encrypt"): its
+		 * text lines, indented from column 0, and its JSON object.
+		 * Owned by the target, valid while it is open.
+		 */
+		const char *block_text;
+		const char *block_json;
 	} kv[TGT_INFO_MAX];
+	bool encrypted;			/* "encrypted: yes" */
 	uint64_t cluster_size;		/* 0: not a clustered format */
 	/* The backing file as the image names it, and its declared format. */
 	const char *backing_file;

@@ -6,7 +6,6 @@
  * control channel (QMP's block-dirty-bitmap-* commands).
  */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -146,133 +145,108 @@ static int bitmap_live(struct bitmap_ctx *c)
 	return ret ? CLI_EXIT_ERR : CLI_EXIT_OK;
 }
 
-enum {
-	OPT_ADD = 0x100,
-	OPT_REMOVE,
-	OPT_CLEAR,
-	OPT_ENABLE,
-	OPT_DISABLE,
-	OPT_MERGE,
-	OPT_FLUSH,
-};
-
-int cli_cmd_bitmap(int argc, char **argv)
+/*
+ * One option: the operations are recorded in the order given, as
+ * qemu-img bitmap applies them.
+ */
+static int bitmap_opt(void *ctx, const struct cli_opt *opt, char *arg)
 {
-	static const struct option opts[] = {
-		{ "add", no_argument, NULL, OPT_ADD },
-		{ "remove", no_argument, NULL, OPT_REMOVE },
-		{ "clear", no_argument, NULL, OPT_CLEAR },
-		{ "enable", no_argument, NULL, OPT_ENABLE },
-		{ "disable", no_argument, NULL, OPT_DISABLE },
-		{ "merge", required_argument, NULL, OPT_MERGE },
-		{ "flush", no_argument, NULL, OPT_FLUSH },
-		{ "granularity", required_argument, NULL, 'g' },
-		{ "format", required_argument, NULL, 'f' },
-		{ "source-file", required_argument, NULL, 'b' },
-		{ "source-format", required_argument, NULL, 'F' },
-		{ "number", required_argument, NULL, 'n' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct bitmap_ctx c = { 0 };
-	bool has_add = false, merge = false, flush_only = true;
-	unsigned int i;
+	struct bitmap_ctx *c = ctx;
 	uint64_t v;
-	int opt;
 
-	optind = 0;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":g:f:b:F:n:qh", opts, NULL)) != -1) {
-		switch (opt) {
-		case OPT_ADD ... OPT_FLUSH:
-			if (c.nr_ops == BITMAP_MAX_OPS) {
-				img_err("bitmap: at most %u operations", BITMAP_MAX_OPS);
-				return CLI_EXIT_USAGE;
-			}
-			c.ops[c.nr_ops].op = opt - OPT_ADD;
-			c.ops[c.nr_ops++].source = opt == OPT_MERGE ? optarg : NULL;
-			has_add |= opt == OPT_ADD;
-			break;
-		case 'g':
-			if (parse_size(optarg, &c.granularity) || !c.granularity) {
-				img_err("bitmap: invalid granularity '%s'", optarg);
-				return CLI_EXIT_USAGE;
-			}
-			break;
-		case 'f':
-			c.fmt = optarg;
-			break;
-		case 'b':
-			c.src_file = optarg;
-			break;
-		case 'F':
-			c.src_fmt = optarg;
-			break;
-		case 'n':
-			if (parse_uint(optarg, 0, UBLK_MAX_DEV_ID, &v)) {
-				img_err("bitmap: the device id (-n) must be a number, not '%s'",
-					optarg);
-				return CLI_EXIT_USAGE;
-			}
-			c.id = v;
-			c.live = true;
-			break;
-		case 'q':
-			break;
-		case 'h':
-			puts(cli_find("bitmap")->usage);
-			return CLI_EXIT_OK;
-		default:
-			img_err("bitmap: bad option '%s' (see imgblk bitmap --help)",
-				argv[optind - 1]);
-			return CLI_EXIT_USAGE;
+	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
+	case CLI_K_BITMAP_OP ... CLI_K_BITMAP_OP_END:
+		if (c->nr_ops == BITMAP_MAX_OPS) {
+			img_err("bitmap: at most %u operations", BITMAP_MAX_OPS);
+			return -EINVAL;
 		}
-	}
-	/* qemu-img bitmap's own refusals. */
-	if (!c.nr_ops) {
-		img_err("bitmap: need at least one of --add, --remove, --clear, --enable, "
-			"--disable, --merge%s", c.live ? ", --flush" : "");
-		return CLI_EXIT_USAGE;
-	}
-	if (c.granularity && !has_add) {
-		img_err("bitmap: granularity only supported with --add");
-		return CLI_EXIT_USAGE;
-	}
-	if (c.src_fmt && !c.src_file) {
-		img_err("bitmap: -F only supported with -b");
-		return CLI_EXIT_USAGE;
-	}
-	for (i = 0; i < c.nr_ops; i++) {
-		merge |= c.ops[i].op == TGT_BITMAP_MERGE;
-		flush_only &= c.ops[i].op == TGT_BITMAP_FLUSH;
-	}
-	if (c.src_file && !c.live && !merge) {
-		img_err("bitmap: -b only supported with --merge");
-		return CLI_EXIT_USAGE;
-	}
-	if (c.live) {
-		if (c.src_file || c.fmt) {
-			img_err("bitmap: -b, -F and -f are for images, not with -n");
-			return CLI_EXIT_USAGE;
+		c->ops[c->nr_ops].op = opt->key - CLI_K_BITMAP_OP;
+		c->ops[c->nr_ops++].source = arg;	/* --merge's SOURCE, else NULL */
+		break;
+	case 'g':
+		if (parse_size(arg, &c->granularity) || !c->granularity) {
+			img_err("bitmap: invalid granularity '%s'", arg);
+			return -EINVAL;
 		}
-		if (argc - optind > 1 || (argc == optind && !flush_only)) {
-			img_err("bitmap: with -n give BITMAP (only --flush goes without)");
-			return CLI_EXIT_USAGE;
+		break;
+	case 'f':
+		c->fmt = arg;
+		break;
+	case 'b':
+		c->src_file = arg;
+		break;
+	case 'F':
+		c->src_fmt = arg;
+		break;
+	case 'n':
+		if (parse_uint(arg, 0, UBLK_MAX_DEV_ID, &v)) {
+			img_err("bitmap: the device id (-n) must be a number, not '%s'", arg);
+			return -EINVAL;
 		}
-		c.name = argc > optind ? argv[optind] : "";
-		return bitmap_live(&c);
+		c->id = v;
+		c->live = true;
+		break;
+	case 'q':
+		break;
 	}
-	if (argc - optind != 2) {
-		img_err("bitmap: give FILE and BITMAP");
-		return CLI_EXIT_USAGE;
+	return 0;
+}
+
+/*
+ * qemu-img bitmap's own refusals, and the operands of each form: FILE
+ * BITMAP, or with -n only BITMAP (none for --flush alone).  Returns 0 or
+ * -EINVAL (printed).
+ */
+static int bitmap_check(const struct cli_cmd *cmd, struct bitmap_ctx *c,
+			const struct cli_args *a)
+{
+	bool add = false, merge = false, flush = false, flush_only = true;
+	unsigned int i;
+
+	for (i = 0; i < c->nr_ops; i++) {
+		add |= c->ops[i].op == TGT_BITMAP_ADD;
+		merge |= c->ops[i].op == TGT_BITMAP_MERGE;
+		flush |= c->ops[i].op == TGT_BITMAP_FLUSH;
+		flush_only &= c->ops[i].op == TGT_BITMAP_FLUSH;
 	}
-	for (i = 0; i < c.nr_ops; i++) {
-		if (c.ops[i].op == TGT_BITMAP_FLUSH) {
-			img_err("bitmap: --flush is for a running device (-n ID)");
-			return CLI_EXIT_USAGE;
-		}
+	if (!c->nr_ops)
+		return cli_usage_err(cmd, "need at least one of --add, --remove, --clear, "
+				     "--enable, --disable, --merge%s", c->live ? ", --flush" : "");
+	if (c->granularity && !add)
+		return cli_usage_err(cmd, "granularity only supported with --add");
+	if (c->src_fmt && !c->src_file)
+		return cli_usage_err(cmd, "-F only supported with -b");
+	if (c->live) {
+		if (c->src_file || c->fmt)
+			return cli_usage_err(cmd, "-b, -F and -f are for images, not with -n");
+		if (a->argc > 1 || (!a->argc && !flush_only))
+			return cli_usage_err(cmd, "with -n give BITMAP (only --flush goes without)");
+		c->name = a->argc ? a->argv[0] : "";
+		return 0;
 	}
-	c.file = argv[optind];
-	c.name = argv[optind + 1];
-	return cli_run(bitmap_body, &c);
+	if (c->src_file && !merge)
+		return cli_usage_err(cmd, "-b only supported with --merge");
+	if (flush)
+		return cli_usage_err(cmd, "--flush is for a running device (-n ID)");
+	if (a->argc != 2)
+		return cli_usage_err(cmd, "give FILE and BITMAP");
+	c->file = a->argv[0];
+	c->name = a->argv[1];
+	return 0;
+}
+
+int cli_cmd_bitmap(const struct cli_cmd *cmd, int argc, char **argv)
+{
+	struct bitmap_ctx c = { 0 };
+	struct cli_args a;
+	int ret = cli_parse(cmd, argc, argv, bitmap_opt, &c, &a);
+
+	if (!ret)
+		ret = bitmap_check(cmd, &c, &a);
+	if (ret)
+		return cli_parse_status(cmd, ret);
+	return c.live ? bitmap_live(&c) : cli_run(bitmap_body, &c);
 }

@@ -162,8 +162,8 @@ for name in n big m2; do
 done
 check_fails --status 1 "--add of an existing name fails" "$IMGBLK" bitmap --add "$B" n
 check_fails --status 1 "--clear of a missing bitmap fails" "$IMGBLK" bitmap --clear "$B" nope
-check_fails --status 2 "-g without --add is a usage error" "$IMGBLK" bitmap -g 4K --clear "$B" n
-check_fails --status 2 "-b without --merge is a usage error" "$IMGBLK" bitmap -b "$S" --clear "$B" n
+check_fails --status 1 "-g without --add is a usage error (1, as qemu-img)" "$IMGBLK" bitmap -g 4K --clear "$B" n
+check_fails --status 1 "-b without --merge is a usage error (1, as qemu-img)" "$IMGBLK" bitmap -b "$S" --clear "$B" n
 
 # 4. A writer that died leaves in_use: inconsistent, only removable.
 D=$T_TMP/d.qcow2
