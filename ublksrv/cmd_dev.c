@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "disk.h"
 #include "json.h"
 #include "state.h"
 #include "ublk.h"
@@ -447,7 +448,9 @@ int cli_cmd_list(int argc, char **argv)
 	for (i = 0; i < n; i++) {
 		struct ublk_state s;
 		char dev[32], reason[256] = "";
+		unsigned int parts[UBLK_MAX_PARTS];
 		const char *state;
+		int np, p;
 
 		if (o.have_id && ids[i] != o.id)
 			continue;
@@ -455,6 +458,7 @@ int cli_cmd_list(int argc, char **argv)
 			continue;
 		snprintf(dev, sizeof(dev), UBLK_BDEV_FMT, s.id);
 		state = cli_dev_state(c, &s);
+		np = ublk_disk_partitions(s.id, parts);
 		/* A live device may be paused: only its server knows. */
 		if (!strcmp(state, "LIVE") && cli_live_pause_state(s.id, reason, sizeof(reason)))
 			state = "PAUSED";
@@ -470,13 +474,23 @@ int cli_cmd_list(int argc, char **argv)
 				printf(", \"reason\": ");
 				json_put_string(stdout, reason);
 			}
-			printf("}");
+			printf(", \"partitions\": [");
+			for (p = 0; p < np; p++)
+				printf("%s\"%sp%u\"", p ? ", " : "", dev, parts[p]);
+			printf("]}");
 		} else {
 			printf("%-4u %-8s %-6u %-5u %-8s %-7d %-13s %s\n", s.id, s.target,
 			       s.queues, s.depth, state, (int)s.pid, dev, s.file);
 			/* The reason on a line of its own, under the row. */
 			if (reason[0])
 				printf("     paused: %s\n", reason);
+			/* The partitions too, on a line under the row. */
+			if (np) {
+				printf("     partitions:");
+				for (p = 0; p < np; p++)
+					printf(" %sp%u", dev, parts[p]);
+				printf("\n");
+			}
 		}
 		shown++;
 	}

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "disk.h"
 #include "server.h"
 #include "state.h"
 #include "ublk.h"
@@ -165,8 +166,59 @@ static int ublk_test_read(const struct ublk_dev *dev, int64_t deadline)
 }
 
 /*
- * A new device is ready when the kernel announced it and it answers a
- * read.  Returns 0 or -errno, printing why.
+ * The partitions of the image's partition table are ready when the
+ * kernel announced each and its node opens, so that `add` returns with
+ * /dev/ublkbNp1... usable, as the disk.  The kernel (6.12) reads the
+ * table inside START_DEV: by the disk's uevent sysfs lists every
+ * partition, whose own uevents follow the disk's.  Returns 0 or -errno,
+ * printing why.
+ */
+static int ublk_wait_partitions(struct uevent_listener *u, unsigned int id,
+				int64_t deadline)
+{
+	unsigned int nums[UBLK_MAX_PARTS];
+	char names[UBLK_MAX_PARTS][32], *ptrs[UBLK_MAX_PARTS];
+	bool seen[UBLK_MAX_PARTS] = { false };
+	char path[64];
+	int n, i, fd, ret;
+
+	n = ublk_disk_partitions(id, nums);
+	for (i = 0; i < n; i++) {
+		snprintf(names[i], sizeof(names[i]), "ublkb%up%u", id, nums[i]);
+		ptrs[i] = names[i];
+	}
+	ret = uevent_wait_block_adds(u, ptrs, seen, n, MAX(deadline - mono_ms(), 1));
+	for (i = 0; ret && i < n; i++) {
+		if (seen[i])
+			continue;
+		if (ret == -ETIMEDOUT)
+			img_err("timed out after %d s waiting for the kernel to announce partition /dev/%s",
+				UBLK_READY_TIMEOUT_MS / 1000, names[i]);
+		else
+			img_err("waiting for partition /dev/%s: %s", names[i], strerror(-ret));
+		return ret;
+	}
+	for (i = 0; i < n; i++) {
+		snprintf(path, sizeof(path), "/dev/%s", names[i]);
+		/* As for the disk: udev may still be making or chowning the node. */
+		while ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+			if ((errno != ENOENT && errno != EACCES) || mono_ms() > deadline) {
+				ret = errno == ENOENT ? -ETIMEDOUT : -errno;
+				img_err("partition %s did not appear: %s", path, strerror(-ret));
+				return ret;
+			}
+			usleep(10000);
+		}
+		close(fd);
+	}
+	if (n)
+		img_dbg(IMG_DBG_CTRL, "device %u: %d partitions ready", id, n);
+	return 0;
+}
+
+/*
+ * A new device is ready when the kernel announced it, it answers a read,
+ * and its partitions are there.  Returns 0 or -errno, printing why.
  */
 static int ublk_wait_ready(struct uevent_listener *u, const struct ublk_dev *dev)
 {
@@ -184,7 +236,10 @@ static int ublk_wait_ready(struct uevent_listener *u, const struct ublk_dev *dev
 			img_err("waiting for /dev/%s: %s", name, strerror(-ret));
 		return ret;
 	}
-	return ublk_test_read(dev, deadline);
+	ret = ublk_test_read(dev, deadline);
+	if (ret)
+		return ret;
+	return ublk_wait_partitions(u, dev->info.dev_id, deadline);
 }
 
 static int ublk_write_state(const struct ublk_add_opts *o, const struct ublk_dev *dev)

@@ -6,7 +6,8 @@
 # The guest has no disk root: everything the tests run is in the initramfs.
 # busybox-static gives the shell and the small tools; the real tools the
 # tests use as oracles (mkfs.ext4, e2fsck, debugfs, fio, qemu-img/io/nbd,
-# util-linux losetup and blkdiscard, which busybox's lack options for) are
+# util-linux losetup, blkdiscard and sfdisk, which busybox lacks or whose
+# applets lack the options we need) are
 # copied from the host with their shared libraries.  BUILD_DIR/imgblk is
 # whatever the build produced; without it the image is built anyway and
 # the tests that need it skip.
@@ -39,7 +40,7 @@ file_is_static() { ! ldd "$1" >/dev/null 2>&1; }
 file_is_static "$BUSYBOX" ||
 	die "$BUSYBOX is not static; install busybox-static (scripts/setup.sh deps --vm)"
 
-TOOLS=(mkfs.ext4 mke2fs e2fsck debugfs fio qemu-img qemu-io qemu-nbd
+TOOLS=(mkfs.ext4 mke2fs e2fsck debugfs fio qemu-img qemu-io qemu-nbd sfdisk
        losetup blkdiscard)
 read -ra extra <<< "${IMGBLK_VM_TOOLS:-}"
 TOOLS+=("${extra[@]}")
