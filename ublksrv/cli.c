@@ -113,10 +113,13 @@ static const struct cli_cmd cli_cmds[] = {
 		.name = "del",
 		.summary = "delete a device and stop its server",
 		.usage =
-"usage: imgblk del -n ID | -a\n"
+"usage: imgblk del -n ID | -a [--force]\n"
 "\n"
 "  -n, --number ID     delete device ID\n"
-"  -a, --all           delete every imgblk device",
+"  -a, --all           delete every imgblk device\n"
+"      --force         delete it even while its disk or a partition is\n"
+"                      mounted or open (the filesystem sees I/O errors);\n"
+"                      without it such a device is refused, naming the holder",
 		.run = cli_cmd_del,
 	},
 	{

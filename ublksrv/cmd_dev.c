@@ -31,7 +31,8 @@ enum {
 	OPT_PINNED,
 	OPT_WERROR,
 	OPT_RERROR,
-	OPT_THROTTLE,		/* + enum throttle_kind */
+	OPT_FORCE,
+	OPT_THROTTLE,		/* + enum throttle_kind; last */
 };
 
 /* Prints the one-line complaint of getopt_long() about argv[optind - 1]. */
@@ -301,6 +302,7 @@ int cli_parse_del(int argc, char **argv, struct cli_del_opts *o)
 	static const struct option opts[] = {
 		{ "number", required_argument, NULL, 'n' },
 		{ "all", no_argument, NULL, 'a' },
+		{ "force", no_argument, NULL, OPT_FORCE },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -322,6 +324,9 @@ int cli_parse_del(int argc, char **argv, struct cli_del_opts *o)
 			break;
 		case 'a':
 			o->all = true;
+			break;
+		case OPT_FORCE:
+			o->force = true;
 			break;
 		case 'h':
 			puts(cli_find("del")->usage);
@@ -403,7 +408,7 @@ int cli_cmd_del(int argc, char **argv)
 
 	if (ret)
 		return cli_status(ret);
-	return o.all ? ublk_del_all() : ublk_del(o.id);
+	return o.all ? ublk_del_all(o.force) : ublk_del(o.id, o.force);
 }
 
 /*

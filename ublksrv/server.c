@@ -526,7 +526,8 @@ static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int repo
 	struct ublk_housekeeper hk = { 0 };
 	struct ublk_ctrl ctrl;
 	bool queues_started = false, served = false, added = false, blk_ready = false;
-	char log_path[PATH_MAX];
+	bool in_use = false;
+	char log_path[PATH_MAX], why[512];
 	sigset_t sigs;
 	int sig_fd = -1, ret;
 
@@ -623,6 +624,14 @@ static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int repo
 
 	ublk_hk_start(&hk, t);
 	ublk_wait_shutdown(&dev, sig_fd);
+	/*
+	 * `del --force` of a mounted device: DEL_DEV would wait until the
+	 * filesystem lets go of the disk, i.e. for ever; the asynchronous
+	 * one deletes it now and leaves the id taken until then.
+	 */
+	in_use = ublk_disk_busy(dev.info.dev_id, why, sizeof(why));
+	if (in_use)
+		img_log("device %u: %s; deleting it anyway", dev.info.dev_id, why);
 
 out_stop:
 	if (uev.sk)
@@ -654,7 +663,9 @@ out_close:
 	if (dev.cdev_fd >= 0)
 		close(dev.cdev_fd);
 out_del:
-	if (added || served)
+	if (in_use)
+		ublk_ctrl_del_dev_async(&ctrl, dev.info.dev_id);
+	else if (added || served)
 		ublk_ctrl_del_dev(&ctrl, dev.info.dev_id);
 	if (served) {
 		ublk_state_remove(dev.info.dev_id);
@@ -837,8 +848,11 @@ static bool ublk_is_server(pid_t pid)
 	return n > 0 && !strncmp(comm, "imgblk", 6);
 }
 
-/* Deletes one device known to have state @s.  Returns 0 or -errno. */
-static int ublk_del_one(struct ublk_ctrl *ctrl, const struct ublk_state *s)
+/*
+ * Deletes one device known to have state @s; with @force also one whose
+ * disk is still held.  Returns 0 or -errno.
+ */
+static int ublk_del_one(struct ublk_ctrl *ctrl, const struct ublk_state *s, bool force)
 {
 	int ret;
 
@@ -854,7 +868,8 @@ static int ublk_del_one(struct ublk_ctrl *ctrl, const struct ublk_state *s)
 		img_err("device %u: server %d did not stop in %d s; deleting the device",
 			s->id, (int)s->pid, UBLK_STOP_TIMEOUT_MS / 1000);
 	ctrl->unprivileged = s->unprivileged;
-	ret = ublk_ctrl_del_dev(ctrl, s->id);
+	/* A mounted filesystem would make DEL_DEV wait for its umount. */
+	ret = force ? ublk_ctrl_del_dev_async(ctrl, s->id) : ublk_ctrl_del_dev(ctrl, s->id);
 
 	/* -ENODEV: the kernel no longer has it; only the state file was left. */
 	if (ret && ret != -ENODEV) {
@@ -871,7 +886,21 @@ static int ublk_del_one(struct ublk_ctrl *ctrl, const struct ublk_state *s)
 	return ret == -ENOENT ? 0 : ret;
 }
 
-int ublk_del(unsigned int id)
+/*
+ * Whether device @id may be deleted: not while its disk or a partition is
+ * mounted or open elsewhere, unless @force.  Says why not.
+ */
+static bool ublk_del_allowed(unsigned int id, bool force)
+{
+	char why[512];
+
+	if (force || !ublk_disk_busy(id, why, sizeof(why)))
+		return true;
+	img_err("%s", why);
+	return false;
+}
+
+int ublk_del(unsigned int id, bool force)
 {
 	struct ublk_state s;
 	struct ublk_ctrl ctrl;
@@ -882,17 +911,19 @@ int ublk_del(unsigned int id)
 		img_err("no imgblk device with id %u", id);
 		return 1;
 	}
+	if (!ublk_del_allowed(id, force))
+		return 1;
 	ret = ublk_ctrl_open(&ctrl);
 	if (ret) {
 		ublk_ctrl_explain(ret);
 		return 1;
 	}
-	ret = ublk_del_one(&ctrl, &s);
+	ret = ublk_del_one(&ctrl, &s, force);
 	ublk_ctrl_close(&ctrl);
 	return ret ? 1 : 0;
 }
 
-int ublk_del_all(void)
+int ublk_del_all(bool force)
 {
 	struct ublk_ctrl ctrl;
 	unsigned int *ids;
@@ -916,7 +947,7 @@ int ublk_del_all(void)
 
 		if (ublk_state_read(ids[i], &s))
 			continue;	/* deleted meanwhile */
-		if (ublk_del_one(&ctrl, &s))
+		if (!ublk_del_allowed(s.id, force) || ublk_del_one(&ctrl, &s, force))
 			status = 1;
 	}
 	ublk_ctrl_close(&ctrl);

@@ -49,10 +49,17 @@ int ublk_add(const struct ublk_add_opts *o);
  */
 int ublk_recover(unsigned int id, bool foreground);
 
-/* Deletes device @id.  Returns the exit status. */
-int ublk_del(unsigned int id);
+/*
+ * Deletes device @id; refuses, saying who holds it, while its disk or a
+ * partition is mounted or open elsewhere, unless @force.  Returns the
+ * exit status.
+ */
+int ublk_del(unsigned int id, bool force);
 
-/* Deletes every device that has a state file.  Returns the exit status. */
-int ublk_del_all(void);
+/*
+ * Deletes every device that has a state file, but (unless @force) not
+ * those in use.  Returns the exit status: 1 if any was left.
+ */
+int ublk_del_all(bool force);
 
 #endif
