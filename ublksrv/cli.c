@@ -96,7 +96,10 @@ static const struct cli_cmd cli_cmds[] = {
 "                      ignore\n"
 "      --recoverable   if the server dies, the device waits (QUIESCED) for\n"
 "                      `imgblk recover` instead of failing its I/O\n"
-"      --foreground    serve in this process; Ctrl-C deletes the device",
+"      --foreground    serve in this process; Ctrl-C deletes the device\n"
+"      --log-level=LEVEL the server's messages shown: err, warning, info\n"
+"                      (default) or debug; to syslog once it runs in the\n"
+"                      background (if /dev/log is there), else to stderr",
 		.run = cli_cmd_add,
 	},
 	{
@@ -479,8 +482,12 @@ int cli_main(int argc, char **argv)
 	const struct cli_cmd *cmd;
 	const char *dbg = getenv("IMGBLK_DEBUG");
 
-	if (dbg)
+	if (dbg) {
 		img_debug_mask = strtoul(dbg, NULL, 0);
+		/* The lines it enables are at the debug level. */
+		if (img_debug_mask)
+			img_log_set_level(IMG_LOG_DEBUG);
+	}
 	if (argc < 2) {
 		cli_usage(stderr);
 		return CLI_EXIT_USAGE;

@@ -32,6 +32,7 @@ enum {
 	OPT_WERROR,
 	OPT_RERROR,
 	OPT_FORCE,
+	OPT_LOG_LEVEL,
 	OPT_THROTTLE,		/* + enum throttle_kind; last */
 };
 
@@ -96,6 +97,7 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 		{ "pinned-buffers", required_argument, NULL, OPT_PINNED },
 		{ "werror", required_argument, NULL, OPT_WERROR },
 		{ "rerror", required_argument, NULL, OPT_RERROR },
+		{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -233,6 +235,13 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 				o->cfg.backing_policy = TGT_BACKING_NONE;
 			} else {
 				img_err("add: --backing must be any, same-dir or none, not '%s'",
+					optarg);
+				return -EINVAL;
+			}
+			break;
+		case OPT_LOG_LEVEL:
+			if (img_log_parse_level(optarg, &o->log_level)) {
+				img_err("add: --log-level must be err, warning, info or debug, not '%s'",
 					optarg);
 				return -EINVAL;
 			}

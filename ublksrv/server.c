@@ -356,11 +356,22 @@ static void ublk_wait_shutdown(struct ublk_dev *dev, int sig_fd)
 	}
 }
 
-/* After the device works: stdio goes to a log beside the state file. */
+/*
+ * After the device works: our messages go to syslog (the journal), each
+ * naming the device, when a logger listens on /dev/log; stdio goes to a
+ * log beside the state file, which also gets the messages when there is
+ * no logger.
+ */
 static void ublk_detach_stdio(unsigned int dev_id)
 {
 	char path[PATH_MAX];
+	struct stat st;
 	int fd;
+
+	if (stat("/dev/log", &st) == 0 && S_ISSOCK(st.st_mode)) {
+		snprintf(path, sizeof(path), "ublkb%u: ", dev_id);
+		img_log_to_syslog(path);
+	}
 
 	snprintf(path, sizeof(path), "%s/%u.log", ublk_state_dir(), dev_id);
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -694,6 +705,12 @@ int ublk_add(const struct ublk_add_opts *o)
 	ssize_t n;
 	pid_t pid;
 
+	if (o->log_level) {
+		img_log_set_level(o->log_level);
+		/* debug shows the control plane's own debug lines. */
+		if (o->log_level >= IMG_LOG_DEBUG)
+			img_debug_mask |= IMG_DBG_CTRL;
+	}
 	/* The driver keeps no recovery for devices of unprivileged users. */
 	if (geteuid() != 0 && o->recoverable) {
 		img_err("--recoverable needs root: the driver offers recovery only for privileged devices");

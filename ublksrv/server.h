@@ -32,6 +32,7 @@ struct ublk_add_opts {
 	bool foreground;	/* serve in this process instead of a daemon */
 	bool recoverable;	/* UBLK_F_USER_RECOVERY: survive the server's death */
 	bool recover;		/* serve the existing quiesced device @dev_id */
+	int log_level;		/* IMG_LOG_*; 0: the default */
 	struct ublk_features feat;
 };
 
