@@ -13,6 +13,7 @@ int cli_cmd_add(int argc, char **argv);
 int cli_cmd_del(int argc, char **argv);
 int cli_cmd_recover(int argc, char **argv);
 int cli_cmd_udev_chown(int argc, char **argv);
+int cli_cmd_udev_name(int argc, char **argv);
 int cli_cmd_list(int argc, char **argv);
 int cli_cmd_qmp(int argc, char **argv);
 int cli_cmd_create(int argc, char **argv);
@@ -417,6 +418,17 @@ static const struct cli_cmd cli_cmds[] = {
 "the nodes of a device added by a user without root (an unprivileged\n"
 "ublk device) become that user's; others are left alone.",
 		.run = cli_cmd_udev_chown,
+	},
+	{
+		.name = "udev-name",
+		.summary = "(for udev) print a device's stable name",
+		.usage =
+"usage: imgblk udev-name ublkbN|ublkbNpM\n"
+"\n"
+"Run by udev (data/udev/60-imgblk.rules) for every ublk disk and\n"
+"partition: prints the name given with add --name (or imgblktab), as\n"
+"NAME or NAME-partM, for /dev/disk/by-imgblk/; exits 1 without one.",
+		.run = cli_cmd_udev_name,
 	},
 	{
 		.name = "help",

@@ -57,6 +57,8 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o);
 struct cli_del_opts {
 	bool all;
 	bool force;		/* delete even a device in use */
+	bool tab;		/* the devices of imgblktab */
+	const char *tab_name;	/* its one entry to delete, or NULL: all */
 	unsigned int id;
 };
 int cli_parse_del(int argc, char **argv, struct cli_del_opts *o);

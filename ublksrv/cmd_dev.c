@@ -13,6 +13,7 @@
 #include "disk.h"
 #include "json.h"
 #include "state.h"
+#include "tab.h"
 #include "ublk.h"
 #include "util.h"
 
@@ -33,6 +34,8 @@ enum {
 	OPT_RERROR,
 	OPT_FORCE,
 	OPT_LOG_LEVEL,
+	OPT_NAME,
+	OPT_TAB,
 	OPT_THROTTLE,		/* + enum throttle_kind; last */
 };
 
@@ -98,6 +101,8 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 		{ "werror", required_argument, NULL, OPT_WERROR },
 		{ "rerror", required_argument, NULL, OPT_RERROR },
 		{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+		{ "name", required_argument, NULL, OPT_NAME },
+		{ "tab", no_argument, NULL, OPT_TAB },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -246,12 +251,33 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 				return -EINVAL;
 			}
 			break;
+		case OPT_NAME:
+			if (!ublk_name_valid(optarg)) {
+				img_err("add: --name must be 1 to %d letters, digits, '.', '_' or '-', not '%s'",
+					UBLK_NAME_MAX, optarg);
+				return -EINVAL;
+			}
+			o->name = optarg;
+			break;
+		case OPT_TAB:
+			o->tab = true;
+			break;
 		case 'h':
 			puts(cli_find("add")->usage);
 			return CLI_HELP;
 		default:
 			return cli_bad_option("add", c, argv);
 		}
+	}
+	/* The rest comes from imgblktab (cli_add_tab()); getopt put NAME last. */
+	if (o->tab) {
+		if (argc - optind > 1) {
+			img_err("add: --tab takes at most one NAME");
+			return -EINVAL;
+		}
+		o->tab_name = optind < argc ? argv[optind] : NULL;
+		o->tab_words = optind;
+		return 0;
 	}
 	if (optind < argc) {
 		img_err("add: unexpected argument '%s'", argv[optind]);
@@ -312,6 +338,7 @@ int cli_parse_del(int argc, char **argv, struct cli_del_opts *o)
 		{ "number", required_argument, NULL, 'n' },
 		{ "all", no_argument, NULL, 'a' },
 		{ "force", no_argument, NULL, OPT_FORCE },
+		{ "tab", no_argument, NULL, OPT_TAB },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -337,12 +364,23 @@ int cli_parse_del(int argc, char **argv, struct cli_del_opts *o)
 		case OPT_FORCE:
 			o->force = true;
 			break;
+		case OPT_TAB:
+			o->tab = true;
+			break;
 		case 'h':
 			puts(cli_find("del")->usage);
 			return CLI_HELP;
 		default:
 			return cli_bad_option("del", c, argv);
 		}
+	}
+	if (o->tab) {
+		if (have_id || o->all || argc - optind > 1) {
+			img_err("del: --tab takes at most one NAME, and neither -n nor -a");
+			return -EINVAL;
+		}
+		o->tab_name = optind < argc ? argv[optind] : NULL;
+		return 0;
 	}
 	if (optind < argc) {
 		img_err("del: unexpected argument '%s'", argv[optind]);
@@ -400,6 +438,138 @@ static int cli_status(int parse_ret)
 	return parse_ret == CLI_HELP ? CLI_EXIT_OK : CLI_EXIT_USAGE;
 }
 
+/*
+ * The imgblktab entries a command acts on: all, or the one named @name.
+ * Returns their count (*@tab malloc'ed), or -errno after saying why.
+ */
+static int cli_tab_select(const char *name, struct ublk_tab_entry **tab)
+{
+	const char *path = ublk_tab_path();
+	int n, i;
+
+	n = ublk_tab_read(path, tab);
+	if (n < 0 || !name)
+		return n;
+	for (i = 0; i < n; i++) {
+		if (!strcmp((*tab)[i].name, name)) {
+			memmove(*tab, *tab + i, sizeof(**tab));
+			return 1;
+		}
+	}
+	free(*tab);
+	img_err("%s: no device named '%s'", path, name);
+	return -ENOENT;
+}
+
+/*
+ * The options of imgblktab entry @e, then those of the command line
+ * (@cl_argv[1..@cl->tab_words - 1], less --tab), parsed as add's into @o.
+ * Returns 0 or -EINVAL after saying which line is wrong.
+ */
+static int cli_tab_opts(const struct ublk_tab_entry *e, char **cl_argv,
+			const struct ublk_add_opts *cl, struct ublk_add_opts *o,
+			char *buf, size_t len)
+{
+	char *argv[96];
+	int n, i, ret;
+
+	argv[0] = "add";
+	n = ublk_tab_argv(e, argv + 1, 64, buf, len);
+	if (n < 0) {
+		img_err("%s:%u: too many options", ublk_tab_path(), e->line);
+		return -EINVAL;
+	}
+	n++;
+	for (i = 1; i < cl->tab_words && n < 95; i++) {
+		if (strcmp(cl_argv[i], "--tab"))
+			argv[n++] = cl_argv[i];
+	}
+	argv[n] = NULL;
+	ret = cli_parse_add(n, argv, o);
+	if (ret || o->tab) {
+		img_err("%s:%u: in the options of '%s'", ublk_tab_path(), e->line, e->name);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/*
+ * add --tab [NAME]: adds the imgblktab's devices, or the one named, in
+ * the file's order.  One already attached is skipped; one whose
+ * recoverable server died is recovered (systemd restarting
+ * imgblk@NAME.service).  Every entry is checked before any is added.
+ * Returns the exit status.
+ */
+static int cli_add_tab(char **argv, const struct ublk_add_opts *cl)
+{
+	struct ublk_tab_entry *tab;
+	struct ublk_add_opts o;
+	char buf[2048];
+	int n, i, id, status = CLI_EXIT_OK;
+
+	n = cli_tab_select(cl->tab_name, &tab);
+	if (n < 0)
+		return n == -EINVAL ? CLI_EXIT_USAGE : CLI_EXIT_ERR;
+	if (cl->foreground && n != 1) {
+		img_err("add: --foreground --tab serves one device: give its NAME");
+		free(tab);
+		return CLI_EXIT_USAGE;
+	}
+	for (i = 0; i < n; i++) {
+		if (cli_tab_opts(&tab[i], argv, cl, &o, buf, sizeof(buf))) {
+			free(tab);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	for (i = 0; i < n; i++) {
+		struct ublk_state s;
+		int ret;
+
+		id = ublk_state_find_name(tab[i].name);
+		if (id >= 0 && ublk_state_read(id, &s) == 0) {
+			if (s.pid > 0 && kill(s.pid, 0) == 0) {
+				img_log("%s: already attached as " UBLK_BDEV_FMT, tab[i].name, id);
+				continue;
+			}
+			if (!s.recoverable) {
+				img_err("%s: the server of " UBLK_BDEV_FMT " died; imgblk del -n %d first",
+					tab[i].name, id, id);
+				status = CLI_EXIT_ERR;
+				continue;
+			}
+			ret = ublk_recover(id, cl->foreground);
+		} else {
+			cli_tab_opts(&tab[i], argv, cl, &o, buf, sizeof(buf));
+			ret = ublk_add(&o);
+		}
+		if (ret)
+			status = CLI_EXIT_ERR;
+	}
+	free(tab);
+	return status;
+}
+
+/*
+ * del --tab [NAME]: deletes the attached devices of imgblktab, or the one
+ * named.  Returns the exit status.
+ */
+static int cli_del_tab(const struct cli_del_opts *d)
+{
+	struct ublk_tab_entry *tab;
+	int n, i, id, status = CLI_EXIT_OK;
+
+	n = cli_tab_select(d->tab_name, &tab);
+	if (n < 0)
+		return n == -EINVAL ? CLI_EXIT_USAGE : CLI_EXIT_ERR;
+	for (i = 0; i < n; i++) {
+		id = ublk_state_find_name(tab[i].name);
+		if (id >= 0 && ublk_del(id, d->force))
+			status = CLI_EXIT_ERR;
+	}
+	free(tab);
+	return status;
+}
+
 int cli_cmd_add(int argc, char **argv)
 {
 	struct ublk_add_opts o;
@@ -407,6 +577,8 @@ int cli_cmd_add(int argc, char **argv)
 
 	if (ret)
 		return cli_status(ret);
+	if (o.tab)
+		return cli_add_tab(argv, &o);
 	return ublk_add(&o);
 }
 
@@ -417,6 +589,8 @@ int cli_cmd_del(int argc, char **argv)
 
 	if (ret)
 		return cli_status(ret);
+	if (o.tab)
+		return cli_del_tab(&o);
 	return o.all ? ublk_del_all(o.force) : ublk_del(o.id, o.force);
 }
 
@@ -488,6 +662,11 @@ int cli_cmd_list(int argc, char **argv)
 				printf(", \"reason\": ");
 				json_put_string(stdout, reason);
 			}
+			printf(", \"name\": ");
+			if (s.name[0])
+				json_put_string(stdout, s.name);
+			else
+				printf("null");
 			printf(", \"partitions\": [");
 			for (p = 0; p < np; p++)
 				printf("%s\"%sp%u\"", p ? ", " : "", dev, parts[p]);
@@ -498,6 +677,8 @@ int cli_cmd_list(int argc, char **argv)
 			/* The reason on a line of its own, under the row. */
 			if (reason[0])
 				printf("     paused: %s\n", reason);
+			if (s.name[0])
+				printf("     name: %s\n", s.name);
 			/* The partitions too, on a line under the row. */
 			if (np) {
 				printf("     partitions:");
@@ -611,5 +792,50 @@ int cli_cmd_udev_chown(int argc, char **argv)
 		img_err("udev-chown: %s: %s", path, strerror(errno));
 		return CLI_EXIT_ERR;
 	}
+	return CLI_EXIT_OK;
+}
+
+/*
+ * udev-name NAME: run by udev for each ublkbN and ublkbNpM (data/udev/
+ * 60-imgblk.rules); prints the stable name the device was added with,
+ * "NAME" for the disk and "NAME-partM" for a partition, which the rule
+ * links from /dev/disk/by-imgblk/.  Exits 1, printing nothing, for a
+ * device without a name.
+ */
+int cli_cmd_udev_name(int argc, char **argv)
+{
+	struct ublk_state s;
+	const char *name, *p;
+	uint64_t id, part = 0;
+	char num[16];
+	size_t n;
+
+	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		puts(cli_find("udev-name")->usage);
+		return CLI_EXIT_OK;
+	}
+	if (argc != 2) {
+		img_err("udev-name: give the device name (ublkbN or ublkbNpM)");
+		return CLI_EXIT_USAGE;
+	}
+	name = argv[1];
+	if (!strncmp(name, "/dev/", 5))
+		name += 5;
+	p = name + 5;
+	n = strspn(p, "0123456789");
+	if (strncmp(name, "ublkb", 5) || !n || n >= sizeof(num) ||
+	    (p[n] && (p[n] != 'p' || parse_uint(p + n + 1, 1, 1U << 20, &part)))) {
+		img_err("udev-name: '%s' is not a ublk disk or partition name", argv[1]);
+		return CLI_EXIT_USAGE;
+	}
+	memcpy(num, p, n);
+	num[n] = '\0';
+	if (parse_uint(num, 0, UBLK_MAX_DEV_ID, &id) || ublk_state_read(id, &s) ||
+	    !s.name[0])
+		return CLI_EXIT_ERR;
+	if (part)
+		printf("%s-part%llu\n", s.name, (unsigned long long)part);
+	else
+		printf("%s\n", s.name);
 	return CLI_EXIT_OK;
 }

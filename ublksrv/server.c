@@ -268,6 +268,8 @@ static int ublk_write_state(const struct ublk_add_opts *o, const struct ublk_dev
 	snprintf(s.target, sizeof(s.target), "%s", o->ops->name);
 	if (o->cfg.snapshot)
 		snprintf(s.snapshot, sizeof(s.snapshot), "%s", o->cfg.snapshot);
+	if (o->name)
+		snprintf(s.name, sizeof(s.name), "%s", o->name);
 	if (!o->cfg.file || !realpath(o->cfg.file, s.file))
 		snprintf(s.file, sizeof(s.file), "%s", o->cfg.file ? o->cfg.file : "-");
 	return ublk_state_write(&s);
@@ -391,6 +393,33 @@ static void ublk_report(int report_fd, int val)
 		if (write(report_fd, &val, sizeof(val)) != sizeof(val))
 			img_err("cannot report to the waiting command: %s", strerror(errno));
 		close(report_fd);
+	}
+}
+
+/*
+ * The udev rule names a device's nodes (/dev/disk/by-imgblk/NAME) from its
+ * state file, which is written only after the kernel announced them: a
+ * "change" uevent for the disk and each partition makes udev look again.
+ */
+static void ublk_name_announce(unsigned int id)
+{
+	unsigned int parts[UBLK_MAX_PARTS];
+	char path[96];
+	int n, i, fd;
+
+	n = ublk_disk_partitions(id, parts);
+	for (i = -1; i < n; i++) {
+		if (i < 0)
+			snprintf(path, sizeof(path), "/sys/block/ublkb%u/uevent", id);
+		else
+			snprintf(path, sizeof(path), "/sys/block/ublkb%u/ublkb%up%u/uevent",
+				 id, id, parts[i]);
+		fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		if (write(fd, "change", 6) != 6)
+			img_dbg(IMG_DBG_CTRL, "%s: %s", path, strerror(errno));
+		close(fd);
 	}
 }
 
@@ -622,6 +651,8 @@ static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int repo
 		goto out_stop;
 	}
 
+	if (o->name)
+		ublk_name_announce(dev.info.dev_id);
 	img_dbg(IMG_DBG_CTRL, "device %u ready", dev.info.dev_id);
 	if (o->foreground) {
 		printf(UBLK_BDEV_FMT "\n", dev.info.dev_id);
@@ -710,6 +741,14 @@ int ublk_add(const struct ublk_add_opts *o)
 		/* debug shows the control plane's own debug lines. */
 		if (o->log_level >= IMG_LOG_DEBUG)
 			img_debug_mask |= IMG_DBG_CTRL;
+	}
+	if (o->name && !o->recover) {
+		int other = ublk_state_find_name(o->name);
+
+		if (other >= 0) {
+			img_err("the name '%s' is taken by " UBLK_BDEV_FMT, o->name, other);
+			return 1;
+		}
 	}
 	/* The driver keeps no recovery for devices of unprivileged users. */
 	if (geteuid() != 0 && o->recoverable) {
@@ -814,6 +853,8 @@ int ublk_recover(unsigned int id, bool foreground)
 	}
 	if (strcmp(s.file, "-"))
 		o.cfg.file = s.file;
+	if (s.name[0])
+		o.name = s.name;
 	o.cfg.size_bytes = s.size_bytes;
 	o.cfg.open_flags = s.open_flags;
 	o.cfg.backing_policy = s.backing_policy;
