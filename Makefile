@@ -32,7 +32,7 @@ CFLAGS += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -fno-strict-aliasing
 KHDR_BUILD ?= $(O)
 CPPFLAGS += -Iinclude -I$(KHDR_BUILD)/include -I/usr/include/libnl3
 DEPFLAGS = -MMD -MP
-LDLIBS += -luring -lnl-3 -lpthread -lz -lzstd -ljson-c
+LDLIBS += -luring -lnl-3 -lpthread -lz -lzstd -ljson-c -lsystemd
 ifeq ($(SAN),1)
 CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=address,undefined
@@ -64,7 +64,10 @@ KHDRS := $(KHDR_BUILD)/include/linux/ublk_cmd.h \
 	 $(KHDR_BUILD)/include/kselftest_harness.h $(KHDR_BUILD)/include/kselftest.h
 DEPS_STAMP := $(O)/.deps-stamp
 
-all: $(O)/imgblk
+# Helpers the VM tests run in the guest (scripts/vm/initramfs.sh packs them).
+VM_PROGS := $(patsubst tests/vm/%.c,$(O)/tests/vm/%,$(wildcard tests/vm/*.c))
+
+all: $(O)/imgblk $(VM_PROGS)
 
 $(DEPS_STAMP): scripts/setup.sh
 	$(quiet) SETUP deps
@@ -114,6 +117,11 @@ $(O)/tests/host/%: $(O)/tests/host/%.o $(O)/libimgblk.a
 
 tests: $(HOST_TESTS)
 
+$(O)/tests/vm/%: tests/vm/%.c
+	$(quiet) CC tests/vm/$*
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) -o $@ $<
+
 # Benchmark programs (tests/bench/*.c), built for make bench, never run by check.
 BENCH_PROGS := $(patsubst tests/bench/%.c,$(O)/tests/bench/%,$(wildcard tests/bench/*.c))
 $(O)/tests/bench/%: $(O)/tests/bench/%.o $(O)/libimgblk.a
@@ -149,13 +157,13 @@ fuzz:
 	$(Q)tests/fuzz/run.sh -b $(O)/fuzz -t $(FUZZ_SECONDS)
 
 # One run, one closing count: host and VM results together.
-check: $(O)/imgblk $(HOST_TESTS) san
+check: $(O)/imgblk $(VM_PROGS) $(HOST_TESTS) san
 	$(Q)O=$(O) scripts/check.sh all
 
 check-host: $(O)/imgblk $(HOST_TESTS) san
 	$(Q)O=$(O) scripts/check.sh host
 
-check-vm: $(O)/imgblk
+check-vm: $(O)/imgblk $(VM_PROGS)
 	$(Q)O=$(O) scripts/check.sh vm
 
 # Crash-state replay with new seeds and many more states than `make check`

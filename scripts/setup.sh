@@ -24,7 +24,7 @@ USAGE
 }
 
 BUILD_PKGS=(build-essential pkg-config liburing-dev zlib1g-dev libzstd-dev
-	    libnl-3-dev libjson-c-dev qemu-utils e2fsprogs fio xz-utils)
+	    libnl-3-dev libjson-c-dev libsystemd-dev qemu-utils e2fsprogs fio xz-utils)
 VM_PKGS=(qemu-system-x86 busybox-static cpio kmod)
 # make fuzz: clang, and the libFuzzer and sanitizer runtimes it links.
 FUZZ_PKGS=(clang libclang-rt-14-dev)

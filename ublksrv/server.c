@@ -27,6 +27,7 @@
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -657,6 +658,8 @@ static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int repo
 	if (o->foreground) {
 		printf(UBLK_BDEV_FMT "\n", dev.info.dev_id);
 		fflush(stdout);
+		/* Under systemd (Type=notify): the device and partitions are ready. */
+		sd_notifyf(0, "READY=1\nSTATUS=serving " UBLK_BDEV_FMT, dev.info.dev_id);
 	} else {
 		ublk_detach_stdio(dev.info.dev_id);
 	}

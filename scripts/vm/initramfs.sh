@@ -51,7 +51,12 @@ for t in "${TOOLS[@]}"; do
 	tool_paths+=("$p")
 done
 IMGBLK=$BUILD_DIR/imgblk
-bins=("${tool_paths[@]}")
+# The tests' own helpers (tests/vm/*.c, built by make).
+vm_progs=()
+for p in "$BUILD_DIR"/tests/vm/*; do
+	[ -f "$p" ] && [ -x "$p" ] && vm_progs+=("$p")
+done
+bins=("${tool_paths[@]}" "${vm_progs[@]}")
 if [ -x "$IMGBLK" ]; then
 	bins+=("$IMGBLK")
 else
@@ -102,6 +107,9 @@ for p in "${tool_paths[@]}"; do
 	copy_file "$p" "$p"
 done
 [ -x "$IMGBLK" ] && copy_file "$IMGBLK" /usr/local/bin/imgblk
+for p in "${vm_progs[@]}"; do
+	copy_file "$p" "/usr/local/bin/$(basename "$p")"
+done
 for l in "${lib_paths[@]}"; do
 	copy_file "$l" "$l"
 done
