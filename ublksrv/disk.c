@@ -199,18 +199,18 @@ static bool disk_open_by_process(const dev_t *devs, char (*nodes)[48], int n,
 	return found;
 }
 
-bool ublk_disk_busy(unsigned int id, char *why, size_t len)
+enum ublk_disk_user ublk_disk_busy(unsigned int id, char *why, size_t len)
 {
 	unsigned int parts[UBLK_MAX_PARTS], nums[UBLK_MAX_PARTS + 1];
 	char (*nodes)[48];
 	char sys[UBLK_MAX_PARTS + 1][64];
 	dev_t devs[UBLK_MAX_PARTS + 1];
-	bool busy = false;
+	enum ublk_disk_user busy = UBLK_DISK_FREE;
 	int np, n = 0, i, fd;
 
 	nodes = calloc(UBLK_MAX_PARTS + 1, sizeof(*nodes));
 	if (!nodes)
-		return false;
+		return UBLK_DISK_FREE;
 	np = ublk_disk_partitions(id, parts);
 	nums[0] = 0;
 	memcpy(nums + 1, parts, np * sizeof(*parts));
@@ -222,12 +222,12 @@ bool ublk_disk_busy(unsigned int id, char *why, size_t len)
 	}
 	/* The clearest holder first: a mount, a stacked device, then any open. */
 	if (disk_mounted(devs, nodes, n, why, len)) {
-		busy = true;
+		busy = UBLK_DISK_MOUNTED;
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
 		if (disk_held(sys[i], nodes[i], why, len)) {
-			busy = true;
+			busy = UBLK_DISK_HELD;
 			goto out;
 		}
 	}
@@ -241,11 +241,12 @@ bool ublk_disk_busy(unsigned int id, char *why, size_t len)
 			close(fd);
 		} else if (errno == EBUSY) {
 			snprintf(why, len, "%s is in use (held exclusively)", nodes[i]);
-			busy = true;
+			busy = UBLK_DISK_CLAIMED;
 			goto out;
 		}
 	}
-	busy = disk_open_by_process(devs, nodes, n, why, len);
+	if (disk_open_by_process(devs, nodes, n, why, len))
+		busy = UBLK_DISK_OPEN;
 out:
 	free(nodes);
 	return busy;

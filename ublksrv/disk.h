@@ -20,12 +20,22 @@
  */
 int ublk_disk_partitions(unsigned int id, unsigned int *nums);
 
+/* Who uses a disk, the clearest first; ublk_disk_busy() says which. */
+enum ublk_disk_user {
+	UBLK_DISK_FREE,
+	UBLK_DISK_MOUNTED,	/* a filesystem in our mount namespace */
+	UBLK_DISK_HELD,		/* a stacked device: dm, md, bcache */
+	UBLK_DISK_CLAIMED,	/* an exclusive opener (or a mount elsewhere) */
+	UBLK_DISK_OPEN,		/* a process has a node open */
+};
+
 /*
  * Whether /dev/ublkb@id or one of its partitions is in use by anyone but
- * the caller: mounted, held by a stacked device (dm, md), or open.  On
- * true @why (of @len bytes) gets one sentence naming the node and the
- * holder, e.g. "/dev/ublkb0p1 is mounted on /mnt".
+ * the caller: mounted, held by a stacked device (dm, md), or open.  When
+ * it is, @why (of @len bytes) gets one sentence naming the node and the
+ * holder, e.g. "/dev/ublkb0p1 is mounted on /mnt".  Returns the kind of
+ * user found first, UBLK_DISK_FREE (0) when none.
  */
-bool ublk_disk_busy(unsigned int id, char *why, size_t len);
+enum ublk_disk_user ublk_disk_busy(unsigned int id, char *why, size_t len);
 
 #endif

@@ -674,7 +674,7 @@ static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int repo
 	 * filesystem lets go of the disk, i.e. for ever; the asynchronous
 	 * one deletes it now and leaves the id taken until then.
 	 */
-	in_use = ublk_disk_busy(dev.info.dev_id, why, sizeof(why));
+	in_use = ublk_disk_busy(dev.info.dev_id, why, sizeof(why)) != UBLK_DISK_FREE;
 	if (in_use)
 		img_log("device %u: %s; deleting it anyway", dev.info.dev_id, why);
 
@@ -953,9 +953,21 @@ static int ublk_del_one(struct ublk_ctrl *ctrl, const struct ublk_state *s, bool
  */
 static bool ublk_del_allowed(unsigned int id, bool force)
 {
+	int64_t deadline = mono_ms() + UBLK_DEL_OPEN_WAIT_MS;
+	enum ublk_disk_user user;
 	char why[512];
 
-	if (force || !ublk_disk_busy(id, why, sizeof(why)))
+	if (force)
+		return true;
+	/*
+	 * A plain or exclusive open may be fleeting: udev's blkid probes a
+	 * new disk and its partitions just after add.  Give those a moment;
+	 * a mount or a stacked device does not go away by itself.
+	 */
+	while ((user = ublk_disk_busy(id, why, sizeof(why))) >= UBLK_DISK_CLAIMED &&
+	       mono_ms() < deadline)
+		usleep(100000);
+	if (user == UBLK_DISK_FREE)
 		return true;
 	img_err("%s", why);
 	return false;

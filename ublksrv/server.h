@@ -22,6 +22,8 @@
 #define UBLK_UNPRIV_HOLD_MS	20000
 /* How long `del` waits for a server it asked to stop. */
 #define UBLK_STOP_TIMEOUT_MS	10000
+/* How long del waits for an opener of the disk (udev's probe) to close it. */
+#define UBLK_DEL_OPEN_WAIT_MS	2000
 
 struct ublk_add_opts {
 	const struct tgt_ops *ops;
