@@ -64,6 +64,12 @@ void img_log_set_level(int level);
 int img_log_parse_level(const char *s, int *level);
 
 /*
+ * Prefixes the lines on stderr with @ctx (e.g. "imgblktab:3: ", saying
+ * which line of a file they are about) until called again; NULL for none.
+ */
+void img_log_context(const char *ctx);
+
+/*
  * From now on, messages go to syslog (facility daemon, ident the program
  * name with its pid), each prefixed with @prefix (e.g. "ublkb0: ").
  */

@@ -6,6 +6,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,8 @@ const char *img_prog = "imgblk";
 static int img_level = IMG_LOG_INFO;
 static bool img_syslog;
 static char img_syslog_prefix[64];
+/* What the lines on stderr are about (img_log_context()); "" for nothing. */
+static char img_context[PATH_MAX + 16];
 
 void img_log_set_level(int level)
 {
@@ -45,6 +48,11 @@ int img_log_parse_level(const char *s, int *level)
 	return -EINVAL;
 }
 
+void img_log_context(const char *ctx)
+{
+	snprintf(img_context, sizeof(img_context), "%s", ctx ? ctx : "");
+}
+
 void img_log_to_syslog(const char *prefix)
 {
 	snprintf(img_syslog_prefix, sizeof(img_syslog_prefix), "%s", prefix);
@@ -64,7 +72,7 @@ static void img_vprint(int level, const char *fmt, va_list ap)
 	if (img_syslog)
 		syslog(level, "%s%s", img_syslog_prefix, line);
 	else
-		fprintf(stderr, "%s: %s\n", img_prog, line);
+		fprintf(stderr, "%s: %s%s\n", img_prog, img_context, line);
 }
 
 void img_err(const char *fmt, ...)

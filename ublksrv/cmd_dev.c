@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
-/* The device commands: add, del, list. */
+/*
+ * The device commands: add (and add --tab, the devices of imgblktab),
+ * del, list, recover, and the udev helpers udev-chown and udev-name.
+ */
 #include <errno.h>
-#include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,55 +15,11 @@
 #include "cli.h"
 #include "disk.h"
 #include "json.h"
+#include "secret.h"
 #include "state.h"
 #include "tab.h"
 #include "ublk.h"
 #include "util.h"
-
-
-enum {
-	OPT_BUFFERED = 0x100,
-	OPT_SIZE,
-	OPT_FOREGROUND,
-	OPT_RECOVERABLE,
-	OPT_BACKING,
-	OPT_L2_CACHE,
-	OPT_DISCARD,
-	OPT_COR,
-	OPT_BURST,
-	OPT_SNAPSHOT,
-	OPT_PINNED,
-	OPT_WERROR,
-	OPT_RERROR,
-	OPT_FORCE,
-	OPT_LOG_LEVEL,
-	OPT_NAME,
-	OPT_TAB,
-	OPT_THROTTLE,		/* + enum throttle_kind; last */
-};
-
-/* Prints the one-line complaint of getopt_long() about argv[optind - 1]. */
-static int cli_bad_option(const char *cmd, int c, char **argv)
-{
-	const char *arg = argv[optind - 1];
-	char letter[3];
-
-	/*
-	 * A short option may sit in a cluster ("-xr", "-rq"), where
-	 * argv[optind - 1] is the word before it, or the whole cluster:
-	 * name the letter getopt stopped at.
-	 */
-	if (optopt > 0 && optopt < 0x100 && strncmp(arg, "--", 2)) {
-		snprintf(letter, sizeof(letter), "-%c", optopt);
-		arg = letter;
-	}
-	if (c == ':')
-		img_err("%s: option '%s' needs a value (see imgblk %s --help)", cmd,
-			arg, cmd);
-	else
-		img_err("%s: unknown option '%s' (see imgblk %s --help)", cmd, arg, cmd);
-	return -EINVAL;
-}
 
 static int cli_number(const char *cmd, const char *what, const char *s,
 		      uint64_t min, uint64_t max, uint64_t *out)
@@ -72,45 +31,183 @@ static int cli_number(const char *cmd, const char *what, const char *s,
 	return -EINVAL;
 }
 
-int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
-{
-	static const struct option opts[] = {
-		{ "type", required_argument, NULL, 't' },
-		{ "file", required_argument, NULL, 'f' },
-		{ "number", required_argument, NULL, 'n' },
-		{ "queues", required_argument, NULL, 'q' },
-		{ "depth", required_argument, NULL, 'd' },
-		{ "read-only", no_argument, NULL, 'r' },
-		{ "buffered", no_argument, NULL, OPT_BUFFERED },
-		{ "size", required_argument, NULL, OPT_SIZE },
-		{ "foreground", no_argument, NULL, OPT_FOREGROUND },
-		{ "recoverable", no_argument, NULL, OPT_RECOVERABLE },
-		{ "backing", required_argument, NULL, OPT_BACKING },
-		{ "l2-cache-size", required_argument, NULL, OPT_L2_CACHE },
-		{ "discard", required_argument, NULL, OPT_DISCARD },
-		{ "copy-on-read", no_argument, NULL, OPT_COR },
-		{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
-		{ "bps-total", required_argument, NULL, OPT_THROTTLE + THR_BPS_TOTAL },
-		{ "bps-read", required_argument, NULL, OPT_THROTTLE + THR_BPS_READ },
-		{ "bps-write", required_argument, NULL, OPT_THROTTLE + THR_BPS_WRITE },
-		{ "iops-total", required_argument, NULL, OPT_THROTTLE + THR_IOPS_TOTAL },
-		{ "iops-read", required_argument, NULL, OPT_THROTTLE + THR_IOPS_READ },
-		{ "iops-write", required_argument, NULL, OPT_THROTTLE + THR_IOPS_WRITE },
-		{ "throttle-burst-ms", required_argument, NULL, OPT_BURST },
-		{ "pinned-buffers", required_argument, NULL, OPT_PINNED },
-		{ "werror", required_argument, NULL, OPT_WERROR },
-		{ "rerror", required_argument, NULL, OPT_RERROR },
-		{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
-		{ "name", required_argument, NULL, OPT_NAME },
-		{ "tab", no_argument, NULL, OPT_TAB },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *type = NULL, *size = NULL;
-	unsigned int given = 0;
-	uint64_t v;
-	int c;
+/* An option as it was given, for add --tab to give again. */
+struct add_given {
+	const struct cli_opt *opt;
+	char *arg;
+};
 
+/* The options add --tab gives again over each entry's; more is a usage error. */
+#define ADD_MAX_GIVEN	64
+
+/* What add's options fill in beside struct ublk_add_opts. */
+struct add_parse {
+	struct ublk_add_opts *o;
+	const char *type;
+	const char *size;
+	unsigned int given;	/* TGT_OPT_*: for the target to accept */
+	bool tab;		/* --tab: the devices are imgblktab's */
+	/* Every option, in order (the first ADD_MAX_GIVEN), and their count. */
+	struct add_given opts[ADD_MAX_GIVEN];
+	unsigned int nr_opts;
+};
+
+static int add_opt(void *ctx, const struct cli_opt *opt, char *arg)
+{
+	struct add_parse *p = ctx;
+	struct ublk_add_opts *o = p->o;
+	char name[64];
+	uint64_t v;
+
+	if (p->nr_opts < ADD_MAX_GIVEN)
+		p->opts[p->nr_opts] = (struct add_given){ opt, arg };
+	p->nr_opts++;
+	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
+	case 't':
+		p->type = arg;
+		break;
+	case 'f':
+		o->cfg.file = arg;
+		break;
+	case 'n':
+		if (cli_number("add", "the device id (-n)", arg, 0, UBLK_MAX_DEV_ID, &v))
+			return -EINVAL;
+		o->dev_id = v;
+		break;
+	case 'q':
+		if (cli_number("add", "the number of queues (-q)", arg, 1, UBLK_MAX_QUEUES, &v))
+			return -EINVAL;
+		o->nr_queues = v;
+		break;
+	case 'd':
+		if (cli_number("add", "the queue depth (-d)", arg, 1, UBLK_MAX_QUEUE_DEPTH, &v))
+			return -EINVAL;
+		o->depth = v;
+		break;
+	case 'r':
+		o->cfg.open_flags |= TGT_O_RDONLY;
+		break;
+	case CLI_K_BUFFERED:
+		o->cfg.open_flags |= TGT_O_BUFFERED;
+		p->given |= TGT_OPT_BUFFERED;
+		break;
+	case CLI_K_SIZE:
+		p->size = arg;
+		p->given |= TGT_OPT_SIZE;
+		break;
+	case CLI_K_FOREGROUND:
+		o->foreground = true;
+		break;
+	case CLI_K_RECOVERABLE:
+		o->recoverable = true;
+		break;
+	case CLI_K_DISCARD:
+		if (!strcmp(arg, "ignore")) {
+			o->feat.blk.discard_ignore = true;
+		} else if (!strcmp(arg, "unmap")) {
+			o->feat.blk.discard_ignore = false;
+		} else {
+			img_err("add: --discard must be ignore or unmap, not '%s'", arg);
+			return -EINVAL;
+		}
+		break;
+	case CLI_K_COR:
+		o->feat.blk.copy_on_read = true;
+		break;
+	case CLI_K_BURST:
+		if (cli_number("add", "--throttle-burst-ms", arg, 1, 60000, &v))
+			return -EINVAL;
+		o->feat.blk.throttle.burst_ms = v;
+		break;
+	case CLI_K_THROTTLE + THR_BPS_TOTAL:
+	case CLI_K_THROTTLE + THR_BPS_READ:
+	case CLI_K_THROTTLE + THR_BPS_WRITE:
+		if (parse_size(arg, &v) || !v) {
+			img_err("add: %s needs a non-zero number of bytes per second, not '%s'",
+				cli_opt_name(opt, name, sizeof(name)), arg);
+			return -EINVAL;
+		}
+		o->feat.blk.throttle.rate[opt->key - CLI_K_THROTTLE] = v;
+		break;
+	case CLI_K_THROTTLE + THR_IOPS_TOTAL:
+	case CLI_K_THROTTLE + THR_IOPS_READ:
+	case CLI_K_THROTTLE + THR_IOPS_WRITE:
+		if (cli_number("add", "an iops limit", arg, 1, UINT32_MAX, &v))
+			return -EINVAL;
+		o->feat.blk.throttle.rate[opt->key - CLI_K_THROTTLE] = v;
+		break;
+	case CLI_K_SNAPSHOT:
+		o->cfg.snapshot = arg;
+		break;
+	case CLI_K_PINNED:
+		if (parse_size(arg, &o->feat.pinned_bytes) ||
+		    o->feat.pinned_bytes > UBLK_MAX_PINNED_BYTES) {
+			img_err("add: --pinned-buffers must be a size from 0 to 1G, not '%s'", arg);
+			return -EINVAL;
+		}
+		break;
+	case CLI_K_WERROR:
+		if (blk_err_action_parse(arg, &o->feat.blk.werror)) {
+			img_err("add: --werror must be enospc, stop, report or ignore, not '%s'",
+				arg);
+			return -EINVAL;
+		}
+		break;
+	case CLI_K_RERROR:
+		if (blk_err_action_parse(arg, &o->feat.blk.rerror) ||
+		    o->feat.blk.rerror == BLK_ERR_ENOSPC) {
+			img_err("add: --rerror must be stop, report or ignore, not '%s'", arg);
+			return -EINVAL;
+		}
+		break;
+	case CLI_K_L2_CACHE:
+		if (parse_size(arg, &o->cfg.l2_cache_bytes) || !o->cfg.l2_cache_bytes) {
+			img_err("add: bad --l2-cache-size '%s'", arg);
+			return -EINVAL;
+		}
+		break;
+	case CLI_K_LOG_LEVEL:
+		if (img_log_parse_level(arg, &o->log_level)) {
+			img_err("add: --log-level must be err, warning, info or debug, not '%s'",
+				arg);
+			return -EINVAL;
+		}
+		break;
+	case CLI_K_NAME:
+		if (!ublk_name_valid(arg)) {
+			img_err("add: --name must be 1 to %d letters, digits, '.', '_' or '-', not '%s'",
+				UBLK_NAME_MAX, arg);
+			return -EINVAL;
+		}
+		o->name = arg;
+		break;
+	case CLI_K_TAB:
+		p->tab = true;
+		break;
+	case CLI_K_BACKING:
+		if (!strcmp(arg, "any")) {
+			o->cfg.backing_policy = TGT_BACKING_ANY;
+		} else if (!strcmp(arg, "same-dir")) {
+			o->cfg.backing_policy = TGT_BACKING_SAME_DIR;
+		} else if (!strcmp(arg, "none")) {
+			o->cfg.backing_policy = TGT_BACKING_NONE;
+		} else {
+			img_err("add: --backing must be any, same-dir or none, not '%s'", arg);
+			return -EINVAL;
+		}
+		break;
+	}
+	return 0;
+}
+
+/* add's defaults, into @p and @o, before the options. */
+static void add_defaults(struct add_parse *p, struct ublk_add_opts *o)
+{
+	memset(p, 0, sizeof(*p));
+	p->o = o;
 	memset(o, 0, sizeof(*o));
 	o->dev_id = -1;
 	o->nr_queues = UBLK_DEF_QUEUES;
@@ -119,179 +216,26 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 	/* QEMU's defaults: hold writes while the host is out of space. */
 	o->feat.blk.werror = BLK_ERR_ENOSPC;
 	o->feat.blk.rerror = BLK_ERR_REPORT;
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":t:f:n:q:d:rh", opts, NULL)) != -1) {
-		switch (c) {
-		case 't':
-			type = optarg;
-			break;
-		case 'f':
-			o->cfg.file = optarg;
-			break;
-		case 'n':
-			if (cli_number("add", "the device id (-n)", optarg, 0,
-				       UBLK_MAX_DEV_ID, &v))
-				return -EINVAL;
-			o->dev_id = v;
-			break;
-		case 'q':
-			if (cli_number("add", "the number of queues (-q)", optarg, 1,
-				       UBLK_MAX_QUEUES, &v))
-				return -EINVAL;
-			o->nr_queues = v;
-			break;
-		case 'd':
-			if (cli_number("add", "the queue depth (-d)", optarg, 1,
-				       UBLK_MAX_QUEUE_DEPTH, &v))
-				return -EINVAL;
-			o->depth = v;
-			break;
-		case 'r':
-			o->cfg.open_flags |= TGT_O_RDONLY;
-			break;
-		case OPT_BUFFERED:
-			o->cfg.open_flags |= TGT_O_BUFFERED;
-			given |= TGT_OPT_BUFFERED;
-			break;
-		case OPT_SIZE:
-			size = optarg;
-			given |= TGT_OPT_SIZE;
-			break;
-		case OPT_FOREGROUND:
-			o->foreground = true;
-			break;
-		case OPT_RECOVERABLE:
-			o->recoverable = true;
-			break;
-		case OPT_DISCARD:
-			if (!strcmp(optarg, "ignore")) {
-				o->feat.blk.discard_ignore = true;
-			} else if (!strcmp(optarg, "unmap")) {
-				o->feat.blk.discard_ignore = false;
-			} else {
-				img_err("add: --discard must be ignore or unmap, not '%s'", optarg);
-				return -EINVAL;
-			}
-			break;
-		case OPT_COR:
-			o->feat.blk.copy_on_read = true;
-			break;
-		case OPT_BURST:
-			if (cli_number("add", "--throttle-burst-ms", optarg, 1, 60000, &v))
-				return -EINVAL;
-			o->feat.blk.throttle.burst_ms = v;
-			break;
-		case OPT_THROTTLE + THR_BPS_TOTAL:
-		case OPT_THROTTLE + THR_BPS_READ:
-		case OPT_THROTTLE + THR_BPS_WRITE:
-			if (parse_size(optarg, &v) || !v) {
-				img_err("add: %s needs a non-zero number of bytes per second, not '%s'",
-					argv[optind - 1], optarg);
-				return -EINVAL;
-			}
-			o->feat.blk.throttle.rate[c - OPT_THROTTLE] = v;
-			break;
-		case OPT_THROTTLE + THR_IOPS_TOTAL:
-		case OPT_THROTTLE + THR_IOPS_READ:
-		case OPT_THROTTLE + THR_IOPS_WRITE:
-			if (cli_number("add", "an iops limit", optarg, 1, UINT32_MAX, &v))
-				return -EINVAL;
-			o->feat.blk.throttle.rate[c - OPT_THROTTLE] = v;
-			break;
-		case OPT_SNAPSHOT:
-			o->cfg.snapshot = optarg;
-			break;
-		case OPT_PINNED:
-			if (parse_size(optarg, &o->feat.pinned_bytes) ||
-			    o->feat.pinned_bytes > UBLK_MAX_PINNED_BYTES) {
-				img_err("add: --pinned-buffers must be a size from 0 to 1G, not '%s'",
-					optarg);
-				return -EINVAL;
-			}
-			break;
-		case OPT_WERROR:
-			if (blk_err_action_parse(optarg, &o->feat.blk.werror)) {
-				img_err("add: --werror must be enospc, stop, report or ignore, not '%s'",
-					optarg);
-				return -EINVAL;
-			}
-			break;
-		case OPT_RERROR:
-			if (blk_err_action_parse(optarg, &o->feat.blk.rerror) ||
-			    o->feat.blk.rerror == BLK_ERR_ENOSPC) {
-				img_err("add: --rerror must be stop, report or ignore, not '%s'",
-					optarg);
-				return -EINVAL;
-			}
-			break;
-		case OPT_L2_CACHE:
-			if (parse_size(optarg, &o->cfg.l2_cache_bytes) || !o->cfg.l2_cache_bytes) {
-				img_err("add: bad --l2-cache-size '%s'", optarg);
-				return -EINVAL;
-			}
-			break;
-		case OPT_BACKING:
-			if (!strcmp(optarg, "any")) {
-				o->cfg.backing_policy = TGT_BACKING_ANY;
-			} else if (!strcmp(optarg, "same-dir")) {
-				o->cfg.backing_policy = TGT_BACKING_SAME_DIR;
-			} else if (!strcmp(optarg, "none")) {
-				o->cfg.backing_policy = TGT_BACKING_NONE;
-			} else {
-				img_err("add: --backing must be any, same-dir or none, not '%s'",
-					optarg);
-				return -EINVAL;
-			}
-			break;
-		case OPT_LOG_LEVEL:
-			if (img_log_parse_level(optarg, &o->log_level)) {
-				img_err("add: --log-level must be err, warning, info or debug, not '%s'",
-					optarg);
-				return -EINVAL;
-			}
-			break;
-		case OPT_NAME:
-			if (!ublk_name_valid(optarg)) {
-				img_err("add: --name must be 1 to %d letters, digits, '.', '_' or '-', not '%s'",
-					UBLK_NAME_MAX, optarg);
-				return -EINVAL;
-			}
-			o->name = optarg;
-			break;
-		case OPT_TAB:
-			o->tab = true;
-			break;
-		case 'h':
-			puts(cli_find("add")->usage);
-			return CLI_HELP;
-		default:
-			return cli_bad_option("add", c, argv);
-		}
-	}
-	/* The rest comes from imgblktab (cli_add_tab()); getopt put NAME last. */
-	if (o->tab) {
-		if (argc - optind > 1) {
-			img_err("add: --tab takes at most one NAME");
-			return -EINVAL;
-		}
-		o->tab_name = optind < argc ? argv[optind] : NULL;
-		o->tab_words = optind;
-		return 0;
-	}
-	if (optind < argc) {
-		img_err("add: unexpected argument '%s'", argv[optind]);
-		return -EINVAL;
-	}
-	if (!type && !o->cfg.file) {
-		img_err("add: give -t TYPE, or -f FILE to detect its format");
-		return -EINVAL;
-	}
-	if (type) {
-		o->ops = tgt_find(type);
+}
+
+/*
+ * The checks of one device's options once all are in (@a the operands:
+ * none without --tab), and its target.  Returns 0 or -EINVAL (printed).
+ */
+static int add_finish(const struct cli_cmd *cmd, struct add_parse *p,
+		      const struct cli_args *a)
+{
+	struct ublk_add_opts *o = p->o;
+
+	if (a->argc)
+		return cli_usage_err(cmd, "unexpected argument '%s'", a->argv[0]);
+	if (!p->type && !o->cfg.file)
+		return cli_usage_err(cmd, "give -t TYPE, or -f FILE to detect its format");
+	if (p->type) {
+		o->ops = tgt_find(p->type);
 		if (!o->ops) {
 			img_err("add: unknown target '%s' (see imgblk help for the targets)",
-				type);
+				p->type);
 			return -EINVAL;
 		}
 	} else {
@@ -301,11 +245,11 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 			return -EINVAL;
 	}
 	if (o->cfg.file)
-		given |= TGT_OPT_FILE;
-	if (given & ~o->ops->options) {
+		p->given |= TGT_OPT_FILE;
+	if (p->given & ~o->ops->options) {
 		img_err("add: target %s does not take %s", o->ops->name,
-			(given & ~o->ops->options & TGT_OPT_FILE) ? "-f FILE" :
-			(given & ~o->ops->options & TGT_OPT_SIZE) ? "--size" :
+			(p->given & ~o->ops->options & TGT_OPT_FILE) ? "-f FILE" :
+			(p->given & ~o->ops->options & TGT_OPT_SIZE) ? "--size" :
 			"--buffered");
 		return -EINVAL;
 	}
@@ -318,136 +262,130 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 		return -EINVAL;
 	}
 	if (o->ops->options & TGT_OPT_SIZE) {
-		if (!size) {
+		if (!p->size) {
 			img_err("add: target %s needs --size SIZE", o->ops->name);
 			return -EINVAL;
 		}
-		if (parse_size(size, &o->cfg.size_bytes) || !o->cfg.size_bytes ||
+		if (parse_size(p->size, &o->cfg.size_bytes) || !o->cfg.size_bytes ||
 		    o->cfg.size_bytes % 512) {
 			img_err("add: --size must be a non-zero multiple of 512 bytes, not '%s'",
-				size);
+				p->size);
 			return -EINVAL;
 		}
+	}
+	return 0;
+}
+
+int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
+{
+	const struct cli_cmd *cmd = cli_find("add");
+	struct add_parse p;
+	struct cli_args a;
+	int ret;
+
+	add_defaults(&p, o);
+	ret = cli_parse(cmd, argc, argv, add_opt, &p, &a);
+	if (ret)
+		return ret;
+	/* Here from the command line (cli_cmd_add() keeps it) or an entry. */
+	if (p.tab)
+		return cli_usage_err(cmd, "--tab is not an option of an imgblktab entry");
+	return add_finish(cmd, &p, &a);
+}
+
+/* What del's and list's options fill in. */
+struct dev_parse {
+	const char *verb;
+	bool have_id;
+	unsigned int id;
+	bool all;
+	bool json;
+	bool foreground;
+	bool force;
+	bool tab;
+};
+
+static int dev_opt(void *ctx, const struct cli_opt *opt, char *arg)
+{
+	struct dev_parse *p = ctx;
+	uint64_t v;
+
+	switch (opt->key) {
+	case 'n':
+		if (cli_number(p->verb, "the device id (-n)", arg, 0, UBLK_MAX_DEV_ID, &v))
+			return -EINVAL;
+		p->id = v;
+		p->have_id = true;
+		break;
+	case 'a':
+		p->all = true;
+		break;
+	case CLI_K_JSON:
+		p->json = true;
+		break;
+	case CLI_K_FOREGROUND:
+		p->foreground = true;
+		break;
+	case CLI_K_FORCE:
+		p->force = true;
+		break;
+	case CLI_K_TAB:
+		p->tab = true;
+		break;
 	}
 	return 0;
 }
 
 int cli_parse_del(int argc, char **argv, struct cli_del_opts *o)
 {
-	static const struct option opts[] = {
-		{ "number", required_argument, NULL, 'n' },
-		{ "all", no_argument, NULL, 'a' },
-		{ "force", no_argument, NULL, OPT_FORCE },
-		{ "tab", no_argument, NULL, OPT_TAB },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	bool have_id = false;
-	uint64_t v;
-	int c;
+	const struct cli_cmd *cmd = cli_find("del");
+	struct dev_parse p = { .verb = "del" };
+	struct cli_args a;
+	int ret = cli_parse(cmd, argc, argv, dev_opt, &p, &a);
 
+	if (ret)
+		return ret;
+	if (p.tab && (p.have_id || p.all))
+		return cli_usage_err(cmd, "--tab takes the devices from imgblktab: no -n or -a");
+	if (!p.tab && a.argc)
+		return cli_usage_err(cmd, "unexpected argument '%s'", a.argv[0]);
+	if (!p.tab && p.have_id == p.all)
+		return cli_usage_err(cmd, "give exactly one of -n ID and -a");
 	memset(o, 0, sizeof(*o));
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":n:ah", opts, NULL)) != -1) {
-		switch (c) {
-		case 'n':
-			if (cli_number("del", "the device id (-n)", optarg, 0,
-				       UBLK_MAX_DEV_ID, &v))
-				return -EINVAL;
-			o->id = v;
-			have_id = true;
-			break;
-		case 'a':
-			o->all = true;
-			break;
-		case OPT_FORCE:
-			o->force = true;
-			break;
-		case OPT_TAB:
-			o->tab = true;
-			break;
-		case 'h':
-			puts(cli_find("del")->usage);
-			return CLI_HELP;
-		default:
-			return cli_bad_option("del", c, argv);
-		}
-	}
-	if (o->tab) {
-		if (have_id || o->all || argc - optind > 1) {
-			img_err("del: --tab takes at most one NAME, and neither -n nor -a");
-			return -EINVAL;
-		}
-		o->tab_name = optind < argc ? argv[optind] : NULL;
-		return 0;
-	}
-	if (optind < argc) {
-		img_err("del: unexpected argument '%s'", argv[optind]);
-		return -EINVAL;
-	}
-	if (have_id == o->all) {
-		img_err("del: give exactly one of -n ID and -a");
-		return -EINVAL;
-	}
+	o->all = p.all;
+	o->id = p.id;
+	o->force = p.force;
+	o->tab = p.tab;
+	o->tab_name = a.argc ? a.argv[0] : NULL;
 	return 0;
 }
 
 int cli_parse_list(int argc, char **argv, struct cli_list_opts *o)
 {
-	static const struct option opts[] = {
-		{ "number", required_argument, NULL, 'n' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	uint64_t v;
-	int c;
+	struct dev_parse p = { .verb = "list" };
+	struct cli_args a;
+	int ret = cli_parse(cli_find("list"), argc, argv, dev_opt, &p, &a);
 
+	if (ret)
+		return ret;
 	memset(o, 0, sizeof(*o));
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":n:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'n':
-			if (cli_number("list", "the device id (-n)", optarg, 0,
-				       UBLK_MAX_DEV_ID, &v))
-				return -EINVAL;
-			o->id = v;
-			o->have_id = true;
-			break;
-		case 'j':
-			o->json = true;
-			break;
-		case 'h':
-			puts(cli_find("list")->usage);
-			return CLI_HELP;
-		default:
-			return cli_bad_option("list", c, argv);
-		}
-	}
-	if (optind < argc) {
-		img_err("list: unexpected argument '%s'", argv[optind]);
-		return -EINVAL;
-	}
+	o->json = p.json;
+	o->have_id = p.have_id;
+	o->id = p.id;
 	return 0;
 }
 
-static int cli_status(int parse_ret)
-{
-	return parse_ret == CLI_HELP ? CLI_EXIT_OK : CLI_EXIT_USAGE;
-}
-
 /*
- * The imgblktab entries a command acts on: all, or the one named @name.
- * Returns their count (*@tab malloc'ed), or -errno after saying why.
+ * The imgblktab entries a command acts on: all, or the one named @name
+ * (NULL: all); the bad lines are reported and counted in *@bad.  Returns
+ * their count (*@tab malloc'ed), or -errno after saying why.
  */
-static int cli_tab_select(const char *name, struct ublk_tab_entry **tab)
+static int cli_tab_select(const char *name, struct ublk_tab_entry **tab, unsigned int *bad)
 {
 	const char *path = ublk_tab_path();
 	int n, i;
 
-	n = ublk_tab_read(path, tab);
+	n = ublk_tab_read(path, tab, bad);
 	if (n < 0 || !name)
 		return n;
 	for (i = 0; i < n; i++) {
@@ -461,134 +399,188 @@ static int cli_tab_select(const char *name, struct ublk_tab_entry **tab)
 	return -ENOENT;
 }
 
-/*
- * The options of imgblktab entry @e, then those of the command line
- * (@cl_argv[1..@cl->tab_words - 1], less --tab), parsed as add's into @o.
- * Returns 0 or -EINVAL after saying which line is wrong.
- */
-static int cli_tab_opts(const struct ublk_tab_entry *e, char **cl_argv,
-			const struct ublk_add_opts *cl, struct ublk_add_opts *o,
-			char *buf, size_t len)
+/* Points the messages at imgblktab entry @e's line ("PATH:LINE: "); NULL: at none. */
+static void cli_tab_context(const struct ublk_tab_entry *e)
 {
-	char *argv[96];
-	int n, i, ret;
+	char ctx[PATH_MAX + 16];
 
-	argv[0] = "add";
-	n = ublk_tab_argv(e, argv + 1, 64, buf, len);
-	if (n < 0) {
-		img_err("%s:%u: too many options", ublk_tab_path(), e->line);
-		return -EINVAL;
+	if (!e) {
+		img_log_context(NULL);
+		return;
 	}
-	n++;
-	for (i = 1; i < cl->tab_words && n < 95; i++) {
-		if (strcmp(cl_argv[i], "--tab"))
-			argv[n++] = cl_argv[i];
-	}
-	argv[n] = NULL;
-	ret = cli_parse_add(n, argv, o);
-	if (ret || o->tab) {
-		img_err("%s:%u: in the options of '%s'", ublk_tab_path(), e->line, e->name);
-		return -EINVAL;
-	}
-	return 0;
+	snprintf(ctx, sizeof(ctx), "%s:%u: ", ublk_tab_path(), e->line);
+	img_log_context(ctx);
 }
 
 /*
- * add --tab [NAME]: adds the imgblktab's devices, or the one named, in
- * the file's order.  One already attached is skipped; one whose
- * recoverable server died is recovered (systemd restarting
- * imgblk@NAME.service).  Every entry is checked before any is added.
- * Returns the exit status.
+ * Brings up imgblktab entry @e: add's words for its line, then the
+ * options of the command line (@cl, less --tab) as words again, parsed
+ * by cli_parse_add(); a device of that name already served is left
+ * alone, one whose --recoverable server died is recovered.  Messages
+ * name the entry's line.  Returns 0, or 1 after saying why.
  */
-static int cli_add_tab(char **argv, const struct ublk_add_opts *cl)
+static int cli_add_entry(const struct ublk_tab_entry *e, const struct add_parse *cl)
 {
-	struct ublk_tab_entry *tab;
+	char *argv[1 + 64 + ADD_MAX_GIVEN + 1];
+	char buf[2048], words[4096];
 	struct ublk_add_opts o;
-	char buf[2048];
-	int n, i, id, status = CLI_EXIT_OK;
+	struct ublk_state s;
+	unsigned int i;
+	size_t at = 0;
+	int n, id, ret = 1;
 
-	n = cli_tab_select(cl->tab_name, &tab);
+	cli_tab_context(e);
+	/* This entry's keys, and the command line's given again: no other entry's. */
+	secret_wipe_all();
+	argv[0] = "add";
+	n = ublk_tab_argv(e, argv + 1, 64, buf, sizeof(buf));
+	if (n < 0) {
+		img_err("too many options");
+		goto out;
+	}
+	n++;
+	for (i = 0; i < cl->nr_opts; i++) {
+		const struct cli_opt *opt = cl->opts[i].opt;
+		const char *arg = cl->opts[i].arg;
+		int w;
+
+		if (opt->key == CLI_K_TAB)
+			continue;
+		if (opt->name)
+			w = snprintf(words + at, sizeof(words) - at, "--%s%s%s", opt->name,
+				     arg ? "=" : "", arg ? arg : "");
+		else
+			w = snprintf(words + at, sizeof(words) - at, "-%c%s", opt->key,
+				     arg ? arg : "");
+		if (w < 0 || (size_t)w >= sizeof(words) - at) {
+			img_err("the command line's options are too long");
+			goto out;
+		}
+		argv[n++] = words + at;
+		at += w + 1;
+	}
+	argv[n] = NULL;
+	if (cli_parse_add(n, argv, &o))
+		goto out;
+
+	id = ublk_state_find_name(e->name);
+	if (id >= 0 && ublk_state_read(id, &s) == 0) {
+		if (s.pid > 0 && kill(s.pid, 0) == 0) {
+			img_log("%s: already attached as " UBLK_BDEV_FMT, e->name, id);
+			ret = 0;
+			goto out;
+		}
+		if (!s.recoverable) {
+			img_err("%s: the server of " UBLK_BDEV_FMT " died; imgblk del -n %d first",
+				e->name, id, id);
+			goto out;
+		}
+		/* A foreground server's own messages are not about the line. */
+		if (o.foreground)
+			cli_tab_context(NULL);
+		ret = ublk_recover(id, o.foreground);
+	} else {
+		if (o.foreground)
+			cli_tab_context(NULL);
+		ret = ublk_add(&o);
+	}
+out:
+	cli_tab_context(NULL);
+	return ret ? 1 : 0;
+}
+
+/*
+ * add --tab [NAME]: brings up the imgblktab's devices, or the one named,
+ * in the file's order, with the options given beside --tab over each
+ * entry's.  A bad line, a bad entry or one that does not come up is
+ * reported, naming its line, and the others still come up: one broken
+ * entry must not keep the rest from booting.  Returns the exit status:
+ * 1 if any line or entry failed.
+ */
+static int cli_add_tab(const struct cli_cmd *cmd, const struct add_parse *cl,
+		       const struct cli_args *a)
+{
+	const char *name = a->argc ? a->argv[0] : NULL;
+	struct ublk_tab_entry *tab;
+	unsigned int i, bad, failed;
+	char opt[64];
+	int n;
+
+	if (cl->nr_opts > ADD_MAX_GIVEN)
+		return cli_parse_status(cmd, cli_usage_err(cmd, "too many options for --tab"));
+	for (i = 0; i < cl->nr_opts; i++) {
+		int k = cl->opts[i].opt->key;
+
+		/* The entry names the device and its image. */
+		if (k == 't' || k == 'f' || k == 'n' || k == CLI_K_NAME)
+			return cli_parse_status(cmd, cli_usage_err(cmd,
+				"--tab takes the device from imgblktab: no %s",
+				cli_opt_name(cl->opts[i].opt, opt, sizeof(opt))));
+	}
+	if (cl->o->foreground && !name)
+		return cli_parse_status(cmd, cli_usage_err(cmd,
+			"--foreground --tab serves one device: give its NAME"));
+	n = cli_tab_select(name, &tab, &bad);
 	if (n < 0)
-		return n == -EINVAL ? CLI_EXIT_USAGE : CLI_EXIT_ERR;
-	if (cl->foreground && n != 1) {
-		img_err("add: --foreground --tab serves one device: give its NAME");
-		free(tab);
-		return CLI_EXIT_USAGE;
-	}
-	for (i = 0; i < n; i++) {
-		if (cli_tab_opts(&tab[i], argv, cl, &o, buf, sizeof(buf))) {
-			free(tab);
-			return CLI_EXIT_USAGE;
-		}
-	}
-	for (i = 0; i < n; i++) {
-		struct ublk_state s;
-		int ret;
-
-		id = ublk_state_find_name(tab[i].name);
-		if (id >= 0 && ublk_state_read(id, &s) == 0) {
-			if (s.pid > 0 && kill(s.pid, 0) == 0) {
-				img_log("%s: already attached as " UBLK_BDEV_FMT, tab[i].name, id);
-				continue;
-			}
-			if (!s.recoverable) {
-				img_err("%s: the server of " UBLK_BDEV_FMT " died; imgblk del -n %d first",
-					tab[i].name, id, id);
-				status = CLI_EXIT_ERR;
-				continue;
-			}
-			ret = ublk_recover(id, cl->foreground);
-		} else {
-			cli_tab_opts(&tab[i], argv, cl, &o, buf, sizeof(buf));
-			ret = ublk_add(&o);
-		}
-		if (ret)
-			status = CLI_EXIT_ERR;
-	}
+		return CLI_EXIT_ERR;
+	failed = bad;
+	for (i = 0; i < (unsigned int)n; i++)
+		failed += cli_add_entry(&tab[i], cl);
 	free(tab);
-	return status;
+	return failed ? CLI_EXIT_ERR : CLI_EXIT_OK;
+}
+
+int cli_cmd_add(const struct cli_cmd *cmd, int argc, char **argv)
+{
+	struct ublk_add_opts o;
+	struct add_parse p;
+	struct cli_args a;
+	int ret;
+
+	add_defaults(&p, &o);
+	ret = cli_parse(cmd, argc, argv, add_opt, &p, &a);
+	if (!ret && p.tab)
+		return cli_add_tab(cmd, &p, &a);
+	if (!ret)
+		ret = add_finish(cmd, &p, &a);
+	if (ret)
+		return cli_parse_status(cmd, ret);
+	return ublk_add(&o);
 }
 
 /*
  * del --tab [NAME]: deletes the attached devices of imgblktab, or the one
- * named.  Returns the exit status.
+ * named; as add --tab, past a bad line or a device that will not go.
+ * Returns the exit status.
  */
 static int cli_del_tab(const struct cli_del_opts *d)
 {
 	struct ublk_tab_entry *tab;
-	int n, i, id, status = CLI_EXIT_OK;
+	unsigned int bad, failed;
+	int n, i, id;
 
-	n = cli_tab_select(d->tab_name, &tab);
+	n = cli_tab_select(d->tab_name, &tab, &bad);
 	if (n < 0)
-		return n == -EINVAL ? CLI_EXIT_USAGE : CLI_EXIT_ERR;
+		return CLI_EXIT_ERR;
+	failed = bad;
 	for (i = 0; i < n; i++) {
 		id = ublk_state_find_name(tab[i].name);
+		cli_tab_context(&tab[i]);
 		if (id >= 0 && ublk_del(id, d->force))
-			status = CLI_EXIT_ERR;
+			failed++;
 	}
+	cli_tab_context(NULL);
 	free(tab);
-	return status;
+	return failed ? CLI_EXIT_ERR : CLI_EXIT_OK;
 }
 
-int cli_cmd_add(int argc, char **argv)
-{
-	struct ublk_add_opts o;
-	int ret = cli_parse_add(argc, argv, &o);
-
-	if (ret)
-		return cli_status(ret);
-	if (o.tab)
-		return cli_add_tab(argv, &o);
-	return ublk_add(&o);
-}
-
-int cli_cmd_del(int argc, char **argv)
+int cli_cmd_del(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	struct cli_del_opts o;
 	int ret = cli_parse_del(argc, argv, &o);
 
 	if (ret)
-		return cli_status(ret);
+		return cli_parse_status(cmd, ret);
 	if (o.tab)
 		return cli_del_tab(&o);
 	return o.all ? ublk_del_all(o.force) : ublk_del(o.id, o.force);
@@ -609,7 +601,7 @@ static const char *cli_dev_state(struct ublk_ctrl *ctrl, const struct ublk_state
 	return "DEAD";
 }
 
-int cli_cmd_list(int argc, char **argv)
+int cli_cmd_list(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	struct cli_list_opts o;
 	struct ublk_ctrl ctrl, *c = NULL;
@@ -618,7 +610,7 @@ int cli_cmd_list(int argc, char **argv)
 
 	ret = cli_parse_list(argc, argv, &o);
 	if (ret)
-		return cli_status(ret);
+		return cli_parse_status(cmd, ret);
 	n = ublk_state_ids(&ids);
 	if (n < 0) {
 		img_err("%s: %s", ublk_state_dir(), strerror(-n));
@@ -701,46 +693,17 @@ int cli_cmd_list(int argc, char **argv)
 	return CLI_EXIT_OK;
 }
 
-int cli_cmd_recover(int argc, char **argv)
+int cli_cmd_recover(const struct cli_cmd *cmd, int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "number", required_argument, NULL, 'n' },
-		{ "foreground", no_argument, NULL, OPT_FOREGROUND },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	bool have_id = false, foreground = false;
-	unsigned int id = 0;
-	uint64_t v;
-	int c;
+	struct dev_parse p = { .verb = "recover" };
+	struct cli_args a;
+	int ret = cli_parse(cmd, argc, argv, dev_opt, &p, &a);
 
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":n:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'n':
-			if (cli_number("recover", "the device id (-n)", optarg, 0,
-				       UBLK_MAX_DEV_ID, &v))
-				return CLI_EXIT_USAGE;
-			id = v;
-			have_id = true;
-			break;
-		case OPT_FOREGROUND:
-			foreground = true;
-			break;
-		case 'h':
-			puts(cli_find("recover")->usage);
-			return CLI_EXIT_OK;
-		default:
-			cli_bad_option("recover", c, argv);
-			return CLI_EXIT_USAGE;
-		}
-	}
-	if (!have_id || optind < argc) {
-		img_err("recover: give -n ID and nothing else");
-		return CLI_EXIT_USAGE;
-	}
-	return ublk_recover(id, foreground);
+	if (ret)
+		return cli_parse_status(cmd, ret);
+	if (!p.have_id)
+		return cli_parse_status(cmd, cli_usage_err(cmd, "give -n ID"));
+	return ublk_recover(p.id, p.foreground);
 }
 
 /*
@@ -749,29 +712,25 @@ int cli_cmd_recover(int argc, char **argv)
  * open the char device and the user the disk.  Devices added by root are
  * left as they are.
  */
-int cli_cmd_udev_chown(int argc, char **argv)
+int cli_cmd_udev_chown(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	struct ublksrv_ctrl_dev_info info;
 	struct ublk_ctrl ctrl;
+	struct cli_args a;
 	const char *name;
 	char path[64];
 	uint64_t id;
 	int ret;
 
-	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-		puts(cli_find("udev-chown")->usage);
-		return CLI_EXIT_OK;
-	}
-	if (argc != 2) {
-		img_err("udev-chown: give the device name (ublkcN or ublkbN)");
-		return CLI_EXIT_USAGE;
-	}
-	name = argv[1];
+	ret = cli_parse(cmd, argc, argv, NULL, NULL, &a);
+	if (ret)
+		return cli_parse_status(cmd, ret);
+	name = a.argv[0];
 	if (!strncmp(name, "/dev/", 5))
 		name += 5;
 	if ((strncmp(name, "ublkc", 5) && strncmp(name, "ublkb", 5)) ||
 	    parse_uint(name + 5, 0, UBLK_MAX_DEV_ID, &id)) {
-		img_err("udev-chown: '%s' is not a ublk device name", argv[1]);
+		img_err("udev-chown: '%s' is not a ublk device name", a.argv[0]);
 		return CLI_EXIT_USAGE;
 	}
 	ret = ublk_ctrl_open(&ctrl);
@@ -802,30 +761,27 @@ int cli_cmd_udev_chown(int argc, char **argv)
  * links from /dev/disk/by-imgblk/.  Exits 1, printing nothing, for a
  * device without a name.
  */
-int cli_cmd_udev_name(int argc, char **argv)
+int cli_cmd_udev_name(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	struct ublk_state s;
+	struct cli_args a;
 	const char *name, *p;
 	uint64_t id, part = 0;
 	char num[16];
 	size_t n;
+	int ret;
 
-	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-		puts(cli_find("udev-name")->usage);
-		return CLI_EXIT_OK;
-	}
-	if (argc != 2) {
-		img_err("udev-name: give the device name (ublkbN or ublkbNpM)");
-		return CLI_EXIT_USAGE;
-	}
-	name = argv[1];
+	ret = cli_parse(cmd, argc, argv, NULL, NULL, &a);
+	if (ret)
+		return cli_parse_status(cmd, ret);
+	name = a.argv[0];
 	if (!strncmp(name, "/dev/", 5))
 		name += 5;
-	p = name + 5;
-	n = strspn(p, "0123456789");
-	if (strncmp(name, "ublkb", 5) || !n || n >= sizeof(num) ||
+	p = strncmp(name, "ublkb", 5) ? name : name + 5;
+	n = p == name ? 0 : strspn(p, "0123456789");
+	if (!n || n >= sizeof(num) ||
 	    (p[n] && (p[n] != 'p' || parse_uint(p + n + 1, 1, 1U << 20, &part)))) {
-		img_err("udev-name: '%s' is not a ublk disk or partition name", argv[1]);
+		img_err("udev-name: '%s' is not a ublk disk or partition name", a.argv[0]);
 		return CLI_EXIT_USAGE;
 	}
 	memcpy(num, p, n);

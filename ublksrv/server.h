@@ -36,10 +36,6 @@ struct ublk_add_opts {
 	bool recover;		/* serve the existing quiesced device @dev_id */
 	int log_level;		/* IMG_LOG_*; 0: the default */
 	const char *name;	/* stable name (--name), or NULL */
-	/* The command line's own: add --tab [NAME] (cli_add_tab()). */
-	bool tab;
-	const char *tab_name;	/* the one entry to add, or NULL: all */
-	int tab_words;		/* argv[1..tab_words - 1] are the options given */
 	struct ublk_features feat;
 };
 

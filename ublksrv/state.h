@@ -43,6 +43,11 @@ struct ublk_state {
 	char snapshot[256];
 	/* The stable name (add --name, imgblktab); empty: none. */
 	char name[UBLK_NAME_MAX + 1];
+	/*
+	 * The --key-file arguments ([IMAGE=]FILE, tab-separated) that
+	 * `recover` reads again: the paths of the key files, never a key.
+	 */
+	char key_files[2 * PATH_MAX];
 };
 
 /*

@@ -78,14 +78,15 @@ static int tab_parse_line(const char *path, unsigned int lineno, char *line,
 	return 1;
 }
 
-int ublk_tab_read(const char *path, struct ublk_tab_entry **out)
+int ublk_tab_read(const char *path, struct ublk_tab_entry **out, unsigned int *bad)
 {
 	struct ublk_tab_entry *tab = NULL, e;
 	char line[PATH_MAX + 1100];
 	unsigned int lineno = 0;
-	int n = 0, i, ret, bad = 0;
+	int n = 0, i, ret;
 	FILE *f;
 
+	*bad = 0;
 	f = fopen(path, "re");
 	if (!f) {
 		ret = -errno;
@@ -96,14 +97,14 @@ int ublk_tab_read(const char *path, struct ublk_tab_entry **out)
 		lineno++;
 		ret = tab_parse_line(path, lineno, line, &e);
 		if (ret <= 0) {
-			bad += ret < 0;
+			*bad += ret < 0;
 			continue;
 		}
 		for (i = 0; i < n; i++) {
 			if (!strcmp(tab[i].name, e.name)) {
 				img_err("%s:%u: name '%s' already used on line %u", path, lineno,
 					e.name, tab[i].line);
-				bad++;
+				(*bad)++;
 				break;
 			}
 		}
@@ -122,10 +123,6 @@ int ublk_tab_read(const char *path, struct ublk_tab_entry **out)
 		tab[n++] = e;
 	}
 	fclose(f);
-	if (bad) {
-		free(tab);
-		return -EINVAL;
-	}
 	*out = tab;
 	return n;
 }

@@ -24,12 +24,14 @@ struct ublk_tab_entry {
 const char *ublk_tab_path(void);
 
 /*
- * Reads the imgblktab at @path into a malloc'ed array *@out.  Every line
- * is checked (fields, name, unique names); each bad one is reported as
- * "PATH:LINE: why".  Returns the number of entries, or -EINVAL when a
- * line is bad, or -errno when the file cannot be read.
+ * Reads the imgblktab at @path into a malloc'ed array *@out (NULL when
+ * empty).  Every line is checked (fields, name, unique names); each bad
+ * one is reported as "PATH:LINE: why", left out and counted in *@bad, so
+ * that one bad line does not keep the other devices from booting.
+ * Returns the number of good entries, or -errno when the file cannot be
+ * read.
  */
-int ublk_tab_read(const char *path, struct ublk_tab_entry **out);
+int ublk_tab_read(const char *path, struct ublk_tab_entry **out, unsigned int *bad);
 
 /*
  * The command-line words of add for @e: "--name NAME -f IMAGE" and one
