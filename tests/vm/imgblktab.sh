@@ -4,7 +4,9 @@
 # imgblktab.sh - boot-time devices: an imgblktab with two devices and a
 # comment line is attached by `add --tab` (names in list, the udev
 # helper's names, options applied), a second `add --tab` skips what is
-# attached, `del --tab NAME` and `del --tab` delete them.  `add
+# attached, `del --tab NAME` and `del --tab` delete them; a table with a
+# missing image and a bad line between good entries brings up the good
+# ones and reports the others by line.  `add
 # --foreground --tab NAME` as imgblk@NAME.service runs it reports READY=1
 # only when the device and its partitions open (notify-recv plays
 # systemd), and, --recoverable, a server killed under a mounted
@@ -66,6 +68,33 @@ if [ -z "$(id_of db)" ] && [ -n "$(id_of web)" ]; then ok "db gone, web still th
 check "del --tab" imgblk del --tab
 n=$(imgblk list --json | grep -c '"id"')
 if [ "$n" = 0 ]; then ok "no device left"; else not_ok "no device left ($n)"; fi
+
+# At boot one broken entry must not keep the others down: a missing image
+# and a bad line are reported by their lines, web and db still come up.
+cat > "$TAB.broken" <<TAB
+web     $T_TMP/web.qcow2      format=qcow2
+gone    $T_TMP/missing.qcow2
+bad line with extra fields
+db      $T_TMP/db.raw         readonly
+TAB
+IMGBLK_TAB=$TAB.broken imgblk add --tab > "$T_TMP/broken.out" 2> "$T_TMP/broken.err"
+rc=$?
+if [ $rc = 1 ] && grep -q "^imgblk: $TAB.broken:2: .*missing.qcow2" "$T_TMP/broken.err" &&
+   grep -q "^imgblk: $TAB.broken:3: " "$T_TMP/broken.err"; then
+	ok "add --tab: the missing image and the bad line are reported by line, status 1"
+else
+	not_ok "add --tab reports the broken entries (status $rc)"; diag_file "$T_TMP/broken.err"
+fi
+if [ -n "$(id_of web)" ] && [ -n "$(id_of db)" ] && [ -z "$(id_of gone)" ]; then
+	ok "the good entries around them came up"
+else
+	not_ok "the good entries around them came up"; imgblk list | sed 's/^/# /'
+fi
+check_fails --status 1 "del --tab deletes them, and still reports the bad line" \
+	env IMGBLK_TAB="$TAB.broken" imgblk del --tab
+n=$(imgblk list --json | grep -c '"id"')
+if [ "$n" = 0 ]; then ok "no device left after del --tab"; else
+	not_ok "no device left after del --tab ($n)"; fi
 
 # imgblk@web.service: the foreground server reports ready with its nodes.
 notify-recv "$T_TMP/notify" 2 60 imgblk add --foreground --recoverable --tab web \
