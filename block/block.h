@@ -374,6 +374,28 @@ int blk_chain_drop(struct blk_dev *d, struct tgt *above, struct tgt *base, const
 		   struct tgt **dropped, struct blk_chain_change *c);
 
 /*
+ * Takes (TGT_SNAPSHOT_CREATE) or deletes (TGT_SNAPSHOT_DELETE) the
+ * internal snapshot @name of the top image, under the chain lock and a
+ * drain, so the format changes its tables while no request runs; the
+ * format's order makes it crash-safe.  *@held_ns (may be NULL): how long
+ * I/O was held.  Same threads as the chain changes.  Returns 0 or -errno:
+ * -ENOTSUP (the top's format has no internal snapshots), -EROFS (the top
+ * is read-only), -ENOENT (no such snapshot to delete), -EINVAL (APPLY:
+ * reverting a device under its users is not offered).
+ */
+int blk_snapshot_internal(struct blk_dev *d, enum tgt_snapshot_op op, const char *name,
+			  int64_t *held_ns);
+
+/*
+ * Calls @fn(@ctx, list, n) with the top image's internal snapshots, under
+ * the chain lock (the list is valid only during the call).  Returns 0, or
+ * -ENOTSUP when the top's format has none, or -errno.
+ */
+int blk_snapshot_list(struct blk_dev *d,
+		      void (*fn)(void *ctx, const struct tgt_snapshot_info *list, int n),
+		      void *ctx);
+
+/*
  * The housekeeping tick: the top target's ->tick, under the chain lock
  * so that it never meets a change.  In a coroutine.
  */

@@ -7,6 +7,8 @@
  * dropped from the middle (stream, commit).  Each change runs under a
  * drain, so a request sees one chain from its start to its end, and
  * under the chain lock, so changes and the targets' ticks never overlap.
+ * Internal snapshots of the top run the same way: they change no node,
+ * but rewrite its metadata while nothing else may use it.
  * docs/block-layer.md ("Changing the chain") says why a node opened on
  * any thread serves every queue thread.
  */
@@ -25,10 +27,13 @@ struct blk_chain_call {
 	struct blk_dev *d;
 	struct blk_chain_change *c;
 	int (*fn)(struct blk_chain_call *call);
-	/* The arguments of the three changes. */
+	/* The arguments of the changes. */
 	struct tgt *node, *base;
 	const char *name;
 	struct tgt **out;
+	enum tgt_snapshot_op snap_op;
+	void (*list_fn)(void *ctx, const struct tgt_snapshot_info *list, int n);
+	void *list_ctx;
 };
 
 static const char *blk_node_name(const struct tgt *t)
@@ -278,6 +283,67 @@ int blk_chain_drop(struct blk_dev *d, struct tgt *above, struct tgt *base, const
 	if (!l)
 		return -EINVAL;
 	return blk_chain_run(&call);
+}
+
+static int blk_snapshot_fn(struct blk_chain_call *call)
+{
+	struct blk_dev *d = call->d;
+	struct tgt *t = d->top;
+	int ret;
+
+	/* The format's own order (qcow2: S1-S4) makes the change crash-safe. */
+	ret = t->ops->snapshot(t, call->snap_op, call->name);
+	if (!ret)
+		img_log("device %u: %s internal snapshot '%s' of %s", d->id,
+			call->snap_op == TGT_SNAPSHOT_CREATE ? "took" : "deleted", call->name,
+			blk_node_name(t));
+	return ret;
+}
+
+int blk_snapshot_internal(struct blk_dev *d, enum tgt_snapshot_op op, const char *name,
+			  int64_t *held_ns)
+{
+	struct blk_chain_change c = { 0 };
+	struct blk_chain_call call = { .d = d, .c = &c, .fn = blk_snapshot_fn,
+				       .name = name, .snap_op = op };
+	int ret;
+
+	if (op == TGT_SNAPSHOT_APPLY)
+		return -EINVAL;
+	if (!d->top->ops->snapshot)
+		return -ENOTSUP;
+	if (d->top->caps.read_only)
+		return -EROFS;
+	ret = blk_chain_run(&call);
+	if (held_ns)
+		*held_ns = c.held_ns;
+	return ret;
+}
+
+static int blk_snapshot_list_fn(void *arg)
+{
+	struct blk_chain_call *call = arg;
+	struct blk_dev *d = call->d;
+	const struct tgt_snapshot_info *list = NULL;
+	struct tgt *t;
+	int n;
+
+	exec_mutex_lock(&d->chain_lock);
+	t = d->top;
+	n = t->ops->snapshot_list ? t->ops->snapshot_list(t, &list) : -ENOTSUP;
+	if (n >= 0)
+		call->list_fn(call->list_ctx, list, n);
+	exec_mutex_unlock(&d->chain_lock);
+	return n < 0 ? n : 0;
+}
+
+int blk_snapshot_list(struct blk_dev *d,
+		      void (*fn)(void *ctx, const struct tgt_snapshot_info *list, int n),
+		      void *ctx)
+{
+	struct blk_chain_call call = { .d = d, .list_fn = fn, .list_ctx = ctx };
+
+	return exec_run_sync(blk_snapshot_list_fn, &call);
 }
 
 void blk_chain_tick(struct blk_dev *d)
