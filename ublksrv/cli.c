@@ -354,15 +354,26 @@ static const struct cli_cmd cli_cmds[] = {
 	},
 	{
 		.name = "snapshot",
-		.summary = "list, create, apply or delete internal snapshots",
+		.summary = "list, create, apply or delete internal snapshots; snapshot a running device",
 		.usage =
 "usage: imgblk snapshot [-q] [-f FMT] [-U] [-l | -c NAME | -a NAME | -d NAME] FILE\n"
+"       imgblk snapshot -n ID [--freeze] [-l | -c NAME | -d NAME]\n"
+"       imgblk snapshot -n ID [--freeze] --external NEW [-f qcow2|qed]\n"
 "\n"
 "  -l        list the snapshots (the default)\n"
 "  -c NAME   take a snapshot of the current state, named NAME\n"
 "  -a NAME   revert the image to snapshot NAME (an id or a name)\n"
 "  -d NAME   delete the snapshot named NAME\n"
-"  -U        with -l: list even if another process writes the image",
+"  -U        with -l: list even if another process writes the image\n"
+"  -n ID     a running device: -l, -c, -d on its top image (qcow2), which\n"
+"            keeps serving; I/O waits only while the snapshot is written\n"
+"  --external NEW\n"
+"            with -n: create NEW (format -f, default qcow2) over the\n"
+"            device's top image and switch the device to write into it;\n"
+"            the old top becomes its read-only backing file\n"
+"  --freeze  with -n: freeze the filesystems mounted from the device\n"
+"            (FIFREEZE) for the snapshot, for an application-consistent\n"
+"            point; they are thawed whatever happens",
 		.run = cli_cmd_snapshot,
 	},
 	{

@@ -1,19 +1,40 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * `imgblk snapshot`: list, create, apply and delete internal snapshots,
- * with qemu-img snapshot's options, table and exit codes.
+ * with qemu-img snapshot's options, table and exit codes.  With -n ID it
+ * works on a running device through its control channel instead: -l,
+ * -c and -d on the top image's internal snapshots, --external NEW for an
+ * external snapshot, and --freeze to freeze the filesystems mounted from
+ * the device around either.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <linux/fs.h>
 
 #include "cli.h"
+#include "control.h"
 #include "exec.h"
+#include "state.h"
 #include "tgt.h"
+#include "ublk.h"
 #include "util.h"
+
+/* A snapshot waits for a drain and the metadata writes: a minute is plenty. */
+#define SNAP_CALL_TIMEOUT_MS	60000
 
 struct snapshot_ctx {
 	const char *file;
@@ -21,6 +42,11 @@ struct snapshot_ctx {
 	int op;				/* 'l', 'c', 'a', 'd' */
 	const char *name;
 	bool force_share;		/* -U: with -l only */
+	/* Live: a running device. */
+	bool live;			/* -n given */
+	unsigned int id;
+	const char *external;		/* --external NEW */
+	bool freeze;			/* --freeze */
 };
 
 /* One row of qemu-img's snapshot table; @si NULL: the header row. */
@@ -93,22 +119,314 @@ static int snapshot_body(void *arg)
 	return CLI_EXIT_OK;
 }
 
+/* Filesystems frozen by --freeze: one open directory per filesystem. */
+#define SNAP_MAX_FROZEN	64
+struct snap_frozen {
+	int fd[SNAP_MAX_FROZEN];
+	dev_t dev[SNAP_MAX_FROZEN];
+	unsigned int n;
+	sigset_t old_mask;
+};
+
+/* Undoes mountinfo's octal escapes (\040 for a space) in place. */
+static void snap_unescape(char *s)
+{
+	char *d = s;
+
+	for (; *s; s++, d++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*d = (s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0');
+			s += 3;
+		} else {
+			*d = *s;
+		}
+	}
+	*d = '\0';
+}
+
+/* Is block device @maj:@min ublkb@id or one of its partitions?  Asked of sysfs. */
+static bool snap_dev_is_ours(unsigned int id, unsigned int maj, unsigned int min)
+{
+	char link[64], path[PATH_MAX], name[32], *base;
+
+	snprintf(link, sizeof(link), "/sys/dev/block/%u:%u", maj, min);
+	if (!realpath(link, path))
+		return false;
+	snprintf(name, sizeof(name), "ublkb%u", id);
+	base = strrchr(path, '/');
+	if (!base)
+		return false;
+	if (!strcmp(base + 1, name))
+		return true;
+	/* A partition's directory lies in its disk's. */
+	*base = '\0';
+	base = strrchr(path, '/');
+	return base && !strcmp(base + 1, name);
+}
+
+/* Thaws what snap_freeze() froze, and lets the blocked signals in. */
+static void snap_thaw(struct snap_frozen *f)
+{
+	while (f->n) {
+		int fd = f->fd[--f->n];
+
+		if (ioctl(fd, FITHAW, 0))
+			img_err("snapshot: cannot thaw a filesystem of the device: %s",
+				strerror(errno));
+		close(fd);
+	}
+	sigprocmask(SIG_SETMASK, &f->old_mask, NULL);
+}
+
+/*
+ * FIFREEZE on every filesystem mounted from device @id or a partition of
+ * it (found in /proc/self/mountinfo by major:minor; a filesystem mounted
+ * twice is frozen once).  The signals that would end us are held until
+ * snap_thaw(), so that nothing leaves a filesystem frozen.  Returns 0
+ * (nothing mounted is fine) or -errno after thawing what it froze.
+ */
+static int snap_freeze(unsigned int id, struct snap_frozen *f)
+{
+	char line[2 * PATH_MAX];
+	sigset_t block;
+	FILE *mi;
+	int ret = 0;
+
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGHUP);
+	sigaddset(&block, SIGQUIT);
+	sigprocmask(SIG_BLOCK, &block, &f->old_mask);
+	f->n = 0;
+	mi = fopen("/proc/self/mountinfo", "r");
+	if (!mi) {
+		ret = -errno;
+		img_err("snapshot: /proc/self/mountinfo: %s", strerror(errno));
+		goto out;
+	}
+	while (!ret && fgets(line, sizeof(line), mi)) {
+		unsigned int maj, min, i;
+		char mnt[PATH_MAX];
+		dev_t dev;
+		int fd;
+
+		/* ID PARENT MAJ:MIN ROOT MOUNTPOINT ... */
+		if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &maj, &min, mnt) != 3 ||
+		    !snap_dev_is_ours(id, maj, min))
+			continue;
+		dev = makedev(maj, min);
+		for (i = 0; i < f->n && f->dev[i] != dev; i++)
+			;
+		if (i < f->n)
+			continue;
+		if (f->n == SNAP_MAX_FROZEN) {
+			ret = -E2BIG;
+			img_err("snapshot: more than %d filesystems to freeze", SNAP_MAX_FROZEN);
+			break;
+		}
+		snap_unescape(mnt);
+		fd = open(mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0 || ioctl(fd, FIFREEZE, 0)) {
+			ret = -errno;
+			img_err("snapshot: cannot freeze %s: %s", mnt, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			break;
+		}
+		f->fd[f->n] = fd;
+		f->dev[f->n++] = dev;
+	}
+	fclose(mi);
+out:
+	if (ret)
+		snap_thaw(f);
+	return ret;
+}
+
+/* NEW as an absolute name, for the server, whose directory is not ours. */
+static int snap_abs_path(const char *file, char *out, size_t len)
+{
+	char *d = strdup(file), *b = strdup(file), dir[PATH_MAX];
+	int ret = 0;
+
+	if (!d || !b) {
+		ret = -ENOMEM;
+	} else if (!realpath(dirname(d), dir)) {
+		ret = -errno;
+		img_err("snapshot: %s: %s", file, strerror(errno));
+	} else if ((size_t)snprintf(out, len, "%s/%s", dir, basename(b)) >= len) {
+		ret = -ENAMETOOLONG;
+		img_err("snapshot: %s: name too long", file);
+	}
+	free(d);
+	free(b);
+	return ret;
+}
+
+/* -l on a running device: query-snapshots as qemu-img's table. */
+static int snapshot_live_list(struct ctl_client *cl, struct json_object *list)
+{
+	size_t i, n = json_object_array_length(list);
+
+	(void)cl;
+	if (!n)
+		return CLI_EXIT_OK;
+	printf("Snapshot list:\n");
+	snapshot_row(NULL);
+	for (i = 0; i < n; i++) {
+		struct json_object *e = json_object_array_get_idx(list, i), *v;
+		struct tgt_snapshot_info si = { .icount = UINT64_MAX };
+
+#define SNAP_GET(key) (json_object_object_get_ex(e, key, &v) ? v : NULL)
+		si.id = json_object_get_string(SNAP_GET("id"));
+		si.name = json_object_get_string(SNAP_GET("name"));
+		si.vm_state_bytes = json_object_get_int64(SNAP_GET("vm-state-size"));
+		si.date_sec = json_object_get_int64(SNAP_GET("date-sec"));
+		si.date_nsec = json_object_get_int64(SNAP_GET("date-nsec"));
+		si.vm_clock_nsec = json_object_get_int64(SNAP_GET("vm-clock-sec")) * 1000000000ULL +
+				   json_object_get_int64(SNAP_GET("vm-clock-nsec"));
+		if (SNAP_GET("icount"))
+			si.icount = json_object_get_int64(v);
+#undef SNAP_GET
+		snapshot_row(&si);
+	}
+	return CLI_EXIT_OK;
+}
+
+/*
+ * The live verbs: one control command, with the device's filesystems
+ * frozen around it for --freeze (always thawed, whatever the outcome).
+ */
+static int snapshot_live(struct snapshot_ctx *c)
+{
+	struct json_object *args = json_object_new_object(), *ret = NULL, *desc;
+	struct snap_frozen frozen = { .n = 0 };
+	struct ctl_client *cl;
+	struct ublk_state st;
+	char path[PATH_MAX];
+	const char *cmd;
+	int err;
+
+	if (c->external) {
+		cmd = "blockdev-snapshot-sync";
+		if (snap_abs_path(c->external, path, sizeof(path)))
+			goto fail_args;
+		json_object_object_add(args, "snapshot-file", json_object_new_string(path));
+		json_object_object_add(args, "format",
+				       json_object_new_string(c->fmt ? c->fmt : "qcow2"));
+	} else if (c->op == 'c') {
+		cmd = "blockdev-snapshot-internal-sync";
+		json_object_object_add(args, "name", json_object_new_string(c->name));
+	} else if (c->op == 'd') {
+		cmd = "blockdev-snapshot-delete-internal-sync";
+		json_object_object_add(args, "name", json_object_new_string(c->name));
+	} else {
+		cmd = "query-snapshots";
+	}
+	err = ctl_client_open(c->id, &cl);
+	if (err) {
+		if (ublk_state_read(c->id, &st))
+			img_err("snapshot: no imgblk device with id %u", c->id);
+		else
+			img_err("snapshot: device %u: its server does not answer (see imgblk list)",
+				c->id);
+		goto fail_args;
+	}
+	if (c->freeze && snap_freeze(c->id, &frozen)) {
+		ctl_client_close(cl);
+		goto fail_args;
+	}
+	err = ctl_client_call(cl, cmd, args, SNAP_CALL_TIMEOUT_MS, &ret);
+	if (c->freeze)
+		snap_thaw(&frozen);
+	json_object_put(args);
+	if (err == -EREMOTEIO && json_object_object_get_ex(ret, "desc", &desc))
+		img_err("snapshot: %s", json_object_get_string(desc));
+	else if (err)
+		img_err("snapshot: %s: %s", cmd, strerror(-err));
+	else if (!strcmp(cmd, "query-snapshots"))
+		err = snapshot_live_list(cl, ret);
+	json_object_put(ret);
+	ctl_client_close(cl);
+	return err ? CLI_EXIT_ERR : CLI_EXIT_OK;
+fail_args:
+	json_object_put(args);
+	return CLI_EXIT_ERR;
+}
+
+/* The live options' combinations.  Returns 0 or CLI_EXIT_USAGE after saying why. */
+static int snapshot_live_check(struct snapshot_ctx *c, int nargs)
+{
+	if (nargs) {
+		img_err("snapshot: with -n ID, give no FILE");
+		return CLI_EXIT_USAGE;
+	}
+	if (c->op == 'a') {
+		img_err("snapshot: -a cannot revert a running device: take it down first");
+		return CLI_EXIT_USAGE;
+	}
+	if (c->force_share) {
+		img_err("snapshot: -U is for image files, not with -n");
+		return CLI_EXIT_USAGE;
+	}
+	if (c->external && c->op) {
+		img_err("snapshot: give --external or one of -l, -c, -d, not both");
+		return CLI_EXIT_USAGE;
+	}
+	if (c->fmt && !c->external) {
+		img_err("snapshot: with -n, -f is the format of --external NEW");
+		return CLI_EXIT_USAGE;
+	}
+	if (c->freeze && !c->external && c->op != 'c') {
+		img_err("snapshot: --freeze goes with -c or --external");
+		return CLI_EXIT_USAGE;
+	}
+	return 0;
+}
+
+enum {
+	SNAP_OPT_EXTERNAL = 0x100,
+	SNAP_OPT_FREEZE,
+};
+
 int cli_cmd_snapshot(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "format", required_argument, NULL, 'f' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "force-share", no_argument, NULL, 'U' },
+		{ "number", required_argument, NULL, 'n' },
+		{ "external", required_argument, NULL, SNAP_OPT_EXTERNAL },
+		{ "freeze", no_argument, NULL, SNAP_OPT_FREEZE },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct snapshot_ctx c = { 0 };
-	int opt;
+	int opt, ret;
 
 	optind = 0;
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":f:lc:a:d:qUh", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, ":f:lc:a:d:qUn:h", opts, NULL)) != -1) {
 		switch (opt) {
+		case 'n': {
+			uint64_t v;
+
+			if (parse_uint(optarg, 0, UBLK_MAX_DEV_ID, &v)) {
+				img_err("snapshot: bad device id '%s'", optarg);
+				return CLI_EXIT_USAGE;
+			}
+			c.id = v;
+			c.live = true;
+			break;
+		}
+		case SNAP_OPT_EXTERNAL:
+			c.external = optarg;
+			break;
+		case SNAP_OPT_FREEZE:
+			c.freeze = true;
+			break;
 		case 'f':
 			c.fmt = optarg;
 			break;
@@ -137,6 +455,14 @@ int cli_cmd_snapshot(int argc, char **argv)
 				argv[optind - 1]);
 			return CLI_EXIT_USAGE;
 		}
+	}
+	if (c.live) {
+		ret = snapshot_live_check(&c, argc - optind);
+		return ret ? ret : snapshot_live(&c);
+	}
+	if (c.external || c.freeze) {
+		img_err("snapshot: --external and --freeze need a running device (-n ID)");
+		return CLI_EXIT_USAGE;
 	}
 	if (argc - optind != 1) {
 		img_err("snapshot: give one FILE");
