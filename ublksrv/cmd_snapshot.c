@@ -239,6 +239,9 @@ static int snap_freeze(unsigned int id, struct snap_frozen *f)
 		f->dev[f->n++] = dev;
 	}
 	fclose(mi);
+	/* Said, so that a snapshot believed consistent is not taken unawares. */
+	if (!ret && !f->n)
+		img_err("snapshot: --freeze: no filesystem of /dev/ublkb%u is mounted", id);
 out:
 	if (ret)
 		snap_thaw(f);
