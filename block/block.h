@@ -322,8 +322,10 @@ struct blk_chain_change {
 	 */
 	int (*record)(void *ctx, const struct tgt *top);
 	void *ctx;
-	/* Out: how long the gate was closed (I/O held), in ns. */
+	/* Out: how long the gate was closed (I/O held), in ns ... */
 	int64_t held_ns;
+	/* ... of which waiting for the requests in flight to leave. */
+	int64_t drain_ns;
 };
 
 /*
@@ -377,14 +379,14 @@ int blk_chain_drop(struct blk_dev *d, struct tgt *above, struct tgt *base, const
  * Takes (TGT_SNAPSHOT_CREATE) or deletes (TGT_SNAPSHOT_DELETE) the
  * internal snapshot @name of the top image, under the chain lock and a
  * drain, so the format changes its tables while no request runs; the
- * format's order makes it crash-safe.  *@held_ns (may be NULL): how long
- * I/O was held.  Same threads as the chain changes.  Returns 0 or -errno:
+ * format's order makes it crash-safe.  @c (may be NULL): only its
+ * held_ns and drain_ns are used, to say how long I/O was held.  Same threads as the chain changes.  Returns 0 or -errno:
  * -ENOTSUP (the top's format has no internal snapshots), -EROFS (the top
  * is read-only), -ENOENT (no such snapshot to delete), -EINVAL (APPLY:
  * reverting a device under its users is not offered).
  */
 int blk_snapshot_internal(struct blk_dev *d, enum tgt_snapshot_op op, const char *name,
-			  int64_t *held_ns);
+			  struct blk_chain_change *c);
 
 /*
  * Calls @fn(@ctx, list, n) with the top image's internal snapshots, under

@@ -30,6 +30,21 @@ static struct json_object *snap_json_i64(int64_t v)
 	return json_object_new_int64(v);
 }
 
+/*
+ * How long the change held I/O (held_ns) and how much of that went to
+ * waiting for the requests in flight (drain_ns), added to @o (NULL: a
+ * new object), which is returned.
+ */
+static struct json_object *snap_json_held(struct json_object *o,
+					  const struct blk_chain_change *c)
+{
+	if (!o)
+		o = json_object_new_object();
+	json_object_object_add(o, "held_ns", snap_json_i64(c->held_ns));
+	json_object_object_add(o, "drain_ns", snap_json_i64(c->drain_ns));
+	return o;
+}
+
 /* QEMU's SnapshotInfo. */
 static struct json_object *snap_json_info(const struct tgt_snapshot_info *si)
 {
@@ -124,8 +139,7 @@ static int ublk_ctl_snapshot_internal(struct ctl_call *call)
 	struct ublk_dev *dev = call->ctx;
 	const char *name = ctl_arg_str(call, "name", NULL);
 	struct snap_find f = { .name = name };
-	struct json_object *r;
-	int64_t held_ns = 0;
+	struct blk_chain_change c = { 0 };
 	char dname[32];
 	int ret;
 
@@ -144,13 +158,11 @@ static int ublk_ctl_snapshot_internal(struct ctl_call *call)
 		return ctl_fail(call, -EEXIST, "Snapshot with name '%s' already exists on device '%s'",
 				name, dname);
 	}
-	ret = blk_snapshot_internal(&dev->blk, TGT_SNAPSHOT_CREATE, name, &held_ns);
+	ret = blk_snapshot_internal(&dev->blk, TGT_SNAPSHOT_CREATE, name, &c);
 	if (ret)
 		return ctl_fail(call, ret, "Failed to create snapshot '%s' on device '%s': %s",
 				name, dname, strerror(-ret));
-	r = json_object_new_object();
-	json_object_object_add(r, "held_ns", snap_json_i64(held_ns));
-	call->ret = r;
+	call->ret = snap_json_held(NULL, &c);
 	return 0;
 }
 
@@ -161,7 +173,7 @@ static int ublk_ctl_snapshot_delete(struct ctl_call *call)
 		.id = ctl_arg_str(call, "id", NULL),
 		.name = ctl_arg_str(call, "name", NULL),
 	};
-	int64_t held_ns = 0;
+	struct blk_chain_change c = { 0 };
 	char dname[32];
 	int ret;
 
@@ -178,14 +190,13 @@ static int ublk_ctl_snapshot_delete(struct ctl_call *call)
 		return ctl_fail(call, -ENOENT, "Snapshot with id '%s' and name '%s' does not exist on device '%s'",
 				f.id ? f.id : "", f.name ? f.name : "", dname);
 	/* The format deletes the first of that name: the one found, names being unique here. */
-	ret = blk_snapshot_internal(&dev->blk, TGT_SNAPSHOT_DELETE, f.found_name, &held_ns);
+	ret = blk_snapshot_internal(&dev->blk, TGT_SNAPSHOT_DELETE, f.found_name, &c);
 	if (ret) {
 		json_object_put(f.found);
 		return ctl_fail(call, ret, "Failed to delete snapshot '%s' on device '%s': %s",
 				f.found_name, dname, strerror(-ret));
 	}
-	json_object_object_add(f.found, "held_ns", snap_json_i64(held_ns));
-	call->ret = f.found;
+	call->ret = snap_json_held(f.found, &c);
 	return 0;
 }
 
@@ -341,7 +352,6 @@ static int ublk_ctl_snapshot_external(struct ctl_call *call)
 	struct blk_chain_change c = { .record = snap_record, .ctx = &rc };
 	const struct tgt_ops *ops = tgt_find(fmt);
 	struct tgt *top = dev->blk.top, *ov;
-	struct json_object *r;
 	char dname[32];
 	int ret;
 
@@ -376,9 +386,7 @@ static int ublk_ctl_snapshot_external(struct ctl_call *call)
 		return ctl_fail(call, ret, "cannot switch %s to %s: %s", dname, file,
 				strerror(-ret));
 	}
-	r = json_object_new_object();
-	json_object_object_add(r, "held_ns", snap_json_i64(c.held_ns));
-	call->ret = r;
+	call->ret = snap_json_held(NULL, &c);
 	return 0;
 }
 
