@@ -348,6 +348,16 @@ struct tgt_ops {
 	 */
 	int (*snapshot_list)(struct tgt *t, const struct tgt_snapshot_info **list);
 	int (*snapshot)(struct tgt *t, enum tgt_snapshot_op op, const char *name);
+	/*
+	 * Optional.  Makes the open image, which was written, read-only in
+	 * place: on disk as ->close leaves it (metadata written back, clean,
+	 * the file cut back to its last cluster), in memory still open, its
+	 * caches kept, with caps.read_only set.  Nothing else uses it
+	 * meanwhile; it is never written again.  Without it tgt_reopen()
+	 * closes the format and opens it again, which costs a cold cache and
+	 * the open's reads while the device's I/O is held.
+	 */
+	int (*set_read_only)(struct tgt *t);
 };
 
 /*

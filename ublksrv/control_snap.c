@@ -342,6 +342,40 @@ static int snap_make_overlay(struct ctl_call *call, const struct tgt *top,
 	return 0;
 }
 
+/*
+ * The device's --backing policy applies to the new overlay as to any
+ * image it serves, and `recover` will open NEW under it: refuse now what
+ * it would refuse then.  Returns 0 or -EPERM (reason set).
+ */
+static int snap_policy_check(struct ctl_call *call, const struct tgt *top, const char *file)
+{
+	char top_dir[PATH_MAX], new_dir[PATH_MAX], *copy, *slash;
+	bool same;
+
+	switch (top->cfg.backing_policy) {
+	case TGT_BACKING_ANY:
+		return 0;
+	case TGT_BACKING_NONE:
+		return ctl_fail(call, -EPERM,
+				"the device was added with --backing=none: it cannot serve an image with a backing file");
+	case TGT_BACKING_SAME_DIR:
+		break;
+	}
+	copy = strdup(file);
+	if (!copy)
+		return ctl_fail(call, -ENOMEM, "%s", strerror(ENOMEM));
+	same = realpath(top->cfg.file, top_dir) && realpath(dirname(copy), new_dir);
+	free(copy);
+	slash = same ? strrchr(top_dir, '/') : NULL;
+	if (slash)
+		*slash = '\0';
+	if (!same || strcmp(top_dir, new_dir))
+		return ctl_fail(call, -EPERM,
+				"%s is outside the directory of %s, and --backing=same-dir forbids it",
+				file, top->cfg.file);
+	return 0;
+}
+
 static int ublk_ctl_snapshot_external(struct ctl_call *call)
 {
 	struct ublk_dev *dev = call->ctx;
@@ -376,6 +410,9 @@ static int ublk_ctl_snapshot_external(struct ctl_call *call)
 				"Device '%s' serves an internal snapshot, read-only", dname);
 	if (top->caps.read_only)
 		return ctl_fail(call, -EROFS, "Device '%s' is read only", dname);
+	ret = snap_policy_check(call, top, file);
+	if (ret)
+		return ret;
 	ret = snap_make_overlay(call, top, ops, file, &ov);
 	if (ret)
 		return ret;

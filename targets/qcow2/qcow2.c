@@ -345,6 +345,32 @@ static int qcow2_close(struct tgt *t)
 	return ret;
 }
 
+/* What ->close writes back, without closing: the image serves on, read-only. */
+static int qcow2_set_read_only(struct tgt *t)
+{
+	struct qcow2 *q = t->priv;
+	uint64_t end = q->end_cluster << q->cluster_bits;
+	int ret;
+
+	if (q->read_only)
+		return 0;
+	ret = q->lazy ? qcow2_mark_clean(q) : qcow2_flush_meta(q);
+	if (!ret && q->file_bytes > end) {
+		if (ftruncate(q->fd, end))
+			ret = -errno;
+		else
+			q->file_bytes = end;
+	}
+	if (ret)
+		return ret;
+	q->read_only = true;
+	t->caps.read_only = true;
+	t->caps.can_discard = false;
+	t->caps.can_write_zeroes = false;
+	t->caps.can_compress = false;
+	return 0;
+}
+
 static void qcow2_info_add(struct tgt_info *info, const char *key, bool is_string,
 			   const char *value)
 {
@@ -421,4 +447,5 @@ const struct tgt_ops qcow2_tgt_ops = {
 	.amend		= qcow2_amend,
 	.snapshot_list	= qcow2_snapshot_list,
 	.snapshot	= qcow2_snapshot,
+	.set_read_only	= qcow2_set_read_only,
 };

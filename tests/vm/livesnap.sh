@@ -123,6 +123,22 @@ done
 check "QEMU reads the chain" qemu-io -r -c 'read -P 0x44 0 1M' -c 'read -P 0x55 1M 1M' \
 	-c 'read -P 0x66 2M 1M' -c 'read -P 0x33 3M 5M' "$D/snap2.qed"
 
+# --- the device's --backing policy binds the new overlay too ---
+mkdir -p "$D/other"
+qemu-img create -q -f qcow2 "$D/sd.qcow2" 16M
+add_dev "add --backing=same-dir" --backing=same-dir -f "$D/sd.qcow2" || bail "no device"
+S=$DEV_ID
+refused "an overlay in another directory is refused under same-dir" \
+	"and --backing=same-dir forbids it" \
+	imgblk snapshot -n "$S" --external "$D/other/sd1.qcow2"
+check "one in the same directory is taken" imgblk snapshot -n "$S" --external "$D/sd1.qcow2"
+del_dev "del" "$S"
+qemu-img create -q -f qcow2 "$D/bn.qcow2" 16M
+add_dev "add --backing=none" --backing=none -f "$D/bn.qcow2" || bail "no device"
+refused "no external snapshot under --backing=none" "added with --backing=none" \
+	imgblk snapshot -n "$DEV_ID" --external "$D/bn1.qcow2"
+del_dev "del" "$DEV_ID"
+
 # --- --freeze: finds a filesystem on a partition, says when there is none ---
 dd if=/dev/zero of="$D/p.raw" bs=1M count=32 2>/dev/null
 # An MBR with one Linux partition from sector 2048 to the end.
