@@ -303,7 +303,10 @@ int blk_err_action_parse(const char *s, enum blk_err_action *a);
  * lock and a drain that it takes itself, from a thread that is not a
  * queue thread (plain code or a coroutine of its own executor), and
  * leaves the device serving the new chain when it returns, or the old
- * one unchanged on failure.  Every node of a device's chain is
+ * one unchanged on failure; should a node that changes role fail even
+ * to reopen as it was (tgt_reopen()'s -EIO), the device fails all its
+ * I/O from then on rather than touch it, and says so.  Every node of a
+ * device's chain is
  * allocated as tgt_open_backing() allocates backing files (the struct
  * and its cfg.file malloc'ed), so that a node the chain drops can be
  * handed back and freed with tgt_free_chain().  Nodes are shared by all

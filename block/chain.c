@@ -55,6 +55,20 @@ static int blk_chain_record(struct blk_chain_call *call, const struct tgt *top)
 	return c && c->record ? c->record(c->ctx, top) : 0;
 }
 
+/*
+ * @t could not even be opened again as it was (tgt_reopen()'s -EIO), and
+ * the chain reads through it: no request may reach it.  The gate stays
+ * closed for good (a drain never ended) and the device fails what waits
+ * and what comes, as at shutdown; only deleting it helps.
+ */
+static void blk_chain_broken(struct blk_dev *d, const struct tgt *t)
+{
+	img_err("device %u: chain: %s is unusable; the device fails all I/O from now on",
+		d->id, blk_node_name(t));
+	blk_drain_begin(d);
+	blk_shutdown(d);
+}
+
 static int blk_flush_node(struct tgt *t)
 {
 	return t->ops->flush && !t->caps.read_only ? t->ops->flush(t) : 0;
@@ -124,6 +138,8 @@ static int blk_push_overlay_fn(struct blk_chain_call *call)
 	if (ret) {
 		/* The overlay is empty: naming it or not gives the same data. */
 		blk_chain_record(call, old);
+		if (!old->priv)
+			blk_chain_broken(d, old);
 		goto fail;
 	}
 	overlay->cfg.open_flags &= ~TGT_O_NO_BACKING;
@@ -180,6 +196,8 @@ static int blk_replace_top_fn(struct blk_chain_call *call)
 		ret = tgt_reopen(top, TGT_ROLE_IMAGE, false);
 		if (ret)
 			blk_chain_record(call, old);
+		if (ret && !top->priv)
+			blk_chain_broken(d, top);
 	}
 	if (ret) {
 		img_err("device %u: chain: cannot make %s the top: %s", d->id,
@@ -218,7 +236,7 @@ static int blk_drop_fn(struct blk_chain_call *call)
 {
 	struct blk_dev *d = call->d;
 	struct tgt *above = call->node, *base = call->base, *first = above->backing, *last;
-	bool was_ro = above->caps.read_only;
+	bool was_ro = above->caps.read_only;	/* then: reopened read-write for this */
 	char *path = NULL;
 	const char *name = call->name;
 	int ret = 0;
@@ -235,20 +253,24 @@ static int blk_drop_fn(struct blk_chain_call *call)
 	 * first, then the backing name).  A read-only node is written through
 	 * a reopen in between, under the same drain.
 	 */
-	if (was_ro)
+	if (was_ro) {
 		ret = tgt_reopen(above, TGT_ROLE_IMAGE, false);
+		was_ro = !ret;
+	}
 	if (!ret)
 		ret = blk_flush_node(above);
 	if (!ret)
 		ret = above->ops->set_backing(above, name, base ? base->ops->name : NULL);
 	if (!ret)
 		ret = blk_flush_node(above);
-	if (was_ro) {
+	if (was_ro && above->priv) {
 		int r = tgt_reopen(above, TGT_ROLE_BACKING, true);
 
 		if (!ret)
 			ret = r;
 	}
+	if (!above->priv)
+		blk_chain_broken(d, above);
 	if (!ret)
 		ret = blk_chain_record(call, d->top);
 	free(path);

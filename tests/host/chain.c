@@ -640,4 +640,87 @@ TEST_F(chain, drop_intermediate)
 	EXPECT_EQ(0, system(cmd));
 }
 
+/*
+ * A target whose ->open can be made to fail, in memory: the old top of a
+ * snapshot that cannot be opened again, neither read-only nor as it was.
+ */
+static bool flaky_fail_open;
+
+static int flaky_open(struct tgt *t)
+{
+	static char data[DEV_BYTES];
+
+	if (flaky_fail_open)
+		return -EIO;
+	t->priv = data;
+	t->caps.size_bytes = DEV_BYTES;
+	t->caps.read_only = t->cfg.open_flags & TGT_O_RDONLY;
+	t->caps.can_flush = true;
+	return 0;
+}
+
+static int flaky_close(struct tgt *t)
+{
+	t->priv = NULL;
+	return 0;
+}
+
+static int flaky_read(struct tgt *t, void *buf, uint32_t len, uint64_t off)
+{
+	memcpy(buf, (char *)t->priv + off, len);
+	return len;
+}
+
+static int flaky_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
+		       unsigned int flags)
+{
+	memcpy((char *)t->priv + off, buf, len);
+	return len;
+}
+
+static int flaky_flush(struct tgt *t)
+{
+	return 0;
+}
+
+static const struct tgt_ops flaky_ops = {
+	.name = "flaky",
+	.open = flaky_open,
+	.close = flaky_close,
+	.read = flaky_read,
+	.write = flaky_write,
+	.flush = flaky_flush,
+};
+
+/*
+ * An old top that cannot even be opened again as it was: the change
+ * fails, and the device fails its I/O from then on instead of reaching
+ * a node with nothing open (which would crash the server).
+ */
+TEST(unusable_old_top_fails_io)
+{
+	struct blk_config cfg = { .werror = BLK_ERR_REPORT, .rerror = BLK_ERR_REPORT };
+	struct tgt *old = calloc(1, sizeof(*old)), *ov = calloc(1, sizeof(*ov));
+	struct load *l = calloc(1, sizeof(*l));
+	struct blk_dev d;
+
+	ASSERT_TRUE(old && ov && l);
+	old->ops = ov->ops = &flaky_ops;
+	flaky_fail_open = false;
+	ASSERT_EQ(0, tgt_open(old));
+	ASSERT_EQ(0, tgt_open(ov));
+	ASSERT_EQ(0, blk_dev_init(&d, 5, old, &cfg, 1));
+	l->d = &d;
+	flaky_fail_open = true;
+	EXPECT_EQ(-EIO, blk_chain_push_overlay(&d, ov, NULL));
+	EXPECT_EQ(old, d.top);
+	EXPECT_EQ(NULL, old->priv);
+	/* Every block fails rather than reaching the closed node. */
+	EXPECT_EQ(NR_BLKS, verify_device(&d, l));
+	EXPECT_EQ(0, tgt_free_chain(ov));
+	EXPECT_EQ(0, tgt_free_chain(old));
+	blk_dev_exit(&d);
+	free(l);
+}
+
 TEST_HARNESS_MAIN
