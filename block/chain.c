@@ -82,6 +82,14 @@ static int blk_chain_fn(void *arg)
 	int ret;
 
 	exec_mutex_lock(&d->chain_lock);
+	/* A device going away, or broken by an earlier change, changes no more. */
+	pthread_mutex_lock(&d->lock);
+	ret = d->dying ? -ENODEV : 0;
+	pthread_mutex_unlock(&d->lock);
+	if (ret) {
+		exec_mutex_unlock(&d->chain_lock);
+		return ret;
+	}
 	/*
 	 * A flush while the device still runs writes back most of what the
 	 * drained one would, so the gate stays closed for less.  Its result
