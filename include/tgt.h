@@ -232,7 +232,15 @@ struct tgt_info {
 		const char *key;
 		char value[256];
 		bool is_string;		/* quote it in JSON */
+		/*
+		 * A nested block instead of value (qcow2's "encrypt"): its
+		 * text lines, indented from column 0, and its JSON object.
+		 * Owned by the target, valid while it is open.
+		 */
+		const char *block_text;
+		const char *block_json;
 	} kv[TGT_INFO_MAX];
+	bool encrypted;			/* "encrypted: yes" */
 	uint64_t cluster_size;		/* 0: not a clustered format */
 	/* The backing file as the image names it, and its declared format. */
 	const char *backing_file;

@@ -12,7 +12,6 @@
  * ranges of FILE, which still hide it).
  */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,53 +167,43 @@ out_top:
 	return status;
 }
 
-int cli_cmd_commit(int argc, char **argv)
+static int commit_opt(void *ctx, const struct cli_opt *opt, char *arg)
 {
-	static const struct option opts[] = {
-		{ "format", required_argument, NULL, 'f' },
-		{ "base", required_argument, NULL, 'b' },
-		{ "progress", no_argument, NULL, 'p' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct commit_ctx c = { 0 };
-	int opt;
+	struct commit_ctx *c = ctx;
 
-	optind = 0;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":f:b:dpqh", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'f':
-			c.fmt = optarg;
-			break;
-		case 'b':
-			c.base = optarg;
-			/* As qemu-img: an explicit base leaves FILE as it is. */
-			c.keep = true;
-			break;
-		case 'd':
-			c.keep = true;
-			break;
-		case 'p':
-			c.progress = true;
-			break;
-		case 'q':
-			c.quiet = true;
-			break;
-		case 'h':
-			puts(cli_find("commit")->usage);
-			return CLI_EXIT_OK;
-		default:
-			img_err("commit: bad option '%s' (see imgblk commit --help)",
-				argv[optind - 1]);
-			return CLI_EXIT_USAGE;
-		}
+	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
+	case 'f':
+		c->fmt = arg;
+		break;
+	case 'b':
+		c->base = arg;
+		/* As qemu-img: an explicit base leaves FILE as it is. */
+		c->keep = true;
+		break;
+	case 'd':
+		c->keep = true;
+		break;
+	case 'p':
+		c->progress = true;
+		break;
+	case 'q':
+		c->quiet = true;
+		break;
 	}
-	if (argc - optind != 1) {
-		img_err("commit: give FILE");
-		return CLI_EXIT_USAGE;
-	}
-	c.file = argv[optind];
+	return 0;
+}
+
+int cli_cmd_commit(const struct cli_cmd *cmd, int argc, char **argv)
+{
+	struct commit_ctx c = { 0 };
+	struct cli_args a;
+	int ret = cli_parse(cmd, argc, argv, commit_opt, &c, &a);
+
+	if (ret)
+		return cli_parse_status(cmd, ret);
+	c.file = a.argv[0];
 	return cli_run(commit_body, &c);
 }

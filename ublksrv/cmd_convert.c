@@ -8,7 +8,6 @@
  * cluster size sets the unit).
  */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,81 +189,67 @@ out_in:
 	return status;
 }
 
-int cli_cmd_convert(int argc, char **argv)
+static int convert_opt(void *ctx, const struct cli_opt *opt, char *arg)
 {
-	static const struct option opts[] = {
-		{ "format", required_argument, NULL, 'f' },
-		{ "output-format", required_argument, NULL, 'O' },
-		{ "options", required_argument, NULL, 'o' },
-		{ "progress", no_argument, NULL, 'p' },
-		{ "compress", no_argument, NULL, 'c' },
-		{ "snapshot", required_argument, NULL, 'l' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "force-share", no_argument, NULL, 'U' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct convert_ctx c = { .out_fmt = "raw" };
+	struct convert_ctx *c = ctx;
 	char *save, *kv;
-	int opt;
 
-	optind = 0;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":f:O:o:l:s:pcqUh", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'f':
-			c.in_fmt = optarg;
-			break;
-		case 'O':
-			c.out_fmt = optarg;
-			break;
-		case 'o':
-			for (kv = strtok_r(optarg, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
-				if (c.nr_opts == MAX_CONVERT_OPTS) {
-					img_err("convert: too many -o options");
-					return CLI_EXIT_USAGE;
-				}
-				c.opts[c.nr_opts++] = kv;
+	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
+	case 'f':
+		c->in_fmt = arg;
+		break;
+	case 'O':
+		c->out_fmt = arg;
+		break;
+	case 'o':
+		for (kv = strtok_r(arg, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+			if (c->nr_opts == MAX_CONVERT_OPTS) {
+				img_err("convert: too many -o options");
+				return -EINVAL;
 			}
-			break;
-		case 'l':
-			/* qemu-img's snapshot.name=NAME, snapshot.id=ID, or a bare name. */
-			if (!strncmp(optarg, "snapshot.name=", 14))
-				c.snapshot = optarg + 14;
-			else if (!strncmp(optarg, "snapshot.id=", 12))
-				c.snapshot = optarg + 12;
-			else
-				c.snapshot = optarg;
-			break;
-		case 's':
-			c.snapshot = optarg;
-			break;
-		case 'p':
-			c.progress = true;
-			break;
-		case 'c':
-			c.compress = true;
-			break;
-		case 'q':
-			c.progress = false;
-			break;
-		case 'U':
-			c.force_share = true;
-			break;
-		case 'h':
-			puts(cli_find("convert")->usage);
-			return CLI_EXIT_OK;
-		default:
-			img_err("convert: bad option '%s' (see imgblk convert --help)",
-				argv[optind - 1]);
-			return CLI_EXIT_USAGE;
+			c->opts[c->nr_opts++] = kv;
 		}
+		break;
+	case 'l':
+		/* qemu-img's snapshot.name=NAME, snapshot.id=ID, or a bare name. */
+		if (!strncmp(arg, "snapshot.name=", 14))
+			c->snapshot = arg + 14;
+		else if (!strncmp(arg, "snapshot.id=", 12))
+			c->snapshot = arg + 12;
+		else
+			c->snapshot = arg;
+		break;
+	case 's':
+		c->snapshot = arg;
+		break;
+	case 'p':
+		c->progress = true;
+		break;
+	case 'c':
+		c->compress = true;
+		break;
+	case 'q':
+		c->progress = false;
+		break;
+	case 'U':
+		c->force_share = true;
+		break;
 	}
-	if (argc - optind != 2) {
-		img_err("convert: give INPUT and OUTPUT files");
-		return CLI_EXIT_USAGE;
-	}
-	c.in_file = argv[optind];
-	c.out_file = argv[optind + 1];
+	return 0;
+}
+
+int cli_cmd_convert(const struct cli_cmd *cmd, int argc, char **argv)
+{
+	struct convert_ctx c = { .out_fmt = "raw" };
+	struct cli_args a;
+	int ret = cli_parse(cmd, argc, argv, convert_opt, &c, &a);
+
+	if (ret)
+		return cli_parse_status(cmd, ret);
+	c.in_file = a.argv[0];
+	c.out_file = a.argv[1];
 	return cli_run(convert_body, &c);
 }

@@ -9,7 +9,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
@@ -359,120 +358,88 @@ fail_args:
 	return CLI_EXIT_ERR;
 }
 
-/* The live options' combinations.  Returns 0 or CLI_EXIT_USAGE after saying why. */
-static int snapshot_live_check(struct snapshot_ctx *c, int nargs)
+/* The live options' combinations.  Returns 0 or -EINVAL after saying why. */
+static int snapshot_live_check(const struct cli_cmd *cmd, struct snapshot_ctx *c, int nargs)
 {
-	if (nargs) {
-		img_err("snapshot: with -n ID, give no FILE");
-		return CLI_EXIT_USAGE;
-	}
-	if (c->op == 'a') {
-		img_err("snapshot: -a cannot revert a running device: take it down first");
-		return CLI_EXIT_USAGE;
-	}
-	if (c->force_share) {
-		img_err("snapshot: -U is for image files, not with -n");
-		return CLI_EXIT_USAGE;
-	}
-	if (c->external && c->op) {
-		img_err("snapshot: give --external or one of -l, -c, -d, not both");
-		return CLI_EXIT_USAGE;
-	}
-	if (c->fmt && !c->external) {
-		img_err("snapshot: with -n, -f is the format of --external NEW");
-		return CLI_EXIT_USAGE;
-	}
-	if (c->freeze && !c->external && c->op != 'c') {
-		img_err("snapshot: --freeze goes with -c or --external");
-		return CLI_EXIT_USAGE;
-	}
+	if (nargs)
+		return cli_usage_err(cmd, "with -n ID, give no FILE");
+	if (c->op == 'a')
+		return cli_usage_err(cmd, "-a cannot revert a running device: take it down first");
+	if (c->force_share)
+		return cli_usage_err(cmd, "-U is for image files, not with -n");
+	if (c->external && c->op)
+		return cli_usage_err(cmd, "give --external or one of -l, -c, -d, not both");
+	if (c->fmt && !c->external)
+		return cli_usage_err(cmd, "with -n, -f is the format of --external NEW");
+	if (c->freeze && !c->external && c->op != 'c')
+		return cli_usage_err(cmd, "--freeze goes with -c or --external");
 	return 0;
 }
 
-enum {
-	SNAP_OPT_EXTERNAL = 0x100,
-	SNAP_OPT_FREEZE,
-};
-
-int cli_cmd_snapshot(int argc, char **argv)
+static int snapshot_opt(void *ctx, const struct cli_opt *opt, char *arg)
 {
-	static const struct option opts[] = {
-		{ "format", required_argument, NULL, 'f' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "force-share", no_argument, NULL, 'U' },
-		{ "number", required_argument, NULL, 'n' },
-		{ "external", required_argument, NULL, SNAP_OPT_EXTERNAL },
-		{ "freeze", no_argument, NULL, SNAP_OPT_FREEZE },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
+	struct snapshot_ctx *c = ctx;
+	uint64_t v;
+
+	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
+	case 'f':
+		c->fmt = arg;
+		break;
+	case 'l':
+	case 'c':
+	case 'a':
+	case 'd':
+		if (c->op) {
+			img_err("snapshot: give only one of -l, -c, -a, -d");
+			return -EINVAL;
+		}
+		c->op = opt->key;
+		c->name = arg;
+		break;
+	case 'U':
+		c->force_share = true;
+		break;
+	case 'n':
+		if (parse_uint(arg, 0, UBLK_MAX_DEV_ID, &v)) {
+			img_err("snapshot: bad device id '%s'", arg);
+			return -EINVAL;
+		}
+		c->id = v;
+		c->live = true;
+		break;
+	case CLI_K_EXTERNAL:
+		c->external = arg;
+		break;
+	case CLI_K_FREEZE:
+		c->freeze = true;
+		break;
+	}
+	/* -q: qemu-img's quiet; nothing to do here. */
+	return 0;
+}
+
+int cli_cmd_snapshot(const struct cli_cmd *cmd, int argc, char **argv)
+{
 	struct snapshot_ctx c = { 0 };
-	int opt, ret;
+	struct cli_args a;
+	int ret = cli_parse(cmd, argc, argv, snapshot_opt, &c, &a);
 
-	optind = 0;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":f:lc:a:d:qUn:h", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'n': {
-			uint64_t v;
-
-			if (parse_uint(optarg, 0, UBLK_MAX_DEV_ID, &v)) {
-				img_err("snapshot: bad device id '%s'", optarg);
-				return CLI_EXIT_USAGE;
-			}
-			c.id = v;
-			c.live = true;
-			break;
-		}
-		case SNAP_OPT_EXTERNAL:
-			c.external = optarg;
-			break;
-		case SNAP_OPT_FREEZE:
-			c.freeze = true;
-			break;
-		case 'f':
-			c.fmt = optarg;
-			break;
-		case 'l':
-		case 'c':
-		case 'a':
-		case 'd':
-			if (c.op) {
-				img_err("snapshot: give only one of -l, -c, -a, -d");
-				return CLI_EXIT_USAGE;
-			}
-			c.op = opt;
-			c.name = optarg;
-			break;
-		case 'q':
-			/* qemu-img's quiet: nothing to do here. */
-			break;
-		case 'U':
-			c.force_share = true;
-			break;
-		case 'h':
-			puts(cli_find("snapshot")->usage);
-			return CLI_EXIT_OK;
-		default:
-			img_err("snapshot: bad option '%s' (see imgblk snapshot --help)",
-				argv[optind - 1]);
-			return CLI_EXIT_USAGE;
-		}
-	}
+	if (ret)
+		return cli_parse_status(cmd, ret);
 	if (c.live) {
-		ret = snapshot_live_check(&c, argc - optind);
-		return ret ? ret : snapshot_live(&c);
+		ret = snapshot_live_check(cmd, &c, a.argc);
+		return ret ? cli_parse_status(cmd, ret) : snapshot_live(&c);
 	}
-	if (c.external || c.freeze) {
-		img_err("snapshot: --external and --freeze need a running device (-n ID)");
-		return CLI_EXIT_USAGE;
-	}
-	if (argc - optind != 1) {
-		img_err("snapshot: give one FILE");
-		return CLI_EXIT_USAGE;
-	}
+	if (c.external || c.freeze)
+		return cli_parse_status(cmd, cli_usage_err(cmd,
+			"--external and --freeze need a running device (-n ID)"));
+	if (a.argc != 1)
+		return cli_parse_status(cmd, cli_usage_err(cmd, "give one FILE"));
 	if (!c.op)
 		c.op = 'l';
-	c.file = argv[optind];
+	c.file = a.argv[0];
 	return cli_run(snapshot_body, &c);
 }

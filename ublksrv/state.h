@@ -38,6 +38,11 @@ struct ublk_state {
 	enum blk_err_action rerror;
 	/* The internal snapshot served (read-only); empty: the current state. */
 	char snapshot[256];
+	/*
+	 * The --key-file arguments ([IMAGE=]FILE, tab-separated) that
+	 * `recover` reads again: the paths of the key files, never a key.
+	 */
+	char key_files[2 * PATH_MAX];
 };
 
 /* Directory of the state files; IMGBLK_RUN_DIR overrides it (tests). */

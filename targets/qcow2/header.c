@@ -108,8 +108,22 @@ static int qcow2_parse_extensions(struct qcow2 *q, const char *file, uint64_t st
 			if (!q->data_file_name)
 				return -ENOMEM;
 			break;
+		case QCOW2_EXT_CRYPTO: {
+			struct qcow2_crypto_ext c;
+
+			if (len != sizeof(c)) {
+				img_err("%s: qcow2 encryption header extension has length %u, not %zu",
+					file, len, sizeof(c));
+				return -EINVAL;
+			}
+			memcpy(&c, d, sizeof(c));
+			q->crypt_ext = true;
+			q->crypt_hdr_off = __builtin_bswap64(c.offset);
+			q->crypt_hdr_len = __builtin_bswap64(c.length);
+			break;
+		}
 		default:
-			/* Crypto and unknown extensions: kept verbatim, not interpreted. */
+			/* Unknown extensions: kept verbatim, not interpreted. */
 			break;
 		}
 		pos += 8 + ALIGN_UP((uint64_t)len, 8);
@@ -274,10 +288,8 @@ int qcow2_read_header(struct qcow2 *q, const char *file, unsigned int open_flags
 			"(repair it with imgblk check -r all)", file);
 		return -EROFS;
 	}
-	if (hd.crypt_method) {
-		img_err("%s: encrypted qcow2 images are not supported", file);
-		return -ENOTSUP;
-	}
+	/* crypt.c unlocks it once the file is open. */
+	q->crypt_method = __builtin_bswap32(hd.crypt_method);
 	if (q->compression_type > QCOW2_COMPRESSION_ZSTD) {
 		img_err("%s: unknown qcow2 compression type %u", file, q->compression_type);
 		return -ENOTSUP;

@@ -38,7 +38,10 @@ int qcow2_read(struct tgt *t, void *buf, uint32_t len, uint64_t off)
 			memset((char *)buf + done, 0, n);
 			break;
 		case QCOW2_NORMAL:
-			ret = qcow2_read_at(q->data_fd, (char *)buf + done, n, m.host);
+			if (qcow2_encrypted(q))
+				ret = qcow2_crypt_pread(q, (char *)buf + done, n, m.host, off + done);
+			else
+				ret = qcow2_read_at(q->data_fd, (char *)buf + done, n, m.host);
 			break;
 		case QCOW2_COMPRESSED:
 			if (!cbuf && posix_memalign(&cbuf, 4096, q->cluster_size)) {
@@ -147,7 +150,10 @@ static int qcow2_write_plain(struct qcow2 *q, const void *buf, uint32_t len, uin
 						rwf = RWF_DSYNC;
 				}
 				ret = qcow2_overlap_check_data(q, m.host, m.bytes);
-				if (!ret)
+				if (!ret && qcow2_encrypted(q))
+					ret = qcow2_crypt_pwrite(q, (const char *)buf + done, m.bytes,
+								 m.host, off + done, rwf);
+				else if (!ret)
 					ret = exec_pwrite(q->data_fd, (const char *)buf + done,
 							  m.bytes, m.host, rwf);
 				qcow2_epoch_put(q, m.epoch);
@@ -202,6 +208,30 @@ static int qcow2_write_compress(struct qcow2 *q, const void *buf, uint32_t len, 
 	return len;
 }
 
+/*
+ * An encrypted image is written in whole 512-byte sectors, each its own
+ * cipher block: part of a sector (only the verbs ask for that; devices
+ * have 512-byte blocks) is read, patched and written whole.
+ * Returns @len or -errno.
+ */
+static int qcow2_write_unaligned(struct qcow2 *q, const void *buf, uint32_t len, uint64_t off,
+				 unsigned int flags)
+{
+	uint64_t a = ALIGN_DOWN(off, 512ULL), b = ALIGN_UP(off + len, 512ULL);
+	void *rmw;
+	int ret;
+
+	if (posix_memalign(&rmw, 4096, b - a))
+		return -ENOMEM;
+	ret = qcow2_read(q->t, rmw, b - a, a);
+	if (ret >= 0) {
+		memcpy((char *)rmw + (off - a), buf, len);
+		ret = qcow2_write_plain(q, rmw, b - a, a, flags);
+	}
+	free(rmw);
+	return ret < 0 ? ret : (int)len;
+}
+
 int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
 		unsigned int flags)
 {
@@ -211,8 +241,15 @@ int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
 	ret = qcow2_before_write(q);
 	if (ret)
 		return ret;
+	if ((flags & TGT_W_COMPRESS) && qcow2_encrypted(q)) {
+		img_err("%s: Compression and encryption not supported at the same time",
+			t->cfg.file);
+		return -ENOTSUP;
+	}
 	if (flags & TGT_W_COMPRESS)
 		return qcow2_write_compress(q, buf, len, off);
+	if (qcow2_encrypted(q) && !IS_ALIGNED(off | len, 512ULL))
+		return qcow2_write_unaligned(q, buf, len, off, flags);
 	return qcow2_write_plain(q, buf, len, off, flags);
 }
 

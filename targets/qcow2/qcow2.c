@@ -65,6 +65,7 @@ static void qcow2_free(struct qcow2 *q)
 		close(q->fd);
 	qcow2_free_snapshots(q);
 	qcow2_ovl_free(q);
+	qcow2_crypt_close(q);
 	qcow2_header_free(q);
 	free(q->l1);
 	free(q->l1_dirty);
@@ -227,6 +228,9 @@ static int qcow2_open(struct tgt *t)
 	}
 	q->hdr_bytes = q->dio_align;
 	q->data_fd = q->fd;
+	ret = qcow2_crypt_open(q, flags);
+	if (ret)
+		goto err;
 
 	q->extl2 = q->incompat & QCOW2_INCOMPAT_EXTL2;
 	q->sc_bits = q->cluster_bits - (q->extl2 ? 5 : 0);
@@ -314,8 +318,12 @@ static int qcow2_open(struct tgt *t)
 	/* A raw data file must read as the guest disk: nothing is unmapped. */
 	t->caps.can_discard = !q->read_only && !q->data_raw;
 	t->caps.can_write_zeroes = !q->read_only;
-	/* QEMU refuses compressed clusters with an external data file. */
-	t->caps.can_compress = !q->read_only && !(q->incompat & QCOW2_INCOMPAT_DATA_FILE);
+	/*
+	 * QEMU refuses compressed clusters with an external data file, and
+	 * in encrypted images (they would be stored in the clear).
+	 */
+	t->caps.can_compress = !q->read_only && !(q->incompat & QCOW2_INCOMPAT_DATA_FILE) &&
+			       !qcow2_encrypted(q);
 	t->caps.discard_granularity_bytes = 1ULL << q->sc_bits;
 	return 0;
 err:
@@ -399,6 +407,13 @@ static void qcow2_info(struct tgt *t, struct tgt_info *info)
 			       q->compat & QCOW2_COMPAT_LAZY_REFCOUNTS ? "true" : "false");
 	snprintf(bits, sizeof(bits), "%u", 1U << q->refcount_order);
 	qcow2_info_add(info, "refcount-bits", false, bits);
+	if (q->crypt_method && q->crypt) {
+		info->encrypted = true;
+		if (info->n < TGT_INFO_MAX &&
+		    !qcow2_crypt_info(q, &info->kv[info->n].block_text,
+				      &info->kv[info->n].block_json))
+			info->kv[info->n++].key = "encrypt";
+	}
 	if (q->data_file_name) {
 		qcow2_info_add(info, "data-file", true, q->data_file_name);
 		qcow2_info_add(info, "data-file-raw", false, q->data_raw ? "true" : "false");

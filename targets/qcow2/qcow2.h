@@ -296,6 +296,15 @@ struct qcow2 {
 	char *backing_name;
 	char *backing_fmt;
 	char *data_file_name;
+	/*
+	 * Encryption (crypt.c): the header's crypt_method, the extension
+	 * that places the LUKS header, and once open the cipher; NULL crypt:
+	 * not encrypted.
+	 */
+	uint32_t crypt_method;
+	bool crypt_ext;
+	uint64_t crypt_hdr_off, crypt_hdr_len;
+	struct qcow2_crypt *crypt;
 	/* Names of feature bits from the feature-name table: [type][bit]. */
 	char *feature_names[3][64];
 
@@ -507,6 +516,62 @@ static inline bool qcow2_is_corrupt(struct qcow2 *q)
 {
 	return __atomic_load_n(&q->corrupt, __ATOMIC_ACQUIRE);
 }
+
+/* Full disk encryption header pointer extension (0x0537be77). */
+struct qcow2_crypto_ext {
+	uint64_t offset;		/* 0: the LUKS header's clusters */
+	uint64_t length;		/* 8: bytes */
+} __attribute__((packed));
+
+/* crypt.c */
+/*
+ * Reads the encryption header an encrypted image names and unlocks it
+ * with the image's secret (not with TGT_O_NO_IO: the header only, for
+ * info).  Legacy AES images become read-only, and are refused with
+ * TGT_O_FIXED_SIZE (a device).  Prints one line on failure.  Returns 0
+ * (also when the image is not encrypted), -ENOKEY (no secret), -EACCES
+ * (wrong passphrase), -EINVAL, -ENOTSUP or -errno.
+ */
+int qcow2_crypt_open(struct qcow2 *q, unsigned int flags);
+/* Wipes and frees the cipher state. */
+void qcow2_crypt_close(struct qcow2 *q);
+
+static inline bool qcow2_encrypted(const struct qcow2 *q)
+{
+	return q->crypt != NULL;
+}
+
+/*
+ * Decrypts in place @len bytes read from host offset @host, guest offset
+ * @goff (all sector-aligned).  Returns 0, -EINVAL (unaligned) or -EIO.
+ */
+int qcow2_crypt_read(struct qcow2 *q, uint64_t host, uint64_t goff, void *buf, uint64_t len);
+/*
+ * Encrypts @len bytes of guest data at @goff from @src into @dst (may be
+ * @src), for host offset @host.  Returns 0, -EROFS (legacy AES), -EINVAL
+ * (unaligned) or -EIO.
+ */
+int qcow2_crypt_write(struct qcow2 *q, uint64_t host, uint64_t goff, const void *src,
+		      void *dst, uint64_t len);
+/*
+ * Reads @len bytes of guest data at @goff from host offset @host of the
+ * data file and decrypts them; any alignment (whole sectors are read
+ * around a partial one).  Returns 0 or -errno.
+ */
+int qcow2_crypt_pread(struct qcow2 *q, void *buf, uint64_t len, uint64_t host, uint64_t goff);
+/*
+ * Encrypts @len bytes of guest data at @goff (sector-aligned) for host
+ * offset @host and writes them there, through a bounce buffer (@buf is
+ * left as it was).  Returns @len or -errno.
+ */
+ssize_t qcow2_crypt_pwrite(struct qcow2 *q, const void *buf, uint64_t len, uint64_t host,
+			   uint64_t goff, int rwf);
+/*
+ * The "encrypt" block of `info`: qemu-img's text lines (indented from
+ * column 0) in *@text, its JSON object in *@json, both held by the
+ * image until it is closed.  Returns 0 or -ENOMEM.
+ */
+int qcow2_crypt_info(struct qcow2 *q, const char **text, const char **json);
 
 /* overlap.c */
 int qcow2_ovl_add(struct qcow2 *q, uint64_t off, enum qcow2_meta kind);
