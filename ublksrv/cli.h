@@ -71,6 +71,8 @@ enum cli_key {
 	CLI_K_TAB,
 	CLI_K_LOG_LEVEL,
 	CLI_K_FORCE,
+	CLI_K_EXTERNAL,		/* snapshot --external NEW */
+	CLI_K_FREEZE,		/* snapshot --freeze */
 	CLI_K_THROTTLE,		/* + enum throttle_kind: the six limits */
 	CLI_K_THROTTLE_END = CLI_K_THROTTLE + THR_NR - 1,
 };
