@@ -204,7 +204,7 @@ int ctl_client_open(unsigned int id, struct ctl_client **out);
 /*
  * Runs command @cmd with @args (borrowed; NULL: none) and waits up to
  * @timeout_ms (-1: forever) for its reply; events arriving meanwhile are
- * dropped.  Returns 0 with *@ret the "return" value, -EREMOTEIO with
+ * kept (the last 32) for ctl_client_next().  Returns 0 with *@ret the "return" value, -EREMOTEIO with
  * *@ret the "error" object (class, desc), or another -errno with *@ret
  * NULL.  The caller puts *@ret.
  */
