@@ -33,6 +33,9 @@ int cli_cmd_query(int argc, char **argv);
 int cli_cmd_set(int argc, char **argv);
 int cli_cmd_pause(int argc, char **argv);
 int cli_cmd_resume(int argc, char **argv);
+int cli_cmd_backup(int argc, char **argv);
+int cli_cmd_mirror(int argc, char **argv);
+int cli_cmd_job(int argc, char **argv);
 static int cli_cmd_help(int argc, char **argv);
 
 static const struct cli_cmd cli_cmds[] = {
@@ -195,6 +198,57 @@ static const struct cli_cmd cli_cmds[] = {
 "caused it: requests held after an error are retried first, then new\n"
 "ones go through (QMP cont).  A device that is not paused is an error.",
 		.run = cli_cmd_resume,
+	},
+	{
+		.name = "backup",
+		.summary = "point-in-time copy of a running device into an image",
+		.usage =
+"usage: imgblk backup -n ID --sync full|top [-f FMT] [--existing] [--speed BYTES_PER_S]\n"
+"                     [--job-id ID] [--wait] [-p] TARGET\n"
+"\n"
+"Starts a backup job on device ID (QMP drive-backup): TARGET receives the\n"
+"device's content as of this moment while the device keeps serving I/O\n"
+"(a guest write to a range not yet copied saves the old data first).\n"
+"TARGET is created (format FMT, default the device's) unless --existing;\n"
+"with --sync top only what the top image holds is copied, and TARGET gets\n"
+"the top's backing file.\n"
+"\n"
+"      --speed N   limit the copy to N bytes a second (at least one cluster)\n"
+"      --wait      return when the job ends; exit 1 if it failed or was cancelled\n"
+"  -p, --progress  show the progress while waiting",
+		.run = cli_cmd_backup,
+	},
+	{
+		.name = "mirror",
+		.summary = "copy a running device to an image, then switch to it",
+		.usage =
+"usage: imgblk mirror -n ID [--sync full|top] [-f FMT] [--existing] [--speed BYTES_PER_S]\n"
+"                     [--job-id ID] [--wait] [--pivot] [-p] TARGET\n"
+"\n"
+"Starts a mirror job on device ID (QMP drive-mirror): copies the device to\n"
+"TARGET while it runs and keeps TARGET in step with new writes; the job is\n"
+"then ready.  `imgblk job -n ID complete` switches the device to TARGET;\n"
+"`imgblk job -n ID cancel` leaves TARGET a consistent copy of that moment.\n"
+"\n"
+"      --wait      return once the job is ready\n"
+"      --pivot     wait until ready, complete, and return once the device\n"
+"                  serves TARGET\n"
+"  -p, --progress  show the progress while waiting",
+		.run = cli_cmd_mirror,
+	},
+	{
+		.name = "job",
+		.summary = "list and control the block job of a running device",
+		.usage =
+"usage: imgblk job -n ID [list|pause|resume|cancel|complete|wait|set-speed] [JOB]\n"
+"                  [--speed BYTES_PER_S] [--force] [--wait] [-p]\n"
+"\n"
+"list (the default) shows the device's job: id, type, status, progress.\n"
+"cancel stops it (a ready mirror first makes its target a copy of that\n"
+"moment, unless --force); complete switches a ready mirror to its target;\n"
+"wait blocks until the job ends.  With --wait, cancel and complete return\n"
+"once the job has ended; the exit status is 1 if it failed or was cancelled.",
+		.run = cli_cmd_job,
 	},
 	{
 		.name = "qmp",

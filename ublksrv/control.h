@@ -234,6 +234,12 @@ extern const char *const ublk_thr_args[];
 struct ublk_dev;
 int ublk_ctl_start(struct ublk_dev *dev);
 
+/* The block job commands (control_jobs.c), served beside the device's. */
+extern const struct ctl_cmd ublk_job_cmds[];
+extern const size_t ublk_job_nr_cmds;
+/* Sends @dev's block job events to its control channel. */
+void ublk_job_events_start(struct ublk_dev *dev);
+
 /*
  * Announces SHUTDOWN to the clients, then ctl_server_stop().  After the
  * queue threads ended.  No-op when it was not started.

@@ -429,15 +429,22 @@ static void ublk_ctl_blk_event(void *ctx, const struct blk_event *ev)
 	}
 }
 
+/* The device's commands and the block jobs', in one table for the server's life. */
+static struct ctl_cmd ublk_all_cmds[ARRAY_SIZE(ublk_ctl_cmds) + 16];
+
 int ublk_ctl_start(struct ublk_dev *dev)
 {
 	struct ctl_table table = {
-		.cmds = ublk_ctl_cmds,
-		.nr_cmds = ARRAY_SIZE(ublk_ctl_cmds),
+		.cmds = ublk_all_cmds,
+		.nr_cmds = ARRAY_SIZE(ublk_ctl_cmds) + ublk_job_nr_cmds,
 		.ctx = dev,
 	};
 	char path[PATH_MAX];
 	int ret;
+
+	memcpy(ublk_all_cmds, ublk_ctl_cmds, sizeof(ublk_ctl_cmds));
+	memcpy(ublk_all_cmds + ARRAY_SIZE(ublk_ctl_cmds), ublk_job_cmds,
+	       ublk_job_nr_cmds * sizeof(ublk_job_cmds[0]));
 
 	ret = ublk_state_mkdir();
 	if (ret) {
@@ -451,8 +458,10 @@ int ublk_ctl_start(struct ublk_dev *dev)
 		return ret;
 	}
 	ret = ctl_server_start(&dev->ctl, path, &table);
-	if (!ret)
+	if (!ret) {
 		blk_set_event_fn(&dev->blk, ublk_ctl_blk_event, dev);
+		ublk_job_events_start(dev);
+	}
 	return ret;
 }
 

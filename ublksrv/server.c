@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "job.h"
 #include "server.h"
 #include "state.h"
 #include "ublk.h"
@@ -586,8 +587,11 @@ out_stop:
 	 * Requests held by a pause must complete before the kernel can
 	 * stop the device: its removal waits for every request it issued.
 	 */
-	if (blk_ready)
+	/* A job stops before the layer fails what waits: it may wait at the gate too. */
+	if (blk_ready) {
+		blk_job_shutdown(&dev.blk);
 		blk_shutdown(&dev.blk);
+	}
 	if (queues_started) {
 		/* Aborts every pending fetch, so the queue threads end. */
 		ublk_ctrl_stop_dev(&ctrl, dev.info.dev_id);
@@ -758,6 +762,10 @@ int ublk_recover(unsigned int id, bool foreground)
 		img_err("device %u: its server %d is still running", id, (int)s.pid);
 		return 1;
 	}
+	/* A job dies with its server; the device's image is the state file's. */
+	if (s.job[0])
+		img_err("device %u: block job '%s' ended with its server: its target is incomplete; the device serves %s",
+			id, s.job, s.file);
 	o.ops = tgt_find(s.target);
 	if (!o.ops) {
 		img_err("device %u: unknown target '%s' in its state file", id, s.target);

@@ -93,6 +93,8 @@ int ublk_state_write(const struct ublk_state *s)
 		blk_err_action_name(s->rerror));
 	if (s->snapshot[0])
 		fprintf(f, "snapshot=%s\n", s->snapshot);
+	if (s->job[0])
+		fprintf(f, "job=%s\n", s->job);
 	for (k = 0; k < THR_NR; k++)
 		fprintf(f, "throttle%u=%llu\n", k, (unsigned long long)s->throttle[k]);
 	if (fflush(f) || ferror(f))
@@ -153,6 +155,8 @@ int ublk_state_read(unsigned int id, struct ublk_state *s)
 			s->backing_policy = strtoul(v, NULL, 10);
 		else if (!strcmp(line, "snapshot"))
 			snprintf(s->snapshot, sizeof(s->snapshot), "%s", v);
+		else if (!strcmp(line, "job"))
+			snprintf(s->job, sizeof(s->job), "%s", v);
 		else if (!strcmp(line, "l2_cache"))
 			s->l2_cache_bytes = strtoull(v, NULL, 10);
 		else if (!strcmp(line, "discard_ignore"))

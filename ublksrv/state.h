@@ -38,6 +38,8 @@ struct ublk_state {
 	enum blk_err_action rerror;
 	/* The internal snapshot served (read-only); empty: the current state. */
 	char snapshot[256];
+	/* The block job running: "TYPE ID TARGET"; empty: none. */
+	char job[PATH_MAX + 64];
 };
 
 /* Directory of the state files; IMGBLK_RUN_DIR overrides it (tests). */

@@ -1,0 +1,510 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The block job verbs, clients of a running device's control channel
+ * (docs/control.md): `backup` (drive-backup), `mirror` (drive-mirror) and
+ * `job` (query-block-jobs, block-job-*).  Each can wait for the job's end
+ * (--wait: from the job's events; the exit status says whether it
+ * completed) and draw its progress (-p, as convert -p).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "control.h"
+#include "job.h"
+#include "state.h"
+#include "ublk.h"
+#include "util.h"
+
+/* A start may wait for a drain and a scan of the image's allocation. */
+#define JOB_CALL_TIMEOUT_MS	120000
+/* How often a waiting verb looks at the job (progress, a lost server). */
+#define JOB_POLL_MS		200
+
+enum {
+	OPT_SYNC = 0x100,
+	OPT_EXISTING,
+	OPT_SPEED,
+	OPT_JOB_ID,
+	OPT_WAIT,
+	OPT_PIVOT,
+	OPT_FORCE,
+};
+
+struct job_opts {
+	const char *verb;
+	unsigned int id;
+	bool have_id;
+	const char *fmt;
+	const char *sync;
+	bool existing;
+	bool have_speed;
+	uint64_t speed;
+	const char *job_id;
+	bool wait;
+	bool pivot;
+	bool force;
+	bool progress;
+	const char *action;		/* job: list, pause, ... */
+	const char *arg;		/* TARGET, or the job's id */
+};
+
+/*
+ * Parses the options of @o->verb.  Returns 0, CLI_HELP after printing the
+ * usage, or -EINVAL after printing what is wrong.
+ */
+static int job_parse(int argc, char **argv, struct job_opts *o)
+{
+	static const struct option opts[] = {
+		{ "number", required_argument, NULL, 'n' },
+		{ "format", required_argument, NULL, 'f' },
+		{ "sync", required_argument, NULL, OPT_SYNC },
+		{ "existing", no_argument, NULL, OPT_EXISTING },
+		{ "speed", required_argument, NULL, OPT_SPEED },
+		{ "job-id", required_argument, NULL, OPT_JOB_ID },
+		{ "wait", no_argument, NULL, OPT_WAIT },
+		{ "pivot", no_argument, NULL, OPT_PIVOT },
+		{ "force", no_argument, NULL, OPT_FORCE },
+		{ "progress", no_argument, NULL, 'p' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	bool is_job = !strcmp(o->verb, "job"), is_mirror = !strcmp(o->verb, "mirror");
+	uint64_t v;
+	int c;
+
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":n:f:ph", opts, NULL)) != -1) {
+		/* Each verb takes its own options only. */
+		bool mine = c == 'n' || c == 'h' || c == '?' || c == ':' || c == 'p' ||
+			    c == OPT_WAIT || c == OPT_SPEED ||
+			    ((c == 'f' || c == OPT_SYNC || c == OPT_EXISTING || c == OPT_JOB_ID) &&
+			     !is_job) ||
+			    (c == OPT_PIVOT && is_mirror) || (c == OPT_FORCE && is_job);
+
+		if (!mine)
+			c = '?';
+		switch (c) {
+		case 'n':
+			if (parse_uint(optarg, 0, UBLK_MAX_DEV_ID, &v)) {
+				img_err("%s: the device id (-n) must be a number, not '%s'",
+					o->verb, optarg);
+				return -EINVAL;
+			}
+			o->id = v;
+			o->have_id = true;
+			break;
+		case 'f':
+			o->fmt = optarg;
+			break;
+		case OPT_SYNC:
+			if (strcmp(optarg, "full") && strcmp(optarg, "top")) {
+				img_err("%s: --sync must be full or top, not '%s'", o->verb, optarg);
+				return -EINVAL;
+			}
+			o->sync = optarg;
+			break;
+		case OPT_EXISTING:
+			o->existing = true;
+			break;
+		case OPT_SPEED:
+			if (parse_size(optarg, &v) || v > INT64_MAX) {
+				img_err("%s: --speed must be a number of bytes a second (0: no limit), not '%s'",
+					o->verb, optarg);
+				return -EINVAL;
+			}
+			o->speed = v;
+			o->have_speed = true;
+			break;
+		case OPT_JOB_ID:
+			o->job_id = optarg;
+			break;
+		case OPT_WAIT:
+			o->wait = true;
+			break;
+		case OPT_PIVOT:
+			o->pivot = true;
+			break;
+		case OPT_FORCE:
+			o->force = true;
+			break;
+		case 'p':
+			o->progress = true;
+			break;
+		case 'h':
+			puts(cli_find(o->verb)->usage);
+			return CLI_HELP;
+		case ':':
+			img_err("%s: option '%s' needs a value (see imgblk %s --help)", o->verb,
+				argv[optind - 1], o->verb);
+			return -EINVAL;
+		default:
+			img_err("%s: unknown option '%s' (see imgblk %s --help)", o->verb,
+				argv[optind - 1], o->verb);
+			return -EINVAL;
+		}
+	}
+	if (!o->have_id) {
+		img_err("%s: give the device with -n ID", o->verb);
+		return -EINVAL;
+	}
+	if (is_job) {
+		static const char *const actions[] = {
+			"list", "pause", "resume", "cancel", "complete", "wait", "set-speed",
+		};
+		unsigned int i;
+
+		o->action = optind < argc ? argv[optind++] : "list";
+		for (i = 0; i < ARRAY_SIZE(actions) && strcmp(o->action, actions[i]); i++)
+			;
+		if (i == ARRAY_SIZE(actions)) {
+			img_err("job: unknown action '%s' (list, pause, resume, cancel, complete, wait, set-speed)",
+				o->action);
+			return -EINVAL;
+		}
+		if (optind < argc)
+			o->arg = argv[optind++];
+		if (!strcmp(o->action, "set-speed") != o->have_speed) {
+			img_err(o->have_speed ? "job: --speed goes with set-speed" :
+				"job: set-speed needs --speed BYTES_PER_S");
+			return -EINVAL;
+		}
+	} else {
+		if (optind < argc)
+			o->arg = argv[optind++];
+		if (!o->arg) {
+			img_err("%s: give the TARGET image", o->verb);
+			return -EINVAL;
+		}
+		if (!o->sync && !is_mirror) {
+			img_err("backup: give --sync full or --sync top");
+			return -EINVAL;
+		}
+	}
+	if (optind < argc) {
+		img_err("%s: unexpected argument '%s'", o->verb, argv[optind]);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Connects to device @id's channel, saying why not.  Returns 0 or -errno. */
+static int job_open(const char *verb, unsigned int id, struct ctl_client **c)
+{
+	struct ublk_state s;
+	int ret = ctl_client_open(id, c);
+
+	if (!ret)
+		return 0;
+	if (ublk_state_read(id, &s))
+		img_err("%s: no imgblk device with id %u", verb, id);
+	else
+		img_err("%s: device %u: its server does not answer (see imgblk list)", verb, id);
+	return ret;
+}
+
+/* Runs @cmd; prints the server's reason on failure.  Returns 0 or -errno. */
+static int job_call(const char *verb, struct ctl_client *c, const char *cmd,
+		    struct json_object *args, struct json_object **ret)
+{
+	int err = ctl_client_call(c, cmd, args, JOB_CALL_TIMEOUT_MS, ret);
+	struct json_object *desc;
+
+	if (!err)
+		return 0;
+	if (err == -EREMOTEIO && json_object_object_get_ex(*ret, "desc", &desc))
+		img_err("%s: %s", verb, json_object_get_string(desc));
+	else
+		img_err("%s: %s: %s", verb, cmd, strerror(-err));
+	json_object_put(*ret);
+	*ret = NULL;
+	return err;
+}
+
+static const char *job_str(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : "";
+}
+
+static int64_t job_int(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) ? json_object_get_int64(v) : 0;
+}
+
+/* The job @id as query-block-jobs shows it (NULL: the device's only one), or NULL. */
+static struct json_object *job_find(struct json_object *list, const char *id)
+{
+	size_t i;
+
+	for (i = 0; i < json_object_array_length(list); i++) {
+		struct json_object *j = json_object_array_get_idx(list, i);
+
+		if (!id || !strcmp(job_str(j, "device"), id))
+			return j;
+	}
+	return NULL;
+}
+
+static void job_progress(struct json_object *j)
+{
+	int64_t len = job_int(j, "len"), off = job_int(j, "offset");
+
+	printf("    (%.2f/100%%)\r", len ? off * 100.0 / len : 0.0);
+	fflush(stdout);
+}
+
+/*
+ * Waits for job @id's end, or its READY if @until_ready.  Returns the
+ * exit status: 0 completed (or ready), 1 failed, cancelled, or lost.
+ */
+static int job_wait(const char *verb, struct ctl_client *c, const char *id, bool until_ready,
+		    bool progress)
+{
+	struct json_object *ev, *data, *list;
+	int ret = CLI_EXIT_ERR;
+
+	for (;;) {
+		int err = ctl_client_next(c, JOB_POLL_MS, &ev);
+
+		if (!err) {
+			const char *name = job_str(ev, "event");
+
+			if (!json_object_object_get_ex(ev, "data", &data) ||
+			    strcmp(job_str(data, "device"), id) || strncmp(name, "BLOCK_JOB_", 10)) {
+				json_object_put(ev);
+				continue;
+			}
+			if (!strcmp(name, "BLOCK_JOB_READY") && until_ready) {
+				ret = CLI_EXIT_OK;
+			} else if (!strcmp(name, "BLOCK_JOB_COMPLETED")) {
+				if (json_object_object_get_ex(data, "error", NULL))
+					img_err("%s: job %s failed: %s", verb, id,
+						job_str(data, "error"));
+				else
+					ret = CLI_EXIT_OK;
+			} else if (!strcmp(name, "BLOCK_JOB_CANCELLED")) {
+				img_err("%s: job %s was cancelled", verb, id);
+			} else {
+				json_object_put(ev);
+				continue;
+			}
+			json_object_put(ev);
+			break;
+		}
+		if (err != -ETIMEDOUT) {
+			img_err("%s: the server went away before job %s ended", verb, id);
+			break;
+		}
+		if (job_call(verb, c, "query-block-jobs", NULL, &list))
+			break;
+		/* Its end event comes before it leaves the list: gone means lost. */
+		if (!job_find(list, id)) {
+			json_object_put(list);
+			if (!ctl_client_next(c, 0, &ev)) {
+				/* The event arrived during the call: look at it. */
+				json_object_put(ev);
+				continue;
+			}
+			img_err("%s: job %s ended without telling how", verb, id);
+			break;
+		}
+		if (progress)
+			job_progress(job_find(list, id));
+		json_object_put(list);
+	}
+	if (progress)
+		printf("\n");
+	return ret;
+}
+
+/* @path made absolute: the server's working directory is not ours. */
+static int job_abs_path(const char *path, char *out, size_t len)
+{
+	char a[PATH_MAX], b[PATH_MAX], dir[PATH_MAX];
+
+	if (path[0] == '/') {
+		snprintf(out, len, "%s", path);
+		return 0;
+	}
+	snprintf(a, sizeof(a), "%s", path);
+	snprintf(b, sizeof(b), "%s", path);
+	if (!realpath(dirname(a), dir))
+		return -errno;
+	if ((size_t)snprintf(out, len, "%.*s/%s", PATH_MAX / 2, dir, basename(b)) >= len) {
+		errno = ENAMETOOLONG;
+		return -ENAMETOOLONG;
+	}
+	return 0;
+}
+
+/* backup and mirror: start the job, then wait as asked. */
+static int job_start(struct job_opts *o, struct ctl_client *c)
+{
+	bool mirror = !strcmp(o->verb, "mirror");
+	struct json_object *args = json_object_new_object(), *r, *list;
+	char target[PATH_MAX], id[128];
+	int ret;
+
+	if (job_abs_path(o->arg, target, sizeof(target))) {
+		img_err("%s: %s: %s", o->verb, o->arg, strerror(errno));
+		json_object_put(args);
+		return CLI_EXIT_ERR;
+	}
+	json_object_object_add(args, "target", json_object_new_string(target));
+	json_object_object_add(args, "sync", json_object_new_string(o->sync ? o->sync : "full"));
+	json_object_object_add(args, "mode", json_object_new_string(o->existing ? "existing" :
+								    "absolute-paths"));
+	if (o->fmt)
+		json_object_object_add(args, "format", json_object_new_string(o->fmt));
+	if (o->job_id)
+		json_object_object_add(args, "job-id", json_object_new_string(o->job_id));
+	if (o->have_speed)
+		json_object_object_add(args, "speed", json_object_new_int64(o->speed));
+	ret = job_call(o->verb, c, mirror ? "drive-mirror" : "drive-backup", args, &r);
+	json_object_put(args);
+	if (ret)
+		return CLI_EXIT_ERR;
+	json_object_put(r);
+	/* Without --job-id the server names the job after the device. */
+	if (o->job_id)
+		snprintf(id, sizeof(id), "%s", o->job_id);
+	else
+		snprintf(id, sizeof(id), "ublkb%u", o->id);
+	if (!o->wait && !o->pivot && !o->progress)
+		return CLI_EXIT_OK;
+	if (!mirror)
+		return job_wait(o->verb, c, id, false, o->progress);
+	ret = job_wait(o->verb, c, id, true, o->progress);
+	if (ret || !o->pivot)
+		return ret;
+	if (job_call(o->verb, c, "block-job-complete",
+		     list = json_tokener_parse("{}"), &r)) {
+		json_object_put(list);
+		return CLI_EXIT_ERR;
+	}
+	json_object_put(list);
+	json_object_put(r);
+	return job_wait(o->verb, c, id, false, o->progress);
+}
+
+static void job_list(struct json_object *list)
+{
+	size_t i;
+
+	if (!json_object_array_length(list)) {
+		printf("no block job\n");
+		return;
+	}
+	printf("%-16s %-8s %-10s %14s %14s %6s %12s\n", "id", "type", "status", "offset", "len",
+	       "done", "speed");
+	for (i = 0; i < json_object_array_length(list); i++) {
+		struct json_object *j = json_object_array_get_idx(list, i);
+		int64_t len = job_int(j, "len"), off = job_int(j, "offset");
+
+		printf("%-16s %-8s %-10s %14lld %14lld %5.1f%% %12lld\n", job_str(j, "device"),
+		       job_str(j, "type"), job_str(j, "status"), (long long)off, (long long)len,
+		       len ? off * 100.0 / len : 0.0, (long long)job_int(j, "speed"));
+		if (*job_str(j, "error"))
+			printf("  error: %s\n", job_str(j, "error"));
+	}
+}
+
+/* job: one action on the device's job. */
+static int job_action(struct job_opts *o, struct ctl_client *c)
+{
+	struct json_object *list, *j, *args, *r;
+	const char *cmd = NULL;
+	char id[BLK_JOB_ID_MAX + 1];
+	int ret;
+
+	if (job_call("job", c, "query-block-jobs", NULL, &list))
+		return CLI_EXIT_ERR;
+	if (!strcmp(o->action, "list")) {
+		job_list(list);
+		json_object_put(list);
+		return CLI_EXIT_OK;
+	}
+	j = job_find(list, o->arg);
+	if (!j) {
+		if (o->arg)
+			img_err("job: no block job '%s' runs on device %u", o->arg, o->id);
+		else
+			img_err("job: no block job runs on device %u", o->id);
+		json_object_put(list);
+		return CLI_EXIT_ERR;
+	}
+	snprintf(id, sizeof(id), "%s", job_str(j, "device"));
+	json_object_put(list);
+
+	if (!strcmp(o->action, "pause"))
+		cmd = "block-job-pause";
+	else if (!strcmp(o->action, "resume"))
+		cmd = "block-job-resume";
+	else if (!strcmp(o->action, "cancel"))
+		cmd = "block-job-cancel";
+	else if (!strcmp(o->action, "complete"))
+		cmd = "block-job-complete";
+	else if (!strcmp(o->action, "set-speed"))
+		cmd = "block-job-set-speed";
+	if (cmd) {
+		args = json_object_new_object();
+		json_object_object_add(args, "device", json_object_new_string(id));
+		if (o->force)
+			json_object_object_add(args, "force", json_object_new_boolean(true));
+		if (o->have_speed)
+			json_object_object_add(args, "speed", json_object_new_int64(o->speed));
+		ret = job_call("job", c, cmd, args, &r);
+		json_object_put(args);
+		if (ret)
+			return CLI_EXIT_ERR;
+		json_object_put(r);
+		/* Pause, resume and set-speed take effect at once: nothing to wait for. */
+		if (!o->wait && !o->progress)
+			return CLI_EXIT_OK;
+		if (!strcmp(o->action, "pause") || !strcmp(o->action, "resume") ||
+		    !strcmp(o->action, "set-speed"))
+			return CLI_EXIT_OK;
+	}
+	return job_wait("job", c, id, false, o->progress);
+}
+
+static int job_main(const char *verb, int argc, char **argv,
+		    int (*fn)(struct job_opts *o, struct ctl_client *c))
+{
+	struct job_opts o = { .verb = verb };
+	struct ctl_client *c;
+	int ret = job_parse(argc, argv, &o);
+
+	if (ret)
+		return ret == CLI_HELP ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+	if (job_open(verb, o.id, &c))
+		return CLI_EXIT_ERR;
+	ret = fn(&o, c);
+	ctl_client_close(c);
+	return ret;
+}
+
+int cli_cmd_backup(int argc, char **argv)
+{
+	return job_main("backup", argc, argv, job_start);
+}
+
+int cli_cmd_mirror(int argc, char **argv)
+{
+	return job_main("mirror", argc, argv, job_start);
+}
+
+int cli_cmd_job(int argc, char **argv)
+{
+	return job_main("job", argc, argv, job_action);
+}
