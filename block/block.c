@@ -479,6 +479,7 @@ static void blk_copy_on_read(struct blk_dev *d, struct tgt *t, const void *buf,
 static int blk_change(struct blk_dev *d, struct tgt *t, enum blk_op op, const void *buf,
 		      uint64_t off, uint64_t len, unsigned int wflags)
 {
+	bool lock = d->cfg.copy_on_read || d->lock_writes;
 	struct blk_write_notifier *n;
 	struct blk_before_write *h;
 	struct range_entry e;
@@ -486,7 +487,7 @@ static int blk_change(struct blk_dev *d, struct tgt *t, enum blk_op op, const vo
 
 	for (h = d->before_write; unlikely(h); h = h->next)
 		h->fn(h, op, off, len);
-	if (d->cfg.copy_on_read)
+	if (lock)
 		range_lock(&d->cor_lock, &e, off, len);
 	if (op == BLK_OP_WRITE)
 		ret = t->ops->write(t, buf, len, off, wflags);
@@ -494,7 +495,7 @@ static int blk_change(struct blk_dev *d, struct tgt *t, enum blk_op op, const vo
 		ret = t->ops->discard(t, off, len);
 	else
 		ret = t->ops->write_zeroes(t, off, len, wflags);
-	if (d->cfg.copy_on_read)
+	if (lock)
 		range_unlock(&d->cor_lock, &e);
 	for (n = d->notifiers; n; n = n->next)
 		n->notify(n, op, off, len, ret);

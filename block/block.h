@@ -184,6 +184,12 @@ struct blk_dev {
 	struct throttle thr;
 	/* With copy-on-read: writes and populating reads lock their range. */
 	struct range_lock cor_lock;
+	/*
+	 * Writes lock their range in @cor_lock without copy-on-read too: a
+	 * stream job copies backing data into the top under it.  Changed
+	 * under a drain.
+	 */
+	bool lock_writes;
 	struct blk_queue *queues;
 	unsigned int nr_queues;
 

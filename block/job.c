@@ -649,6 +649,17 @@ int blk_job_workers(struct blk_job *job, unsigned int n,
 	return w.ret;
 }
 
+/* Whether @layer lies in @from's chain above @base (@from included). */
+static bool job_above(const struct tgt *from, const struct tgt *layer, const struct tgt *base)
+{
+	const struct tgt *l;
+
+	for (l = from; l && l != base; l = l->backing)
+		if (l == layer)
+			return true;
+	return false;
+}
+
 int blk_job_scan(struct blk_dev *d, const struct blk_copy_opts *o, struct jobmap *m)
 {
 	struct tgt *top = d->top;
@@ -663,7 +674,9 @@ int blk_job_scan(struct blk_dev *d, const struct blk_copy_opts *o, struct jobmap
 
 		if (n <= 0)
 			return n ? (int)n : -EIO;
-		if (o->sync_top)
+		if (o->base)
+			need = layer && job_above(top, layer, o->base);
+		else if (o->sync_top)
 			need = layer == top;
 		else
 			need = !o->target_zeroed || (layer && !(ext.flags & TGT_EXT_ZERO));

@@ -223,6 +223,13 @@ struct blk_copy_opts {
 	bool sync_top;
 	/* The target reads zeros where nothing was written (a new image without backing). */
 	bool target_zeroed;
+	/*
+	 * Active commit: the target is @base, a node of the device's own
+	 * chain.  Only what the images above it provide is copied; the job
+	 * reopens it read-write for its run and read-only at its end unless
+	 * it pivoted to it, and never closes it.
+	 */
+	struct tgt *base;
 	/* Granule of the job's bitmap: a power of two >= 4096, at most BLK_JOB_CHUNK_BYTES. */
 	uint32_t gran_bytes;
 	/* The target's cluster (4096 for raw): the smallest speed is one a second. */
@@ -230,11 +237,13 @@ struct blk_copy_opts {
 	/*
 	 * Mirror only: called on the job's thread under its drain when a
 	 * ready mirror completes, with every byte copied and the target
-	 * flushed, to make @target the device's top.  Returns 0 (the
-	 * target is the chain's now, not the job's) or -errno (the device
-	 * stays on its image; the job fails).  NULL: complete is refused.
+	 * flushed, to make @target the device's top (blk_chain_replace_top()).
+	 * Returns 0, the target the chain's now and *@old the chain it
+	 * replaced, which the job frees once its drain is over; or -errno
+	 * (the device stays on its image; the job fails).  NULL: complete
+	 * is refused.
 	 */
-	int (*pivot)(void *ctx, struct tgt *target);
+	int (*pivot)(void *ctx, struct tgt *target, struct tgt **old);
 	void *pivot_ctx;
 };
 
@@ -277,6 +286,40 @@ int blk_backup_start(struct blk_dev *d, const struct blk_copy_opts *o, char *why
  * blk_backup_start().
  */
 int blk_mirror_start(struct blk_dev *d, const struct blk_copy_opts *o, char *why,
+		     size_t why_len);
+
+/* What stream and commit work on: nodes of the device's chain. */
+struct blk_chain_opts {
+	const char *id;			/* NULL: the device's name */
+	uint64_t speed;
+	uint32_t cluster_bytes;		/* the smallest speed is one a second */
+	/*
+	 * stream: the device's top, which receives the data; commit: the
+	 * image whose data (with the images down to @base) goes into @base,
+	 * below the active image.
+	 */
+	struct tgt *top;
+	/* stream: the new backing file (NULL: none); commit: receives the data. */
+	struct tgt *base;
+	/* blk_chain_drop()'s record hook: the plane writes the chain down. */
+	int (*record)(void *ctx, const struct tgt *top);
+	void *record_ctx;
+};
+
+/*
+ * stream (QEMU's block-stream): copies into the top what the images
+ * between it and @o->base provide where the top allocates nothing, while
+ * the guest writes, then makes @o->base the top's backing file and drops
+ * those images (stream.c gives the crash order).  commit, intermediate
+ * (QEMU's block-commit with top below the active image): copies into
+ * @o->base what @o->top and the images down to it provide, then makes
+ * @o->base the backing file of the image above @o->top and drops the
+ * images between.  Each returns 0 once the job runs, or -errno with
+ * @why set.
+ */
+int blk_stream_start(struct blk_dev *d, const struct blk_chain_opts *o, char *why,
+		     size_t why_len);
+int blk_commit_start(struct blk_dev *d, const struct blk_chain_opts *o, char *why,
 		     size_t why_len);
 
 #endif

@@ -47,6 +47,7 @@ struct mirror {
 	bool notified;
 	bool active;			/* atomic: the notifier copies too */
 	bool pivoted;			/* the target is the device's now */
+	struct tgt *old;		/* the chain the pivot replaced, to free */
 	uint64_t cursor;		/* next granule for the workers (job thread only) */
 	int failed;			/* atomic: the first copy that failed */
 };
@@ -199,7 +200,7 @@ static int mirror_finish(struct mirror *m, bool pivot)
 				      strerror(-ret));
 	}
 	if (!ret && pivot) {
-		ret = m->o.pivot(m->o.pivot_ctx, t);
+		ret = m->o.pivot(m->o.pivot_ctx, t, &m->old);
 		if (ret)
 			blk_job_error(job, "pivot", "switching the device to the target failed: %s",
 				      strerror(-ret));
@@ -244,6 +245,10 @@ static int mirror_run(struct blk_job *job)
 	blk_remove_write_notifier(job->dev, &m->notifier);
 	m->notified = false;
 	blk_job_drain_end(job);
+	/* Closing the old images does not hold the guest's I/O. */
+	if (m->old)
+		tgt_free_chain(m->old);
+	m->old = NULL;
 	return ret;
 }
 
@@ -256,7 +261,14 @@ static void mirror_free(struct blk_job *job)
 		blk_remove_write_notifier(job->dev, &m->notifier);
 		blk_drain_end(job->dev);
 	}
-	if (!m->pivoted) {
+	if (m->o.base && !m->pivoted) {
+		/* Active commit given up: the base is a backing file again. */
+		blk_drain_begin(job->dev);
+		if (tgt_reopen(m->o.base, TGT_ROLE_BACKING, true))
+			img_err("device %u: %s stays open read-write", job->dev->id,
+				m->o.base->cfg.file);
+		blk_drain_end(job->dev);
+	} else if (!m->pivoted) {
 		tgt_close(m->o.target);
 		free((char *)m->o.target->cfg.file);
 		free(m->o.target);
@@ -272,11 +284,37 @@ static const struct blk_job_driver mirror_drv = {
 	.can_complete = true,
 };
 
-static int mirror_setup(void *arg)
+/* The active commit is a mirror into the base; QEMU calls it a commit job. */
+static const struct blk_job_driver active_commit_drv = {
+	.type = "commit",
+	.run = mirror_run,
+	.free = mirror_free,
+	.can_complete = true,
+};
+
+static int mirror_base_ro(void *arg)
 {
 	struct mirror *m = arg;
 
-	return blk_job_scan(m->job.dev, &m->o, &m->dirty);
+	return tgt_reopen(m->o.base, TGT_ROLE_BACKING, true);
+}
+
+static int mirror_setup(void *arg)
+{
+	struct mirror *m = arg;
+	int ret;
+
+	/* Active commit: the base is written from now on, and will be the device's image. */
+	if (m->o.base) {
+		m->o.base->cfg.open_flags |= TGT_O_FIXED_SIZE;
+		ret = tgt_reopen(m->o.base, TGT_ROLE_IMAGE, false);
+		if (ret)
+			return ret;
+	}
+	ret = blk_job_scan(m->job.dev, &m->o, &m->dirty);
+	if (ret && m->o.base)
+		tgt_reopen(m->o.base, TGT_ROLE_BACKING, true);
+	return ret;
 }
 
 int blk_mirror_start(struct blk_dev *d, const struct blk_copy_opts *o, char *why,
@@ -289,7 +327,9 @@ int blk_mirror_start(struct blk_dev *d, const struct blk_copy_opts *o, char *why
 	if (!m)
 		return -ENOMEM;
 	m->o = *o;
-	ret = blk_job_init(&m->job, d, &mirror_drv, o->id, o->speed, o->cluster_bytes, why,
+	if (o->base)
+		m->o.target = o->base;
+	ret = blk_job_init(&m->job, d, o->base ? &active_commit_drv : &mirror_drv, o->id, o->speed, o->cluster_bytes, why,
 			   why_len);
 	if (ret) {
 		free(m);
@@ -314,8 +354,12 @@ int blk_mirror_start(struct blk_dev *d, const struct blk_copy_opts *o, char *why
 	blk_drain_begin(d);
 	ret = exec_run_sync(mirror_setup, m);
 	if (ret) {
-		snprintf(why, why_len, "reading the device's allocation failed: %s",
-			 strerror(-ret));
+		if (o->base)
+			snprintf(why, why_len, "opening %s read-write or reading the chain failed: %s",
+				 o->base->cfg.file, strerror(-ret));
+		else
+			snprintf(why, why_len, "reading the device's allocation failed: %s",
+				 strerror(-ret));
 	} else {
 		blk_job_set_len(&m->job, MIN(jobmap_count(&m->dirty) << m->dirty.gran_shift,
 					     d->top->caps.size_bytes));
@@ -324,6 +368,8 @@ int blk_mirror_start(struct blk_dev *d, const struct blk_copy_opts *o, char *why
 		ret = blk_job_start(&m->job);
 		if (ret)
 			blk_remove_write_notifier(d, &m->notifier);
+		if (ret && o->base)
+			exec_run_sync(mirror_base_ro, m);
 	}
 	blk_drain_end(d);
 out:

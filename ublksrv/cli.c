@@ -36,6 +36,9 @@ int cli_cmd_resume(int argc, char **argv);
 int cli_cmd_backup(int argc, char **argv);
 int cli_cmd_mirror(int argc, char **argv);
 int cli_cmd_job(int argc, char **argv);
+int cli_cmd_stream(int argc, char **argv);
+int cli_cmd_commit_live(int argc, char **argv);
+static int cli_cmd_commit_any(int argc, char **argv);
 static int cli_cmd_help(int argc, char **argv);
 
 static const struct cli_cmd cli_cmds[] = {
@@ -403,8 +406,32 @@ static const struct cli_cmd cli_cmds[] = {
 "BASE again.\n"
 "  -b BASE   commit down to BASE, deeper in the chain; FILE is kept\n"
 "  -d        keep FILE's data (do not empty it)\n"
-"  -p        show progress",
-		.run = cli_cmd_commit,
+"  -p        show progress\n"
+"\n"
+"usage: imgblk commit -n ID [--top FILE] [--base FILE] [--speed BYTES_PER_S]\n"
+"                     [--job-id ID] [--wait] [--pivot] [-p]\n"
+"\n"
+"On running device ID (QMP block-commit): merges TOP (default the active\n"
+"image) and the images down to BASE (default the bottom) into BASE.  Below\n"
+"the active image the job ends by itself and the image above TOP then\n"
+"reads BASE.  The active image's commit mirrors new writes into BASE and\n"
+"becomes ready; `imgblk job -n ID complete` (or --pivot) switches the\n"
+"device to BASE.  --wait returns at the end, or when ready.",
+		.run = cli_cmd_commit_any,
+	},
+	{
+		.name = "stream",
+		.summary = "pull a running device's backing data into its top image",
+		.usage =
+"usage: imgblk stream -n ID [--base FILE] [--speed BYTES_PER_S] [--job-id ID]\n"
+"                     [--wait] [-p]\n"
+"\n"
+"On running device ID (QMP block-stream): copies into the top image what\n"
+"the images above BASE (default: all of them) provide where the top has\n"
+"nothing, then makes BASE the top's backing file (none without --base)\n"
+"and drops the images between.  --wait returns at the end; the exit\n"
+"status is 1 if the job failed or was cancelled.",
+		.run = cli_cmd_stream,
 	},
 	{
 		.name = "snapshot",
@@ -483,6 +510,17 @@ int cli_run(int (*body)(void *arg), void *arg)
 		return CLI_EXIT_ERR;
 	}
 	return ret;
+}
+
+/* commit -n ID is the live commit of a device; without -n, the offline one. */
+static int cli_cmd_commit_any(int argc, char **argv)
+{
+	int i;
+
+	for (i = 1; i < argc; i++)
+		if (!strncmp(argv[i], "-n", 2) || !strncmp(argv[i], "--number", 8))
+			return cli_cmd_commit_live(argc, argv);
+	return cli_cmd_commit(argc, argv);
 }
 
 const struct cli_cmd *cli_find(const char *name)

@@ -34,6 +34,8 @@ enum {
 	OPT_WAIT,
 	OPT_PIVOT,
 	OPT_FORCE,
+	OPT_TOP,
+	OPT_BASE,
 };
 
 struct job_opts {
@@ -52,6 +54,8 @@ struct job_opts {
 	bool progress;
 	const char *action;		/* job: list, pause, ... */
 	const char *arg;		/* TARGET, or the job's id */
+	char target[PATH_MAX];		/* TARGET made absolute */
+	const char *top, *base;		/* commit, stream */
 };
 
 /*
@@ -70,11 +74,15 @@ static int job_parse(int argc, char **argv, struct job_opts *o)
 		{ "wait", no_argument, NULL, OPT_WAIT },
 		{ "pivot", no_argument, NULL, OPT_PIVOT },
 		{ "force", no_argument, NULL, OPT_FORCE },
+		{ "top", required_argument, NULL, OPT_TOP },
+		{ "base", required_argument, NULL, OPT_BASE },
 		{ "progress", no_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	bool is_job = !strcmp(o->verb, "job"), is_mirror = !strcmp(o->verb, "mirror");
+	bool is_commit = !strcmp(o->verb, "commit"), is_stream = !strcmp(o->verb, "stream");
+	bool is_copy = !is_job && !is_commit && !is_stream;
 	uint64_t v;
 	int c;
 
@@ -83,10 +91,11 @@ static int job_parse(int argc, char **argv, struct job_opts *o)
 	while ((c = getopt_long(argc, argv, ":n:f:ph", opts, NULL)) != -1) {
 		/* Each verb takes its own options only. */
 		bool mine = c == 'n' || c == 'h' || c == '?' || c == ':' || c == 'p' ||
-			    c == OPT_WAIT || c == OPT_SPEED ||
-			    ((c == 'f' || c == OPT_SYNC || c == OPT_EXISTING || c == OPT_JOB_ID) &&
-			     !is_job) ||
-			    (c == OPT_PIVOT && is_mirror) || (c == OPT_FORCE && is_job);
+			    c == OPT_WAIT || c == OPT_SPEED || (c == OPT_JOB_ID && !is_job) ||
+			    ((c == 'f' || c == OPT_SYNC || c == OPT_EXISTING) && is_copy) ||
+			    (c == OPT_PIVOT && (is_mirror || is_commit)) ||
+			    (c == OPT_FORCE && is_job) || (c == OPT_BASE && (is_commit || is_stream)) ||
+			    (c == OPT_TOP && is_commit);
 
 		if (!mine)
 			c = '?';
@@ -134,6 +143,12 @@ static int job_parse(int argc, char **argv, struct job_opts *o)
 		case OPT_FORCE:
 			o->force = true;
 			break;
+		case OPT_TOP:
+			o->top = optarg;
+			break;
+		case OPT_BASE:
+			o->base = optarg;
+			break;
 		case 'p':
 			o->progress = true;
 			break;
@@ -175,7 +190,7 @@ static int job_parse(int argc, char **argv, struct job_opts *o)
 				"job: set-speed needs --speed BYTES_PER_S");
 			return -EINVAL;
 		}
-	} else {
+	} else if (is_copy) {
 		if (optind < argc)
 			o->arg = argv[optind++];
 		if (!o->arg) {
@@ -263,9 +278,12 @@ static void job_progress(struct json_object *j)
 	fflush(stdout);
 }
 
+/* job_wait()'s answer when the job became ready. */
+#define JOB_READY	3
+
 /*
  * Waits for job @id's end, or its READY if @until_ready.  Returns the
- * exit status: 0 completed (or ready), 1 failed, cancelled, or lost.
+ * exit status: 0 completed, 1 failed, cancelled, or lost; or JOB_READY.
  */
 static int job_wait(const char *verb, struct ctl_client *c, const char *id, bool until_ready,
 		    bool progress)
@@ -285,7 +303,7 @@ static int job_wait(const char *verb, struct ctl_client *c, const char *id, bool
 				continue;
 			}
 			if (!strcmp(name, "BLOCK_JOB_READY") && until_ready) {
-				ret = CLI_EXIT_OK;
+				ret = JOB_READY;
 			} else if (!strcmp(name, "BLOCK_JOB_COMPLETED")) {
 				if (json_object_object_get_ex(data, "error", NULL))
 					img_err("%s: job %s failed: %s", verb, id,
@@ -347,30 +365,50 @@ static int job_abs_path(const char *path, char *out, size_t len)
 	return 0;
 }
 
-/* backup and mirror: start the job, then wait as asked. */
-static int job_start(struct job_opts *o, struct ctl_client *c)
+/* The QMP start of @o->verb's job: its command, and its arguments in @args. */
+static const char *job_start_args(struct job_opts *o, struct json_object *args)
 {
-	bool mirror = !strcmp(o->verb, "mirror");
-	struct json_object *args = json_object_new_object(), *r, *list;
-	char target[PATH_MAX], id[128];
-	int ret;
+	char path[PATH_MAX];
 
-	if (job_abs_path(o->arg, target, sizeof(target))) {
-		img_err("%s: %s: %s", o->verb, o->arg, strerror(errno));
-		json_object_put(args);
-		return CLI_EXIT_ERR;
+	if (o->job_id)
+		json_object_object_add(args, "job-id", json_object_new_string(o->job_id));
+	if (o->have_speed)
+		json_object_object_add(args, "speed", json_object_new_int64(o->speed));
+	if (!strcmp(o->verb, "stream") || !strcmp(o->verb, "commit")) {
+		if (o->base && !job_abs_path(o->base, path, sizeof(path)))
+			json_object_object_add(args, "base", json_object_new_string(path));
+		if (o->top && !job_abs_path(o->top, path, sizeof(path)))
+			json_object_object_add(args, "top", json_object_new_string(path));
+		return !strcmp(o->verb, "stream") ? "block-stream" : "block-commit";
 	}
-	json_object_object_add(args, "target", json_object_new_string(target));
+	json_object_object_add(args, "target", json_object_new_string(o->target));
 	json_object_object_add(args, "sync", json_object_new_string(o->sync ? o->sync : "full"));
 	json_object_object_add(args, "mode", json_object_new_string(o->existing ? "existing" :
 								    "absolute-paths"));
 	if (o->fmt)
 		json_object_object_add(args, "format", json_object_new_string(o->fmt));
-	if (o->job_id)
-		json_object_object_add(args, "job-id", json_object_new_string(o->job_id));
-	if (o->have_speed)
-		json_object_object_add(args, "speed", json_object_new_int64(o->speed));
-	ret = job_call(o->verb, c, mirror ? "drive-mirror" : "drive-backup", args, &r);
+	return !strcmp(o->verb, "mirror") ? "drive-mirror" : "drive-backup";
+}
+
+/*
+ * backup, mirror, stream, commit: start the job, then wait as asked: for
+ * its end, or for a job that converges (mirror, active commit) its
+ * READY, and with --pivot, complete it and wait for its end.
+ */
+static int job_start(struct job_opts *o, struct ctl_client *c)
+{
+	struct json_object *args = json_object_new_object(), *r;
+	char id[128];
+	const char *cmd;
+	int ret;
+
+	if (o->arg && job_abs_path(o->arg, o->target, sizeof(o->target))) {
+		img_err("%s: %s: %s", o->verb, o->arg, strerror(errno));
+		json_object_put(args);
+		return CLI_EXIT_ERR;
+	}
+	cmd = job_start_args(o, args);
+	ret = job_call(o->verb, c, cmd, args, &r);
 	json_object_put(args);
 	if (ret)
 		return CLI_EXIT_ERR;
@@ -382,17 +420,17 @@ static int job_start(struct job_opts *o, struct ctl_client *c)
 		snprintf(id, sizeof(id), "ublkb%u", o->id);
 	if (!o->wait && !o->pivot && !o->progress)
 		return CLI_EXIT_OK;
-	if (!mirror)
-		return job_wait(o->verb, c, id, false, o->progress);
 	ret = job_wait(o->verb, c, id, true, o->progress);
-	if (ret || !o->pivot)
+	if (ret != JOB_READY)
 		return ret;
-	if (job_call(o->verb, c, "block-job-complete",
-		     list = json_tokener_parse("{}"), &r)) {
-		json_object_put(list);
+	if (!o->pivot)
+		return CLI_EXIT_OK;
+	args = json_object_new_object();
+	json_object_object_add(args, "device", json_object_new_string(id));
+	ret = job_call(o->verb, c, "block-job-complete", args, &r);
+	json_object_put(args);
+	if (ret)
 		return CLI_EXIT_ERR;
-	}
-	json_object_put(list);
 	json_object_put(r);
 	return job_wait(o->verb, c, id, false, o->progress);
 }
@@ -502,6 +540,17 @@ int cli_cmd_backup(int argc, char **argv)
 int cli_cmd_mirror(int argc, char **argv)
 {
 	return job_main("mirror", argc, argv, job_start);
+}
+
+int cli_cmd_stream(int argc, char **argv)
+{
+	return job_main("stream", argc, argv, job_start);
+}
+
+/* commit -n ID is the live commit; commit FILE stays the offline one. */
+int cli_cmd_commit_live(int argc, char **argv)
+{
+	return job_main("commit", argc, argv, job_start);
 }
 
 int cli_cmd_job(int argc, char **argv)

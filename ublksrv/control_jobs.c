@@ -43,6 +43,19 @@ static void job_state_set(struct ublk_dev *dev, const char *job)
 		img_err("device %u: cannot record the job in the state file", dev->info.dev_id);
 }
 
+/* The state file names job @id (NULL: the device's name) of @type on @file. */
+static void job_state_start(struct ublk_dev *dev, const char *type, const char *id,
+			    const char *file)
+{
+	char job[PATH_MAX + 96];
+
+	if (id)
+		snprintf(job, sizeof(job), "%s %s %s", type, id, file);
+	else
+		snprintf(job, sizeof(job), "%s ublkb%u %s", type, dev->info.dev_id, file);
+	job_state_set(dev, job);
+}
+
 /* The job's members common to query-block-jobs and the events. */
 static struct json_object *job_json(const struct blk_job_info *j)
 {
@@ -283,7 +296,7 @@ static int job_drive(struct ctl_call *call, bool mirror)
 	};
 	struct blk_copy_opts o = { .id = ctl_arg_str(call, "job-id", NULL) };
 	struct blk_job_info info;
-	char name[32], job[PATH_MAX + 64];
+	char name[32];
 	int ret;
 
 	snprintf(name, sizeof(name), "ublkb%u", dev->info.dev_id);
@@ -320,9 +333,7 @@ static int job_drive(struct ctl_call *call, bool mirror)
 		o.pivot_ctx = dev;
 	}
 	/* Named in the state file before it runs, so `recover` can tell of it. */
-	snprintf(job, sizeof(job), "%s %s %s", mirror ? "mirror" : "backup",
-		 o.id ? o.id : name, js.file);
-	job_state_set(dev, job);
+	job_state_start(dev, mirror ? "mirror" : "backup", o.id, js.file);
 	ret = mirror ? blk_mirror_start(&dev->blk, &o, js.why, sizeof(js.why)) :
 		       blk_backup_start(&dev->blk, &o, js.why, sizeof(js.why));
 	if (ret) {
@@ -343,6 +354,192 @@ static int job_drive_backup(struct ctl_call *call)
 static int job_drive_mirror(struct ctl_call *call)
 {
 	return job_drive(call, true);
+}
+
+/*
+ * The node of the device's chain that @file names (the same file, by
+ * realpath), or NULL.
+ */
+static struct tgt *job_node(struct ublk_dev *dev, const char *file)
+{
+	char want[PATH_MAX], have[PATH_MAX];
+	struct tgt *t;
+
+	if (!realpath(file, want))
+		return NULL;
+	for (t = dev->blk.top; t; t = t->backing)
+		if (t->cfg.file && realpath(t->cfg.file, have) && !strcmp(want, have))
+			return t;
+	return NULL;
+}
+
+struct job_info_call {
+	struct tgt *t;
+	struct tgt_info info;
+};
+
+static int job_info_fn(void *arg)
+{
+	struct job_info_call *c = arg;
+
+	c->t->ops->info(c->t, &c->info);
+	return 0;
+}
+
+/* The cluster of @t, 4096 for an unclustered one. */
+static uint32_t job_cluster(struct tgt *t)
+{
+	struct job_info_call *c = calloc(1, sizeof(*c));
+	uint32_t cl = 4096;
+
+	if (c && t->ops->info) {
+		c->t = t;
+		if (!exec_run_sync(job_info_fn, c) && c->info.cluster_size)
+			cl = c->info.cluster_size;
+	}
+	free(c);
+	return cl;
+}
+
+/* Common checks of the chain jobs; sets *@id.  Returns 0 or -errno (reason set). */
+static int job_chain_check(struct ctl_call *call, const char **id)
+{
+	struct ublk_dev *dev = call->ctx;
+	const char *want = ctl_arg_str(call, "device", NULL);
+	struct blk_job_info info;
+	char name[32];
+
+	*id = ctl_arg_str(call, "job-id", NULL);
+	snprintf(name, sizeof(name), "ublkb%u", dev->info.dev_id);
+	if (want && strcmp(want, name) && !(!strncmp(want, "/dev/", 5) && !strcmp(want + 5, name)))
+		return ctl_fail(call, -ENODEV, "Device '%s' not found: this is %s", want, name);
+	if (ctl_arg_int(call, "speed", 0) < 0)
+		return ctl_fail(call, -EINVAL, "speed must not be negative");
+	if (*id && (!**id || strlen(*id) >= BLK_JOB_ID_MAX))
+		return ctl_fail(call, -EINVAL, "job-id must be 1 to %d characters",
+				BLK_JOB_ID_MAX - 1);
+	if (!blk_job_query(&dev->blk, &info))
+		return ctl_fail(call, -EBUSY, "device %s already runs job '%s' (%s)", name,
+				info.id, info.type);
+	if (dev->blk.top->caps.read_only)
+		return ctl_fail(call, -EROFS, "device %s is read-only", name);
+	return 0;
+}
+
+/* A named node of the chain, or the reason it is not one.  Returns 0 or -errno. */
+static int job_chain_node(struct ctl_call *call, const char *arg, struct tgt **out)
+{
+	struct ublk_dev *dev = call->ctx;
+	const char *file = ctl_arg_str(call, arg, NULL);
+
+	*out = NULL;
+	if (!file)
+		return 0;
+	*out = job_node(dev, file);
+	if (!*out)
+		return ctl_fail(call, -ENOENT, "%s is not an image of ublkb%u's chain", file,
+				dev->info.dev_id);
+	return 0;
+}
+
+/* QEMU's block-stream: the top takes the data of the images above base. */
+static int job_block_stream(struct ctl_call *call)
+{
+	struct ublk_dev *dev = call->ctx;
+	struct tgt *top = dev->blk.top, *base;
+	struct blk_chain_opts o = { 0 };
+	char why[512];
+	int ret;
+
+	if (job_chain_check(call, &o.id) || job_chain_node(call, "base", &base))
+		return -EINVAL;
+	if (!top->ops->set_backing)
+		return ctl_fail(call, -EOPNOTSUPP,
+				"%s is %s: stream needs a top image that names a backing file",
+				top->cfg.file, top->ops->name);
+	if (!top->backing)
+		return ctl_fail(call, -EINVAL, "nothing to stream: %s has no backing file",
+				top->cfg.file);
+	if (base == top || top->backing == base)
+		return ctl_fail(call, -EINVAL, "nothing to stream: %s is %s", base->cfg.file,
+				base == top ? "the top" : "already the top's backing file");
+	o.speed = ctl_arg_int(call, "speed", 0);
+	o.cluster_bytes = job_cluster(top);
+	o.top = top;
+	o.base = base;
+	o.record = job_record_top;
+	o.record_ctx = dev;
+	job_state_start(dev, "stream", o.id, top->cfg.file);
+	ret = blk_stream_start(&dev->blk, &o, why, sizeof(why));
+	if (ret) {
+		job_state_set(dev, "");
+		return ctl_fail(call, ret, "%s", why);
+	}
+	return 0;
+}
+
+/*
+ * QEMU's block-commit: top (default the active image) and what lies down
+ * to base (default the bottom) go into base.  The active image's is a
+ * mirror into base that pivots on complete; another's ends by itself.
+ */
+static int job_block_commit(struct ctl_call *call)
+{
+	struct ublk_dev *dev = call->ctx;
+	struct tgt *top, *base, *l;
+	char why[512];
+	const char *id;
+	int ret;
+
+	if (job_chain_check(call, &id) || job_chain_node(call, "top", &top) ||
+	    job_chain_node(call, "base", &base))
+		return -EINVAL;
+	if (!top)
+		top = dev->blk.top;
+	if (!top->backing)
+		return ctl_fail(call, -EINVAL, "nothing to commit: %s has no backing file",
+				top->cfg.file);
+	if (!base)
+		for (base = top->backing; base->backing; base = base->backing)
+			;
+	for (l = top->backing; l && l != base; l = l->backing)
+		;
+	if (!l)
+		return ctl_fail(call, -EINVAL, "%s is not below %s", base->cfg.file, top->cfg.file);
+	if (base->caps.size_bytes < dev->blk.top->caps.size_bytes)
+		return ctl_fail(call, -EINVAL, "%s is smaller than the device: resize it first",
+				base->cfg.file);
+	job_state_start(dev, "commit", id, base->cfg.file);
+	if (top == dev->blk.top) {
+		struct blk_copy_opts o = {
+			.id = id,
+			.speed = ctl_arg_int(call, "speed", 0),
+			.base = base,
+			.gran_bytes = JOB_GRAN_BYTES,
+			.cluster_bytes = job_cluster(base),
+			.pivot = job_pivot,
+			.pivot_ctx = dev,
+		};
+
+		ret = blk_mirror_start(&dev->blk, &o, why, sizeof(why));
+	} else {
+		struct blk_chain_opts o = {
+			.id = id,
+			.speed = ctl_arg_int(call, "speed", 0),
+			.cluster_bytes = job_cluster(base),
+			.top = top,
+			.base = base,
+			.record = job_record_top,
+			.record_ctx = dev,
+		};
+
+		ret = blk_commit_start(&dev->blk, &o, why, sizeof(why));
+	}
+	if (ret) {
+		job_state_set(dev, "");
+		return ctl_fail(call, ret, "%s", why);
+	}
+	return 0;
 }
 
 static int job_query(struct ctl_call *call)
@@ -464,6 +661,29 @@ const struct ctl_cmd ublk_job_cmds[] = {
 		.handler = job_drive_mirror,
 		.args = { JOB_DRIVE_ARGS, { "sync", CTL_STR, false } },
 		.help = "copy the device into target and keep it in step; complete switches to it",
+	},
+	{
+		.name = "block-stream",
+		.handler = job_block_stream,
+		.args = {
+			{ "device", CTL_STR, false },
+			{ "job-id", CTL_STR, false },
+			{ "base", CTL_STR, false },
+			{ "speed", CTL_INT, false },
+		},
+		.help = "copy into the top what the images above base provide, then drop them",
+	},
+	{
+		.name = "block-commit",
+		.handler = job_block_commit,
+		.args = {
+			{ "device", CTL_STR, false },
+			{ "job-id", CTL_STR, false },
+			{ "top", CTL_STR, false },
+			{ "base", CTL_STR, false },
+			{ "speed", CTL_INT, false },
+		},
+		.help = "merge top (default: the active image) down into base, then drop what was between",
 	},
 	{
 		.name = "query-block-jobs",

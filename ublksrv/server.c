@@ -762,10 +762,21 @@ int ublk_recover(unsigned int id, bool foreground)
 		img_err("device %u: its server %d is still running", id, (int)s.pid);
 		return 1;
 	}
-	/* A job dies with its server; the device's image is the state file's. */
-	if (s.job[0])
-		img_err("device %u: block job '%s' ended with its server: its target is incomplete; the device serves %s",
-			id, s.job, s.file);
+	/*
+	 * A job dies with its server.  The state file names the image the
+	 * device served: a pivot records its new top before the device
+	 * serves it, a stream or commit leaves the chain its headers name.
+	 */
+	if (s.job[0]) {
+		char type[16] = "", jid[64] = "";
+		int n = 0;
+
+		sscanf(s.job, "%15s %63s %n", type, jid, &n);
+		img_err("device %u: block job %s (%s of %s) ended with its server and is gone%s; the device serves %s",
+			id, jid, type, s.job + n,
+			!strcmp(type, "backup") || !strcmp(type, "mirror") ?
+			": its target is incomplete" : "", s.file);
+	}
 	o.ops = tgt_find(s.target);
 	if (!o.ops) {
 		img_err("device %u: unknown target '%s' in its state file", id, s.target);

@@ -89,7 +89,7 @@ while ! imgblk list -n "$ID" 2>/dev/null | grep -q QUIESCED && [ $i -lt 100 ]; d
 	i=$((i + 1))
 done
 timeout 60 imgblk recover -n "$ID" > "$T_TMP/recover.out" 2>&1
-if [ $? = 0 ] && grep -q "block job .*mirror.* ended with its server" "$T_TMP/recover.out"; then
+if [ $? = 0 ] && grep -q "block job ublkb[0-9]* (mirror of .*) ended with its server and is gone: its target is incomplete" "$T_TMP/recover.out"; then
 	ok "recover succeeds and says the mirror died"
 else
 	not_ok "recover succeeds and says the mirror died"
