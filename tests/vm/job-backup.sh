@@ -70,7 +70,55 @@ check "no job left" sh -c "imgblk job -n $ID | grep -q 'no block job'"
 check "query-block-jobs is empty" sh -c \
 	"imgblk qmp -n $ID query-block-jobs | grep -q '\\[\\]'"
 
+# A target whose filesystem is too small is refused up front.
+SMALL=$T_TMP/small
+mkdir -p "$SMALL"
+check "an 8 MiB tmpfs" mount -t tmpfs -o size=8m tmpfs "$SMALL"
+on_exit "umount $SMALL 2>/dev/null"
+imgblk backup -n "$ID" --sync full "$SMALL/b.qcow2" 2> "$T_TMP/room.err"
+if [ $? != 0 ] && grep -q "not enough room for $SMALL/b.qcow2" "$T_TMP/room.err"; then
+	ok "a target without room is refused with a reason"
+else
+	not_ok "a target without room is refused with a reason"
+	diag_file "$T_TMP/room.err"
+fi
+imgblk backup -n "$ID" --sync full -p "$T_TMP/p.qcow2" > "$T_TMP/p.out" 2>&1
+check "progress (-p): a backup draws its percentage and waits for the end" \
+	sh -c "grep -q '/100%)' '$T_TMP/p.out' && qemu-img check -q '$T_TMP/p.qcow2'"
+
 del_dev "del" "$ID"
 check "qemu-img check of the image is clean" qemu-img check -q "$IMG"
 check "the image (idle since) equals the top backup" qemu-img compare -q "$IMG" "$TOP"
+
+# kill -9 at random moments of a backup, three rounds: recover serves
+# the image, the job is gone, the data is as it was.
+add_dev "add --recoverable" -f "$IMG" -q 2 --recoverable || bail "cannot continue"
+ID=$DEV_ID
+check "device content before" dd if="$DEV" of="$T_TMP/k0.raw" bs=1M iflag=direct
+for r in 1 2 3; do
+	imgblk backup -n "$ID" --sync full --speed 16M "$T_TMP/k$r.qcow2" > /dev/null 2>&1
+	usleep $((r * 300000)) 2>/dev/null || sleep 1
+	pid=$(sed -n 's/^pid=//p' "/run/imgblk/$ID.state")
+	kill -KILL "$pid"
+	i=0
+	while ! imgblk list -n "$ID" 2>/dev/null | grep -q QUIESCED && [ $i -lt 100 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	timeout 60 imgblk recover -n "$ID" > "$T_TMP/rec.out" 2>&1
+	if [ $? = 0 ] && grep -q "backup of $T_TMP/k$r.qcow2) ended with its server" "$T_TMP/rec.out"; then
+		ok "kill round $r: recover says the backup is gone"
+	else
+		not_ok "kill round $r: recover says the backup is gone"
+		diag_file "$T_TMP/rec.out"
+	fi
+	check "kill round $r: no job, same content" sh -c \
+		"imgblk job -n $ID | grep -q 'no block job' &&
+		 dd if=$DEV of=$T_TMP/k.raw bs=1M iflag=direct 2>/dev/null && cmp $T_TMP/k0.raw $T_TMP/k.raw"
+done
+del_dev "del" "$ID"
+check "qemu-img check of the image is clean after the kills" qemu-img check -q "$IMG"
+for r in 1 2 3; do
+	check "the incomplete target of round $r checks clean" qemu-img check -q "$T_TMP/k$r.qcow2"
+done
 done_testing
