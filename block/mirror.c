@@ -15,12 +15,14 @@
  * same granules are ordered by a range lock, so an older read is never
  * written over a newer one.
  *
- * Convergence: the first pass copies everything the scan marked.  From
- * then on the notifier also copies what it dirtied itself, before the
- * guest's request completes (QEMU's copy-mode=write-blocking): a guest
- * that writes faster than the job copies would otherwise keep the bitmap
- * from ever emptying.  The job is ready when a pass ends with nothing
- * dirty.  The end, complete or a cancel once ready, runs under a drain
+ * Convergence: the first pass copies everything the scan marked.  Then,
+ * until a pass ends with nothing dirty, the notifier also copies what it
+ * dirtied itself before the guest's request completes (QEMU's
+ * copy-mode=write-blocking): a guest that writes faster than the job
+ * copies would otherwise keep the bitmap from ever emptying.  Then the
+ * job is ready, and the guest's writes are copied in the background
+ * again, which costs the guest less.  A complete or a cancel once ready
+ * converges the same way before the end.  The end, complete or a cancel once ready, runs under a drain
  * of the device from the job's thread: copy what is still dirty, flush
  * the target, and for complete hand the target to the pivot, which
  * makes it the device's top.  The drain is what makes the target equal
@@ -45,7 +47,7 @@ struct mirror {
 	struct range_lock locks;	/* granules being copied */
 	struct blk_write_notifier notifier;
 	bool notified;
-	bool active;			/* atomic: the notifier copies too */
+	bool active;			/* atomic: the notifier copies too (converging) */
 	bool pivoted;			/* the target is the device's now */
 	struct tgt *old;		/* the chain the pivot replaced, to free */
 	uint64_t cursor;		/* next granule for the workers (job thread only) */
@@ -213,7 +215,8 @@ static int mirror_finish(struct mirror *m, bool pivot)
 static int mirror_run(struct blk_job *job)
 {
 	struct mirror *m = mirror_of(job);
-	bool ready = false, force;
+	bool ready = false, force, end;
+	int64_t t0;
 	int ret;
 
 	for (;;) {
@@ -221,17 +224,27 @@ static int mirror_run(struct blk_job *job)
 		ret = blk_job_workers(job, BLK_JOB_WORKERS, mirror_worker);
 		if (ret)
 			break;
-		/* After the first pass the guest's writes are copied as they come. */
-		__atomic_store_n(&m->active, true, __ATOMIC_SEQ_CST);
-		if (!ready && jobmap_count(&m->dirty))
-			continue;
-		if (!ready) {
+		end = blk_job_complete_requested(job) ||
+		      (ready && blk_job_cancel_requested(job, &force) && !force);
+		/*
+		 * To converge (ready, or the end), the guest's writes are
+		 * copied as they come, so the bitmap can empty whatever the
+		 * write rate; once ready they are copied in the background
+		 * again, which costs the guest less.
+		 */
+		if (!ready || end) {
+			if (!__atomic_load_n(&m->active, __ATOMIC_SEQ_CST)) {
+				__atomic_store_n(&m->active, true, __ATOMIC_SEQ_CST);
+				continue;
+			}
+			if (jobmap_count(&m->dirty))
+				continue;
+			if (end)
+				break;
 			ready = true;
+			__atomic_store_n(&m->active, false, __ATOMIC_SEQ_CST);
 			blk_job_set_ready(job);
 		}
-		if (blk_job_complete_requested(job) ||
-		    (blk_job_cancel_requested(job, &force) && !force))
-			break;
 		ret = blk_job_yield(job);
 		if (ret)
 			break;
@@ -239,12 +252,16 @@ static int mirror_run(struct blk_job *job)
 			blk_job_wait(job, MIRROR_IDLE_MS);
 	}
 
+	t0 = blk_now_ns();
 	blk_job_drain_begin(job);
 	if (!ret)
 		ret = mirror_finish(m, blk_job_complete_requested(job));
 	blk_remove_write_notifier(job->dev, &m->notifier);
 	m->notified = false;
 	blk_job_drain_end(job);
+	if (!ret)
+		img_log("device %u: job %s held I/O for %.1f ms to finish", job->dev->id, job->id,
+			(blk_now_ns() - t0) / 1e6);
 	/* Closing the old images does not hold the guest's I/O. */
 	if (m->old)
 		tgt_free_chain(m->old);
