@@ -9,6 +9,19 @@
 # the job verbs, and pause, resume, cancel through `imgblk job`.
 . "$(dirname "$0")/lib.sh"
 
+# no_corruption DESCRIPTION IMAGE: after a kill -9, qemu-img check exits 0,
+# or 3: leaked clusters, which a crash may leave (targets/qcow2/README.md).
+no_corruption() {
+	qemu-img check "$2" > "$T_TMP/check.out" 2>&1
+	_rc=$?
+	if [ $_rc = 0 ] || [ $_rc = 3 ]; then
+		ok "$1: no corruption (status $_rc)"
+	else
+		not_ok "$1: no corruption (status $_rc)"
+		diag_file "$T_TMP/check.out"
+	fi
+}
+
 need_imgblk
 need_cmd fio qemu-img
 
@@ -117,8 +130,8 @@ for r in 1 2 3; do
 		 dd if=$DEV of=$T_TMP/k.raw bs=1M iflag=direct 2>/dev/null && cmp $T_TMP/k0.raw $T_TMP/k.raw"
 done
 del_dev "del" "$ID"
-check "qemu-img check of the image is clean after the kills" qemu-img check -q "$IMG"
+no_corruption "qemu-img check of the image after the kills" "$IMG"
 for r in 1 2 3; do
-	check "the incomplete target of round $r checks clean" qemu-img check -q "$T_TMP/k$r.qcow2"
+	no_corruption "the incomplete target of round $r" "$T_TMP/k$r.qcow2"
 done
 done_testing

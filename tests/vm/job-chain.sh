@@ -11,6 +11,19 @@
 # chain that reads the same, the job gone.
 . "$(dirname "$0")/lib.sh"
 
+# no_corruption DESCRIPTION IMAGE: after a kill -9, qemu-img check exits 0,
+# or 3: leaked clusters, which a crash may leave (targets/qcow2/README.md).
+no_corruption() {
+	qemu-img check "$2" > "$T_TMP/check.out" 2>&1
+	_rc=$?
+	if [ $_rc = 0 ] || [ $_rc = 3 ]; then
+		ok "$1: no corruption (status $_rc)"
+	else
+		not_ok "$1: no corruption (status $_rc)"
+		diag_file "$T_TMP/check.out"
+	fi
+}
+
 need_imgblk
 need_cmd fio qemu-img
 
@@ -153,7 +166,7 @@ for job in stream commit active; do
 		"dd if=$DEV of=$T_TMP/after.raw bs=1M iflag=direct 2>/dev/null && cmp $T_TMP/before.raw $T_TMP/after.raw"
 	del_dev "$job kill: del" "$DEV_ID"
 	for i in "$BASE" "$MID" "$TOP"; do
-		check "$job kill: qemu-img check $(basename "$i") is clean" qemu-img check -q "$i"
+		no_corruption "$job kill: qemu-img check $(basename "$i")" "$i"
 	done
 done
 done_testing

@@ -10,6 +10,19 @@
 # with `recover` on its own image, the job gone with a message.
 . "$(dirname "$0")/lib.sh"
 
+# no_corruption DESCRIPTION IMAGE: after a kill -9, qemu-img check exits 0,
+# or 3: leaked clusters, which a crash may leave (targets/qcow2/README.md).
+no_corruption() {
+	qemu-img check "$2" > "$T_TMP/check.out" 2>&1
+	_rc=$?
+	if [ $_rc = 0 ] || [ $_rc = 3 ]; then
+		ok "$1: no corruption (status $_rc)"
+	else
+		not_ok "$1: no corruption (status $_rc)"
+		diag_file "$T_TMP/check.out"
+	fi
+}
+
 need_imgblk
 need_cmd fio qemu-img mkfs.ext4 e2fsck
 
@@ -102,7 +115,7 @@ check "the device serves its image" sh -c "imgblk query -n $ID | grep -q '$IMG'"
 check "the content is the same" sh -c \
 	"dd if=$DEV of=$T_TMP/dev3b.raw bs=1M iflag=direct 2>/dev/null && cmp $T_TMP/dev3.raw $T_TMP/dev3b.raw"
 del_dev "del" "$ID"
-check "qemu-img check of the image is clean" qemu-img check -q "$IMG"
+no_corruption "qemu-img check of the image after the kill" "$IMG"
 rm -f "$T_TMP/dev3.raw" "$T_TMP/dev3b.raw" "$T_TMP/killed.qcow2"
 
 # 3b. kill -9 at random moments of a mirror with pivot, three rounds: the
@@ -138,7 +151,7 @@ for r in 1 2 3; do
 done
 del_dev "del" "$ID"
 for i in "$T_TMP/disk.qcow2" "$T_TMP"/p[123].qcow2; do
-	[ -e "$i" ] && check "qemu-img check $(basename "$i") is clean" qemu-img check -q "$i"
+	[ -e "$i" ] && no_corruption "qemu-img check $(basename "$i") after the kills" "$i"
 done
 rm -f "$T_TMP/p0.raw" "$T_TMP/p.raw" "$T_TMP"/p[123].qcow2
 IMG=$T_TMP/disk.qcow2
