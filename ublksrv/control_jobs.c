@@ -314,7 +314,8 @@ static int job_drive(struct ctl_call *call, bool mirror)
 	if (!blk_job_query(&dev->blk, &info))
 		return ctl_fail(call, -EBUSY, "device %s already runs job '%s' (%s)", name,
 				info.id, info.type);
-	if (dev->blk.top->caps.read_only)
+	/* A backup only reads the device; a mirror ends by writing to its target. */
+	if (mirror && dev->blk.top->caps.read_only)
 		return ctl_fail(call, -EROFS, "device %s is read-only", name);
 	js.existing = !strcmp(mode, "existing");
 	js.sync_top = !strcmp(sync, "top") && dev->blk.top->backing;
