@@ -4,7 +4,7 @@
 # file (obj-y += foo.o); everything is built under $(O) (default build/),
 # so the source tree stays clean.  `make V=1` shows the full commands.
 #
-#   make                 build $(O)/imgblk
+#   make                 build $(O)/imgblk, its man page and bash completion
 #   make check           build, then run the host and VM test suites
 #   make check-host      host tests only (no VM)
 #   make check-vm        VM tests only
@@ -12,6 +12,10 @@
 #   make bench           benchmark report in $(O)/bench (not part of check)
 #   make crash-soak      crash-state replay at length (docs/crash-replay.md)
 #   make fuzz            libFuzzer targets, FUZZ_SECONDS each (docs/fuzzing.md)
+#   make install         PREFIX (/usr/local), DESTDIR, SBINDIR, MANDIR, ...
+#   make uninstall       removes what make install installed
+#   make dist-check      builds the .deb in a temporary copy and checks it
+#                        (not part of make check)
 
 O ?= build
 V ?= 0
@@ -32,7 +36,7 @@ CFLAGS += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -fno-strict-aliasing
 KHDR_BUILD ?= $(O)
 CPPFLAGS += -Iinclude -I$(KHDR_BUILD)/include -I/usr/include/libnl3
 DEPFLAGS = -MMD -MP
-LDLIBS += -luring -lnl-3 -lpthread -lz -lzstd -ljson-c
+LDLIBS += -luring -lnl-3 -lpthread -lz -lzstd -ljson-c -lcrypto
 ifeq ($(SAN),1)
 CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=address,undefined
@@ -64,12 +68,28 @@ KHDRS := $(KHDR_BUILD)/include/linux/ublk_cmd.h \
 	 $(KHDR_BUILD)/include/kselftest_harness.h $(KHDR_BUILD)/include/kselftest.h
 DEPS_STAMP := $(O)/.deps-stamp
 
-all: $(O)/imgblk
+# The man page and the bash completion, printed by the binary from its
+# command table (ublksrv/cli_table.c), so they cannot drift from --help.
+DOCS := $(O)/imgblk.8 $(O)/imgblk.bash-completion
 
+all: $(O)/imgblk $(DOCS)
+
+# What `imgblk --version` prints: git describe in a tagged checkout, else
+# the VERSION file (a tarball, an untagged clone).  The stamp changes only
+# when the version does, so a second make still does nothing.
+VERSION := $(shell git describe --tags --dirty 2>/dev/null || cat VERSION)
+VERSION_STAMP := $(O)/.version
+$(shell mkdir -p $(O); [ "$$(cat $(VERSION_STAMP) 2>/dev/null)" = '$(VERSION)' ] || \
+	echo '$(VERSION)' > $(VERSION_STAMP))
+$(O)/ublksrv/cli.o: $(VERSION_STAMP)
+$(O)/ublksrv/cli.o: CPPFLAGS += -DIMGBLK_VERSION='"$(VERSION)"'
+
+# make installs nothing: the build's packages come from scripts/setup.sh
+# deps (README).  A missing one is named here, once per build directory.
 $(DEPS_STAMP): scripts/setup.sh
-	$(quiet) SETUP deps
+	$(quiet) CHECK deps
 	$(Q)mkdir -p $(O)
-	$(Q)scripts/setup.sh deps
+	$(Q)scripts/setup.sh check
 	$(Q)touch $@
 
 $(KHDRS) &: scripts/setup.sh | $(DEPS_STAMP)
@@ -95,6 +115,14 @@ $(O)/libimgblk.a: $(LIB_OBJS)
 $(O)/imgblk: $(MAIN_OBJ) $(O)/libimgblk.a
 	$(quiet) LD imgblk
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(O)/imgblk.8: $(O)/imgblk
+	$(quiet) GEN imgblk.8
+	$(Q)$< __gen man > $@.tmp && mv $@.tmp $@
+
+$(O)/imgblk.bash-completion: $(O)/imgblk
+	$(quiet) GEN imgblk.bash-completion
+	$(Q)$< __gen bash > $@.tmp && mv $@.tmp $@
 
 # kselftest_harness.h leaves parameters unused (variant, ucontext).  Its
 # TEST_F wrapper also sets a local (child) between setjmp and a failed
@@ -144,7 +172,7 @@ fuzz-build: $(KHDRS)
 
 # make check's tests/host/fuzz.sh builds with fuzz-build and installs nothing.
 fuzz:
-	$(Q)scripts/setup.sh deps --fuzz
+	$(Q)scripts/setup.sh check --fuzz
 	$(Q)$(MAKE) --no-print-directory fuzz-build
 	$(Q)tests/fuzz/run.sh -b $(O)/fuzz -t $(FUZZ_SECONDS)
 
@@ -175,13 +203,50 @@ soak: $(O)/imgblk
 bench: $(O)/imgblk $(BENCH_PROGS)
 	$(Q)scripts/bench/run-all.sh -b $(O) $(BENCH_ARGS)
 
+# make install / uninstall: the binary, its man page and completion, and
+# every file of data/udev/ and data/systemd/ (the rules and units, whose
+# /usr/sbin/imgblk becomes $(SBINDIR)/imgblk).  DESTDIR for staging.
+PREFIX ?= /usr/local
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+UDEVRULESDIR ?= $(PREFIX)/lib/udev/rules.d
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+UDEV_RULES := $(wildcard data/udev/*.rules)
+SYSTEMD_UNITS := $(wildcard data/systemd/*.service data/systemd/*.target \
+		   data/systemd/*.socket data/systemd/*.timer)
+INSTALLED := $(SBINDIR)/imgblk $(MANDIR)/man8/imgblk.8 $(BASHCOMPDIR)/imgblk \
+	     $(addprefix $(UDEVRULESDIR)/,$(notdir $(UDEV_RULES))) \
+	     $(addprefix $(SYSTEMDUNITDIR)/,$(notdir $(SYSTEMD_UNITS)))
+
+install: $(O)/imgblk $(DOCS)
+	$(quiet) INSTALL $(DESTDIR)$(PREFIX)
+	$(Q)install -D -m 0755 $(O)/imgblk $(DESTDIR)$(SBINDIR)/imgblk
+	$(Q)install -D -m 0644 $(O)/imgblk.8 $(DESTDIR)$(MANDIR)/man8/imgblk.8
+	$(Q)install -D -m 0644 $(O)/imgblk.bash-completion $(DESTDIR)$(BASHCOMPDIR)/imgblk
+	$(Q)for f in $(UDEV_RULES) $(SYSTEMD_UNITS); do \
+		case $$f in *.rules) d=$(UDEVRULESDIR) ;; *) d=$(SYSTEMDUNITDIR) ;; esac; \
+		mkdir -p $(DESTDIR)$$d && \
+		sed 's|/usr/sbin/imgblk|$(SBINDIR)/imgblk|g' $$f > $(DESTDIR)$$d/$${f##*/} && \
+		chmod 0644 $(DESTDIR)$$d/$${f##*/} || exit 1; \
+	done
+
+uninstall:
+	$(quiet) UNINSTALL $(DESTDIR)$(PREFIX)
+	$(Q)rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+
+# The Debian package, built in a copy of the tree (not part of make check):
+# dpkg-buildpackage, lintian, and dpkg -c listing what must be in it.
+dist-check:
+	$(Q)scripts/dist-check.sh
+
 clean:
 	$(quiet) CLEAN $(O)
-	$(Q)rm -rf $(O)/lib $(O)/targets $(O)/ublksrv $(O)/tests $(O)/imgblk \
+	$(Q)rm -rf $(O)/lib $(O)/targets $(O)/ublksrv $(O)/tests $(O)/imgblk $(DOCS) \
 		$(O)/libimgblk.a $(O)/san $(O)/fuzz
 
 .PHONY: all tests bench-progs san soak check check-host check-vm crash-soak bench clean \
-	fuzz fuzz-build fuzz-targets
+	fuzz fuzz-build fuzz-targets install uninstall dist-check
 .SECONDARY:
 
 -include $(shell find $(O) -name '*.d' 2>/dev/null)

@@ -3,41 +3,54 @@
 #
 # setup.sh - install what building and testing imgblk needs.
 #
-#   scripts/setup.sh deps [--vm] [--fuzz] [--bench]
-#                                    apt packages for the build (+ the VM rig,
-#                                    + clang and libFuzzer for make fuzz,
-#                                    + the profilers and gnuplot for make bench)
+#   scripts/setup.sh deps [--vm] [--fuzz] [--bench] [--deb]
+#                                    apt packages for the build and the tests
+#                                    (+ the VM rig, + clang and libFuzzer for
+#                                    make fuzz, + the profilers and gnuplot for
+#                                    make bench, + debhelper and lintian for
+#                                    make dist-check)
+#   scripts/setup.sh check [--fuzz]  installs nothing: names what the build
+#                                    (or make fuzz) lacks, and fails if anything
 #   scripts/setup.sh headers BUILD   kernel headers we vendor at build time
 #
-# Both commands are idempotent and cheap when there is nothing to do, so the
-# Makefile and CI can call them on every run: the machine a session gets may
-# be fresh, and nothing installed by hand is guaranteed to survive.
+# deps is idempotent and cheap when there is nothing to do, so CI and the
+# README's commands call it on every run: the machine a session gets may be
+# fresh, and nothing installed by hand is guaranteed to survive.  make never
+# installs anything: it runs check and headers, which only read.
 set -euo pipefail
 
 die() { echo "setup.sh: $*" >&2; exit 1; }
 
 usage() {
 	cat <<'USAGE'
-usage: scripts/setup.sh deps [--vm] [--fuzz] [--bench]
+usage: scripts/setup.sh deps [--vm] [--fuzz] [--bench] [--deb]
+       scripts/setup.sh check [--fuzz]
        scripts/setup.sh headers BUILD_DIR
 USAGE
 }
 
+# What make needs (debian/control's Build-Depends say the same), then what
+# the host tests run.
 BUILD_PKGS=(build-essential pkg-config liburing-dev zlib1g-dev libzstd-dev
-	    libnl-3-dev libjson-c-dev qemu-utils e2fsprogs fio xz-utils)
+	    libnl-3-dev libjson-c-dev libssl-dev linux-source-6.12 xz-utils)
+TEST_PKGS=(qemu-utils e2fsprogs fio groff-base man-db)
 VM_PKGS=(qemu-system-x86 busybox-static cpio kmod)
 # make fuzz: clang, and the libFuzzer and sanitizer runtimes it links.
 FUZZ_PKGS=(clang libclang-rt-14-dev)
 # make bench: instruction and system call counts, and the report's chart.
 BENCH_PKGS=(valgrind strace gnuplot-nox)
+# make dist-check: dpkg-buildpackage and lintian.
+DEB_PKGS=(debhelper devscripts lintian fakeroot dpkg-dev)
 KSRC_PKG=linux-source-6.12
 KSRC_TAR=/usr/src/linux-source-6.12.tar.xz
 
 SUDO=
-if [ "$(id -u)" != 0 ]; then
-	command -v sudo >/dev/null || die "not root and no sudo: cannot install packages"
-	SUDO=sudo
-fi
+need_sudo() {
+	if [ "$(id -u)" != 0 ]; then
+		command -v sudo >/dev/null || die "not root and no sudo: cannot install packages"
+		SUDO=sudo
+	fi
+}
 
 # Print the packages among "$@" that are not installed. One dpkg-query call
 # for all of them keeps the no-op path well under a second.
@@ -59,6 +72,7 @@ apt_install() {
 	local miss
 	mapfile -t miss < <(missing_pkgs "$@")
 	[ "${#miss[@]}" -eq 0 ] && return 0
+	need_sudo
 	echo "setup.sh: installing ${miss[*]}" >&2
 	export DEBIAN_FRONTEND=noninteractive
 	$SUDO apt-get update -qq >/dev/null ||
@@ -68,16 +82,33 @@ apt_install() {
 }
 
 cmd_deps() {
-	local pkgs=("${BUILD_PKGS[@]}") opt
+	local pkgs=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}") opt
 	for opt in "$@"; do
 		case $opt in
 		--vm) pkgs+=("${VM_PKGS[@]}") ;;
 		--fuzz) pkgs+=("${FUZZ_PKGS[@]}") ;;
 		--bench) pkgs+=("${BENCH_PKGS[@]}") ;;
+		--deb) pkgs+=("${DEB_PKGS[@]}") ;;
 		*) usage >&2; die "deps: unknown option '$opt'" ;;
 		esac
 	done
 	apt_install "${pkgs[@]}"
+}
+
+# What make runs first: a missing header or library would otherwise show
+# as a compiler error far from its cause.
+cmd_check() {
+	local pkgs=("${BUILD_PKGS[@]}") opt miss what="deps"
+	for opt in "$@"; do
+		case $opt in
+		--fuzz) pkgs+=("${FUZZ_PKGS[@]}"); what="deps --fuzz" ;;
+		*) usage >&2; die "check: unknown option '$opt'" ;;
+		esac
+	done
+	command -v dpkg-query > /dev/null || return 0
+	mapfile -t miss < <(missing_pkgs "${pkgs[@]}")
+	[ "${#miss[@]}" -eq 0 ] ||
+		die "missing packages: ${miss[*]}; install them with: scripts/setup.sh $what"
 }
 
 cmd_headers() {
@@ -90,8 +121,8 @@ cmd_headers() {
 	if [ -s "$out_ublk" ] && [ -s "$out_harn" ] && [ -s "$out_ksft" ]; then
 		return 0
 	fi
-	apt_install "$KSRC_PKG" xz-utils
-	[ -r "$KSRC_TAR" ] || die "$KSRC_TAR missing although $KSRC_PKG is installed"
+	[ -r "$KSRC_TAR" ] ||
+		die "$KSRC_TAR missing; install $KSRC_PKG with: scripts/setup.sh deps"
 
 	mkdir -p "$build/include/linux"
 	# Extract into a private temp dir inside BUILD_DIR (same filesystem) and
@@ -118,6 +149,7 @@ cmd_headers() {
 cmd=$1; shift
 case "$cmd" in
 deps) cmd_deps "$@" ;;
+check) cmd_check "$@" ;;
 headers) cmd_headers "$@" ;;
 -h|--help|help) usage ;;
 *) usage >&2; die "unknown command '$cmd'" ;;

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "server.h"
 
@@ -28,19 +29,230 @@
 #define CLI_EXIT_ERR	1
 #define CLI_EXIT_USAGE	2
 
+/*
+ * The keys of the options that have no short form, one namespace for
+ * all verbs (a key means the same wherever it is used); an option with a
+ * short form has its letter as key.  See the comment atop cli_table.c.
+ */
+enum cli_key {
+	CLI_K_BUFFERED = 0x100,
+	CLI_K_SIZE,
+	CLI_K_FOREGROUND,
+	CLI_K_RECOVERABLE,
+	CLI_K_BACKING,
+	CLI_K_L2_CACHE,
+	CLI_K_DISCARD,
+	CLI_K_COR,
+	CLI_K_BURST,
+	CLI_K_SNAPSHOT,
+	CLI_K_PINNED,
+	CLI_K_WERROR,
+	CLI_K_RERROR,
+	CLI_K_JSON,
+	CLI_K_INTERVAL,
+	CLI_K_COUNT,
+	CLI_K_PRETTY,
+	CLI_K_EVENTS,
+	CLI_K_RAW,
+	CLI_K_OUTPUT,
+	CLI_K_BACKING_CHAIN,
+	CLI_K_SHRINK,
+	CLI_K_PATTERN,
+	CLI_K_RANDOM,
+	CLI_K_FLUSH_INTERVAL,
+	CLI_K_KEY_FILE,
+	CLI_K_OBJECT,
+	CLI_K_BITMAP,
+	CLI_K_BITMAPS,
+	CLI_K_SKIP_BROKEN,
+	CLI_K_SYNC,		/* the block job verbs' (cmd_job.c) */
+	CLI_K_EXISTING,
+	CLI_K_SPEED,
+	CLI_K_JOB_ID,
+	CLI_K_WAIT,
+	CLI_K_PIVOT,
+	CLI_K_FORCE,
+	CLI_K_TOP,
+	CLI_K_BITMAP_OP,	/* + enum tgt_bitmap_op: bitmap's --add ... --flush */
+	CLI_K_BITMAP_OP_END = CLI_K_BITMAP_OP + TGT_BITMAP_FLUSH,
+	CLI_K_THROTTLE,		/* + enum throttle_kind: the six limits */
+	CLI_K_THROTTLE_END = CLI_K_THROTTLE + THR_NR - 1,
+};
+
+/* One option of a verb. */
+struct cli_opt {
+	/* A letter (its short form, -K) or an enum cli_key; 0 ends a list. */
+	int key;
+	/* The long form (--NAME), or NULL for a short-only option. */
+	const char *name;
+	/*
+	 * The value's name as help shows it, NULL for a flag.  It also
+	 * guides completion: a list "a|b|c" completes those words, ID the
+	 * device ids, FILE (or a name ending in FILE, PATH, BACKING, BASE,
+	 * SOCKET) file names.
+	 */
+	const char *arg;
+	/* What it does: sentences, wrapped by the printers. */
+	const char *help;
+};
+
+struct cli_example {
+	const char *cmd;	/* NULL ends a list */
+	const char *what;
+};
+
+struct cli_exit {
+	int status;		/* -1 ends a list */
+	const char *what;
+};
+
+/* cli_cmd.flags */
+#define CLI_IMAGE	0x1	/* an image verb: a usage error exits 1, as qemu-img */
+#define CLI_STOP	0x2	/* options end at the first operand ("-1G" is one) */
+#define CLI_HIDDEN	0x4	/* not in help, man page or completion */
+
+struct cli_cmd;
+
+/*
+ * A verb's action: @argv[0] is the verb's name.  It calls cli_parse()
+ * with its own option callback.  Returns the process exit status.
+ */
+typedef int (*cli_run_fn)(const struct cli_cmd *cmd, int argc, char **argv);
+
 struct cli_cmd {
 	const char *name;
-	const char *summary;
-	const char *usage;
-	/* Returns the process exit status. */
-	int (*run)(int argc, char **argv);
+	const char *summary;	/* one line, lower case, no full stop */
+	/*
+	 * What follows "imgblk NAME" in the usage; each line another form.
+	 * The operands are its last words; min_args..max_args of them.
+	 */
+	const char *synopsis;
+	/* The operands as errors name them ("FILE [SIZE]"); completion too. */
+	const char *operands;
+	/*
+	 * Paragraphs separated by blank lines; a paragraph whose lines start
+	 * with two spaces is shown as it is (a list, a table).
+	 */
+	const char *desc;
+	const struct cli_opt *opts;		/* ends with key 0; may be NULL */
+	unsigned int min_args, max_args;
+	const struct cli_example *examples;	/* may be NULL */
+	/* Exit statuses beyond the usual 0, 1 and the usage error. */
+	const struct cli_exit *exits;
+	unsigned int flags;
+	cli_run_fn run;
 };
+
+/* The verbs' handlers (cmd_*.c; help and version in cli.c, __gen in cli_gen.c). */
+int cli_cmd_add(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_del(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_recover(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_udev_chown(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_list(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_qmp(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_create(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_info(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_check(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_map(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_convert(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_io(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_bench(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_resize(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_rebase(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_commit(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_snapshot(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_bitmap(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_measure(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_amend(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_stats(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_query(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_set(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_pause(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_resume(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_backup(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_mirror(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_stream(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_job(const struct cli_cmd *cmd, int argc, char **argv);
+/* commit -n ID, the live commit: cli_cmd_commit() hands it over. */
+int cli_cmd_commit_live(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_help(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_version(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_gen(const struct cli_cmd *cmd, int argc, char **argv);
+
+/* The verbs, in the order help lists them (cli_table.c). */
+extern const struct cli_cmd cli_cmds[];
+extern const unsigned int cli_nr_cmds;
+
+/* The operands cli_parse() leaves: argv[0..argc). */
+struct cli_args {
+	int argc;
+	char **argv;
+};
+
+/*
+ * A verb's option callback: @opt was given, with value @arg (NULL for a
+ * flag).  Returns 0, or -EINVAL after printing one line that says what
+ * is wrong with the value.
+ */
+typedef int (*cli_opt_fn)(void *ctx, const struct cli_opt *opt, char *arg);
+
+/*
+ * The one option parser.  Walks @argv (argv[0] the verb) as getopt_long
+ * does (clusters "-rq", values attached "-q4" or apart, "--name=value",
+ * unambiguous prefixes of long names, "--" ending the options, operands
+ * anywhere unless the verb has CLI_STOP), calls @fn for each option of
+ * @cmd, and checks the number of operands, which it stores in @args
+ * (@argv reordered: the operands follow argv[0]).  -h and --help print
+ * the verb's help.  @fn may be NULL for a verb without options.  Returns 0, CLI_HELP after printing the help, or
+ * -EINVAL after printing one line (@fn's, or one naming the bad option,
+ * missing value or operand with a pointer to --help).
+ */
+int cli_parse(const struct cli_cmd *cmd, int argc, char **argv, cli_opt_fn fn,
+	      void *ctx, struct cli_args *args);
+
+/* The exit status for cli_parse()'s non-zero result @ret. */
+int cli_parse_status(const struct cli_cmd *cmd, int ret);
+
+/*
+ * Prints a usage error of @cmd as cli_parse() does: one line, then where
+ * to look.  Returns -EINVAL.
+ */
+int cli_usage_err(const struct cli_cmd *cmd, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* "--name" or "-k": how help names @opt. */
+const char *cli_opt_name(const struct cli_opt *opt, char *buf, size_t len);
+
+/*
+ * The exit statuses @cmd documents, or the usual ones, into @out (at most
+ * @max, the last with status -1).
+ */
+void cli_exits(const struct cli_cmd *cmd, struct cli_exit *out, unsigned int max);
+
+/* The version the build was made from (git describe, or the VERSION file). */
+const char *cli_version(void);
+
+/* Prints @cmd's help (usage, description, options, examples, exit statuses). */
+void cli_help(const struct cli_cmd *cmd, FILE *f);
+
+/* The hidden `__gen man|bash`: the man page or the bash completion on @f.  Return 0. */
+int cli_gen_man(FILE *f);
+int cli_gen_bash(FILE *f);
 
 /*
  * Runs a verb's body in a coroutine (the engines need one) and returns
  * its exit status; CLI_EXIT_ERR if no executor could be set up.
  */
 int cli_run(int (*body)(void *arg), void *arg);
+
+/*
+ * Secrets of encrypted images, taken by every verb that opens images:
+ * `--key-file [IMAGE=]FILE` and QEMU's `--object secret,id=ID,file=FILE`
+ * (lib/secret.c reads the file at once).  A verb lists OPT_SECRETS
+ * (cli_table.c) in its options and hands both keys to cli_secret_opt().
+ * Returns 0 or -EINVAL (printed).
+ */
+int cli_secret_opt(int key, const char *arg);
 
 /* Returns the command named @name, or NULL. */
 const struct cli_cmd *cli_find(const char *name);
@@ -66,6 +278,9 @@ struct cli_list_opts {
 	unsigned int id;
 };
 int cli_parse_list(int argc, char **argv, struct cli_list_opts *o);
+
+/* One row of qemu-img's snapshot table (snapshot -l, info); @si NULL: the header row. */
+void cli_snapshot_row(const struct tgt_snapshot_info *si);
 
 /*
  * Whether running device @id is paused (its server says so); @reason (of

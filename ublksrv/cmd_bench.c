@@ -6,7 +6,6 @@
  * end) like qemu-img bench, or at random aligned offsets with --random.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,117 +167,107 @@ static int bench_body(void *arg)
 	return status;
 }
 
-int cli_cmd_bench(int argc, char **argv)
+/* What bench's options fill in beside its context. */
+struct bench_parse {
+	struct bench_ctx *b;
+	bool step_given;
+};
+
+static int bench_opt(void *ctx, const struct cli_opt *opt, char *arg)
 {
-	static const struct option opts[] = {
-		{ "format", required_argument, NULL, 'f' },
-		{ "count", required_argument, NULL, 'c' },
-		{ "depth", required_argument, NULL, 'd' },
-		{ "size", required_argument, NULL, 's' },
-		{ "step", required_argument, NULL, 'S' },
-		{ "offset", required_argument, NULL, 'o' },
-		{ "write", no_argument, NULL, 'w' },
-		{ "cache", required_argument, NULL, 't' },
-		{ "pattern", required_argument, NULL, 'p' },
-		{ "random", no_argument, NULL, 'R' },
-		{ "flush-interval", required_argument, NULL, 'F' },
-		{ "l2-cache-size", required_argument, NULL, 'L' },
-		{ "force-share", no_argument, NULL, 'U' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
+	struct bench_parse *p = ctx;
+	struct bench_ctx *b = p->b;
+	char name[64];
+	uint64_t v;
+
+	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
+	case 'f':
+		b->fmt = arg;
+		break;
+	case 'c':
+		if (parse_uint(arg, 1, UINT64_MAX, &b->count))
+			goto bad_num;
+		break;
+	case 'd':
+		if (parse_uint(arg, 1, 4096, &v))
+			goto bad_num;
+		b->depth = v;
+		break;
+	case 's':
+		if (parse_size(arg, &b->size) || !b->size || b->size % 512 ||
+		    b->size > (1 << 24))
+			goto bad_num;
+		break;
+	case 'S':
+		if (parse_size(arg, &b->step))
+			goto bad_num;
+		p->step_given = true;
+		break;
+	case 'o':
+		if (parse_size(arg, &b->offset) || b->offset % 512)
+			goto bad_num;
+		break;
+	case 'w':
+		b->write = true;
+		break;
+	case 't':
+		if (!strcmp(arg, "writeback")) {
+			b->flags |= TGT_O_BUFFERED;
+		} else if (strcmp(arg, "none")) {
+			img_err("bench: cache mode must be none or writeback, not '%s'", arg);
+			return -EINVAL;
+		}
+		break;
+	case CLI_K_PATTERN:
+		if (parse_uint(arg, 0, 255, &v))
+			goto bad_num;
+		b->pattern = v;
+		break;
+	case CLI_K_RANDOM:
+		b->random = true;
+		break;
+	case 'U':
+		b->flags |= TGT_O_FORCE_SHARE;
+		break;
+	case CLI_K_FLUSH_INTERVAL:
+		if (parse_uint(arg, 0, UINT64_MAX, &b->flush_interval))
+			goto bad_num;
+		break;
+	case CLI_K_L2_CACHE:
+		if (parse_size(arg, &b->t.cfg.l2_cache_bytes) || !b->t.cfg.l2_cache_bytes)
+			goto bad_num;
+		break;
+	}
+	return 0;
+
+bad_num:
+	img_err("bench: bad value '%s' for %s", arg, cli_opt_name(opt, name, sizeof(name)));
+	return -EINVAL;
+}
+
+int cli_cmd_bench(const struct cli_cmd *cmd, int argc, char **argv)
+{
 	struct bench_ctx b = {
 		.count = 75000, .depth = 64, .size = 4096, .pattern = 0xcd,
 		.rng = 0x9e3779b97f4a7c15ULL,
 	};
-	bool step_given = false;
-	uint64_t v;
-	int opt;
+	struct bench_parse p = { .b = &b };
+	struct cli_args a;
+	int ret = cli_parse(cmd, argc, argv, bench_opt, &p, &a);
 
-	optind = 0;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":f:c:d:s:S:o:wt:Uh", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'f':
-			b.fmt = optarg;
-			break;
-		case 'c':
-			if (parse_uint(optarg, 1, UINT64_MAX, &b.count))
-				goto bad_num;
-			break;
-		case 'd':
-			if (parse_uint(optarg, 1, 4096, &v))
-				goto bad_num;
-			b.depth = v;
-			break;
-		case 's':
-			if (parse_size(optarg, &b.size) || !b.size || b.size % 512 ||
-			    b.size > (1 << 24))
-				goto bad_num;
-			break;
-		case 'S':
-			if (parse_size(optarg, &b.step))
-				goto bad_num;
-			step_given = true;
-			break;
-		case 'o':
-			if (parse_size(optarg, &b.offset) || b.offset % 512)
-				goto bad_num;
-			break;
-		case 'w':
-			b.write = true;
-			break;
-		case 't':
-			if (!strcmp(optarg, "writeback")) {
-				b.flags |= TGT_O_BUFFERED;
-			} else if (strcmp(optarg, "none")) {
-				img_err("bench: cache mode must be none or writeback, not '%s'", optarg);
-				return CLI_EXIT_USAGE;
-			}
-			break;
-		case 'p':
-			if (parse_uint(optarg, 0, 255, &v))
-				goto bad_num;
-			b.pattern = v;
-			break;
-		case 'R':
-			b.random = true;
-			break;
-		case 'U':
-			b.flags |= TGT_O_FORCE_SHARE;
-			break;
-		case 'F':
-			if (parse_uint(optarg, 0, UINT64_MAX, &b.flush_interval))
-				goto bad_num;
-			break;
-		case 'L':
-			if (parse_size(optarg, &b.t.cfg.l2_cache_bytes) || !b.t.cfg.l2_cache_bytes)
-				goto bad_num;
-			break;
-		case 'h':
-			puts(cli_find("bench")->usage);
-			return CLI_EXIT_OK;
-		default:
-			img_err("bench: bad option '%s' (see imgblk bench --help)", argv[optind - 1]);
-			return CLI_EXIT_USAGE;
-		}
-	}
-	if (optind != argc - 1) {
-		img_err("bench: give exactly one FILE (see imgblk bench --help)");
-		return CLI_EXIT_USAGE;
-	}
-	if (!step_given)
+	if (ret)
+		return cli_parse_status(cmd, ret);
+	if (!p.step_given)
 		b.step = b.size;
 	if (b.step % 512) {
 		img_err("bench: the step must be a multiple of 512");
-		return CLI_EXIT_USAGE;
+		return CLI_EXIT_ERR;
 	}
-	b.file = argv[optind];
+	b.file = a.argv[0];
 	if (!b.write)
 		b.flags |= TGT_O_RDONLY;
 	return cli_run(bench_body, &b);
-
-bad_num:
-	img_err("bench: bad value '%s' for %s", optarg, argv[optind - 1]);
-	return CLI_EXIT_USAGE;
 }

@@ -8,7 +8,6 @@
  * cluster size sets the unit).
  */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +31,53 @@ struct convert_ctx {
 	bool progress;
 	bool compress;			/* -c */
 	bool force_share;		/* -U: for INPUT */
+	bool bitmaps;			/* --bitmaps: copy the persistent bitmaps */
+	bool skip_broken;		/* --skip-broken-bitmaps: leave in-use ones out */
 };
+
+/*
+ * --bitmaps: every persistent bitmap of @in made again in @out, with its
+ * granularity and enabled state, marking what it marks in @in; after the
+ * data, so that the copy's own writes mark nothing.  An inconsistent
+ * (in-use) bitmap stops the copy, or is left out with --skip-broken-
+ * bitmaps, as in qemu-img.  Returns 0 or -errno (printed).
+ */
+static int convert_bitmaps(const struct convert_ctx *c, struct tgt *in, struct tgt *out)
+{
+	const struct tgt_bitmap_info *list;
+	int n, i, ret;
+
+	if (!in->ops->bitmap_list || !out->ops->bitmap) {
+		img_err("convert: --bitmaps needs persistent bitmaps in both formats (%s to %s)",
+			in->ops->name, out->ops->name);
+		return -ENOTSUP;
+	}
+	n = in->ops->bitmap_list(in, &list);
+	if (n < 0)
+		return n;
+	for (i = 0; i < n; i++) {
+		struct tgt_bitmap_args a = {
+			.granularity_bytes = list[i].granularity_bytes,
+			.disabled = !list[i].enabled,
+			.src = in,
+			.src_name = list[i].name,
+		};
+
+		if (list[i].in_use) {
+			if (c->skip_broken)
+				continue;
+			img_err("convert: cannot copy inconsistent bitmap '%s'; "
+				"try --skip-broken-bitmaps, or remove it", list[i].name);
+			return -EBUSY;
+		}
+		ret = out->ops->bitmap(out, TGT_BITMAP_ADD, list[i].name, &a);
+		if (!ret)
+			ret = out->ops->bitmap(out, TGT_BITMAP_MERGE, list[i].name, &a);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
 
 static void convert_progress(const struct convert_ctx *c, uint64_t done, uint64_t total)
 {
@@ -169,6 +214,8 @@ static int convert_body(void *arg)
 		off += n;
 		convert_progress(c, off, size);
 	}
+	if (c->bitmaps && convert_bitmaps(c, &in, &out))
+		goto out_out;
 	ret = out.ops->flush ? out.ops->flush(&out) : 0;
 	if (ret)
 		goto err_io;
@@ -190,81 +237,75 @@ out_in:
 	return status;
 }
 
-int cli_cmd_convert(int argc, char **argv)
+static int convert_opt(void *ctx, const struct cli_opt *opt, char *arg)
 {
-	static const struct option opts[] = {
-		{ "format", required_argument, NULL, 'f' },
-		{ "output-format", required_argument, NULL, 'O' },
-		{ "options", required_argument, NULL, 'o' },
-		{ "progress", no_argument, NULL, 'p' },
-		{ "compress", no_argument, NULL, 'c' },
-		{ "snapshot", required_argument, NULL, 'l' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "force-share", no_argument, NULL, 'U' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct convert_ctx c = { .out_fmt = "raw" };
+	struct convert_ctx *c = ctx;
 	char *save, *kv;
-	int opt;
 
-	optind = 0;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":f:O:o:l:s:pcqUh", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'f':
-			c.in_fmt = optarg;
-			break;
-		case 'O':
-			c.out_fmt = optarg;
-			break;
-		case 'o':
-			for (kv = strtok_r(optarg, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
-				if (c.nr_opts == MAX_CONVERT_OPTS) {
-					img_err("convert: too many -o options");
-					return CLI_EXIT_USAGE;
-				}
-				c.opts[c.nr_opts++] = kv;
+	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
+	case 'f':
+		c->in_fmt = arg;
+		break;
+	case 'O':
+		c->out_fmt = arg;
+		break;
+	case 'o':
+		for (kv = strtok_r(arg, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+			if (c->nr_opts == MAX_CONVERT_OPTS) {
+				img_err("convert: too many -o options");
+				return -EINVAL;
 			}
-			break;
-		case 'l':
-			/* qemu-img's snapshot.name=NAME, snapshot.id=ID, or a bare name. */
-			if (!strncmp(optarg, "snapshot.name=", 14))
-				c.snapshot = optarg + 14;
-			else if (!strncmp(optarg, "snapshot.id=", 12))
-				c.snapshot = optarg + 12;
-			else
-				c.snapshot = optarg;
-			break;
-		case 's':
-			c.snapshot = optarg;
-			break;
-		case 'p':
-			c.progress = true;
-			break;
-		case 'c':
-			c.compress = true;
-			break;
-		case 'q':
-			c.progress = false;
-			break;
-		case 'U':
-			c.force_share = true;
-			break;
-		case 'h':
-			puts(cli_find("convert")->usage);
-			return CLI_EXIT_OK;
-		default:
-			img_err("convert: bad option '%s' (see imgblk convert --help)",
-				argv[optind - 1]);
-			return CLI_EXIT_USAGE;
+			c->opts[c->nr_opts++] = kv;
 		}
+		break;
+	case 'l':
+		/* qemu-img's snapshot.name=NAME, snapshot.id=ID, or a bare name. */
+		if (!strncmp(arg, "snapshot.name=", 14))
+			c->snapshot = arg + 14;
+		else if (!strncmp(arg, "snapshot.id=", 12))
+			c->snapshot = arg + 12;
+		else
+			c->snapshot = arg;
+		break;
+	case 's':
+		c->snapshot = arg;
+		break;
+	case 'p':
+		c->progress = true;
+		break;
+	case 'c':
+		c->compress = true;
+		break;
+	case 'q':
+		c->progress = false;
+		break;
+	case 'U':
+		c->force_share = true;
+		break;
+	case CLI_K_BITMAPS:
+		c->bitmaps = true;
+		break;
+	case CLI_K_SKIP_BROKEN:
+		c->skip_broken = true;
+		break;
 	}
-	if (argc - optind != 2) {
-		img_err("convert: give INPUT and OUTPUT files");
-		return CLI_EXIT_USAGE;
-	}
-	c.in_file = argv[optind];
-	c.out_file = argv[optind + 1];
+	return 0;
+}
+
+int cli_cmd_convert(const struct cli_cmd *cmd, int argc, char **argv)
+{
+	struct convert_ctx c = { .out_fmt = "raw" };
+	struct cli_args a;
+	int ret = cli_parse(cmd, argc, argv, convert_opt, &c, &a);
+
+	if (!ret && c.skip_broken && !c.bitmaps)
+		ret = cli_usage_err(cmd, "--skip-broken-bitmaps only makes sense with --bitmaps");
+	if (ret)
+		return cli_parse_status(cmd, ret);
+	c.in_file = a.argv[0];
+	c.out_file = a.argv[1];
 	return cli_run(convert_body, &c);
 }

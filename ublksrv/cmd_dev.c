@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /* The device commands: add, del, list. */
 #include <errno.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,46 +15,6 @@
 #include "util.h"
 
 
-enum {
-	OPT_BUFFERED = 0x100,
-	OPT_SIZE,
-	OPT_FOREGROUND,
-	OPT_RECOVERABLE,
-	OPT_BACKING,
-	OPT_L2_CACHE,
-	OPT_DISCARD,
-	OPT_COR,
-	OPT_BURST,
-	OPT_SNAPSHOT,
-	OPT_PINNED,
-	OPT_WERROR,
-	OPT_RERROR,
-	OPT_THROTTLE,		/* + enum throttle_kind */
-};
-
-/* Prints the one-line complaint of getopt_long() about argv[optind - 1]. */
-static int cli_bad_option(const char *cmd, int c, char **argv)
-{
-	const char *arg = argv[optind - 1];
-	char letter[3];
-
-	/*
-	 * A short option may sit in a cluster ("-xr", "-rq"), where
-	 * argv[optind - 1] is the word before it, or the whole cluster:
-	 * name the letter getopt stopped at.
-	 */
-	if (optopt > 0 && optopt < 0x100 && strncmp(arg, "--", 2)) {
-		snprintf(letter, sizeof(letter), "-%c", optopt);
-		arg = letter;
-	}
-	if (c == ':')
-		img_err("%s: option '%s' needs a value (see imgblk %s --help)", cmd,
-			arg, cmd);
-	else
-		img_err("%s: unknown option '%s' (see imgblk %s --help)", cmd, arg, cmd);
-	return -EINVAL;
-}
-
 static int cli_number(const char *cmd, const char *what, const char *s,
 		      uint64_t min, uint64_t max, uint64_t *out)
 {
@@ -66,41 +25,150 @@ static int cli_number(const char *cmd, const char *what, const char *s,
 	return -EINVAL;
 }
 
+/* What add's options fill in beside struct ublk_add_opts. */
+struct add_parse {
+	struct ublk_add_opts *o;
+	const char *type;
+	const char *size;
+	unsigned int given;	/* TGT_OPT_*: for the target to accept */
+};
+
+static int add_opt(void *ctx, const struct cli_opt *opt, char *arg)
+{
+	struct add_parse *p = ctx;
+	struct ublk_add_opts *o = p->o;
+	char name[64];
+	uint64_t v;
+
+	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
+	case 't':
+		p->type = arg;
+		break;
+	case 'f':
+		o->cfg.file = arg;
+		break;
+	case 'n':
+		if (cli_number("add", "the device id (-n)", arg, 0, UBLK_MAX_DEV_ID, &v))
+			return -EINVAL;
+		o->dev_id = v;
+		break;
+	case 'q':
+		if (cli_number("add", "the number of queues (-q)", arg, 1, UBLK_MAX_QUEUES, &v))
+			return -EINVAL;
+		o->nr_queues = v;
+		break;
+	case 'd':
+		if (cli_number("add", "the queue depth (-d)", arg, 1, UBLK_MAX_QUEUE_DEPTH, &v))
+			return -EINVAL;
+		o->depth = v;
+		break;
+	case 'r':
+		o->cfg.open_flags |= TGT_O_RDONLY;
+		break;
+	case CLI_K_BUFFERED:
+		o->cfg.open_flags |= TGT_O_BUFFERED;
+		p->given |= TGT_OPT_BUFFERED;
+		break;
+	case CLI_K_SIZE:
+		p->size = arg;
+		p->given |= TGT_OPT_SIZE;
+		break;
+	case CLI_K_FOREGROUND:
+		o->foreground = true;
+		break;
+	case CLI_K_RECOVERABLE:
+		o->recoverable = true;
+		break;
+	case CLI_K_DISCARD:
+		if (!strcmp(arg, "ignore")) {
+			o->feat.blk.discard_ignore = true;
+		} else if (!strcmp(arg, "unmap")) {
+			o->feat.blk.discard_ignore = false;
+		} else {
+			img_err("add: --discard must be ignore or unmap, not '%s'", arg);
+			return -EINVAL;
+		}
+		break;
+	case CLI_K_COR:
+		o->feat.blk.copy_on_read = true;
+		break;
+	case CLI_K_BURST:
+		if (cli_number("add", "--throttle-burst-ms", arg, 1, 60000, &v))
+			return -EINVAL;
+		o->feat.blk.throttle.burst_ms = v;
+		break;
+	case CLI_K_THROTTLE + THR_BPS_TOTAL:
+	case CLI_K_THROTTLE + THR_BPS_READ:
+	case CLI_K_THROTTLE + THR_BPS_WRITE:
+		if (parse_size(arg, &v) || !v) {
+			img_err("add: %s needs a non-zero number of bytes per second, not '%s'",
+				cli_opt_name(opt, name, sizeof(name)), arg);
+			return -EINVAL;
+		}
+		o->feat.blk.throttle.rate[opt->key - CLI_K_THROTTLE] = v;
+		break;
+	case CLI_K_THROTTLE + THR_IOPS_TOTAL:
+	case CLI_K_THROTTLE + THR_IOPS_READ:
+	case CLI_K_THROTTLE + THR_IOPS_WRITE:
+		if (cli_number("add", "an iops limit", arg, 1, UINT32_MAX, &v))
+			return -EINVAL;
+		o->feat.blk.throttle.rate[opt->key - CLI_K_THROTTLE] = v;
+		break;
+	case CLI_K_SNAPSHOT:
+		o->cfg.snapshot = arg;
+		break;
+	case CLI_K_PINNED:
+		if (parse_size(arg, &o->feat.pinned_bytes) ||
+		    o->feat.pinned_bytes > UBLK_MAX_PINNED_BYTES) {
+			img_err("add: --pinned-buffers must be a size from 0 to 1G, not '%s'", arg);
+			return -EINVAL;
+		}
+		break;
+	case CLI_K_WERROR:
+		if (blk_err_action_parse(arg, &o->feat.blk.werror)) {
+			img_err("add: --werror must be enospc, stop, report or ignore, not '%s'",
+				arg);
+			return -EINVAL;
+		}
+		break;
+	case CLI_K_RERROR:
+		if (blk_err_action_parse(arg, &o->feat.blk.rerror) ||
+		    o->feat.blk.rerror == BLK_ERR_ENOSPC) {
+			img_err("add: --rerror must be stop, report or ignore, not '%s'", arg);
+			return -EINVAL;
+		}
+		break;
+	case CLI_K_L2_CACHE:
+		if (parse_size(arg, &o->cfg.l2_cache_bytes) || !o->cfg.l2_cache_bytes) {
+			img_err("add: bad --l2-cache-size '%s'", arg);
+			return -EINVAL;
+		}
+		break;
+	case CLI_K_BACKING:
+		if (!strcmp(arg, "any")) {
+			o->cfg.backing_policy = TGT_BACKING_ANY;
+		} else if (!strcmp(arg, "same-dir")) {
+			o->cfg.backing_policy = TGT_BACKING_SAME_DIR;
+		} else if (!strcmp(arg, "none")) {
+			o->cfg.backing_policy = TGT_BACKING_NONE;
+		} else {
+			img_err("add: --backing must be any, same-dir or none, not '%s'", arg);
+			return -EINVAL;
+		}
+		break;
+	}
+	return 0;
+}
+
 int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 {
-	static const struct option opts[] = {
-		{ "type", required_argument, NULL, 't' },
-		{ "file", required_argument, NULL, 'f' },
-		{ "number", required_argument, NULL, 'n' },
-		{ "queues", required_argument, NULL, 'q' },
-		{ "depth", required_argument, NULL, 'd' },
-		{ "read-only", no_argument, NULL, 'r' },
-		{ "buffered", no_argument, NULL, OPT_BUFFERED },
-		{ "size", required_argument, NULL, OPT_SIZE },
-		{ "foreground", no_argument, NULL, OPT_FOREGROUND },
-		{ "recoverable", no_argument, NULL, OPT_RECOVERABLE },
-		{ "backing", required_argument, NULL, OPT_BACKING },
-		{ "l2-cache-size", required_argument, NULL, OPT_L2_CACHE },
-		{ "discard", required_argument, NULL, OPT_DISCARD },
-		{ "copy-on-read", no_argument, NULL, OPT_COR },
-		{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
-		{ "bps-total", required_argument, NULL, OPT_THROTTLE + THR_BPS_TOTAL },
-		{ "bps-read", required_argument, NULL, OPT_THROTTLE + THR_BPS_READ },
-		{ "bps-write", required_argument, NULL, OPT_THROTTLE + THR_BPS_WRITE },
-		{ "iops-total", required_argument, NULL, OPT_THROTTLE + THR_IOPS_TOTAL },
-		{ "iops-read", required_argument, NULL, OPT_THROTTLE + THR_IOPS_READ },
-		{ "iops-write", required_argument, NULL, OPT_THROTTLE + THR_IOPS_WRITE },
-		{ "throttle-burst-ms", required_argument, NULL, OPT_BURST },
-		{ "pinned-buffers", required_argument, NULL, OPT_PINNED },
-		{ "werror", required_argument, NULL, OPT_WERROR },
-		{ "rerror", required_argument, NULL, OPT_RERROR },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *type = NULL, *size = NULL;
-	unsigned int given = 0;
-	uint64_t v;
-	int c;
+	const struct cli_cmd *cmd = cli_find("add");
+	struct add_parse p = { .o = o };
+	struct cli_args a;
+	int ret;
 
 	memset(o, 0, sizeof(*o));
 	o->dev_id = -1;
@@ -110,151 +178,16 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 	/* QEMU's defaults: hold writes while the host is out of space. */
 	o->feat.blk.werror = BLK_ERR_ENOSPC;
 	o->feat.blk.rerror = BLK_ERR_REPORT;
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":t:f:n:q:d:rh", opts, NULL)) != -1) {
-		switch (c) {
-		case 't':
-			type = optarg;
-			break;
-		case 'f':
-			o->cfg.file = optarg;
-			break;
-		case 'n':
-			if (cli_number("add", "the device id (-n)", optarg, 0,
-				       UBLK_MAX_DEV_ID, &v))
-				return -EINVAL;
-			o->dev_id = v;
-			break;
-		case 'q':
-			if (cli_number("add", "the number of queues (-q)", optarg, 1,
-				       UBLK_MAX_QUEUES, &v))
-				return -EINVAL;
-			o->nr_queues = v;
-			break;
-		case 'd':
-			if (cli_number("add", "the queue depth (-d)", optarg, 1,
-				       UBLK_MAX_QUEUE_DEPTH, &v))
-				return -EINVAL;
-			o->depth = v;
-			break;
-		case 'r':
-			o->cfg.open_flags |= TGT_O_RDONLY;
-			break;
-		case OPT_BUFFERED:
-			o->cfg.open_flags |= TGT_O_BUFFERED;
-			given |= TGT_OPT_BUFFERED;
-			break;
-		case OPT_SIZE:
-			size = optarg;
-			given |= TGT_OPT_SIZE;
-			break;
-		case OPT_FOREGROUND:
-			o->foreground = true;
-			break;
-		case OPT_RECOVERABLE:
-			o->recoverable = true;
-			break;
-		case OPT_DISCARD:
-			if (!strcmp(optarg, "ignore")) {
-				o->feat.blk.discard_ignore = true;
-			} else if (!strcmp(optarg, "unmap")) {
-				o->feat.blk.discard_ignore = false;
-			} else {
-				img_err("add: --discard must be ignore or unmap, not '%s'", optarg);
-				return -EINVAL;
-			}
-			break;
-		case OPT_COR:
-			o->feat.blk.copy_on_read = true;
-			break;
-		case OPT_BURST:
-			if (cli_number("add", "--throttle-burst-ms", optarg, 1, 60000, &v))
-				return -EINVAL;
-			o->feat.blk.throttle.burst_ms = v;
-			break;
-		case OPT_THROTTLE + THR_BPS_TOTAL:
-		case OPT_THROTTLE + THR_BPS_READ:
-		case OPT_THROTTLE + THR_BPS_WRITE:
-			if (parse_size(optarg, &v) || !v) {
-				img_err("add: %s needs a non-zero number of bytes per second, not '%s'",
-					argv[optind - 1], optarg);
-				return -EINVAL;
-			}
-			o->feat.blk.throttle.rate[c - OPT_THROTTLE] = v;
-			break;
-		case OPT_THROTTLE + THR_IOPS_TOTAL:
-		case OPT_THROTTLE + THR_IOPS_READ:
-		case OPT_THROTTLE + THR_IOPS_WRITE:
-			if (cli_number("add", "an iops limit", optarg, 1, UINT32_MAX, &v))
-				return -EINVAL;
-			o->feat.blk.throttle.rate[c - OPT_THROTTLE] = v;
-			break;
-		case OPT_SNAPSHOT:
-			o->cfg.snapshot = optarg;
-			break;
-		case OPT_PINNED:
-			if (parse_size(optarg, &o->feat.pinned_bytes) ||
-			    o->feat.pinned_bytes > UBLK_MAX_PINNED_BYTES) {
-				img_err("add: --pinned-buffers must be a size from 0 to 1G, not '%s'",
-					optarg);
-				return -EINVAL;
-			}
-			break;
-		case OPT_WERROR:
-			if (blk_err_action_parse(optarg, &o->feat.blk.werror)) {
-				img_err("add: --werror must be enospc, stop, report or ignore, not '%s'",
-					optarg);
-				return -EINVAL;
-			}
-			break;
-		case OPT_RERROR:
-			if (blk_err_action_parse(optarg, &o->feat.blk.rerror) ||
-			    o->feat.blk.rerror == BLK_ERR_ENOSPC) {
-				img_err("add: --rerror must be stop, report or ignore, not '%s'",
-					optarg);
-				return -EINVAL;
-			}
-			break;
-		case OPT_L2_CACHE:
-			if (parse_size(optarg, &o->cfg.l2_cache_bytes) || !o->cfg.l2_cache_bytes) {
-				img_err("add: bad --l2-cache-size '%s'", optarg);
-				return -EINVAL;
-			}
-			break;
-		case OPT_BACKING:
-			if (!strcmp(optarg, "any")) {
-				o->cfg.backing_policy = TGT_BACKING_ANY;
-			} else if (!strcmp(optarg, "same-dir")) {
-				o->cfg.backing_policy = TGT_BACKING_SAME_DIR;
-			} else if (!strcmp(optarg, "none")) {
-				o->cfg.backing_policy = TGT_BACKING_NONE;
-			} else {
-				img_err("add: --backing must be any, same-dir or none, not '%s'",
-					optarg);
-				return -EINVAL;
-			}
-			break;
-		case 'h':
-			puts(cli_find("add")->usage);
-			return CLI_HELP;
-		default:
-			return cli_bad_option("add", c, argv);
-		}
-	}
-	if (optind < argc) {
-		img_err("add: unexpected argument '%s'", argv[optind]);
-		return -EINVAL;
-	}
-	if (!type && !o->cfg.file) {
-		img_err("add: give -t TYPE, or -f FILE to detect its format");
-		return -EINVAL;
-	}
-	if (type) {
-		o->ops = tgt_find(type);
+	ret = cli_parse(cmd, argc, argv, add_opt, &p, &a);
+	if (ret)
+		return ret;
+	if (!p.type && !o->cfg.file)
+		return cli_usage_err(cmd, "give -t TYPE, or -f FILE to detect its format");
+	if (p.type) {
+		o->ops = tgt_find(p.type);
 		if (!o->ops) {
 			img_err("add: unknown target '%s' (see imgblk help for the targets)",
-				type);
+				p.type);
 			return -EINVAL;
 		}
 	} else {
@@ -264,11 +197,11 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 			return -EINVAL;
 	}
 	if (o->cfg.file)
-		given |= TGT_OPT_FILE;
-	if (given & ~o->ops->options) {
+		p.given |= TGT_OPT_FILE;
+	if (p.given & ~o->ops->options) {
 		img_err("add: target %s does not take %s", o->ops->name,
-			(given & ~o->ops->options & TGT_OPT_FILE) ? "-f FILE" :
-			(given & ~o->ops->options & TGT_OPT_SIZE) ? "--size" :
+			(p.given & ~o->ops->options & TGT_OPT_FILE) ? "-f FILE" :
+			(p.given & ~o->ops->options & TGT_OPT_SIZE) ? "--size" :
 			"--buffered");
 		return -EINVAL;
 	}
@@ -281,127 +214,104 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 		return -EINVAL;
 	}
 	if (o->ops->options & TGT_OPT_SIZE) {
-		if (!size) {
+		if (!p.size) {
 			img_err("add: target %s needs --size SIZE", o->ops->name);
 			return -EINVAL;
 		}
-		if (parse_size(size, &o->cfg.size_bytes) || !o->cfg.size_bytes ||
+		if (parse_size(p.size, &o->cfg.size_bytes) || !o->cfg.size_bytes ||
 		    o->cfg.size_bytes % 512) {
 			img_err("add: --size must be a non-zero multiple of 512 bytes, not '%s'",
-				size);
+				p.size);
 			return -EINVAL;
 		}
+	}
+	return 0;
+}
+
+/* What del's and list's options fill in. */
+struct dev_parse {
+	const char *verb;
+	bool have_id;
+	unsigned int id;
+	bool all;
+	bool json;
+	bool foreground;
+};
+
+static int dev_opt(void *ctx, const struct cli_opt *opt, char *arg)
+{
+	struct dev_parse *p = ctx;
+	uint64_t v;
+
+	switch (opt->key) {
+	case 'n':
+		if (cli_number(p->verb, "the device id (-n)", arg, 0, UBLK_MAX_DEV_ID, &v))
+			return -EINVAL;
+		p->id = v;
+		p->have_id = true;
+		break;
+	case 'a':
+		p->all = true;
+		break;
+	case CLI_K_JSON:
+		p->json = true;
+		break;
+	case CLI_K_FOREGROUND:
+		p->foreground = true;
+		break;
 	}
 	return 0;
 }
 
 int cli_parse_del(int argc, char **argv, struct cli_del_opts *o)
 {
-	static const struct option opts[] = {
-		{ "number", required_argument, NULL, 'n' },
-		{ "all", no_argument, NULL, 'a' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	bool have_id = false;
-	uint64_t v;
-	int c;
+	const struct cli_cmd *cmd = cli_find("del");
+	struct dev_parse p = { .verb = "del" };
+	struct cli_args a;
+	int ret = cli_parse(cmd, argc, argv, dev_opt, &p, &a);
 
+	if (ret)
+		return ret;
+	if (p.have_id == p.all)
+		return cli_usage_err(cmd, "give exactly one of -n ID and -a");
 	memset(o, 0, sizeof(*o));
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":n:ah", opts, NULL)) != -1) {
-		switch (c) {
-		case 'n':
-			if (cli_number("del", "the device id (-n)", optarg, 0,
-				       UBLK_MAX_DEV_ID, &v))
-				return -EINVAL;
-			o->id = v;
-			have_id = true;
-			break;
-		case 'a':
-			o->all = true;
-			break;
-		case 'h':
-			puts(cli_find("del")->usage);
-			return CLI_HELP;
-		default:
-			return cli_bad_option("del", c, argv);
-		}
-	}
-	if (optind < argc) {
-		img_err("del: unexpected argument '%s'", argv[optind]);
-		return -EINVAL;
-	}
-	if (have_id == o->all) {
-		img_err("del: give exactly one of -n ID and -a");
-		return -EINVAL;
-	}
+	o->all = p.all;
+	o->id = p.id;
 	return 0;
 }
 
 int cli_parse_list(int argc, char **argv, struct cli_list_opts *o)
 {
-	static const struct option opts[] = {
-		{ "number", required_argument, NULL, 'n' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	uint64_t v;
-	int c;
+	struct dev_parse p = { .verb = "list" };
+	struct cli_args a;
+	int ret = cli_parse(cli_find("list"), argc, argv, dev_opt, &p, &a);
 
+	if (ret)
+		return ret;
 	memset(o, 0, sizeof(*o));
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":n:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'n':
-			if (cli_number("list", "the device id (-n)", optarg, 0,
-				       UBLK_MAX_DEV_ID, &v))
-				return -EINVAL;
-			o->id = v;
-			o->have_id = true;
-			break;
-		case 'j':
-			o->json = true;
-			break;
-		case 'h':
-			puts(cli_find("list")->usage);
-			return CLI_HELP;
-		default:
-			return cli_bad_option("list", c, argv);
-		}
-	}
-	if (optind < argc) {
-		img_err("list: unexpected argument '%s'", argv[optind]);
-		return -EINVAL;
-	}
+	o->json = p.json;
+	o->have_id = p.have_id;
+	o->id = p.id;
 	return 0;
 }
 
-static int cli_status(int parse_ret)
-{
-	return parse_ret == CLI_HELP ? CLI_EXIT_OK : CLI_EXIT_USAGE;
-}
-
-int cli_cmd_add(int argc, char **argv)
+int cli_cmd_add(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	struct ublk_add_opts o;
 	int ret = cli_parse_add(argc, argv, &o);
 
 	if (ret)
-		return cli_status(ret);
+		return cli_parse_status(cmd, ret);
 	return ublk_add(&o);
 }
 
-int cli_cmd_del(int argc, char **argv)
+int cli_cmd_del(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	struct cli_del_opts o;
 	int ret = cli_parse_del(argc, argv, &o);
 
 	if (ret)
-		return cli_status(ret);
+		return cli_parse_status(cmd, ret);
 	return o.all ? ublk_del_all() : ublk_del(o.id);
 }
 
@@ -420,7 +330,7 @@ static const char *cli_dev_state(struct ublk_ctrl *ctrl, const struct ublk_state
 	return "DEAD";
 }
 
-int cli_cmd_list(int argc, char **argv)
+int cli_cmd_list(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	struct cli_list_opts o;
 	struct ublk_ctrl ctrl, *c = NULL;
@@ -429,7 +339,7 @@ int cli_cmd_list(int argc, char **argv)
 
 	ret = cli_parse_list(argc, argv, &o);
 	if (ret)
-		return cli_status(ret);
+		return cli_parse_status(cmd, ret);
 	n = ublk_state_ids(&ids);
 	if (n < 0) {
 		img_err("%s: %s", ublk_state_dir(), strerror(-n));
@@ -492,46 +402,17 @@ int cli_cmd_list(int argc, char **argv)
 	return CLI_EXIT_OK;
 }
 
-int cli_cmd_recover(int argc, char **argv)
+int cli_cmd_recover(const struct cli_cmd *cmd, int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "number", required_argument, NULL, 'n' },
-		{ "foreground", no_argument, NULL, OPT_FOREGROUND },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	bool have_id = false, foreground = false;
-	unsigned int id = 0;
-	uint64_t v;
-	int c;
+	struct dev_parse p = { .verb = "recover" };
+	struct cli_args a;
+	int ret = cli_parse(cmd, argc, argv, dev_opt, &p, &a);
 
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":n:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'n':
-			if (cli_number("recover", "the device id (-n)", optarg, 0,
-				       UBLK_MAX_DEV_ID, &v))
-				return CLI_EXIT_USAGE;
-			id = v;
-			have_id = true;
-			break;
-		case OPT_FOREGROUND:
-			foreground = true;
-			break;
-		case 'h':
-			puts(cli_find("recover")->usage);
-			return CLI_EXIT_OK;
-		default:
-			cli_bad_option("recover", c, argv);
-			return CLI_EXIT_USAGE;
-		}
-	}
-	if (!have_id || optind < argc) {
-		img_err("recover: give -n ID and nothing else");
-		return CLI_EXIT_USAGE;
-	}
-	return ublk_recover(id, foreground);
+	if (ret)
+		return cli_parse_status(cmd, ret);
+	if (!p.have_id)
+		return cli_parse_status(cmd, cli_usage_err(cmd, "give -n ID"));
+	return ublk_recover(p.id, p.foreground);
 }
 
 /*
@@ -540,29 +421,25 @@ int cli_cmd_recover(int argc, char **argv)
  * open the char device and the user the disk.  Devices added by root are
  * left as they are.
  */
-int cli_cmd_udev_chown(int argc, char **argv)
+int cli_cmd_udev_chown(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	struct ublksrv_ctrl_dev_info info;
 	struct ublk_ctrl ctrl;
+	struct cli_args a;
 	const char *name;
 	char path[64];
 	uint64_t id;
 	int ret;
 
-	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-		puts(cli_find("udev-chown")->usage);
-		return CLI_EXIT_OK;
-	}
-	if (argc != 2) {
-		img_err("udev-chown: give the device name (ublkcN or ublkbN)");
-		return CLI_EXIT_USAGE;
-	}
-	name = argv[1];
+	ret = cli_parse(cmd, argc, argv, NULL, NULL, &a);
+	if (ret)
+		return cli_parse_status(cmd, ret);
+	name = a.argv[0];
 	if (!strncmp(name, "/dev/", 5))
 		name += 5;
 	if ((strncmp(name, "ublkc", 5) && strncmp(name, "ublkb", 5)) ||
 	    parse_uint(name + 5, 0, UBLK_MAX_DEV_ID, &id)) {
-		img_err("udev-chown: '%s' is not a ublk device name", argv[1]);
+		img_err("udev-chown: '%s' is not a ublk device name", a.argv[0]);
 		return CLI_EXIT_USAGE;
 	}
 	ret = ublk_ctrl_open(&ctrl);

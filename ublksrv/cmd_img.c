@@ -4,7 +4,6 @@
  * info, check, map.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,62 +100,50 @@ static int create_body(void *arg)
 	return ops->create(&c->o) ? CLI_EXIT_ERR : CLI_EXIT_OK;
 }
 
-int cli_cmd_create(int argc, char **argv)
+static int create_opt(void *ctx, const struct cli_opt *opt, char *arg)
 {
-	static const struct option opts[] = {
-		{ "format", required_argument, NULL, 'f' },
-		{ "backing", required_argument, NULL, 'b' },
-		{ "backing-format", required_argument, NULL, 'F' },
-		{ "options", required_argument, NULL, 'o' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
+	struct create_ctx *c = ctx;
+
+	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
+	case 'f':
+		c->fmt = arg;
+		break;
+	case 'b':
+		c->o.backing_file = arg;
+		break;
+	case 'F':
+		c->o.backing_fmt = arg;
+		break;
+	case 'o':
+		return create_add_options(c, arg);
+	case 'u':
+		/* Unsafe: qemu-img's flag to not open the backing file; we only read its size. */
+		break;
+	case 'q':
+		c->quiet = true;
+		break;
+	}
+	return 0;
+}
+
+int cli_cmd_create(const struct cli_cmd *cmd, int argc, char **argv)
+{
 	struct create_ctx c = { .fmt = "raw" };
-	int opt;
+	struct cli_args a;
+	int ret;
 
 	c.o.options = c.opts;
-	optind = 0;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":f:b:F:o:uqh", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'f':
-			c.fmt = optarg;
-			break;
-		case 'b':
-			c.o.backing_file = optarg;
-			break;
-		case 'F':
-			c.o.backing_fmt = optarg;
-			break;
-		case 'o':
-			if (create_add_options(&c, optarg))
-				return CLI_EXIT_USAGE;
-			break;
-		case 'u':
-			/* Unsafe: qemu-img's flag to not open the backing file; we only read its size. */
-			break;
-		case 'q':
-			c.quiet = true;
-			break;
-		case 'h':
-			puts(cli_find("create")->usage);
-			return CLI_EXIT_OK;
-		default:
-			img_err("create: bad option '%s' (see imgblk create --help)",
-				argv[optind - 1]);
-			return CLI_EXIT_USAGE;
-		}
-	}
-	if (optind == argc || argc - optind > 2) {
-		img_err("create: give FILE [SIZE] (see imgblk create --help)");
-		return CLI_EXIT_USAGE;
-	}
-	c.o.file = argv[optind];
-	if (argc - optind == 2) {
-		if (parse_size(argv[optind + 1], &c.o.size_bytes)) {
-			img_err("create: bad size '%s'", argv[optind + 1]);
-			return CLI_EXIT_USAGE;
+	ret = cli_parse(cmd, argc, argv, create_opt, &c, &a);
+	if (ret)
+		return cli_parse_status(cmd, ret);
+	c.o.file = a.argv[0];
+	if (a.argc == 2) {
+		if (parse_size(a.argv[1], &c.o.size_bytes)) {
+			img_err("create: bad size '%s'", a.argv[1]);
+			return CLI_EXIT_ERR;
 		}
 		c.size_given = true;
 	}
@@ -173,8 +160,94 @@ struct info_ctx {
 	bool force_share;
 };
 
+/* qemu-img's text for a list in the format-specific data: "bitmaps". */
+static void info_list_text(struct tgt *t, const char *key)
+{
+	const struct tgt_bitmap_info *bm;
+	int n, i, f;
+
+	if (strcmp(key, "bitmaps") || !t->ops->bitmap_list)
+		return;
+	n = t->ops->bitmap_list(t, &bm);
+	printf("    bitmaps:\n");
+	for (i = 0; i < n; i++) {
+		printf("        [%d]:\n            flags:\n", i);
+		f = 0;
+		if (bm[i].in_use)
+			printf("                [%d]: in-use\n", f++);
+		if (bm[i].enabled)
+			printf("                [%d]: auto\n", f++);
+		printf("            name: %s\n            granularity: %llu\n", bm[i].name,
+		       (unsigned long long)bm[i].granularity_bytes);
+	}
+}
+
+/* The same in JSON: qemu-img's "bitmaps" array (name, granularity, flags). */
+static void info_list_json(struct tgt *t, const char *key)
+{
+	const struct tgt_bitmap_info *bm;
+	int n, i;
+
+	if (strcmp(key, "bitmaps") || !t->ops->bitmap_list) {
+		printf("[]");
+		return;
+	}
+	n = t->ops->bitmap_list(t, &bm);
+	printf("[");
+	for (i = 0; i < n; i++) {
+		printf("%s\n                {\n                    \"flags\": [", i ? "," : "");
+		if (bm[i].in_use)
+			printf("\n                        \"in-use\"%s", bm[i].enabled ? "," : "");
+		if (bm[i].enabled)
+			printf("\n                        \"auto\"");
+		printf("\n                    ],\n                    \"name\": ");
+		json_put_string(stdout, bm[i].name);
+		printf(",\n                    \"granularity\": %llu\n                }",
+		       (unsigned long long)bm[i].granularity_bytes);
+	}
+	printf("\n            ]");
+}
+
+/* qemu-img info's "snapshots" array, its members named as there. */
+static void info_snapshots_json(int n, const struct tgt_snapshot_info *sn)
+{
+	int i;
+
+	printf("\n    \"snapshots\": [");
+	for (i = 0; i < n; i++) {
+		printf("%s\n        {\n", i ? "," : "");
+		if (sn[i].icount != UINT64_MAX)
+			printf("            \"icount\": %llu,\n", (unsigned long long)sn[i].icount);
+		printf("            \"vm-clock-nsec\": %llu,\n            \"name\": ",
+		       (unsigned long long)(sn[i].vm_clock_nsec % 1000000000ULL));
+		json_put_string(stdout, sn[i].name);
+		printf(",\n            \"date-sec\": %u,\n            \"date-nsec\": %u,\n"
+		       "            \"vm-clock-sec\": %llu,\n            \"id\": ",
+		       sn[i].date_sec, sn[i].date_nsec,
+		       (unsigned long long)(sn[i].vm_clock_nsec / 1000000000ULL));
+		json_put_string(stdout, sn[i].id);
+		printf(",\n            \"vm-state-size\": %llu\n        }",
+		       (unsigned long long)sn[i].vm_state_bytes);
+	}
+	printf("\n    ],");
+}
+
+/* Prints a nested block's lines under its key, 8 columns in, as qemu-img. */
+static void info_print_block(const char *text)
+{
+	printf(":\n");
+	while (*text) {
+		size_t n = strcspn(text, "\n");
+
+		printf("        %.*s\n", (int)n, text);
+		text += n + (text[n] == '\n');
+	}
+}
+
 static void info_one(struct tgt *t, bool json, bool first)
 {
+	const struct tgt_snapshot_info *snaps = NULL;
+	int nr_snaps = 0;
 	struct tgt_info info = { 0 };
 	struct stat st;
 	uint64_t disk = 0;
@@ -183,6 +256,8 @@ static void info_one(struct tgt *t, bool json, bool first)
 
 	if (t->ops->info)
 		t->ops->info(t, &info);
+	if (t->ops->snapshot_list)
+		nr_snaps = MAX(t->ops->snapshot_list(t, &snaps), 0);
 	if (stat(t->cfg.file, &st) == 0)
 		disk = (uint64_t)st.st_blocks * 512;
 	format_size(t->caps.size_bytes, vs, sizeof(vs));
@@ -193,8 +268,12 @@ static void info_one(struct tgt *t, bool json, bool first)
 			printf("\n");
 		printf("image: %s\nfile format: %s\nvirtual size: %s (%llu bytes)\ndisk size: %s\n",
 		       t->cfg.file, t->ops->name, vs, (unsigned long long)t->caps.size_bytes, ds);
+		if (info.encrypted)
+			printf("encrypted: yes\n");
 		if (info.cluster_size)
 			printf("cluster_size: %llu\n", (unsigned long long)info.cluster_size);
+		if (info.dirty)
+			printf("cleanly shut down: no\n");
 		if (info.backing_file) {
 			printf("backing file: %s", info.backing_file);
 			if (t->backing && strcmp(t->backing->cfg.file, info.backing_file))
@@ -203,21 +282,38 @@ static void info_one(struct tgt *t, bool json, bool first)
 		}
 		if (info.backing_fmt)
 			printf("backing file format: %s\n", info.backing_fmt);
+		if (nr_snaps) {
+			printf("Snapshot list:\n");
+			cli_snapshot_row(NULL);
+			for (i = 0; i < (unsigned int)nr_snaps; i++)
+				cli_snapshot_row(&snaps[i]);
+		}
 		if (info.n) {
 			printf("Format specific information:\n");
 			for (i = 0; i < info.n; i++) {
 				const char *k;
 
+				if (info.kv[i].is_list) {
+					info_list_text(t, info.kv[i].key);
+					continue;
+				}
 				/* qemu-img's text spells "lazy-refcounts" as "lazy refcounts". */
 				printf("    ");
 				for (k = info.kv[i].key; *k; k++)
 					putchar(*k == '-' ? ' ' : *k);
+				if (info.kv[i].block_text) {
+					info_print_block(info.kv[i].block_text);
+					continue;
+				}
 				printf(": %s\n", info.kv[i].value);
 			}
 		}
 		return;
 	}
-	printf("%s{\n    \"virtual-size\": %llu,\n    \"filename\": ", first ? "" : ",\n",
+	printf("%s{", first ? "" : ",\n");
+	if (nr_snaps)
+		info_snapshots_json(nr_snaps, snaps);
+	printf("\n    \"virtual-size\": %llu,\n    \"filename\": ",
 	       (unsigned long long)t->caps.size_bytes);
 	json_put_string(stdout, t->cfg.file);
 	printf(",\n    \"format\": \"%s\",\n    \"actual-size\": %llu", t->ops->name,
@@ -243,14 +339,20 @@ static void info_one(struct tgt *t, bool json, bool first)
 			printf("%s\n            ", i ? "," : "");
 			json_put_string(stdout, info.kv[i].key);
 			printf(": ");
-			if (info.kv[i].is_string)
+			if (info.kv[i].is_list)
+				info_list_json(t, info.kv[i].key);
+			else if (info.kv[i].block_json)
+				printf("%s", info.kv[i].block_json);
+			else if (info.kv[i].is_string)
 				json_put_string(stdout, info.kv[i].value);
 			else
 				printf("%s", info.kv[i].value);
 		}
 		printf("\n        }\n    }");
 	}
-	printf(",\n    \"dirty-flag\": false\n}");
+	if (info.encrypted)
+		printf(",\n    \"encrypted\": true");
+	printf(",\n    \"dirty-flag\": %s\n}", info.dirty ? "true" : "false");
 }
 
 static int info_body(void *arg)
@@ -286,49 +388,38 @@ static int cli_output_json(const char *cmd, const char *arg, bool *json)
 	return 0;
 }
 
-int cli_cmd_info(int argc, char **argv)
+static int info_opt(void *ctx, const struct cli_opt *opt, char *arg)
 {
-	static const struct option opts[] = {
-		{ "format", required_argument, NULL, 'f' },
-		{ "output", required_argument, NULL, 'O' },
-		{ "backing-chain", no_argument, NULL, 'B' },
-		{ "force-share", no_argument, NULL, 'U' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct info_ctx c = { 0 };
-	int opt;
+	struct info_ctx *c = ctx;
 
-	optind = 0;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":f:Uh", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'f':
-			c.fmt = optarg;
-			break;
-		case 'U':
-			c.force_share = true;
-			break;
-		case 'O':
-			if (cli_output_json("info", optarg, &c.json))
-				return CLI_EXIT_USAGE;
-			break;
-		case 'B':
-			c.chain = true;
-			break;
-		case 'h':
-			puts(cli_find("info")->usage);
-			return CLI_EXIT_OK;
-		default:
-			img_err("info: bad option '%s' (see imgblk info --help)", argv[optind - 1]);
-			return CLI_EXIT_USAGE;
-		}
+	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
+	case 'f':
+		c->fmt = arg;
+		break;
+	case 'U':
+		c->force_share = true;
+		break;
+	case CLI_K_OUTPUT:
+		return cli_output_json("info", arg, &c->json);
+	case CLI_K_BACKING_CHAIN:
+		c->chain = true;
+		break;
 	}
-	if (optind != argc - 1) {
-		img_err("info: give exactly one FILE");
-		return CLI_EXIT_USAGE;
-	}
-	c.file = argv[optind];
+	return 0;
+}
+
+int cli_cmd_info(const struct cli_cmd *cmd, int argc, char **argv)
+{
+	struct info_ctx c = { 0 };
+	struct cli_args a;
+	int ret = cli_parse(cmd, argc, argv, info_opt, &c, &a);
+
+	if (ret)
+		return cli_parse_status(cmd, ret);
+	c.file = a.argv[0];
 	return cli_run(info_body, &c);
 }
 
@@ -443,60 +534,49 @@ static int check_body(void *arg)
 	return status;
 }
 
-int cli_cmd_check(int argc, char **argv)
+static int check_opt(void *ctx, const struct cli_opt *opt, char *arg)
 {
-	static const struct option opts[] = {
-		{ "format", required_argument, NULL, 'f' },
-		{ "repair", required_argument, NULL, 'r' },
-		{ "output", required_argument, NULL, 'O' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "force-share", no_argument, NULL, 'U' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct check_ctx c = { 0 };
-	int opt;
+	struct check_ctx *c = ctx;
 
-	optind = 0;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":f:r:qUh", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'f':
-			c.fmt = optarg;
-			break;
-		case 'r':
-			if (!strcmp(optarg, "leaks")) {
-				c.fix = TGT_FIX_LEAKS;
-			} else if (!strcmp(optarg, "all")) {
-				c.fix = TGT_FIX_LEAKS | TGT_FIX_ERRORS;
-			} else {
-				img_err("check: -r must be leaks or all, not '%s'", optarg);
-				return CHECK_EXIT_ERROR;
-			}
-			break;
-		case 'O':
-			if (cli_output_json("check", optarg, &c.json))
-				return CHECK_EXIT_ERROR;
-			break;
-		case 'q':
-			c.quiet = true;
-			break;
-		case 'U':
-			c.force_share = true;
-			break;
-		case 'h':
-			puts(cli_find("check")->usage);
-			return CLI_EXIT_OK;
-		default:
-			img_err("check: bad option '%s' (see imgblk check --help)", argv[optind - 1]);
-			return CHECK_EXIT_ERROR;
+	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
+	case 'f':
+		c->fmt = arg;
+		break;
+	case 'r':
+		if (!strcmp(arg, "leaks")) {
+			c->fix = TGT_FIX_LEAKS;
+		} else if (!strcmp(arg, "all")) {
+			c->fix = TGT_FIX_LEAKS | TGT_FIX_ERRORS;
+		} else {
+			img_err("check: -r must be leaks or all, not '%s'", arg);
+			return -EINVAL;
 		}
+		break;
+	case CLI_K_OUTPUT:
+		return cli_output_json("check", arg, &c->json);
+	case 'q':
+		c->quiet = true;
+		break;
+	case 'U':
+		c->force_share = true;
+		break;
 	}
-	if (optind != argc - 1) {
-		img_err("check: give exactly one FILE");
-		return CHECK_EXIT_ERROR;
-	}
-	c.file = argv[optind];
+	return 0;
+}
+
+int cli_cmd_check(const struct cli_cmd *cmd, int argc, char **argv)
+{
+	struct check_ctx c = { 0 };
+	struct cli_args a;
+	int ret = cli_parse(cmd, argc, argv, check_opt, &c, &a);
+
+	/* A usage error is 1, as in qemu-img: 2 and 3 describe the image. */
+	if (ret)
+		return cli_parse_status(cmd, ret);
+	c.file = a.argv[0];
 	return cli_run(check_body, &c);
 }
 
@@ -505,9 +585,61 @@ int cli_cmd_check(int argc, char **argv)
 struct map_ctx {
 	const char *file;
 	const char *fmt;
+	const char *bitmap;		/* --bitmap: its extents, not the data's */
 	bool json;
 	bool force_share;
 };
+
+/*
+ * map --bitmap NAME: the guest runs bitmap NAME marks dirty, in qemu-img
+ * map's shape.  JSON lists every run, {"start", "length", "dirty"},
+ * adjacent runs of one state merged; the human form lists the dirty
+ * ones only (Offset, Length).  Returns the exit status.
+ */
+static int map_bitmap(const struct map_ctx *c, struct tgt *t)
+{
+	uint64_t off = 0, start = 0, size = t->caps.size_bytes;
+	bool first = true, cur = false, have = false;
+
+	if (!t->ops->bitmap_status) {
+		img_err("map: the %s format has no persistent bitmaps", t->ops->name);
+		return CLI_EXIT_ERR;
+	}
+	if (!c->json)
+		printf("%-15s %s\n", "Offset", "Length");
+	while (off <= size) {
+		bool dirty = false;
+		int64_t n = 0;
+
+		if (off < size) {
+			n = t->ops->bitmap_status(t, c->bitmap, off, size - off, &dirty);
+			if (n <= 0) {
+				img_err("map: %s: bitmap '%s': %s", c->file, c->bitmap,
+					strerror(n ? -n : EIO));
+				return CLI_EXIT_ERR;
+			}
+		}
+		if (have && (off == size || dirty != cur)) {
+			if (c->json)
+				printf("%s{ \"start\": %llu, \"length\": %llu, \"dirty\": %s}",
+				       first ? "[" : ",\n", (unsigned long long)start,
+				       (unsigned long long)(off - start), cur ? "true" : "false");
+			else if (cur)
+				printf("%#-15llx %#llx\n", (unsigned long long)start,
+				       (unsigned long long)(off - start));
+			first = false;
+			start = off;
+		}
+		have = true;
+		cur = dirty;
+		if (off == size)
+			break;
+		off += n;
+	}
+	if (c->json)
+		printf("%s]\n", first ? "[" : "");
+	return CLI_EXIT_OK;
+}
 
 struct map_entry {
 	uint64_t start, length, offset;
@@ -559,6 +691,11 @@ static int map_body(void *arg)
 	if (tgt_open_file(&t, c->file, c->fmt, TGT_O_RDONLY | TGT_O_BUFFERED |
 			  (c->force_share ? TGT_O_FORCE_SHARE : 0)))
 		return CLI_EXIT_ERR;
+	if (c->bitmap) {
+		status = map_bitmap(c, &t);
+		tgt_close(&t);
+		return status;
+	}
 	if (!c->json)
 		printf("%-15s %-15s %-15s %s\n", "Offset", "Length", "Mapped to", "File");
 	while (off < t.caps.size_bytes) {
@@ -600,45 +737,37 @@ static int map_body(void *arg)
 	return status;
 }
 
-int cli_cmd_map(int argc, char **argv)
+static int map_opt(void *ctx, const struct cli_opt *opt, char *arg)
 {
-	static const struct option opts[] = {
-		{ "format", required_argument, NULL, 'f' },
-		{ "output", required_argument, NULL, 'O' },
-		{ "force-share", no_argument, NULL, 'U' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
+	struct map_ctx *c = ctx;
+
+	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
+	case 'f':
+		c->fmt = arg;
+		break;
+	case 'U':
+		c->force_share = true;
+		break;
+	case CLI_K_OUTPUT:
+		return cli_output_json("map", arg, &c->json);
+	case CLI_K_BITMAP:
+		c->bitmap = arg;
+		break;
+	}
+	return 0;
+}
+
+int cli_cmd_map(const struct cli_cmd *cmd, int argc, char **argv)
+{
 	struct map_ctx c = { 0 };
-	int opt;
+	struct cli_args a;
+	int ret = cli_parse(cmd, argc, argv, map_opt, &c, &a);
 
-	optind = 0;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":f:Uh", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'f':
-			c.fmt = optarg;
-			break;
-		case 'U':
-			c.force_share = true;
-			break;
-
-		case 'O':
-			if (cli_output_json("map", optarg, &c.json))
-				return CLI_EXIT_USAGE;
-			break;
-		case 'h':
-			puts(cli_find("map")->usage);
-			return CLI_EXIT_OK;
-		default:
-			img_err("map: bad option '%s' (see imgblk map --help)", argv[optind - 1]);
-			return CLI_EXIT_USAGE;
-		}
-	}
-	if (optind != argc - 1) {
-		img_err("map: give exactly one FILE");
-		return CLI_EXIT_USAGE;
-	}
-	c.file = argv[optind];
+	if (ret)
+		return cli_parse_status(cmd, ret);
+	c.file = a.argv[0];
 	return cli_run(map_body, &c);
 }

@@ -6,7 +6,6 @@
  * sector-aligned bounce buffers, since targets see whole sectors only.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,75 +295,63 @@ out:
 	return status;
 }
 
-int cli_cmd_io(int argc, char **argv)
+static int io_opt(void *ctx, const struct cli_opt *opt, char *arg)
 {
-	static const struct option opts[] = {
-		{ "format", required_argument, NULL, 'f' },
-		{ "cmd", required_argument, NULL, 'c' },
-		{ "read-only", no_argument, NULL, 'r' },
-		{ "cache", required_argument, NULL, 't' },
-		{ "backing", required_argument, NULL, 'B' },
-		{ "force-share", no_argument, NULL, 'U' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct io_ctx c = { 0 };
-	int opt;
+	struct io_ctx *c = ctx;
 
-	optind = 0;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":f:c:rUt:h", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'f':
-			c.fmt = optarg;
-			break;
-		case 'c':
-			if (c.nr_cmds == IO_MAX_CMDS) {
-				img_err("io: at most %d commands", IO_MAX_CMDS);
-				return CLI_EXIT_USAGE;
-			}
-			c.cmds[c.nr_cmds++] = optarg;
-			break;
-		case 'r':
-			c.flags |= TGT_O_RDONLY;
-			break;
-		case 'U':
-			c.flags |= TGT_O_FORCE_SHARE;
-			break;
-		case 't':
-			if (!strcmp(optarg, "writeback")) {
-				c.flags |= TGT_O_BUFFERED;
-			} else if (strcmp(optarg, "none")) {
-				img_err("io: cache mode must be none or writeback, not '%s'", optarg);
-				return CLI_EXIT_USAGE;
-			}
-			break;
-		case 'B':
-			/* The policy `add --backing=` applies, testable without a device. */
-			if (!strcmp(optarg, "any")) {
-				c.backing_policy = TGT_BACKING_ANY;
-			} else if (!strcmp(optarg, "same-dir")) {
-				c.backing_policy = TGT_BACKING_SAME_DIR;
-			} else if (!strcmp(optarg, "none")) {
-				c.backing_policy = TGT_BACKING_NONE;
-			} else {
-				img_err("io: --backing must be any, same-dir or none, not '%s'",
-					optarg);
-				return CLI_EXIT_USAGE;
-			}
-			break;
-		case 'h':
-			puts(cli_find("io")->usage);
-			return CLI_EXIT_OK;
-		default:
-			img_err("io: bad option '%s' (see imgblk io --help)", argv[optind - 1]);
-			return CLI_EXIT_USAGE;
+	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
+	case 'f':
+		c->fmt = arg;
+		break;
+	case 'c':
+		if (c->nr_cmds == IO_MAX_CMDS) {
+			img_err("io: at most %d commands", IO_MAX_CMDS);
+			return -EINVAL;
 		}
+		c->cmds[c->nr_cmds++] = arg;
+		break;
+	case 'r':
+		c->flags |= TGT_O_RDONLY;
+		break;
+	case 'U':
+		c->flags |= TGT_O_FORCE_SHARE;
+		break;
+	case 't':
+		if (!strcmp(arg, "writeback")) {
+			c->flags |= TGT_O_BUFFERED;
+		} else if (strcmp(arg, "none")) {
+			img_err("io: cache mode must be none or writeback, not '%s'", arg);
+			return -EINVAL;
+		}
+		break;
+	case CLI_K_BACKING:
+		/* The policy `add --backing=` applies, testable without a device. */
+		if (!strcmp(arg, "any")) {
+			c->backing_policy = TGT_BACKING_ANY;
+		} else if (!strcmp(arg, "same-dir")) {
+			c->backing_policy = TGT_BACKING_SAME_DIR;
+		} else if (!strcmp(arg, "none")) {
+			c->backing_policy = TGT_BACKING_NONE;
+		} else {
+			img_err("io: --backing must be any, same-dir or none, not '%s'", arg);
+			return -EINVAL;
+		}
+		break;
 	}
-	if (optind != argc - 1) {
-		img_err("io: give exactly one FILE (see imgblk io --help)");
-		return CLI_EXIT_USAGE;
-	}
-	c.file = argv[optind];
+	return 0;
+}
+
+int cli_cmd_io(const struct cli_cmd *cmd, int argc, char **argv)
+{
+	struct io_ctx c = { 0 };
+	struct cli_args a;
+	int ret = cli_parse(cmd, argc, argv, io_opt, &c, &a);
+
+	if (ret)
+		return cli_parse_status(cmd, ret);
+	c.file = a.argv[0];
 	return cli_run(io_body, &c);
 }

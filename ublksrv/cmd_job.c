@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * The block job verbs, clients of a running device's control channel
- * (docs/control.md): `backup` (drive-backup), `mirror` (drive-mirror) and
- * `job` (query-block-jobs, block-job-*).  Each can wait for the job's end
+ * (docs/control.md): `backup` (drive-backup), `mirror` (drive-mirror),
+ * `stream` (block-stream), `commit -n ID` (block-commit; cmd_commit.c
+ * hands it over) and `job` (query-block-jobs, block-job-*).  Each can wait for the job's end
  * (--wait: from the job's events; the exit status says whether it
  * completed) and draw its progress (-p, as convert -p).
  */
 #include <errno.h>
-#include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
@@ -25,18 +25,6 @@
 #define JOB_CALL_TIMEOUT_MS	120000
 /* How often a waiting verb looks at the job (progress, a lost server). */
 #define JOB_POLL_MS		200
-
-enum {
-	OPT_SYNC = 0x100,
-	OPT_EXISTING,
-	OPT_SPEED,
-	OPT_JOB_ID,
-	OPT_WAIT,
-	OPT_PIVOT,
-	OPT_FORCE,
-	OPT_TOP,
-	OPT_BASE,
-};
 
 struct job_opts {
 	const char *verb;
@@ -59,153 +47,117 @@ struct job_opts {
 };
 
 /*
- * Parses the options of @o->verb.  Returns 0, CLI_HELP after printing the
- * usage, or -EINVAL after printing what is wrong.
+ * The option callback of the job verbs; the table gives each verb its
+ * own options, but commit's table entry also holds those of the offline
+ * commit of a FILE, which a running device's has no use for.
  */
-static int job_parse(int argc, char **argv, struct job_opts *o)
+static int job_opt(void *ctx, const struct cli_opt *opt, char *arg)
 {
-	static const struct option opts[] = {
-		{ "number", required_argument, NULL, 'n' },
-		{ "format", required_argument, NULL, 'f' },
-		{ "sync", required_argument, NULL, OPT_SYNC },
-		{ "existing", no_argument, NULL, OPT_EXISTING },
-		{ "speed", required_argument, NULL, OPT_SPEED },
-		{ "job-id", required_argument, NULL, OPT_JOB_ID },
-		{ "wait", no_argument, NULL, OPT_WAIT },
-		{ "pivot", no_argument, NULL, OPT_PIVOT },
-		{ "force", no_argument, NULL, OPT_FORCE },
-		{ "top", required_argument, NULL, OPT_TOP },
-		{ "base", required_argument, NULL, OPT_BASE },
-		{ "progress", no_argument, NULL, 'p' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	bool is_job = !strcmp(o->verb, "job"), is_mirror = !strcmp(o->verb, "mirror");
-	bool is_commit = !strcmp(o->verb, "commit"), is_stream = !strcmp(o->verb, "stream");
-	bool is_copy = !is_job && !is_commit && !is_stream;
+	struct job_opts *o = ctx;
+	char name[64];
 	uint64_t v;
-	int c;
 
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":n:f:ph", opts, NULL)) != -1) {
-		/* Each verb takes its own options only. */
-		bool mine = c == 'n' || c == 'h' || c == '?' || c == ':' || c == 'p' ||
-			    c == OPT_WAIT || c == OPT_SPEED || (c == OPT_JOB_ID && !is_job) ||
-			    ((c == 'f' || c == OPT_SYNC || c == OPT_EXISTING) && is_copy) ||
-			    (c == OPT_PIVOT && (is_mirror || is_commit)) ||
-			    (c == OPT_FORCE && is_job) || (c == OPT_BASE && (is_commit || is_stream)) ||
-			    (c == OPT_TOP && is_commit);
+	switch (opt->key) {
+	case 'n':
+		if (parse_uint(arg, 0, UBLK_MAX_DEV_ID, &v)) {
+			img_err("%s: the device id (-n) must be a number, not '%s'", o->verb, arg);
+			return -EINVAL;
+		}
+		o->id = v;
+		o->have_id = true;
+		return 0;
+	case 'f':
+		/* commit's -f is the offline one's: a FILE's format. */
+		if (strcmp(o->verb, "commit")) {
+			o->fmt = arg;
+			return 0;
+		}
+		break;
+	case CLI_K_SYNC:
+		if (strcmp(arg, "full") && strcmp(arg, "top")) {
+			img_err("%s: --sync must be full or top, not '%s'", o->verb, arg);
+			return -EINVAL;
+		}
+		o->sync = arg;
+		return 0;
+	case CLI_K_EXISTING:
+		o->existing = true;
+		return 0;
+	case CLI_K_SPEED:
+		if (parse_size(arg, &v) || v > INT64_MAX) {
+			img_err("%s: --speed must be a number of bytes a second (0: no limit), not '%s'",
+				o->verb, arg);
+			return -EINVAL;
+		}
+		o->speed = v;
+		o->have_speed = true;
+		return 0;
+	case CLI_K_JOB_ID:
+		o->job_id = arg;
+		return 0;
+	case CLI_K_WAIT:
+		o->wait = true;
+		return 0;
+	case CLI_K_PIVOT:
+		o->pivot = true;
+		return 0;
+	case CLI_K_FORCE:
+		o->force = true;
+		return 0;
+	case CLI_K_TOP:
+		o->top = arg;
+		return 0;
+	case 'b':
+		o->base = arg;
+		return 0;
+	case 'p':
+		o->progress = true;
+		return 0;
+	}
+	img_err("commit: %s is for an image FILE, not a running device (-n ID)",
+		cli_opt_name(opt, name, sizeof(name)));
+	return -EINVAL;
+}
 
-		if (!mine)
-			c = '?';
-		switch (c) {
-		case 'n':
-			if (parse_uint(optarg, 0, UBLK_MAX_DEV_ID, &v)) {
-				img_err("%s: the device id (-n) must be a number, not '%s'",
-					o->verb, optarg);
-				return -EINVAL;
-			}
-			o->id = v;
-			o->have_id = true;
-			break;
-		case 'f':
-			o->fmt = optarg;
-			break;
-		case OPT_SYNC:
-			if (strcmp(optarg, "full") && strcmp(optarg, "top")) {
-				img_err("%s: --sync must be full or top, not '%s'", o->verb, optarg);
-				return -EINVAL;
-			}
-			o->sync = optarg;
-			break;
-		case OPT_EXISTING:
-			o->existing = true;
-			break;
-		case OPT_SPEED:
-			if (parse_size(optarg, &v) || v > INT64_MAX) {
-				img_err("%s: --speed must be a number of bytes a second (0: no limit), not '%s'",
-					o->verb, optarg);
-				return -EINVAL;
-			}
-			o->speed = v;
-			o->have_speed = true;
-			break;
-		case OPT_JOB_ID:
-			o->job_id = optarg;
-			break;
-		case OPT_WAIT:
-			o->wait = true;
-			break;
-		case OPT_PIVOT:
-			o->pivot = true;
-			break;
-		case OPT_FORCE:
-			o->force = true;
-			break;
-		case OPT_TOP:
-			o->top = optarg;
-			break;
-		case OPT_BASE:
-			o->base = optarg;
-			break;
-		case 'p':
-			o->progress = true;
-			break;
-		case 'h':
-			puts(cli_find(o->verb)->usage);
-			return CLI_HELP;
-		case ':':
-			img_err("%s: option '%s' needs a value (see imgblk %s --help)", o->verb,
-				argv[optind - 1], o->verb);
-			return -EINVAL;
-		default:
-			img_err("%s: unknown option '%s' (see imgblk %s --help)", o->verb,
-				argv[optind - 1], o->verb);
-			return -EINVAL;
-		}
-	}
-	if (!o->have_id) {
-		img_err("%s: give the device with -n ID", o->verb);
-		return -EINVAL;
-	}
-	if (is_job) {
-		static const char *const actions[] = {
-			"list", "pause", "resume", "cancel", "complete", "wait", "set-speed",
-		};
-		unsigned int i;
+/*
+ * Parses the options and operands of @cmd into @o.  Returns 0, CLI_HELP
+ * after printing the help, or -EINVAL after printing what is wrong.
+ */
+static int job_parse(const struct cli_cmd *cmd, int argc, char **argv, struct job_opts *o)
+{
+	static const char *const actions[] = {
+		"list", "pause", "resume", "cancel", "complete", "wait", "set-speed",
+	};
+	struct cli_args a;
+	unsigned int i;
+	int ret = cli_parse(cmd, argc, argv, job_opt, o, &a);
 
-		o->action = optind < argc ? argv[optind++] : "list";
-		for (i = 0; i < ARRAY_SIZE(actions) && strcmp(o->action, actions[i]); i++)
-			;
-		if (i == ARRAY_SIZE(actions)) {
-			img_err("job: unknown action '%s' (list, pause, resume, cancel, complete, wait, set-speed)",
-				o->action);
-			return -EINVAL;
-		}
-		if (optind < argc)
-			o->arg = argv[optind++];
-		if (!strcmp(o->action, "set-speed") != o->have_speed) {
-			img_err(o->have_speed ? "job: --speed goes with set-speed" :
-				"job: set-speed needs --speed BYTES_PER_S");
-			return -EINVAL;
-		}
-	} else if (is_copy) {
-		if (optind < argc)
-			o->arg = argv[optind++];
-		if (!o->arg) {
-			img_err("%s: give the TARGET image", o->verb);
-			return -EINVAL;
-		}
-		if (!o->sync && !is_mirror) {
-			img_err("backup: give --sync full or --sync top");
-			return -EINVAL;
-		}
+	if (ret)
+		return ret;
+	if (!o->have_id)
+		return cli_usage_err(cmd, "give the device with -n ID");
+	if (!strcmp(o->verb, "commit")) {
+		if (a.argc)
+			return cli_usage_err(cmd, "a running device (-n ID) takes no FILE");
+		return 0;
 	}
-	if (optind < argc) {
-		img_err("%s: unexpected argument '%s'", o->verb, argv[optind]);
-		return -EINVAL;
+	if (strcmp(o->verb, "job")) {
+		/* backup, mirror: TARGET; stream: nothing (the table counts them). */
+		o->arg = a.argc ? a.argv[0] : NULL;
+		if (!strcmp(o->verb, "backup") && !o->sync)
+			return cli_usage_err(cmd, "give --sync full or --sync top");
+		return 0;
 	}
+	o->action = a.argc ? a.argv[0] : "list";
+	o->arg = a.argc > 1 ? a.argv[1] : NULL;
+	for (i = 0; i < ARRAY_SIZE(actions) && strcmp(o->action, actions[i]); i++)
+		;
+	if (i == ARRAY_SIZE(actions))
+		return cli_usage_err(cmd, "unknown action '%s' (list, pause, resume, cancel, "
+				     "complete, wait, set-speed)", o->action);
+	if (!strcmp(o->action, "set-speed") != o->have_speed)
+		return cli_usage_err(cmd, o->have_speed ? "--speed goes with set-speed" :
+				     "set-speed needs --speed BYTES_PER_S");
 	return 0;
 }
 
@@ -516,44 +468,43 @@ static int job_action(struct job_opts *o, struct ctl_client *c)
 	return job_wait("job", c, id, false, o->progress);
 }
 
-static int job_main(const char *verb, int argc, char **argv,
+static int job_main(const struct cli_cmd *cmd, int argc, char **argv,
 		    int (*fn)(struct job_opts *o, struct ctl_client *c))
 {
-	struct job_opts o = { .verb = verb };
+	struct job_opts o = { .verb = cmd->name };
 	struct ctl_client *c;
-	int ret = job_parse(argc, argv, &o);
+	int ret = job_parse(cmd, argc, argv, &o);
 
 	if (ret)
-		return ret == CLI_HELP ? CLI_EXIT_OK : CLI_EXIT_USAGE;
-	if (job_open(verb, o.id, &c))
+		return cli_parse_status(cmd, ret);
+	if (job_open(cmd->name, o.id, &c))
 		return CLI_EXIT_ERR;
 	ret = fn(&o, c);
 	ctl_client_close(c);
 	return ret;
 }
 
-int cli_cmd_backup(int argc, char **argv)
+int cli_cmd_backup(const struct cli_cmd *cmd, int argc, char **argv)
 {
-	return job_main("backup", argc, argv, job_start);
+	return job_main(cmd, argc, argv, job_start);
 }
 
-int cli_cmd_mirror(int argc, char **argv)
+int cli_cmd_mirror(const struct cli_cmd *cmd, int argc, char **argv)
 {
-	return job_main("mirror", argc, argv, job_start);
+	return job_main(cmd, argc, argv, job_start);
 }
 
-int cli_cmd_stream(int argc, char **argv)
+int cli_cmd_stream(const struct cli_cmd *cmd, int argc, char **argv)
 {
-	return job_main("stream", argc, argv, job_start);
+	return job_main(cmd, argc, argv, job_start);
 }
 
-/* commit -n ID is the live commit; commit FILE stays the offline one. */
-int cli_cmd_commit_live(int argc, char **argv)
+int cli_cmd_commit_live(const struct cli_cmd *cmd, int argc, char **argv)
 {
-	return job_main("commit", argc, argv, job_start);
+	return job_main(cmd, argc, argv, job_start);
 }
 
-int cli_cmd_job(int argc, char **argv)
+int cli_cmd_job(const struct cli_cmd *cmd, int argc, char **argv)
 {
-	return job_main("job", argc, argv, job_action);
+	return job_main(cmd, argc, argv, job_action);
 }

@@ -7,7 +7,6 @@
  * the pause state that `list` shows.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -24,16 +23,6 @@
 #define LIVE_CALL_TIMEOUT_MS	60000
 /* `list` asks each device; a server that does not answer soon is not waited for. */
 #define LIVE_LIST_TIMEOUT_MS	2000
-
-enum {
-	OPT_JSON = 0x100,
-	OPT_INTERVAL,
-	OPT_COUNT,
-	OPT_WERROR,
-	OPT_RERROR,
-	OPT_BURST,
-	OPT_THROTTLE,		/* + enum throttle_kind */
-};
 
 struct live_opts {
 	const char *verb;
@@ -53,142 +42,101 @@ static void live_free(struct live_opts *o)
 	json_object_put(o->policy);
 }
 
-/*
- * Parses the options of @o->verb.  Returns 0, CLI_HELP after printing the
- * usage, or -EINVAL after printing what is wrong.
- */
-static int live_parse(int argc, char **argv, struct live_opts *o)
+/* The option callback of every live verb: each takes only its own (cli_table.c). */
+static int live_opt(void *ctx, const struct cli_opt *opt, char *arg)
 {
-	static const struct option opts[] = {
-		{ "number", required_argument, NULL, 'n' },
-		{ "json", no_argument, NULL, OPT_JSON },
-		{ "interval", required_argument, NULL, OPT_INTERVAL },
-		{ "count", required_argument, NULL, OPT_COUNT },
-		{ "werror", required_argument, NULL, OPT_WERROR },
-		{ "rerror", required_argument, NULL, OPT_RERROR },
-		{ "throttle-burst-ms", required_argument, NULL, OPT_BURST },
-		{ "bps-total", required_argument, NULL, OPT_THROTTLE + THR_BPS_TOTAL },
-		{ "bps-read", required_argument, NULL, OPT_THROTTLE + THR_BPS_READ },
-		{ "bps-write", required_argument, NULL, OPT_THROTTLE + THR_BPS_WRITE },
-		{ "iops-total", required_argument, NULL, OPT_THROTTLE + THR_IOPS_TOTAL },
-		{ "iops-read", required_argument, NULL, OPT_THROTTLE + THR_IOPS_READ },
-		{ "iops-write", required_argument, NULL, OPT_THROTTLE + THR_IOPS_WRITE },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	bool is_stats = !strcmp(o->verb, "stats"), is_set = !strcmp(o->verb, "set");
-	bool is_query = !strcmp(o->verb, "query");
+	struct live_opts *o = ctx;
 	enum blk_err_action a;
+	char name[64];
 	uint64_t v;
-	int c;
 
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":n:h", opts, NULL)) != -1) {
-		/* Each verb takes its own options only. */
-		bool mine = c == 'n' || c == 'h' || c == '?' || c == ':' ||
-			    (c == OPT_JSON && (is_stats || is_query)) ||
-			    ((c == OPT_INTERVAL || c == OPT_COUNT) && is_stats) ||
-			    (c >= OPT_WERROR && is_set);
-
-		if (!mine)
-			c = '?';
-		switch (c) {
-		case 'n':
-			if (parse_uint(optarg, 0, UBLK_MAX_DEV_ID, &v)) {
-				img_err("%s: the device id (-n) must be a number, not '%s'",
-					o->verb, optarg);
-				return -EINVAL;
-			}
-			o->id = v;
-			o->have_id = true;
-			break;
-		case OPT_JSON:
-			o->json = true;
-			break;
-		case OPT_INTERVAL:
-		case OPT_COUNT:
-			if (parse_uint(optarg, 1, 86400, &v)) {
-				img_err("%s: %s must be a number from 1 to 86400, not '%s'",
-					o->verb, argv[optind - 1], optarg);
-				return -EINVAL;
-			}
-			if (c == OPT_INTERVAL)
-				o->interval_s = v;
-			else
-				o->count = v;
-			break;
-		case OPT_WERROR:
-		case OPT_RERROR:
-			if (blk_err_action_parse(optarg, &a) ||
-			    (c == OPT_RERROR && a == BLK_ERR_ENOSPC)) {
-				img_err("set: %s must be %s, not '%s'", argv[optind - 1],
-					c == OPT_WERROR ? "enospc, stop, report or ignore" :
-					"stop, report or ignore", optarg);
-				return -EINVAL;
-			}
-			if (!o->policy)
-				o->policy = json_object_new_object();
-			json_object_object_add(o->policy, c == OPT_WERROR ? "werror" : "rerror",
-					       json_object_new_string(optarg));
-			break;
-		case OPT_BURST:
-			if (parse_uint(optarg, 1, 60000, &v)) {
-				img_err("set: --throttle-burst-ms must be a number from 1 to 60000, not '%s'",
-					optarg);
-				return -EINVAL;
-			}
-			if (!o->throttle)
-				o->throttle = json_object_new_object();
-			json_object_object_add(o->throttle, "burst_ms", json_object_new_int64(v));
-			break;
-		case OPT_THROTTLE + THR_BPS_TOTAL:
-		case OPT_THROTTLE + THR_BPS_READ:
-		case OPT_THROTTLE + THR_BPS_WRITE:
-		case OPT_THROTTLE + THR_IOPS_TOTAL:
-		case OPT_THROTTLE + THR_IOPS_READ:
-		case OPT_THROTTLE + THR_IOPS_WRITE:
-			/* 0 lifts the limit. */
-			if (c - OPT_THROTTLE <= THR_BPS_WRITE ? parse_size(optarg, &v) :
-			    parse_uint(optarg, 0, UINT32_MAX, &v)) {
-				img_err("set: %s must be a number (0 lifts the limit), not '%s'",
-					argv[optind - 1], optarg);
-				return -EINVAL;
-			}
-			if (!o->throttle)
-				o->throttle = json_object_new_object();
-			json_object_object_add(o->throttle, ublk_thr_args[c - OPT_THROTTLE],
-					       json_object_new_int64(v));
-			break;
-		case 'h':
-			puts(cli_find(o->verb)->usage);
-			return CLI_HELP;
-		case ':':
-			img_err("%s: option '%s' needs a value (see imgblk %s --help)", o->verb,
-				argv[optind - 1], o->verb);
-			return -EINVAL;
-		default:
-			img_err("%s: unknown option '%s' (see imgblk %s --help)", o->verb,
-				argv[optind - 1], o->verb);
+	cli_opt_name(opt, name, sizeof(name));
+	switch (opt->key) {
+	case 'n':
+		if (parse_uint(arg, 0, UBLK_MAX_DEV_ID, &v)) {
+			img_err("%s: the device id (-n) must be a number, not '%s'", o->verb, arg);
 			return -EINVAL;
 		}
+		o->id = v;
+		o->have_id = true;
+		break;
+	case CLI_K_JSON:
+		o->json = true;
+		break;
+	case CLI_K_INTERVAL:
+	case CLI_K_COUNT:
+		if (parse_uint(arg, 1, 86400, &v)) {
+			img_err("%s: %s must be a number from 1 to 86400, not '%s'", o->verb,
+				name, arg);
+			return -EINVAL;
+		}
+		if (opt->key == CLI_K_INTERVAL)
+			o->interval_s = v;
+		else
+			o->count = v;
+		break;
+	case CLI_K_WERROR:
+	case CLI_K_RERROR:
+		if (blk_err_action_parse(arg, &a) ||
+		    (opt->key == CLI_K_RERROR && a == BLK_ERR_ENOSPC)) {
+			img_err("set: %s must be %s, not '%s'", name,
+				opt->key == CLI_K_WERROR ? "enospc, stop, report or ignore" :
+				"stop, report or ignore", arg);
+			return -EINVAL;
+		}
+		if (!o->policy)
+			o->policy = json_object_new_object();
+		json_object_object_add(o->policy, opt->key == CLI_K_WERROR ? "werror" : "rerror",
+				       json_object_new_string(arg));
+		break;
+	case CLI_K_BURST:
+		if (parse_uint(arg, 1, 60000, &v)) {
+			img_err("set: --throttle-burst-ms must be a number from 1 to 60000, not '%s'",
+				arg);
+			return -EINVAL;
+		}
+		if (!o->throttle)
+			o->throttle = json_object_new_object();
+		json_object_object_add(o->throttle, "burst_ms", json_object_new_int64(v));
+		break;
+	case CLI_K_THROTTLE + THR_BPS_TOTAL:
+	case CLI_K_THROTTLE + THR_BPS_READ:
+	case CLI_K_THROTTLE + THR_BPS_WRITE:
+	case CLI_K_THROTTLE + THR_IOPS_TOTAL:
+	case CLI_K_THROTTLE + THR_IOPS_READ:
+	case CLI_K_THROTTLE + THR_IOPS_WRITE:
+		/* 0 lifts the limit. */
+		if (opt->key - CLI_K_THROTTLE <= THR_BPS_WRITE ? parse_size(arg, &v) :
+		    parse_uint(arg, 0, UINT32_MAX, &v)) {
+			img_err("set: %s must be a number (0 lifts the limit), not '%s'", name, arg);
+			return -EINVAL;
+		}
+		if (!o->throttle)
+			o->throttle = json_object_new_object();
+		json_object_object_add(o->throttle, ublk_thr_args[opt->key - CLI_K_THROTTLE],
+				       json_object_new_int64(v));
+		break;
 	}
-	if (optind < argc) {
-		img_err("%s: unexpected argument '%s'", o->verb, argv[optind]);
-		return -EINVAL;
-	}
-	if (!o->have_id) {
-		img_err("%s: give the device with -n ID", o->verb);
-		return -EINVAL;
-	}
-	if (o->count && !o->interval_s) {
-		img_err("stats: --count needs --interval");
-		return -EINVAL;
-	}
-	if (is_set && !o->throttle && !o->policy) {
-		img_err("set: nothing to change (see imgblk set --help)");
-		return -EINVAL;
-	}
+	return 0;
+}
+
+/*
+ * Parses the options of verb @cmd into @o.  Returns 0, CLI_HELP after
+ * printing the help, or -EINVAL after printing what is wrong.
+ */
+static int live_parse(const struct cli_cmd *cmd, int argc, char **argv, struct live_opts *o)
+{
+	struct cli_args a;
+	int ret = cli_parse(cmd, argc, argv, live_opt, o, &a);
+
+	if (ret)
+		return ret;
+	if (!o->have_id)
+		return cli_usage_err(cmd, "give the device with -n ID");
+	if (o->count && !o->interval_s)
+		return cli_usage_err(cmd, "--count needs --interval");
+	if (!strcmp(cmd->name, "set") && !o->throttle && !o->policy)
+		return cli_usage_err(cmd, "nothing to change");
 	return 0;
 }
 
@@ -487,18 +435,18 @@ static int live_pause_resume(struct live_opts *o, struct ctl_client *c)
 	return CLI_EXIT_OK;
 }
 
-static int live_main(const char *verb, int argc, char **argv,
+static int live_main(const struct cli_cmd *cmd, int argc, char **argv,
 		     int (*fn)(struct live_opts *o, struct ctl_client *c))
 {
-	struct live_opts o = { .verb = verb };
+	struct live_opts o = { .verb = cmd->name };
 	struct ctl_client *c;
-	int ret = live_parse(argc, argv, &o);
+	int ret = live_parse(cmd, argc, argv, &o);
 
 	if (ret) {
 		live_free(&o);
-		return ret == CLI_HELP ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+		return cli_parse_status(cmd, ret);
 	}
-	if (live_open(verb, o.id, &c)) {
+	if (live_open(cmd->name, o.id, &c)) {
 		live_free(&o);
 		return CLI_EXIT_ERR;
 	}
@@ -508,29 +456,29 @@ static int live_main(const char *verb, int argc, char **argv,
 	return ret;
 }
 
-int cli_cmd_stats(int argc, char **argv)
+int cli_cmd_stats(const struct cli_cmd *cmd, int argc, char **argv)
 {
-	return live_main("stats", argc, argv, live_stats);
+	return live_main(cmd, argc, argv, live_stats);
 }
 
-int cli_cmd_query(int argc, char **argv)
+int cli_cmd_query(const struct cli_cmd *cmd, int argc, char **argv)
 {
-	return live_main("query", argc, argv, live_query);
+	return live_main(cmd, argc, argv, live_query);
 }
 
-int cli_cmd_set(int argc, char **argv)
+int cli_cmd_set(const struct cli_cmd *cmd, int argc, char **argv)
 {
-	return live_main("set", argc, argv, live_set);
+	return live_main(cmd, argc, argv, live_set);
 }
 
-int cli_cmd_pause(int argc, char **argv)
+int cli_cmd_pause(const struct cli_cmd *cmd, int argc, char **argv)
 {
-	return live_main("pause", argc, argv, live_pause_resume);
+	return live_main(cmd, argc, argv, live_pause_resume);
 }
 
-int cli_cmd_resume(int argc, char **argv)
+int cli_cmd_resume(const struct cli_cmd *cmd, int argc, char **argv)
 {
-	return live_main("resume", argc, argv, live_pause_resume);
+	return live_main(cmd, argc, argv, live_pause_resume);
 }
 
 int cli_live_pause_state(unsigned int id, char *reason, size_t len)

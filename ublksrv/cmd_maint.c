@@ -10,7 +10,6 @@
  * copied so far hold exactly what the old chain reads there.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,47 +76,38 @@ err:
 	return CLI_EXIT_ERR;
 }
 
-int cli_cmd_resize(int argc, char **argv)
+static int resize_opt(void *ctx, const struct cli_opt *opt, char *arg)
 {
-	static const struct option opts[] = {
-		{ "format", required_argument, NULL, 'f' },
-		{ "shrink", no_argument, NULL, 'S' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct resize_ctx c = { 0 };
-	int opt;
+	struct resize_ctx *c = ctx;
 
-	optind = 0;
-	opterr = 0;
-	/* "-1G" is a size, not an option: stop option parsing at FILE. */
-	while ((opt = getopt_long(argc, argv, "+:f:qh", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'f':
-			c.fmt = optarg;
-			break;
-		case 'S':
-			c.flags |= TGT_RESIZE_SHRINK;
-			break;
-		case 'q':
-			c.quiet = true;
-			break;
-		case 'h':
-			puts(cli_find("resize")->usage);
-			return CLI_EXIT_OK;
-		default:
-			img_err("resize: bad option '%s' (see imgblk resize --help)",
-				argv[optind - 1]);
-			return CLI_EXIT_USAGE;
-		}
+	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
+	case 'f':
+		c->fmt = arg;
+		break;
+	case CLI_K_SHRINK:
+		c->flags |= TGT_RESIZE_SHRINK;
+		break;
+	case 'q':
+		c->quiet = true;
+		break;
 	}
-	if (argc - optind != 2) {
-		img_err("resize: give FILE and [+|-]SIZE");
-		return CLI_EXIT_USAGE;
-	}
-	c.file = argv[optind];
-	c.size_arg = argv[optind + 1];
+	return 0;
+}
+
+int cli_cmd_resize(const struct cli_cmd *cmd, int argc, char **argv)
+{
+	struct resize_ctx c = { 0 };
+	struct cli_args a;
+	/* "-1G" is a size, not an option: the table stops options at FILE. */
+	int ret = cli_parse(cmd, argc, argv, resize_opt, &c, &a);
+
+	if (ret)
+		return cli_parse_status(cmd, ret);
+	c.file = a.argv[0];
+	c.size_arg = a.argv[1];
 	return cli_run(resize_body, &c);
 }
 
@@ -280,53 +270,44 @@ out:
 	return status;
 }
 
-int cli_cmd_rebase(int argc, char **argv)
+static int rebase_opt(void *ctx, const struct cli_opt *opt, char *arg)
 {
-	static const struct option opts[] = {
-		{ "format", required_argument, NULL, 'f' },
-		{ "backing", required_argument, NULL, 'b' },
-		{ "backing-format", required_argument, NULL, 'F' },
-		{ "unsafe", no_argument, NULL, 'u' },
-		{ "progress", no_argument, NULL, 'p' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct rebase_ctx c = { 0 };
-	int opt;
+	struct rebase_ctx *c = ctx;
 
-	optind = 0;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":f:b:F:uph", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'f':
-			c.fmt = optarg;
-			break;
-		case 'b':
-			c.backing = optarg;
-			break;
-		case 'F':
-			c.backing_fmt = optarg;
-			break;
-		case 'u':
-			c.unsafe = true;
-			break;
-		case 'p':
-			c.progress = true;
-			break;
-		case 'h':
-			puts(cli_find("rebase")->usage);
-			return CLI_EXIT_OK;
-		default:
-			img_err("rebase: bad option '%s' (see imgblk rebase --help)",
-				argv[optind - 1]);
-			return CLI_EXIT_USAGE;
-		}
+	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
+	case 'f':
+		c->fmt = arg;
+		break;
+	case 'b':
+		c->backing = arg;
+		break;
+	case 'F':
+		c->backing_fmt = arg;
+		break;
+	case 'u':
+		c->unsafe = true;
+		break;
+	case 'p':
+		c->progress = true;
+		break;
 	}
-	if (argc - optind != 1 || !c.backing) {
-		img_err("rebase: give -b BACKING (\"\" for none) and FILE");
-		return CLI_EXIT_USAGE;
-	}
-	c.file = argv[optind];
+	return 0;
+}
+
+int cli_cmd_rebase(const struct cli_cmd *cmd, int argc, char **argv)
+{
+	struct rebase_ctx c = { 0 };
+	struct cli_args a;
+	int ret = cli_parse(cmd, argc, argv, rebase_opt, &c, &a);
+
+	if (!ret && !c.backing)
+		ret = cli_usage_err(cmd, "give -b BACKING (\"\" for none)");
+	if (ret)
+		return cli_parse_status(cmd, ret);
+	c.file = a.argv[0];
 	return cli_run(rebase_body, &c);
 }
 
@@ -357,50 +338,42 @@ static int amend_body(void *arg)
 	return CLI_EXIT_OK;
 }
 
-int cli_cmd_amend(int argc, char **argv)
+static int amend_opt(void *ctx, const struct cli_opt *opt, char *arg)
 {
-	static const struct option opts[] = {
-		{ "format", required_argument, NULL, 'f' },
-		{ "options", required_argument, NULL, 'o' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct amend_ctx c = { 0 };
-	char *save, *kv;
-	int opt;
+	struct amend_ctx *c = ctx;
+	char *save = NULL, *kv;
 
-	optind = 0;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":f:o:qh", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'f':
-			c.fmt = optarg;
-			break;
-		case 'o':
-			for (save = NULL, kv = strtok_r(optarg, ",", &save); kv;
-			     kv = strtok_r(NULL, ",", &save)) {
-				if (c.nr_opts == ARRAY_SIZE(c.opts)) {
-					img_err("amend: too many -o options");
-					return CLI_EXIT_USAGE;
-				}
-				c.opts[c.nr_opts++] = kv;
+	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
+	case 'f':
+		c->fmt = arg;
+		break;
+	case 'o':
+		for (kv = strtok_r(arg, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+			if (c->nr_opts == ARRAY_SIZE(c->opts)) {
+				img_err("amend: too many -o options");
+				return -EINVAL;
 			}
-			break;
-		case 'q':
-			break;
-		case 'h':
-			puts(cli_find("amend")->usage);
-			return CLI_EXIT_OK;
-		default:
-			img_err("amend: bad option '%s' (see imgblk amend --help)",
-				argv[optind - 1]);
-			return CLI_EXIT_USAGE;
+			c->opts[c->nr_opts++] = kv;
 		}
+		break;
 	}
-	if (argc - optind != 1 || !c.nr_opts) {
-		img_err("amend: give -o OPTIONS and FILE");
-		return CLI_EXIT_USAGE;
-	}
-	c.file = argv[optind];
+	/* -q: qemu-img's quiet; amend prints nothing anyway. */
+	return 0;
+}
+
+int cli_cmd_amend(const struct cli_cmd *cmd, int argc, char **argv)
+{
+	struct amend_ctx c = { 0 };
+	struct cli_args a;
+	int ret = cli_parse(cmd, argc, argv, amend_opt, &c, &a);
+
+	if (!ret && !c.nr_opts)
+		ret = cli_usage_err(cmd, "give -o OPTIONS");
+	if (ret)
+		return cli_parse_status(cmd, ret);
+	c.file = a.argv[0];
 	return cli_run(amend_body, &c);
 }

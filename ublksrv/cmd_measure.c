@@ -17,7 +17,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -525,70 +524,59 @@ static int measure_add_opts(struct measure_ctx *c, char *list)
 	return 0;
 }
 
-int cli_cmd_measure(int argc, char **argv)
+static int measure_opt(void *ctx, const struct cli_opt *opt, char *arg)
 {
-	static const struct option opts[] = {
-		{ "format", required_argument, NULL, 'f' },
-		{ "output", required_argument, NULL, 'J' },
-		{ "size", required_argument, NULL, 'S' },
-		{ "options", required_argument, NULL, 'o' },
-		{ "force-share", no_argument, NULL, 'U' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct measure_ctx c = { .out_fmt = "raw" };
-	int opt;
+	struct measure_ctx *c = ctx;
 
-	optind = 0;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":f:O:o:Uh", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'f':
-			c.fmt = optarg;
-			break;
-		case 'O':
-			c.out_fmt = optarg;
-			break;
-		case 'o':
-			if (measure_add_opts(&c, optarg))
-				return CLI_EXIT_USAGE;
-			break;
-		case 'S':
-			if (parse_size(optarg, &c.size_bytes)) {
-				img_err("measure: bad size '%s'", optarg);
-				return CLI_EXIT_USAGE;
-			}
-			c.has_size = true;
-			break;
-		case 'U':
-			c.force_share = true;
-			break;
-		case 'J':
-			if (!strcmp(optarg, "json")) {
-				c.json = true;
-			} else if (strcmp(optarg, "human")) {
-				img_err("measure: --output must be human or json");
-				return CLI_EXIT_USAGE;
-			}
-			break;
-		case 'h':
-			puts(cli_find("measure")->usage);
-			return CLI_EXIT_OK;
-		default:
-			img_err("measure: bad option '%s' (see imgblk measure --help)",
-				argv[optind - 1]);
-			return CLI_EXIT_USAGE;
+	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
+	case 'f':
+		c->fmt = arg;
+		break;
+	case 'O':
+		c->out_fmt = arg;
+		break;
+	case 'o':
+		return measure_add_opts(c, arg);
+	case CLI_K_SIZE:
+		if (parse_size(arg, &c->size_bytes)) {
+			img_err("measure: bad size '%s'", arg);
+			return -EINVAL;
 		}
+		c->has_size = true;
+		break;
+	case 'U':
+		c->force_share = true;
+		break;
+	case CLI_K_OUTPUT:
+		if (!strcmp(arg, "json")) {
+			c->json = true;
+		} else if (strcmp(arg, "human")) {
+			img_err("measure: --output must be human or json");
+			return -EINVAL;
+		}
+		break;
 	}
-	if (argc - optind > 1 || (argc - optind == 1) == c.has_size) {
-		img_err("measure: give either --size SIZE or FILE");
-		return CLI_EXIT_USAGE;
-	}
-	if (argc - optind == 1)
-		c.file = argv[optind];
+	return 0;
+}
+
+int cli_cmd_measure(const struct cli_cmd *cmd, int argc, char **argv)
+{
+	struct measure_ctx c = { .out_fmt = "raw" };
+	struct cli_args a;
+	int ret = cli_parse(cmd, argc, argv, measure_opt, &c, &a);
+
+	if (!ret && (a.argc == 1) == c.has_size)
+		ret = cli_usage_err(cmd, "give either --size SIZE or FILE");
+	if (ret)
+		return cli_parse_status(cmd, ret);
+	if (a.argc == 1)
+		c.file = a.argv[0];
 	if (!tgt_find(c.out_fmt) || !tgt_is_format(tgt_find(c.out_fmt))) {
 		img_err("measure: unknown format '%s'", c.out_fmt);
-		return CLI_EXIT_USAGE;
+		return CLI_EXIT_ERR;
 	}
 	return cli_run(measure_body, &c);
 }

@@ -5,7 +5,6 @@
  * events as they come, or pass raw lines both ways.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdio.h>
@@ -21,11 +20,10 @@
 /* A command's reply may take this long (a drain waits for I/O in flight). */
 #define QMP_CALL_TIMEOUT_MS	60000
 
-enum { OPT_PRETTY = 0x100, OPT_EVENTS, OPT_RAW };
-
 struct qmp_opts {
 	char path[PATH_MAX];
 	bool have_id;
+	bool have_path;
 	unsigned int id;
 	bool pretty;
 	bool events;
@@ -34,84 +32,59 @@ struct qmp_opts {
 	struct json_object *args;
 };
 
-static int qmp_parse(int argc, char **argv, struct qmp_opts *o)
+static int qmp_opt(void *ctx, const struct cli_opt *opt, char *arg)
 {
-	static const struct option opts[] = {
-		{ "number", required_argument, NULL, 'n' },
-		{ "socket", required_argument, NULL, 's' },
-		{ "pretty", no_argument, NULL, OPT_PRETTY },
-		{ "events", no_argument, NULL, OPT_EVENTS },
-		{ "raw", no_argument, NULL, OPT_RAW },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	bool have_path = false;
+	struct qmp_opts *o = ctx;
 	uint64_t v;
-	int c;
 
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":n:s:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'n':
-			if (parse_uint(optarg, 0, UINT32_MAX, &v)) {
-				img_err("qmp: the device id (-n) must be a number, not '%s'", optarg);
-				return -EINVAL;
-			}
-			o->id = v;
-			o->have_id = true;
-			break;
-		case 's':
-			snprintf(o->path, sizeof(o->path), "%s", optarg);
-			have_path = true;
-			break;
-		case OPT_PRETTY:
-			o->pretty = true;
-			break;
-		case OPT_EVENTS:
-			o->events = true;
-			break;
-		case OPT_RAW:
-			o->raw = true;
-			break;
-		case 'h':
-			puts(cli_find("qmp")->usage);
-			return CLI_HELP;
-		case ':':
-			img_err("qmp: option '%s' needs a value (see imgblk qmp --help)",
-				argv[optind - 1]);
-			return -EINVAL;
-		default:
-			img_err("qmp: unknown option '%s' (see imgblk qmp --help)",
-				argv[optind - 1]);
+	switch (opt->key) {
+	case 'n':
+		if (parse_uint(arg, 0, UINT32_MAX, &v)) {
+			img_err("qmp: the device id (-n) must be a number, not '%s'", arg);
 			return -EINVAL;
 		}
+		o->id = v;
+		o->have_id = true;
+		break;
+	case 's':
+		snprintf(o->path, sizeof(o->path), "%s", arg);
+		o->have_path = true;
+		break;
+	case CLI_K_PRETTY:
+		o->pretty = true;
+		break;
+	case CLI_K_EVENTS:
+		o->events = true;
+		break;
+	case CLI_K_RAW:
+		o->raw = true;
+		break;
 	}
-	if (o->have_id == have_path) {
-		img_err("qmp: give exactly one of -n ID and -s SOCKET");
-		return -EINVAL;
-	}
-	if (o->events + o->raw + (optind < argc) != 1) {
-		img_err("qmp: give exactly one of COMMAND, --events and --raw");
-		return -EINVAL;
-	}
-	if (optind < argc) {
-		o->cmd = argv[optind++];
-		if (optind < argc) {
-			o->args = json_tokener_parse(argv[optind]);
+	return 0;
+}
+
+static int qmp_parse(const struct cli_cmd *cmd, int argc, char **argv, struct qmp_opts *o)
+{
+	struct cli_args a;
+	int ret = cli_parse(cmd, argc, argv, qmp_opt, o, &a);
+
+	if (ret)
+		return ret;
+	if (o->have_id == o->have_path)
+		return cli_usage_err(cmd, "give exactly one of -n ID and -s SOCKET");
+	if (o->events + o->raw + (a.argc > 0) != 1)
+		return cli_usage_err(cmd, "give exactly one of COMMAND, --events and --raw");
+	if (a.argc > 0) {
+		o->cmd = a.argv[0];
+		if (a.argc > 1) {
+			o->args = json_tokener_parse(a.argv[1]);
 			if (!json_object_is_type(o->args, json_type_object)) {
 				img_err("qmp: the arguments must be a JSON object, not '%s'",
-					argv[optind]);
+					a.argv[1]);
 				json_object_put(o->args);
 				return -EINVAL;
 			}
-			optind++;
 		}
-	}
-	if (optind < argc) {
-		img_err("qmp: unexpected argument '%s'", argv[optind]);
-		json_object_put(o->args);
-		return -EINVAL;
 	}
 	if (o->have_id && ublk_ctl_path(o->id, o->path, sizeof(o->path))) {
 		img_err("qmp: the socket path in %s is too long", ublk_state_dir());
@@ -194,16 +167,16 @@ static int qmp_raw(const struct qmp_opts *o)
 	return CLI_EXIT_OK;
 }
 
-int cli_cmd_qmp(int argc, char **argv)
+int cli_cmd_qmp(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	struct qmp_opts o = { 0 };
 	struct ctl_client *c;
 	struct json_object *ret;
 	int err, status = CLI_EXIT_ERR;
 
-	err = qmp_parse(argc, argv, &o);
+	err = qmp_parse(cmd, argc, argv, &o);
 	if (err)
-		return err == CLI_HELP ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+		return cli_parse_status(cmd, err);
 	if (o.raw)
 		return qmp_raw(&o);
 	err = ctl_client_connect(o.path, &c);

@@ -4,7 +4,6 @@
  * with qemu-img snapshot's options, table and exit codes.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -23,8 +22,7 @@ struct snapshot_ctx {
 	bool force_share;		/* -U: with -l only */
 };
 
-/* One row of qemu-img's snapshot table; @si NULL: the header row. */
-static void snapshot_row(const struct tgt_snapshot_info *si)
+void cli_snapshot_row(const struct tgt_snapshot_info *si)
 {
 	char date[32], clock[48], vm[32], icount[32] = "";
 	uint64_t secs;
@@ -68,9 +66,9 @@ static int snapshot_body(void *arg)
 			img_err("snapshot: %s: %s", c->file, strerror(-n));
 		if (n > 0) {
 			printf("Snapshot list:\n");
-			snapshot_row(NULL);
+			cli_snapshot_row(NULL);
 			for (i = 0; i < n; i++)
-				snapshot_row(&list[i]);
+				cli_snapshot_row(&list[i]);
 		}
 		tgt_close(&t);
 		return n < 0 ? CLI_EXIT_ERR : CLI_EXIT_OK;
@@ -93,57 +91,46 @@ static int snapshot_body(void *arg)
 	return CLI_EXIT_OK;
 }
 
-int cli_cmd_snapshot(int argc, char **argv)
+static int snapshot_opt(void *ctx, const struct cli_opt *opt, char *arg)
 {
-	static const struct option opts[] = {
-		{ "format", required_argument, NULL, 'f' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "force-share", no_argument, NULL, 'U' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct snapshot_ctx c = { 0 };
-	int opt;
+	struct snapshot_ctx *c = ctx;
 
-	optind = 0;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":f:lc:a:d:qUh", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'f':
-			c.fmt = optarg;
-			break;
-		case 'l':
-		case 'c':
-		case 'a':
-		case 'd':
-			if (c.op) {
-				img_err("snapshot: give only one of -l, -c, -a, -d");
-				return CLI_EXIT_USAGE;
-			}
-			c.op = opt;
-			c.name = optarg;
-			break;
-		case 'q':
-			/* qemu-img's quiet: nothing to do here. */
-			break;
-		case 'U':
-			c.force_share = true;
-			break;
-		case 'h':
-			puts(cli_find("snapshot")->usage);
-			return CLI_EXIT_OK;
-		default:
-			img_err("snapshot: bad option '%s' (see imgblk snapshot --help)",
-				argv[optind - 1]);
-			return CLI_EXIT_USAGE;
+	switch (opt->key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+		return cli_secret_opt(opt->key, arg);
+	case 'f':
+		c->fmt = arg;
+		break;
+	case 'l':
+	case 'c':
+	case 'a':
+	case 'd':
+		if (c->op) {
+			img_err("snapshot: give only one of -l, -c, -a, -d");
+			return -EINVAL;
 		}
+		c->op = opt->key;
+		c->name = arg;
+		break;
+	case 'U':
+		c->force_share = true;
+		break;
 	}
-	if (argc - optind != 1) {
-		img_err("snapshot: give one FILE");
-		return CLI_EXIT_USAGE;
-	}
+	/* -q: qemu-img's quiet; nothing to do here. */
+	return 0;
+}
+
+int cli_cmd_snapshot(const struct cli_cmd *cmd, int argc, char **argv)
+{
+	struct snapshot_ctx c = { 0 };
+	struct cli_args a;
+	int ret = cli_parse(cmd, argc, argv, snapshot_opt, &c, &a);
+
+	if (ret)
+		return cli_parse_status(cmd, ret);
 	if (!c.op)
 		c.op = 'l';
-	c.file = argv[optind];
+	c.file = a.argv[0];
 	return cli_run(snapshot_body, &c);
 }

@@ -32,6 +32,7 @@
 
 #include "control.h"
 #include "job.h"
+#include "secret.h"
 #include "server.h"
 #include "state.h"
 #include "ublk.h"
@@ -215,6 +216,9 @@ static int ublk_write_state(const struct ublk_add_opts *o, const struct ublk_dev
 		snprintf(s.snapshot, sizeof(s.snapshot), "%s", o->cfg.snapshot);
 	if (!o->cfg.file || !realpath(o->cfg.file, s.file))
 		snprintf(s.file, sizeof(s.file), "%s", o->cfg.file ? o->cfg.file : "-");
+	if (secret_key_file_args(s.key_files, sizeof(s.key_files)))
+		img_err("device %u: key file names too long for the state file; recover will need them",
+			s.id);
 	return ublk_state_write(&s);
 }
 
@@ -790,6 +794,11 @@ int ublk_recover(unsigned int id, bool foreground)
 	o.cfg.l2_cache_bytes = s.l2_cache_bytes;
 	if (s.snapshot[0])
 		o.cfg.snapshot = s.snapshot;
+	/* An encrypted image's keys: read again from their files, as add read them. */
+	for (char *save, *k = strtok_r(s.key_files, "\t", &save); k;
+	     k = strtok_r(NULL, "\t", &save))
+		if (secret_add_key_file(k))
+			return 1;
 	o.feat.blk.discard_ignore = s.discard_ignore;
 	o.feat.blk.copy_on_read = s.copy_on_read;
 	o.feat.blk.throttle.burst_ms = s.throttle_burst_ms;

@@ -95,6 +95,8 @@ int ublk_state_write(const struct ublk_state *s)
 		fprintf(f, "snapshot=%s\n", s->snapshot);
 	if (s->job[0])
 		fprintf(f, "job=%s\n", s->job);
+	if (s->key_files[0])
+		fprintf(f, "key_files=%s\n", s->key_files);
 	for (k = 0; k < THR_NR; k++)
 		fprintf(f, "throttle%u=%llu\n", k, (unsigned long long)s->throttle[k]);
 	if (fflush(f) || ferror(f))
@@ -157,6 +159,8 @@ int ublk_state_read(unsigned int id, struct ublk_state *s)
 			snprintf(s->snapshot, sizeof(s->snapshot), "%s", v);
 		else if (!strcmp(line, "job"))
 			snprintf(s->job, sizeof(s->job), "%s", v);
+		else if (!strcmp(line, "key_files"))
+			snprintf(s->key_files, sizeof(s->key_files), "%s", v);
 		else if (!strcmp(line, "l2_cache"))
 			s->l2_cache_bytes = strtoull(v, NULL, 10);
 		else if (!strcmp(line, "discard_ignore"))

@@ -40,6 +40,11 @@ struct ublk_state {
 	char snapshot[256];
 	/* The block job running: "TYPE ID TARGET"; empty: none. */
 	char job[PATH_MAX + 64];
+	/*
+	 * The --key-file arguments ([IMAGE=]FILE, tab-separated) that
+	 * `recover` reads again: the paths of the key files, never a key.
+	 */
+	char key_files[2 * PATH_MAX];
 };
 
 /* Directory of the state files; IMGBLK_RUN_DIR overrides it (tests). */

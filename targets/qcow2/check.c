@@ -694,6 +694,9 @@ int qcow2_check(struct tgt *t, unsigned int fix, struct tgt_check_result *r)
 	r->total_clusters = DIV_ROUND_UP(q->size_bytes, q->cluster_size);
 
 	ret = chk_inc(&c, 0, q->cluster_size);
+	/* The LUKS header's clusters (encryption extension), as QEMU counts them. */
+	if (!ret && q->crypt_ext && q->crypt_method && q->crypt_hdr_len)
+		ret = chk_inc(&c, q->crypt_hdr_off, q->crypt_hdr_len);
 	if (!ret)
 		ret = chk_l1(&c, q->l1_offset, q->l1_size, true);
 	if (!ret)

@@ -93,6 +93,8 @@ static int qcow2_cow_read(struct qcow2 *q, uint64_t l2e, uint64_t goff, void *ds
 		memset(dst, 0, len);
 		return 0;
 	case QCOW2_NORMAL:
+		if (qcow2_encrypted(q))
+			return qcow2_crypt_pread(q, dst, len, qcow2_l2_host(q, l2e) + in, goff);
 		n = exec_pread(q->data_fd, dst, len, qcow2_l2_host(q, l2e) + in);
 		if (n < 0)
 			return n;
@@ -153,6 +155,8 @@ static int qcow2_sc_read_old(struct qcow2 *q, uint64_t e, uint64_t bm, const voi
 		}
 		break;
 	case QCOW2_NORMAL:
+		if (qcow2_encrypted(q))
+			return qcow2_crypt_pread(q, dst, len, qcow2_l2_host(q, e) + in, goff);
 		return qcow2_read_at(q->data_fd, dst, len, qcow2_l2_host(q, e) + in);
 	case QCOW2_COMPRESSED:
 		memcpy(dst, (const char *)cbuf + in, len);
@@ -285,7 +289,10 @@ static int qcow2_write_alloc_sc(struct qcow2 *q, const void *buf, uint64_t off, 
 			goto out_free;
 	}
 	memcpy(bounce + (off - cstart), buf, wend - off);
-	ret = exec_pwrite(q->data_fd, bounce + a, b - a, host + a, 0);
+	if (qcow2_encrypted(q))
+		ret = qcow2_crypt_write(q, host + a, cstart + a, bounce + a, bounce + a, b - a);
+	if (!ret)
+		ret = exec_pwrite(q->data_fd, bounce + a, b - a, host + a, 0);
 	if (ret >= 0)
 		ret = 0;
 out_free:
@@ -343,6 +350,7 @@ int qcow2_write_alloc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t l
 	uint64_t first_e, last_e, *l2;
 	struct range_entry inf;
 	struct qcow2_cslot *slot;
+	bool enc = qcow2_encrypted(q);
 	void *bounce = NULL;
 	bool fresh;
 	int64_t host;
@@ -403,16 +411,23 @@ int qcow2_write_alloc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t l
 	if (ret)
 		goto out_slot;
 
-	/* W3: data with its COW head and tail, in one write where possible. */
-	if (!head && !tail) {
+	/*
+	 * W3: data with its COW head and tail, in one write where possible.
+	 * Encrypted: always through the bounce buffer, head and tail too
+	 * (zeros on disk would not decrypt to zeros).
+	 */
+	if (enc && !head && !tail) {
+		ret = qcow2_crypt_pwrite(q, buf, run_bytes, host, run_off, 0);
+	} else if (!enc && !head && !tail) {
 		ret = exec_pwrite(q->data_fd, buf, run_bytes, host, 0);
-	} else if (fresh && qcow2_cow_is_zero(q, first_e) && qcow2_cow_is_zero(q, last_e)) {
+	} else if (!enc && fresh && qcow2_cow_is_zero(q, first_e) &&
+		   qcow2_cow_is_zero(q, last_e)) {
 		/*
 		 * Never-used clusters already read as zeros: the zero head and
 		 * tail need no write at all, only the guest's data.
 		 */
 		ret = exec_pwrite(q->data_fd, buf, wend - off, host + head, 0);
-	} else if (qcow2_cow_is_zero(q, first_e) && qcow2_cow_is_zero(q, last_e) &&
+	} else if (!enc && qcow2_cow_is_zero(q, first_e) && qcow2_cow_is_zero(q, last_e) &&
 		   head + tail > QCOW2_ZERO_FALLOC_BYTES) {
 		ret = qcow2_zero_host(q, host, run_bytes);
 		if (!ret)
@@ -426,8 +441,11 @@ int qcow2_write_alloc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t l
 					     tail);
 		if (!ret) {
 			memcpy((char *)bounce + head, buf, wend - off);
-			ret = exec_pwrite(q->data_fd, bounce, run_bytes, host, 0);
+			if (enc)
+				ret = qcow2_crypt_write(q, host, run_off, bounce, bounce, run_bytes);
 		}
+		if (!ret)
+			ret = exec_pwrite(q->data_fd, bounce, run_bytes, host, 0);
 		free(bounce);
 	}
 	if (ret < 0) {

@@ -14,7 +14,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "luks.h"
 #include "qcow2.h"
+#include "secret.h"
 #include "util.h"
 
 enum qcow2_prealloc { PREALLOC_OFF, PREALLOC_METADATA, PREALLOC_FALLOC, PREALLOC_FULL };
@@ -29,6 +31,10 @@ struct qcow2_create_params {
 	enum qcow2_prealloc prealloc;
 	const char *data_file;		/* external data file name, as the image keeps it */
 	bool data_file_raw;
+	/* encrypt.format=luks: the LUKS header's parameters and secret. */
+	bool luks;
+	struct luks_params luks_p;
+	const char *key_secret;
 };
 
 static int qcow2_parse_bool(const char *key, const char *v, bool *out)
@@ -52,6 +58,10 @@ static int qcow2_parse_create_opts(const struct tgt_create_opts *o,
 	uint64_t v;
 
 	*p = (struct qcow2_create_params){ .version = 3, .cluster_bits = 16 };
+	/* QEMU's defaults for encrypt.*. */
+	p->luks_p = (struct luks_params){ .cipher_alg = "aes-256", .cipher_mode = "xts",
+					  .ivgen_alg = "plain64", .ivgen_hash_alg = "sha256",
+					  .hash_alg = "sha256", .iter_time_ms = 2000 };
 	for (i = 0; i < o->nr_options; i++) {
 		const char *kv = o->options[i], *eq = strchr(kv, '=');
 		size_t klen = eq ? (size_t)(eq - kv) : strlen(kv);
@@ -123,6 +133,34 @@ static int qcow2_parse_create_opts(const struct tgt_create_opts *o,
 					val);
 				return -EINVAL;
 			}
+		} else if (KEY_IS("encrypt.format")) {
+			if (!strcmp(val, "aes")) {
+				img_err("create: AES-CBC encrypted qcow2 images are insecure and no longer created; use encrypt.format=luks");
+				return -EINVAL;
+			}
+			if (strcmp(val, "luks")) {
+				img_err("create: encrypt.format must be luks, not '%s'", val);
+				return -EINVAL;
+			}
+			p->luks = true;
+		} else if (KEY_IS("encrypt.key-secret")) {
+			p->key_secret = val;
+		} else if (KEY_IS("encrypt.cipher-alg")) {
+			p->luks_p.cipher_alg = val;
+		} else if (KEY_IS("encrypt.cipher-mode")) {
+			p->luks_p.cipher_mode = val;
+		} else if (KEY_IS("encrypt.ivgen-alg")) {
+			p->luks_p.ivgen_alg = val;
+		} else if (KEY_IS("encrypt.ivgen-hash-alg")) {
+			p->luks_p.ivgen_hash_alg = val;
+		} else if (KEY_IS("encrypt.hash-alg")) {
+			p->luks_p.hash_alg = val;
+		} else if (KEY_IS("encrypt.iter-time")) {
+			if (parse_uint(val, 1, 60000, &v)) {
+				img_err("create: encrypt.iter-time must be 1 to 60000 ms, not '%s'", val);
+				return -EINVAL;
+			}
+			p->luks_p.iter_time_ms = v;
 		} else {
 			img_err("create: qcow2 does not support option '%.*s'", (int)klen, kv);
 			return -EINVAL;
@@ -155,6 +193,23 @@ static int qcow2_parse_create_opts(const struct tgt_create_opts *o,
 	if (p->data_file && p->version == 2) {
 		img_err("create: external data files need compat=1.1%s",
 			compat_given ? "" : " (the default)");
+		return -EINVAL;
+	}
+	if (p->luks && !p->key_secret) {
+		img_err("create: Parameter 'encrypt.key-secret' is required for cipher");
+		return -EINVAL;
+	}
+	if (p->key_secret && !p->luks) {
+		img_err("create: encrypt.key-secret needs encrypt.format=luks");
+		return -EINVAL;
+	}
+	if (p->luks && (p->prealloc != PREALLOC_OFF || p->data_file_raw)) {
+		img_err("create: encryption is not supported here with preallocation or data_file_raw");
+		return -EINVAL;
+	}
+	if (p->luks && luks_area_bytes(&p->luks_p) < 0) {
+		img_err("create: unsupported encryption: cipher %s in mode %s",
+			p->luks_p.cipher_alg, p->luks_p.cipher_mode);
 		return -EINVAL;
 	}
 	if (p->version == 2 && zstd_given) {
@@ -211,7 +266,7 @@ unsigned int qcow2_feature_table_fill(struct qcow2_feature_name *f)
 static int qcow2_build_header(const struct tgt_create_opts *o,
 			      const struct qcow2_create_params *p, uint8_t *h,
 			      uint64_t l1_off, uint32_t l1_size, uint64_t rt_off,
-			      uint32_t rt_clusters)
+			      uint32_t rt_clusters, uint64_t luks_off, uint64_t luks_bytes)
 {
 	uint64_t cs = 1ULL << p->cluster_bits;
 	struct qcow2_header_disk hd = { 0 };
@@ -225,6 +280,7 @@ static int qcow2_build_header(const struct tgt_create_opts *o,
 	hd.l1_table_offset = __builtin_bswap64(l1_off);
 	hd.refcount_table_offset = __builtin_bswap64(rt_off);
 	hd.refcount_table_clusters = __builtin_bswap32(rt_clusters);
+	hd.crypt_method = __builtin_bswap32(p->luks ? 2 : 0);
 	if (p->version >= 3) {
 		hd.incompatible_features = __builtin_bswap64(
 			(p->compression_type ? QCOW2_INCOMPAT_COMPRESSION : 0) |
@@ -242,6 +298,13 @@ static int qcow2_build_header(const struct tgt_create_opts *o,
 	memcpy(h, &hd, hlen);
 	pos = hlen;
 
+	if (p->luks) {
+		struct qcow2_crypto_ext ce = { __builtin_bswap64(luks_off),
+					       __builtin_bswap64(luks_bytes) };
+
+		if (!qcow2_put_ext(h, cs, &pos, QCOW2_EXT_CRYPTO, &ce, sizeof(ce)))
+			goto too_big;
+	}
 	if (o->backing_fmt &&
 	    !qcow2_put_ext(h, cs, &pos, QCOW2_EXT_BACKING_FORMAT, o->backing_fmt,
 			   strlen(o->backing_fmt)))
@@ -276,6 +339,35 @@ too_big:
 	return -EINVAL;
 }
 
+/*
+ * A new LUKS header for @p in *@area (@bytes, locked memory), key slot 0
+ * opened by the secret encrypt.key-secret names.  Prints one line on
+ * failure.  Returns 0 or -errno.
+ */
+static int qcow2_create_luks(const struct tgt_create_opts *o,
+			     const struct qcow2_create_params *p, uint64_t bytes, void **area)
+{
+	const struct secret *s = secret_by_id(p->key_secret);
+	char why[256] = "";
+	int ret;
+
+	if (!s) {
+		img_err("create: No secret with id '%s' (give --object secret,id=%s,file=FILE)",
+			p->key_secret, p->key_secret);
+		return -ENOKEY;
+	}
+	*area = luks_key_alloc(bytes);
+	if (!*area)
+		return -ENOMEM;
+	ret = luks_format(&p->luks_p, s->data, s->len, *area, bytes, why, sizeof(why));
+	if (ret) {
+		img_err("create: %s: %s", o->file, why[0] ? why : strerror(-ret));
+		luks_key_free(*area, bytes);
+		*area = NULL;
+	}
+	return ret;
+}
+
 static int qcow2_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
 {
 	while (len) {
@@ -298,7 +390,9 @@ int qcow2_create(const struct tgt_create_opts *o)
 	struct qcow2_create_params p;
 	struct qcow2 geo = { 0 };
 	uint64_t cs, gclusters, l1_size, l1c, l2c = 0, datac = 0, rtc = 1, rbc = 0, total;
-	uint64_t l1_off, rt_off, rb_off, l2_off, data_off, i;
+	uint64_t l1_off, rt_off, rb_off, l2_off, data_off, i, luks_off = 0, lc = 0;
+	int64_t luks_bytes = 0;
+	void *luks_area = NULL;
 	uint8_t *buf = NULL;
 	uint64_t *table = NULL;
 	char data_path[PATH_MAX];
@@ -332,11 +426,15 @@ int qcow2_create(const struct tgt_create_opts *o)
 		l2c = l1_size;
 		datac = p.data_file ? 0 : gclusters;
 	}
+	if (p.luks) {
+		luks_bytes = luks_area_bytes(&p.luks_p);
+		lc = DIV_ROUND_UP((uint64_t)luks_bytes, cs);
+	}
 	/* Refcount blocks and table clusters cover everything, themselves included. */
 	for (;;) {
 		uint64_t nb, nt;
 
-		total = 1 + rtc + rbc + l1c + l2c + datac;
+		total = 1 + rtc + rbc + l1c + lc + l2c + datac;
 		nb = DIV_ROUND_UP(total, 1ULL << (p.cluster_bits + 3 - p.refcount_order));
 		nt = DIV_ROUND_UP(nb * 8, cs);
 		if (nb == rbc && nt == rtc)
@@ -351,7 +449,9 @@ int qcow2_create(const struct tgt_create_opts *o)
 	rt_off = cs;
 	rb_off = rt_off + rtc * cs;
 	l1_off = rb_off + rbc * cs;
-	l2_off = l1_off + l1c * cs;
+	/* The LUKS header's clusters follow the L1 table, as QEMU places them. */
+	luks_off = l1_off + l1c * cs;
+	l2_off = luks_off + lc * cs;
 	data_off = l2_off + l2c * cs;
 
 	if (posix_memalign((void **)&buf, 4096, cs) ||
@@ -382,7 +482,16 @@ int qcow2_create(const struct tgt_create_opts *o)
 		goto out;
 	}
 
-	ret = qcow2_build_header(o, &p, buf, l1_size ? l1_off : 0, l1_size, rt_off, rtc);
+	if (p.luks) {
+		ret = qcow2_create_luks(o, &p, lc * cs, &luks_area);
+		if (ret) {
+			close(fd);
+			unlink(o->file);
+			goto out;
+		}
+	}
+	ret = qcow2_build_header(o, &p, buf, l1_size ? l1_off : 0, l1_size, rt_off, rtc,
+				 luks_off, luks_bytes);
 	if (ret) {
 		/* Already said why; leave no half-made image behind. */
 		close(fd);
@@ -408,6 +517,11 @@ int qcow2_create(const struct tgt_create_opts *o)
 		for (j = 0; j < per && i * per + j < total; j++)
 			qcow2_rb_set(&geo, buf, j, 1);
 		ret = qcow2_pwrite_all(fd, buf, cs, rb_off + i * cs);
+		if (ret)
+			goto out_close;
+	}
+	if (luks_area) {
+		ret = qcow2_pwrite_all(fd, luks_area, lc * cs, luks_off);
 		if (ret)
 			goto out_close;
 	}
@@ -465,6 +579,9 @@ int qcow2_create(const struct tgt_create_opts *o)
 		ret = -errno;
 	if (!ret && fsync(fd))
 		ret = -errno;
+	/* The secret opens the new image for the rest of the command (convert). */
+	if (!ret && p.key_secret)
+		ret = secret_bind(p.key_secret, o->file);
 out_close:
 	if (ret) {
 		img_err("create: %s: %s", o->file, strerror(-ret));
@@ -474,6 +591,8 @@ out_close:
 out:
 	if (dfd >= 0)
 		close(dfd);
+	if (luks_area)
+		luks_key_free(luks_area, lc * cs);
 	free(buf);
 	free(table);
 	return ret;

@@ -38,7 +38,10 @@ int qcow2_read(struct tgt *t, void *buf, uint32_t len, uint64_t off)
 			memset((char *)buf + done, 0, n);
 			break;
 		case QCOW2_NORMAL:
-			ret = qcow2_read_at(q->data_fd, (char *)buf + done, n, m.host);
+			if (qcow2_encrypted(q))
+				ret = qcow2_crypt_pread(q, (char *)buf + done, n, m.host, off + done);
+			else
+				ret = qcow2_read_at(q->data_fd, (char *)buf + done, n, m.host);
 			break;
 		case QCOW2_COMPRESSED:
 			if (!cbuf && posix_memalign(&cbuf, 4096, q->cluster_size)) {
@@ -65,15 +68,11 @@ int qcow2_read(struct tgt *t, void *buf, uint32_t len, uint64_t off)
 }
 
 /*
- * Called before anything is written: the autoclear bits we do not
- * maintain (bitmaps) must be off on disk before the first change that
- * would make those structures stale.  Returns 0 or -errno.
+ * Called before anything is written: refuses writes to an image found
+ * corrupt or opened for reading only.  Returns 0 or -errno.
  */
 int qcow2_before_write(struct qcow2 *q)
 {
-	bool pending;
-	int ret = 0;
-
 	/* Found corrupt while open: reported once already, at the time. */
 	if (qcow2_is_corrupt(q))
 		return -EIO;
@@ -81,24 +80,7 @@ int qcow2_before_write(struct qcow2 *q)
 		img_err("%s: writes refused: %s", q->t->cfg.file, q->no_write_reason);
 		return -EROFS;
 	}
-	/*
-	 * Every write passes here and the flag is almost always clear: an
-	 * atomic load, not q->lock.  It is cleared (release) only once the
-	 * header without the bits is durable, so a writer that sees it clear
-	 * may go ahead.
-	 */
-	pending = __atomic_load_n(&q->autoclear_pending, __ATOMIC_ACQUIRE);
-	if (!pending)
-		return 0;
-	exec_mutex_lock(&q->hdr_mutex);
-	if (q->autoclear_pending) {
-		q->autoclear &= ~QCOW2_AUTOCLEAR_BITMAPS;
-		ret = qcow2_write_header_fields(q);
-		if (!ret)
-			__atomic_store_n(&q->autoclear_pending, false, __ATOMIC_RELEASE);
-	}
-	exec_mutex_unlock(&q->hdr_mutex);
-	return ret;
+	return 0;
 }
 
 /* Is a metadata flush writing tables back right now? */
@@ -147,7 +129,10 @@ static int qcow2_write_plain(struct qcow2 *q, const void *buf, uint32_t len, uin
 						rwf = RWF_DSYNC;
 				}
 				ret = qcow2_overlap_check_data(q, m.host, m.bytes);
-				if (!ret)
+				if (!ret && qcow2_encrypted(q))
+					ret = qcow2_crypt_pwrite(q, (const char *)buf + done, m.bytes,
+								 m.host, off + done, rwf);
+				else if (!ret)
 					ret = exec_pwrite(q->data_fd, (const char *)buf + done,
 							  m.bytes, m.host, rwf);
 				qcow2_epoch_put(q, m.epoch);
@@ -202,6 +187,30 @@ static int qcow2_write_compress(struct qcow2 *q, const void *buf, uint32_t len, 
 	return len;
 }
 
+/*
+ * An encrypted image is written in whole 512-byte sectors, each its own
+ * cipher block: part of a sector (only the verbs ask for that; devices
+ * have 512-byte blocks) is read, patched and written whole.
+ * Returns @len or -errno.
+ */
+static int qcow2_write_unaligned(struct qcow2 *q, const void *buf, uint32_t len, uint64_t off,
+				 unsigned int flags)
+{
+	uint64_t a = ALIGN_DOWN(off, 512ULL), b = ALIGN_UP(off + len, 512ULL);
+	void *rmw;
+	int ret;
+
+	if (posix_memalign(&rmw, 4096, b - a))
+		return -ENOMEM;
+	ret = qcow2_read(q->t, rmw, b - a, a);
+	if (ret >= 0) {
+		memcpy((char *)rmw + (off - a), buf, len);
+		ret = qcow2_write_plain(q, rmw, b - a, a, flags);
+	}
+	free(rmw);
+	return ret < 0 ? ret : (int)len;
+}
+
 int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
 		unsigned int flags)
 {
@@ -209,10 +218,19 @@ int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
 	int ret;
 
 	ret = qcow2_before_write(q);
+	if (!ret && !(flags & TGT_W_SAME_DATA))
+		ret = qcow2_bitmaps_track(q, off, len);
 	if (ret)
 		return ret;
+	if ((flags & TGT_W_COMPRESS) && qcow2_encrypted(q)) {
+		img_err("%s: Compression and encryption not supported at the same time",
+			t->cfg.file);
+		return -ENOTSUP;
+	}
 	if (flags & TGT_W_COMPRESS)
 		return qcow2_write_compress(q, buf, len, off);
+	if (qcow2_encrypted(q) && !IS_ALIGNED(off | len, 512ULL))
+		return qcow2_write_unaligned(q, buf, len, off, flags);
 	return qcow2_write_plain(q, buf, len, off, flags);
 }
 
@@ -393,6 +411,8 @@ int qcow2_discard(struct tgt *t, uint64_t off, uint64_t len)
 	int ret;
 
 	ret = qcow2_before_write(q);
+	if (!ret)
+		ret = qcow2_bitmaps_track(q, off, len);
 	if (ret)
 		return ret;
 	/*
@@ -412,6 +432,8 @@ int qcow2_write_zeroes(struct tgt *t, uint64_t off, uint64_t len,
 	int ret;
 
 	ret = qcow2_before_write(q);
+	if (!ret)
+		ret = qcow2_bitmaps_track(q, off, len);
 	if (ret)
 		return ret;
 	/*

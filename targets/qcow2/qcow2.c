@@ -64,7 +64,9 @@ static void qcow2_free(struct qcow2 *q)
 	if (q->fd >= 0)
 		close(q->fd);
 	qcow2_free_snapshots(q);
+	qcow2_bitmaps_free(q);
 	qcow2_ovl_free(q);
+	qcow2_crypt_close(q);
 	qcow2_header_free(q);
 	free(q->l1);
 	free(q->l1_dirty);
@@ -76,6 +78,8 @@ static void qcow2_free(struct qcow2 *q)
 	exec_mutex_destroy(&q->alloc_mutex);
 	exec_mutex_destroy(&q->hdr_mutex);
 	exec_mutex_destroy(&q->comp_mutex);
+	exec_mutex_destroy(&q->bm_mutex);
+	pthread_mutex_destroy(&q->bm_lock);
 	range_lock_destroy(&q->inflight);
 	pthread_mutex_destroy(&q->lock);
 	free(q);
@@ -191,6 +195,8 @@ static int qcow2_open(struct tgt *t)
 	exec_mutex_init(&q->alloc_mutex);
 	exec_mutex_init(&q->hdr_mutex);
 	exec_mutex_init(&q->comp_mutex);
+	exec_mutex_init(&q->bm_mutex);
+	pthread_mutex_init(&q->bm_lock, NULL);
 	q->comp_blk_off = UINT64_MAX;
 	range_lock_init(&q->inflight);
 	exec_waitq_init(&q->l2_alloc_wq);
@@ -227,6 +233,9 @@ static int qcow2_open(struct tgt *t)
 	}
 	q->hdr_bytes = q->dio_align;
 	q->data_fd = q->fd;
+	ret = qcow2_crypt_open(q, flags);
+	if (ret)
+		goto err;
 
 	q->extl2 = q->incompat & QCOW2_INCOMPAT_EXTL2;
 	q->sc_bits = q->cluster_bits - (q->extl2 ? 5 : 0);
@@ -259,6 +268,10 @@ static int qcow2_open(struct tgt *t)
 	ret = qcow2_load_snapshots(q);
 	if (ret && !(flags & TGT_O_CHECK))
 		goto err;
+	/* A directory QEMU cannot open is not checked or listed either: the same verdict. */
+	ret = qcow2_bitmaps_load(q);
+	if (ret)
+		goto err;
 	if (t->cfg.snapshot) {
 		ret = qcow2_open_snapshot(q, t->cfg.snapshot);
 		if (ret)
@@ -285,10 +298,11 @@ static int qcow2_open(struct tgt *t)
 		}
 		/*
 		 * Autoclear bits we do not maintain: the structures they vouch
-		 * for go stale.  A raw data file stays raw: a data cluster's
-		 * host offset is always its guest offset here.
+		 * for go stale.  The bitmaps are maintained (bitmap.c); a raw
+		 * data file stays raw: a data cluster's host offset is always
+		 * its guest offset here.
 		 */
-		uint64_t keep = QCOW2_AUTOCLEAR_BITMAPS |
+		uint64_t keep = (q->nr_bms ? QCOW2_AUTOCLEAR_BITMAPS : 0) |
 				(q->data_file ? QCOW2_AUTOCLEAR_DATA_FILE_RAW : 0);
 
 		if (q->autoclear & ~keep) {
@@ -297,7 +311,6 @@ static int qcow2_open(struct tgt *t)
 			if (ret)
 				goto err;
 		}
-		q->autoclear_pending = q->autoclear & QCOW2_AUTOCLEAR_BITMAPS;
 		q->lazy = q->version >= 3 && (q->compat & QCOW2_COMPAT_LAZY_REFCOUNTS);
 		/* From here on every write is checked against the metadata. */
 		ret = qcow2_ovl_init(q);
@@ -314,8 +327,12 @@ static int qcow2_open(struct tgt *t)
 	/* A raw data file must read as the guest disk: nothing is unmapped. */
 	t->caps.can_discard = !q->read_only && !q->data_raw;
 	t->caps.can_write_zeroes = !q->read_only;
-	/* QEMU refuses compressed clusters with an external data file. */
-	t->caps.can_compress = !q->read_only && !(q->incompat & QCOW2_INCOMPAT_DATA_FILE);
+	/*
+	 * QEMU refuses compressed clusters with an external data file, and
+	 * in encrypted images (they would be stored in the clear).
+	 */
+	t->caps.can_compress = !q->read_only && !(q->incompat & QCOW2_INCOMPAT_DATA_FILE) &&
+			       !qcow2_encrypted(q);
 	t->caps.discard_granularity_bytes = 1ULL << q->sc_bits;
 	return 0;
 err:
@@ -334,7 +351,8 @@ static int qcow2_close(struct tgt *t)
 
 	if (!q)
 		return 0;
-	if (!q->read_only || qcow2_meta_dirty(q))
+	ret = qcow2_bitmaps_close(q);
+	if (!ret && (!q->read_only || qcow2_meta_dirty(q)))
 		ret = q->lazy ? qcow2_mark_clean(q) : qcow2_flush_meta(q);
 	/* Give back what the file grew ahead of its last cluster. */
 	if (!ret && !q->read_only && q->file_bytes > q->end_cluster << q->cluster_bits &&
@@ -363,6 +381,7 @@ static void qcow2_info(struct tgt *t, struct tgt_info *info)
 	char bits[16];
 
 	info->cluster_size = q->cluster_size;
+	info->dirty = q->incompat & QCOW2_INCOMPAT_DIRTY;
 	info->backing_file = q->backing_name;
 	info->backing_fmt = q->backing_fmt;
 	qcow2_info_add(info, "compat", true, q->version >= 3 ? "1.1" : "0.10");
@@ -371,8 +390,19 @@ static void qcow2_info(struct tgt *t, struct tgt_info *info)
 	if (q->version >= 3)
 		qcow2_info_add(info, "lazy-refcounts", false,
 			       q->compat & QCOW2_COMPAT_LAZY_REFCOUNTS ? "true" : "false");
+	if (q->nr_bms) {
+		qcow2_info_add(info, "bitmaps", false, "");
+		info->kv[info->n - 1].is_list = true;
+	}
 	snprintf(bits, sizeof(bits), "%u", 1U << q->refcount_order);
 	qcow2_info_add(info, "refcount-bits", false, bits);
+	if (q->crypt_method && q->crypt) {
+		info->encrypted = true;
+		if (info->n < TGT_INFO_MAX &&
+		    !qcow2_crypt_info(q, &info->kv[info->n].block_text,
+				      &info->kv[info->n].block_json))
+			info->kv[info->n++].key = "encrypt";
+	}
 	if (q->data_file_name) {
 		qcow2_info_add(info, "data-file", true, q->data_file_name);
 		qcow2_info_add(info, "data-file-raw", false, q->data_raw ? "true" : "false");
@@ -421,4 +451,7 @@ const struct tgt_ops qcow2_tgt_ops = {
 	.amend		= qcow2_amend,
 	.snapshot_list	= qcow2_snapshot_list,
 	.snapshot	= qcow2_snapshot,
+	.bitmap_list	= qcow2_bitmap_list,
+	.bitmap		= qcow2_bitmap,
+	.bitmap_status	= qcow2_bitmap_status,
 };
