@@ -348,7 +348,10 @@ int blk_err_action_parse(const char *s, enum blk_err_action *a);
  * lock and a drain that it takes itself, from a thread that is not a
  * queue thread (plain code or a coroutine of its own executor), and
  * leaves the device serving the new chain when it returns, or the old
- * one unchanged on failure.  Every node of a device's chain is
+ * one unchanged on failure; should a node that changes role fail even
+ * to reopen as it was (tgt_reopen()'s -EIO), the device fails all its
+ * I/O from then on rather than touch it, and says so.  Every node of a
+ * device's chain is
  * allocated as tgt_open_backing() allocates backing files (the struct
  * and its cfg.file malloc'ed), so that a node the chain drops can be
  * handed back and freed with tgt_free_chain().  Nodes are shared by all
@@ -367,8 +370,10 @@ struct blk_chain_change {
 	 */
 	int (*record)(void *ctx, const struct tgt *top);
 	void *ctx;
-	/* Out: how long the gate was closed (I/O held), in ns. */
+	/* Out: how long the gate was closed (I/O held), in ns ... */
 	int64_t held_ns;
+	/* ... of which waiting for the requests in flight to leave. */
+	int64_t drain_ns;
 };
 
 /*
@@ -417,6 +422,28 @@ int blk_chain_replace_top(struct blk_dev *d, struct tgt *new_top, struct tgt **o
  */
 int blk_chain_drop(struct blk_dev *d, struct tgt *above, struct tgt *base, const char *name,
 		   struct tgt **dropped, struct blk_chain_change *c);
+
+/*
+ * Takes (TGT_SNAPSHOT_CREATE) or deletes (TGT_SNAPSHOT_DELETE) the
+ * internal snapshot @name of the top image, under the chain lock and a
+ * drain, so the format changes its tables while no request runs; the
+ * format's order makes it crash-safe.  @c (may be NULL): only its
+ * held_ns and drain_ns are used, to say how long I/O was held.  Same threads as the chain changes.  Returns 0 or -errno:
+ * -ENOTSUP (the top's format has no internal snapshots), -EROFS (the top
+ * is read-only), -ENOENT (no such snapshot to delete), -EINVAL (APPLY:
+ * reverting a device under its users is not offered).
+ */
+int blk_snapshot_internal(struct blk_dev *d, enum tgt_snapshot_op op, const char *name,
+			  struct blk_chain_change *c);
+
+/*
+ * Calls @fn(@ctx, list, n) with the top image's internal snapshots, under
+ * the chain lock (the list is valid only during the call).  Returns 0, or
+ * -ENOTSUP when the top's format has none, or -errno.
+ */
+int blk_snapshot_list(struct blk_dev *d,
+		      void (*fn)(void *ctx, const struct tgt_snapshot_info *list, int n),
+		      void *ctx);
 
 /*
  * The housekeeping tick: the top target's ->tick, under the chain lock

@@ -7,6 +7,8 @@
  * dropped from the middle (stream, commit).  Each change runs under a
  * drain, so a request sees one chain from its start to its end, and
  * under the chain lock, so changes and the targets' ticks never overlap.
+ * Internal snapshots of the top run the same way: they change no node,
+ * but rewrite its metadata while nothing else may use it.
  * docs/block-layer.md ("Changing the chain") says why a node opened on
  * any thread serves every queue thread.
  */
@@ -25,10 +27,13 @@ struct blk_chain_call {
 	struct blk_dev *d;
 	struct blk_chain_change *c;
 	int (*fn)(struct blk_chain_call *call);
-	/* The arguments of the three changes. */
+	/* The arguments of the changes. */
 	struct tgt *node, *base;
 	const char *name;
 	struct tgt **out;
+	enum tgt_snapshot_op snap_op;
+	void (*list_fn)(void *ctx, const struct tgt_snapshot_info *list, int n);
+	void *list_ctx;
 };
 
 static const char *blk_node_name(const struct tgt *t)
@@ -50,6 +55,20 @@ static int blk_chain_record(struct blk_chain_call *call, const struct tgt *top)
 	return c && c->record ? c->record(c->ctx, top) : 0;
 }
 
+/*
+ * @t could not even be opened again as it was (tgt_reopen()'s -EIO), and
+ * the chain reads through it: no request may reach it.  The gate stays
+ * closed for good (a drain never ended) and the device fails what waits
+ * and what comes, as at shutdown; only deleting it helps.
+ */
+static void blk_chain_broken(struct blk_dev *d, const struct tgt *t)
+{
+	img_err("device %u: chain: %s is unusable; the device fails all I/O from now on",
+		d->id, blk_node_name(t));
+	blk_drain_begin(d);
+	blk_shutdown(d);
+}
+
 static int blk_flush_node(struct tgt *t)
 {
 	return t->ops->flush && !t->caps.read_only ? t->ops->flush(t) : 0;
@@ -63,8 +82,24 @@ static int blk_chain_fn(void *arg)
 	int ret;
 
 	exec_mutex_lock(&d->chain_lock);
+	/* A device going away, or broken by an earlier change, changes no more. */
+	pthread_mutex_lock(&d->lock);
+	ret = d->dying ? -ENODEV : 0;
+	pthread_mutex_unlock(&d->lock);
+	if (ret) {
+		exec_mutex_unlock(&d->chain_lock);
+		return ret;
+	}
+	/*
+	 * A flush while the device still runs writes back most of what the
+	 * drained one would, so the gate stays closed for less.  Its result
+	 * does not matter: the drained step flushes again and decides.
+	 */
+	blk_flush_node(d->top);
 	start = blk_now_ns();
 	blk_drain_begin(d);
+	if (call->c)
+		call->c->drain_ns = blk_now_ns() - start;
 	ret = call->fn(call);
 	blk_drain_end(d);
 	if (call->c)
@@ -76,7 +111,7 @@ static int blk_chain_fn(void *arg)
 static int blk_chain_run(struct blk_chain_call *call)
 {
 	if (call->c)
-		call->c->held_ns = 0;
+		call->c->held_ns = call->c->drain_ns = 0;
 	return exec_run_sync(blk_chain_fn, call);
 }
 
@@ -111,6 +146,8 @@ static int blk_push_overlay_fn(struct blk_chain_call *call)
 	if (ret) {
 		/* The overlay is empty: naming it or not gives the same data. */
 		blk_chain_record(call, old);
+		if (!old->priv)
+			blk_chain_broken(d, old);
 		goto fail;
 	}
 	overlay->cfg.open_flags &= ~TGT_O_NO_BACKING;
@@ -167,6 +204,8 @@ static int blk_replace_top_fn(struct blk_chain_call *call)
 		ret = tgt_reopen(top, TGT_ROLE_IMAGE, false);
 		if (ret)
 			blk_chain_record(call, old);
+		if (ret && !top->priv)
+			blk_chain_broken(d, top);
 	}
 	if (ret) {
 		img_err("device %u: chain: cannot make %s the top: %s", d->id,
@@ -205,7 +244,7 @@ static int blk_drop_fn(struct blk_chain_call *call)
 {
 	struct blk_dev *d = call->d;
 	struct tgt *above = call->node, *base = call->base, *first = above->backing, *last;
-	bool was_ro = above->caps.read_only;
+	bool was_ro = above->caps.read_only;	/* then: reopened read-write for this */
 	char *path = NULL;
 	const char *name = call->name;
 	int ret = 0;
@@ -222,20 +261,24 @@ static int blk_drop_fn(struct blk_chain_call *call)
 	 * first, then the backing name).  A read-only node is written through
 	 * a reopen in between, under the same drain.
 	 */
-	if (was_ro)
+	if (was_ro) {
 		ret = tgt_reopen(above, TGT_ROLE_IMAGE, false);
+		was_ro = !ret;
+	}
 	if (!ret)
 		ret = blk_flush_node(above);
 	if (!ret)
 		ret = above->ops->set_backing(above, name, base ? base->ops->name : NULL);
 	if (!ret)
 		ret = blk_flush_node(above);
-	if (was_ro) {
+	if (was_ro && above->priv) {
 		int r = tgt_reopen(above, TGT_ROLE_BACKING, true);
 
 		if (!ret)
 			ret = r;
 	}
+	if (!above->priv)
+		blk_chain_broken(d, above);
 	if (!ret)
 		ret = blk_chain_record(call, d->top);
 	free(path);
@@ -278,6 +321,64 @@ int blk_chain_drop(struct blk_dev *d, struct tgt *above, struct tgt *base, const
 	if (!l)
 		return -EINVAL;
 	return blk_chain_run(&call);
+}
+
+static int blk_snapshot_fn(struct blk_chain_call *call)
+{
+	struct blk_dev *d = call->d;
+	struct tgt *t = d->top;
+	int ret;
+
+	/* The format's own order (qcow2: S1-S4) makes the change crash-safe. */
+	ret = t->ops->snapshot(t, call->snap_op, call->name);
+	if (!ret)
+		img_log("device %u: %s internal snapshot '%s' of %s", d->id,
+			call->snap_op == TGT_SNAPSHOT_CREATE ? "took" : "deleted", call->name,
+			blk_node_name(t));
+	return ret;
+}
+
+int blk_snapshot_internal(struct blk_dev *d, enum tgt_snapshot_op op, const char *name,
+			  struct blk_chain_change *c)
+{
+	struct blk_chain_change none = { 0 };
+	struct blk_chain_call call = { .d = d, .c = c ? c : &none, .fn = blk_snapshot_fn,
+				       .name = name, .snap_op = op };
+
+	if (op == TGT_SNAPSHOT_APPLY)
+		return -EINVAL;
+	if (!d->top->ops->snapshot)
+		return -ENOTSUP;
+	if (d->top->caps.read_only)
+		return -EROFS;
+	call.c->record = NULL;
+	return blk_chain_run(&call);
+}
+
+static int blk_snapshot_list_fn(void *arg)
+{
+	struct blk_chain_call *call = arg;
+	struct blk_dev *d = call->d;
+	const struct tgt_snapshot_info *list = NULL;
+	struct tgt *t;
+	int n;
+
+	exec_mutex_lock(&d->chain_lock);
+	t = d->top;
+	n = t->ops->snapshot_list ? t->ops->snapshot_list(t, &list) : -ENOTSUP;
+	if (n >= 0)
+		call->list_fn(call->list_ctx, list, n);
+	exec_mutex_unlock(&d->chain_lock);
+	return n < 0 ? n : 0;
+}
+
+int blk_snapshot_list(struct blk_dev *d,
+		      void (*fn)(void *ctx, const struct tgt_snapshot_info *list, int n),
+		      void *ctx)
+{
+	struct blk_chain_call call = { .d = d, .list_fn = fn, .list_ctx = ctx };
+
+	return exec_run_sync(blk_snapshot_list_fn, &call);
 }
 
 void blk_chain_tick(struct blk_dev *d)

@@ -411,6 +411,16 @@ struct tgt_ops {
 		      const struct tgt_bitmap_args *a);
 	int64_t (*bitmap_status)(struct tgt *t, const char *name, uint64_t off, uint64_t len,
 				 bool *dirty);
+	/*
+	 * Optional.  Makes the open image, which was written, read-only in
+	 * place: on disk as ->close leaves it (metadata written back, clean,
+	 * the file cut back to its last cluster), in memory still open, its
+	 * caches kept, with caps.read_only set.  Nothing else uses it
+	 * meanwhile; it is never written again.  Without it tgt_reopen()
+	 * closes the format and opens it again, which costs a cold cache and
+	 * the open's reads while the device's I/O is held.
+	 */
+	int (*set_read_only)(struct tgt *t);
 };
 
 /*

@@ -131,6 +131,9 @@ static int raw_close(struct tgt *t)
 {
 	struct raw_priv *rp = t->priv;
 
+	/* A reopen that failed outright (tgt_reopen()) left nothing open. */
+	if (!rp)
+		return 0;
 	close(rp->fd);
 	free(rp);
 	return 0;

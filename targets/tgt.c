@@ -371,6 +371,18 @@ int tgt_reopen(struct tgt *t, enum tgt_role role, bool read_only)
 		if (ret)
 			return ret;
 	}
+	/* Written to read-only, in place: the format keeps its caches. */
+	if (read_only && !(flags & TGT_O_RDONLY) && t->ops->set_read_only) {
+		ret = t->ops->set_read_only(t);
+		if (ret)
+			return ret;
+		t->cfg.open_flags = nflags;
+		ret = tgt_set_role(t, role);
+		if (!ret)
+			return 0;
+		/* Locks only shrink here; should it fail, the image stays read-only. */
+		return ret;
+	}
 	ret = t->ops->close(t);
 	if (!ret && read_only) {
 		t->cfg.open_flags = nflags;

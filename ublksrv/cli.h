@@ -73,6 +73,8 @@ enum cli_key {
 	CLI_K_PIVOT,
 	CLI_K_FORCE,
 	CLI_K_TOP,
+	CLI_K_EXTERNAL,		/* snapshot --external NEW */
+	CLI_K_FREEZE,		/* snapshot --freeze */
 	CLI_K_BITMAP_OP,	/* + enum tgt_bitmap_op: bitmap's --add ... --flush */
 	CLI_K_BITMAP_OP_END = CLI_K_BITMAP_OP + TGT_BITMAP_FLUSH,
 	CLI_K_THROTTLE,		/* + enum throttle_kind: the six limits */

@@ -226,6 +226,10 @@ void ctl_client_close(struct ctl_client *c);
  */
 extern const char *const ublk_thr_args[];
 
+/* The snapshot commands of a device (control_snap.c), served beside the others. */
+#define UBLK_CTL_SNAP_CMDS	4
+extern const struct ctl_cmd ublk_ctl_snap_cmds[UBLK_CTL_SNAP_CMDS];
+
 /*
  * The device's control channel (control_cmds.c): serves the device's
  * commands on ublk_ctl_path(@dev's id) and sends its block layer's events
@@ -235,8 +239,8 @@ struct ublk_dev;
 int ublk_ctl_start(struct ublk_dev *dev);
 
 /* The block job commands (control_jobs.c), served beside the device's. */
-extern const struct ctl_cmd ublk_job_cmds[];
-extern const size_t ublk_job_nr_cmds;
+#define UBLK_JOB_CMDS	10
+extern const struct ctl_cmd ublk_job_cmds[UBLK_JOB_CMDS];
 /* Sends @dev's block job events to its control channel. */
 void ublk_job_events_start(struct ublk_dev *dev);
 

@@ -619,22 +619,23 @@ static void ublk_ctl_blk_event(void *ctx, const struct blk_event *ev)
 	}
 }
 
-/* The device's commands and the block jobs', in one table for the server's life. */
-static struct ctl_cmd ublk_all_cmds[ARRAY_SIZE(ublk_ctl_cmds) + 16];
-
 int ublk_ctl_start(struct ublk_dev *dev)
 {
+	/* One server per process: the joined table is built once, then only read. */
+	static struct ctl_cmd cmds[ARRAY_SIZE(ublk_ctl_cmds) + UBLK_CTL_SNAP_CMDS +
+				   UBLK_JOB_CMDS];
 	struct ctl_table table = {
-		.cmds = ublk_all_cmds,
-		.nr_cmds = ARRAY_SIZE(ublk_ctl_cmds) + ublk_job_nr_cmds,
+		.cmds = cmds,
+		.nr_cmds = ARRAY_SIZE(cmds),
 		.ctx = dev,
 	};
 	char path[PATH_MAX];
 	int ret;
 
-	memcpy(ublk_all_cmds, ublk_ctl_cmds, sizeof(ublk_ctl_cmds));
-	memcpy(ublk_all_cmds + ARRAY_SIZE(ublk_ctl_cmds), ublk_job_cmds,
-	       ublk_job_nr_cmds * sizeof(ublk_job_cmds[0]));
+	memcpy(cmds, ublk_ctl_cmds, sizeof(ublk_ctl_cmds));
+	memcpy(cmds + ARRAY_SIZE(ublk_ctl_cmds), ublk_ctl_snap_cmds, sizeof(ublk_ctl_snap_cmds));
+	memcpy(cmds + ARRAY_SIZE(ublk_ctl_cmds) + UBLK_CTL_SNAP_CMDS, ublk_job_cmds,
+	       sizeof(ublk_job_cmds));
 
 	ret = ublk_state_mkdir();
 	if (ret) {

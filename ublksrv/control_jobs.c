@@ -650,7 +650,7 @@ static int job_set_speed(struct ctl_call *call)
 	{ "mode", CTL_STR, false },			\
 	{ "speed", CTL_INT, false }
 
-const struct ctl_cmd ublk_job_cmds[] = {
+const struct ctl_cmd ublk_job_cmds[UBLK_JOB_CMDS] = {
 	{
 		.name = "drive-backup",
 		.handler = job_drive_backup,
@@ -722,5 +722,3 @@ const struct ctl_cmd ublk_job_cmds[] = {
 		.help = "change the job's speed limit in bytes/s (0: none)",
 	},
 };
-
-const size_t ublk_job_nr_cmds = ARRAY_SIZE(ublk_job_cmds);

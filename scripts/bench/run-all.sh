@@ -50,5 +50,7 @@ if [ $VM = 1 ]; then
 	"$HERE/vm-block-cost.sh" -b "$BUILD_DIR" ${RUNTIME:+-r "$RUNTIME"}
 	echo "# run-all: block jobs (build/bench/jobs.md)" >&2
 	"$HERE/vm-jobs.sh" -b "$BUILD_DIR" > /dev/null
+	echo "# run-all: how long a live snapshot holds I/O at QD32" >&2
+	"$HERE/vm-snapshot-hold.sh" -b "$BUILD_DIR"
 fi
 "$HERE/report.sh" -b "$BUILD_DIR"

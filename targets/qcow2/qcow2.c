@@ -363,6 +363,32 @@ static int qcow2_close(struct tgt *t)
 	return ret;
 }
 
+/* What ->close writes back, without closing: the image serves on, read-only. */
+static int qcow2_set_read_only(struct tgt *t)
+{
+	struct qcow2 *q = t->priv;
+	uint64_t end = q->end_cluster << q->cluster_bits;
+	int ret;
+
+	if (q->read_only)
+		return 0;
+	ret = q->lazy ? qcow2_mark_clean(q) : qcow2_flush_meta(q);
+	if (!ret && q->file_bytes > end) {
+		if (ftruncate(q->fd, end))
+			ret = -errno;
+		else
+			q->file_bytes = end;
+	}
+	if (ret)
+		return ret;
+	q->read_only = true;
+	t->caps.read_only = true;
+	t->caps.can_discard = false;
+	t->caps.can_write_zeroes = false;
+	t->caps.can_compress = false;
+	return 0;
+}
+
 static void qcow2_info_add(struct tgt_info *info, const char *key, bool is_string,
 			   const char *value)
 {
@@ -454,4 +480,5 @@ const struct tgt_ops qcow2_tgt_ops = {
 	.bitmap_list	= qcow2_bitmap_list,
 	.bitmap		= qcow2_bitmap,
 	.bitmap_status	= qcow2_bitmap_status,
+	.set_read_only	= qcow2_set_read_only,
 };

@@ -372,6 +372,109 @@ TEST_F(chain, push_overlay_under_load)
 	EXPECT_EQ(0, qemu_check(self->snap));
 }
 
+/* The files as a process crash at the record hook (E4) would leave them. */
+static const char *const crash_files[] = { "base", "mid", "snap" };
+
+struct crash_copy {
+	const char *dir;
+	char file[3][PATH_MAX];
+	int ret;
+};
+
+static int copy_files(struct crash_copy *cc, const char *tag)
+{
+	char cmd[3 * PATH_MAX];
+	unsigned int i;
+
+	for (i = 0; i < 3; i++) {
+		snprintf(cc->file[i], sizeof(cc->file[i]), "%s/%s-%s.qcow2", cc->dir, tag,
+			 crash_files[i]);
+		snprintf(cmd, sizeof(cmd), "cp --sparse=always '%s/%s.qcow2' '%s'", cc->dir,
+			 crash_files[i], cc->file[i]);
+		if (system(cmd))
+			return -EIO;
+	}
+	return 0;
+}
+
+static int crash_record(void *ctx, const struct tgt *top)
+{
+	struct crash_copy *cc = ctx;
+
+	cc->ret = copy_files(cc, "e4");
+	return 0;
+}
+
+/*
+ * Reads the copies as `recover` would open them: snap over mid over base
+ * (linked to the copies, since the headers name the originals).  Returns
+ * the number of blocks that differ from the model, or -errno.
+ */
+static int crash_verify(struct crash_copy *cc, struct load *l)
+{
+	struct blk_config cfg = { .werror = BLK_ERR_REPORT, .rerror = BLK_ERR_REPORT };
+	struct tgt *t[3];
+	struct blk_dev d;
+	unsigned int i;
+	int bad;
+
+	for (i = 0; i < 3; i++) {
+		t[i] = open_node(cc->file[i], TGT_O_RDONLY | TGT_O_NO_BACKING);
+		if (!t[i])
+			return -EIO;
+	}
+	tgt_link_backing(t[1], t[0]);
+	tgt_link_backing(t[2], t[1]);
+	if (blk_dev_init(&d, 9, t[2], &cfg, 1))
+		return -ENOMEM;
+	bad = verify_device(&d, l);
+	blk_dev_exit(&d);
+	tgt_free_chain(t[2]);
+	return bad;
+}
+
+/*
+ * The crash order of an external snapshot at its record point (E4: the
+ * state file would name the new overlay from there) and after the switch
+ * (E5).  The device serves mid over base, and the load allocated
+ * clusters in mid, whose mappings are in its caches until a flush; then
+ * snap is pushed over mid.  A process killed at E4 or E5 leaves files on
+ * which snap over mid over base shows every write the device acknowledged
+ * before the snapshot, and each file checks clean.
+ */
+TEST_F(chain, push_overlay_crash_points)
+{
+	struct crash_copy cc = { .dir = self->dir, .ret = -1 }, e5 = { .dir = self->dir };
+	struct blk_chain_change c = { .record = crash_record, .ctx = &cc };
+	char mid[PATH_MAX];
+	struct tgt *ov;
+	unsigned int i;
+
+	snprintf(mid, sizeof(mid), "%s/mid.qcow2", self->dir);
+	ASSERT_EQ(0, make_qcow2(mid, self->base));
+	ov = open_node(mid, TGT_O_FIXED_SIZE | TGT_O_NO_BACKING);
+	ASSERT_NE(NULL, ov);
+	ASSERT_EQ(0, blk_chain_push_overlay(&self->d, ov, NULL));
+	load_start(self->l, self->qt);
+	load_run(self->l, 3000);
+	load_stop(self->l, self->qt);
+	ASSERT_EQ(0, self->l->errors);
+	ASSERT_EQ(0, make_qcow2(self->snap, mid));
+	ov = open_node(self->snap, TGT_O_FIXED_SIZE | TGT_O_NO_BACKING);
+	ASSERT_NE(NULL, ov);
+	ASSERT_EQ(0, blk_chain_push_overlay(&self->d, ov, &c));
+	ASSERT_EQ(0, cc.ret);
+	ASSERT_EQ(0, copy_files(&e5, "e5"));
+	EXPECT_EQ(0, crash_verify(&cc, self->l));
+	EXPECT_EQ(0, crash_verify(&e5, self->l));
+	if (qemu_check(cc.file[0]) < 0)
+		SKIP(return, "qemu-img is not installed: images not checked");
+	for (i = 0; i < 3; i++) {
+		EXPECT_EQ(0, qemu_check(cc.file[i]));
+		EXPECT_EQ(0, qemu_check(e5.file[i]));
+	}
+}
+
 /* A change the plane cannot record changes nothing. */
 TEST_F(chain, refused_record_changes_nothing)
 {
@@ -535,6 +638,89 @@ TEST_F(chain, drop_intermediate)
 	snprintf(cmd, sizeof(cmd),
 		 "qemu-img info -U '%s' | grep -qx 'backing file: %s'", self->snap, self->base);
 	EXPECT_EQ(0, system(cmd));
+}
+
+/*
+ * A target whose ->open can be made to fail, in memory: the old top of a
+ * snapshot that cannot be opened again, neither read-only nor as it was.
+ */
+static bool flaky_fail_open;
+
+static int flaky_open(struct tgt *t)
+{
+	static char data[DEV_BYTES];
+
+	if (flaky_fail_open)
+		return -EIO;
+	t->priv = data;
+	t->caps.size_bytes = DEV_BYTES;
+	t->caps.read_only = t->cfg.open_flags & TGT_O_RDONLY;
+	t->caps.can_flush = true;
+	return 0;
+}
+
+static int flaky_close(struct tgt *t)
+{
+	t->priv = NULL;
+	return 0;
+}
+
+static int flaky_read(struct tgt *t, void *buf, uint32_t len, uint64_t off)
+{
+	memcpy(buf, (char *)t->priv + off, len);
+	return len;
+}
+
+static int flaky_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
+		       unsigned int flags)
+{
+	memcpy((char *)t->priv + off, buf, len);
+	return len;
+}
+
+static int flaky_flush(struct tgt *t)
+{
+	return 0;
+}
+
+static const struct tgt_ops flaky_ops = {
+	.name = "flaky",
+	.open = flaky_open,
+	.close = flaky_close,
+	.read = flaky_read,
+	.write = flaky_write,
+	.flush = flaky_flush,
+};
+
+/*
+ * An old top that cannot even be opened again as it was: the change
+ * fails, and the device fails its I/O from then on instead of reaching
+ * a node with nothing open (which would crash the server).
+ */
+TEST(unusable_old_top_fails_io)
+{
+	struct blk_config cfg = { .werror = BLK_ERR_REPORT, .rerror = BLK_ERR_REPORT };
+	struct tgt *old = calloc(1, sizeof(*old)), *ov = calloc(1, sizeof(*ov));
+	struct load *l = calloc(1, sizeof(*l));
+	struct blk_dev d;
+
+	ASSERT_TRUE(old && ov && l);
+	old->ops = ov->ops = &flaky_ops;
+	flaky_fail_open = false;
+	ASSERT_EQ(0, tgt_open(old));
+	ASSERT_EQ(0, tgt_open(ov));
+	ASSERT_EQ(0, blk_dev_init(&d, 5, old, &cfg, 1));
+	l->d = &d;
+	flaky_fail_open = true;
+	EXPECT_EQ(-EIO, blk_chain_push_overlay(&d, ov, NULL));
+	EXPECT_EQ(old, d.top);
+	EXPECT_EQ(NULL, old->priv);
+	/* Every block fails rather than reaching the closed node. */
+	EXPECT_EQ(NR_BLKS, verify_device(&d, l));
+	EXPECT_EQ(0, tgt_free_chain(ov));
+	EXPECT_EQ(0, tgt_free_chain(old));
+	blk_dev_exit(&d);
+	free(l);
 }
 
 TEST_HARNESS_MAIN
