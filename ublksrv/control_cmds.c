@@ -272,18 +272,23 @@ static int ublk_ctl_check_device(struct ctl_call *call)
 	return ctl_fail(call, -ENODEV, "Device '%s' not found: this is %s", want, name);
 }
 
+static int ublk_ctl_state_settings(struct ublk_state *s, void *ctx)
+{
+	struct ublk_dev *dev = ctx;
+	struct throttle_cfg thr;
+
+	blk_get_config(&dev->blk, &thr, &s->werror, &s->rerror);
+	memcpy(s->throttle, thr.rate, sizeof(s->throttle));
+	s->throttle_burst_ms = thr.burst_ms;
+	return 0;
+}
+
 /* Records the device's live settings in its state file, for `recover`. */
 static void ublk_ctl_save_settings(struct ublk_dev *dev)
 {
-	struct ublk_state s;
-	struct throttle_cfg thr;
+	int ret = ublk_state_update(dev->info.dev_id, ublk_ctl_state_settings, dev);
 
-	if (ublk_state_read(dev->info.dev_id, &s))
-		return;
-	blk_get_config(&dev->blk, &thr, &s.werror, &s.rerror);
-	memcpy(s.throttle, thr.rate, sizeof(s.throttle));
-	s.throttle_burst_ms = thr.burst_ms;
-	if (ublk_state_write(&s))
+	if (ret && ret != -ENOENT)
 		img_err("device %u: cannot record the new settings", dev->info.dev_id);
 }
 

@@ -31,15 +31,19 @@ static void json_add_u64(struct json_object *o, const char *key, uint64_t v)
 	json_object_object_add(o, key, json_object_new_int64(v > INT64_MAX ? INT64_MAX : (int64_t)v));
 }
 
+static int job_state_line(struct ublk_state *s, void *job)
+{
+	snprintf(s->job, sizeof(s->job), "%s", (const char *)job);
+	return 0;
+}
+
 /* Records @job ("TYPE ID TARGET", empty: none) in the device's state file. */
 static void job_state_set(struct ublk_dev *dev, const char *job)
 {
-	struct ublk_state s;
+	int ret = ublk_state_update(dev->info.dev_id, job_state_line, (void *)job);
 
-	if (ublk_state_read(dev->info.dev_id, &s))
-		return;
-	snprintf(s.job, sizeof(s.job), "%s", job);
-	if (ublk_state_write(&s))
+	/* No state file: the device is going away; nothing to record in. */
+	if (ret && ret != -ENOENT)
 		img_err("device %u: cannot record the job in the state file", dev->info.dev_id);
 }
 
@@ -104,20 +108,22 @@ void ublk_job_events_start(struct ublk_dev *dev)
 	blk_job_set_event_fn(&dev->blk, job_event, dev);
 }
 
+static int job_state_top(struct ublk_state *s, void *top)
+{
+	const struct tgt *t = top;
+
+	if (!realpath(t->cfg.file, s->file))
+		return -errno;
+	snprintf(s->target, sizeof(s->target), "%s", t->ops->name);
+	return 0;
+}
+
 /* The pivot's record: the state file names the image the device serves from now on. */
 static int job_record_top(void *ctx, const struct tgt *top)
 {
 	struct ublk_dev *dev = ctx;
-	struct ublk_state s;
-	int ret;
 
-	ret = ublk_state_read(dev->info.dev_id, &s);
-	if (ret)
-		return ret;
-	if (!realpath(top->cfg.file, s.file))
-		return -errno;
-	snprintf(s.target, sizeof(s.target), "%s", top->ops->name);
-	return ublk_state_write(&s);
+	return ublk_state_update(dev->info.dev_id, job_state_top, (void *)top);
 }
 
 static int job_pivot(void *ctx, struct tgt *target, struct tgt **old)

@@ -247,20 +247,22 @@ struct snap_record_ctx {
 	struct ublk_dev *dev;
 };
 
+static int snap_state_top(struct ublk_state *s, void *top)
+{
+	const struct tgt *t = top;
+
+	snprintf(s->target, sizeof(s->target), "%s", t->ops->name);
+	if (!realpath(t->cfg.file, s->file))
+		return -errno;
+	return 0;
+}
+
 /* block/chain.c's record hook: the state file names @top. */
 static int snap_record(void *ctx, const struct tgt *top)
 {
 	struct snap_record_ctx *c = ctx;
-	struct ublk_state s;
-	int ret;
 
-	ret = ublk_state_read(c->dev->info.dev_id, &s);
-	if (ret)
-		return ret;
-	snprintf(s.target, sizeof(s.target), "%s", top->ops->name);
-	if (!realpath(top->cfg.file, s.file))
-		return -errno;
-	return ublk_state_write(&s);
+	return ublk_state_update(c->dev->info.dev_id, snap_state_top, (void *)top);
 }
 
 /* Makes the creation of @file durable: its directory is synced. */
