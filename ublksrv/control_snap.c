@@ -21,6 +21,7 @@
 
 #include "block.h"
 #include "control.h"
+#include "job.h"
 #include "state.h"
 #include "ublk.h"
 #include "util.h"
@@ -116,6 +117,24 @@ static int snap_check_device(struct ctl_call *call)
 	return ctl_fail(call, -ENODEV, "Device '%s' not found: this is %s", want, name);
 }
 
+/*
+ * A block job holds nodes of the chain and changes it at its end: as
+ * QEMU's op blockers do, a snapshot waits for it to be gone.  The control
+ * channel runs one command at a time, so no job starts meanwhile.
+ * Returns 0 or -EBUSY (reason set).
+ */
+static int snap_check_job(struct ctl_call *call)
+{
+	struct ublk_dev *dev = call->ctx;
+	struct blk_job_info info;
+	char name[32];
+
+	if (blk_job_query(&dev->blk, &info))
+		return 0;
+	return ctl_fail(call, -EBUSY, "Node '%s' is busy: block device is in use by block job: %s",
+			snap_dev_name(dev, name, sizeof(name)), info.type);
+}
+
 /* Refusals shared by the internal snapshot commands.  Returns 0 or -errno (reason set). */
 static int snap_internal_check(struct ctl_call *call, const struct tgt *t)
 {
@@ -124,6 +143,8 @@ static int snap_internal_check(struct ctl_call *call, const struct tgt *t)
 
 	if (snap_check_device(call))
 		return -ENODEV;
+	if (snap_check_job(call))
+		return -EBUSY;
 	snap_dev_name(dev, name, sizeof(name));
 	if (!t->ops->snapshot)
 		return ctl_fail(call, -ENOTSUP,
@@ -393,6 +414,8 @@ static int ublk_ctl_snapshot_external(struct ctl_call *call)
 
 	if (snap_check_device(call))
 		return -ENODEV;
+	if (snap_check_job(call))
+		return -EBUSY;
 	snap_dev_name(dev, dname, sizeof(dname));
 	if (strcmp(mode, "absolute-paths"))
 		return ctl_fail(call, -ENOTSUP, "mode '%s' is not supported: only absolute-paths",

@@ -80,6 +80,10 @@ check "mirror --wait returns when ready" timeout 250 imgblk mirror -n "$ID" --wa
 check "job list says ready" sh -c "imgblk job -n $ID | grep -q ready"
 check_fails "a backup is refused while the mirror runs" \
 	imgblk backup -n "$ID" --sync full "$T_TMP/x.qcow2"
+check "an external snapshot is refused while it runs, as QEMU's" sh -c \
+	"! imgblk snapshot -n $ID --external '$T_TMP/snap.qcow2' 2> '$T_TMP/snap.err' &&
+	 grep -q 'in use by block job: mirror' '$T_TMP/snap.err' && [ ! -e '$T_TMP/snap.qcow2' ]"
+check_fails "an internal snapshot too" imgblk snapshot -n "$ID" -c s1
 fio_ok cancel
 check "job cancel --wait: the ready mirror completes" timeout 60 imgblk job -n "$ID" cancel --wait
 check "the device still serves its image" sh -c "imgblk query -n $ID | grep -q '$IMG'"
