@@ -32,7 +32,7 @@ USAGE
 # What make needs (debian/control's Build-Depends say the same), then what
 # the host tests run.
 BUILD_PKGS=(build-essential pkg-config liburing-dev zlib1g-dev libzstd-dev
-	    libnl-3-dev libjson-c-dev libssl-dev linux-source-6.12 xz-utils)
+	    libnl-3-dev libjson-c-dev libssl-dev libsystemd-dev linux-source-6.12 xz-utils)
 TEST_PKGS=(qemu-utils e2fsprogs fio groff-base man-db)
 VM_PKGS=(qemu-system-x86 busybox-static cpio kmod)
 # make fuzz: clang, and the libFuzzer and sanitizer runtimes it links.

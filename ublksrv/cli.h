@@ -71,12 +71,15 @@ enum cli_key {
 	CLI_K_JOB_ID,
 	CLI_K_WAIT,
 	CLI_K_PIVOT,
-	CLI_K_FORCE,
 	CLI_K_TOP,
 	CLI_K_EXTERNAL,		/* snapshot --external NEW */
 	CLI_K_FREEZE,		/* snapshot --freeze */
 	CLI_K_BITMAP_OP,	/* + enum tgt_bitmap_op: bitmap's --add ... --flush */
 	CLI_K_BITMAP_OP_END = CLI_K_BITMAP_OP + TGT_BITMAP_FLUSH,
+	CLI_K_NAME,
+	CLI_K_TAB,
+	CLI_K_LOG_LEVEL,
+	CLI_K_FORCE,
 	CLI_K_THROTTLE,		/* + enum throttle_kind: the six limits */
 	CLI_K_THROTTLE_END = CLI_K_THROTTLE + THR_NR - 1,
 };
@@ -150,6 +153,7 @@ int cli_cmd_add(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_del(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_recover(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_udev_chown(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_udev_name(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_list(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_qmp(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_create(const struct cli_cmd *cmd, int argc, char **argv);
@@ -264,12 +268,17 @@ int cli_main(int argc, char **argv);
 
 /*
  * Option parsers.  Each returns 0, CLI_HELP after printing the usage, or
- * -EINVAL after printing one line that says what is wrong.
+ * -EINVAL after printing one line that says what is wrong.  add --tab,
+ * whose device comes from imgblktab, is cli_cmd_add()'s alone:
+ * cli_parse_add() refuses it.
  */
 int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o);
 
 struct cli_del_opts {
 	bool all;
+	bool force;		/* delete even a device in use */
+	bool tab;		/* the devices of imgblktab */
+	const char *tab_name;	/* its one entry to delete, or NULL: all */
 	unsigned int id;
 };
 int cli_parse_del(int argc, char **argv, struct cli_del_opts *o);

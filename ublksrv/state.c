@@ -99,6 +99,8 @@ static int ublk_state_write_locked(const struct ublk_state *s)
 		fprintf(f, "snapshot=%s\n", s->snapshot);
 	if (s->job[0])
 		fprintf(f, "job=%s\n", s->job);
+	if (s->name[0])
+		fprintf(f, "name=%s\n", s->name);
 	if (s->key_files[0])
 		fprintf(f, "key_files=%s\n", s->key_files);
 	for (k = 0; k < THR_NR; k++)
@@ -188,6 +190,8 @@ int ublk_state_read(unsigned int id, struct ublk_state *s)
 			snprintf(s->snapshot, sizeof(s->snapshot), "%s", v);
 		else if (!strcmp(line, "job"))
 			snprintf(s->job, sizeof(s->job), "%s", v);
+		else if (!strcmp(line, "name"))
+			snprintf(s->name, sizeof(s->name), "%s", v);
 		else if (!strcmp(line, "key_files"))
 			snprintf(s->key_files, sizeof(s->key_files), "%s", v);
 		else if (!strcmp(line, "l2_cache"))
@@ -270,4 +274,22 @@ int ublk_state_ids(unsigned int **ids)
 	qsort(v, n, sizeof(*v), cmp_uint);
 	*ids = v;
 	return n;
+}
+
+int ublk_state_find_name(const char *name)
+{
+	unsigned int *ids;
+	int n, i, ret = -ENOENT;
+
+	n = ublk_state_ids(&ids);
+	if (n < 0)
+		return n;
+	for (i = 0; i < n && ret < 0; i++) {
+		struct ublk_state s;
+
+		if (ublk_state_read(ids[i], &s) == 0 && !strcmp(s.name, name))
+			ret = ids[i];
+	}
+	free(ids);
+	return ret;
 }
