@@ -765,7 +765,7 @@ const struct cli_cmd cli_cmds[] = {
 	},
 	{
 		.name = "commit",
-		.summary = "merge an overlay into its backing file; of a running device too",
+		.summary = "merge an overlay into its backing file, offline or under a running device",
 		.synopsis = "[-q] [-p] [-f FMT] [-b BASE] [-d] FILE"
 		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]\n"
 		"-n ID [--top TOP] [--base BASE] [--speed BYTES_PER_S] [--job-id JOB] "
