@@ -246,10 +246,13 @@ static int ublk_ctl_query_snapshots(struct ctl_call *call)
  * run) leaves at each step, E1-E5 (the device's content is always what
  * the guest last saw; `qemu-img check` is clean on every image):
  *
- * E1 NEW is created (header naming the old top by absolute path and
- *    format, no data), synced, and its directory synced.  The state file
- *    names the old top: recover serves it; NEW is a stray empty overlay
- *    that nothing names (remove it, or use it: it shows the same data).
+ * E1 NEW is created under a temporary name beside it (header naming the
+ *    old top by absolute path and format, no data) and synced, then
+ *    linked as NEW, which fails if NEW exists, and the directory synced.
+ *    The state file names the old top: recover serves it.  A crash while
+ *    the header is written leaves only the hidden temporary file, never a
+ *    half-made NEW; after the link NEW is a stray empty overlay that
+ *    nothing names (remove it, or use it: it shows the same data).
  * E2 NEW is opened read-write; writes nothing yet.  As E1.
  * E3 (drained) the old top is flushed: everything it acknowledged is
  *    durable, so NEW, which reads through to it, shows it after a crash.
@@ -304,6 +307,24 @@ static int snap_sync_dir(const char *file)
 }
 
 /*
+ * Sets @out to a name for the temporary file @file is made in: hidden,
+ * in @file's directory (link() stays within one filesystem), unique per
+ * process.  Returns 0 or -ENAMETOOLONG.
+ */
+static int snap_tmp_name(const char *file, char *out, size_t len)
+{
+	const char *base = strrchr(file, '/');
+	int n;
+
+	if (base)
+		n = snprintf(out, len, "%.*s.%s.imgblk-%d", (int)(base + 1 - file), file,
+			     base + 1, (int)getpid());
+	else
+		n = snprintf(out, len, ".%s.imgblk-%d", file, (int)getpid());
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/*
  * E1-E2: creates @file as a @ops image over @top and opens it (no
  * backing linked yet).  Returns 0 with *@out, or -errno with the reason
  * set and nothing left on disk.
@@ -311,10 +332,10 @@ static int snap_sync_dir(const char *file)
 static int snap_make_overlay(struct ctl_call *call, const struct tgt *top,
 			     const struct tgt_ops *ops, const char *file, struct tgt **out)
 {
-	struct tgt_create_opts co = { .file = file, .size_bytes = top->caps.size_bytes };
-	char backing[PATH_MAX];
+	struct tgt_create_opts co = { .size_bytes = top->caps.size_bytes };
+	char backing[PATH_MAX], tmp[PATH_MAX];
 	struct tgt *t;
-	int fd, ret;
+	int ret;
 
 	/*
 	 * QEMU writes the old top's name as it was opened; the server's
@@ -324,18 +345,30 @@ static int snap_make_overlay(struct ctl_call *call, const struct tgt *top,
 		return ctl_fail(call, -errno, "%s: %s", top->cfg.file, strerror(errno));
 	co.backing_file = backing;
 	co.backing_fmt = top->ops->name;
-	/* Claimed first: a file that exists is never overwritten. */
-	fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return ctl_fail(call, -errno, "%s: %s", file,
-				errno == EEXIST ? "file exists" : strerror(errno));
-	close(fd);
+	if (!access(file, F_OK))
+		return ctl_fail(call, -EEXIST, "%s: file exists", file);
+	/*
+	 * Made whole under a temporary name, then linked: the server may be
+	 * killed while ->create writes, and a half-written NEW would be an
+	 * image qemu-img check calls corrupt.  link() also refuses to
+	 * replace a NEW that appeared meanwhile.
+	 */
+	ret = snap_tmp_name(file, tmp, sizeof(tmp));
+	if (ret)
+		return ctl_fail(call, ret, "%s: %s", file, strerror(-ret));
+	co.file = tmp;
+	unlink(tmp);	/* left by a killed server of the same pid */
 	ret = ops->create(&co);
+	if (!ret && link(tmp, file))
+		ret = -errno;
+	unlink(tmp);
 	if (!ret)
 		ret = snap_sync_dir(file);
 	if (ret) {
-		unlink(file);
-		return ctl_fail(call, ret, "cannot create %s: %s", file, strerror(-ret));
+		if (ret != -EEXIST)
+			unlink(file);
+		return ctl_fail(call, ret, "cannot create %s: %s", file,
+				ret == -EEXIST ? "file exists" : strerror(-ret));
 	}
 	t = calloc(1, sizeof(*t));
 	if (!t || !(t->cfg.file = strdup(file))) {
