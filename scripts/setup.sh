@@ -3,12 +3,13 @@
 #
 # setup.sh - install what building and testing imgblk needs.
 #
-#   scripts/setup.sh deps [--vm] [--fuzz] [--bench] [--deb]
+#   scripts/setup.sh deps [--vm] [--fuzz] [--bench] [--deb] [--ceph]
 #                                    apt packages for the build and the tests
 #                                    (+ the VM rig, + clang and libFuzzer for
 #                                    make fuzz, + the profilers and gnuplot for
 #                                    make bench, + debhelper and lintian for
-#                                    make dist-check)
+#                                    make dist-check, + a one-node Ceph for the
+#                                    RBD tests)
 #   scripts/setup.sh check [--fuzz]  installs nothing: names what the build
 #                                    (or make fuzz) lacks, and fails if anything
 #   scripts/setup.sh headers BUILD   kernel headers we vendor at build time
@@ -23,7 +24,7 @@ die() { echo "setup.sh: $*" >&2; exit 1; }
 
 usage() {
 	cat <<'USAGE'
-usage: scripts/setup.sh deps [--vm] [--fuzz] [--bench] [--deb]
+usage: scripts/setup.sh deps [--vm] [--fuzz] [--bench] [--deb] [--ceph]
        scripts/setup.sh check [--fuzz]
        scripts/setup.sh headers BUILD_DIR
 USAGE
@@ -41,6 +42,9 @@ FUZZ_PKGS=(clang libclang-rt-14-dev)
 BENCH_PKGS=(valgrind strace gnuplot-nox)
 # make dist-check: dpkg-buildpackage and lintian.
 DEB_PKGS=(debhelper devscripts lintian fakeroot dpkg-dev)
+# The RBD tests: the daemons scripts/ceph-cluster.sh starts, the rbd tool,
+# and QEMU's rbd driver (a module in qemu-block-extra) as the oracle.
+CEPH_PKGS=(ceph-mon ceph-osd ceph-mgr ceph-common uuid-runtime qemu-block-extra)
 KSRC_PKG=linux-source-6.12
 KSRC_TAR=/usr/src/linux-source-6.12.tar.xz
 
@@ -89,6 +93,7 @@ cmd_deps() {
 		--fuzz) pkgs+=("${FUZZ_PKGS[@]}") ;;
 		--bench) pkgs+=("${BENCH_PKGS[@]}") ;;
 		--deb) pkgs+=("${DEB_PKGS[@]}") ;;
+		--ceph) pkgs+=("${CEPH_PKGS[@]}") ;;
 		*) usage >&2; die "deps: unknown option '$opt'" ;;
 		esac
 	done
