@@ -93,6 +93,11 @@ struct tgt_config {
 	const char *format;
 	/* Inherited by the whole backing chain. */
 	enum tgt_backing_policy backing_policy;
+	/*
+	 * BFILE_PROTO_* a backing or data file named by an image may use
+	 * (--allow-protocol); 0 means all.  Inherited.
+	 */
+	unsigned int allow_protocols;
 	/* Most bytes of L2 tables a format keeps cached; 0: its default. */
 	uint64_t l2_cache_bytes;
 	/*
@@ -450,15 +455,6 @@ int tgt_file_allowed(const struct tgt *overlay, const char *path, const char *wh
  * -EBUSY after printing which lock is held, or another -errno, not printed.
  */
 int tgt_create_file(const char *file);
-
-/*
- * Grows the image file @fd from @from to @to bytes ahead of allocation,
- * with blocks reserved for the new range where the filesystem can and
- * has the space (fallocate), else as a hole (ftruncate).  Either way the
- * range reads as zeros.  A blocking call, made once per large step.
- * Returns 0 or -errno.
- */
-int tgt_grow_file(int fd, uint64_t from, uint64_t to);
 
 /*
  * Reads @len bytes at @off from the backing image @b, zeros past its end
