@@ -176,4 +176,15 @@ int bfile_block_status(struct bfile *f, uint64_t off, uint64_t *len, bool *hole)
  */
 ssize_t bfile_read_name(const char *name, void *buf, size_t len, uint64_t off);
 
+/* NBD (lib/bfile_nbd.c): bfile_open() for an NBD name. */
+int bfile_nbd_open(const char *name, unsigned int flags, struct bfile **fp);
+
+/*
+ * As QEMU's nbd options: a lost connection is made again while requests
+ * wait up to @reconnect_delay_ms (0: they fail at once), and an open
+ * retries a refused connection for @open_timeout_ms (0: once).  For the
+ * whole process; set before opening.
+ */
+void bfile_nbd_set_timeouts(unsigned int reconnect_delay_ms, unsigned int open_timeout_ms);
+
 #endif

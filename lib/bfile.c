@@ -96,8 +96,9 @@ int bfile_open(const char *name, unsigned int flags, struct bfile **fp)
 {
 	switch (bfile_name_proto(name)) {
 	case BFILE_PROTO_NBD:
+		return bfile_nbd_open(name, flags, fp);
 	case BFILE_PROTO_RBD:
-		img_err("%s: remote images are not supported by this build", name);
+		img_err("%s: RBD images are not supported yet", name);
 		return -EPROTONOSUPPORT;
 	default:
 		return bfile_local_open(name, flags, fp);
