@@ -92,6 +92,13 @@ static inline bool bfile_name_remote(const char *name)
 int bfile_parse_protocols(const char *list, unsigned int *set);
 
 /*
+ * The protocols a name found inside an image (a backing or data file) may
+ * use, for the whole process: all until bfile_set_allowed_protocols().
+ */
+void bfile_set_allowed_protocols(unsigned int set);
+bool bfile_protocol_allowed(enum bfile_proto proto);
+
+/*
  * Opens @name with BFILE_* @flags.  Prints one line naming @name and the
  * reason on failure (a refused connection, a missing export, no O_DIRECT
  * on this filesystem).  Returns 0 and sets *@fp, or -errno.

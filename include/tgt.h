@@ -93,11 +93,6 @@ struct tgt_config {
 	const char *format;
 	/* Inherited by the whole backing chain. */
 	enum tgt_backing_policy backing_policy;
-	/*
-	 * BFILE_PROTO_* a backing or data file named by an image may use
-	 * (--allow-protocol); 0 means all.  Inherited.
-	 */
-	unsigned int allow_protocols;
 	/* Most bytes of L2 tables a format keeps cached; 0: its default. */
 	uint64_t l2_cache_bytes;
 	/*

@@ -58,6 +58,19 @@ int bfile_parse_protocols(const char *list, unsigned int *set)
 	return 0;
 }
 
+/* --allow-protocol: process-wide, as the policy of the command that runs. */
+static unsigned int bfile_allowed = BFILE_PROTO_ALL;
+
+void bfile_set_allowed_protocols(unsigned int set)
+{
+	bfile_allowed = set;
+}
+
+bool bfile_protocol_allowed(enum bfile_proto proto)
+{
+	return bfile_allowed & proto;
+}
+
 static int bfile_local_open(const char *name, unsigned int flags, struct bfile **fp)
 {
 	bool direct = flags & BFILE_DIRECT;

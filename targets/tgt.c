@@ -325,12 +325,11 @@ static const char *tgt_proto_name(enum bfile_proto proto)
 int tgt_file_allowed(const struct tgt *overlay, const char *path, const char *what)
 {
 	enum bfile_proto proto = bfile_name_proto(path);
-	unsigned int allowed = overlay->cfg.allow_protocols ?: BFILE_PROTO_ALL;
 	char *dir_o, *dir_b;
 	char *slash;
 	int ret = 0;
 
-	if (!(allowed & proto)) {
+	if (!bfile_protocol_allowed(proto)) {
 		img_err("%s: has a %s (%s), and --allow-protocol does not include %s",
 			overlay->cfg.file, what, path, tgt_proto_name(proto));
 		return -EPERM;
@@ -459,7 +458,6 @@ int tgt_open_backing(struct tgt *overlay, const char *name, const char *fmt)
 	b->cfg.file = path;
 	b->cfg.format = fmt;
 	b->cfg.backing_policy = overlay->cfg.backing_policy;
-	b->cfg.allow_protocols = overlay->cfg.allow_protocols;
 	b->cfg.l2_cache_bytes = overlay->cfg.l2_cache_bytes;
 	/*
 	 * Backing files are never written; they inherit the caching mode

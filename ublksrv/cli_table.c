@@ -72,6 +72,16 @@
 	  "named): FILE's whole content" }, \
 	{ CLI_K_OBJECT, "object", "secret,id=ID,file=FILE", \
 	  "a passphrase for -o encrypt.key-secret=ID, as QEMU's" }
+#define OPT_PROTOCOLS \
+	{ CLI_K_ALLOW_PROTOCOL, "allow-protocol", "LIST", \
+	  "what a backing or data file named inside an image may be: file, nbd, rbd, " \
+	  "comma-separated (default all); an untrusted image then cannot make us connect " \
+	  "anywhere" }, \
+	{ CLI_K_RECONNECT_DELAY, "reconnect-delay", "SECONDS", \
+	  "NBD: when a connection is lost, hold requests up to SECONDS while connecting " \
+	  "again, then reissue them (default 0: they fail)" }, \
+	{ CLI_K_OPEN_TIMEOUT, "open-timeout", "SECONDS", \
+	  "NBD: retry a refused connection at open for up to SECONDS (default 0: once)" }
 #define OPT_WERROR(what) \
 	{ CLI_K_WERROR, "werror", "enospc|stop|report|ignore", what }
 #define OPT_RERROR(what) \
@@ -140,6 +150,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ CLI_K_FOREGROUND, "foreground", NULL,
 			  "serve in this process; Ctrl-C deletes the device" },
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 0, .max_args = 0,
@@ -342,6 +353,7 @@ const struct cli_cmd cli_cmds[] = {
 			  "only read for its size anyway)" },
 			OPT_QUIET,
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 2,
@@ -367,6 +379,7 @@ const struct cli_cmd cli_cmds[] = {
 			  "describe every image of the backing chain" },
 			OPT_FORCE_SHARE,
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,
@@ -392,6 +405,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ 'U', "force-share", NULL,
 			  "check an image another process may be writing (not with -r)" },
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,
@@ -422,6 +436,7 @@ const struct cli_cmd cli_cmds[] = {
 			OPT_OUTPUT,
 			OPT_FORCE_SHARE,
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,
@@ -450,6 +465,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ 'U', "force-share", NULL,
 			  "read INPUT even if another process writes it (as qemu-img)" },
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 2, .max_args = 2,
@@ -476,6 +492,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ CLI_K_SHRINK, "shrink", NULL, "allow the image to shrink" },
 			OPT_QUIET,
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 2, .max_args = 2,
@@ -506,6 +523,7 @@ const struct cli_cmd cli_cmds[] = {
 			  "data; the old backing file need not exist" },
 			OPT_PROGRESS,
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,
@@ -531,6 +549,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ 'o', "options", "OPTIONS", "the options to change, KEY=VALUE[,...]" },
 			{ 'q', "quiet", NULL, "accepted for qemu-img's sake" },
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,
@@ -565,6 +584,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ 'U', "force-share", NULL,
 			  "read FILE even if another process writes it (as qemu-img)" },
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 0, .max_args = 1,
@@ -592,6 +612,7 @@ const struct cli_cmd cli_cmds[] = {
 			OPT_PROGRESS,
 			OPT_QUIET,
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,
@@ -618,6 +639,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ 'U', "force-share", NULL,
 			  "with -l: list even if another process writes the image" },
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,
@@ -656,6 +678,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ 'U', "force-share", NULL,
 			  "with -r, open the image even if another process writes it" },
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,
@@ -698,6 +721,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ 'U', "force-share", NULL,
 			  "read an image another process may be writing (not with -w)" },
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,

@@ -108,6 +108,10 @@ static int create_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	case CLI_K_KEY_FILE:
 	case CLI_K_OBJECT:
 		return cli_secret_opt(opt->key, arg);
+	case CLI_K_ALLOW_PROTOCOL:
+	case CLI_K_RECONNECT_DELAY:
+	case CLI_K_OPEN_TIMEOUT:
+		return cli_protocol_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;
@@ -303,6 +307,10 @@ static int info_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	case CLI_K_KEY_FILE:
 	case CLI_K_OBJECT:
 		return cli_secret_opt(opt->key, arg);
+	case CLI_K_ALLOW_PROTOCOL:
+	case CLI_K_RECONNECT_DELAY:
+	case CLI_K_OPEN_TIMEOUT:
+		return cli_protocol_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;
@@ -449,6 +457,10 @@ static int check_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	case CLI_K_KEY_FILE:
 	case CLI_K_OBJECT:
 		return cli_secret_opt(opt->key, arg);
+	case CLI_K_ALLOW_PROTOCOL:
+	case CLI_K_RECONNECT_DELAY:
+	case CLI_K_OPEN_TIMEOUT:
+		return cli_protocol_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;
@@ -595,6 +607,10 @@ static int map_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	case CLI_K_KEY_FILE:
 	case CLI_K_OBJECT:
 		return cli_secret_opt(opt->key, arg);
+	case CLI_K_ALLOW_PROTOCOL:
+	case CLI_K_RECONNECT_DELAY:
+	case CLI_K_OPEN_TIMEOUT:
+		return cli_protocol_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;

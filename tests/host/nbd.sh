@@ -13,6 +13,9 @@
 # 4. map uses block status: the export's holes are holes.
 # 5. names: json: backing names, a wrong URI, a server not there, each one
 #    line; --backing=same-dir and --allow-protocol refuse an NBD backing.
+# 6. the server killed under load and started again: with --reconnect-delay
+#    the writes are held, reissued, and all land; without, they fail; with
+#    --open-timeout an open waits for a server that starts late.
 set -u
 
 IMGBLK=${IMGBLK:-build/imgblk}
@@ -24,11 +27,12 @@ need qemu-img qemu-io qemu-nbd
 SERVERS=
 on_exit 'for p in $SERVERS; do kill $p 2>/dev/null; done; wait'
 
-# serve_qemu SOCK FMT FILE [ARGS...]: qemu-nbd exporting FILE as "exp".
+# serve_qemu SOCK FMT FILE [ARGS...]: qemu-nbd exporting FILE as "exp",
+# its messages in SOCK.log.
 serve_qemu() {
 	local sock=$1 fmt=$2 file=$3 i
 	shift 3
-	qemu-nbd -f "$fmt" -t -k "$sock" -x exp "$@" "$file" &
+	qemu-nbd -f "$fmt" -t -k "$sock" -x exp "$@" "$file" 2>> "$sock.log" &
 	SERVERS="$SERVERS $!"
 	for i in $(seq 50); do [ -S "$sock" ] && return 0; sleep 0.1; done
 	return 1
@@ -174,5 +178,48 @@ one_line "--backing=same-dir refuses an NBD backing" "same-dir" \
 	"$IMGBLK" io --backing=same-dir -c "read 0 4k" "$T_TMP/ov1.qcow2"
 one_line "--backing=none refuses an NBD backing" "none" \
 	"$IMGBLK" io --backing=none -c "read 0 4k" "$T_TMP/ov1.qcow2"
+one_line "--allow-protocol=file refuses an NBD backing" "allow-protocol" \
+	"$IMGBLK" io --allow-protocol=file -c "read 0 4k" "$T_TMP/ov1.qcow2"
+check "--allow-protocol=file,nbd allows it" \
+	"$IMGBLK" io --allow-protocol=file,nbd -c "read -P 0x11 0 4k" "$T_TMP/ov1.qcow2"
+
+# 6. Reconnection under load.
+rc=$T_TMP/rc.raw
+qemu-img create -q -f raw "$rc" 128M
+csock=$T_TMP/rc.sock
+serve_qemu "$csock" raw "$rc" || bail "qemu-nbd (reconnect) did not start"
+cpid=${SERVERS##* }
+c=$(uri "$csock")
+# bench writes 0x5c over the whole export, 32 in flight (it leaves the
+# last block alone, on a local file too).
+"$IMGBLK" bench -w -f raw --pattern=92 -c 32768 -d 32 --reconnect-delay 30 "$c" \
+	> "$T_TMP/rc.out" 2>&1 &
+bp=$!
+sleep 0.3
+kill $cpid
+wait $cpid 2> /dev/null
+sleep 1
+serve_qemu "$csock" raw "$rc" || bail "qemu-nbd (restart) did not start"
+cpid=${SERVERS##* }
+if wait $bp && grep -q reconnected "$T_TMP/rc.out"; then
+	ok "server killed under load: writes held and completed after its restart"
+else
+	not_ok "server killed under load: writes held and completed after its restart"
+	diag_file "$T_TMP/rc.out"
+fi
+check "server killed under load: nothing lost" qio raw "$c" "read -P 0x5c 0 $((128 * 1048576 - 4096))"
+"$IMGBLK" bench -w -f raw -c 32768 -d 32 "$c" > "$T_TMP/rc2.out" 2>&1 &
+bp=$!
+sleep 0.3
+kill $cpid
+if wait $bp; then
+	not_ok "without --reconnect-delay a lost server fails the writes"
+else
+	ok "without --reconnect-delay a lost server fails the writes"
+fi
+(sleep 1; qemu-nbd -f raw -t -k "$csock" -x exp "$rc" & echo $! > "$T_TMP/late.pid"; wait) &
+check "--open-timeout waits for a server that starts late" \
+	"$IMGBLK" io --open-timeout 10 -f raw -c "read 0 4k" "$c"
+SERVERS="$SERVERS $(cat "$T_TMP/late.pid" 2>/dev/null)"
 
 done_testing
