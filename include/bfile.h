@@ -55,6 +55,11 @@ struct bfile_ops {
 	 * file's to reserve); -EOPNOTSUPP when the server cannot.
 	 */
 	int (*fallocate)(struct bfile *f, int mode, uint64_t off, uint64_t len);
+	/*
+	 * Optional: a server-sized file (NBD) has none.  Sets the size
+	 * (blocking: once per growth step, as ftruncate).  Returns 0 or -errno.
+	 */
+	int (*truncate)(struct bfile *f, uint64_t bytes);
 	/* Optional.  Whether [off, off + *len) is a hole; trims *len. */
 	int (*block_status)(struct bfile *f, uint64_t off, uint64_t *len, bool *hole);
 	/* Required.  Releases everything. */
@@ -113,6 +118,12 @@ static inline bool bfile_is_local(const struct bfile *f)
 	return f->fd >= 0;
 }
 
+/* Whether @f's size is ours to set (a local file, RBD), not its server's (NBD). */
+static inline bool bfile_resizable(const struct bfile *f)
+{
+	return f->fd >= 0 || f->ops->truncate;
+}
+
 /* The bytes read (fewer than @len only at the end), or -errno. */
 static inline ssize_t bfile_pread(struct bfile *f, void *buf, size_t len, uint64_t off)
 {
@@ -157,7 +168,7 @@ int bfile_pwrite_all(struct bfile *f, struct exec_write *w, unsigned int n);
 int bfile_size(struct bfile *f, uint64_t *bytes);
 
 /*
- * Sets @f's size to @bytes.  A remote file has the size its server gives
+ * Sets @f's size to @bytes.  An NBD export has the size its server gives
  * it: -EOPNOTSUPP unless @bytes is that size.  Returns 0 or -errno.
  */
 int bfile_truncate(struct bfile *f, uint64_t bytes);
@@ -165,8 +176,9 @@ int bfile_truncate(struct bfile *f, uint64_t bytes);
 /*
  * Grows @f from @from to @to bytes ahead of allocation, with blocks
  * reserved where the filesystem can (see lib/bfile.c for why), else as a
- * hole; the growth reads as zeros.  A remote file cannot grow: 0 if @to
- * fits in it, else -ENOSPC.  Returns 0 or -errno.
+ * hole; the growth reads as zeros.  An RBD image is resized; an NBD
+ * export cannot grow: 0 if @to fits in it, else -ENOSPC.  Returns 0 or
+ * -errno.
  */
 int bfile_grow(struct bfile *f, uint64_t from, uint64_t to);
 
@@ -193,5 +205,14 @@ int bfile_nbd_open(const char *name, unsigned int flags, struct bfile **fp);
  * whole process; set before opening.
  */
 void bfile_nbd_set_timeouts(unsigned int reconnect_delay_ms, unsigned int open_timeout_ms);
+
+/* RBD (lib/bfile_rbd.c): bfile_open() for an RBD name. */
+int bfile_rbd_open(const char *name, unsigned int flags, struct bfile **fp);
+
+/*
+ * The Ceph config file and client id for RBD names that give none
+ * (--rbd-conf, --rbd-id); NULL leaves one as it is (Ceph's defaults).
+ */
+void bfile_rbd_set_defaults(const char *conf, const char *id);
 
 #endif

@@ -111,8 +111,7 @@ int bfile_open(const char *name, unsigned int flags, struct bfile **fp)
 	case BFILE_PROTO_NBD:
 		return bfile_nbd_open(name, flags, fp);
 	case BFILE_PROTO_RBD:
-		img_err("%s: RBD images are not supported yet", name);
-		return -EPROTONOSUPPORT;
+		return bfile_rbd_open(name, flags, fp);
 	default:
 		return bfile_local_open(name, flags, fp);
 	}
@@ -170,8 +169,11 @@ int bfile_size(struct bfile *f, uint64_t *bytes)
 
 int bfile_truncate(struct bfile *f, uint64_t bytes)
 {
-	if (f->fd < 0)
+	if (f->fd < 0) {
+		if (f->ops->truncate)
+			return f->ops->truncate(f, bytes);
 		return bytes == f->size_bytes ? 0 : -EOPNOTSUPP;
+	}
 	return ftruncate(f->fd, bytes) ? -errno : 0;
 }
 
@@ -189,8 +191,11 @@ int bfile_grow(struct bfile *f, uint64_t from, uint64_t to)
 {
 	if (to <= from)
 		return 0;
-	if (f->fd < 0)
-		return to <= f->size_bytes ? 0 : -ENOSPC;
+	if (f->fd < 0) {
+		if (to <= f->size_bytes)
+			return 0;
+		return f->ops->truncate ? f->ops->truncate(f, to) : -ENOSPC;
+	}
 	if (fallocate(f->fd, 0, from, to - from) == 0)
 		return 0;
 	return ftruncate(f->fd, to) ? -errno : 0;

@@ -309,8 +309,11 @@ void tgt_resolve_path(const char *base, const char *name, char *out, size_t len)
 {
 	const char *slash = strrchr(base, '/');
 
-	/* Like QEMU: a relative backing name is relative to the overlay's directory. */
-	if (name[0] == '/' || !slash)
+	/*
+	 * Like QEMU: a relative backing name is relative to the overlay's
+	 * directory; a remote one (nbd://, rbd:) is used as it is.
+	 */
+	if (name[0] == '/' || !slash || bfile_name_remote(name))
 		snprintf(out, len, "%s", name);
 	else
 		snprintf(out, len, "%.*s/%s", (int)(slash - base), base, name);
@@ -397,11 +400,7 @@ int tgt_open_backing(struct tgt *overlay, const char *name, const char *fmt)
 		ret = -ENOMEM;
 		goto err;
 	}
-	/* A remote name is used as it is, never relative to the overlay. */
-	if (bfile_name_remote(name))
-		snprintf(path, PATH_MAX, "%s", name);
-	else
-		tgt_resolve_path(overlay->cfg.file, name, path, PATH_MAX);
+	tgt_resolve_path(overlay->cfg.file, name, path, PATH_MAX);
 	ret = tgt_file_allowed(overlay, path, "backing file");
 	if (ret)
 		goto err;

@@ -45,6 +45,11 @@ int cli_protocol_opt(int key, const char *arg)
 	unsigned int set;
 	uint64_t *v;
 
+	if (key == CLI_K_RBD_CONF || key == CLI_K_RBD_ID) {
+		bfile_rbd_set_defaults(key == CLI_K_RBD_CONF ? arg : NULL,
+				       key == CLI_K_RBD_ID ? arg : NULL);
+		return 0;
+	}
 	if (key == CLI_K_ALLOW_PROTOCOL) {
 		if (bfile_parse_protocols(arg, &set)) {
 			img_err("--allow-protocol takes file, nbd and rbd, comma-separated, not '%s'",

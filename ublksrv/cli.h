@@ -65,6 +65,8 @@ enum cli_key {
 	CLI_K_ALLOW_PROTOCOL,
 	CLI_K_RECONNECT_DELAY,
 	CLI_K_OPEN_TIMEOUT,
+	CLI_K_RBD_CONF,
+	CLI_K_RBD_ID,
 	CLI_K_THROTTLE,		/* + enum throttle_kind: the six limits */
 	CLI_K_THROTTLE_END = CLI_K_THROTTLE + THR_NR - 1,
 };
@@ -239,7 +241,8 @@ int cli_secret_opt(int key, const char *arg);
 
 /*
  * Remote files (NBD, RBD), taken by the same verbs: --allow-protocol,
- * --reconnect-delay, --open-timeout (OPT_PROTOCOLS in cli_table.c), for
+ * --reconnect-delay, --open-timeout, --rbd-conf, --rbd-id
+ * (OPT_PROTOCOLS in cli_table.c), for
  * the whole process.  Returns 0 or -EINVAL (printed).
  */
 int cli_protocol_opt(int key, const char *arg);

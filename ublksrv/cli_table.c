@@ -81,7 +81,12 @@
 	  "NBD: when a connection is lost, hold requests up to SECONDS while connecting " \
 	  "again, then reissue them (default 0: they fail)" }, \
 	{ CLI_K_OPEN_TIMEOUT, "open-timeout", "SECONDS", \
-	  "NBD: retry a refused connection at open for up to SECONDS (default 0: once)" }
+	  "NBD: retry a refused connection at open for up to SECONDS (default 0: once)" }, \
+	{ CLI_K_RBD_CONF, "rbd-conf", "FILE", \
+	  "RBD: the Ceph config for names without conf= (default: Ceph's, " \
+	  "/etc/ceph/ceph.conf)" }, \
+	{ CLI_K_RBD_ID, "rbd-id", "USER", \
+	  "RBD: the Ceph client id for names without id= (default: admin)" }
 #define OPT_WERROR(what) \
 	{ CLI_K_WERROR, "werror", "enospc|stop|report|ignore", what }
 #define OPT_RERROR(what) \

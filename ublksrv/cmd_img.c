@@ -111,6 +111,8 @@ static int create_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	case CLI_K_ALLOW_PROTOCOL:
 	case CLI_K_RECONNECT_DELAY:
 	case CLI_K_OPEN_TIMEOUT:
+	case CLI_K_RBD_CONF:
+	case CLI_K_RBD_ID:
 		return cli_protocol_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
@@ -310,6 +312,8 @@ static int info_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	case CLI_K_ALLOW_PROTOCOL:
 	case CLI_K_RECONNECT_DELAY:
 	case CLI_K_OPEN_TIMEOUT:
+	case CLI_K_RBD_CONF:
+	case CLI_K_RBD_ID:
 		return cli_protocol_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
@@ -460,6 +464,8 @@ static int check_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	case CLI_K_ALLOW_PROTOCOL:
 	case CLI_K_RECONNECT_DELAY:
 	case CLI_K_OPEN_TIMEOUT:
+	case CLI_K_RBD_CONF:
+	case CLI_K_RBD_ID:
 		return cli_protocol_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
@@ -610,6 +616,8 @@ static int map_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	case CLI_K_ALLOW_PROTOCOL:
 	case CLI_K_RECONNECT_DELAY:
 	case CLI_K_OPEN_TIMEOUT:
+	case CLI_K_RBD_CONF:
+	case CLI_K_RBD_ID:
 		return cli_protocol_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;

@@ -330,7 +330,7 @@ static int qcow2_close(struct tgt *t)
 		ret = q->lazy ? qcow2_mark_clean(q) : qcow2_flush_meta(q);
 	/* Give back what the file grew ahead of its last cluster. */
 	if (!ret && !q->read_only && q->file_bytes > q->end_cluster << q->cluster_bits &&
-	    bfile_is_local(q->file))
+	    bfile_resizable(q->file))
 		ret = bfile_truncate(q->file, q->end_cluster << q->cluster_bits);
 	qcow2_free(q);
 	t->priv = NULL;

@@ -49,7 +49,7 @@ static int qed_open_rw_fixups(struct qed *q)
 	 * spec allows dropping them); cut them so that the next allocation,
 	 * which starts there, begins in fresh space that reads as zeros.
 	 */
-	if (bfile_is_local(q->file) && bfile_size(q->file, &file_bytes) == 0 &&
+	if (bfile_resizable(q->file) && bfile_size(q->file, &file_bytes) == 0 &&
 	    file_bytes > q->file_end) {
 		ret = bfile_truncate(q->file, q->file_end);
 		if (ret) {
@@ -186,7 +186,7 @@ static int qed_close(struct tgt *t)
 		if (!ret)
 			ret = qed_clear_need_check(q);
 		/* Give back what the file grew ahead of its last cluster. */
-		if (!ret && q->file_bytes > q->file_end && bfile_is_local(q->file))
+		if (!ret && q->file_bytes > q->file_end && bfile_resizable(q->file))
 			ret = bfile_truncate(q->file, q->file_end);
 		if (ret)
 			img_err("%s: writing back on close: %s", t->cfg.file, strerror(-ret));
