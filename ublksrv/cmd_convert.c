@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bfile.h"
 #include "cli.h"
 #include "exec.h"
 #include "tgt.h"
@@ -108,6 +109,11 @@ static int convert_body(void *arg)
 	out_ops = tgt_find(c->out_fmt);
 	if (!out_ops || !tgt_is_format(out_ops) || !out_ops->create) {
 		img_err("convert: unknown or unsupported output format '%s'", c->out_fmt);
+		return CLI_EXIT_ERR;
+	}
+	/* The formats create through a local descriptor: never a file named "nbd:..." */
+	if (bfile_name_remote(c->out_file)) {
+		img_err("convert: %s: the output is created on a local path only", c->out_file);
 		return CLI_EXIT_ERR;
 	}
 	in.cfg.snapshot = c->snapshot;

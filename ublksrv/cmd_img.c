@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "bfile.h"
 #include "cli.h"
 #include "exec.h"
 #include "json.h"
@@ -72,6 +73,12 @@ static int create_body(void *arg)
 
 	if (!ops || !tgt_is_format(ops) || !ops->create) {
 		img_err("create: unknown or unsupported format '%s'", c->fmt);
+		return CLI_EXIT_ERR;
+	}
+	/* The formats create through a local descriptor: never a file named "nbd:..." */
+	if (bfile_name_remote(c->o.file)) {
+		img_err("create: %s: images are created on local paths only; use qemu-img create "
+			"for NBD or RBD", c->o.file);
 		return CLI_EXIT_ERR;
 	}
 	/* No size: the backing file's, as qemu-img does. */
