@@ -36,7 +36,7 @@ CFLAGS += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -fno-strict-aliasing
 KHDR_BUILD ?= $(O)
 CPPFLAGS += -Iinclude -I$(KHDR_BUILD)/include -I/usr/include/libnl3
 DEPFLAGS = -MMD -MP
-LDLIBS += -luring -lnl-3 -lpthread -lz -lzstd -ljson-c -lcrypto -lnbd -lrbd -lrados
+LDLIBS += -luring -lnl-3 -lpthread -lz -lzstd -ljson-c -lcrypto -lsystemd -lnbd -lrbd -lrados
 ifeq ($(SAN),1)
 CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=address,undefined
@@ -72,7 +72,10 @@ DEPS_STAMP := $(O)/.deps-stamp
 # command table (ublksrv/cli_table.c), so they cannot drift from --help.
 DOCS := $(O)/imgblk.8 $(O)/imgblk.bash-completion
 
-all: $(O)/imgblk $(DOCS)
+# Helpers the VM tests run in the guest (scripts/vm/initramfs.sh packs them).
+VM_PROGS := $(patsubst tests/vm/%.c,$(O)/tests/vm/%,$(wildcard tests/vm/*.c))
+
+all: $(O)/imgblk $(DOCS) $(VM_PROGS)
 
 # What `imgblk --version` prints: git describe in a tagged checkout, else
 # the VERSION file (a tarball, an untagged clone).  The stamp changes only
@@ -142,6 +145,11 @@ $(O)/tests/host/%: $(O)/tests/host/%.o $(O)/libimgblk.a
 
 tests: $(HOST_TESTS)
 
+$(O)/tests/vm/%: tests/vm/%.c
+	$(quiet) CC tests/vm/$*
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) -o $@ $<
+
 # Benchmark programs (tests/bench/*.c), built for make bench, never run by check.
 BENCH_PROGS := $(patsubst tests/bench/%.c,$(O)/tests/bench/%,$(wildcard tests/bench/*.c))
 $(O)/tests/bench/%: $(O)/tests/bench/%.o $(O)/libimgblk.a
@@ -177,13 +185,13 @@ fuzz:
 	$(Q)tests/fuzz/run.sh -b $(O)/fuzz -t $(FUZZ_SECONDS)
 
 # One run, one closing count: host and VM results together.
-check: $(O)/imgblk $(HOST_TESTS) san
+check: $(O)/imgblk $(VM_PROGS) $(HOST_TESTS) san
 	$(Q)O=$(O) scripts/check.sh all
 
 check-host: $(O)/imgblk $(HOST_TESTS) san
 	$(Q)O=$(O) scripts/check.sh host
 
-check-vm: $(O)/imgblk
+check-vm: $(O)/imgblk $(VM_PROGS)
 	$(Q)O=$(O) scripts/check.sh vm
 
 # Crash-state replay with new seeds and many more states than `make check`

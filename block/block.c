@@ -442,7 +442,8 @@ static void blk_copy_on_read(struct blk_dev *d, struct tgt *t, const void *buf,
 			break;
 		/* Backing data that is not zeros: the image would read it anyway. */
 		if (layer && layer != t && !(ext.flags & TGT_EXT_ZERO) &&
-		    t->ops->write(t, (const char *)buf + (pos - off), n, pos, 0) < 0)
+		    t->ops->write(t, (const char *)buf + (pos - off), n, pos,
+				  TGT_W_SAME_DATA) < 0)
 			break;
 		pos += n;
 	}

@@ -73,6 +73,11 @@
  * see it.
  */
 #define TGT_W_COMPRESS	(1U << 1)
+/*
+ * The data the image reads there already (copy-on-read): not a change of
+ * the guest's content, so dirty bitmaps do not mark it (as in QEMU).
+ */
+#define TGT_W_SAME_DATA	(1U << 2)
 
 /*
  * Which backing files an image may make us open (`add --backing=`): an
@@ -221,6 +226,32 @@ enum tgt_snapshot_op {
 	TGT_SNAPSHOT_DELETE,		/* delete the first one named @name */
 };
 
+/* One persistent dirty bitmap, as `imgblk info` lists it (qemu-img's fields). */
+struct tgt_bitmap_info {
+	const char *name;
+	uint64_t granularity_bytes;
+	bool in_use;			/* found in use: inconsistent, only removable */
+	bool enabled;			/* "auto": every write marks it */
+};
+
+/* What ->bitmap does (qemu-img bitmap's operations, QMP's block-dirty-bitmap-*). */
+enum tgt_bitmap_op {
+	TGT_BITMAP_ADD,			/* new, empty, enabled unless @disabled */
+	TGT_BITMAP_REMOVE,
+	TGT_BITMAP_CLEAR,
+	TGT_BITMAP_ENABLE,
+	TGT_BITMAP_DISABLE,
+	TGT_BITMAP_MERGE,		/* marks what @src's bitmap @src_name marks */
+	TGT_BITMAP_FLUSH,		/* stores every bitmap now, in_use cleared */
+};
+
+struct tgt_bitmap_args {
+	uint64_t granularity_bytes;	/* ADD; 0: the format's default */
+	bool disabled;			/* ADD: created disabled */
+	struct tgt *src;		/* MERGE: the source image (may be @t) */
+	const char *src_name;
+};
+
 /*
  * Format-specific facts for `imgblk info`, appended by ->info as
  * key/value pairs; the verb prints them as text or JSON.
@@ -232,6 +263,11 @@ struct tgt_info {
 		const char *key;
 		char value[256];
 		bool is_string;		/* quote it in JSON */
+		/*
+		 * No value: the verb prints a list here from the target's
+		 * own member named by @key ("bitmaps": ->bitmap_list).
+		 */
+		bool is_list;
 		/*
 		 * A nested block instead of value (qcow2's "encrypt"): its
 		 * text lines, indented from column 0, and its JSON object.
@@ -245,6 +281,8 @@ struct tgt_info {
 	/* The backing file as the image names it, and its declared format. */
 	const char *backing_file;
 	const char *backing_fmt;
+	/* Left open while being changed (qcow2's dirty bit): qemu-img's "dirty-flag". */
+	bool dirty;
 };
 
 /*
@@ -356,6 +394,23 @@ struct tgt_ops {
 	 */
 	int (*snapshot_list)(struct tgt *t, const struct tgt_snapshot_info **list);
 	int (*snapshot)(struct tgt *t, enum tgt_snapshot_op op, const char *name);
+	/*
+	 * Optional: persistent dirty bitmaps.  ->bitmap_list sets *@list to
+	 * an array owned by the target (valid until the next bitmap call or
+	 * close) and returns its length, or -errno.  ->bitmap runs @op on
+	 * bitmap @name of an image open read-write (it may be served: the
+	 * change is made while requests run); it prints one line on failure
+	 * (-ENOENT: no such bitmap, -EEXIST: @name exists, -EBUSY: the
+	 * bitmap is in use) and returns 0 or -errno.  ->bitmap_status
+	 * describes the run at @off (at most @len bytes) of bitmap @name:
+	 * *@dirty says whether its granules are marked; it returns the run
+	 * length (> 0) or -errno.
+	 */
+	int (*bitmap_list)(struct tgt *t, const struct tgt_bitmap_info **list);
+	int (*bitmap)(struct tgt *t, enum tgt_bitmap_op op, const char *name,
+		      const struct tgt_bitmap_args *a);
+	int64_t (*bitmap_status)(struct tgt *t, const char *name, uint64_t off, uint64_t len,
+				 bool *dirty);
 };
 
 /*

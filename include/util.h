@@ -37,14 +37,43 @@
 extern unsigned int img_debug_mask;
 extern const char *img_prog;
 
-/* One line on stderr, prefixed with the program name; the newline is added. */
+/* Log levels, syslog's numbers: a message is shown if its level <= the set one. */
+#define IMG_LOG_ERR	3
+#define IMG_LOG_WARNING	4
+#define IMG_LOG_INFO	6
+#define IMG_LOG_DEBUG	7
+
+/*
+ * One line, the newline added: on stderr prefixed with the program name,
+ * or to syslog after img_log_to_syslog().  img_err at IMG_LOG_ERR,
+ * img_log at IMG_LOG_INFO, img_debug (and img_dbg) at IMG_LOG_DEBUG.
+ */
 void img_err(const char *fmt, ...) __printf(1, 2);
 void img_log(const char *fmt, ...) __printf(1, 2);
+void img_debug(const char *fmt, ...) __printf(1, 2);
 #define img_dbg(mask, fmt, ...)						\
 	do {								\
 		if (unlikely(img_debug_mask & (mask)))			\
-			img_log("%s: " fmt, __func__, ##__VA_ARGS__); \
+			img_debug("%s: " fmt, __func__, ##__VA_ARGS__); \
 	} while (0)
+
+/* Messages above @level (IMG_LOG_*; default IMG_LOG_INFO) are dropped. */
+void img_log_set_level(int level);
+
+/* "err", "warning", "info" or "debug" to its IMG_LOG_*.  Returns 0 or -EINVAL. */
+int img_log_parse_level(const char *s, int *level);
+
+/*
+ * Prefixes the lines on stderr with @ctx (e.g. "imgblktab:3: ", saying
+ * which line of a file they are about) until called again; NULL for none.
+ */
+void img_log_context(const char *ctx);
+
+/*
+ * From now on, messages go to syslog (facility daemon, ident the program
+ * name with its pid), each prefixed with @prefix (e.g. "ublkb0: ").
+ */
+void img_log_to_syslog(const char *prefix);
 
 /*
  * Parses a decimal unsigned integer in [min, max].

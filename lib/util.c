@@ -1,10 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
-/* Logging and number parsing shared by the CLI, the server and the engines. */
+/*
+ * Logging and number parsing shared by the CLI, the server and the
+ * engines.  Every message goes through img_vprint(): to stderr, or to
+ * syslog (the journal) once a background server has left its terminal.
+ */
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -12,13 +19,60 @@
 unsigned int img_debug_mask;
 const char *img_prog = "imgblk";
 
-static void img_vprint(const char *fmt, va_list ap)
+/* Where lines go: stderr, or syslog with a prefix naming the device. */
+static int img_level = IMG_LOG_INFO;
+static bool img_syslog;
+static char img_syslog_prefix[64];
+/* What the lines on stderr are about (img_log_context()); "" for nothing. */
+static char img_context[PATH_MAX + 16];
+
+void img_log_set_level(int level)
+{
+	img_level = level;
+}
+
+int img_log_parse_level(const char *s, int *level)
+{
+	static const struct { const char *name; int level; } names[] = {
+		{ "err", IMG_LOG_ERR }, { "warning", IMG_LOG_WARNING },
+		{ "info", IMG_LOG_INFO }, { "debug", IMG_LOG_DEBUG },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (!strcmp(s, names[i].name)) {
+			*level = names[i].level;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+void img_log_context(const char *ctx)
+{
+	snprintf(img_context, sizeof(img_context), "%s", ctx ? ctx : "");
+}
+
+void img_log_to_syslog(const char *prefix)
+{
+	snprintf(img_syslog_prefix, sizeof(img_syslog_prefix), "%s", prefix);
+	/* LOG_NDELAY: connect now, while /dev/log is known to be there. */
+	openlog(img_prog, LOG_PID | LOG_NDELAY, LOG_DAEMON);
+	img_syslog = true;
+}
+
+static void img_vprint(int level, const char *fmt, va_list ap)
 {
 	char line[1024];
 
+	if (level > img_level)
+		return;
 	/* One write per line so lines from several threads do not interleave. */
 	vsnprintf(line, sizeof(line), fmt, ap);
-	fprintf(stderr, "%s: %s\n", img_prog, line);
+	if (img_syslog)
+		syslog(level, "%s%s", img_syslog_prefix, line);
+	else
+		fprintf(stderr, "%s: %s%s\n", img_prog, img_context, line);
 }
 
 void img_err(const char *fmt, ...)
@@ -26,7 +80,7 @@ void img_err(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	img_vprint(fmt, ap);
+	img_vprint(IMG_LOG_ERR, fmt, ap);
 	va_end(ap);
 }
 
@@ -35,7 +89,16 @@ void img_log(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	img_vprint(fmt, ap);
+	img_vprint(IMG_LOG_INFO, fmt, ap);
+	va_end(ap);
+}
+
+void img_debug(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	img_vprint(IMG_LOG_DEBUG, fmt, ap);
 	va_end(ap);
 }
 

@@ -33,8 +33,8 @@ USAGE
 # What make needs (debian/control's Build-Depends say the same), then what
 # the host tests run.
 BUILD_PKGS=(build-essential pkg-config liburing-dev zlib1g-dev libzstd-dev
-	    libnl-3-dev libjson-c-dev libssl-dev libnbd-dev librbd-dev linux-source-6.12
-	    xz-utils)
+	    libnl-3-dev libjson-c-dev libssl-dev libsystemd-dev libnbd-dev librbd-dev
+	    linux-source-6.12 xz-utils)
 # nbdkit: the second NBD server of tests/host/nbd.sh (qemu-nbd is the first).
 TEST_PKGS=(qemu-utils e2fsprogs fio groff-base man-db nbdkit)
 VM_PKGS=(qemu-system-x86 busybox-static cpio kmod)

@@ -471,8 +471,12 @@ int cli_main(int argc, char **argv)
 	const struct cli_cmd *cmd;
 	const char *dbg = getenv("IMGBLK_DEBUG");
 
-	if (dbg)
+	if (dbg) {
 		img_debug_mask = strtoul(dbg, NULL, 0);
+		/* The lines it enables are at the debug level. */
+		if (img_debug_mask)
+			img_log_set_level(IMG_LOG_DEBUG);
+	}
 	if (argc < 2) {
 		cli_usage(stderr);
 		return CLI_EXIT_USAGE;

@@ -62,6 +62,15 @@ enum cli_key {
 	CLI_K_FLUSH_INTERVAL,
 	CLI_K_KEY_FILE,
 	CLI_K_OBJECT,
+	CLI_K_BITMAP,
+	CLI_K_BITMAPS,
+	CLI_K_SKIP_BROKEN,
+	CLI_K_BITMAP_OP,	/* + enum tgt_bitmap_op: bitmap's --add ... --flush */
+	CLI_K_BITMAP_OP_END = CLI_K_BITMAP_OP + TGT_BITMAP_FLUSH,
+	CLI_K_NAME,
+	CLI_K_TAB,
+	CLI_K_LOG_LEVEL,
+	CLI_K_FORCE,
 	CLI_K_ALLOW_PROTOCOL,
 	CLI_K_RECONNECT_DELAY,
 	CLI_K_OPEN_TIMEOUT,
@@ -140,6 +149,7 @@ int cli_cmd_add(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_del(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_recover(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_udev_chown(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_udev_name(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_list(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_qmp(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_create(const struct cli_cmd *cmd, int argc, char **argv);
@@ -153,6 +163,7 @@ int cli_cmd_resize(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_rebase(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_commit(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_snapshot(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_bitmap(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_measure(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_amend(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_stats(const struct cli_cmd *cmd, int argc, char **argv);
@@ -255,12 +266,17 @@ int cli_main(int argc, char **argv);
 
 /*
  * Option parsers.  Each returns 0, CLI_HELP after printing the usage, or
- * -EINVAL after printing one line that says what is wrong.
+ * -EINVAL after printing one line that says what is wrong.  add --tab,
+ * whose device comes from imgblktab, is cli_cmd_add()'s alone:
+ * cli_parse_add() refuses it.
  */
 int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o);
 
 struct cli_del_opts {
 	bool all;
+	bool force;		/* delete even a device in use */
+	bool tab;		/* the devices of imgblktab */
+	const char *tab_name;	/* its one entry to delete, or NULL: all */
 	unsigned int id;
 };
 int cli_parse_del(int argc, char **argv, struct cli_del_opts *o);
@@ -271,6 +287,9 @@ struct cli_list_opts {
 	unsigned int id;
 };
 int cli_parse_list(int argc, char **argv, struct cli_list_opts *o);
+
+/* One row of qemu-img's snapshot table (snapshot -l, info); @si NULL: the header row. */
+void cli_snapshot_row(const struct tgt_snapshot_info *si);
 
 /*
  * Whether running device @id is paused (its server says so); @reason (of

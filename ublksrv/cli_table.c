@@ -103,15 +103,25 @@ const struct cli_cmd cli_cmds[] = {
 "[--iops-total|--iops-read|--iops-write N] [--throttle-burst-ms MS] "
 "[--pinned-buffers SIZE] [--snapshot NAME] [--recoverable] "
 "[--werror=enospc|stop|report|ignore] [--rerror=stop|report|ignore] [--foreground]"
-		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]",
-		.operands = "",
+		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]"
+		" [--name NAME] [--log-level=err|warning|info|debug]\n"
+"--tab [NAME] [--foreground] [--recoverable] [--log-level=LEVEL] [OPTIONS]",
+		.operands = "[NAME] (with --tab)",
 		.desc =
 "Adds a ublk device served by TYPE and prints its path (/dev/ublkbN) once\n"
-"the device works; the server then runs in the background until deleted.\n"
+"the device and the partitions of its partition table are there; the\n"
+"server then runs in the background until deleted, logging to syslog.\n"
 "The server holds the image and its backing files locked as QEMU does, so\n"
 "neither QEMU nor another imgblk may write them (nor read the image unless\n"
 "both only read) while the device lives.  Without root, the device is an\n"
-"unprivileged ublk device that only its owner controls.",
+"unprivileged ublk device that only its owner controls.\n"
+"\n"
+"With --tab, the devices come from /etc/imgblk/imgblktab (see IMGBLKTAB in\n"
+"imgblk(8)): all of them, or the one named NAME, each with its line's\n"
+"options and then the other options given here.  A device already served\n"
+"is left alone; a --recoverable one whose server died is recovered.  A bad\n"
+"line or a device that does not come up is reported as FILE:LINE: why,\n"
+"and the others still come up; the exit status is then 1.",
 		.opts = (const struct cli_opt[]){
 			{ 't', "type", "TYPE", "target: see `imgblk help` for the list; "
 			  "without it the format of FILE is detected" },
@@ -153,18 +163,33 @@ const struct cli_cmd cli_cmds[] = {
 			  "if the server dies, the device waits (QUIESCED) for `imgblk recover` "
 			  "instead of failing its I/O" },
 			{ CLI_K_FOREGROUND, "foreground", NULL,
-			  "serve in this process; Ctrl-C deletes the device" },
+			  "serve in this process; Ctrl-C deletes the device.  Under systemd "
+			  "(Type=notify) it reports ready once the device and its partitions "
+			  "are there" },
 			OPT_SECRETS,
 			OPT_PROTOCOLS,
+			{ CLI_K_NAME, "name", "NAME",
+			  "a stable name for the device: 1 to 63 letters, digits, '.', '_' or "
+			  "'-'; the udev rule links /dev/disk/by-imgblk/NAME (and NAME-partN) "
+			  "to it, and no other device may have it" },
+			{ CLI_K_TAB, "tab", NULL,
+			  "add the devices of /etc/imgblk/imgblktab ($IMGBLK_TAB), or the one "
+			  "named by the operand NAME" },
+			{ CLI_K_LOG_LEVEL, "log-level", "err|warning|info|debug",
+			  "the server's messages shown (default info): on stderr in the "
+			  "foreground, to syslog (the journal) in the background" },
 			{ 0 },
 		},
-		.min_args = 0, .max_args = 0,
+		.min_args = 0, .max_args = 1,
 		.examples = (const struct cli_example[]){
 			{ "imgblk add -f disk.qcow2 -q 2",
 			  "serve disk.qcow2 (format detected) with two queues" },
 			{ "imgblk add -t null --size 1G", "a 1 GiB device of zeros" },
 			{ "imgblk add -f vm.qcow2 --recoverable --werror=stop",
 			  "survive a server crash; pause on any write error" },
+			{ "imgblk add -f vm.qcow2 --name vm",
+			  "also as /dev/disk/by-imgblk/vm, its partitions vm-part1, ..." },
+			{ "imgblk add --tab", "the devices of /etc/imgblk/imgblktab, as at boot" },
 			{ 0 },
 		},
 		.run = cli_cmd_add,
@@ -191,15 +216,29 @@ const struct cli_cmd cli_cmds[] = {
 	{
 		.name = "del",
 		.summary = "delete a device and stop its server",
-		.synopsis = "-n ID | -a",
-		.operands = "",
+		.synopsis = "(-n ID | -a) [--force]\n--tab [NAME] [--force]",
+		.operands = "[NAME] (with --tab)",
+		.desc =
+"A device whose disk or partition is mounted or open elsewhere is\n"
+"refused, with one line naming the holder (\"/dev/ublkb0p1 is mounted on\n"
+"/mnt\"), unless --force.  With --tab, the devices of imgblktab that are\n"
+"attached, or the one named NAME; a bad line is reported and the others\n"
+"are still deleted.",
 		.opts = (const struct cli_opt[]){
 			{ 'n', "number", "ID", "delete device ID" },
 			{ 'a', "all", NULL, "delete every imgblk device" },
+			{ CLI_K_FORCE, "force", NULL,
+			  "delete it even while its disk or a partition is mounted or open (the "
+			  "filesystem on it sees I/O errors)" },
+			{ CLI_K_TAB, "tab", NULL,
+			  "delete the devices of /etc/imgblk/imgblktab ($IMGBLK_TAB), or the "
+			  "one named by the operand NAME" },
 			{ 0 },
 		},
+		.min_args = 0, .max_args = 1,
 		.examples = (const struct cli_example[]){
 			{ "imgblk del -n 0", NULL },
+			{ "imgblk del --tab web", "the device of imgblktab's line \"web ...\"" },
 			{ 0 },
 		},
 		.run = cli_cmd_del,
@@ -433,18 +472,28 @@ const struct cli_cmd cli_cmds[] = {
 	{
 		.name = "map",
 		.summary = "show where the image's data lives",
-		.synopsis = "[-f FMT] [-U] [--output=human|json] FILE"
+		.synopsis = "[-f FMT] [-U] [--output=human|json] [--bitmap NAME] FILE"
 		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]",
 		.operands = "FILE",
 		.opts = (const struct cli_opt[]){
 			OPT_FORMAT,
 			OPT_OUTPUT,
 			OPT_FORCE_SHARE,
+			{ CLI_K_BITMAP, "bitmap", "NAME",
+			  "the runs dirty bitmap NAME marks instead: JSON lists every run as "
+			  "{\"start\", \"length\", \"dirty\": true|false}, the human form the "
+			  "dirty runs (Offset, Length)" },
 			OPT_SECRETS,
 			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,
+		.examples = (const struct cli_example[]){
+			{ "imgblk map --output=json disk.qcow2", NULL },
+			{ "imgblk map --bitmap inc0 disk.qcow2",
+			  "what was written since bitmap inc0 was added or cleared" },
+			{ 0 },
+		},
 		.flags = CLI_IMAGE,
 		.run = cli_cmd_map,
 	},
@@ -452,7 +501,8 @@ const struct cli_cmd cli_cmds[] = {
 		.name = "convert",
 		.summary = "copy an image's content into a new image",
 		.synopsis =
-"[-p] [-c] [-U] [-f FMT] [-O OUTPUT_FMT] [-o OPTIONS] [-l snapshot.name=NAME] INPUT OUTPUT"
+"[-p] [-c] [-U] [-f FMT] [-O OUTPUT_FMT] [-o OPTIONS] [-l snapshot.name=NAME] "
+"[--bitmaps [--skip-broken-bitmaps]] INPUT OUTPUT"
 		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]",
 		.operands = "INPUT and OUTPUT",
 		.opts = (const struct cli_opt[]){
@@ -469,6 +519,11 @@ const struct cli_cmd cli_cmds[] = {
 			{ 'q', "quiet", NULL, "no progress" },
 			{ 'U', "force-share", NULL,
 			  "read INPUT even if another process writes it (as qemu-img)" },
+			{ CLI_K_BITMAPS, "bitmaps", NULL,
+			  "copy INPUT's persistent dirty bitmaps (qcow2 to qcow2)" },
+			{ CLI_K_SKIP_BROKEN, "skip-broken-bitmaps", NULL,
+			  "with --bitmaps: leave out the inconsistent (in-use) bitmaps instead "
+			  "of failing" },
 			OPT_SECRETS,
 			OPT_PROTOCOLS,
 			{ 0 },
@@ -656,6 +711,63 @@ const struct cli_cmd cli_cmds[] = {
 		.run = cli_cmd_snapshot,
 	},
 	{
+		.name = "bitmap",
+		.summary = "add, remove, clear, enable, disable or merge dirty bitmaps",
+		.synopsis =
+"OPERATION... [-b SOURCE_FILE [-F SOURCE_FMT]] [-g GRANULARITY] [-q] [-f FMT] FILE BITMAP"
+		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]\n"
+"-n ID OPERATION... [-g GRANULARITY] [BITMAP]",
+		.operands = "FILE and BITMAP",
+		.desc =
+"Persistent dirty bitmaps of a qcow2 image, as qemu-img bitmap.  Each\n"
+"OPERATION is one of --add, --remove, --clear, --enable, --disable and\n"
+"--merge SOURCE (with -n, also --flush); they run on BITMAP in the order\n"
+"given, and the first that fails ends the command.  With -n ID they run on\n"
+"running device ID, through its control channel (QMP's\n"
+"block-dirty-bitmap-* commands).",
+		.opts = (const struct cli_opt[]){
+			{ CLI_K_BITMAP_OP + TGT_BITMAP_ADD, "add", NULL,
+			  "create BITMAP, empty and enabled (it tracks every write)" },
+			{ CLI_K_BITMAP_OP + TGT_BITMAP_REMOVE, "remove", NULL,
+			  "delete BITMAP (also one left in use by a dead writer)" },
+			{ CLI_K_BITMAP_OP + TGT_BITMAP_CLEAR, "clear", NULL,
+			  "mark nothing in BITMAP" },
+			{ CLI_K_BITMAP_OP + TGT_BITMAP_ENABLE, "enable", NULL,
+			  "start tracking writes in BITMAP" },
+			{ CLI_K_BITMAP_OP + TGT_BITMAP_DISABLE, "disable", NULL,
+			  "stop tracking writes in BITMAP" },
+			{ CLI_K_BITMAP_OP + TGT_BITMAP_MERGE, "merge", "SOURCE",
+			  "also mark in BITMAP what bitmap SOURCE marks: SOURCE of SOURCE_FILE "
+			  "with -b, else of FILE" },
+			{ CLI_K_BITMAP_OP + TGT_BITMAP_FLUSH, "flush", NULL,
+			  "with -n: store every bitmap of the device now, in_use cleared "
+			  "(BITMAP may be left out)" },
+			{ 'g', "granularity", "GRANULARITY",
+			  "bytes one bit covers, with --add (default 64K; suffixes K, M)" },
+			{ 'b', "source-file", "SOURCE_FILE", "the image --merge reads SOURCE from" },
+			{ 'F', "source-format", "SOURCE_FMT",
+			  "SOURCE_FILE's format (default: detected)" },
+			OPT_FORMAT,
+			{ 'n', "number", "ID", "change running device ID's bitmaps, not FILE's" },
+			{ 'q', "quiet", NULL, "accepted for qemu-img's sake" },
+			OPT_SECRETS,
+			OPT_PROTOCOLS,
+			{ 0 },
+		},
+		.min_args = 0, .max_args = 2,
+		.examples = (const struct cli_example[]){
+			{ "imgblk bitmap --add disk.qcow2 inc0",
+			  "from now on, bitmap inc0 marks what is written to disk.qcow2" },
+			{ "imgblk bitmap --clear --enable disk.qcow2 inc0",
+			  "after a backup: mark nothing, then track writes again" },
+			{ "imgblk bitmap -n 0 --add -g 1M --disable --merge inc0 inc1",
+			  "on running device 0: a frozen copy of inc0, at a 1 MiB granularity" },
+			{ 0 },
+		},
+		.flags = CLI_IMAGE,
+		.run = cli_cmd_bitmap,
+	},
+	{
 		.name = "io",
 		.summary = "run read/write/discard/flush commands on an image",
 		.synopsis =
@@ -748,6 +860,25 @@ const struct cli_cmd cli_cmds[] = {
 "ublk device) become that user's; others are left alone.",
 		.min_args = 1, .max_args = 1,
 		.run = cli_cmd_udev_chown,
+	},
+	{
+		.name = "udev-name",
+		.summary = "(for udev) print a device's stable name",
+		.synopsis = "ublkbN|ublkbNpM",
+		.operands = "the disk or partition name (ublkbN or ublkbNpM)",
+		.desc =
+"Run by udev for every ublk disk and partition (the imgblk udev rule\n"
+"60-imgblk.rules): prints the name the device was given with add --name\n"
+"(or in imgblktab), as NAME for the disk and NAME-partM for partition M,\n"
+"for /dev/disk/by-imgblk/.",
+		.min_args = 1, .max_args = 1,
+		.exits = (const struct cli_exit[]){
+			{ 0, "the name was printed" },
+			{ 1, "the device has no name (nothing printed)" },
+			{ 2, "a usage error, or not a ublk disk or partition name" },
+			{ -1, NULL },
+		},
+		.run = cli_cmd_udev_name,
 	},
 	{
 		.name = "help",

@@ -32,7 +32,53 @@ struct convert_ctx {
 	bool progress;
 	bool compress;			/* -c */
 	bool force_share;		/* -U: for INPUT */
+	bool bitmaps;			/* --bitmaps: copy the persistent bitmaps */
+	bool skip_broken;		/* --skip-broken-bitmaps: leave in-use ones out */
 };
+
+/*
+ * --bitmaps: every persistent bitmap of @in made again in @out, with its
+ * granularity and enabled state, marking what it marks in @in; after the
+ * data, so that the copy's own writes mark nothing.  An inconsistent
+ * (in-use) bitmap stops the copy, or is left out with --skip-broken-
+ * bitmaps, as in qemu-img.  Returns 0 or -errno (printed).
+ */
+static int convert_bitmaps(const struct convert_ctx *c, struct tgt *in, struct tgt *out)
+{
+	const struct tgt_bitmap_info *list;
+	int n, i, ret;
+
+	if (!in->ops->bitmap_list || !out->ops->bitmap) {
+		img_err("convert: --bitmaps needs persistent bitmaps in both formats (%s to %s)",
+			in->ops->name, out->ops->name);
+		return -ENOTSUP;
+	}
+	n = in->ops->bitmap_list(in, &list);
+	if (n < 0)
+		return n;
+	for (i = 0; i < n; i++) {
+		struct tgt_bitmap_args a = {
+			.granularity_bytes = list[i].granularity_bytes,
+			.disabled = !list[i].enabled,
+			.src = in,
+			.src_name = list[i].name,
+		};
+
+		if (list[i].in_use) {
+			if (c->skip_broken)
+				continue;
+			img_err("convert: cannot copy inconsistent bitmap '%s'; "
+				"try --skip-broken-bitmaps, or remove it", list[i].name);
+			return -EBUSY;
+		}
+		ret = out->ops->bitmap(out, TGT_BITMAP_ADD, list[i].name, &a);
+		if (!ret)
+			ret = out->ops->bitmap(out, TGT_BITMAP_MERGE, list[i].name, &a);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
 
 static void convert_progress(const struct convert_ctx *c, uint64_t done, uint64_t total)
 {
@@ -174,6 +220,8 @@ static int convert_body(void *arg)
 		off += n;
 		convert_progress(c, off, size);
 	}
+	if (c->bitmaps && convert_bitmaps(c, &in, &out))
+		goto out_out;
 	ret = out.ops->flush ? out.ops->flush(&out) : 0;
 	if (ret)
 		goto err_io;
@@ -249,6 +297,12 @@ static int convert_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	case 'U':
 		c->force_share = true;
 		break;
+	case CLI_K_BITMAPS:
+		c->bitmaps = true;
+		break;
+	case CLI_K_SKIP_BROKEN:
+		c->skip_broken = true;
+		break;
 	}
 	return 0;
 }
@@ -259,6 +313,8 @@ int cli_cmd_convert(const struct cli_cmd *cmd, int argc, char **argv)
 	struct cli_args a;
 	int ret = cli_parse(cmd, argc, argv, convert_opt, &c, &a);
 
+	if (!ret && c.skip_broken && !c.bitmaps)
+		ret = cli_usage_err(cmd, "--skip-broken-bitmaps only makes sense with --bitmaps");
 	if (ret)
 		return cli_parse_status(cmd, ret);
 	c.in_file = a.argv[0];

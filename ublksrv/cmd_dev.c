@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
-/* The device commands: add, del, list. */
+/*
+ * The device commands: add (and add --tab, the devices of imgblktab),
+ * del, list, recover, and the udev helpers udev-chown and udev-name.
+ */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,11 +13,13 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "disk.h"
 #include "json.h"
+#include "secret.h"
 #include "state.h"
+#include "tab.h"
 #include "ublk.h"
 #include "util.h"
-
 
 static int cli_number(const char *cmd, const char *what, const char *s,
 		      uint64_t min, uint64_t max, uint64_t *out)
@@ -25,12 +31,25 @@ static int cli_number(const char *cmd, const char *what, const char *s,
 	return -EINVAL;
 }
 
+/* An option as it was given, for add --tab to give again. */
+struct add_given {
+	const struct cli_opt *opt;
+	char *arg;
+};
+
+/* The options add --tab gives again over each entry's; more is a usage error. */
+#define ADD_MAX_GIVEN	64
+
 /* What add's options fill in beside struct ublk_add_opts. */
 struct add_parse {
 	struct ublk_add_opts *o;
 	const char *type;
 	const char *size;
 	unsigned int given;	/* TGT_OPT_*: for the target to accept */
+	bool tab;		/* --tab: the devices are imgblktab's */
+	/* Every option, in order (the first ADD_MAX_GIVEN), and their count. */
+	struct add_given opts[ADD_MAX_GIVEN];
+	unsigned int nr_opts;
 };
 
 static int add_opt(void *ctx, const struct cli_opt *opt, char *arg)
@@ -40,6 +59,9 @@ static int add_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	char name[64];
 	uint64_t v;
 
+	if (p->nr_opts < ADD_MAX_GIVEN)
+		p->opts[p->nr_opts] = (struct add_given){ opt, arg };
+	p->nr_opts++;
 	switch (opt->key) {
 	case CLI_K_KEY_FILE:
 	case CLI_K_OBJECT:
@@ -153,6 +175,24 @@ static int add_opt(void *ctx, const struct cli_opt *opt, char *arg)
 			return -EINVAL;
 		}
 		break;
+	case CLI_K_LOG_LEVEL:
+		if (img_log_parse_level(arg, &o->log_level)) {
+			img_err("add: --log-level must be err, warning, info or debug, not '%s'",
+				arg);
+			return -EINVAL;
+		}
+		break;
+	case CLI_K_NAME:
+		if (!ublk_name_valid(arg)) {
+			img_err("add: --name must be 1 to %d letters, digits, '.', '_' or '-', not '%s'",
+				UBLK_NAME_MAX, arg);
+			return -EINVAL;
+		}
+		o->name = arg;
+		break;
+	case CLI_K_TAB:
+		p->tab = true;
+		break;
 	case CLI_K_BACKING:
 		if (!strcmp(arg, "any")) {
 			o->cfg.backing_policy = TGT_BACKING_ANY;
@@ -169,13 +209,11 @@ static int add_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	return 0;
 }
 
-int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
+/* add's defaults, into @p and @o, before the options. */
+static void add_defaults(struct add_parse *p, struct ublk_add_opts *o)
 {
-	const struct cli_cmd *cmd = cli_find("add");
-	struct add_parse p = { .o = o };
-	struct cli_args a;
-	int ret;
-
+	memset(p, 0, sizeof(*p));
+	p->o = o;
 	memset(o, 0, sizeof(*o));
 	o->dev_id = -1;
 	o->nr_queues = UBLK_DEF_QUEUES;
@@ -184,16 +222,26 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 	/* QEMU's defaults: hold writes while the host is out of space. */
 	o->feat.blk.werror = BLK_ERR_ENOSPC;
 	o->feat.blk.rerror = BLK_ERR_REPORT;
-	ret = cli_parse(cmd, argc, argv, add_opt, &p, &a);
-	if (ret)
-		return ret;
-	if (!p.type && !o->cfg.file)
+}
+
+/*
+ * The checks of one device's options once all are in (@a the operands:
+ * none without --tab), and its target.  Returns 0 or -EINVAL (printed).
+ */
+static int add_finish(const struct cli_cmd *cmd, struct add_parse *p,
+		      const struct cli_args *a)
+{
+	struct ublk_add_opts *o = p->o;
+
+	if (a->argc)
+		return cli_usage_err(cmd, "unexpected argument '%s'", a->argv[0]);
+	if (!p->type && !o->cfg.file)
 		return cli_usage_err(cmd, "give -t TYPE, or -f FILE to detect its format");
-	if (p.type) {
-		o->ops = tgt_find(p.type);
+	if (p->type) {
+		o->ops = tgt_find(p->type);
 		if (!o->ops) {
 			img_err("add: unknown target '%s' (see imgblk help for the targets)",
-				p.type);
+				p->type);
 			return -EINVAL;
 		}
 	} else {
@@ -203,11 +251,11 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 			return -EINVAL;
 	}
 	if (o->cfg.file)
-		p.given |= TGT_OPT_FILE;
-	if (p.given & ~o->ops->options) {
+		p->given |= TGT_OPT_FILE;
+	if (p->given & ~o->ops->options) {
 		img_err("add: target %s does not take %s", o->ops->name,
-			(p.given & ~o->ops->options & TGT_OPT_FILE) ? "-f FILE" :
-			(p.given & ~o->ops->options & TGT_OPT_SIZE) ? "--size" :
+			(p->given & ~o->ops->options & TGT_OPT_FILE) ? "-f FILE" :
+			(p->given & ~o->ops->options & TGT_OPT_SIZE) ? "--size" :
 			"--buffered");
 		return -EINVAL;
 	}
@@ -220,18 +268,35 @@ int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
 		return -EINVAL;
 	}
 	if (o->ops->options & TGT_OPT_SIZE) {
-		if (!p.size) {
+		if (!p->size) {
 			img_err("add: target %s needs --size SIZE", o->ops->name);
 			return -EINVAL;
 		}
-		if (parse_size(p.size, &o->cfg.size_bytes) || !o->cfg.size_bytes ||
+		if (parse_size(p->size, &o->cfg.size_bytes) || !o->cfg.size_bytes ||
 		    o->cfg.size_bytes % 512) {
 			img_err("add: --size must be a non-zero multiple of 512 bytes, not '%s'",
-				p.size);
+				p->size);
 			return -EINVAL;
 		}
 	}
 	return 0;
+}
+
+int cli_parse_add(int argc, char **argv, struct ublk_add_opts *o)
+{
+	const struct cli_cmd *cmd = cli_find("add");
+	struct add_parse p;
+	struct cli_args a;
+	int ret;
+
+	add_defaults(&p, o);
+	ret = cli_parse(cmd, argc, argv, add_opt, &p, &a);
+	if (ret)
+		return ret;
+	/* Here from the command line (cli_cmd_add() keeps it) or an entry. */
+	if (p.tab)
+		return cli_usage_err(cmd, "--tab is not an option of an imgblktab entry");
+	return add_finish(cmd, &p, &a);
 }
 
 /* What del's and list's options fill in. */
@@ -242,6 +307,8 @@ struct dev_parse {
 	bool all;
 	bool json;
 	bool foreground;
+	bool force;
+	bool tab;
 };
 
 static int dev_opt(void *ctx, const struct cli_opt *opt, char *arg)
@@ -265,6 +332,12 @@ static int dev_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	case CLI_K_FOREGROUND:
 		p->foreground = true;
 		break;
+	case CLI_K_FORCE:
+		p->force = true;
+		break;
+	case CLI_K_TAB:
+		p->tab = true;
+		break;
 	}
 	return 0;
 }
@@ -278,11 +351,18 @@ int cli_parse_del(int argc, char **argv, struct cli_del_opts *o)
 
 	if (ret)
 		return ret;
-	if (p.have_id == p.all)
+	if (p.tab && (p.have_id || p.all))
+		return cli_usage_err(cmd, "--tab takes the devices from imgblktab: no -n or -a");
+	if (!p.tab && a.argc)
+		return cli_usage_err(cmd, "unexpected argument '%s'", a.argv[0]);
+	if (!p.tab && p.have_id == p.all)
 		return cli_usage_err(cmd, "give exactly one of -n ID and -a");
 	memset(o, 0, sizeof(*o));
 	o->all = p.all;
 	o->id = p.id;
+	o->force = p.force;
+	o->tab = p.tab;
+	o->tab_name = a.argc ? a.argv[0] : NULL;
 	return 0;
 }
 
@@ -301,14 +381,203 @@ int cli_parse_list(int argc, char **argv, struct cli_list_opts *o)
 	return 0;
 }
 
+/*
+ * The imgblktab entries a command acts on: all, or the one named @name
+ * (NULL: all); the bad lines are reported and counted in *@bad.  Returns
+ * their count (*@tab malloc'ed), or -errno after saying why.
+ */
+static int cli_tab_select(const char *name, struct ublk_tab_entry **tab, unsigned int *bad)
+{
+	const char *path = ublk_tab_path();
+	int n, i;
+
+	n = ublk_tab_read(path, tab, bad);
+	if (n < 0 || !name)
+		return n;
+	for (i = 0; i < n; i++) {
+		if (!strcmp((*tab)[i].name, name)) {
+			memmove(*tab, *tab + i, sizeof(**tab));
+			return 1;
+		}
+	}
+	free(*tab);
+	img_err("%s: no device named '%s'", path, name);
+	return -ENOENT;
+}
+
+/* Points the messages at imgblktab entry @e's line ("PATH:LINE: "); NULL: at none. */
+static void cli_tab_context(const struct ublk_tab_entry *e)
+{
+	char ctx[PATH_MAX + 16];
+
+	if (!e) {
+		img_log_context(NULL);
+		return;
+	}
+	snprintf(ctx, sizeof(ctx), "%s:%u: ", ublk_tab_path(), e->line);
+	img_log_context(ctx);
+}
+
+/*
+ * Brings up imgblktab entry @e: add's words for its line, then the
+ * options of the command line (@cl, less --tab) as words again, parsed
+ * by cli_parse_add(); a device of that name already served is left
+ * alone, one whose --recoverable server died is recovered.  Messages
+ * name the entry's line.  Returns 0, or 1 after saying why.
+ */
+static int cli_add_entry(const struct ublk_tab_entry *e, const struct add_parse *cl)
+{
+	char *argv[1 + 64 + ADD_MAX_GIVEN + 1];
+	char buf[2048], words[4096];
+	struct ublk_add_opts o;
+	struct ublk_state s;
+	unsigned int i;
+	size_t at = 0;
+	int n, id, ret = 1;
+
+	cli_tab_context(e);
+	/* This entry's keys, and the command line's given again: no other entry's. */
+	secret_wipe_all();
+	argv[0] = "add";
+	n = ublk_tab_argv(e, argv + 1, 64, buf, sizeof(buf));
+	if (n < 0) {
+		img_err("too many options");
+		goto out;
+	}
+	n++;
+	for (i = 0; i < cl->nr_opts; i++) {
+		const struct cli_opt *opt = cl->opts[i].opt;
+		const char *arg = cl->opts[i].arg;
+		int w;
+
+		if (opt->key == CLI_K_TAB)
+			continue;
+		if (opt->name)
+			w = snprintf(words + at, sizeof(words) - at, "--%s%s%s", opt->name,
+				     arg ? "=" : "", arg ? arg : "");
+		else
+			w = snprintf(words + at, sizeof(words) - at, "-%c%s", opt->key,
+				     arg ? arg : "");
+		if (w < 0 || (size_t)w >= sizeof(words) - at) {
+			img_err("the command line's options are too long");
+			goto out;
+		}
+		argv[n++] = words + at;
+		at += w + 1;
+	}
+	argv[n] = NULL;
+	if (cli_parse_add(n, argv, &o))
+		goto out;
+
+	id = ublk_state_find_name(e->name);
+	if (id >= 0 && ublk_state_read(id, &s) == 0) {
+		if (s.pid > 0 && kill(s.pid, 0) == 0) {
+			img_log("%s: already attached as " UBLK_BDEV_FMT, e->name, id);
+			ret = 0;
+			goto out;
+		}
+		if (!s.recoverable) {
+			img_err("%s: the server of " UBLK_BDEV_FMT " died; imgblk del -n %d first",
+				e->name, id, id);
+			goto out;
+		}
+		/* A foreground server's own messages are not about the line. */
+		if (o.foreground)
+			cli_tab_context(NULL);
+		ret = ublk_recover(id, o.foreground);
+	} else {
+		if (o.foreground)
+			cli_tab_context(NULL);
+		ret = ublk_add(&o);
+	}
+out:
+	cli_tab_context(NULL);
+	return ret ? 1 : 0;
+}
+
+/*
+ * add --tab [NAME]: brings up the imgblktab's devices, or the one named,
+ * in the file's order, with the options given beside --tab over each
+ * entry's.  A bad line, a bad entry or one that does not come up is
+ * reported, naming its line, and the others still come up: one broken
+ * entry must not keep the rest from booting.  Returns the exit status:
+ * 1 if any line or entry failed.
+ */
+static int cli_add_tab(const struct cli_cmd *cmd, const struct add_parse *cl,
+		       const struct cli_args *a)
+{
+	const char *name = a->argc ? a->argv[0] : NULL;
+	struct ublk_tab_entry *tab;
+	unsigned int i, bad, failed;
+	char opt[64];
+	int n;
+
+	if (cl->nr_opts > ADD_MAX_GIVEN)
+		return cli_parse_status(cmd, cli_usage_err(cmd, "too many options for --tab"));
+	for (i = 0; i < cl->nr_opts; i++) {
+		int k = cl->opts[i].opt->key;
+
+		/* The entry names the device and its image. */
+		if (k == 't' || k == 'f' || k == 'n' || k == CLI_K_NAME)
+			return cli_parse_status(cmd, cli_usage_err(cmd,
+				"--tab takes the device from imgblktab: no %s",
+				cli_opt_name(cl->opts[i].opt, opt, sizeof(opt))));
+	}
+	if (cl->o->foreground && !name)
+		return cli_parse_status(cmd, cli_usage_err(cmd,
+			"--foreground --tab serves one device: give its NAME"));
+	n = cli_tab_select(name, &tab, &bad);
+	if (n < 0)
+		return CLI_EXIT_ERR;
+	failed = bad;
+	for (i = 0; i < (unsigned int)n; i++)
+		failed += cli_add_entry(&tab[i], cl);
+	free(tab);
+	return failed ? CLI_EXIT_ERR : CLI_EXIT_OK;
+}
+
 int cli_cmd_add(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	struct ublk_add_opts o;
-	int ret = cli_parse_add(argc, argv, &o);
+	struct add_parse p;
+	struct cli_args a;
+	int ret;
 
+	add_defaults(&p, &o);
+	ret = cli_parse(cmd, argc, argv, add_opt, &p, &a);
+	if (!ret && p.tab)
+		return cli_add_tab(cmd, &p, &a);
+	if (!ret)
+		ret = add_finish(cmd, &p, &a);
 	if (ret)
 		return cli_parse_status(cmd, ret);
 	return ublk_add(&o);
+}
+
+/*
+ * del --tab [NAME]: deletes the attached devices of imgblktab, or the one
+ * named; as add --tab, past a bad line or a device that will not go.
+ * Returns the exit status.
+ */
+static int cli_del_tab(const struct cli_del_opts *d)
+{
+	struct ublk_tab_entry *tab;
+	unsigned int bad, failed;
+	int n, i, id;
+
+	n = cli_tab_select(d->tab_name, &tab, &bad);
+	if (n < 0)
+		return CLI_EXIT_ERR;
+	failed = bad;
+	for (i = 0; i < n; i++) {
+		id = ublk_state_find_name(tab[i].name);
+		cli_tab_context(&tab[i]);
+		if (id >= 0 && ublk_del(id, d->force))
+			failed++;
+	}
+	cli_tab_context(NULL);
+	free(tab);
+	return failed ? CLI_EXIT_ERR : CLI_EXIT_OK;
 }
 
 int cli_cmd_del(const struct cli_cmd *cmd, int argc, char **argv)
@@ -318,7 +587,9 @@ int cli_cmd_del(const struct cli_cmd *cmd, int argc, char **argv)
 
 	if (ret)
 		return cli_parse_status(cmd, ret);
-	return o.all ? ublk_del_all() : ublk_del(o.id);
+	if (o.tab)
+		return cli_del_tab(&o);
+	return o.all ? ublk_del_all(o.force) : ublk_del(o.id, o.force);
 }
 
 /*
@@ -363,7 +634,9 @@ int cli_cmd_list(const struct cli_cmd *cmd, int argc, char **argv)
 	for (i = 0; i < n; i++) {
 		struct ublk_state s;
 		char dev[32], reason[256] = "";
+		unsigned int parts[UBLK_MAX_PARTS];
 		const char *state;
+		int np, p;
 
 		if (o.have_id && ids[i] != o.id)
 			continue;
@@ -371,6 +644,7 @@ int cli_cmd_list(const struct cli_cmd *cmd, int argc, char **argv)
 			continue;
 		snprintf(dev, sizeof(dev), UBLK_BDEV_FMT, s.id);
 		state = cli_dev_state(c, &s);
+		np = ublk_disk_partitions(s.id, parts);
 		/* A live device may be paused: only its server knows. */
 		if (!strcmp(state, "LIVE") && cli_live_pause_state(s.id, reason, sizeof(reason)))
 			state = "PAUSED";
@@ -386,13 +660,30 @@ int cli_cmd_list(const struct cli_cmd *cmd, int argc, char **argv)
 				printf(", \"reason\": ");
 				json_put_string(stdout, reason);
 			}
-			printf("}");
+			printf(", \"name\": ");
+			if (s.name[0])
+				json_put_string(stdout, s.name);
+			else
+				printf("null");
+			printf(", \"partitions\": [");
+			for (p = 0; p < np; p++)
+				printf("%s\"%sp%u\"", p ? ", " : "", dev, parts[p]);
+			printf("]}");
 		} else {
 			printf("%-4u %-8s %-6u %-5u %-8s %-7d %-13s %s\n", s.id, s.target,
 			       s.queues, s.depth, state, (int)s.pid, dev, s.file);
 			/* The reason on a line of its own, under the row. */
 			if (reason[0])
 				printf("     paused: %s\n", reason);
+			if (s.name[0])
+				printf("     name: %s\n", s.name);
+			/* The partitions too, on a line under the row. */
+			if (np) {
+				printf("     partitions:");
+				for (p = 0; p < np; p++)
+					printf(" %sp%u", dev, parts[p]);
+				printf("\n");
+			}
 		}
 		shown++;
 	}
@@ -466,5 +757,47 @@ int cli_cmd_udev_chown(const struct cli_cmd *cmd, int argc, char **argv)
 		img_err("udev-chown: %s: %s", path, strerror(errno));
 		return CLI_EXIT_ERR;
 	}
+	return CLI_EXIT_OK;
+}
+
+/*
+ * udev-name NAME: run by udev for each ublkbN and ublkbNpM (data/udev/
+ * 60-imgblk.rules); prints the stable name the device was added with,
+ * "NAME" for the disk and "NAME-partM" for a partition, which the rule
+ * links from /dev/disk/by-imgblk/.  Exits 1, printing nothing, for a
+ * device without a name.
+ */
+int cli_cmd_udev_name(const struct cli_cmd *cmd, int argc, char **argv)
+{
+	struct ublk_state s;
+	struct cli_args a;
+	const char *name, *p;
+	uint64_t id, part = 0;
+	char num[16];
+	size_t n;
+	int ret;
+
+	ret = cli_parse(cmd, argc, argv, NULL, NULL, &a);
+	if (ret)
+		return cli_parse_status(cmd, ret);
+	name = a.argv[0];
+	if (!strncmp(name, "/dev/", 5))
+		name += 5;
+	p = strncmp(name, "ublkb", 5) ? name : name + 5;
+	n = p == name ? 0 : strspn(p, "0123456789");
+	if (!n || n >= sizeof(num) ||
+	    (p[n] && (p[n] != 'p' || parse_uint(p + n + 1, 1, 1U << 20, &part)))) {
+		img_err("udev-name: '%s' is not a ublk disk or partition name", a.argv[0]);
+		return CLI_EXIT_USAGE;
+	}
+	memcpy(num, p, n);
+	num[n] = '\0';
+	if (parse_uint(num, 0, UBLK_MAX_DEV_ID, &id) || ublk_state_read(id, &s) ||
+	    !s.name[0])
+		return CLI_EXIT_ERR;
+	if (part)
+		printf("%s-part%llu\n", s.name, (unsigned long long)part);
+	else
+		printf("%s\n", s.name);
 	return CLI_EXIT_OK;
 }

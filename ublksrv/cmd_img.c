@@ -173,6 +173,78 @@ struct info_ctx {
 	bool force_share;
 };
 
+/* qemu-img's text for a list in the format-specific data: "bitmaps". */
+static void info_list_text(struct tgt *t, const char *key)
+{
+	const struct tgt_bitmap_info *bm;
+	int n, i, f;
+
+	if (strcmp(key, "bitmaps") || !t->ops->bitmap_list)
+		return;
+	n = t->ops->bitmap_list(t, &bm);
+	printf("    bitmaps:\n");
+	for (i = 0; i < n; i++) {
+		printf("        [%d]:\n            flags:\n", i);
+		f = 0;
+		if (bm[i].in_use)
+			printf("                [%d]: in-use\n", f++);
+		if (bm[i].enabled)
+			printf("                [%d]: auto\n", f++);
+		printf("            name: %s\n            granularity: %llu\n", bm[i].name,
+		       (unsigned long long)bm[i].granularity_bytes);
+	}
+}
+
+/* The same in JSON: qemu-img's "bitmaps" array (name, granularity, flags). */
+static void info_list_json(struct tgt *t, const char *key)
+{
+	const struct tgt_bitmap_info *bm;
+	int n, i;
+
+	if (strcmp(key, "bitmaps") || !t->ops->bitmap_list) {
+		printf("[]");
+		return;
+	}
+	n = t->ops->bitmap_list(t, &bm);
+	printf("[");
+	for (i = 0; i < n; i++) {
+		printf("%s\n                {\n                    \"flags\": [", i ? "," : "");
+		if (bm[i].in_use)
+			printf("\n                        \"in-use\"%s", bm[i].enabled ? "," : "");
+		if (bm[i].enabled)
+			printf("\n                        \"auto\"");
+		printf("\n                    ],\n                    \"name\": ");
+		json_put_string(stdout, bm[i].name);
+		printf(",\n                    \"granularity\": %llu\n                }",
+		       (unsigned long long)bm[i].granularity_bytes);
+	}
+	printf("\n            ]");
+}
+
+/* qemu-img info's "snapshots" array, its members named as there. */
+static void info_snapshots_json(int n, const struct tgt_snapshot_info *sn)
+{
+	int i;
+
+	printf("\n    \"snapshots\": [");
+	for (i = 0; i < n; i++) {
+		printf("%s\n        {\n", i ? "," : "");
+		if (sn[i].icount != UINT64_MAX)
+			printf("            \"icount\": %llu,\n", (unsigned long long)sn[i].icount);
+		printf("            \"vm-clock-nsec\": %llu,\n            \"name\": ",
+		       (unsigned long long)(sn[i].vm_clock_nsec % 1000000000ULL));
+		json_put_string(stdout, sn[i].name);
+		printf(",\n            \"date-sec\": %u,\n            \"date-nsec\": %u,\n"
+		       "            \"vm-clock-sec\": %llu,\n            \"id\": ",
+		       sn[i].date_sec, sn[i].date_nsec,
+		       (unsigned long long)(sn[i].vm_clock_nsec / 1000000000ULL));
+		json_put_string(stdout, sn[i].id);
+		printf(",\n            \"vm-state-size\": %llu\n        }",
+		       (unsigned long long)sn[i].vm_state_bytes);
+	}
+	printf("\n    ],");
+}
+
 /* Prints a nested block's lines under its key, 8 columns in, as qemu-img. */
 static void info_print_block(const char *text)
 {
@@ -187,6 +259,8 @@ static void info_print_block(const char *text)
 
 static void info_one(struct tgt *t, bool json, bool first)
 {
+	const struct tgt_snapshot_info *snaps = NULL;
+	int nr_snaps = 0;
 	struct tgt_info info = { 0 };
 	struct stat st;
 	uint64_t disk = 0;
@@ -195,6 +269,8 @@ static void info_one(struct tgt *t, bool json, bool first)
 
 	if (t->ops->info)
 		t->ops->info(t, &info);
+	if (t->ops->snapshot_list)
+		nr_snaps = MAX(t->ops->snapshot_list(t, &snaps), 0);
 	if (stat(t->cfg.file, &st) == 0)
 		disk = (uint64_t)st.st_blocks * 512;
 	format_size(t->caps.size_bytes, vs, sizeof(vs));
@@ -209,6 +285,8 @@ static void info_one(struct tgt *t, bool json, bool first)
 			printf("encrypted: yes\n");
 		if (info.cluster_size)
 			printf("cluster_size: %llu\n", (unsigned long long)info.cluster_size);
+		if (info.dirty)
+			printf("cleanly shut down: no\n");
 		if (info.backing_file) {
 			printf("backing file: %s", info.backing_file);
 			if (t->backing && strcmp(t->backing->cfg.file, info.backing_file))
@@ -217,11 +295,21 @@ static void info_one(struct tgt *t, bool json, bool first)
 		}
 		if (info.backing_fmt)
 			printf("backing file format: %s\n", info.backing_fmt);
+		if (nr_snaps) {
+			printf("Snapshot list:\n");
+			cli_snapshot_row(NULL);
+			for (i = 0; i < (unsigned int)nr_snaps; i++)
+				cli_snapshot_row(&snaps[i]);
+		}
 		if (info.n) {
 			printf("Format specific information:\n");
 			for (i = 0; i < info.n; i++) {
 				const char *k;
 
+				if (info.kv[i].is_list) {
+					info_list_text(t, info.kv[i].key);
+					continue;
+				}
 				/* qemu-img's text spells "lazy-refcounts" as "lazy refcounts". */
 				printf("    ");
 				for (k = info.kv[i].key; *k; k++)
@@ -235,7 +323,10 @@ static void info_one(struct tgt *t, bool json, bool first)
 		}
 		return;
 	}
-	printf("%s{\n    \"virtual-size\": %llu,\n    \"filename\": ", first ? "" : ",\n",
+	printf("%s{", first ? "" : ",\n");
+	if (nr_snaps)
+		info_snapshots_json(nr_snaps, snaps);
+	printf("\n    \"virtual-size\": %llu,\n    \"filename\": ",
 	       (unsigned long long)t->caps.size_bytes);
 	json_put_string(stdout, t->cfg.file);
 	printf(",\n    \"format\": \"%s\",\n    \"actual-size\": %llu", t->ops->name,
@@ -261,7 +352,9 @@ static void info_one(struct tgt *t, bool json, bool first)
 			printf("%s\n            ", i ? "," : "");
 			json_put_string(stdout, info.kv[i].key);
 			printf(": ");
-			if (info.kv[i].block_json)
+			if (info.kv[i].is_list)
+				info_list_json(t, info.kv[i].key);
+			else if (info.kv[i].block_json)
 				printf("%s", info.kv[i].block_json);
 			else if (info.kv[i].is_string)
 				json_put_string(stdout, info.kv[i].value);
@@ -272,7 +365,7 @@ static void info_one(struct tgt *t, bool json, bool first)
 	}
 	if (info.encrypted)
 		printf(",\n    \"encrypted\": true");
-	printf(",\n    \"dirty-flag\": false\n}");
+	printf(",\n    \"dirty-flag\": %s\n}", info.dirty ? "true" : "false");
 }
 
 static int info_body(void *arg)
@@ -517,9 +610,61 @@ int cli_cmd_check(const struct cli_cmd *cmd, int argc, char **argv)
 struct map_ctx {
 	const char *file;
 	const char *fmt;
+	const char *bitmap;		/* --bitmap: its extents, not the data's */
 	bool json;
 	bool force_share;
 };
+
+/*
+ * map --bitmap NAME: the guest runs bitmap NAME marks dirty, in qemu-img
+ * map's shape.  JSON lists every run, {"start", "length", "dirty"},
+ * adjacent runs of one state merged; the human form lists the dirty
+ * ones only (Offset, Length).  Returns the exit status.
+ */
+static int map_bitmap(const struct map_ctx *c, struct tgt *t)
+{
+	uint64_t off = 0, start = 0, size = t->caps.size_bytes;
+	bool first = true, cur = false, have = false;
+
+	if (!t->ops->bitmap_status) {
+		img_err("map: the %s format has no persistent bitmaps", t->ops->name);
+		return CLI_EXIT_ERR;
+	}
+	if (!c->json)
+		printf("%-15s %s\n", "Offset", "Length");
+	while (off <= size) {
+		bool dirty = false;
+		int64_t n = 0;
+
+		if (off < size) {
+			n = t->ops->bitmap_status(t, c->bitmap, off, size - off, &dirty);
+			if (n <= 0) {
+				img_err("map: %s: bitmap '%s': %s", c->file, c->bitmap,
+					strerror(n ? -n : EIO));
+				return CLI_EXIT_ERR;
+			}
+		}
+		if (have && (off == size || dirty != cur)) {
+			if (c->json)
+				printf("%s{ \"start\": %llu, \"length\": %llu, \"dirty\": %s}",
+				       first ? "[" : ",\n", (unsigned long long)start,
+				       (unsigned long long)(off - start), cur ? "true" : "false");
+			else if (cur)
+				printf("%#-15llx %#llx\n", (unsigned long long)start,
+				       (unsigned long long)(off - start));
+			first = false;
+			start = off;
+		}
+		have = true;
+		cur = dirty;
+		if (off == size)
+			break;
+		off += n;
+	}
+	if (c->json)
+		printf("%s]\n", first ? "[" : "");
+	return CLI_EXIT_OK;
+}
 
 struct map_entry {
 	uint64_t start, length, offset;
@@ -571,6 +716,11 @@ static int map_body(void *arg)
 	if (tgt_open_file(&t, c->file, c->fmt, TGT_O_RDONLY | TGT_O_BUFFERED |
 			  (c->force_share ? TGT_O_FORCE_SHARE : 0)))
 		return CLI_EXIT_ERR;
+	if (c->bitmap) {
+		status = map_bitmap(c, &t);
+		tgt_close(&t);
+		return status;
+	}
 	if (!c->json)
 		printf("%-15s %-15s %-15s %s\n", "Offset", "Length", "Mapped to", "File");
 	while (off < t.caps.size_bytes) {
@@ -634,6 +784,9 @@ static int map_opt(void *ctx, const struct cli_opt *opt, char *arg)
 		break;
 	case CLI_K_OUTPUT:
 		return cli_output_json("map", arg, &c->json);
+	case CLI_K_BITMAP:
+		c->bitmap = arg;
+		break;
 	}
 	return 0;
 }

@@ -22,8 +22,7 @@ struct snapshot_ctx {
 	bool force_share;		/* -U: with -l only */
 };
 
-/* One row of qemu-img's snapshot table; @si NULL: the header row. */
-static void snapshot_row(const struct tgt_snapshot_info *si)
+void cli_snapshot_row(const struct tgt_snapshot_info *si)
 {
 	char date[32], clock[48], vm[32], icount[32] = "";
 	uint64_t secs;
@@ -67,9 +66,9 @@ static int snapshot_body(void *arg)
 			img_err("snapshot: %s: %s", c->file, strerror(-n));
 		if (n > 0) {
 			printf("Snapshot list:\n");
-			snapshot_row(NULL);
+			cli_snapshot_row(NULL);
 			for (i = 0; i < n; i++)
-				snapshot_row(&list[i]);
+				cli_snapshot_row(&list[i]);
 		}
 		tgt_close(&t);
 		return n < 0 ? CLI_EXIT_ERR : CLI_EXIT_OK;

@@ -12,6 +12,7 @@
 
 #include "block.h"
 #include "control.h"
+#include "exec.h"
 #include "state.h"
 #include "ublk.h"
 #include "util.h"
@@ -342,6 +343,143 @@ static int ublk_ctl_set_error_policy(struct ctl_call *call)
 	return 0;
 }
 
+/*
+ * The dirty-bitmap commands (QEMU's block-dirty-bitmap-*): "node", when
+ * given, names the device as "device" does elsewhere.  The target's
+ * ->bitmap runs here, on a temporary executor of the control thread,
+ * beside the queues' requests (the engine takes its own locks); a store
+ * is a few synced writes.
+ */
+struct ublk_bm_call {
+	struct tgt *t;
+	enum tgt_bitmap_op op;
+	const char *name;
+	struct tgt_bitmap_args a;
+	const char *const *srcs;
+	size_t nr_srcs;
+};
+
+static int ublk_bm_run(void *arg)
+{
+	struct ublk_bm_call *c = arg;
+	size_t i;
+	int ret;
+
+	if (c->op != TGT_BITMAP_MERGE)
+		return c->t->ops->bitmap(c->t, c->op, c->name, &c->a);
+	for (i = 0, ret = 0; !ret && i < c->nr_srcs; i++) {
+		c->a.src_name = c->srcs[i];
+		ret = c->t->ops->bitmap(c->t, c->op, c->name, &c->a);
+	}
+	return ret;
+}
+
+static int ublk_ctl_bitmap(struct ctl_call *call, enum tgt_bitmap_op op)
+{
+	struct ublk_dev *dev = call->ctx;
+	const char *node = ctl_arg_str(call, "node", NULL);
+	struct json_object *srcs = ctl_arg(call, "bitmaps");
+	const char *names[64];
+	struct ublk_bm_call c = {
+		.t = dev->blk.top,
+		.op = op,
+		.name = ctl_arg_str(call, op == TGT_BITMAP_MERGE ? "target" : "name", ""),
+	};
+	char own[32];
+	int ret;
+
+	snprintf(own, sizeof(own), "ublkb%u", dev->info.dev_id);
+	if (node && strcmp(node, own) && !(!strncmp(node, "/dev/", 5) && !strcmp(node + 5, own)))
+		return ctl_fail(call, -ENODEV, "Cannot find device='%s' nor node-name='%s'",
+				node, node);
+	if (!c.t->ops->bitmap)
+		return ctl_fail(call, -ENOTSUP, "the %s format has no persistent bitmaps",
+				c.t->ops->name);
+	if (op == TGT_BITMAP_ADD) {
+		c.a.granularity_bytes = ctl_arg_int(call, "granularity", 0);
+		c.a.disabled = ctl_arg_bool(call, "disabled", false);
+		if (!ctl_arg_bool(call, "persistent", true))
+			return ctl_fail(call, -ENOTSUP, "only persistent bitmaps are kept");
+	}
+	if (op == TGT_BITMAP_MERGE) {
+		size_t i;
+
+		c.nr_srcs = srcs ? json_object_array_length(srcs) : 0;
+		if (!c.nr_srcs || c.nr_srcs > ARRAY_SIZE(names))
+			return ctl_fail(call, -EINVAL, "'bitmaps' must name 1 to %zu bitmaps",
+					ARRAY_SIZE(names));
+		for (i = 0; i < c.nr_srcs; i++) {
+			struct json_object *e = json_object_array_get_idx(srcs, i);
+
+			/* QMP's BlockDirtyBitmapOrStr: a name, or {"node", "name"} of ours. */
+			if (json_object_is_type(e, json_type_object)) {
+				struct json_object *n;
+
+				if (!json_object_object_get_ex(e, "name", &n))
+					return ctl_fail(call, -EINVAL, "a source bitmap has no name");
+				e = n;
+			}
+			if (!json_object_is_type(e, json_type_string))
+				return ctl_fail(call, -EINVAL, "source bitmaps are names");
+			names[i] = json_object_get_string(e);
+		}
+		c.srcs = names;
+		c.a.src = c.t;
+	}
+	if (op != TGT_BITMAP_FLUSH && !*c.name)
+		return ctl_fail(call, -EINVAL, "Parameter '%s' is missing",
+				op == TGT_BITMAP_MERGE ? "target" : "name");
+	ret = exec_run_sync(ublk_bm_run, &c);
+	switch (ret) {
+	case 0:
+		return 0;
+	case -ENOENT:
+		return ctl_fail(call, ret, "Dirty bitmap '%s' not found", c.name);
+	case -EEXIST:
+		return ctl_fail(call, ret, "Bitmap already exists: %s", c.name);
+	case -EBUSY:
+		return ctl_fail(call, ret, "Bitmap '%s' is inconsistent and cannot be used",
+				c.name);
+	default:
+		return ctl_fail(call, ret, "%s: %s", c.name, strerror(-ret));
+	}
+}
+
+static int ublk_ctl_bm_add(struct ctl_call *call)
+{
+	return ublk_ctl_bitmap(call, TGT_BITMAP_ADD);
+}
+
+static int ublk_ctl_bm_remove(struct ctl_call *call)
+{
+	return ublk_ctl_bitmap(call, TGT_BITMAP_REMOVE);
+}
+
+static int ublk_ctl_bm_clear(struct ctl_call *call)
+{
+	return ublk_ctl_bitmap(call, TGT_BITMAP_CLEAR);
+}
+
+static int ublk_ctl_bm_enable(struct ctl_call *call)
+{
+	return ublk_ctl_bitmap(call, TGT_BITMAP_ENABLE);
+}
+
+static int ublk_ctl_bm_disable(struct ctl_call *call)
+{
+	return ublk_ctl_bitmap(call, TGT_BITMAP_DISABLE);
+}
+
+static int ublk_ctl_bm_merge(struct ctl_call *call)
+{
+	return ublk_ctl_bitmap(call, TGT_BITMAP_MERGE);
+}
+
+static int ublk_ctl_bm_flush(struct ctl_call *call)
+{
+	return ublk_ctl_bitmap(call, TGT_BITMAP_FLUSH);
+}
+
 static const struct ctl_cmd ublk_ctl_cmds[] = {
 	{
 		.name = "query-status",
@@ -392,6 +530,58 @@ static const struct ctl_cmd ublk_ctl_cmds[] = {
 			{ "rerror", CTL_STR, false },
 		},
 		.help = "change werror (enospc, stop, report, ignore) or rerror",
+	},
+	{
+		.name = "block-dirty-bitmap-add",
+		.handler = ublk_ctl_bm_add,
+		.args = {
+			{ "node", CTL_STR, false },
+			{ "name", CTL_STR, true },
+			{ "granularity", CTL_INT, false },
+			{ "persistent", CTL_BOOL, false },
+			{ "disabled", CTL_BOOL, false },
+		},
+		.help = "a new persistent dirty bitmap, tracking writes unless disabled",
+	},
+	{
+		.name = "block-dirty-bitmap-remove",
+		.handler = ublk_ctl_bm_remove,
+		.args = { { "node", CTL_STR, false }, { "name", CTL_STR, true } },
+		.help = "delete a dirty bitmap (an inconsistent one too)",
+	},
+	{
+		.name = "block-dirty-bitmap-clear",
+		.handler = ublk_ctl_bm_clear,
+		.args = { { "node", CTL_STR, false }, { "name", CTL_STR, true } },
+		.help = "mark nothing in a dirty bitmap",
+	},
+	{
+		.name = "block-dirty-bitmap-enable",
+		.handler = ublk_ctl_bm_enable,
+		.args = { { "node", CTL_STR, false }, { "name", CTL_STR, true } },
+		.help = "start tracking writes in a dirty bitmap",
+	},
+	{
+		.name = "block-dirty-bitmap-disable",
+		.handler = ublk_ctl_bm_disable,
+		.args = { { "node", CTL_STR, false }, { "name", CTL_STR, true } },
+		.help = "stop tracking writes in a dirty bitmap",
+	},
+	{
+		.name = "block-dirty-bitmap-merge",
+		.handler = ublk_ctl_bm_merge,
+		.args = {
+			{ "node", CTL_STR, false },
+			{ "target", CTL_STR, true },
+			{ "bitmaps", CTL_ARRAY, true },
+		},
+		.help = "also mark in target what each of bitmaps marks",
+	},
+	{
+		.name = "x-block-dirty-bitmap-flush",
+		.handler = ublk_ctl_bm_flush,
+		.args = { { "node", CTL_STR, false } },
+		.help = "store every bitmap in the image now, in_use cleared until the next write",
 	},
 };
 

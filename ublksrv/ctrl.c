@@ -174,6 +174,11 @@ int ublk_ctrl_del_dev(struct ublk_ctrl *c, unsigned int dev_id)
 	return ublk_ctrl_dev_cmd(c, UBLK_U_CMD_DEL_DEV, dev_id, NULL, 0, 0);
 }
 
+int ublk_ctrl_del_dev_async(struct ublk_ctrl *c, unsigned int dev_id)
+{
+	return ublk_ctrl_dev_cmd(c, UBLK_U_CMD_DEL_DEV_ASYNC, dev_id, NULL, 0, 0);
+}
+
 int ublk_ctrl_start_recovery(struct ublk_ctrl *c, unsigned int dev_id)
 {
 	return ublk_ctrl_dev_cmd(c, UBLK_U_CMD_START_USER_RECOVERY, dev_id, NULL, 0, 0);

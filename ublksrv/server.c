@@ -27,10 +27,12 @@
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "control.h"
+#include "disk.h"
 #include "secret.h"
 #include "server.h"
 #include "state.h"
@@ -166,8 +168,59 @@ static int ublk_test_read(const struct ublk_dev *dev, int64_t deadline)
 }
 
 /*
- * A new device is ready when the kernel announced it and it answers a
- * read.  Returns 0 or -errno, printing why.
+ * The partitions of the image's partition table are ready when the
+ * kernel announced each and its node opens, so that `add` returns with
+ * /dev/ublkbNp1... usable, as the disk.  The kernel (6.12) reads the
+ * table inside START_DEV: by the disk's uevent sysfs lists every
+ * partition, whose own uevents follow the disk's.  Returns 0 or -errno,
+ * printing why.
+ */
+static int ublk_wait_partitions(struct uevent_listener *u, unsigned int id,
+				int64_t deadline)
+{
+	unsigned int nums[UBLK_MAX_PARTS];
+	char names[UBLK_MAX_PARTS][32], *ptrs[UBLK_MAX_PARTS];
+	bool seen[UBLK_MAX_PARTS] = { false };
+	char path[64];
+	int n, i, fd, ret;
+
+	n = ublk_disk_partitions(id, nums);
+	for (i = 0; i < n; i++) {
+		snprintf(names[i], sizeof(names[i]), "ublkb%up%u", id, nums[i]);
+		ptrs[i] = names[i];
+	}
+	ret = uevent_wait_block_adds(u, ptrs, seen, n, MAX(deadline - mono_ms(), 1));
+	for (i = 0; ret && i < n; i++) {
+		if (seen[i])
+			continue;
+		if (ret == -ETIMEDOUT)
+			img_err("timed out after %d s waiting for the kernel to announce partition /dev/%s",
+				UBLK_READY_TIMEOUT_MS / 1000, names[i]);
+		else
+			img_err("waiting for partition /dev/%s: %s", names[i], strerror(-ret));
+		return ret;
+	}
+	for (i = 0; i < n; i++) {
+		snprintf(path, sizeof(path), "/dev/%s", names[i]);
+		/* As for the disk: udev may still be making or chowning the node. */
+		while ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+			if ((errno != ENOENT && errno != EACCES) || mono_ms() > deadline) {
+				ret = errno == ENOENT ? -ETIMEDOUT : -errno;
+				img_err("partition %s did not appear: %s", path, strerror(-ret));
+				return ret;
+			}
+			usleep(10000);
+		}
+		close(fd);
+	}
+	if (n)
+		img_dbg(IMG_DBG_CTRL, "device %u: %d partitions ready", id, n);
+	return 0;
+}
+
+/*
+ * A new device is ready when the kernel announced it, it answers a read,
+ * and its partitions are there.  Returns 0 or -errno, printing why.
  */
 static int ublk_wait_ready(struct uevent_listener *u, const struct ublk_dev *dev)
 {
@@ -185,7 +238,10 @@ static int ublk_wait_ready(struct uevent_listener *u, const struct ublk_dev *dev
 			img_err("waiting for /dev/%s: %s", name, strerror(-ret));
 		return ret;
 	}
-	return ublk_test_read(dev, deadline);
+	ret = ublk_test_read(dev, deadline);
+	if (ret)
+		return ret;
+	return ublk_wait_partitions(u, dev->info.dev_id, deadline);
 }
 
 static int ublk_write_state(const struct ublk_add_opts *o, const struct ublk_dev *dev)
@@ -214,6 +270,8 @@ static int ublk_write_state(const struct ublk_add_opts *o, const struct ublk_dev
 	snprintf(s.target, sizeof(s.target), "%s", o->ops->name);
 	if (o->cfg.snapshot)
 		snprintf(s.snapshot, sizeof(s.snapshot), "%s", o->cfg.snapshot);
+	if (o->name)
+		snprintf(s.name, sizeof(s.name), "%s", o->name);
 	if (!o->cfg.file || !realpath(o->cfg.file, s.file))
 		snprintf(s.file, sizeof(s.file), "%s", o->cfg.file ? o->cfg.file : "-");
 	if (secret_key_file_args(s.key_files, sizeof(s.key_files)))
@@ -305,11 +363,22 @@ static void ublk_wait_shutdown(struct ublk_dev *dev, int sig_fd)
 	}
 }
 
-/* After the device works: stdio goes to a log beside the state file. */
+/*
+ * After the device works: our messages go to syslog (the journal), each
+ * naming the device, when a logger listens on /dev/log; stdio goes to a
+ * log beside the state file, which also gets the messages when there is
+ * no logger.
+ */
 static void ublk_detach_stdio(unsigned int dev_id)
 {
 	char path[PATH_MAX];
+	struct stat st;
 	int fd;
+
+	if (stat("/dev/log", &st) == 0 && S_ISSOCK(st.st_mode)) {
+		snprintf(path, sizeof(path), "ublkb%u: ", dev_id);
+		img_log_to_syslog(path);
+	}
 
 	snprintf(path, sizeof(path), "%s/%u.log", ublk_state_dir(), dev_id);
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -329,6 +398,33 @@ static void ublk_report(int report_fd, int val)
 		if (write(report_fd, &val, sizeof(val)) != sizeof(val))
 			img_err("cannot report to the waiting command: %s", strerror(errno));
 		close(report_fd);
+	}
+}
+
+/*
+ * The udev rule names a device's nodes (/dev/disk/by-imgblk/NAME) from its
+ * state file, which is written only after the kernel announced them: a
+ * "change" uevent for the disk and each partition makes udev look again.
+ */
+static void ublk_name_announce(unsigned int id)
+{
+	unsigned int parts[UBLK_MAX_PARTS];
+	char path[96];
+	int n, i, fd;
+
+	n = ublk_disk_partitions(id, parts);
+	for (i = -1; i < n; i++) {
+		if (i < 0)
+			snprintf(path, sizeof(path), "/sys/block/ublkb%u/uevent", id);
+		else
+			snprintf(path, sizeof(path), "/sys/block/ublkb%u/ublkb%up%u/uevent",
+				 id, id, parts[i]);
+		fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		if (write(fd, "change", 6) != 6)
+			img_dbg(IMG_DBG_CTRL, "%s: %s", path, strerror(errno));
+		close(fd);
 	}
 }
 
@@ -475,7 +571,8 @@ static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int repo
 	struct ublk_housekeeper hk = { 0 };
 	struct ublk_ctrl ctrl;
 	bool queues_started = false, served = false, added = false, blk_ready = false;
-	char log_path[PATH_MAX];
+	bool in_use = false;
+	char log_path[PATH_MAX], why[512];
 	sigset_t sigs;
 	int sig_fd = -1, ret;
 
@@ -559,10 +656,14 @@ static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int repo
 		goto out_stop;
 	}
 
+	if (o->name)
+		ublk_name_announce(dev.info.dev_id);
 	img_dbg(IMG_DBG_CTRL, "device %u ready", dev.info.dev_id);
 	if (o->foreground) {
 		printf(UBLK_BDEV_FMT "\n", dev.info.dev_id);
 		fflush(stdout);
+		/* Under systemd (Type=notify): the device and partitions are ready. */
+		sd_notifyf(0, "READY=1\nSTATUS=serving " UBLK_BDEV_FMT, dev.info.dev_id);
 	} else {
 		ublk_detach_stdio(dev.info.dev_id);
 	}
@@ -572,6 +673,14 @@ static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int repo
 
 	ublk_hk_start(&hk, t);
 	ublk_wait_shutdown(&dev, sig_fd);
+	/*
+	 * `del --force` of a mounted device: DEL_DEV would wait until the
+	 * filesystem lets go of the disk, i.e. for ever; the asynchronous
+	 * one deletes it now and leaves the id taken until then.
+	 */
+	in_use = ublk_disk_busy(dev.info.dev_id, why, sizeof(why)) != UBLK_DISK_FREE;
+	if (in_use)
+		img_log("device %u: %s; deleting it anyway", dev.info.dev_id, why);
 
 out_stop:
 	if (uev.sk)
@@ -603,7 +712,9 @@ out_close:
 	if (dev.cdev_fd >= 0)
 		close(dev.cdev_fd);
 out_del:
-	if (added || served)
+	if (in_use)
+		ublk_ctrl_del_dev_async(&ctrl, dev.info.dev_id);
+	else if (added || served)
 		ublk_ctrl_del_dev(&ctrl, dev.info.dev_id);
 	if (served) {
 		ublk_state_remove(dev.info.dev_id);
@@ -632,6 +743,20 @@ int ublk_add(const struct ublk_add_opts *o)
 	ssize_t n;
 	pid_t pid;
 
+	if (o->log_level) {
+		img_log_set_level(o->log_level);
+		/* debug shows the control plane's own debug lines. */
+		if (o->log_level >= IMG_LOG_DEBUG)
+			img_debug_mask |= IMG_DBG_CTRL;
+	}
+	if (o->name && !o->recover) {
+		int other = ublk_state_find_name(o->name);
+
+		if (other >= 0) {
+			img_err("the name '%s' is taken by " UBLK_BDEV_FMT, o->name, other);
+			return 1;
+		}
+	}
 	/* The driver keeps no recovery for devices of unprivileged users. */
 	if (geteuid() != 0 && o->recoverable) {
 		img_err("--recoverable needs root: the driver offers recovery only for privileged devices");
@@ -735,6 +860,8 @@ int ublk_recover(unsigned int id, bool foreground)
 	}
 	if (strcmp(s.file, "-"))
 		o.cfg.file = s.file;
+	if (s.name[0])
+		o.name = s.name;
 	o.cfg.size_bytes = s.size_bytes;
 	o.cfg.open_flags = s.open_flags;
 	o.cfg.backing_policy = s.backing_policy;
@@ -791,8 +918,11 @@ static bool ublk_is_server(pid_t pid)
 	return n > 0 && !strncmp(comm, "imgblk", 6);
 }
 
-/* Deletes one device known to have state @s.  Returns 0 or -errno. */
-static int ublk_del_one(struct ublk_ctrl *ctrl, const struct ublk_state *s)
+/*
+ * Deletes one device known to have state @s; with @force also one whose
+ * disk is still held.  Returns 0 or -errno.
+ */
+static int ublk_del_one(struct ublk_ctrl *ctrl, const struct ublk_state *s, bool force)
 {
 	int ret;
 
@@ -808,7 +938,8 @@ static int ublk_del_one(struct ublk_ctrl *ctrl, const struct ublk_state *s)
 		img_err("device %u: server %d did not stop in %d s; deleting the device",
 			s->id, (int)s->pid, UBLK_STOP_TIMEOUT_MS / 1000);
 	ctrl->unprivileged = s->unprivileged;
-	ret = ublk_ctrl_del_dev(ctrl, s->id);
+	/* A mounted filesystem would make DEL_DEV wait for its umount. */
+	ret = force ? ublk_ctrl_del_dev_async(ctrl, s->id) : ublk_ctrl_del_dev(ctrl, s->id);
 
 	/* -ENODEV: the kernel no longer has it; only the state file was left. */
 	if (ret && ret != -ENODEV) {
@@ -825,7 +956,33 @@ static int ublk_del_one(struct ublk_ctrl *ctrl, const struct ublk_state *s)
 	return ret == -ENOENT ? 0 : ret;
 }
 
-int ublk_del(unsigned int id)
+/*
+ * Whether device @id may be deleted: not while its disk or a partition is
+ * mounted or open elsewhere, unless @force.  Says why not.
+ */
+static bool ublk_del_allowed(unsigned int id, bool force)
+{
+	int64_t deadline = mono_ms() + UBLK_DEL_OPEN_WAIT_MS;
+	enum ublk_disk_user user;
+	char why[512];
+
+	if (force)
+		return true;
+	/*
+	 * A plain or exclusive open may be fleeting: udev's blkid probes a
+	 * new disk and its partitions just after add.  Give those a moment;
+	 * a mount or a stacked device does not go away by itself.
+	 */
+	while ((user = ublk_disk_busy(id, why, sizeof(why))) >= UBLK_DISK_CLAIMED &&
+	       mono_ms() < deadline)
+		usleep(100000);
+	if (user == UBLK_DISK_FREE)
+		return true;
+	img_err("%s", why);
+	return false;
+}
+
+int ublk_del(unsigned int id, bool force)
 {
 	struct ublk_state s;
 	struct ublk_ctrl ctrl;
@@ -836,17 +993,19 @@ int ublk_del(unsigned int id)
 		img_err("no imgblk device with id %u", id);
 		return 1;
 	}
+	if (!ublk_del_allowed(id, force))
+		return 1;
 	ret = ublk_ctrl_open(&ctrl);
 	if (ret) {
 		ublk_ctrl_explain(ret);
 		return 1;
 	}
-	ret = ublk_del_one(&ctrl, &s);
+	ret = ublk_del_one(&ctrl, &s, force);
 	ublk_ctrl_close(&ctrl);
 	return ret ? 1 : 0;
 }
 
-int ublk_del_all(void)
+int ublk_del_all(bool force)
 {
 	struct ublk_ctrl ctrl;
 	unsigned int *ids;
@@ -870,7 +1029,7 @@ int ublk_del_all(void)
 
 		if (ublk_state_read(ids[i], &s))
 			continue;	/* deleted meanwhile */
-		if (ublk_del_one(&ctrl, &s))
+		if (!ublk_del_allowed(s.id, force) || ublk_del_one(&ctrl, &s, force))
 			status = 1;
 	}
 	ublk_ctrl_close(&ctrl);

@@ -22,6 +22,8 @@
 #define UBLK_UNPRIV_HOLD_MS	20000
 /* How long `del` waits for a server it asked to stop. */
 #define UBLK_STOP_TIMEOUT_MS	10000
+/* How long del waits for an opener of the disk (udev's probe) to close it. */
+#define UBLK_DEL_OPEN_WAIT_MS	2000
 
 struct ublk_add_opts {
 	const struct tgt_ops *ops;
@@ -32,6 +34,8 @@ struct ublk_add_opts {
 	bool foreground;	/* serve in this process instead of a daemon */
 	bool recoverable;	/* UBLK_F_USER_RECOVERY: survive the server's death */
 	bool recover;		/* serve the existing quiesced device @dev_id */
+	int log_level;		/* IMG_LOG_*; 0: the default */
+	const char *name;	/* stable name (--name), or NULL */
 	struct ublk_features feat;
 };
 
@@ -49,10 +53,17 @@ int ublk_add(const struct ublk_add_opts *o);
  */
 int ublk_recover(unsigned int id, bool foreground);
 
-/* Deletes device @id.  Returns the exit status. */
-int ublk_del(unsigned int id);
+/*
+ * Deletes device @id; refuses, saying who holds it, while its disk or a
+ * partition is mounted or open elsewhere, unless @force.  Returns the
+ * exit status.
+ */
+int ublk_del(unsigned int id, bool force);
 
-/* Deletes every device that has a state file.  Returns the exit status. */
-int ublk_del_all(void);
+/*
+ * Deletes every device that has a state file, but (unless @force) not
+ * those in use.  Returns the exit status: 1 if any was left.
+ */
+int ublk_del_all(bool force);
 
 #endif

@@ -93,6 +93,8 @@ int ublk_state_write(const struct ublk_state *s)
 		blk_err_action_name(s->rerror));
 	if (s->snapshot[0])
 		fprintf(f, "snapshot=%s\n", s->snapshot);
+	if (s->name[0])
+		fprintf(f, "name=%s\n", s->name);
 	if (s->key_files[0])
 		fprintf(f, "key_files=%s\n", s->key_files);
 	for (k = 0; k < THR_NR; k++)
@@ -155,6 +157,8 @@ int ublk_state_read(unsigned int id, struct ublk_state *s)
 			s->backing_policy = strtoul(v, NULL, 10);
 		else if (!strcmp(line, "snapshot"))
 			snprintf(s->snapshot, sizeof(s->snapshot), "%s", v);
+		else if (!strcmp(line, "name"))
+			snprintf(s->name, sizeof(s->name), "%s", v);
 		else if (!strcmp(line, "key_files"))
 			snprintf(s->key_files, sizeof(s->key_files), "%s", v);
 		else if (!strcmp(line, "l2_cache"))
@@ -237,4 +241,22 @@ int ublk_state_ids(unsigned int **ids)
 	qsort(v, n, sizeof(*v), cmp_uint);
 	*ids = v;
 	return n;
+}
+
+int ublk_state_find_name(const char *name)
+{
+	unsigned int *ids;
+	int n, i, ret = -ENOENT;
+
+	n = ublk_state_ids(&ids);
+	if (n < 0)
+		return n;
+	for (i = 0; i < n && ret < 0; i++) {
+		struct ublk_state s;
+
+		if (ublk_state_read(ids[i], &s) == 0 && !strcmp(s.name, name))
+			ret = ids[i];
+	}
+	free(ids);
+	return ret;
 }

@@ -14,6 +14,9 @@
 
 #include "block.h"
 
+/* A device's stable name: letters, digits, '.', '_', '-'; at most this long. */
+#define UBLK_NAME_MAX	63
+
 struct ublk_state {
 	unsigned int id;
 	char target[32];
@@ -38,12 +41,20 @@ struct ublk_state {
 	enum blk_err_action rerror;
 	/* The internal snapshot served (read-only); empty: the current state. */
 	char snapshot[256];
+	/* The stable name (add --name, imgblktab); empty: none. */
+	char name[UBLK_NAME_MAX + 1];
 	/*
 	 * The --key-file arguments ([IMAGE=]FILE, tab-separated) that
 	 * `recover` reads again: the paths of the key files, never a key.
 	 */
 	char key_files[2 * PATH_MAX];
 };
+
+/*
+ * The id of the device named @name (add --name).  Returns it, or -ENOENT
+ * when no device has that name.
+ */
+int ublk_state_find_name(const char *name);
 
 /* Directory of the state files; IMGBLK_RUN_DIR overrides it (tests). */
 const char *ublk_state_dir(void);

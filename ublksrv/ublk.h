@@ -67,6 +67,11 @@ int ublk_ctrl_get_params(struct ublk_ctrl *c, unsigned int dev_id,
 int ublk_ctrl_start_dev(struct ublk_ctrl *c, unsigned int dev_id, pid_t pid);
 int ublk_ctrl_stop_dev(struct ublk_ctrl *c, unsigned int dev_id);
 int ublk_ctrl_del_dev(struct ublk_ctrl *c, unsigned int dev_id);
+/*
+ * DEL_DEV without waiting for the last opener of the disk (a mounted
+ * filesystem) to let go; the id stays taken until it does.
+ */
+int ublk_ctrl_del_dev_async(struct ublk_ctrl *c, unsigned int dev_id);
 int ublk_ctrl_start_recovery(struct ublk_ctrl *c, unsigned int dev_id);
 int ublk_ctrl_end_recovery(struct ublk_ctrl *c, unsigned int dev_id, pid_t pid);
 int ublk_ctrl_get_dev_info(struct ublk_ctrl *c, unsigned int dev_id,

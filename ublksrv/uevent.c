@@ -83,13 +83,16 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int uevent_wait_block_add(struct uevent_listener *u, const char *devname,
-			  int timeout_ms)
+int uevent_wait_block_adds(struct uevent_listener *u, char *const *names,
+			   bool *seen, unsigned int n, int timeout_ms)
 {
 	int64_t deadline = now_ms() + timeout_ms;
 	struct pollfd pfd = { .fd = nl_socket_get_fd(u->sk), .events = POLLIN };
+	unsigned int left_names = 0, i;
 
-	for (;;) {
+	for (i = 0; i < n; i++)
+		left_names += !seen[i];
+	while (left_names) {
 		int64_t left = deadline - now_ms();
 		struct sockaddr_nl peer;
 		unsigned char *buf = NULL;
@@ -108,9 +111,23 @@ int uevent_wait_block_add(struct uevent_listener *u, const char *devname,
 		if (len < 0)
 			return -EIO;
 		/* Only the kernel (port 0) speaks for devices; ignore forgeries. */
-		ret = peer.nl_pid == 0 && uevent_is_block_add((char *)buf, len, devname);
+		for (i = 0; peer.nl_pid == 0 && i < n; i++) {
+			if (!seen[i] && uevent_is_block_add((char *)buf, len, names[i])) {
+				seen[i] = true;
+				left_names--;
+				break;
+			}
+		}
 		free(buf);
-		if (ret)
-			return 0;
 	}
+	return 0;
+}
+
+int uevent_wait_block_add(struct uevent_listener *u, const char *devname,
+			  int timeout_ms)
+{
+	char *names[1] = { (char *)devname };
+	bool seen[1] = { false };
+
+	return uevent_wait_block_adds(u, names, seen, 1, timeout_ms);
 }

@@ -23,6 +23,15 @@ void uevent_close(struct uevent_listener *u);
 int uevent_wait_block_add(struct uevent_listener *u, const char *devname,
 			  int timeout_ms);
 
+/*
+ * Waits up to @timeout_ms until the uevents announcing each of the @n
+ * block devices @names (those whose @seen is false) have arrived, setting
+ * @seen for each.  Returns 0 when all were seen, -ETIMEDOUT (@seen then
+ * tells which were not), or -errno.
+ */
+int uevent_wait_block_adds(struct uevent_listener *u, char *const *names,
+			   bool *seen, unsigned int n, int timeout_ms);
+
 /* True if the raw uevent @msg of @len bytes is the "add" of block device @devname. */
 bool uevent_is_block_add(const char *msg, size_t len, const char *devname);
 

@@ -6,7 +6,8 @@
 # The guest has no disk root: everything the tests run is in the initramfs.
 # busybox-static gives the shell and the small tools; the real tools the
 # tests use as oracles (mkfs.ext4, e2fsck, debugfs, fio, qemu-img/io/nbd,
-# util-linux losetup and blkdiscard, which busybox's lack options for) are
+# util-linux losetup, blkdiscard and sfdisk, which busybox lacks or whose
+# applets lack the options we need) are
 # copied from the host with their shared libraries.  BUILD_DIR/imgblk is
 # whatever the build produced; without it the image is built anyway and
 # the tests that need it skip.
@@ -39,7 +40,7 @@ file_is_static() { ! ldd "$1" >/dev/null 2>&1; }
 file_is_static "$BUSYBOX" ||
 	die "$BUSYBOX is not static; install busybox-static (scripts/setup.sh deps --vm)"
 
-TOOLS=(mkfs.ext4 mke2fs e2fsck debugfs fio qemu-img qemu-io qemu-nbd
+TOOLS=(mkfs.ext4 mke2fs e2fsck debugfs fio qemu-img qemu-io qemu-nbd sfdisk
        losetup blkdiscard)
 read -ra extra <<< "${IMGBLK_VM_TOOLS:-}"
 TOOLS+=("${extra[@]}")
@@ -50,7 +51,12 @@ for t in "${TOOLS[@]}"; do
 	tool_paths+=("$p")
 done
 IMGBLK=$BUILD_DIR/imgblk
-bins=("${tool_paths[@]}")
+# The tests' own helpers (tests/vm/*.c, built by make).
+vm_progs=()
+for p in "$BUILD_DIR"/tests/vm/*; do
+	[ -f "$p" ] && [ -x "$p" ] && vm_progs+=("$p")
+done
+bins=("${tool_paths[@]}" "${vm_progs[@]}")
 if [ -x "$IMGBLK" ]; then
 	bins+=("$IMGBLK")
 else
@@ -101,6 +107,9 @@ for p in "${tool_paths[@]}"; do
 	copy_file "$p" "$p"
 done
 [ -x "$IMGBLK" ] && copy_file "$IMGBLK" /usr/local/bin/imgblk
+for p in "${vm_progs[@]}"; do
+	copy_file "$p" "/usr/local/bin/$(basename "$p")"
+done
 for l in "${lib_paths[@]}"; do
 	copy_file "$l" "$l"
 done

@@ -191,6 +191,11 @@ static int qcow2_amend_compat(struct qcow2 *q, unsigned int version)
 				file);
 			return -ENOTSUP;
 		}
+		if (q->nr_bms) {
+			/* v2 has no autoclear bits: QEMU refuses this too. */
+			img_err("%s: amend: cannot downgrade an image with persistent bitmaps", file);
+			return -ENOTSUP;
+		}
 		/*
 		 * Clean, and eager refcounts from here: v2 has no dirty bit to
 		 * cover refcounts the expansion would otherwise leave unwritten.
@@ -243,7 +248,6 @@ static int qcow2_amend_compat(struct qcow2 *q, unsigned int version)
 		q->header_length = version >= 3 ? sizeof(struct qcow2_header_disk) :
 						 QCOW2_V2_HEADER_BYTES;
 		q->incompat = q->compat = q->autoclear = 0;
-		__atomic_store_n(&q->autoclear_pending, false, __ATOMIC_RELEASE);
 		q->lazy = false;
 		q->refcount_order = 4;
 	}

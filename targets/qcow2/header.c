@@ -386,6 +386,76 @@ int qcow2_write_header_fields(struct qcow2 *q)
 	return bfile_flush(q->file);
 }
 
+int qcow2_write_bitmaps_ext(struct qcow2 *q, uint32_t nb, uint64_t dir_off,
+			    uint64_t dir_size)
+{
+	const size_t ext_bytes = 8 + sizeof(struct qcow2_bitmaps_ext);
+	uint8_t *h = q->hdr_buf;
+	uint64_t bf_off = get_be64(h + offsetof(struct qcow2_header_disk, backing_file_offset));
+	uint32_t bf_len = get_be32(h + offsetof(struct qcow2_header_disk, backing_file_size));
+	uint64_t limit = bf_off ? bf_off : q->cluster_size, pos = q->header_length;
+	uint64_t bm = 0, end = 0, cover;
+	struct qcow2_bitmaps_ext e = {
+		.nb_bitmaps = __builtin_bswap32(nb),
+		.bitmap_directory_size = __builtin_bswap64(dir_size),
+		.bitmap_directory_offset = __builtin_bswap64(dir_off),
+	};
+
+	/* The list was validated at open and only we changed it since. */
+	while (pos + 8 <= limit) {
+		uint32_t type = get_be32(h + pos);
+
+		if (type == QCOW2_EXT_END) {
+			end = pos;
+			break;
+		}
+		if (type == QCOW2_EXT_BITMAPS)
+			bm = pos;
+		pos += 8 + ALIGN_UP((uint64_t)get_be32(h + pos + 4), 8);
+	}
+	if (!end)
+		return -EINVAL;
+	if (nb && !bm) {
+		/* Insert before the end marker; a backing name in the way moves after it. */
+		if (end + ext_bytes + 8 > limit) {
+			uint64_t name_off = end + ext_bytes + 8;
+
+			if (!bf_off || name_off + bf_len > q->cluster_size) {
+				img_err("%s: no room in the header for the bitmaps extension",
+					q->t->cfg.file);
+				return -ENOSPC;
+			}
+			memmove(h + name_off, h + bf_off, bf_len);
+			put_be64(h + offsetof(struct qcow2_header_disk, backing_file_offset),
+				 name_off);
+			bf_off = name_off;
+		}
+		bm = end;
+		end += ext_bytes;
+		put_be32(h + bm, QCOW2_EXT_BITMAPS);
+		put_be32(h + bm + 4, sizeof(e));
+		memset(h + end, 0, 8);
+	}
+	if (nb) {
+		memcpy(h + bm + 8, &e, sizeof(e));
+		q->autoclear |= QCOW2_AUTOCLEAR_BITMAPS;
+	} else {
+		if (bm) {
+			/* Drop it, as QEMU does with the last bitmap. */
+			memmove(h + bm, h + bm + ext_bytes, end + 8 - bm - ext_bytes);
+			end -= ext_bytes;
+			memset(h + end + 8, 0, ext_bytes);
+		}
+		q->autoclear &= ~QCOW2_AUTOCLEAR_BITMAPS;
+	}
+	q->nb_bitmaps = nb;
+	q->bitmap_dir_offset = dir_off;
+	q->bitmap_dir_size = dir_size;
+	cover = MAX(end + 8, bf_off ? bf_off + bf_len : 0);
+	q->hdr_bytes = MAX(q->hdr_bytes, ALIGN_UP(cover, (uint64_t)q->dio_align));
+	return qcow2_write_header_fields(q);
+}
+
 int qcow2_set_dirty_bit(struct qcow2 *q, bool dirty)
 {
 	int ret;

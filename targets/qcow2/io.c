@@ -68,15 +68,11 @@ int qcow2_read(struct tgt *t, void *buf, uint32_t len, uint64_t off)
 }
 
 /*
- * Called before anything is written: the autoclear bits we do not
- * maintain (bitmaps) must be off on disk before the first change that
- * would make those structures stale.  Returns 0 or -errno.
+ * Called before anything is written: refuses writes to an image found
+ * corrupt or opened for reading only.  Returns 0 or -errno.
  */
 int qcow2_before_write(struct qcow2 *q)
 {
-	bool pending;
-	int ret = 0;
-
 	/* Found corrupt while open: reported once already, at the time. */
 	if (qcow2_is_corrupt(q))
 		return -EIO;
@@ -84,24 +80,7 @@ int qcow2_before_write(struct qcow2 *q)
 		img_err("%s: writes refused: %s", q->t->cfg.file, q->no_write_reason);
 		return -EROFS;
 	}
-	/*
-	 * Every write passes here and the flag is almost always clear: an
-	 * atomic load, not q->lock.  It is cleared (release) only once the
-	 * header without the bits is durable, so a writer that sees it clear
-	 * may go ahead.
-	 */
-	pending = __atomic_load_n(&q->autoclear_pending, __ATOMIC_ACQUIRE);
-	if (!pending)
-		return 0;
-	exec_mutex_lock(&q->hdr_mutex);
-	if (q->autoclear_pending) {
-		q->autoclear &= ~QCOW2_AUTOCLEAR_BITMAPS;
-		ret = qcow2_write_header_fields(q);
-		if (!ret)
-			__atomic_store_n(&q->autoclear_pending, false, __ATOMIC_RELEASE);
-	}
-	exec_mutex_unlock(&q->hdr_mutex);
-	return ret;
+	return 0;
 }
 
 /* Is a metadata flush writing tables back right now? */
@@ -239,6 +218,8 @@ int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
 	int ret;
 
 	ret = qcow2_before_write(q);
+	if (!ret && !(flags & TGT_W_SAME_DATA))
+		ret = qcow2_bitmaps_track(q, off, len);
 	if (ret)
 		return ret;
 	if ((flags & TGT_W_COMPRESS) && qcow2_encrypted(q)) {
@@ -430,6 +411,8 @@ int qcow2_discard(struct tgt *t, uint64_t off, uint64_t len)
 	int ret;
 
 	ret = qcow2_before_write(q);
+	if (!ret)
+		ret = qcow2_bitmaps_track(q, off, len);
 	if (ret)
 		return ret;
 	/*
@@ -449,6 +432,8 @@ int qcow2_write_zeroes(struct tgt *t, uint64_t off, uint64_t len,
 	int ret;
 
 	ret = qcow2_before_write(q);
+	if (!ret)
+		ret = qcow2_bitmaps_track(q, off, len);
 	if (ret)
 		return ret;
 	/*

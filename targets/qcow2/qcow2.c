@@ -52,6 +52,7 @@ static void qcow2_free(struct qcow2 *q)
 		bfile_close(q->dfile);
 	bfile_close(q->file);
 	qcow2_free_snapshots(q);
+	qcow2_bitmaps_free(q);
 	qcow2_ovl_free(q);
 	qcow2_crypt_close(q);
 	qcow2_header_free(q);
@@ -65,6 +66,8 @@ static void qcow2_free(struct qcow2 *q)
 	exec_mutex_destroy(&q->alloc_mutex);
 	exec_mutex_destroy(&q->hdr_mutex);
 	exec_mutex_destroy(&q->comp_mutex);
+	exec_mutex_destroy(&q->bm_mutex);
+	pthread_mutex_destroy(&q->bm_lock);
 	range_lock_destroy(&q->inflight);
 	pthread_mutex_destroy(&q->lock);
 	free(q);
@@ -175,6 +178,8 @@ static int qcow2_open(struct tgt *t)
 	exec_mutex_init(&q->alloc_mutex);
 	exec_mutex_init(&q->hdr_mutex);
 	exec_mutex_init(&q->comp_mutex);
+	exec_mutex_init(&q->bm_mutex);
+	pthread_mutex_init(&q->bm_lock, NULL);
 	q->comp_blk_off = UINT64_MAX;
 	range_lock_init(&q->inflight);
 	exec_waitq_init(&q->l2_alloc_wq);
@@ -247,6 +252,10 @@ static int qcow2_open(struct tgt *t)
 	ret = qcow2_load_snapshots(q);
 	if (ret && !(flags & TGT_O_CHECK))
 		goto err;
+	/* A directory QEMU cannot open is not checked or listed either: the same verdict. */
+	ret = qcow2_bitmaps_load(q);
+	if (ret)
+		goto err;
 	if (t->cfg.snapshot) {
 		ret = qcow2_open_snapshot(q, t->cfg.snapshot);
 		if (ret)
@@ -273,10 +282,11 @@ static int qcow2_open(struct tgt *t)
 		}
 		/*
 		 * Autoclear bits we do not maintain: the structures they vouch
-		 * for go stale.  A raw data file stays raw: a data cluster's
-		 * host offset is always its guest offset here.
+		 * for go stale.  The bitmaps are maintained (bitmap.c); a raw
+		 * data file stays raw: a data cluster's host offset is always
+		 * its guest offset here.
 		 */
-		uint64_t keep = QCOW2_AUTOCLEAR_BITMAPS |
+		uint64_t keep = (q->nr_bms ? QCOW2_AUTOCLEAR_BITMAPS : 0) |
 				(q->data_file ? QCOW2_AUTOCLEAR_DATA_FILE_RAW : 0);
 
 		if (q->autoclear & ~keep) {
@@ -285,7 +295,6 @@ static int qcow2_open(struct tgt *t)
 			if (ret)
 				goto err;
 		}
-		q->autoclear_pending = q->autoclear & QCOW2_AUTOCLEAR_BITMAPS;
 		q->lazy = q->version >= 3 && (q->compat & QCOW2_COMPAT_LAZY_REFCOUNTS);
 		/* From here on every write is checked against the metadata. */
 		ret = qcow2_ovl_init(q);
@@ -326,7 +335,8 @@ static int qcow2_close(struct tgt *t)
 
 	if (!q)
 		return 0;
-	if (!q->read_only || qcow2_meta_dirty(q))
+	ret = qcow2_bitmaps_close(q);
+	if (!ret && (!q->read_only || qcow2_meta_dirty(q)))
 		ret = q->lazy ? qcow2_mark_clean(q) : qcow2_flush_meta(q);
 	/* Give back what the file grew ahead of its last cluster. */
 	if (!ret && !q->read_only && q->file_bytes > q->end_cluster << q->cluster_bits &&
@@ -355,6 +365,7 @@ static void qcow2_info(struct tgt *t, struct tgt_info *info)
 	char bits[16];
 
 	info->cluster_size = q->cluster_size;
+	info->dirty = q->incompat & QCOW2_INCOMPAT_DIRTY;
 	info->backing_file = q->backing_name;
 	info->backing_fmt = q->backing_fmt;
 	qcow2_info_add(info, "compat", true, q->version >= 3 ? "1.1" : "0.10");
@@ -363,6 +374,10 @@ static void qcow2_info(struct tgt *t, struct tgt_info *info)
 	if (q->version >= 3)
 		qcow2_info_add(info, "lazy-refcounts", false,
 			       q->compat & QCOW2_COMPAT_LAZY_REFCOUNTS ? "true" : "false");
+	if (q->nr_bms) {
+		qcow2_info_add(info, "bitmaps", false, "");
+		info->kv[info->n - 1].is_list = true;
+	}
 	snprintf(bits, sizeof(bits), "%u", 1U << q->refcount_order);
 	qcow2_info_add(info, "refcount-bits", false, bits);
 	if (q->crypt_method && q->crypt) {
@@ -420,4 +435,7 @@ const struct tgt_ops qcow2_tgt_ops = {
 	.amend		= qcow2_amend,
 	.snapshot_list	= qcow2_snapshot_list,
 	.snapshot	= qcow2_snapshot,
+	.bitmap_list	= qcow2_bitmap_list,
+	.bitmap		= qcow2_bitmap,
+	.bitmap_status	= qcow2_bitmap_status,
 };

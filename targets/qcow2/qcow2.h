@@ -93,24 +93,72 @@ struct qcow2_feature_name {
 	char name[46];			/* 2: NUL-padded */
 } __attribute__((packed));
 
-/* Bitmaps extension data (0x23852875). */
+/* Bitmaps extension data (0x23852875, spec "Bitmaps extension"): 24 bytes. */
 struct qcow2_bitmaps_ext {
-	uint32_t nb_bitmaps;		/* 0 */
-	uint32_t reserved;		/* 4 */
-	uint64_t bitmap_directory_size;	/* 8 */
-	uint64_t bitmap_directory_offset; /* 16 */
+	uint32_t nb_bitmaps;		/* 0: entries in the directory, 1..65535 */
+	uint32_t reserved;		/* 4: zero */
+	uint64_t bitmap_directory_size;	/* 8: bytes, at most 64 KiB per bitmap */
+	uint64_t bitmap_directory_offset; /* 16: cluster aligned */
 } __attribute__((packed));
 
-/* Bitmap directory entry, followed by extra data and the name (spec "Bitmap directory"). */
+/*
+ * Bitmap directory entry (spec "Bitmap directory"), followed by
+ * extra_data_size bytes of extra data and name_size bytes of name (no
+ * NUL), the whole entry padded with zeros to a multiple of 8 bytes.
+ */
 struct qcow2_bitmap_dir_entry {
-	uint64_t bitmap_table_offset;	/*  0 */
-	uint32_t bitmap_table_size;	/*  8: entries */
-	uint32_t flags;			/* 12 */
-	uint8_t type;			/* 16 */
-	uint8_t granularity_bits;	/* 17 */
-	uint16_t name_size;		/* 18 */
-	uint32_t extra_data_size;	/* 20 */
+	uint64_t bitmap_table_offset;	/*  0: cluster aligned */
+	uint32_t bitmap_table_size;	/*  8: entries (u64 each) */
+	uint32_t flags;			/* 12: QCOW2_BM_* */
+	uint8_t type;			/* 16: 1, dirty tracking */
+	uint8_t granularity_bits;	/* 17: one bit covers 2^this guest bytes */
+	uint16_t name_size;		/* 18: 1..1023 */
+	uint32_t extra_data_size;	/* 20: bytes of extra data */
 } __attribute__((packed));
+
+static_assert(sizeof(struct qcow2_bitmap_dir_entry) == 24, "bitmap directory entry is 24 bytes");
+
+/* Directory entry flags (byte 12). */
+#define QCOW2_BM_IN_USE		(1U << 0)	/* being changed: may be stale */
+#define QCOW2_BM_AUTO		(1U << 1)	/* tracks every write ("enabled") */
+#define QCOW2_BM_EXTRA_COMPAT	(1U << 2)	/* unknown extra data may be ignored */
+#define QCOW2_BM_KNOWN		0x7U
+#define QCOW2_BM_TYPE_DIRTY	1
+/* QEMU's limits on bitmaps (qcow2-bitmap.c, qcow2.h). */
+#define QCOW2_BM_MIN_GRAN_BITS	9
+#define QCOW2_BM_MAX_GRAN_BITS	31
+#define QCOW2_BM_DEFAULT_GRAN_BITS 16
+#define QCOW2_BM_MAX_NAME	1023
+#define QCOW2_BM_MAX_BITMAPS	65535
+#define QCOW2_BM_MAX_DIR_BYTES	(1024ULL * QCOW2_BM_MAX_BITMAPS)
+#define QCOW2_BM_MAX_TABLE_SIZE	0x8000000U	/* entries */
+#define QCOW2_BM_MAX_BYTES	0x20000000ULL	/* a bitmap's bytes in memory */
+/* Bitmap table entry (spec "Bitmap table"): bits 9-55 data cluster; bit 0 with offset 0: all ones. */
+#define QCOW2_BME_ALL_ONES	(1ULL << 0)
+#define QCOW2_BME_RESERVED	0xff000000000001feULL
+
+/*
+ * One persistent bitmap, in memory (bitmap.c).  The directory fields
+ * say where it is on disk; @bits, once loaded, is the truth while the
+ * image is open: bit i covers guest bytes [i << gran_bits, (i + 1) <<
+ * gran_bits), in the spec's order (bit i of byte i / 8, least
+ * significant first), which is that of little-endian u64 words.
+ */
+struct qcow2_bitmap {
+	char *name;
+	uint32_t flags;			/* as on disk at open, QCOW2_BM_* */
+	unsigned int gran_bits;
+	uint8_t type;
+	uint8_t *extra;			/* kept verbatim */
+	uint32_t extra_size;
+	uint64_t table_off;		/* on disk; 0: none written yet */
+	uint32_t table_size;
+	bool inconsistent;		/* in_use at open: only removable */
+	bool enabled;			/* auto: writes mark it */
+	uint64_t *bits;			/* NULL: not loaded (or inconsistent) */
+	uint64_t nr_bits;
+	bool changed;			/* @bits differ from the table on disk */
+};
 
 /* Snapshot table entry header, then extra data, id and name (spec "Snapshots"). */
 struct qcow2_snapshot_disk {
@@ -172,7 +220,7 @@ struct qcow2_snapshot {
 #define QCOW2_SUBCLUSTERS	32
 #define QCOW2_SC_ALLOC_ALL	0x00000000ffffffffULL
 #define QCOW2_SC_ZERO_ALL	0xffffffff00000000ULL
-/* Bitmap table entry: bits 9-55 data cluster, bit 0 all ones. */
+/* Bitmap table entry: bits 9-55 data cluster (flags above, beside the directory). */
 #define QCOW2_BME_OFFSET_MASK	0x00fffffffffffe00ULL
 
 /* Host offsets are below 2^56 (QEMU's limit, 56 bits of L2 offset). */
@@ -368,8 +416,23 @@ struct qcow2 {
 	unsigned long epoch_io[2];
 	struct exec_waitq epoch_wq;
 
-	/* Clear autoclear bits before the first write; atomic, set only at open. */
-	bool autoclear_pending;
+	/*
+	 * Persistent dirty bitmaps (bitmap.c, README.md "Dirty bitmaps").
+	 * bm_lock (a plain mutex, never held across exec_*) guards the bits
+	 * and bm_marking: a write marks the enabled bitmaps under it, only
+	 * while bm_marking says that every enabled bitmap is in_use on disk.
+	 * bm_mutex serializes stores and changes of the list, which readers
+	 * of the list outside a store take too.  bm_active (atomic): some
+	 * bitmap is enabled, so writes must look.
+	 */
+	struct qcow2_bitmap *bms;
+	unsigned int nr_bms;
+	pthread_mutex_t bm_lock;
+	struct exec_mutex bm_mutex;
+	bool bm_marking;
+	bool bm_active;
+	bool bm_loaded;			/* the directory was read at open */
+	struct tgt_bitmap_info *bm_info;	/* for ->bitmap_list */
 	/*
 	 * Lazy refcounts (compatible bit 0, on a read-write open): refcount
 	 * blocks are written only when the image is made clean; the dirty
@@ -499,6 +562,14 @@ static inline void qcow2_l2_set(const struct qcow2 *q, uint64_t *l2, uint64_t i,
 /* header.c */
 int qcow2_read_header(struct qcow2 *q, const char *file, unsigned int open_flags);
 int qcow2_write_header_fields(struct qcow2 *q);
+/*
+ * Sets the bitmaps extension to @nb bitmaps in the directory at @dir_off
+ * (@dir_size bytes), inserting it or (@nb 0) dropping it, and the
+ * autoclear bitmaps bit with it (set: the extension is consistent), in
+ * one synced header write.  Under hdr_mutex.  Returns 0 or -errno.
+ */
+int qcow2_write_bitmaps_ext(struct qcow2 *q, uint32_t nb, uint64_t dir_off,
+			    uint64_t dir_size);
 /*
  * Sets or clears the dirty bit (incompatible feature bit 0) with a synced
  * header write, under hdr_mutex.  Returns 0 or -errno.
@@ -653,6 +724,7 @@ int qcow2_load_refcount_table(struct qcow2 *q);
 /* alloc.c */
 int64_t qcow2_alloc_clusters(struct qcow2 *q, uint64_t n, uint64_t *got, bool *fresh);
 int64_t qcow2_alloc_end(struct qcow2 *q, uint64_t n);
+int64_t qcow2_alloc_contig(struct qcow2 *q, uint64_t n);
 void qcow2_free_later(struct qcow2 *q, uint64_t off, uint64_t len);
 
 /*
@@ -684,6 +756,38 @@ int qcow2_write_alloc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t l
 /* compress.c */
 int64_t qcow2_write_compressed(struct qcow2 *q, const void *buf, uint64_t len, uint64_t off);
 
+/* bitmap.c */
+/*
+ * Reads the bitmap directory at open (the bits are read when first
+ * needed).  A directory QEMU would refuse is refused.  Returns 0 or
+ * -errno (printed).
+ */
+int qcow2_bitmaps_load(struct qcow2 *q);
+/*
+ * Marks guest bytes [@off, @off + @len) in every enabled bitmap, before
+ * the write, discard or write zeroes that changes them; the first such
+ * call stores the bitmaps in_use (D0).  Not with q->lock held.  Returns 0
+ * or -errno (the write must fail).
+ */
+int qcow2_bitmaps_track(struct qcow2 *q, uint64_t off, uint64_t len);
+/* D1-D4, under bm_mutex: see bitmap.c. */
+int qcow2_bitmaps_store(struct qcow2 *q, bool in_use);
+/* At close: stores the bitmaps clean if anything changed.  Returns 0 or -errno. */
+int qcow2_bitmaps_close(struct qcow2 *q);
+/*
+ * Resizes every bitmap to @size_bytes (grown bits clean), before the
+ * image's size changes; the tables are rewritten by the next store.
+ * Refused (-EBUSY) with an inconsistent bitmap.  Returns 0 or -errno.
+ */
+int qcow2_bitmaps_resize(struct qcow2 *q, uint64_t size_bytes);
+/* Frees the bitmaps in memory, at close or after a failed load.  Cannot fail. */
+void qcow2_bitmaps_free(struct qcow2 *q);
+int qcow2_bitmap_list(struct tgt *t, const struct tgt_bitmap_info **list);
+int qcow2_bitmap(struct tgt *t, enum tgt_bitmap_op op, const char *name,
+		 const struct tgt_bitmap_args *a);
+int64_t qcow2_bitmap_status(struct tgt *t, const char *name, uint64_t off, uint64_t len,
+			    bool *dirty);
+
 /* io.c */
 int qcow2_before_write(struct qcow2 *q);
 int qcow2_read(struct tgt *t, void *buf, uint32_t len, uint64_t off);
@@ -701,7 +805,6 @@ void qcow2_free_snapshots(struct qcow2 *q);
 int qcow2_open_snapshot(struct qcow2 *q, const char *which);
 int qcow2_snapshot_list(struct tgt *t, const struct tgt_snapshot_info **list);
 int qcow2_snapshot(struct tgt *t, enum tgt_snapshot_op op, const char *name);
-int64_t qcow2_alloc_contig(struct qcow2 *q, uint64_t n);
 /*
  * Writes @entries of @l1 (host order; COPIED stripped if asked) to new
  * contiguous clusters, refcount 1 in the cache.  Returns the offset or -errno.

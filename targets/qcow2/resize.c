@@ -360,6 +360,7 @@ int qcow2_resize(struct tgt *t, uint64_t size, unsigned int flags)
 {
 	struct qcow2 *q = t->priv;
 	bool lazy = q->lazy;
+	uint64_t old_size;
 	int ret;
 
 	/*
@@ -374,7 +375,14 @@ int qcow2_resize(struct tgt *t, uint64_t size, unsigned int flags)
 			return ret;
 		q->lazy = false;
 	}
-	ret = qcow2_resize_eager(t, size, flags);
+	/* The bitmaps follow the size, as QEMU's do; close stores them. */
+	old_size = q->size_bytes;
+	ret = qcow2_bitmaps_resize(q, size);
+	if (!ret) {
+		ret = qcow2_resize_eager(t, size, flags);
+		if (ret)
+			qcow2_bitmaps_resize(q, old_size);
+	}
 	q->lazy = lazy;
 	return ret;
 }

@@ -262,28 +262,6 @@ int qcow2_snapshot_list(struct tgt *t, const struct tgt_snapshot_info **list)
 	return q->nb_snapshots;
 }
 
-/*
- * Allocates @n contiguous clusters (refcount 1).  A first fit may be
- * shorter: give it back and take the end of the file, where the run gets
- * the refcount blocks it needs in front of it.  Returns the offset or
- * -errno.
- */
-int64_t qcow2_alloc_contig(struct qcow2 *q, uint64_t n)
-{
-	uint64_t got;
-	int64_t off;
-	int ret;
-
-	exec_mutex_lock(&q->alloc_mutex);
-	off = qcow2_alloc_clusters(q, n, &got, NULL);
-	if (off >= 0 && got < n) {
-		ret = qcow2_refcount_update(q, off, got << q->cluster_bits, -1);
-		off = ret ? ret : qcow2_alloc_end(q, n);
-	}
-	exec_mutex_unlock(&q->alloc_mutex);
-	return off;
-}
-
 static int qcow2_refs(struct qcow2 *q, uint64_t off, uint64_t len, int delta)
 {
 	int ret;

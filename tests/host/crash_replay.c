@@ -194,7 +194,8 @@ static void rec_cb(void *ctx, const struct exec_rec *r)
 /* The workload: guest ops in concurrent batches on the engine        */
 
 /* A snapshot create also makes every write that completed before it durable. */
-enum gop_kind { G_WRITE, G_ZERO, G_DISCARD, G_FLUSH, G_SNAP_CREATE, G_SNAP_DELETE };
+enum gop_kind { G_WRITE, G_ZERO, G_DISCARD, G_FLUSH, G_SNAP_CREATE, G_SNAP_DELETE,
+		 G_BM_STORE };
 
 struct gop {
 	enum gop_kind kind;
@@ -235,6 +236,11 @@ struct variant_cfg {
 	unsigned int fua_pct;		/* writes and write zeroes issued with FUA */
 	/* qcow2: the L2 cache's size (0: default); a tiny one evicts dirty tables. */
 	uint64_t l2_cache_bytes;
+	/*
+	 * qcow2: the image has an enabled dirty bitmap "e" (QEMU adds it), and
+	 * the workload stores the bitmaps clean (TGT_BITMAP_FLUSH) now and then.
+	 */
+	bool bitmap;
 };
 
 /* An internal snapshot the workload knows of, and what it must read. */
@@ -303,6 +309,9 @@ static void gop_run(void *arg)
 		break;
 	case G_SNAP_DELETE:
 		g->ret = t->ops->snapshot(t, TGT_SNAPSHOT_DELETE, w->snaps[g->snap].name);
+		break;
+	case G_BM_STORE:
+		g->ret = t->ops->bitmap(t, TGT_BITMAP_FLUSH, "", NULL);
 		break;
 	}
 	g->done_clock = ++w->rc->clock;
@@ -403,6 +412,12 @@ static void wl_batch(struct wl *w, uint64_t *written)
 	if (w->cfg->snap_ops && rnd_pct(&w->rng, 6)) {
 		wl_snap_batch(w);
 		return;
+	}
+	/* A clean bitmap store needs no writes beside it to be tested, but allows them. */
+	if (w->cfg->bitmap && rnd_pct(&w->rng, 8)) {
+		memset(&w->ops[w->nr_ops], 0, sizeof(w->ops[0]));
+		w->ops[w->nr_ops].kind = G_BM_STORE;
+		w->nr_ops++;
 	}
 	for (k = 0; k < n && w->nr_ops < MAX_GOPS - 1; k++) {
 		struct gop *g = &w->ops[w->nr_ops];
@@ -689,6 +704,7 @@ struct replay {
 	unsigned long states, corrupt, lost, open_failed, qchecks, qcheck_bad;
 	unsigned long torn, subsets, prefixes;
 	unsigned long snap_bad, snap_reads, snap_qemu;
+	unsigned long bitmap_bad, bitmap_consistent, bitmap_in_use;
 	unsigned int failures_shown;
 };
 
@@ -822,6 +838,54 @@ static int snap_due(const struct wl *w, const struct snap_exp *sn, uint64_t cloc
 	if ((c && c->done_clock >= clockP) || (d && d->issue_clock < clockP))
 		return 0;
 	return 1;
+}
+
+/*
+ * The dirty bitmap "e" of a state open as @t (README "Dirty bitmaps", D0):
+ * it is there, and either flagged in use, or consistent and marking every
+ * guest byte a write, write zeroes or discard that completed before the
+ * crash changed.  Consistent and missing one is the failure: a backup
+ * would skip data.  Counts the kinds of state seen in @r.
+ */
+static bool bitmap_sound(struct replay *r, const struct wl *w, struct tgt *t,
+			 uint64_t clockP, char *what, size_t len)
+{
+	const struct tgt_bitmap_info *list;
+	int n = t->ops->bitmap_list(t, &list), k;
+	size_t i;
+
+	for (k = 0; k < n && strcmp(list[k].name, "e"); k++)
+		;
+	if (k >= n) {
+		snprintf(what, len, "bitmap 'e' is gone");
+		return false;
+	}
+	if (list[k].in_use) {
+		r->bitmap_in_use++;
+		return true;
+	}
+	r->bitmap_consistent++;
+	for (i = 0; i < w->nr_ops; i++) {
+		const struct gop *g = &w->ops[i];
+		uint64_t pos = g->off;
+
+		if ((g->kind != G_WRITE && g->kind != G_ZERO && g->kind != G_DISCARD) ||
+		    g->done_clock >= clockP || g->ret < 0)
+			continue;
+		while (pos < g->off + g->len) {
+			bool dirty;
+			int64_t m = t->ops->bitmap_status(t, "e", pos, g->off + g->len - pos, &dirty);
+
+			if (m <= 0 || !dirty) {
+				snprintf(what, len, "bitmap 'e' is consistent but misses guest "
+					 "bytes at %llu, changed by op %zu before the crash",
+					 (unsigned long long)pos, i);
+				return false;
+			}
+			pos += m;
+		}
+	}
+	return true;
 }
 
 /*
@@ -1118,6 +1182,10 @@ static bool state_check(struct replay *r, const char *path, size_t P,
 	}
 	if (w->nr_snaps && !snaps_listed(r, &t, clockP, present, what, sizeof(what))) {
 		r->snap_bad++;
+		ok = false;
+	}
+	if (ok && r->cfg->bitmap && !bitmap_sound(r, w, &t, clockP, what, sizeof(what))) {
+		r->bitmap_bad++;
 		ok = false;
 	}
 	for (off = 0; off < t.caps.size_bytes && ok; off += 256 * KiB) {
@@ -1571,6 +1639,25 @@ FIXTURE_VARIANT_ADD(crash, qcow2_1k_lazy_small_l2) {
 	.seed = 0x5eed000e,
 };
 
+/*
+ * An enabled dirty bitmap (QEMU's), stored clean by the workload now and
+ * then while writes run beside it: a crash leaves it in use, or
+ * consistent and marking every completed change (D0-D4).
+ */
+FIXTURE_VARIANT_ADD(crash, qcow2_4k_bitmap) {
+	.cfg = { .fmt = "qcow2", .create_opts = "cluster_size=4096", .bitmap = true,
+		 .size_bytes = 8 * MiB, .data_bytes = 1 * MiB, .max_io_sectors = 64 },
+	.seed = 0x5eed0030,
+};
+
+/* The same with lazy refcounts: D2 must write the refcount blocks itself. */
+FIXTURE_VARIANT_ADD(crash, qcow2_1k_bitmap_lazy) {
+	.cfg = { .fmt = "qcow2", .create_opts = "cluster_size=1024,lazy_refcounts=on",
+		 .bitmap = true, .size_bytes = 4 * MiB, .data_bytes = 1 * MiB,
+		 .max_io_sectors = 64 },
+	.seed = 0x5eed0031,
+};
+
 FIXTURE_SETUP(crash)
 {
 	snprintf(self->dir, sizeof(self->dir), "%s/imgblk-crash-XXXXXX",
@@ -1714,7 +1801,8 @@ static int make_images(const char *dir, const struct variant_cfg *v, struct wl *
 		return make_converted(dir, v, w, img);
 	if (!v->backing_fmt)
 		return run_cmd("qemu-img create -q -f %s -o %s '%s' %llu", v->fmt,
-			       v->create_opts, img, (unsigned long long)v->size_bytes);
+			       v->create_opts, img, (unsigned long long)v->size_bytes) ||
+		       (v->bitmap && run_cmd("qemu-img bitmap --add -g 4K '%s' e", img)) ? -EIO : 0;
 	for (s = 0; s < v->backing_bytes / SECTOR; s++)
 		sector_fill(w->init + s * SECTOR, 7, s);
 	snprintf(raw, sizeof(raw), "%s/backing.raw", dir);
@@ -1764,6 +1852,7 @@ struct round_ctx {
 	unsigned long states, corrupt, lost, open_failed, qchecks, qcheck_bad;
 	unsigned long torn, subsets, prefixes, events, syncs, foreign;
 	unsigned long snap_bad, snap_reads, snap_qemu, snap_created, snap_deleted, fua_ops;
+	unsigned long bitmap_bad, bitmap_consistent, bitmap_in_use, bitmap_stores;
 	int64_t comp_start, comp_end;	/* compressed clusters before and after */
 	int err;
 	bool rt_grew;
@@ -1870,8 +1959,13 @@ static void round_main(void *arg)
 	c->snap_bad += r.snap_bad;
 	c->snap_reads += r.snap_reads;
 	c->snap_qemu += r.snap_qemu;
-	for (i = 0; i < w.nr_ops; i++)
+	c->bitmap_bad += r.bitmap_bad;
+	c->bitmap_consistent += r.bitmap_consistent;
+	c->bitmap_in_use += r.bitmap_in_use;
+	for (i = 0; i < w.nr_ops; i++) {
 		c->fua_ops += !!(w.ops[i].flags & TGT_W_FUA);
+		c->bitmap_stores += w.ops[i].kind == G_BM_STORE;
+	}
 	for (i = 0; i < w.nr_snaps; i++) {
 		c->snap_created += w.snaps[i].create_op != NEVER;
 		c->snap_deleted += w.snaps[i].delete_op != NEVER;
@@ -1939,6 +2033,16 @@ TEST_F_TIMEOUT(crash, replay, 3600)
 		       "by imgblk, %lu by qemu-img; wrong %lu\n", c.snap_created, c.snap_deleted,
 		       c.snap_reads, c.snap_qemu, c.snap_bad);
 		EXPECT_EQ(0UL, c.snap_bad);
+	}
+	if (v->bitmap) {
+		/* Both kinds of state must occur, or the check proved nothing. */
+		printf("# bitmap: %lu clean stores by the workload; %lu states with it consistent, "
+		       "%lu in use; wrong %lu\n", c.bitmap_stores, c.bitmap_consistent,
+		       c.bitmap_in_use, c.bitmap_bad);
+		EXPECT_EQ(0UL, c.bitmap_bad);
+		EXPECT_LT(0UL, c.bitmap_stores);
+		EXPECT_LT(0UL, c.bitmap_consistent);
+		EXPECT_LT(0UL, c.bitmap_in_use);
 	}
 	if (v->fua_pct) {
 		printf("# %lu FUA writes and write zeroes\n", c.fua_ops);

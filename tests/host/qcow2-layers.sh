@@ -22,7 +22,7 @@ import glob, os, re, sys
 d = sys.argv[1]
 # Position in the order; files of one row share a number.
 order = [["qcow2.h", "header.c", "crypt.c"], ["overlap.c"], ["cache.c"], ["refcount.c"],
-         ["alloc.c"], ["cluster.c"], ["cow.c", "compress.c"], ["flush.c"], ["io.c"],
+         ["alloc.c"], ["cluster.c"], ["cow.c", "compress.c"], ["flush.c"], ["bitmap.c"], ["io.c"],
          ["snapshot.c", "check.c", "resize.c", "amend.c", "backing.c", "create.c"],
          ["qcow2.c"]]
 rank = {f: i for i, row in enumerate(order) for f in row}

@@ -9,7 +9,7 @@
 # A test sources this, reports through the core (ok/not_ok/skip,
 # check/check_fails, ...) and ends with done_testing.  At exit it runs what
 # the test registered with on_exit and then deletes every imgblk device
-# the test left behind.
+# the test left behind (with --force: even those still in use).
 #
 # The rig (scripts/vm/init) gives: $SHARE (the host's share), /tmp as
 # tmpfs, imgblk in PATH when it was built, modules loaded except brd and
@@ -18,7 +18,7 @@
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/image.sh"
 # Registered first, so it runs after the test's own on_exit commands.
-on_exit "command -v imgblk > /dev/null && timeout 30 imgblk del -a"
+on_exit "command -v imgblk > /dev/null && timeout 30 imgblk del -a --force"
 
 # busybox sh runs its own applets before searching PATH, so the util-linux
 # tools the rig ships (busybox's lack options we need: blkdiscard -z,

@@ -1,8 +1,8 @@
 #!/bin/sh
 # SPDX-License-Identifier: GPL-2.0
 #
-# raw-del-under-io.sh - deleting a device while fio hammers it completes in
-# bounded time: in-flight I/O is failed or finished, never left hanging (a
+# raw-del-under-io.sh - deleting a device while fio hammers it is refused
+# without --force, and with it completes in bounded time: in-flight I/O is failed or finished, never left hanging (a
 # dropped completion hangs the deletion; the rig reports hung tasks from
 # dmesg), the server exits and the device disappears.
 . "$(dirname "$0")/lib.sh"
@@ -41,8 +41,17 @@ sleep 2
 if kill -0 "$FIO" 2>/dev/null; then ok "fio is running"; else
 	not_ok "fio is running"; diag_file "$T_TMP/fio.out"; fi
 
-t0=$(cut -d' ' -f1 /proc/uptime)
+# Without --force, del refuses a device open elsewhere and names who has it.
 timeout $DEL_LIMIT imgblk del -n "$ID" > "$T_TMP/del.out" 2>&1
+rc=$?
+if [ $rc = 1 ] && grep -q "^imgblk: $DEV is open by process [0-9]* (fio)\$" "$T_TMP/del.out"; then
+	ok "del without --force refused: $(cat "$T_TMP/del.out")"
+else
+	not_ok "del without --force refused, naming fio (status $rc)"; diag_file "$T_TMP/del.out"
+fi
+
+t0=$(cut -d' ' -f1 /proc/uptime)
+timeout $DEL_LIMIT imgblk del -n "$ID" --force > "$T_TMP/del.out" 2>&1
 rc=$?
 t1=$(cut -d' ' -f1 /proc/uptime)
 secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
