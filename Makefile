@@ -36,7 +36,7 @@ CFLAGS += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -fno-strict-aliasing
 KHDR_BUILD ?= $(O)
 CPPFLAGS += -Iinclude -I$(KHDR_BUILD)/include -I/usr/include/libnl3
 DEPFLAGS = -MMD -MP
-LDLIBS += -luring -lnl-3 -lpthread -lz -lzstd -ljson-c -lcrypto -lsystemd -lnbd -lrbd -lrados
+LDLIBS += -luring -lnl-3 -lpthread -lz -lzstd -ljson-c -lcrypto -lsystemd
 ifeq ($(SAN),1)
 CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=address,undefined

@@ -18,6 +18,7 @@
  * meanwhile are held for up to the reconnect delay and then issued again
  * on the new connection (NBD requests are idempotent), or failed with EIO.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <json-c/json.h>
@@ -36,8 +37,101 @@
 /* Connections one file makes at most: one per queue, and spares. */
 #define NBD_MAX_CONNS	64
 
+static struct {
+	__typeof__(nbd_add_meta_context) *nbd_add_meta_context;
+	__typeof__(nbd_aio_block_status) *nbd_aio_block_status;
+	__typeof__(nbd_aio_flush) *nbd_aio_flush;
+	__typeof__(nbd_aio_get_direction) *nbd_aio_get_direction;
+	__typeof__(nbd_aio_get_fd) *nbd_aio_get_fd;
+	__typeof__(nbd_aio_is_closed) *nbd_aio_is_closed;
+	__typeof__(nbd_aio_is_dead) *nbd_aio_is_dead;
+	__typeof__(nbd_aio_notify_read) *nbd_aio_notify_read;
+	__typeof__(nbd_aio_notify_write) *nbd_aio_notify_write;
+	__typeof__(nbd_aio_pread) *nbd_aio_pread;
+	__typeof__(nbd_aio_pwrite) *nbd_aio_pwrite;
+	__typeof__(nbd_aio_trim) *nbd_aio_trim;
+	__typeof__(nbd_aio_zero) *nbd_aio_zero;
+	__typeof__(nbd_can_flush) *nbd_can_flush;
+	__typeof__(nbd_can_fua) *nbd_can_fua;
+	__typeof__(nbd_can_meta_context) *nbd_can_meta_context;
+	__typeof__(nbd_can_multi_conn) *nbd_can_multi_conn;
+	__typeof__(nbd_can_trim) *nbd_can_trim;
+	__typeof__(nbd_can_zero) *nbd_can_zero;
+	__typeof__(nbd_close) *nbd_close;
+	__typeof__(nbd_connect_uri) *nbd_connect_uri;
+	__typeof__(nbd_create) *nbd_create;
+	__typeof__(nbd_get_errno) *nbd_get_errno;
+	__typeof__(nbd_get_error) *nbd_get_error;
+	__typeof__(nbd_get_size) *nbd_get_size;
+	__typeof__(nbd_is_read_only) *nbd_is_read_only;
+	__typeof__(nbd_pread) *nbd_pread;
+} nbd_lib;
+
 static unsigned int nbd_reconnect_delay_ms;
 static unsigned int nbd_open_timeout_ms;
+
+/*
+ * The library is loaded on the first open, not linked: its dependencies
+ * (GnuTLS, libxml2, ICU) would cost every imgblk command, which mostly never opens a
+ * remote file, their load time (about 20 ms with librbd) and the VM image
+ * their size.  Returns 0, or -ELIBACC after one line naming @name.
+ */
+static pthread_once_t nbd_lib_once = PTHREAD_ONCE_INIT;
+static char nbd_lib_why[256];
+
+/* Fills @tab's member @f with the library's symbol @f. */
+#define SYM(tab, f)	((tab).f = (__typeof__(f) *)dlsym(h, #f))
+
+static void nbd_lib_load_once(void)
+{
+	void *h;
+
+	h = dlopen("libnbd.so.0", RTLD_NOW | RTLD_LOCAL);
+	if (!h || !SYM(nbd_lib, nbd_add_meta_context) || !SYM(nbd_lib, nbd_aio_block_status) ||
+	    !SYM(nbd_lib, nbd_aio_flush) || !SYM(nbd_lib, nbd_aio_get_direction) ||
+	    !SYM(nbd_lib, nbd_aio_get_fd) || !SYM(nbd_lib, nbd_aio_is_closed) ||
+	    !SYM(nbd_lib, nbd_aio_is_dead) || !SYM(nbd_lib, nbd_aio_notify_read) ||
+	    !SYM(nbd_lib, nbd_aio_notify_write) || !SYM(nbd_lib, nbd_aio_pread) ||
+	    !SYM(nbd_lib, nbd_aio_pwrite) || !SYM(nbd_lib, nbd_aio_trim) ||
+	    !SYM(nbd_lib, nbd_aio_zero) || !SYM(nbd_lib, nbd_can_flush) ||
+	    !SYM(nbd_lib, nbd_can_fua) || !SYM(nbd_lib, nbd_can_meta_context) ||
+	    !SYM(nbd_lib, nbd_can_multi_conn) || !SYM(nbd_lib, nbd_can_trim) ||
+	    !SYM(nbd_lib, nbd_can_zero) || !SYM(nbd_lib, nbd_close) ||
+	    !SYM(nbd_lib, nbd_connect_uri) || !SYM(nbd_lib, nbd_create) ||
+	    !SYM(nbd_lib, nbd_get_errno) || !SYM(nbd_lib, nbd_get_error) ||
+	    !SYM(nbd_lib, nbd_get_size) || !SYM(nbd_lib, nbd_is_read_only) ||
+	    !SYM(nbd_lib, nbd_pread))
+		goto fail;
+	return;
+fail:
+	snprintf(nbd_lib_why, sizeof(nbd_lib_why), "%s", dlerror() ?: "a symbol is missing");
+}
+
+static void *nbd_lib_load_thread(void *arg)
+{
+	(void)arg;
+	pthread_once(&nbd_lib_once, nbd_lib_load_once);
+	return NULL;
+}
+
+static int nbd_lib_load(const char *name)
+{
+	pthread_t th;
+
+	/*
+	 * On a thread of its own: the library's constructors run inside
+	 * dlopen(), and they need more stack than a coroutine has.
+	 */
+	if (pthread_create(&th, NULL, nbd_lib_load_thread, NULL)) {
+		img_err("%s: cannot start a thread to load the library", name);
+		return -EAGAIN;
+	}
+	pthread_join(th, NULL);
+	if (!nbd_lib_why[0])
+		return 0;
+	img_err("%s: NBD needs libnbd (apt install libnbd0) (%s)", name, nbd_lib_why);
+	return -ELIBACC;
+}
 
 void bfile_nbd_set_timeouts(unsigned int reconnect_delay_ms, unsigned int open_timeout_ms)
 {
@@ -146,18 +240,18 @@ static int64_t nbd_ms_now(void)
 /* Makes a connection to @uri, blocking.  Returns the handle or NULL (error in libnbd). */
 static struct nbd_handle *nbd_connect(const char *uri)
 {
-	struct nbd_handle *h = nbd_create();
+	struct nbd_handle *h = nbd_lib.nbd_create();
 
 	if (!h)
 		return NULL;
 	/* Block status for map and convert; a server without it still works. */
-	nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION);
-	if (nbd_connect_uri(h, uri) == -1) {
+	nbd_lib.nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+	if (nbd_lib.nbd_connect_uri(h, uri) == -1) {
 		/* The error is the thread's: keep it past the close. */
-		int err = nbd_get_errno();
-		char *msg = strdup(nbd_get_error() ?: "");
+		int err = nbd_lib.nbd_get_errno();
+		char *msg = strdup(nbd_lib.nbd_get_error() ?: "");
 
-		nbd_close(h);
+		nbd_lib.nbd_close(h);
 		img_dbg(IMG_DBG_IO, "nbd: %s: %s", uri, msg ?: "");
 		free(msg);
 		errno = err ?: EIO;
@@ -175,8 +269,8 @@ static void nbd_pump(void *arg)
 {
 	struct nbd_conn *c = arg;
 
-	while (c->in_flight && c->h && !nbd_aio_is_dead(c->h) && !nbd_aio_is_closed(c->h)) {
-		unsigned int dir = nbd_aio_get_direction(c->h);
+	while (c->in_flight && c->h && !nbd_lib.nbd_aio_is_dead(c->h) && !nbd_lib.nbd_aio_is_closed(c->h)) {
+		unsigned int dir = nbd_lib.nbd_aio_get_direction(c->h);
 		struct io_uring_sqe *sqe = exec_get_sqe();
 		struct exec_waiter w;
 		short ev = POLLIN;
@@ -184,7 +278,7 @@ static void nbd_pump(void *arg)
 
 		if (dir & LIBNBD_AIO_DIRECTION_WRITE)
 			ev |= POLLOUT;
-		io_uring_prep_poll_add(sqe, nbd_aio_get_fd(c->h), ev);
+		io_uring_prep_poll_add(sqe, nbd_lib.nbd_aio_get_fd(c->h), ev);
 		c->pump_w = &w;
 		c->pump_events = ev;
 		exec_submit(sqe, &w);
@@ -195,9 +289,9 @@ static void nbd_pump(void *arg)
 		if (res < 0)
 			break;
 		if (res & (POLLIN | POLLHUP | POLLERR))
-			nbd_aio_notify_read(c->h);
+			nbd_lib.nbd_aio_notify_read(c->h);
 		if ((res & POLLOUT) && c->h)
-			nbd_aio_notify_write(c->h);
+			nbd_lib.nbd_aio_notify_write(c->h);
 	}
 	/* A connection that died (or a ring that failed) answers nothing more. */
 	while (c->reqs)
@@ -225,7 +319,7 @@ static int nbd_kick(struct nbd_conn *c)
 		return 0;
 	}
 	if (c->pump_w && (!c->in_flight || (!(c->pump_events & POLLOUT) &&
-	    (nbd_aio_get_direction(c->h) & LIBNBD_AIO_DIRECTION_WRITE)))) {
+	    (nbd_lib.nbd_aio_get_direction(c->h) & LIBNBD_AIO_DIRECTION_WRITE)))) {
 		struct io_uring_sqe *sqe = exec_get_sqe();
 
 		io_uring_prep_poll_remove(sqe, ud_exec(c->pump_w));
@@ -323,18 +417,18 @@ static int nbd_reconnect(struct nbd_file *nf, struct nbd_conn *c, int64_t deadli
 			return -EIO;
 		exec_sleep_ms(10);
 	}
-	if (c->h && !nbd_aio_is_dead(c->h) && !nbd_aio_is_closed(c->h))
+	if (c->h && !nbd_lib.nbd_aio_is_dead(c->h) && !nbd_lib.nbd_aio_is_closed(c->h))
 		return 0;
 	c->reconnecting = true;
 	/* In-flight commands complete (with an error) as libnbd closes the handle. */
 	if (c->h && !c->pumping) {
-		nbd_close(c->h);
+		nbd_lib.nbd_close(c->h);
 		c->h = NULL;
 	}
 	while (c->pumping)
 		exec_sleep_ms(1);
 	if (c->h) {
-		nbd_close(c->h);
+		nbd_lib.nbd_close(c->h);
 		c->h = NULL;
 	}
 	for (;;) {
@@ -364,18 +458,18 @@ static int64_t nbd_issue(struct nbd_conn *c, struct nbd_req *r, enum nbd_cmd cmd
 
 	switch (cmd) {
 	case NBD_READ:
-		return nbd_aio_pread(c->h, buf, len, off, cb, flags);
+		return nbd_lib.nbd_aio_pread(c->h, buf, len, off, cb, flags);
 	case NBD_WRITE:
-		return nbd_aio_pwrite(c->h, buf, len, off, cb, flags);
+		return nbd_lib.nbd_aio_pwrite(c->h, buf, len, off, cb, flags);
 	case NBD_FLUSH:
-		return nbd_aio_flush(c->h, cb, 0);
+		return nbd_lib.nbd_aio_flush(c->h, cb, 0);
 	case NBD_TRIM:
-		return nbd_aio_trim(c->h, len, off, cb, flags);
+		return nbd_lib.nbd_aio_trim(c->h, len, off, cb, flags);
 	case NBD_ZERO:
-		return nbd_aio_zero(c->h, len, off, cb, flags);
+		return nbd_lib.nbd_aio_zero(c->h, len, off, cb, flags);
 	case NBD_STATUS:
 		/* The extent callback takes no reference: its free does nothing. */
-		return nbd_aio_block_status(c->h, len, off,
+		return nbd_lib.nbd_aio_block_status(c->h, len, off,
 			(nbd_extent_callback){ .callback = nbd_extent_cb, .user_data = r },
 			cb, 0);
 	}
@@ -389,7 +483,7 @@ static int64_t nbd_issue(struct nbd_conn *c, struct nbd_req *r, enum nbd_cmd cmd
 static int nbd_wait_one(struct nbd_conn *c, struct nbd_req *r, enum nbd_cmd cmd, void *buf,
 			uint64_t len, uint64_t off, uint32_t flags)
 {
-	if (!c->h || nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h))
+	if (!c->h || nbd_lib.nbd_aio_is_dead(c->h) || nbd_lib.nbd_aio_is_closed(c->h))
 		return -ENOTCONN;
 	r->refs++;		/* libnbd's, dropped by its free call even on failure */
 	c->in_flight++;
@@ -399,7 +493,7 @@ static int nbd_wait_one(struct nbd_conn *c, struct nbd_req *r, enum nbd_cmd cmd,
 		r->next->pprev = &r->next;
 	c->reqs = r;
 	if (nbd_issue(c, r, cmd, buf, len, off, flags) == -1) {
-		int err = nbd_get_errno() ?: EIO;
+		int err = nbd_lib.nbd_get_errno() ?: EIO;
 
 		nbd_req_complete(r, -err);
 		return -err;
@@ -449,8 +543,8 @@ static int nbd_run(struct nbd_file *nf, enum nbd_cmd cmd, void *buf, uint64_t le
 		}
 		nbd_req_put(r);
 		/* Only a lost connection is retried: the server's errors are final. */
-		lost = ret == -ENOTCONN || !c->h || nbd_aio_is_dead(c->h) ||
-		       nbd_aio_is_closed(c->h);
+		lost = ret == -ENOTCONN || !c->h || nbd_lib.nbd_aio_is_dead(c->h) ||
+		       nbd_lib.nbd_aio_is_closed(c->h);
 		if (!ret || !lost || !nbd_reconnect_delay_ms)
 			break;
 		if (deadline < 0)
@@ -471,10 +565,10 @@ static ssize_t nbd_pread_blocking(struct nbd_file *nf, void *buf, size_t len, ui
 
 	if (!h)
 		return -errno;
-	ret = nbd_pread(h, buf, len, off, 0);
+	ret = nbd_lib.nbd_pread(h, buf, len, off, 0);
 	if (ret == -1)
-		ret = -(nbd_get_errno() ?: EIO);
-	nbd_close(h);
+		ret = -(nbd_lib.nbd_get_errno() ?: EIO);
+	nbd_lib.nbd_close(h);
 	return ret ? ret : (ssize_t)len;
 }
 
@@ -577,7 +671,7 @@ static void nbd_file_close(struct bfile *f)
 
 	for (i = 0; i < nf->nr_conns; i++) {
 		if (nf->conns[i]->h)
-			nbd_close(nf->conns[i]->h);
+			nbd_lib.nbd_close(nf->conns[i]->h);
 		free(nf->conns[i]);
 	}
 	pthread_mutex_destroy(&nf->lock);
@@ -657,6 +751,9 @@ int bfile_nbd_open(const char *name, unsigned int flags, struct bfile **fp)
 	int64_t size;
 	int ret, err;
 
+	ret = nbd_lib_load(name);
+	if (ret)
+		return ret;
 	nf = calloc(1, sizeof(*nf));
 	c = calloc(1, sizeof(*c));
 	if (!nf || !c) {
@@ -673,7 +770,7 @@ int bfile_nbd_open(const char *name, unsigned int flags, struct bfile **fp)
 	while (!(h = nbd_connect(nf->uri))) {
 		err = errno;
 		if (nbd_ms_now() + 100 > deadline) {
-			img_err("%s: %s", name, nbd_get_error() ?: strerror(err));
+			img_err("%s: %s", name, nbd_lib.nbd_get_error() ?: strerror(err));
 			ret = -err;
 			goto err;
 		}
@@ -682,33 +779,33 @@ int bfile_nbd_open(const char *name, unsigned int flags, struct bfile **fp)
 		else
 			nanosleep(&(struct timespec){ .tv_nsec = 100000000 }, NULL);
 	}
-	size = nbd_get_size(h);
+	size = nbd_lib.nbd_get_size(h);
 	if (size < 0) {
-		img_err("%s: %s", name, nbd_get_error());
-		nbd_close(h);
+		img_err("%s: %s", name, nbd_lib.nbd_get_error());
+		nbd_lib.nbd_close(h);
 		ret = -EIO;
 		goto err;
 	}
-	if (!(flags & BFILE_RDONLY) && nbd_is_read_only(h) == 1) {
+	if (!(flags & BFILE_RDONLY) && nbd_lib.nbd_is_read_only(h) == 1) {
 		img_err("%s: the export is read-only", name);
-		nbd_close(h);
+		nbd_lib.nbd_close(h);
 		ret = -EROFS;
 		goto err;
 	}
 	c->h = h;
 	c->nf = nf;
 	nf->conns[nf->nr_conns++] = c;
-	nf->can_status = nbd_can_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
-	nf->multi_conn = nbd_can_multi_conn(h) == 1;
+	nf->can_status = nbd_lib.nbd_can_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
+	nf->multi_conn = nbd_lib.nbd_can_multi_conn(h) == 1;
 	nf->f.fd = -1;
 	nf->f.ops = &nbd_file_ops;
 	nf->f.proto = BFILE_PROTO_NBD;
 	nf->f.flags = flags;
 	nf->f.size_bytes = size;
-	nf->f.can_flush = nbd_can_flush(h) == 1;
-	nf->f.can_fua = nbd_can_fua(h) == 1;
-	nf->f.can_trim = nbd_can_trim(h) == 1;
-	nf->f.can_zero = nbd_can_zero(h) == 1;
+	nf->f.can_flush = nbd_lib.nbd_can_flush(h) == 1;
+	nf->f.can_fua = nbd_lib.nbd_can_fua(h) == 1;
+	nf->f.can_trim = nbd_lib.nbd_can_trim(h) == 1;
+	nf->f.can_zero = nbd_lib.nbd_can_zero(h) == 1;
 	nf->f.name = strdup(name);
 	pthread_mutex_init(&nf->lock, NULL);
 	exec_waitq_init(&nf->idle_wq);

@@ -13,6 +13,7 @@
  * "pool", "image", "snapshot", "conf", "user"}.  Without conf= the config
  * is Ceph's default search (CEPH_CONF, /etc/ceph/ceph.conf), or --rbd-conf.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <json-c/json.h>
 #include <linux/falloc.h>
@@ -25,8 +26,101 @@
 
 #include "bfile.h"
 
+static struct {
+	__typeof__(rbd_aio_create_completion) *rbd_aio_create_completion;
+	__typeof__(rbd_aio_flush) *rbd_aio_flush;
+	__typeof__(rbd_aio_get_return_value) *rbd_aio_get_return_value;
+	__typeof__(rbd_aio_read) *rbd_aio_read;
+	__typeof__(rbd_aio_release) *rbd_aio_release;
+	__typeof__(rbd_aio_write) *rbd_aio_write;
+	__typeof__(rbd_aio_write_zeroes) *rbd_aio_write_zeroes;
+	__typeof__(rbd_close) *rbd_close;
+	__typeof__(rbd_flush) *rbd_flush;
+	__typeof__(rbd_get_size) *rbd_get_size;
+	__typeof__(rbd_open) *rbd_open;
+	__typeof__(rbd_open_read_only) *rbd_open_read_only;
+	__typeof__(rbd_read) *rbd_read;
+	__typeof__(rbd_resize) *rbd_resize;
+	__typeof__(rbd_write) *rbd_write;
+	__typeof__(rbd_write_zeroes) *rbd_write_zeroes;
+} rbd_lib;
+
+static struct {
+	__typeof__(rados_conf_read_file) *rados_conf_read_file;
+	__typeof__(rados_conf_set) *rados_conf_set;
+	__typeof__(rados_connect) *rados_connect;
+	__typeof__(rados_create) *rados_create;
+	__typeof__(rados_ioctx_create) *rados_ioctx_create;
+	__typeof__(rados_ioctx_destroy) *rados_ioctx_destroy;
+	__typeof__(rados_shutdown) *rados_shutdown;
+} rados_lib;
+
 static const char *rbd_default_conf;
 static const char *rbd_default_id;
+
+/*
+ * The library is loaded on the first open, not linked: its dependencies
+ * (Ceph's common library, Boost) would cost every imgblk command, which mostly never opens a
+ * remote file, their load time (about 20 ms with librbd) and the VM image
+ * their size.  Returns 0, or -ELIBACC after one line naming @name.
+ */
+static pthread_once_t rbd_lib_once = PTHREAD_ONCE_INIT;
+static char rbd_lib_why[256];
+
+/* Fills @tab's member @f with the library's symbol @f. */
+#define SYM(tab, f)	((tab).f = (__typeof__(f) *)dlsym(h, #f))
+
+static void rbd_lib_load_once(void)
+{
+	void *h;
+
+	h = dlopen("librados.so.2", RTLD_NOW | RTLD_LOCAL);
+	if (!h || !SYM(rados_lib, rados_conf_read_file) || !SYM(rados_lib, rados_conf_set) ||
+	    !SYM(rados_lib, rados_connect) || !SYM(rados_lib, rados_create) ||
+	    !SYM(rados_lib, rados_ioctx_create) || !SYM(rados_lib, rados_ioctx_destroy) ||
+	    !SYM(rados_lib, rados_shutdown))
+		goto fail;
+
+	h = dlopen("librbd.so.1", RTLD_NOW | RTLD_LOCAL);
+	if (!h || !SYM(rbd_lib, rbd_aio_create_completion) || !SYM(rbd_lib, rbd_aio_flush) ||
+	    !SYM(rbd_lib, rbd_aio_get_return_value) || !SYM(rbd_lib, rbd_aio_read) ||
+	    !SYM(rbd_lib, rbd_aio_release) || !SYM(rbd_lib, rbd_aio_write) ||
+	    !SYM(rbd_lib, rbd_aio_write_zeroes) || !SYM(rbd_lib, rbd_close) ||
+	    !SYM(rbd_lib, rbd_flush) || !SYM(rbd_lib, rbd_get_size) ||
+	    !SYM(rbd_lib, rbd_open) || !SYM(rbd_lib, rbd_open_read_only) ||
+	    !SYM(rbd_lib, rbd_read) || !SYM(rbd_lib, rbd_resize) || !SYM(rbd_lib, rbd_write) ||
+	    !SYM(rbd_lib, rbd_write_zeroes))
+		goto fail;
+	return;
+fail:
+	snprintf(rbd_lib_why, sizeof(rbd_lib_why), "%s", dlerror() ?: "a symbol is missing");
+}
+
+static void *rbd_lib_load_thread(void *arg)
+{
+	(void)arg;
+	pthread_once(&rbd_lib_once, rbd_lib_load_once);
+	return NULL;
+}
+
+static int rbd_lib_load(const char *name)
+{
+	pthread_t th;
+
+	/*
+	 * On a thread of its own: the library's constructors run inside
+	 * dlopen(), and they need more stack than a coroutine has.
+	 */
+	if (pthread_create(&th, NULL, rbd_lib_load_thread, NULL)) {
+		img_err("%s: cannot start a thread to load the library", name);
+		return -EAGAIN;
+	}
+	pthread_join(th, NULL);
+	if (!rbd_lib_why[0])
+		return 0;
+	img_err("%s: RBD needs librbd (apt install librbd1) (%s)", name, rbd_lib_why);
+	return -ELIBACC;
+}
 
 void bfile_rbd_set_defaults(const char *conf, const char *id)
 {
@@ -58,7 +152,7 @@ static void rbd_req_done_cb(rbd_completion_t c, void *arg)
 	struct rbd_req *r = arg;
 
 	pthread_mutex_lock(&r->lock);
-	r->res = rbd_aio_get_return_value(c);
+	r->res = rbd_lib.rbd_aio_get_return_value(c);
 	r->done = true;
 	/*
 	 * The wake goes through the owner's scheduler, which runs only after
@@ -69,7 +163,7 @@ static void rbd_req_done_cb(rbd_completion_t c, void *arg)
 	if (r->sleeping)
 		exec_wake(r->co);
 	pthread_mutex_unlock(&r->lock);
-	rbd_aio_release(c);
+	rbd_lib.rbd_aio_release(c);
 }
 
 enum rbd_cmd { RBD_READ, RBD_WRITE, RBD_FLUSH, RBD_ZERO };
@@ -89,35 +183,35 @@ static ssize_t rbd_run(struct rbd_file *rf, enum rbd_cmd cmd, void *buf, uint64_
 	if (!r.co) {
 		switch (cmd) {
 		case RBD_READ:
-			return rbd_read(rf->image, off, len, buf);
+			return rbd_lib.rbd_read(rf->image, off, len, buf);
 		case RBD_WRITE:
-			return rbd_write(rf->image, off, len, buf);
+			return rbd_lib.rbd_write(rf->image, off, len, buf);
 		case RBD_FLUSH:
-			return rbd_flush(rf->image);
+			return rbd_lib.rbd_flush(rf->image);
 		case RBD_ZERO:
-			return rbd_write_zeroes(rf->image, off, len, 0, 0);
+			return rbd_lib.rbd_write_zeroes(rf->image, off, len, 0, 0);
 		}
 	}
 	pthread_mutex_init(&r.lock, NULL);
-	ret = rbd_aio_create_completion(&r, rbd_req_done_cb, &c);
+	ret = rbd_lib.rbd_aio_create_completion(&r, rbd_req_done_cb, &c);
 	if (ret)
 		goto out;
 	switch (cmd) {
 	case RBD_READ:
-		ret = rbd_aio_read(rf->image, off, len, buf, c);
+		ret = rbd_lib.rbd_aio_read(rf->image, off, len, buf, c);
 		break;
 	case RBD_WRITE:
-		ret = rbd_aio_write(rf->image, off, len, buf, c);
+		ret = rbd_lib.rbd_aio_write(rf->image, off, len, buf, c);
 		break;
 	case RBD_FLUSH:
-		ret = rbd_aio_flush(rf->image, c);
+		ret = rbd_lib.rbd_aio_flush(rf->image, c);
 		break;
 	case RBD_ZERO:
-		ret = rbd_aio_write_zeroes(rf->image, off, len, c, 0, 0);
+		ret = rbd_lib.rbd_aio_write_zeroes(rf->image, off, len, c, 0, 0);
 		break;
 	}
 	if (ret) {
-		rbd_aio_release(c);
+		rbd_lib.rbd_aio_release(c);
 		goto out;
 	}
 	pthread_mutex_lock(&r.lock);
@@ -194,7 +288,7 @@ static int rbd_file_truncate(struct bfile *f, uint64_t bytes)
 
 	if (f->flags & BFILE_RDONLY)
 		return -EROFS;
-	ret = rbd_resize(rf->image, bytes);
+	ret = rbd_lib.rbd_resize(rf->image, bytes);
 	if (!ret)
 		f->size_bytes = bytes;
 	return ret;
@@ -204,9 +298,9 @@ static void rbd_file_close(struct bfile *f)
 {
 	struct rbd_file *rf = (struct rbd_file *)f;
 
-	rbd_close(rf->image);
-	rados_ioctx_destroy(rf->io);
-	rados_shutdown(rf->cluster);
+	rbd_lib.rbd_close(rf->image);
+	rados_lib.rados_ioctx_destroy(rf->io);
+	rados_lib.rados_shutdown(rf->cluster);
 	free(rf);
 }
 
@@ -329,6 +423,9 @@ int bfile_rbd_open(const char *name, unsigned int flags, struct bfile **fp)
 	unsigned int i;
 	int ret;
 
+	ret = rbd_lib_load(name);
+	if (ret)
+		return ret;
 	ret = strncmp(name, "json:", 5) ? rbd_parse_name(name, &s) : rbd_parse_json(name, &s);
 	if (ret) {
 		img_err("%s: not an RBD name (rbd:POOL/IMAGE[@SNAP][:conf=PATH][:id=USER])", name);
@@ -341,34 +438,34 @@ int bfile_rbd_open(const char *name, unsigned int flags, struct bfile **fp)
 		return -ENOMEM;
 	}
 	what = "connecting to the cluster";
-	ret = rados_create(&rf->cluster, s.id ?: rbd_default_id);
+	ret = rados_lib.rados_create(&rf->cluster, s.id ?: rbd_default_id);
 	if (ret)
 		goto err;
 	what = "reading the Ceph config";
-	ret = rados_conf_read_file(rf->cluster, s.conf ?: rbd_default_conf);
+	ret = rados_lib.rados_conf_read_file(rf->cluster, s.conf ?: rbd_default_conf);
 	for (i = 0; !ret && i < s.nr_opts; i++)
-		ret = rados_conf_set(rf->cluster, s.opts[i][0], s.opts[i][1]);
+		ret = rados_lib.rados_conf_set(rf->cluster, s.opts[i][0], s.opts[i][1]);
 	if (ret)
 		goto err_shutdown;
 	what = "connecting to the cluster";
-	ret = rados_connect(rf->cluster);
+	ret = rados_lib.rados_connect(rf->cluster);
 	if (ret)
 		goto err_shutdown;
 	what = "pool";
-	ret = rados_ioctx_create(rf->cluster, s.pool, &rf->io);
+	ret = rados_lib.rados_ioctx_create(rf->cluster, s.pool, &rf->io);
 	if (ret)
 		goto err_shutdown;
 	what = "image";
 	/* Read-only or a snapshot: no exclusive lock taken, as QEMU's. */
 	if ((flags & BFILE_RDONLY) || s.snap)
-		ret = rbd_open_read_only(rf->io, s.image, &rf->image, s.snap);
+		ret = rbd_lib.rbd_open_read_only(rf->io, s.image, &rf->image, s.snap);
 	else
-		ret = rbd_open(rf->io, s.image, &rf->image, NULL);
+		ret = rbd_lib.rbd_open(rf->io, s.image, &rf->image, NULL);
 	if (ret)
 		goto err_ioctx;
-	ret = rbd_get_size(rf->image, &size);
+	ret = rbd_lib.rbd_get_size(rf->image, &size);
 	if (ret) {
-		rbd_close(rf->image);
+		rbd_lib.rbd_close(rf->image);
 		goto err_ioctx;
 	}
 	rf->f.fd = -1;
@@ -386,9 +483,9 @@ int bfile_rbd_open(const char *name, unsigned int flags, struct bfile **fp)
 	return 0;
 
 err_ioctx:
-	rados_ioctx_destroy(rf->io);
+	rados_lib.rados_ioctx_destroy(rf->io);
 err_shutdown:
-	rados_shutdown(rf->cluster);
+	rados_lib.rados_shutdown(rf->cluster);
 err:
 	if (!strcmp(what, "pool") || !strcmp(what, "image"))
 		img_err("%s: %s '%s': %s", name, what, !strcmp(what, "pool") ? s.pool : s.image,
