@@ -3,7 +3,9 @@
 #
 # nbd-base.sh - a qcow2 device whose backing file is an NBD export:
 # ext4 on it, files that read back after del and re-add, and fio verify
-# with 2 queues.  The NBD server (qemu-nbd) runs inside the guest on a
+# with 2 queues.  Then a raw device straight on a read-write export (one
+# connection per queue where the server offers multi-conn): fio verify,
+# discard, and QEMU reads what the device wrote.  The NBD server (qemu-nbd) runs inside the guest on a
 # Unix socket: it is already in the initramfs as a test oracle, and it
 # needs no guest network (the rig has none), while reaching the host's
 # server through user-mode forwarding would add a network to every boot.
@@ -66,4 +68,25 @@ run_fio nbd-base-bs4k --bs=4k
 del_dev "del device $ID" "$ID"
 wait_gone "$DEV" 10 || diag "$DEV still present"
 check "qemu-img check clean after fio" qemu-img check -q "$IMG"
+
+RW=$T_TMP/rw.raw
+RSOCK=$T_TMP/rw.sock
+RURI="nbd+unix:///rw?socket=$RSOCK"
+check "a 96 MiB read-write export" qemu-img create -q -f raw "$RW" 96M
+qemu-nbd -f raw -t -e 4 --discard=unmap -k "$RSOCK" -x rw "$RW" 2> "$T_TMP/qemu-nbd-rw.err" &
+on_exit "kill $! 2>/dev/null"
+for _i in $(seq 50); do [ -S "$RSOCK" ] && break; sleep 0.1; done
+[ -S "$RSOCK" ] || bail "qemu-nbd (rw) did not start"
+add_dev "add a raw device on the export (2 queues)" -t raw -f "$RURI" -q 2 -d 64 ||
+	bail "cannot add the raw NBD device"
+ID=$DEV_ID
+run_fio nbd-raw-bs4k --bs=4k
+check "write a pattern through the device" \
+	qemu-io -f raw -n -c "write -P 0x3c 80M 8M" -c "flush" "$DEV"
+check "discard through the device" blkdiscard -o $((88 << 20)) -l $((4 << 20)) "$DEV"
+del_dev "del device $ID" "$ID"
+wait_gone "$DEV" 10 || diag "$DEV still present"
+check "QEMU reads what the device wrote, and zeros where it discarded" \
+	sh -c "qemu-io -f raw -c 'read -P 0x3c 80M 8M' -c 'read -P 0 88M 4M' '$RURI' |
+	       grep -q -e 'verification failed' -e 'failed:' && exit 1 || exit 0"
 done_testing
