@@ -102,6 +102,8 @@ int bfile_parse_protocols(const char *list, unsigned int *set);
  */
 void bfile_set_allowed_protocols(unsigned int set);
 bool bfile_protocol_allowed(enum bfile_proto proto);
+/* The set bfile_set_allowed_protocols() gave (BFILE_PROTO_ALL before). */
+unsigned int bfile_allowed_protocols(void);
 
 /*
  * Opens @name with BFILE_* @flags.  Prints one line naming @name and the
@@ -205,6 +207,8 @@ int bfile_nbd_open(const char *name, unsigned int flags, struct bfile **fp);
  * whole process; set before opening.
  */
 void bfile_nbd_set_timeouts(unsigned int reconnect_delay_ms, unsigned int open_timeout_ms);
+/* What bfile_nbd_set_timeouts() set (0 and 0 before). */
+void bfile_nbd_get_timeouts(unsigned int *reconnect_delay_ms, unsigned int *open_timeout_ms);
 
 /* RBD (lib/bfile_rbd.c): bfile_open() for an RBD name. */
 int bfile_rbd_open(const char *name, unsigned int flags, struct bfile **fp);
@@ -214,5 +218,7 @@ int bfile_rbd_open(const char *name, unsigned int flags, struct bfile **fp);
  * (--rbd-conf, --rbd-id); NULL leaves one as it is (Ceph's defaults).
  */
 void bfile_rbd_set_defaults(const char *conf, const char *id);
+/* What bfile_rbd_set_defaults() set; NULL for Ceph's defaults. */
+void bfile_rbd_get_defaults(const char **conf, const char **id);
 
 #endif

@@ -66,6 +66,11 @@ void bfile_set_allowed_protocols(unsigned int set)
 	bfile_allowed = set;
 }
 
+unsigned int bfile_allowed_protocols(void)
+{
+	return bfile_allowed;
+}
+
 bool bfile_protocol_allowed(enum bfile_proto proto)
 {
 	return bfile_allowed & proto;

@@ -139,6 +139,12 @@ void bfile_nbd_set_timeouts(unsigned int reconnect_delay_ms, unsigned int open_t
 	nbd_open_timeout_ms = open_timeout_ms;
 }
 
+void bfile_nbd_get_timeouts(unsigned int *reconnect_delay_ms, unsigned int *open_timeout_ms)
+{
+	*reconnect_delay_ms = nbd_reconnect_delay_ms;
+	*open_timeout_ms = nbd_open_timeout_ms;
+}
+
 struct nbd_req;
 
 struct nbd_conn {

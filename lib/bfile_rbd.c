@@ -130,6 +130,12 @@ void bfile_rbd_set_defaults(const char *conf, const char *id)
 		rbd_default_id = id;
 }
 
+void bfile_rbd_get_defaults(const char **conf, const char **id)
+{
+	*conf = rbd_default_conf;
+	*id = rbd_default_id;
+}
+
 struct rbd_file {
 	struct bfile f;
 	rados_t cluster;
