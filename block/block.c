@@ -100,6 +100,7 @@ int blk_dev_init(struct blk_dev *d, unsigned int id, struct tgt *top,
 		d->cfg.copy_on_read = false;
 	throttle_init(&d->thr, &cfg->throttle);
 	range_lock_init(&d->cor_lock);
+	exec_mutex_init(&d->chain_lock);
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_cond_init(&d->idle, NULL);
 	pthread_mutex_init(&d->log_lock, NULL);
@@ -112,6 +113,7 @@ int blk_dev_init(struct blk_dev *d, unsigned int id, struct tgt *top,
 void blk_dev_exit(struct blk_dev *d)
 {
 	throttle_destroy(&d->thr);
+	exec_mutex_destroy(&d->chain_lock);
 	pthread_mutex_destroy(&d->lock);
 	pthread_cond_destroy(&d->idle);
 	pthread_mutex_destroy(&d->log_lock);
@@ -477,7 +479,8 @@ static int blk_change(struct blk_dev *d, struct tgt *t, enum blk_op op, const vo
 static int blk_dispatch(struct blk_dev *d, enum blk_op op, unsigned int flags, void *buf,
 			uint64_t off, uint64_t len)
 {
-	struct tgt *t = d->top;
+	/* Pairs with blk_set_top() in chain.c; the gate already orders it. */
+	struct tgt *t = __atomic_load_n(&d->top, __ATOMIC_ACQUIRE);
 	unsigned int wflags = (flags & BLK_REQ_FUA) ? TGT_W_FUA : 0;
 	int ret;
 

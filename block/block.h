@@ -156,10 +156,11 @@ enum blk_pause_reason {
 struct blk_dev {
 	/*
 	 * The node chain: the top image, the rest through tgt->backing.
-	 * Changed only under blk_drain_begin(), so a request sees one chain
-	 * from start to end.
+	 * Changed only by block/chain.c, under @chain_lock and a drain, so a
+	 * request sees one chain from start to end.
 	 */
 	struct tgt *top;
+	struct exec_mutex chain_lock;
 	unsigned int id;		/* for log lines */
 	struct blk_config cfg;		/* werror, rerror change under @lock */
 	struct throttle thr;
@@ -296,6 +297,114 @@ const char *blk_op_name(enum blk_op op);
 /* "report", "ignore", "stop", "enospc"; parsing returns -EINVAL on others. */
 const char *blk_err_action_name(enum blk_err_action a);
 int blk_err_action_parse(const char *s, enum blk_err_action *a);
+
+/*
+ * Changing the chain (block/chain.c).  Each change runs under the chain
+ * lock and a drain that it takes itself, from a thread that is not a
+ * queue thread (plain code or a coroutine of its own executor), and
+ * leaves the device serving the new chain when it returns, or the old
+ * one unchanged on failure; should a node that changes role fail even
+ * to reopen as it was (tgt_reopen()'s -EIO), the device fails all its
+ * I/O from then on rather than touch it, and says so.  Every node of a
+ * device's chain is
+ * allocated as tgt_open_backing() allocates backing files (the struct
+ * and its cfg.file malloc'ed), so that a node the chain drops can be
+ * handed back and freed with tgt_free_chain().  Nodes are shared by all
+ * queue threads: a target keeps no per-thread state and issues its I/O
+ * on the calling thread's executor, so a node opened on any thread
+ * serves every queue from the moment the drain ends (docs/block-layer.md,
+ * "Changing the chain").  Each change logs one line.
+ */
+struct blk_chain_change {
+	/*
+	 * Optional.  Called under the drain once the change is prepared and
+	 * before the device sees it, with the image the device will then be
+	 * serving: the plane writes it down (the state file, for recover).
+	 * A failure (-errno) cancels the change.  If a later step fails it
+	 * is called again with the old top.
+	 */
+	int (*record)(void *ctx, const struct tgt *top);
+	void *ctx;
+	/* Out: how long the gate was closed (I/O held), in ns ... */
+	int64_t held_ns;
+	/* ... of which waiting for the requests in flight to leave. */
+	int64_t drain_ns;
+};
+
+/*
+ * External snapshot: @overlay, opened read-write in TGT_ROLE_IMAGE with
+ * TGT_O_NO_BACKING (no backing yet) from a file whose header names the
+ * current top as its backing file, becomes the top.  Under the drain:
+ * the old top is flushed, @c->record(@overlay), the old top is written
+ * back and reopened read-only with a backing file's locks (tgt_reopen()),
+ * linked under @overlay, and @overlay published.  Returns 0, @overlay
+ * then belongs to the chain; or -errno (-ELOOP: too deep) with the old
+ * top serving as before and @overlay still the caller's to close.
+ */
+int blk_chain_push_overlay(struct blk_dev *d, struct tgt *overlay,
+			   struct blk_chain_change *c);
+
+/*
+ * Pivot: @new_top becomes the top.  Either it is a node of the chain
+ * below the top (active commit's base: reopened read-write in
+ * TGT_ROLE_IMAGE if it was read-only, and the nodes above it are
+ * detached), or the top of an independent chain the caller opened
+ * read-write (mirror's target; the whole old chain is detached).  The
+ * caller guarantees both show the same data.  Under the drain: the old
+ * top is flushed, @c->record(@new_top), the reopen if needed, the switch.
+ * Returns 0 with *@old the detached chain (its top; the caller frees it
+ * with tgt_free_chain() when it likes, outside any drain), or -errno
+ * (-EROFS: an independent @new_top is read-only) with nothing changed
+ * and *@old NULL.
+ */
+int blk_chain_replace_top(struct blk_dev *d, struct tgt *new_top, struct tgt **old,
+			  struct blk_chain_change *c);
+
+/*
+ * Stream and commit's end (QEMU's bdrv_drop_intermediate): @above, a
+ * node of the chain, reads @base (a node below it, NULL: nothing) and
+ * the nodes between leave the chain.  Under the drain: @above is
+ * reopened read-write if it was read-only, flushed (the data a job
+ * copied into it is durable first), its header names @base (->set_backing,
+ * with @name or, when NULL, @base's absolute path, and @base's format),
+ * flushed again, reopened read-only if it was, and @c->record(top).
+ * Returns 0 with *@dropped the detached nodes (a chain ending in NULL,
+ * for tgt_free_chain()), or -errno with nothing changed in memory:
+ * -EINVAL (@base not below @above, or nothing between), -EOPNOTSUPP
+ * (@above's format cannot name a backing file: raw).  A failure after
+ * the header write leaves the header naming @base, which shows the same
+ * data, as the job guarantees.
+ */
+int blk_chain_drop(struct blk_dev *d, struct tgt *above, struct tgt *base, const char *name,
+		   struct tgt **dropped, struct blk_chain_change *c);
+
+/*
+ * Takes (TGT_SNAPSHOT_CREATE) or deletes (TGT_SNAPSHOT_DELETE) the
+ * internal snapshot @name of the top image, under the chain lock and a
+ * drain, so the format changes its tables while no request runs; the
+ * format's order makes it crash-safe.  @c (may be NULL): only its
+ * held_ns and drain_ns are used, to say how long I/O was held.  Same threads as the chain changes.  Returns 0 or -errno:
+ * -ENOTSUP (the top's format has no internal snapshots), -EROFS (the top
+ * is read-only), -ENOENT (no such snapshot to delete), -EINVAL (APPLY:
+ * reverting a device under its users is not offered).
+ */
+int blk_snapshot_internal(struct blk_dev *d, enum tgt_snapshot_op op, const char *name,
+			  struct blk_chain_change *c);
+
+/*
+ * Calls @fn(@ctx, list, n) with the top image's internal snapshots, under
+ * the chain lock (the list is valid only during the call).  Returns 0, or
+ * -ENOTSUP when the top's format has none, or -errno.
+ */
+int blk_snapshot_list(struct blk_dev *d,
+		      void (*fn)(void *ctx, const struct tgt_snapshot_info *list, int n),
+		      void *ctx);
+
+/*
+ * The housekeeping tick: the top target's ->tick, under the chain lock
+ * so that it never meets a change.  In a coroutine.
+ */
+void blk_chain_tick(struct blk_dev *d);
 
 /* CLOCK_MONOTONIC in ns. */
 int64_t blk_now_ns(void);

@@ -411,6 +411,16 @@ struct tgt_ops {
 		      const struct tgt_bitmap_args *a);
 	int64_t (*bitmap_status)(struct tgt *t, const char *name, uint64_t off, uint64_t len,
 				 bool *dirty);
+	/*
+	 * Optional.  Makes the open image, which was written, read-only in
+	 * place: on disk as ->close leaves it (metadata written back, clean,
+	 * the file cut back to its last cluster), in memory still open, its
+	 * caches kept, with caps.read_only set.  Nothing else uses it
+	 * meanwhile; it is never written again.  Without it tgt_reopen()
+	 * closes the format and opens it again, which costs a cold cache and
+	 * the open's reads while the device's I/O is held.
+	 */
+	int (*set_read_only)(struct tgt *t);
 };
 
 /*
@@ -426,6 +436,40 @@ struct tgt_ops {
  */
 int tgt_open(struct tgt *t);
 int tgt_close(struct tgt *t);
+
+/*
+ * Closes and frees @t and the chain below it (every node allocated as
+ * tgt_open_backing() allocates them: the struct and cfg.file malloc'ed),
+ * for a chain detached from a device.  NULL is a no-op.  Returns 0 or
+ * the first -errno of a ->close.
+ */
+int tgt_free_chain(struct tgt *t);
+
+/*
+ * Makes @b (NULL: none) the backing image of @overlay in memory only:
+ * links both ways and renumbers chain_depth below.  The caller has made
+ * @overlay's header name @b, or will.  Returns 0, or -ELOOP when the
+ * chain would be deeper than TGT_MAX_CHAIN (nothing changed).
+ */
+int tgt_link_backing(struct tgt *overlay, struct tgt *b);
+
+/*
+ * Reopens the open image @t in @role, read-only or read-write, as QEMU's
+ * bdrv_reopen does when a node changes role: the old top of an external
+ * snapshot becomes a read-only backing file (TGT_ROLE_BACKING, true), a
+ * base that a commit pivots to becomes the written top (TGT_ROLE_IMAGE,
+ * false).  ->close writes the metadata back (the image is clean on disk,
+ * as qemu-img check wants of a backing file) and the format is opened
+ * again with or without TGT_O_RDONLY, keeping @t->backing (the chain is
+ * not reopened from the name).  Locks stay on the same descriptor:
+ * those gained are taken before ->close, those given up dropped after
+ * it, each change the union first, so the file is never unprotected.
+ * Nothing may use @t meanwhile (the device is drained).  Runs in a
+ * coroutine.  Returns 0; or -errno (-EBUSY: another process holds a lock
+ * the new role needs) with @t open again as it was; or -EIO, after one
+ * line, when not even that worked: @t->priv is NULL and @t unusable.
+ */
+int tgt_reopen(struct tgt *t, enum tgt_role role, bool read_only);
 
 /*
  * Opens @file as format @fmt (NULL: probe) with TGT_O_* @flags into @t,

@@ -148,6 +148,9 @@ static int raw_close(struct tgt *t)
 {
 	struct raw_priv *rp = t->priv;
 
+	/* A reopen that failed outright (tgt_reopen()) left nothing open. */
+	if (!rp)
+		return 0;
 	bfile_close(rp->file);
 	free(rp);
 	return 0;

@@ -280,6 +280,116 @@ int tgt_close(struct tgt *t)
 	return exec_run_sync(tgt_close_fn, t);
 }
 
+static int tgt_free_chain_fn(void *arg)
+{
+	return tgt_close_chain(arg, true);
+}
+
+int tgt_free_chain(struct tgt *t)
+{
+	return t ? exec_run_sync(tgt_free_chain_fn, t) : 0;
+}
+
+int tgt_link_backing(struct tgt *overlay, struct tgt *b)
+{
+	unsigned int depth = overlay->chain_depth + 1;
+	struct tgt *l;
+
+	for (l = b; l; l = l->backing, depth++)
+		if (depth >= TGT_MAX_CHAIN)
+			return -ELOOP;
+	overlay->backing = b;
+	if (!b)
+		return 0;
+	b->overlay = overlay;
+	for (l = b, depth = overlay->chain_depth + 1; l; l = l->backing, depth++)
+		l->chain_depth = depth;
+	return 0;
+}
+
+/*
+ * Opens the format of @t again, which ->close released, with @flags and
+ * @t's current role, keeping @t's locks and its backing chain: the chain
+ * is not reopened from the image's name (TGT_O_NO_BACKING for the
+ * format's ->open), and an external data file's lock is taken anew
+ * beside the old one, which is then dropped, so that the file is never
+ * without a lock.  Runs in a coroutine.
+ */
+static int tgt_reopen_format(struct tgt *t, unsigned int flags)
+{
+	struct tgt *backing = t->backing;
+	struct img_lock data = t->data_lock;
+	int ret;
+
+	t->cfg.open_flags = flags | TGT_O_NO_BACKING;
+	t->data_lock = IMG_LOCK_INIT;
+	t->backing = NULL;
+	t->priv = NULL;
+	ret = t->ops->open(t);
+	t->backing = backing;
+	t->cfg.open_flags = flags;
+	if (ret) {
+		img_lock_close(&t->data_lock);
+		t->data_lock = data;
+		return ret;
+	}
+	img_lock_close(&data);
+	return 0;
+}
+
+int tgt_reopen(struct tgt *t, enum tgt_role role, bool read_only)
+{
+	unsigned int flags = t->cfg.open_flags;
+	unsigned int nflags = read_only ? flags | TGT_O_RDONLY : flags & ~TGT_O_RDONLY;
+	enum tgt_role old_role = t->role;
+	int ret, r;
+
+	/*
+	 * Permissions gained are locked before the format is touched;
+	 * those given up are dropped only after ->close wrote back what the
+	 * old role allowed.  tgt_set_role() itself takes the union first.
+	 */
+	if (!read_only) {
+		t->cfg.open_flags = nflags;
+		ret = tgt_set_role(t, role);
+		t->cfg.open_flags = flags;
+		if (ret)
+			return ret;
+	}
+	/* Written to read-only, in place: the format keeps its caches. */
+	if (read_only && !(flags & TGT_O_RDONLY) && t->ops->set_read_only) {
+		ret = t->ops->set_read_only(t);
+		if (ret)
+			return ret;
+		t->cfg.open_flags = nflags;
+		ret = tgt_set_role(t, role);
+		if (!ret)
+			return 0;
+		/* Locks only shrink here; should it fail, the image stays read-only. */
+		return ret;
+	}
+	ret = t->ops->close(t);
+	if (!ret && read_only) {
+		t->cfg.open_flags = nflags;
+		ret = tgt_set_role(t, role);
+		t->cfg.open_flags = flags;
+	}
+	if (!ret) {
+		ret = tgt_reopen_format(t, nflags);
+		if (!ret)
+			return 0;
+	}
+	/* Back to what it was, so the device can go on as before. */
+	tgt_set_role(t, old_role);
+	r = tgt_reopen_format(t, flags);
+	if (r) {
+		img_err("%s: cannot open the image again: %s", t->cfg.file, strerror(-r));
+		t->priv = NULL;
+		return -EIO;
+	}
+	return ret;
+}
+
 const struct tgt_ops *tgt_probe_file(const char *file)
 {
 	const struct tgt_ops *best = &raw_tgt_ops;

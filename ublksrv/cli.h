@@ -71,6 +71,8 @@ enum cli_key {
 	CLI_K_TAB,
 	CLI_K_LOG_LEVEL,
 	CLI_K_FORCE,
+	CLI_K_EXTERNAL,		/* snapshot --external NEW */
+	CLI_K_FREEZE,		/* snapshot --freeze */
 	CLI_K_ALLOW_PROTOCOL,
 	CLI_K_RECONNECT_DELAY,
 	CLI_K_OPEN_TIMEOUT,

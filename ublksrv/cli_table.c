@@ -685,26 +685,44 @@ const struct cli_cmd cli_cmds[] = {
 	},
 	{
 		.name = "snapshot",
-		.summary = "list, create, apply or delete internal snapshots",
+		.summary = "list, create, apply or delete internal snapshots; snapshot a running device",
 		.synopsis = "[-q] [-f FMT] [-U] [-l | -c NAME | -a NAME | -d NAME] FILE"
-		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]",
+		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]\n"
+		"-n ID [--freeze] [-l | -c NAME | -d NAME]\n"
+		"-n ID [--freeze] --external NEW [-f qcow2|qed]",
 		.operands = "FILE",
+		.desc =
+"With FILE, works on the image file, as qemu-img snapshot.  With -n ID, "
+"works on a running device through its control channel while it serves: "
+"-l, -c and -d on its top image's internal snapshots (qcow2), I/O waiting "
+"only while the snapshot is written; --external NEW creates NEW over the "
+"device's top image and switches the device to write into it, the old top "
+"becoming its read-only backing file.",
 		.opts = (const struct cli_opt[]){
 			{ 'l', NULL, NULL, "list the snapshots (the default)" },
 			{ 'c', NULL, "NAME", "take a snapshot of the current state, named NAME" },
 			{ 'a', NULL, "NAME", "revert the image to snapshot NAME (an id or a name)" },
 			{ 'd', NULL, "NAME", "delete the snapshot named NAME" },
-			OPT_FORMAT,
+			{ 'f', "format", "FMT",
+			  "the image's format; with --external, NEW's (qcow2, the default, or qed)" },
 			{ 'q', "quiet", NULL, "accepted for qemu-img's sake" },
 			{ 'U', "force-share", NULL,
 			  "with -l: list even if another process writes the image" },
+			{ 'n', "number", "ID", "a running device instead of FILE" },
+			{ CLI_K_EXTERNAL, "external", "NEW",
+			  "with -n: an external snapshot: NEW over the top image, which becomes its read-only backing file" },
+			{ CLI_K_FREEZE, "freeze", NULL,
+			  "with -n: freeze the filesystems mounted from the device (FIFREEZE) for the snapshot, "
+			  "for an application-consistent point; they are thawed whatever happens" },
 			OPT_SECRETS,
 			OPT_PROTOCOLS,
 			{ 0 },
 		},
-		.min_args = 1, .max_args = 1,
+		.min_args = 0, .max_args = 1,
 		.examples = (const struct cli_example[]){
 			{ "imgblk snapshot -c before-upgrade disk.qcow2", NULL },
+			{ "imgblk snapshot -n 0 --freeze -c before-upgrade", NULL },
+			{ "imgblk snapshot -n 0 --external /var/lib/images/disk-2.qcow2", NULL },
 			{ 0 },
 		},
 		.flags = CLI_IMAGE,

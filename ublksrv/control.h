@@ -226,6 +226,10 @@ void ctl_client_close(struct ctl_client *c);
  */
 extern const char *const ublk_thr_args[];
 
+/* The snapshot commands of a device (control_snap.c), served beside the others. */
+#define UBLK_CTL_SNAP_CMDS	4
+extern const struct ctl_cmd ublk_ctl_snap_cmds[UBLK_CTL_SNAP_CMDS];
+
 /*
  * The device's control channel (control_cmds.c): serves the device's
  * commands on ublk_ctl_path(@dev's id) and sends its block layer's events

@@ -621,13 +621,18 @@ static void ublk_ctl_blk_event(void *ctx, const struct blk_event *ev)
 
 int ublk_ctl_start(struct ublk_dev *dev)
 {
+	/* One server per process: the joined table is built once, then only read. */
+	static struct ctl_cmd cmds[ARRAY_SIZE(ublk_ctl_cmds) + UBLK_CTL_SNAP_CMDS];
 	struct ctl_table table = {
-		.cmds = ublk_ctl_cmds,
-		.nr_cmds = ARRAY_SIZE(ublk_ctl_cmds),
+		.cmds = cmds,
+		.nr_cmds = ARRAY_SIZE(cmds),
 		.ctx = dev,
 	};
 	char path[PATH_MAX];
 	int ret;
+
+	memcpy(cmds, ublk_ctl_cmds, sizeof(ublk_ctl_cmds));
+	memcpy(cmds + ARRAY_SIZE(ublk_ctl_cmds), ublk_ctl_snap_cmds, sizeof(ublk_ctl_snap_cmds));
 
 	ret = ublk_state_mkdir();
 	if (ret) {

@@ -42,13 +42,14 @@
 #include "util.h"
 
 /*
- * The housekeeping thread: calls the target's ->tick about once a second
- * in a coroutine of its own executor, for metadata work that must happen
- * while the device is idle (QED clears need-check after 5 s without
- * allocating writes).
+ * The housekeeping thread: calls the top target's ->tick about once a
+ * second in a coroutine of its own executor, for metadata work that must
+ * happen while the device is idle (QED clears need-check after 5 s
+ * without allocating writes).  It runs whatever the top is: the chain
+ * may change to a top that ticks.
  */
 struct ublk_housekeeper {
-	struct tgt *t;
+	struct blk_dev *blk;
 	pthread_t thread;
 	bool started;
 	bool stop;		/* read and written with __atomic builtins */
@@ -62,7 +63,7 @@ static void ublk_hk_main(void *arg)
 		exec_sleep_ms(1000);
 		if (__atomic_load_n(&hk->stop, __ATOMIC_ACQUIRE))
 			break;
-		hk->t->ops->tick(hk->t);
+		blk_chain_tick(hk->blk);
 	}
 }
 
@@ -80,13 +81,11 @@ static void *ublk_hk_thread(void *arg)
 	return NULL;
 }
 
-static void ublk_hk_start(struct ublk_housekeeper *hk, struct tgt *t)
+static void ublk_hk_start(struct ublk_housekeeper *hk, struct blk_dev *blk)
 {
 	sigset_t all, old;
 
-	hk->t = t;
-	if (!t->ops->tick)
-		return;
+	hk->blk = blk;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	hk->started = pthread_create(&hk->thread, NULL, ublk_hk_thread, hk) == 0;
@@ -569,11 +568,13 @@ static int ublk_recover_begin(struct ublk_ctrl *ctrl, struct ublk_dev *dev,
 /*
  * The server: runs in the forked child (or in the foreground).  Reports
  * the device id, or a negative errno after printing why, on @report_fd.
+ * *@tp is the top image; the chain may change while the device runs, so
+ * on return it is the top the device ended with, for the caller to close.
  * Returns the exit status.
  */
-static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int report_fd)
+static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt **tp, int report_fd)
 {
-	struct ublk_dev dev = { .tgt = t, .cdev_fd = -1, .feat = o->feat };
+	struct ublk_dev dev = { .tgt = *tp, .cdev_fd = -1, .feat = o->feat };
 	struct uevent_listener uev = { 0 };
 	struct ublk_housekeeper hk = { 0 };
 	struct ublk_ctrl ctrl;
@@ -678,7 +679,7 @@ static int ublk_serve_dev(const struct ublk_add_opts *o, struct tgt *t, int repo
 	report_fd = -1;
 	served = true;
 
-	ublk_hk_start(&hk, t);
+	ublk_hk_start(&hk, &dev.blk);
 	ublk_wait_shutdown(&dev, sig_fd);
 	/*
 	 * `del --force` of a mounted device: DEL_DEV would wait until the
@@ -730,8 +731,10 @@ out_del:
 		unlink(log_path);
 	}
 out_ctrl:
-	if (blk_ready)
+	if (blk_ready) {
+		*tp = dev.blk.top;
 		blk_dev_exit(&dev.blk);
+	}
 	ublk_ctrl_close(&ctrl);
 out_report:
 	if (sig_fd >= 0)
@@ -742,9 +745,19 @@ out_report:
 	return 1;
 }
 
+/* Frees the chain @t heads (see ublk_add()).  Returns 0 or -errno. */
+static int ublk_free_top(struct tgt *t)
+{
+	int ret = tgt_close(t);
+
+	free((char *)t->cfg.file);
+	free(t);
+	return ret;
+}
+
 int ublk_add(const struct ublk_add_opts *o)
 {
-	struct tgt t = { .ops = o->ops, .cfg = o->cfg };
+	struct tgt *t;
 	struct ublk_ctrl ctrl;
 	int pipefd[2], val, status, ret;
 	ssize_t n;
@@ -784,20 +797,41 @@ int ublk_add(const struct ublk_add_opts *o)
 	 * and they last until the server closes the target.  The device's
 	 * size is fixed: nobody may resize the file under it (as qemu-nbd).
 	 */
-	t.cfg.open_flags |= TGT_O_FIXED_SIZE;
-	ret = tgt_open(&t);
-	if (ret)
+	/*
+	 * Allocated as tgt_open_backing() allocates backing files, as every
+	 * node of a device's chain must be (block.h): a live snapshot makes
+	 * it one.
+	 */
+	t = calloc(1, sizeof(*t));
+	if (!t) {
+		img_err("%s", strerror(ENOMEM));
 		return 1;
+	}
+	t->ops = o->ops;
+	t->cfg = o->cfg;
+	t->cfg.file = o->cfg.file ? strdup(o->cfg.file) : NULL;
+	if (o->cfg.file && !t->cfg.file) {
+		free(t);
+		img_err("%s", strerror(ENOMEM));
+		return 1;
+	}
+	t->cfg.open_flags |= TGT_O_FIXED_SIZE;
+	ret = tgt_open(t);
+	if (ret) {
+		free((char *)t->cfg.file);
+		free(t);
+		return 1;
+	}
 
 	if (o->foreground) {
 		ret = ublk_serve_dev(o, &t, -1);
-		tgt_close(&t);
+		ublk_free_top(t);
 		return ret;
 	}
 
 	if (pipe2(pipefd, O_CLOEXEC)) {
 		img_err("pipe: %s", strerror(errno));
-		tgt_close(&t);
+		ublk_free_top(t);
 		return 1;
 	}
 	fflush(NULL);
@@ -806,7 +840,7 @@ int ublk_add(const struct ublk_add_opts *o)
 		img_err("fork: %s", strerror(errno));
 		close(pipefd[0]);
 		close(pipefd[1]);
-		tgt_close(&t);
+		ublk_free_top(t);
 		return 1;
 	}
 	if (pid == 0) {
@@ -814,7 +848,7 @@ int ublk_add(const struct ublk_add_opts *o)
 		/* Out of the caller's session: a terminal hangup must not stop us. */
 		setsid();
 		ret = ublk_serve_dev(o, &t, pipefd[1]);
-		tgt_close(&t);
+		ublk_free_top(t);
 		_exit(ret);
 	}
 

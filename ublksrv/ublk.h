@@ -128,6 +128,7 @@ struct ublk_queue {
 struct ublk_dev {
 	struct ublksrv_ctrl_dev_info info;
 	struct ublk_params params;
+	/* The top it started with, for its parameters; the live one is blk.top. */
 	struct tgt *tgt;
 	int cdev_fd;
 	struct ublk_queue *queues;

@@ -48,5 +48,7 @@ if [ $VM = 1 ]; then
 	"$HERE/vm-suite.sh" -b "$BUILD_DIR" ${RUNTIME:+-r "$RUNTIME"}
 	echo "# run-all: what the block layer costs (this build against the one before it)" >&2
 	"$HERE/vm-block-cost.sh" -b "$BUILD_DIR" ${RUNTIME:+-r "$RUNTIME"}
+	echo "# run-all: how long a live snapshot holds I/O at QD32" >&2
+	"$HERE/vm-snapshot-hold.sh" -b "$BUILD_DIR"
 fi
 "$HERE/report.sh" -b "$BUILD_DIR"

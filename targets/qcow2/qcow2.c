@@ -347,6 +347,38 @@ static int qcow2_close(struct tgt *t)
 	return ret;
 }
 
+/* What ->close writes back, without closing: the image serves on, read-only. */
+static int qcow2_set_read_only(struct tgt *t)
+{
+	struct qcow2 *q = t->priv;
+	uint64_t end = q->end_cluster << q->cluster_bits;
+	int ret;
+
+	if (q->read_only)
+		return 0;
+	/*
+	 * As ->close: the bitmaps are stored with in_use cleared, since a
+	 * backing file's bitmaps track nothing more (QEMU leaves them on the
+	 * old node of an external snapshot).
+	 */
+	ret = qcow2_bitmaps_close(q);
+	if (!ret)
+		ret = q->lazy ? qcow2_mark_clean(q) : qcow2_flush_meta(q);
+	if (!ret && q->file_bytes > end && bfile_resizable(q->file)) {
+		ret = bfile_truncate(q->file, end);
+		if (!ret)
+			q->file_bytes = end;
+	}
+	if (ret)
+		return ret;
+	q->read_only = true;
+	t->caps.read_only = true;
+	t->caps.can_discard = false;
+	t->caps.can_write_zeroes = false;
+	t->caps.can_compress = false;
+	return 0;
+}
+
 static void qcow2_info_add(struct tgt_info *info, const char *key, bool is_string,
 			   const char *value)
 {
@@ -438,4 +470,5 @@ const struct tgt_ops qcow2_tgt_ops = {
 	.bitmap_list	= qcow2_bitmap_list,
 	.bitmap		= qcow2_bitmap,
 	.bitmap_status	= qcow2_bitmap_status,
+	.set_read_only	= qcow2_set_read_only,
 };

@@ -196,6 +196,30 @@ static int qed_close(struct tgt *t)
 	return ret;
 }
 
+/* What ->close writes back, without closing: the image serves on, read-only. */
+static int qed_set_read_only(struct tgt *t)
+{
+	struct qed *q = t->priv;
+	int ret;
+
+	if (q->read_only)
+		return 0;
+	ret = bfile_flush(q->file);
+	if (!ret)
+		ret = qed_clear_need_check(q);
+	if (!ret && q->file_bytes > q->file_end && bfile_resizable(q->file)) {
+		ret = bfile_truncate(q->file, q->file_end);
+		if (!ret)
+			q->file_bytes = q->file_end;
+	}
+	if (ret)
+		return ret;
+	q->read_only = true;
+	t->caps.read_only = true;
+	t->caps.can_write_zeroes = false;
+	return 0;
+}
+
 static int64_t qed_block_status(struct tgt *t, uint64_t off, uint64_t len,
 				struct tgt_extent *ext)
 {
@@ -263,4 +287,5 @@ const struct tgt_ops qed_tgt_ops = {
 	.tick		= qed_tick,
 	.resize		= qed_resize,
 	.set_backing	= qed_set_backing,
+	.set_read_only	= qed_set_read_only,
 };

@@ -116,4 +116,25 @@ check_fails "--clear of the in-use bitmap is refused" imgblk bitmap --clear "$IM
 check "--remove is accepted" imgblk bitmap --remove "$IMG" b0
 check "qemu-img check clean after the remove" qemu-img check -q -f qcow2 "$IMG"
 
+# An external snapshot turns the old top into a backing file: its bitmaps
+# are stored consistent there (QEMU leaves them on the old node) and the
+# overlay has none.
+OVL=$T_TMP/overlay.qcow2
+check "add a bitmap for the snapshot" imgblk bitmap --add "$IMG" s0
+add_dev "add for the snapshot" -f "$IMG" || bail "cannot continue"
+ID=$DEV_ID
+check "a write before the snapshot" dd if=/dev/urandom of="$DEV" bs=4k count=1 seek=300 oflag=direct
+is "s0 in use while served" "$(flags "$IMG" s0)" "in-use auto"
+check "external snapshot" imgblk snapshot -n "$ID" --external "$OVL"
+is "after the snapshot, s0 is stored consistent in the old top" "$(flags "$IMG" s0)" "auto"
+check "a write after the snapshot" dd if=/dev/urandom of="$DEV" bs=4k count=1 seek=600 oflag=direct
+del_dev "del after the snapshot" "$ID"
+is "after del: s0 still consistent" "$(flags "$IMG" s0)" "auto"
+is "the overlay has no s0" "$(flags "$OVL" s0)" "missing"
+check "qemu-img check clean on the old top" qemu-img check -q -f qcow2 "$IMG"
+check "qemu-img check clean on the overlay" qemu-img check -q -f qcow2 "$OVL"
+qemu_runs "$IMG" s0 > "$T_TMP/q.s0"
+check "s0 marks the write before the snapshot" contains "$T_TMP/q.s0" $((300 << 12)) 4096
+check_fails "s0 does not mark the write after it" contains "$T_TMP/q.s0" $((600 << 12)) 4096
+
 done_testing
