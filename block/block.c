@@ -103,6 +103,7 @@ int blk_dev_init(struct blk_dev *d, unsigned int id, struct tgt *top,
 	exec_mutex_init(&d->chain_lock);
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_cond_init(&d->idle, NULL);
+	pthread_cond_init(&d->job_done, NULL);
 	pthread_mutex_init(&d->log_lock, NULL);
 	exec_waitq_init(&d->gate);
 	d->held_list.next = d->held_list.prev = &d->held_list;
@@ -116,6 +117,7 @@ void blk_dev_exit(struct blk_dev *d)
 	exec_mutex_destroy(&d->chain_lock);
 	pthread_mutex_destroy(&d->lock);
 	pthread_cond_destroy(&d->idle);
+	pthread_cond_destroy(&d->job_done);
 	pthread_mutex_destroy(&d->log_lock);
 	free(d->queues);
 	d->queues = NULL;
@@ -127,7 +129,7 @@ static unsigned int blk_inflight(const struct blk_dev *d)
 
 	for (i = 0; i < d->nr_queues; i++)
 		n += __atomic_load_n(&d->queues[i].inflight, __ATOMIC_SEQ_CST);
-	return n;
+	return n + __atomic_load_n(&d->job_inflight, __ATOMIC_SEQ_CST);
 }
 
 /* A request leaves the layer; the last one out tells a waiting drainer. */
@@ -420,6 +422,28 @@ void blk_remove_write_notifier(struct blk_dev *d, struct blk_write_notifier *n)
 	}
 }
 
+void blk_add_before_write(struct blk_dev *d, struct blk_before_write *h)
+{
+	blk_drain_begin(d);
+	h->next = d->before_write;
+	d->before_write = h;
+	blk_drain_end(d);
+}
+
+void blk_remove_before_write(struct blk_dev *d, struct blk_before_write *h)
+{
+	struct blk_before_write **p;
+
+	blk_drain_begin(d);
+	for (p = &d->before_write; *p; p = &(*p)->next) {
+		if (*p == h) {
+			*p = h->next;
+			break;
+		}
+	}
+	blk_drain_end(d);
+}
+
 /*
  * Copy-on-read: writes what a read just got from the backing chain into
  * the top image, so the next read is served from it.  Holding the range
@@ -456,11 +480,15 @@ static void blk_copy_on_read(struct blk_dev *d, struct tgt *t, const void *buf,
 static int blk_change(struct blk_dev *d, struct tgt *t, enum blk_op op, const void *buf,
 		      uint64_t off, uint64_t len, unsigned int wflags)
 {
+	bool lock = d->cfg.copy_on_read || d->lock_writes;
 	struct blk_write_notifier *n;
+	struct blk_before_write *h;
 	struct range_entry e;
 	int ret;
 
-	if (d->cfg.copy_on_read)
+	for (h = d->before_write; unlikely(h); h = h->next)
+		h->fn(h, op, off, len);
+	if (lock)
 		range_lock(&d->cor_lock, &e, off, len);
 	if (op == BLK_OP_WRITE)
 		ret = t->ops->write(t, buf, len, off, wflags);
@@ -468,7 +496,7 @@ static int blk_change(struct blk_dev *d, struct tgt *t, enum blk_op op, const vo
 		ret = t->ops->discard(t, off, len);
 	else
 		ret = t->ops->write_zeroes(t, off, len, wflags);
-	if (d->cfg.copy_on_read)
+	if (lock)
 		range_unlock(&d->cor_lock, &e);
 	for (n = d->notifiers; n; n = n->next)
 		n->notify(n, op, off, len, ret);

@@ -136,6 +136,24 @@ struct blk_write_notifier {
 };
 
 /*
+ * Called before a write, discard or write-zeroes reaches the top image,
+ * in the request's coroutine, on any queue thread at once: backup's
+ * copy-before-write saves the old data here.  The request waits for it,
+ * and proceeds whatever it did (a hook that cannot do its work fails its
+ * own user, never the guest's write).  No hook costs a request one load.
+ */
+struct blk_before_write {
+	void (*fn)(struct blk_before_write *h, enum blk_op op, uint64_t off, uint64_t len);
+	struct blk_before_write *next;
+};
+
+/* job.h: where a job's events go (@type an enum blk_job_event_type). */
+struct blk_job;
+struct blk_job_info;
+typedef void (*blk_job_event_fn)(void *ctx, const struct blk_job_info *job, int type,
+				 const char *err);
+
+/*
  * A request waiting in a pause (held, or at the closed gate), on its
  * coroutine's stack in one of blk_dev's lists, so that blk_tick() knows
  * how long each has waited since it arrived.
@@ -166,6 +184,12 @@ struct blk_dev {
 	struct throttle thr;
 	/* With copy-on-read: writes and populating reads lock their range. */
 	struct range_lock cor_lock;
+	/*
+	 * Writes lock their range in @cor_lock without copy-on-read too: a
+	 * stream job copies backing data into the top under it.  Changed
+	 * under a drain.
+	 */
+	bool lock_writes;
 	struct blk_queue *queues;
 	unsigned int nr_queues;
 
@@ -192,6 +216,18 @@ struct blk_dev {
 	bool dying;			/* blk_shutdown(): fail what waits */
 
 	struct blk_write_notifier *notifiers;	/* changed under drain */
+	struct blk_before_write *before_write;	/* changed under drain */
+
+	/*
+	 * The device's block job (job.h), under @lock; @job_done is
+	 * signalled when it ends.  @job_inflight counts its I/O inside the
+	 * layer, which a drain waits for as for requests.
+	 */
+	struct blk_job *job;
+	pthread_cond_t job_done;
+	unsigned int job_inflight;
+	blk_job_event_fn job_event_fn;
+	void *job_event_ctx;
 
 	void (*event_fn)(void *ctx, const struct blk_event *ev);
 	void *event_ctx;
@@ -281,6 +317,15 @@ void blk_set_event_fn(struct blk_dev *d, void (*fn)(void *ctx, const struct blk_
 void blk_add_write_notifier(struct blk_dev *d, struct blk_write_notifier *n);
 /* Removes @n; the caller holds a drain. */
 void blk_remove_write_notifier(struct blk_dev *d, struct blk_write_notifier *n);
+
+/*
+ * Adds @h to the hooks run before each change of data, and removes it.
+ * Each drains the device around the change (drains nest), so no request
+ * sees half a list and none that started without the hook is still
+ * running once it is in place.  Not on a queue thread.
+ */
+void blk_add_before_write(struct blk_dev *d, struct blk_before_write *h);
+void blk_remove_before_write(struct blk_dev *d, struct blk_before_write *h);
 
 /*
  * Reads the statistics of queue @q_id, or the sum of all queues when

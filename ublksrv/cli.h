@@ -65,14 +65,21 @@ enum cli_key {
 	CLI_K_BITMAP,
 	CLI_K_BITMAPS,
 	CLI_K_SKIP_BROKEN,
+	CLI_K_SYNC,		/* the block job verbs' (cmd_job.c) */
+	CLI_K_EXISTING,
+	CLI_K_SPEED,
+	CLI_K_JOB_ID,
+	CLI_K_WAIT,
+	CLI_K_PIVOT,
+	CLI_K_TOP,
+	CLI_K_EXTERNAL,		/* snapshot --external NEW */
+	CLI_K_FREEZE,		/* snapshot --freeze */
 	CLI_K_BITMAP_OP,	/* + enum tgt_bitmap_op: bitmap's --add ... --flush */
 	CLI_K_BITMAP_OP_END = CLI_K_BITMAP_OP + TGT_BITMAP_FLUSH,
 	CLI_K_NAME,
 	CLI_K_TAB,
 	CLI_K_LOG_LEVEL,
 	CLI_K_FORCE,
-	CLI_K_EXTERNAL,		/* snapshot --external NEW */
-	CLI_K_FREEZE,		/* snapshot --freeze */
 	CLI_K_ALLOW_PROTOCOL,
 	CLI_K_RECONNECT_DELAY,
 	CLI_K_OPEN_TIMEOUT,
@@ -173,6 +180,12 @@ int cli_cmd_query(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_set(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_pause(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_resume(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_backup(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_mirror(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_stream(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_job(const struct cli_cmd *cmd, int argc, char **argv);
+/* commit -n ID, the live commit: cli_cmd_commit() hands it over. */
+int cli_cmd_commit_live(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_help(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_version(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_gen(const struct cli_cmd *cmd, int argc, char **argv);

@@ -91,6 +91,20 @@
 	{ CLI_K_WERROR, "werror", "enospc|stop|report|ignore", what }
 #define OPT_RERROR(what) \
 	{ CLI_K_RERROR, "rerror", "stop|report|ignore", what }
+/* The block job verbs' (cmd_job.c). */
+#define OPT_SPEED	{ CLI_K_SPEED, "speed", "BYTES_PER_S", \
+	"limit the copy to BYTES_PER_S (suffixes K, M, G; at least one cluster a " \
+	"second; 0: no limit)" }
+#define OPT_JOB_ID	{ CLI_K_JOB_ID, "job-id", "JOB", \
+	"name the job JOB (default: the device's name, ublkbN)" }
+#define OPT_JOB_PROGRESS { 'p', "progress", NULL, "wait as --wait does, showing the progress" }
+#define JOB_EXITS \
+	.exits = (const struct cli_exit[]){ \
+		{ 0, "the job started (with --wait: completed, or became ready)" }, \
+		{ 1, "the job could not start, failed or was cancelled, or the server went away" }, \
+		{ 2, "a usage error" }, \
+		{ -1, NULL }, \
+	}
 
 const struct cli_cmd cli_cmds[] = {
 	{
@@ -338,6 +352,125 @@ const struct cli_cmd cli_cmds[] = {
 "ones go through (QMP cont).  A device that is not paused is an error.",
 		.opts = (const struct cli_opt[]){ OPT_NUMBER, { 0 } },
 		.run = cli_cmd_resume,
+	},
+	{
+		.name = "backup",
+		.summary = "point-in-time copy of a running device into an image",
+		.synopsis = "-n ID --sync full|top [-f FMT] [--existing] [--speed BYTES_PER_S] "
+			    "[--job-id JOB] [--wait] [-p] TARGET",
+		.operands = "the TARGET FILE",
+		.desc =
+"Starts a backup job on device ID (QMP drive-backup): TARGET receives the\n"
+"device's content as of this moment while the device keeps serving I/O\n"
+"(a guest write to a range not yet copied saves the old data first).\n"
+"TARGET is created (format FMT, default the device's) unless --existing;\n"
+"with --sync top only what the top image holds is copied, and TARGET gets\n"
+"the top's backing file.",
+		.opts = (const struct cli_opt[]){
+			OPT_NUMBER,
+			{ CLI_K_SYNC, "sync", "full|top",
+			  "full: the whole device; top: only what its top image holds" },
+			{ 'f', "format", "FMT", "TARGET's format (default: the device's top image's)" },
+			{ CLI_K_EXISTING, "existing", NULL,
+			  "TARGET exists already, as large as the device: write into it" },
+			OPT_SPEED,
+			OPT_JOB_ID,
+			{ CLI_K_WAIT, "wait", NULL, "return when the job ends" },
+			OPT_JOB_PROGRESS,
+			{ 0 },
+		},
+		.min_args = 1, .max_args = 1,
+		.examples = (const struct cli_example[]){
+			{ "imgblk backup -n 0 --sync full --wait /backup/disk.qcow2",
+			  "a copy of device 0 as it is now, while it serves" },
+			{ 0 },
+		},
+		JOB_EXITS,
+		.run = cli_cmd_backup,
+	},
+	{
+		.name = "mirror",
+		.summary = "copy a running device to an image, then switch to it",
+		.synopsis = "-n ID [--sync full|top] [-f FMT] [--existing] [--speed BYTES_PER_S] "
+			    "[--job-id JOB] [--wait] [--pivot] [-p] TARGET",
+		.operands = "the TARGET FILE",
+		.desc =
+"Starts a mirror job on device ID (QMP drive-mirror): copies the device to\n"
+"TARGET while it runs and keeps TARGET in step with new writes; the job is\n"
+"then ready.  `imgblk job -n ID complete` switches the device to TARGET;\n"
+"`imgblk job -n ID cancel` leaves TARGET a consistent copy of that moment.",
+		.opts = (const struct cli_opt[]){
+			OPT_NUMBER,
+			{ CLI_K_SYNC, "sync", "full|top",
+			  "full (the default): the whole device; top: only what its top image "
+			  "holds, TARGET getting the top's backing file" },
+			{ 'f', "format", "FMT", "TARGET's format (default: the device's top image's)" },
+			{ CLI_K_EXISTING, "existing", NULL,
+			  "TARGET exists already, as large as the device: write into it" },
+			OPT_SPEED,
+			OPT_JOB_ID,
+			{ CLI_K_WAIT, "wait", NULL, "return once the job is ready" },
+			{ CLI_K_PIVOT, "pivot", NULL,
+			  "wait until ready, complete, and return once the device serves TARGET" },
+			OPT_JOB_PROGRESS,
+			{ 0 },
+		},
+		.min_args = 1, .max_args = 1,
+		.examples = (const struct cli_example[]){
+			{ "imgblk mirror -n 0 --pivot /fast/disk.qcow2",
+			  "move device 0 to another image while it serves" },
+			{ "imgblk mirror -n 0 --wait /fast/disk.qcow2 && imgblk job -n 0 complete",
+			  "the same in two steps" },
+			{ 0 },
+		},
+		JOB_EXITS,
+		.run = cli_cmd_mirror,
+	},
+	{
+		.name = "job",
+		.summary = "list and control the block job of a running device",
+		.synopsis = "-n ID [--speed BYTES_PER_S] [--force] [--wait] [-p] "
+			    "[list|pause|resume|cancel|complete|wait|set-speed [JOB]]",
+		.operands = "[ACTION [JOB]]",
+		.desc =
+"ACTION is one of:\n"
+"\n"
+"  list       the device's job: id, type, status, progress (the default)\n"
+"  pause      stop copying until resume; guest I/O goes on\n"
+"  resume     copy again\n"
+"  cancel     stop the job (a ready mirror first makes its target a copy\n"
+"             of that moment, unless --force)\n"
+"  complete   switch a ready mirror or active commit to its target\n"
+"  wait       block until the job ends\n"
+"  set-speed  change the job's --speed\n"
+"\n"
+"JOB is the job's id (default: the device's only job).  With --wait,\n"
+"cancel and complete return once the job has ended.",
+		.opts = (const struct cli_opt[]){
+			OPT_NUMBER,
+			{ CLI_K_SPEED, "speed", "BYTES_PER_S",
+			  "set-speed: the new limit (0: none)" },
+			{ CLI_K_FORCE, "force", NULL,
+			  "cancel: a ready mirror stops at once, its target left as it is" },
+			{ CLI_K_WAIT, "wait", NULL, "cancel, complete: return when the job has ended" },
+			{ 'p', "progress", NULL, "show the progress while waiting" },
+			{ 0 },
+		},
+		.min_args = 0, .max_args = 2,
+		.examples = (const struct cli_example[]){
+			{ "imgblk job -n 0", "what device 0's job is doing" },
+			{ "imgblk job -n 0 set-speed --speed 10M", NULL },
+			{ "imgblk job -n 0 cancel --wait", NULL },
+			{ 0 },
+		},
+		.exits = (const struct cli_exit[]){
+			{ 0, "done (with wait or --wait: the job completed)" },
+			{ 1, "no such job, the action was refused, the job failed or was "
+			     "cancelled, or the server went away" },
+			{ 2, "a usage error" },
+			{ -1, NULL },
+		},
+		.run = cli_cmd_job,
 	},
 	{
 		.name = "qmp",
@@ -657,31 +790,82 @@ const struct cli_cmd cli_cmds[] = {
 	},
 	{
 		.name = "commit",
-		.summary = "merge an overlay into its backing file",
+		.summary = "merge an overlay into its backing file, offline or under a running device",
 		.synopsis = "[-q] [-p] [-f FMT] [-b BASE] [-d] FILE"
-		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]",
+		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]\n"
+		"-n ID [--top TOP] [--base BASE] [--speed BYTES_PER_S] [--job-id JOB] "
+		"[--wait] [--pivot] [-p]",
 		.operands = "FILE",
 		.desc =
 "Copies what FILE (and any image between it and BASE) holds into BASE,\n"
 "by default FILE's backing file, then empties FILE so that it reads\n"
-"BASE again.",
+"BASE again.\n"
+"\n"
+"With -n ID, a job on the running device (QMP block-commit): merges TOP\n"
+"(default the active image) and the images down to BASE (default the\n"
+"bottom) into BASE.  Below the active image the job ends by itself and\n"
+"the image above TOP then reads BASE.  The active image's commit mirrors\n"
+"new writes into BASE and becomes ready; `imgblk job -n ID complete` (or\n"
+"--pivot) switches the device to BASE.  --wait returns at the end, or\n"
+"when ready.",
 		.opts = (const struct cli_opt[]){
 			OPT_FORMAT,
-			{ 'b', "base", "BASE", "commit down to BASE, deeper in the chain; FILE is kept" },
+			{ 'b', "base", "BASE", "commit down to BASE, deeper in the chain; FILE is kept "
+			  "(with -n: the image the job merges into)" },
 			{ 'd', NULL, NULL, "keep FILE's data (do not empty it)" },
-			OPT_PROGRESS,
+			{ 'p', "progress", NULL, "show progress (with -n: wait as --wait does)" },
 			OPT_QUIET,
 			OPT_SECRETS,
 			OPT_PROTOCOLS,
+			{ 'n', "number", "ID", "a running device instead of FILE: a commit job" },
+			{ CLI_K_TOP, "top", "TOP",
+			  "with -n: the topmost image merged (default the active image)" },
+			OPT_SPEED,
+			OPT_JOB_ID,
+			{ CLI_K_WAIT, "wait", NULL,
+			  "with -n: return when the job ends, or an active commit is ready" },
+			{ CLI_K_PIVOT, "pivot", NULL,
+			  "with -n: an active commit waits until ready, completes, and returns "
+			  "once the device serves BASE" },
 			{ 0 },
 		},
-		.min_args = 1, .max_args = 1,
+		.min_args = 0, .max_args = 1,
 		.examples = (const struct cli_example[]){
 			{ "imgblk commit overlay.qcow2", NULL },
+			{ "imgblk commit -n 0 --top mid.qcow2 --base base.qcow2 --wait",
+			  "merge mid.qcow2 into base.qcow2 under running device 0" },
+			{ "imgblk commit -n 0 --pivot",
+			  "merge device 0's active image down, then serve the bottom image" },
 			{ 0 },
 		},
 		.flags = CLI_IMAGE,
 		.run = cli_cmd_commit,
+	},
+	{
+		.name = "stream",
+		.summary = "pull a running device's backing data into its top image",
+		.synopsis = "-n ID [--base BASE] [--speed BYTES_PER_S] [--job-id JOB] [--wait] [-p]",
+		.operands = "",
+		.desc =
+"On running device ID (QMP block-stream): copies into the top image what\n"
+"the images above BASE (default: all of them) provide where the top has\n"
+"nothing, then makes BASE the top's backing file (none without --base)\n"
+"and drops the images between.",
+		.opts = (const struct cli_opt[]){
+			OPT_NUMBER,
+			{ 'b', "base", "BASE", "the image that stays the top's backing file" },
+			OPT_SPEED,
+			OPT_JOB_ID,
+			{ CLI_K_WAIT, "wait", NULL, "return when the job ends" },
+			OPT_JOB_PROGRESS,
+			{ 0 },
+		},
+		.examples = (const struct cli_example[]){
+			{ "imgblk stream -n 0 --wait", "make device 0's top image self-contained" },
+			{ 0 },
+		},
+		JOB_EXITS,
+		.run = cli_cmd_stream,
 	},
 	{
 		.name = "snapshot",

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * `imgblk commit [-b BASE] [-d] [-p] FILE`: merge an overlay down its
- * backing chain, as qemu-img commit does.  Every range that a layer above
+ * backing chain, as qemu-img commit does (`commit -n ID`, the job on a
+ * running device, is cmd_job.c's).  Every range that a layer above
  * BASE (FILE's backing file by default) allocates is copied into BASE,
  * zeros included (they must hide what BASE holds there); BASE grows to
  * FILE's size if it is smaller.  Then, unless -b or -d was given, FILE is
@@ -170,6 +171,7 @@ out_top:
 static int commit_opt(void *ctx, const struct cli_opt *opt, char *arg)
 {
 	struct commit_ctx *c = ctx;
+	char name[64];
 
 	switch (opt->key) {
 	case CLI_K_KEY_FILE:
@@ -198,18 +200,54 @@ static int commit_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	case 'q':
 		c->quiet = true;
 		break;
+	default:
+		/* The options of a running device's commit (cmd_job.c). */
+		img_err("commit: %s needs a running device (-n ID)",
+			cli_opt_name(opt, name, sizeof(name)));
+		return -EINVAL;
 	}
 	return 0;
 }
 
+/* Notes whether -n was given. */
+static int commit_live_opt(void *ctx, const struct cli_opt *opt, char *arg)
+{
+	(void)arg;
+	if (opt->key == 'n')
+		*(bool *)ctx = true;
+	return 0;
+}
+
+/*
+ * One table entry serves both commits: with -n ID the job on a running
+ * device, without it this one of an image FILE.  A first parse of a copy
+ * of @argv (cli_parse() reorders it) tells which.
+ */
 int cli_cmd_commit(const struct cli_cmd *cmd, int argc, char **argv)
 {
+	char **scan = calloc(argc + 1, sizeof(*scan));
 	struct commit_ctx c = { 0 };
 	struct cli_args a;
-	int ret = cli_parse(cmd, argc, argv, commit_opt, &c, &a);
+	bool live = false;
+	int ret;
 
+	if (!scan) {
+		img_err("commit: %s", strerror(ENOMEM));
+		return CLI_EXIT_ERR;
+	}
+	memcpy(scan, argv, argc * sizeof(*scan));
+	ret = cli_parse(cmd, argc, scan, commit_live_opt, &live, &a);
+	free(scan);
 	if (ret)
 		return cli_parse_status(cmd, ret);
+	if (live)
+		return cli_cmd_commit_live(cmd, argc, argv);
+	ret = cli_parse(cmd, argc, argv, commit_opt, &c, &a);
+	if (ret)
+		return cli_parse_status(cmd, ret);
+	if (a.argc != 1)
+		return cli_parse_status(cmd, cli_usage_err(cmd,
+					"give FILE, or -n ID for a running device"));
 	c.file = a.argv[0];
 	return cli_run(commit_body, &c);
 }

@@ -204,7 +204,7 @@ int ctl_client_open(unsigned int id, struct ctl_client **out);
 /*
  * Runs command @cmd with @args (borrowed; NULL: none) and waits up to
  * @timeout_ms (-1: forever) for its reply; events arriving meanwhile are
- * dropped.  Returns 0 with *@ret the "return" value, -EREMOTEIO with
+ * kept (the last 32) for ctl_client_next().  Returns 0 with *@ret the "return" value, -EREMOTEIO with
  * *@ret the "error" object (class, desc), or another -errno with *@ret
  * NULL.  The caller puts *@ret.
  */
@@ -237,6 +237,12 @@ extern const struct ctl_cmd ublk_ctl_snap_cmds[UBLK_CTL_SNAP_CMDS];
  */
 struct ublk_dev;
 int ublk_ctl_start(struct ublk_dev *dev);
+
+/* The block job commands (control_jobs.c), served beside the device's. */
+#define UBLK_JOB_CMDS	10
+extern const struct ctl_cmd ublk_job_cmds[UBLK_JOB_CMDS];
+/* Sends @dev's block job events to its control channel. */
+void ublk_job_events_start(struct ublk_dev *dev);
 
 /*
  * Announces SHUTDOWN to the clients, then ctl_server_stop().  After the

@@ -19,6 +19,8 @@
 
 /* How long the greeting and the negotiation may take. */
 #define CTL_CLIENT_HELLO_MS	10000
+/* Events kept while a call waits for its reply; older ones go first. */
+#define CTL_CLIENT_KEPT_EVENTS	32
 
 struct ctl_client {
 	int fd;
@@ -26,6 +28,13 @@ struct ctl_client {
 	/* Received bytes not yet returned as lines. */
 	char *buf;
 	size_t len, cap;
+	/*
+	 * Events that arrived during a call, for ctl_client_next(): a verb
+	 * that starts a job and waits for its end must not lose an end that
+	 * came before the reply.
+	 */
+	struct json_object *kept[CTL_CLIENT_KEPT_EVENTS];
+	unsigned int nr_kept;
 };
 
 int ctl_connect(const char *path)
@@ -126,6 +135,11 @@ static int ctl_client_line(struct ctl_client *c, int64_t deadline, struct json_o
 
 int ctl_client_next(struct ctl_client *c, int timeout_ms, struct json_object **obj)
 {
+	if (c->nr_kept) {
+		*obj = c->kept[0];
+		memmove(c->kept, c->kept + 1, --c->nr_kept * sizeof(c->kept[0]));
+		return 0;
+	}
 	return ctl_client_line(c, timeout_ms < 0 ? -1 : ctl_client_now_ms() + timeout_ms, obj);
 }
 
@@ -178,10 +192,18 @@ int ctl_client_call(struct ctl_client *c, const char *cmd, struct json_object *a
 		err = ctl_client_line(c, deadline, &reply);
 		if (err)
 			return err;
-		/* Events, and replies to no request of ours, are passed over. */
+		/* Replies to no request of ours are passed over, events kept. */
 		if (json_object_object_get_ex(reply, "id", &id) &&
 		    json_object_is_type(id, json_type_int) && json_object_get_int64(id) == my_id)
 			break;
+		if (json_object_object_get_ex(reply, "event", NULL)) {
+			if (c->nr_kept == CTL_CLIENT_KEPT_EVENTS) {
+				json_object_put(c->kept[0]);
+				memmove(c->kept, c->kept + 1, --c->nr_kept * sizeof(c->kept[0]));
+			}
+			c->kept[c->nr_kept++] = reply;
+			continue;
+		}
 		json_object_put(reply);
 	}
 	if (json_object_object_get_ex(reply, "return", &v)) {
@@ -248,6 +270,8 @@ void ctl_client_close(struct ctl_client *c)
 {
 	if (!c)
 		return;
+	while (c->nr_kept)
+		json_object_put(c->kept[--c->nr_kept]);
 	close(c->fd);
 	free(c->buf);
 	free(c);

@@ -272,18 +272,23 @@ static int ublk_ctl_check_device(struct ctl_call *call)
 	return ctl_fail(call, -ENODEV, "Device '%s' not found: this is %s", want, name);
 }
 
+static int ublk_ctl_state_settings(struct ublk_state *s, void *ctx)
+{
+	struct ublk_dev *dev = ctx;
+	struct throttle_cfg thr;
+
+	blk_get_config(&dev->blk, &thr, &s->werror, &s->rerror);
+	memcpy(s->throttle, thr.rate, sizeof(s->throttle));
+	s->throttle_burst_ms = thr.burst_ms;
+	return 0;
+}
+
 /* Records the device's live settings in its state file, for `recover`. */
 static void ublk_ctl_save_settings(struct ublk_dev *dev)
 {
-	struct ublk_state s;
-	struct throttle_cfg thr;
+	int ret = ublk_state_update(dev->info.dev_id, ublk_ctl_state_settings, dev);
 
-	if (ublk_state_read(dev->info.dev_id, &s))
-		return;
-	blk_get_config(&dev->blk, &thr, &s.werror, &s.rerror);
-	memcpy(s.throttle, thr.rate, sizeof(s.throttle));
-	s.throttle_burst_ms = thr.burst_ms;
-	if (ublk_state_write(&s))
+	if (ret && ret != -ENOENT)
 		img_err("device %u: cannot record the new settings", dev->info.dev_id);
 }
 
@@ -622,7 +627,8 @@ static void ublk_ctl_blk_event(void *ctx, const struct blk_event *ev)
 int ublk_ctl_start(struct ublk_dev *dev)
 {
 	/* One server per process: the joined table is built once, then only read. */
-	static struct ctl_cmd cmds[ARRAY_SIZE(ublk_ctl_cmds) + UBLK_CTL_SNAP_CMDS];
+	static struct ctl_cmd cmds[ARRAY_SIZE(ublk_ctl_cmds) + UBLK_CTL_SNAP_CMDS +
+				   UBLK_JOB_CMDS];
 	struct ctl_table table = {
 		.cmds = cmds,
 		.nr_cmds = ARRAY_SIZE(cmds),
@@ -633,6 +639,8 @@ int ublk_ctl_start(struct ublk_dev *dev)
 
 	memcpy(cmds, ublk_ctl_cmds, sizeof(ublk_ctl_cmds));
 	memcpy(cmds + ARRAY_SIZE(ublk_ctl_cmds), ublk_ctl_snap_cmds, sizeof(ublk_ctl_snap_cmds));
+	memcpy(cmds + ARRAY_SIZE(ublk_ctl_cmds) + UBLK_CTL_SNAP_CMDS, ublk_job_cmds,
+	       sizeof(ublk_job_cmds));
 
 	ret = ublk_state_mkdir();
 	if (ret) {
@@ -646,8 +654,10 @@ int ublk_ctl_start(struct ublk_dev *dev)
 		return ret;
 	}
 	ret = ctl_server_start(&dev->ctl, path, &table);
-	if (!ret)
+	if (!ret) {
 		blk_set_event_fn(&dev->blk, ublk_ctl_blk_event, dev);
+		ublk_job_events_start(dev);
+	}
 	return ret;
 }
 

@@ -21,6 +21,7 @@
 
 #include "block.h"
 #include "control.h"
+#include "job.h"
 #include "state.h"
 #include "ublk.h"
 #include "util.h"
@@ -116,6 +117,24 @@ static int snap_check_device(struct ctl_call *call)
 	return ctl_fail(call, -ENODEV, "Device '%s' not found: this is %s", want, name);
 }
 
+/*
+ * A block job holds nodes of the chain and changes it at its end: as
+ * QEMU's op blockers do, a snapshot waits for it to be gone.  The control
+ * channel runs one command at a time, so no job starts meanwhile.
+ * Returns 0 or -EBUSY (reason set).
+ */
+static int snap_check_job(struct ctl_call *call)
+{
+	struct ublk_dev *dev = call->ctx;
+	struct blk_job_info info;
+	char name[32];
+
+	if (blk_job_query(&dev->blk, &info))
+		return 0;
+	return ctl_fail(call, -EBUSY, "Node '%s' is busy: block device is in use by block job: %s",
+			snap_dev_name(dev, name, sizeof(name)), info.type);
+}
+
 /* Refusals shared by the internal snapshot commands.  Returns 0 or -errno (reason set). */
 static int snap_internal_check(struct ctl_call *call, const struct tgt *t)
 {
@@ -124,6 +143,8 @@ static int snap_internal_check(struct ctl_call *call, const struct tgt *t)
 
 	if (snap_check_device(call))
 		return -ENODEV;
+	if (snap_check_job(call))
+		return -EBUSY;
 	snap_dev_name(dev, name, sizeof(name));
 	if (!t->ops->snapshot)
 		return ctl_fail(call, -ENOTSUP,
@@ -247,20 +268,22 @@ struct snap_record_ctx {
 	struct ublk_dev *dev;
 };
 
+static int snap_state_top(struct ublk_state *s, void *top)
+{
+	const struct tgt *t = top;
+
+	snprintf(s->target, sizeof(s->target), "%s", t->ops->name);
+	if (!realpath(t->cfg.file, s->file))
+		return -errno;
+	return 0;
+}
+
 /* block/chain.c's record hook: the state file names @top. */
 static int snap_record(void *ctx, const struct tgt *top)
 {
 	struct snap_record_ctx *c = ctx;
-	struct ublk_state s;
-	int ret;
 
-	ret = ublk_state_read(c->dev->info.dev_id, &s);
-	if (ret)
-		return ret;
-	snprintf(s.target, sizeof(s.target), "%s", top->ops->name);
-	if (!realpath(top->cfg.file, s.file))
-		return -errno;
-	return ublk_state_write(&s);
+	return ublk_state_update(c->dev->info.dev_id, snap_state_top, (void *)top);
 }
 
 /* Makes the creation of @file durable: its directory is synced. */
@@ -391,6 +414,8 @@ static int ublk_ctl_snapshot_external(struct ctl_call *call)
 
 	if (snap_check_device(call))
 		return -ENODEV;
+	if (snap_check_job(call))
+		return -EBUSY;
 	snap_dev_name(dev, dname, sizeof(dname));
 	if (strcmp(mode, "absolute-paths"))
 		return ctl_fail(call, -ENOTSUP, "mode '%s' is not supported: only absolute-paths",

@@ -33,6 +33,7 @@
 
 #include "bfile.h"
 #include "control.h"
+#include "job.h"
 #include "disk.h"
 #include "secret.h"
 #include "server.h"
@@ -706,8 +707,11 @@ out_stop:
 	 * Requests held by a pause must complete before the kernel can
 	 * stop the device: its removal waits for every request it issued.
 	 */
-	if (blk_ready)
+	/* A job stops before the layer fails what waits: it may wait at the gate too. */
+	if (blk_ready) {
+		blk_job_shutdown(&dev.blk);
 		blk_shutdown(&dev.blk);
+	}
 	if (queues_started) {
 		/* Aborts every pending fetch, so the queue threads end. */
 		ublk_ctrl_stop_dev(&ctrl, dev.info.dev_id);
@@ -893,6 +897,21 @@ int ublk_recover(unsigned int id, bool foreground)
 	if (s.pid > 0 && kill(s.pid, 0) == 0) {
 		img_err("device %u: its server %d is still running", id, (int)s.pid);
 		return 1;
+	}
+	/*
+	 * A job dies with its server.  The state file names the image the
+	 * device served: a pivot records its new top before the device
+	 * serves it, a stream or commit leaves the chain its headers name.
+	 */
+	if (s.job[0]) {
+		char type[16] = "", jid[64] = "";
+		int n = 0;
+
+		sscanf(s.job, "%15s %63s %n", type, jid, &n);
+		img_err("device %u: block job %s (%s of %s) ended with its server and is gone%s; the device serves %s",
+			id, jid, type, s.job + n,
+			!strcmp(type, "backup") || !strcmp(type, "mirror") ?
+			": its target is incomplete" : "", s.file);
 	}
 	o.ops = tgt_find(s.target);
 	if (!o.ops) {

@@ -7,6 +7,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,7 +66,10 @@ int ublk_state_mkdir(void)
 	return 0;
 }
 
-int ublk_state_write(const struct ublk_state *s)
+/* Serializes the writes of this process's threads (ublk_state_update()). */
+static pthread_mutex_t ublk_state_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int ublk_state_write_locked(const struct ublk_state *s)
 {
 	char path[PATH_MAX], tmp[PATH_MAX + 8];
 	unsigned int k;
@@ -93,6 +97,8 @@ int ublk_state_write(const struct ublk_state *s)
 		blk_err_action_name(s->rerror));
 	if (s->snapshot[0])
 		fprintf(f, "snapshot=%s\n", s->snapshot);
+	if (s->job[0])
+		fprintf(f, "job=%s\n", s->job);
 	if (s->name[0])
 		fprintf(f, "name=%s\n", s->name);
 	if (s->key_files[0])
@@ -114,6 +120,31 @@ int ublk_state_write(const struct ublk_state *s)
 		ret = -errno;
 	if (ret)
 		unlink(tmp);
+	return ret;
+}
+
+int ublk_state_write(const struct ublk_state *s)
+{
+	int ret;
+
+	pthread_mutex_lock(&ublk_state_lock);
+	ret = ublk_state_write_locked(s);
+	pthread_mutex_unlock(&ublk_state_lock);
+	return ret;
+}
+
+int ublk_state_update(unsigned int id, int (*fn)(struct ublk_state *s, void *ctx), void *ctx)
+{
+	struct ublk_state s;
+	int ret;
+
+	pthread_mutex_lock(&ublk_state_lock);
+	ret = ublk_state_read(id, &s);
+	if (!ret)
+		ret = fn(&s, ctx);
+	if (!ret)
+		ret = ublk_state_write_locked(&s);
+	pthread_mutex_unlock(&ublk_state_lock);
 	return ret;
 }
 
@@ -163,6 +194,8 @@ int ublk_state_read(unsigned int id, struct ublk_state *s)
 			s->backing_policy = strtoul(v, NULL, 10);
 		else if (!strcmp(line, "snapshot"))
 			snprintf(s->snapshot, sizeof(s->snapshot), "%s", v);
+		else if (!strcmp(line, "job"))
+			snprintf(s->job, sizeof(s->job), "%s", v);
 		else if (!strcmp(line, "name"))
 			snprintf(s->name, sizeof(s->name), "%s", v);
 		else if (!strcmp(line, "key_files"))

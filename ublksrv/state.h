@@ -41,6 +41,8 @@ struct ublk_state {
 	enum blk_err_action rerror;
 	/* The internal snapshot served (read-only); empty: the current state. */
 	char snapshot[256];
+	/* The block job running: "TYPE ID TARGET"; empty: none. */
+	char job[PATH_MAX + 64];
 	/* The stable name (add --name, imgblktab); empty: none. */
 	char name[UBLK_NAME_MAX + 1];
 	/*
@@ -83,6 +85,16 @@ int ublk_ctl_path(unsigned int id, char *buf, size_t len);
 
 /* Writes the state of device @s->id atomically.  Returns 0 or -errno. */
 int ublk_state_write(const struct ublk_state *s);
+
+/*
+ * Changes device @id's state file: reads it, lets @fn(@s, @ctx) change
+ * what it read, and writes it back unless @fn fails.  The server's
+ * threads (control channel, block job, ...) each change their own lines;
+ * one lock around every read-modify-write in this process (and around
+ * ublk_state_write()) keeps one from undoing another's.  Returns 0 or
+ * -errno (@fn's, the read's or the write's).
+ */
+int ublk_state_update(unsigned int id, int (*fn)(struct ublk_state *s, void *ctx), void *ctx);
 
 /* Reads the state of device @id.  Returns 0, -ENOENT, or -errno. */
 int ublk_state_read(unsigned int id, struct ublk_state *s);

@@ -48,6 +48,8 @@ if [ $VM = 1 ]; then
 	"$HERE/vm-suite.sh" -b "$BUILD_DIR" ${RUNTIME:+-r "$RUNTIME"}
 	echo "# run-all: what the block layer costs (this build against the one before it)" >&2
 	"$HERE/vm-block-cost.sh" -b "$BUILD_DIR" ${RUNTIME:+-r "$RUNTIME"}
+	echo "# run-all: block jobs (build/bench/jobs.md)" >&2
+	"$HERE/vm-jobs.sh" -b "$BUILD_DIR" > /dev/null
 	echo "# run-all: how long a live snapshot holds I/O at QD32" >&2
 	"$HERE/vm-snapshot-hold.sh" -b "$BUILD_DIR"
 fi

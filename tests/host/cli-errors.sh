@@ -162,6 +162,34 @@ expect_one_line "imgblk bogus: exit 2, one line" 2 'bogus'
 run help bogus
 expect_one_line "imgblk help bogus: exit 2, one line" 2 'bogus'
 
+# --- the block job verbs: their usage errors, and a device that is not there
+run backup -n 0 "$T_TMP/t.qcow2"
+expect_one_line "backup without --sync: exit 2, one line" 2 '--sync'
+run backup -n 0 --sync half "$T_TMP/t.qcow2"
+expect_one_line "backup --sync half: exit 2, one line" 2 'half'
+run mirror -n 0
+expect_one_line "mirror without TARGET: exit 2, one line" 2 'TARGET'
+run stream -n 0 --speed lots
+expect_one_line "stream --speed lots: exit 2, one line" 2 '--speed'
+run job -n 0 frobnicate
+expect_one_line "job frobnicate: exit 2, one line" 2 'frobnicate'
+run job -n 0 set-speed
+expect_one_line "job set-speed without --speed: exit 2, one line" 2 '--speed'
+run job
+expect_one_line "job without -n: exit 2, one line" 2 '-n'
+run commit -n 0 -d
+expect_one_line "commit -n with the offline -d: exit 1 (an image verb), one line" 1 '-d'
+run commit --top "$img" "$img"
+expect_one_line "commit FILE with the live --top: exit 1, one line" 1 '--top'
+run commit -n 0 "$img"
+expect_one_line "commit -n with a FILE: exit 1, one line" 1 'FILE'
+run commit
+expect_one_line "commit with neither FILE nor -n: exit 1, one line" 1 'FILE'
+run stream -n 77
+expect_one_line "stream -n 77 of no such device: one line" 1 77
+run commit -n 77 --wait
+expect_one_line "commit -n 77 of no such device: one line" 1 77
+
 # --- help
 run
 if [ "$rc" -eq 2 ] && printf '%s' "$err" | grep -q '^usage: imgblk' && [ -z "$out" ]; then

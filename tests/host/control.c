@@ -872,12 +872,22 @@ TEST_F(ctl, client_api)
 	ASSERT_EQ(-EREMOTEIO, ctl_client_call(c, "nosuch", NULL, 5000, &ret));
 	EXPECT_STREQ("CommandNotFound", get_str(ret, "class", NULL));
 	json_object_put(ret);
-	/* Events during a call are passed over; between calls, next() has them. */
+	/* Events during a call are kept for next(), in order, then the later ones. */
 	args = json_tokener_parse("{\"count\": 3}");
 	ASSERT_EQ(0, ctl_client_call(c, "emit", args, 5000, &ret));
 	json_object_put(ret);
 	json_object_put(args);
 	ctl_event(self->srv, "LATER", NULL);
+	for (int i = 0; i < 3; i++) {
+		struct json_object *d, *v;
+
+		ASSERT_EQ(0, ctl_client_next(c, 5000, &ret));
+		EXPECT_STREQ("TEST", get_str(ret, "event", NULL));
+		ASSERT_TRUE(json_object_object_get_ex(ret, "data", &d));
+		ASSERT_TRUE(json_object_object_get_ex(d, "i", &v));
+		EXPECT_EQ(i, json_object_get_int(v));
+		json_object_put(ret);
+	}
 	ASSERT_EQ(0, ctl_client_next(c, 5000, &ret));
 	EXPECT_STREQ("LATER", get_str(ret, "event", NULL));
 	json_object_put(ret);

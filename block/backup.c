@@ -1,0 +1,272 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The backup job (job.h, blk_backup_start()): the target receives the
+ * device's content as of the job's start while the guest goes on
+ * writing, by copy-before-write, as QEMU's backup job.
+ *
+ * A bitmap has a bit per granule that still holds data of the start
+ * moment not yet saved.  The job's workers save granules in order; a
+ * hook that runs before every guest write, discard or write-zeroes
+ * (struct blk_before_write) saves the granules that request is about to
+ * change first.  Each save holds a range lock on its granules: it reads
+ * the device, writes the target and clears the bits under it, so a guest
+ * write waits for a save in progress, a save never reads data newer than
+ * the start, and each granule is saved exactly once, by whoever comes
+ * first.  The job's workers take the gate before the lock (a drain never
+ * waits for a worker that waits for the gate while holding a granule a
+ * guest write needs).
+ *
+ * A failed save (the target is full, say) fails the job, never the
+ * guest's write: the backup is broken, the device goes on.  That is
+ * QEMU's on-cbw-error=break-snapshot, chosen because a backup must not
+ * take the guest down.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "job.h"
+#include "jobmap.h"
+#include "util.h"
+
+struct backup {
+	struct blk_job job;
+	struct blk_copy_opts o;
+	struct jobmap map;		/* set: to save */
+	struct range_lock locks;	/* granules being saved */
+	struct blk_before_write hook;
+	bool hooked;
+	uint64_t cursor;		/* next granule for the workers (job thread only) */
+	int failed;			/* atomic: the first save that failed */
+};
+
+static struct backup *backup_of(struct blk_job *job)
+{
+	return container_of(job, struct backup, job);
+}
+
+/* The first failure breaks the backup; later ones are its echoes. */
+static void backup_fail(struct backup *b, const char *op, uint64_t off, int err)
+{
+	int zero = 0;
+
+	if (__atomic_compare_exchange_n(&b->failed, &zero, err, false, __ATOMIC_SEQ_CST,
+					__ATOMIC_SEQ_CST))
+		blk_job_error(&b->job, op, "saving the data at %llu failed (%s): %s",
+			      (unsigned long long)off, op, strerror(-err));
+}
+
+/*
+ * Saves those of granules [@i, @i + @n) still to save, through @buf
+ * (@n granules).  Called by the workers (inside the gate) and the hook
+ * (inside the guest request).  Returns 0 or -errno (recorded in
+ * b->failed, the job told).
+ */
+static int backup_save(struct backup *b, uint64_t i, uint64_t n, void *buf)
+{
+	struct blk_dev *d = b->job.dev;
+	unsigned int shift = b->map.gran_shift;
+	uint64_t size = d->top->caps.size_bytes, end = i + n, j, k;
+	bool skip_zero = b->o.target_zeroed && !b->o.sync_top;
+	struct range_entry e;
+	const char *op = "";
+	int ret = 0;
+
+	range_lock(&b->locks, &e, i << shift, n << shift);
+	for (j = jobmap_next_set(&b->map, i); j < end; j = jobmap_next_set(&b->map, k)) {
+		uint64_t off = j << shift, len;
+
+		k = MIN(jobmap_next_clear(&b->map, j), end);
+		len = MIN(k << shift, size) - off;
+		ret = blk_job_copy(d, b->o.target, (char *)buf + ((j - i) << shift), off, len,
+				   skip_zero, &op);
+		if (ret)
+			break;
+		for (; j < k; j++)
+			jobmap_clear(&b->map, j);
+		blk_job_progress(&b->job, len);
+	}
+	range_unlock(&b->locks, &e);
+	if (ret)
+		backup_fail(b, op, j << shift, ret);
+	return ret;
+}
+
+/* Copy-before-write: saves what the request is about to change. */
+static void backup_before_write(struct blk_before_write *h, enum blk_op op, uint64_t off,
+				uint64_t len)
+{
+	struct backup *b = container_of(h, struct backup, hook);
+	unsigned int shift = b->map.gran_shift;
+	uint64_t first = off >> shift, last, i;
+	void *buf = NULL;
+
+	(void)op;
+	if (!len || __atomic_load_n(&b->failed, __ATOMIC_SEQ_CST))
+		return;
+	last = MIN((off + len - 1) >> shift, b->map.nbits - 1);
+	i = jobmap_next_set(&b->map, first);
+	if (i > last)
+		return;
+	/* Only requests that meet unsaved granules pay for a buffer. */
+	if (posix_memalign(&buf, 4096, (last - i + 1) << shift)) {
+		backup_fail(b, "read", i << shift, -ENOMEM);
+		return;
+	}
+	backup_save(b, i, last - i + 1, buf);
+	free(buf);
+}
+
+static int backup_worker(struct blk_job *job, unsigned int idx)
+{
+	struct backup *b = backup_of(job);
+	unsigned int shift = b->map.gran_shift;
+	uint64_t max = BLK_JOB_CHUNK_BYTES >> shift;
+	void *buf;
+	int ret = 0;
+
+	(void)idx;
+	if (posix_memalign(&buf, 4096, BLK_JOB_CHUNK_BYTES))
+		return -ENOMEM;
+	for (;;) {
+		uint64_t i, n;
+
+		ret = blk_job_yield(job);
+		if (!ret)
+			ret = __atomic_load_n(&b->failed, __ATOMIC_SEQ_CST);
+		if (ret)
+			break;
+		/* The cursor is this thread's alone: no coroutine runs between these lines. */
+		i = jobmap_next_set(&b->map, b->cursor);
+		if (i >= b->map.nbits)
+			break;
+		n = MIN(jobmap_next_clear(&b->map, i) - i, max);
+		b->cursor = i + n;
+		blk_job_rate(job, n << shift);
+		ret = blk_job_io_begin(job);
+		if (ret)
+			break;
+		ret = backup_save(b, i, n, buf);
+		blk_job_io_end(job);
+		if (ret)
+			break;
+	}
+	free(buf);
+	return ret;
+}
+
+static int backup_run(struct blk_job *job)
+{
+	struct backup *b = backup_of(job);
+	int ret, flush;
+
+	ret = blk_job_workers(job, BLK_JOB_WORKERS, backup_worker);
+	if (!ret && jobmap_count(&b->map))
+		ret = -EIO;		/* a save failed: b->failed says how */
+	/* Every worker is done: the hook may go (a drain from this thread). */
+	blk_remove_before_write(job->dev, &b->hook);
+	b->hooked = false;
+	if (!ret && b->o.target->ops->flush) {
+		flush = b->o.target->ops->flush(b->o.target);
+		if (flush < 0) {
+			blk_job_error(job, "write", "flushing the target failed: %s",
+				      strerror(-flush));
+			ret = flush;
+		}
+	}
+	return ret;
+}
+
+static void backup_free(struct blk_job *job)
+{
+	struct backup *b = backup_of(job);
+
+	if (b->hooked)
+		blk_remove_before_write(job->dev, &b->hook);
+	tgt_close(b->o.target);
+	free((char *)b->o.target->cfg.file);
+	free(b->o.target);
+	jobmap_free(&b->map);
+	range_lock_destroy(&b->locks);
+}
+
+static const struct blk_job_driver backup_drv = {
+	.type = "backup",
+	.run = backup_run,
+	.free = backup_free,
+};
+
+/* Under the start's drain: fixes the moment. */
+static int backup_setup(void *arg)
+{
+	struct backup *b = arg;
+	struct blk_dev *d = b->job.dev;
+	int ret;
+
+	/* Files on disk hold the moment too, for a reader with -U. */
+	if (d->top->ops->flush && !d->top->caps.read_only) {
+		ret = d->top->ops->flush(d->top);
+		if (ret < 0)
+			return ret;
+	}
+	return blk_job_scan(d, &b->o, &b->map);
+}
+
+int blk_backup_start(struct blk_dev *d, const struct blk_copy_opts *o, char *why,
+		     size_t why_len)
+{
+	struct backup *b = calloc(1, sizeof(*b));
+	int ret;
+
+	why[0] = '\0';
+	if (!b)
+		return -ENOMEM;
+	b->o = *o;
+	ret = blk_job_init(&b->job, d, &backup_drv, o->id, o->speed, o->cluster_bytes, why,
+			   why_len);
+	if (ret) {
+		free(b);
+		return ret;
+	}
+	ret = jobmap_init(&b->map, d->top->caps.size_bytes, ilog2_u64(o->gran_bytes));
+	if (ret) {
+		snprintf(why, why_len, "no memory for the bitmap");
+		free(b);
+		return ret;
+	}
+	range_lock_init(&b->locks);
+	b->hook.fn = backup_before_write;
+
+	/* Refused before the drain; blk_job_start() checks again under it. */
+	ret = blk_job_query(d, &(struct blk_job_info){ 0 }) ? 0 : -EBUSY;
+	if (ret)
+		goto out;
+	blk_drain_begin(d);
+	ret = exec_run_sync(backup_setup, b);
+	if (ret) {
+		snprintf(why, why_len, "reading the device's allocation failed: %s",
+			 strerror(-ret));
+	} else {
+		blk_job_set_len(&b->job, MIN(jobmap_count(&b->map) << b->map.gran_shift,
+					     d->top->caps.size_bytes));
+		blk_add_before_write(d, &b->hook);
+		b->hooked = true;
+		ret = blk_job_start(&b->job);
+		if (ret)
+			blk_remove_before_write(d, &b->hook);
+	}
+	blk_drain_end(d);
+out:
+	if (ret == -EBUSY)
+		snprintf(why, why_len, "the device already runs a job");
+	else if (ret && !why[0])
+		snprintf(why, why_len, "cannot start the job: %s", strerror(-ret));
+	if (ret) {
+		jobmap_free(&b->map);
+		range_lock_destroy(&b->locks);
+		pthread_mutex_destroy(&b->job.lock);
+		free(b);
+	}
+	return ret;
+}
