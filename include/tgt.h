@@ -551,15 +551,6 @@ int tgt_file_allowed(const struct tgt *overlay, const char *path, const char *wh
 int tgt_create_file(const char *file);
 
 /*
- * Grows the image file @fd from @from to @to bytes ahead of allocation,
- * with blocks reserved for the new range where the filesystem can and
- * has the space (fallocate), else as a hole (ftruncate).  Either way the
- * range reads as zeros.  A blocking call, made once per large step.
- * Returns 0 or -errno.
- */
-int tgt_grow_file(int fd, uint64_t from, uint64_t to);
-
-/*
  * Reads @len bytes at @off from the backing image @b, zeros past its end
  * (a backing file shorter than the overlay).  Returns @len or -errno.
  */

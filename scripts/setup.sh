@@ -3,12 +3,13 @@
 #
 # setup.sh - install what building and testing imgblk needs.
 #
-#   scripts/setup.sh deps [--vm] [--fuzz] [--bench] [--deb]
+#   scripts/setup.sh deps [--vm] [--fuzz] [--bench] [--deb] [--ceph]
 #                                    apt packages for the build and the tests
 #                                    (+ the VM rig, + clang and libFuzzer for
 #                                    make fuzz, + the profilers and gnuplot for
 #                                    make bench, + debhelper and lintian for
-#                                    make dist-check)
+#                                    make dist-check, + a one-node Ceph for the
+#                                    RBD tests)
 #   scripts/setup.sh check [--fuzz]  installs nothing: names what the build
 #                                    (or make fuzz) lacks, and fails if anything
 #   scripts/setup.sh headers BUILD   kernel headers we vendor at build time
@@ -23,7 +24,7 @@ die() { echo "setup.sh: $*" >&2; exit 1; }
 
 usage() {
 	cat <<'USAGE'
-usage: scripts/setup.sh deps [--vm] [--fuzz] [--bench] [--deb]
+usage: scripts/setup.sh deps [--vm] [--fuzz] [--bench] [--deb] [--ceph]
        scripts/setup.sh check [--fuzz]
        scripts/setup.sh headers BUILD_DIR
 USAGE
@@ -32,8 +33,10 @@ USAGE
 # What make needs (debian/control's Build-Depends say the same), then what
 # the host tests run.
 BUILD_PKGS=(build-essential pkg-config liburing-dev zlib1g-dev libzstd-dev
-	    libnl-3-dev libjson-c-dev libssl-dev libsystemd-dev linux-source-6.12 xz-utils)
-TEST_PKGS=(qemu-utils e2fsprogs fio groff-base man-db)
+	    libnl-3-dev libjson-c-dev libssl-dev libsystemd-dev libnbd-dev librbd-dev
+	    linux-source-6.12 xz-utils)
+# nbdkit: the second NBD server of tests/host/nbd.sh (qemu-nbd is the first).
+TEST_PKGS=(qemu-utils e2fsprogs fio groff-base man-db nbdkit)
 VM_PKGS=(qemu-system-x86 busybox-static cpio kmod)
 # make fuzz: clang, and the libFuzzer and sanitizer runtimes it links.
 FUZZ_PKGS=(clang libclang-rt-14-dev)
@@ -41,6 +44,9 @@ FUZZ_PKGS=(clang libclang-rt-14-dev)
 BENCH_PKGS=(valgrind strace gnuplot-nox)
 # make dist-check: dpkg-buildpackage and lintian.
 DEB_PKGS=(debhelper devscripts lintian fakeroot dpkg-dev)
+# The RBD tests: the daemons scripts/ceph-cluster.sh starts, the rbd tool,
+# and QEMU's rbd driver (a module in qemu-block-extra) as the oracle.
+CEPH_PKGS=(ceph-mon ceph-osd ceph-mgr ceph-common uuid-runtime qemu-block-extra)
 KSRC_PKG=linux-source-6.12
 KSRC_TAR=/usr/src/linux-source-6.12.tar.xz
 
@@ -89,6 +95,7 @@ cmd_deps() {
 		--fuzz) pkgs+=("${FUZZ_PKGS[@]}") ;;
 		--bench) pkgs+=("${BENCH_PKGS[@]}") ;;
 		--deb) pkgs+=("${DEB_PKGS[@]}") ;;
+		--ceph) pkgs+=("${CEPH_PKGS[@]}") ;;
 		*) usage >&2; die "deps: unknown option '$opt'" ;;
 		esac
 	done

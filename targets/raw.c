@@ -17,11 +17,12 @@
 #include <unistd.h>
 
 #include "exec.h"
+#include "bfile.h"
 #include "tgt.h"
 #include "util.h"
 
 struct raw_priv {
-	int fd;
+	struct bfile *file;
 	bool is_blkdev;
 	/* Cleared on the first EOPNOTSUPP so we stop asking the filesystem. */
 	bool zero_range_ok;
@@ -38,69 +39,89 @@ static unsigned int raw_dio_align(int fd)
 	return 512;
 }
 
-static int raw_open(struct tgt *t)
+/* A remote file (NBD): its size, and what its server can do. */
+static int raw_open_remote(struct tgt *t, struct raw_priv *rp)
 {
-	bool rdonly = t->cfg.open_flags & TGT_O_RDONLY;
-	int flags = (rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
-	struct raw_priv *rp;
+	struct bfile *f = rp->file;
+
+	t->caps.size_bytes = f->size_bytes;
+	t->caps.logical_bs_shift = 9;
+	t->caps.physical_bs_shift = 12;
+	t->caps.can_flush = f->can_flush;
+	t->caps.can_fua = f->can_fua;
+	t->caps.can_discard = f->can_trim;
+	t->caps.can_write_zeroes = f->can_zero;
+	return 0;
+}
+
+/* A local file or block device: its size, block sizes and alignment. */
+static int raw_open_local(struct tgt *t, struct raw_priv *rp, bool direct)
+{
+	int fd = rp->file->fd;
 	unsigned int align = 512;
 	struct stat st;
 	int ret;
 
-	rp = calloc(1, sizeof(*rp));
-	if (!rp)
-		return -ENOMEM;
-	if (!(t->cfg.open_flags & TGT_O_BUFFERED))
-		flags |= O_DIRECT;
-	rp->fd = open(t->cfg.file, flags);
-	if (rp->fd < 0) {
-		ret = -errno;
-		/* Distinguish "no O_DIRECT here" from a real open failure. */
-		if (ret == -EINVAL && (flags & O_DIRECT))
-			img_err("%s: the filesystem does not support O_DIRECT; use --buffered",
-				t->cfg.file);
-		else
-			img_err("%s: %s", t->cfg.file, strerror(-ret));
-		goto err_free;
-	}
-	if (fstat(rp->fd, &st)) {
-		ret = -errno;
-		img_err("%s: %s", t->cfg.file, strerror(-ret));
-		goto err_close;
-	}
+	if (fstat(fd, &st))
+		goto err_errno;
 	if (S_ISBLK(st.st_mode)) {
 		uint64_t bytes;
 		int lbs, pbs;
 
-		if (ioctl(rp->fd, BLKGETSIZE64, &bytes) ||
-		    ioctl(rp->fd, BLKSSZGET, &lbs) || ioctl(rp->fd, BLKPBSZGET, &pbs)) {
-			ret = -errno;
-			img_err("%s: %s", t->cfg.file, strerror(-ret));
-			goto err_close;
-		}
+		if (ioctl(fd, BLKGETSIZE64, &bytes) ||
+		    ioctl(fd, BLKSSZGET, &lbs) || ioctl(fd, BLKPBSZGET, &pbs))
+			goto err_errno;
 		rp->is_blkdev = true;
 		t->caps.size_bytes = bytes;
 		align = lbs;
 		t->caps.physical_bs_shift = ilog2_u64(pbs);
 	} else if (S_ISREG(st.st_mode)) {
 		t->caps.size_bytes = st.st_size;
-		if (flags & O_DIRECT)
-			align = raw_dio_align(rp->fd);
+		if (direct)
+			align = raw_dio_align(fd);
 		t->caps.physical_bs_shift = ilog2_u64(MAX(st.st_blksize, 512));
 	} else {
-		ret = -EINVAL;
 		img_err("%s: not a regular file or block device", t->cfg.file);
-		goto err_close;
+		return -EINVAL;
 	}
 
 	if (align > 4096 || !is_pow2(align)) {
-		ret = -EINVAL;
 		img_err("%s: unsupported direct I/O alignment %u", t->cfg.file, align);
-		goto err_close;
+		return -EINVAL;
 	}
 	t->caps.logical_bs_shift = MAX(9u, ilog2_u64(align));
 	t->caps.physical_bs_shift = MIN(MAX(t->caps.physical_bs_shift,
 					    t->caps.logical_bs_shift), 12u);
+	t->caps.can_flush = true;
+	t->caps.can_fua = true;
+	t->caps.can_discard = true;
+	t->caps.can_write_zeroes = true;
+	return 0;
+
+err_errno:
+	ret = -errno;
+	img_err("%s: %s", t->cfg.file, strerror(-ret));
+	return ret;
+}
+
+static int raw_open(struct tgt *t)
+{
+	bool rdonly = t->cfg.open_flags & TGT_O_RDONLY;
+	bool remote = bfile_name_remote(t->cfg.file);
+	bool direct = !(t->cfg.open_flags & TGT_O_BUFFERED) && !remote;
+	struct raw_priv *rp;
+	int ret;
+
+	rp = calloc(1, sizeof(*rp));
+	if (!rp)
+		return -ENOMEM;
+	ret = bfile_open(t->cfg.file, (rdonly ? BFILE_RDONLY : 0) | (direct ? BFILE_DIRECT : 0),
+			 &rp->file);
+	if (ret)
+		goto err_free;
+	ret = remote ? raw_open_remote(t, rp) : raw_open_local(t, rp, direct);
+	if (ret)
+		goto err_close;
 	/* The device ends at the last whole logical block of the file. */
 	t->caps.size_bytes = ALIGN_DOWN(t->caps.size_bytes,
 					1ULL << t->caps.logical_bs_shift);
@@ -111,17 +132,13 @@ static int raw_open(struct tgt *t)
 		goto err_close;
 	}
 	t->caps.read_only = rdonly;
-	t->caps.can_flush = true;
-	t->caps.can_fua = true;
-	t->caps.can_discard = true;
-	t->caps.can_write_zeroes = true;
 	t->caps.discard_granularity_bytes = 1U << t->caps.physical_bs_shift;
 	rp->zero_range_ok = true;
 	t->priv = rp;
 	return 0;
 
 err_close:
-	close(rp->fd);
+	bfile_close(rp->file);
 err_free:
 	free(rp);
 	return ret;
@@ -134,7 +151,7 @@ static int raw_close(struct tgt *t)
 	/* A reopen that failed outright (tgt_reopen()) left nothing open. */
 	if (!rp)
 		return 0;
-	close(rp->fd);
+	bfile_close(rp->file);
 	free(rp);
 	return 0;
 }
@@ -142,7 +159,7 @@ static int raw_close(struct tgt *t)
 static int raw_read(struct tgt *t, void *buf, uint32_t len, uint64_t off)
 {
 	struct raw_priv *rp = t->priv;
-	ssize_t ret = exec_pread(rp->fd, buf, len, off);
+	ssize_t ret = bfile_pread(rp->file, buf, len, off);
 
 	if (ret < 0)
 		return ret;
@@ -157,14 +174,14 @@ static int raw_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
 	struct raw_priv *rp = t->priv;
 
 	/* RWF_DSYNC makes the write durable in the same request: that is FUA. */
-	return exec_pwrite(rp->fd, buf, len, off, (flags & TGT_W_FUA) ? RWF_DSYNC : 0);
+	return bfile_pwrite(rp->file, buf, len, off, (flags & TGT_W_FUA) ? RWF_DSYNC : 0);
 }
 
 static int raw_flush(struct tgt *t)
 {
 	struct raw_priv *rp = t->priv;
 
-	return exec_fdatasync(rp->fd);
+	return bfile_flush(rp->file);
 }
 
 static int raw_discard(struct tgt *t, uint64_t off, uint64_t len)
@@ -178,7 +195,7 @@ static int raw_discard(struct tgt *t, uint64_t off, uint64_t len)
 	 */
 	if (rp->is_blkdev)
 		mode |= FALLOC_FL_NO_HIDE_STALE;
-	return exec_fallocate(rp->fd, mode, off, len);
+	return bfile_fallocate(rp->file, mode, off, len);
 }
 
 static int raw_write_zeroes(struct tgt *t, uint64_t off, uint64_t len,
@@ -189,7 +206,7 @@ static int raw_write_zeroes(struct tgt *t, uint64_t off, uint64_t len,
 
 	(void)flags;
 	if (rp->zero_range_ok) {
-		ret = exec_fallocate(rp->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+		ret = bfile_fallocate(rp->file, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
 				     off, len);
 		if (ret != -EOPNOTSUPP)
 			return ret;
@@ -199,7 +216,7 @@ static int raw_write_zeroes(struct tgt *t, uint64_t off, uint64_t len,
 	 * No ZERO_RANGE (tmpfs, some network filesystems): a punched hole in a
 	 * regular file reads back as zeros too.
 	 */
-	return exec_fallocate(rp->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+	return bfile_fallocate(rp->file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 			      off, len);
 }
 
@@ -215,8 +232,18 @@ static int64_t raw_block_status(struct tgt *t, uint64_t off, uint64_t len,
 		ext->flags |= TGT_EXT_DATA;
 		return len;
 	}
+	if (!bfile_is_local(rp->file)) {
+		uint64_t n = len;
+		bool hole;
+
+		/* A server that cannot tell has everything as data. */
+		if (bfile_block_status(rp->file, off, &n, &hole))
+			n = len, hole = false;
+		ext->flags |= hole ? TGT_EXT_ZERO : TGT_EXT_DATA;
+		return n;
+	}
 	/* Holes read as zeros: that is what SEEK_DATA/SEEK_HOLE tell apart. */
-	data = lseek(rp->fd, off, SEEK_DATA);
+	data = lseek(rp->file->fd, off, SEEK_DATA);
 	if (data < 0 && errno == ENXIO) {
 		ext->flags |= TGT_EXT_ZERO;
 		return len;
@@ -229,7 +256,7 @@ static int64_t raw_block_status(struct tgt *t, uint64_t off, uint64_t len,
 		ext->flags |= TGT_EXT_ZERO;
 		return MIN((uint64_t)data - off, len);
 	}
-	hole = lseek(rp->fd, off, SEEK_HOLE);
+	hole = lseek(rp->file->fd, off, SEEK_HOLE);
 	ext->flags |= TGT_EXT_DATA;
 	if (hole < 0 || (uint64_t)hole <= off)
 		return len;
@@ -283,6 +310,7 @@ static int raw_create(const struct tgt_create_opts *o)
 static int raw_resize(struct tgt *t, uint64_t size_bytes, unsigned int flags)
 {
 	struct raw_priv *rp = t->priv;
+	int ret;
 
 	if (rp->is_blkdev) {
 		img_err("%s: a block device cannot be resized", t->cfg.file);
@@ -293,9 +321,11 @@ static int raw_resize(struct tgt *t, uint64_t size_bytes, unsigned int flags)
 			t->cfg.file);
 		return -EINVAL;
 	}
-	if (ftruncate(rp->fd, size_bytes)) {
-		img_err("%s: %s", t->cfg.file, strerror(errno));
-		return -errno;
+	ret = bfile_truncate(rp->file, size_bytes);
+	if (ret) {
+		img_err("%s: %s", t->cfg.file, ret == -EOPNOTSUPP ?
+			"the server sets the export's size; it cannot be resized" : strerror(-ret));
+		return ret;
 	}
 	t->caps.size_bytes = size_bytes;
 	return 0;

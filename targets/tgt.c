@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bfile.h"
 #include "exec.h"
 #include "tgt.h"
 #include "util.h"
@@ -45,7 +46,7 @@ static void tgt_prepare_file(const struct tgt *t)
 	struct stat st;
 	int fd;
 
-	if (!t->cfg.file)
+	if (!t->cfg.file || bfile_name_remote(t->cfg.file))
 		return;
 	fd = open(t->cfg.file, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -72,25 +73,6 @@ int tgt_create_file(const char *file)
 		return ret;
 	}
 	return fd;
-}
-
-/*
- * Blocks reserved ahead: a direct write into a hole must allocate, which
- * io_uring cannot do without blocking, so each such write goes to a worker
- * thread and allocates its block alone (ext4: a journal transaction each).
- * Into reserved (unwritten) blocks it is issued at once and only marks them
- * written.  QEMU's allocating writes reserve whole clusters the same way
- * (fallocate ZERO_RANGE), so the image takes the same space.  Where the
- * reserve cannot be had (no fallocate, or not that much space left) the
- * hole still lets the writes go on as far as the space allows.
- */
-int tgt_grow_file(int fd, uint64_t from, uint64_t to)
-{
-	if (to <= from)
-		return 0;
-	if (fallocate(fd, 0, from, to - from) == 0)
-		return 0;
-	return ftruncate(fd, to) ? -errno : 0;
 }
 
 /*
@@ -156,6 +138,9 @@ static int tgt_lock_file(struct tgt *t, struct img_lock *l, const char *file,
 	unsigned int use, unshare;
 	int ret;
 
+	/* A remote file's sharing is its server's business: no local lock. */
+	if (bfile_name_remote(file))
+		return 0;
 	tgt_lock_perms(t, data, &use, &unshare);
 	ret = img_lock_open(l, file);
 	if (!ret)
@@ -409,21 +394,13 @@ const struct tgt_ops *tgt_probe_file(const char *file)
 {
 	const struct tgt_ops *best = &raw_tgt_ops;
 	unsigned char buf[4096];
-	int fd, best_score = 0;
+	int best_score = 0;
 	ssize_t n;
 	unsigned int i;
 
-	fd = open(file, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		img_err("%s: %s", file, strerror(errno));
+	n = bfile_read_name(file, buf, sizeof(buf), 0);
+	if (n < 0)
 		return NULL;
-	}
-	n = pread(fd, buf, sizeof(buf), 0);
-	close(fd);
-	if (n < 0) {
-		img_err("%s: %s", file, strerror(errno));
-		return NULL;
-	}
 	for (i = 0; i < tgt_table_len; i++) {
 		int score;
 
@@ -442,19 +419,34 @@ void tgt_resolve_path(const char *base, const char *name, char *out, size_t len)
 {
 	const char *slash = strrchr(base, '/');
 
-	/* Like QEMU: a relative backing name is relative to the overlay's directory. */
-	if (name[0] == '/' || !slash)
+	/*
+	 * Like QEMU: a relative backing name is relative to the overlay's
+	 * directory; a remote one (nbd://, rbd:) is used as it is.
+	 */
+	if (name[0] == '/' || !slash || bfile_name_remote(name))
 		snprintf(out, len, "%s", name);
 	else
 		snprintf(out, len, "%.*s/%s", (int)(slash - base), base, name);
 }
 
+/* The name --allow-protocol knows @proto by. */
+static const char *tgt_proto_name(enum bfile_proto proto)
+{
+	return proto == BFILE_PROTO_NBD ? "nbd" : proto == BFILE_PROTO_RBD ? "rbd" : "file";
+}
+
 int tgt_file_allowed(const struct tgt *overlay, const char *path, const char *what)
 {
+	enum bfile_proto proto = bfile_name_proto(path);
 	char *dir_o, *dir_b;
 	char *slash;
 	int ret = 0;
 
+	if (!bfile_protocol_allowed(proto)) {
+		img_err("%s: has a %s (%s), and --allow-protocol does not include %s",
+			overlay->cfg.file, what, path, tgt_proto_name(proto));
+		return -EPERM;
+	}
 	switch (overlay->cfg.backing_policy) {
 	case TGT_BACKING_ANY:
 		return 0;
@@ -463,6 +455,11 @@ int tgt_file_allowed(const struct tgt *overlay, const char *path, const char *wh
 			overlay->cfg.file, what, path);
 		return -EPERM;
 	case TGT_BACKING_SAME_DIR:
+		if (proto != BFILE_PROTO_FILE) {
+			img_err("%s: has a remote %s (%s), and --backing=same-dir forbids it",
+				overlay->cfg.file, what, path);
+			return -EPERM;
+		}
 		break;
 	}
 	/*
@@ -517,7 +514,18 @@ int tgt_open_backing(struct tgt *overlay, const char *name, const char *fmt)
 	ret = tgt_file_allowed(overlay, path, "backing file");
 	if (ret)
 		goto err;
-	if (stat(path, &st)) {
+	if (bfile_name_remote(path)) {
+		/* No inode to compare: a remote loop is the same name twice. */
+		for (up = overlay; up; up = up->overlay) {
+			if (!strcmp(up->cfg.file, path)) {
+				img_err("%s: backing file %s makes a loop in the backing chain",
+					overlay->cfg.file, path);
+				ret = -ELOOP;
+				goto err;
+			}
+		}
+		memset(&st, 0, sizeof(st));
+	} else if (stat(path, &st)) {
 		ret = -errno;
 		img_err("%s: backing file %s: %s", overlay->cfg.file, path, strerror(errno));
 		goto err;
@@ -526,13 +534,13 @@ int tgt_open_backing(struct tgt *overlay, const char *name, const char *fmt)
 	 * The name comes from the image: opening a FIFO would block forever,
 	 * and a directory or character device is never an image.
 	 */
-	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+	if (!bfile_name_remote(path) && !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
 		img_err("%s: backing file %s is not a regular file or block device",
 			overlay->cfg.file, path);
 		ret = -EINVAL;
 		goto err;
 	}
-	for (up = overlay; up; up = up->overlay) {
+	for (up = overlay; up && st.st_ino; up = up->overlay) {
 		if (up->st_dev == st.st_dev && up->st_ino == st.st_ino) {
 			img_err("%s: backing file %s makes a loop in the backing chain",
 				overlay->cfg.file, path);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bfile.h"
 #include "cli.h"
 #include "secret.h"
 #include "exec.h"
@@ -36,6 +37,36 @@ int cli_secret_opt(int key, const char *arg)
 	int ret = key == CLI_K_KEY_FILE ? secret_add_key_file(arg) : secret_add_object(arg);
 
 	return ret ? -EINVAL : 0;
+}
+
+int cli_protocol_opt(int key, const char *arg)
+{
+	static uint64_t reconnect_s, open_s;
+	unsigned int set;
+	uint64_t *v;
+
+	if (key == CLI_K_RBD_CONF || key == CLI_K_RBD_ID) {
+		bfile_rbd_set_defaults(key == CLI_K_RBD_CONF ? arg : NULL,
+				       key == CLI_K_RBD_ID ? arg : NULL);
+		return 0;
+	}
+	if (key == CLI_K_ALLOW_PROTOCOL) {
+		if (bfile_parse_protocols(arg, &set)) {
+			img_err("--allow-protocol takes file, nbd and rbd, comma-separated, not '%s'",
+				arg);
+			return -EINVAL;
+		}
+		bfile_set_allowed_protocols(set);
+		return 0;
+	}
+	v = key == CLI_K_RECONNECT_DELAY ? &reconnect_s : &open_s;
+	if (parse_uint(arg, 0, 3600, v)) {
+		img_err("--%s takes seconds, 0 to 3600, not '%s'",
+			key == CLI_K_RECONNECT_DELAY ? "reconnect-delay" : "open-timeout", arg);
+		return -EINVAL;
+	}
+	bfile_nbd_set_timeouts(reconnect_s * 1000, open_s * 1000);
+	return 0;
 }
 
 int cli_run(int (*body)(void *arg), void *arg)

@@ -80,6 +80,11 @@ enum cli_key {
 	CLI_K_TAB,
 	CLI_K_LOG_LEVEL,
 	CLI_K_FORCE,
+	CLI_K_ALLOW_PROTOCOL,
+	CLI_K_RECONNECT_DELAY,
+	CLI_K_OPEN_TIMEOUT,
+	CLI_K_RBD_CONF,
+	CLI_K_RBD_ID,
 	CLI_K_THROTTLE,		/* + enum throttle_kind: the six limits */
 	CLI_K_THROTTLE_END = CLI_K_THROTTLE + THR_NR - 1,
 };
@@ -259,6 +264,14 @@ int cli_run(int (*body)(void *arg), void *arg);
  * Returns 0 or -EINVAL (printed).
  */
 int cli_secret_opt(int key, const char *arg);
+
+/*
+ * Remote files (NBD, RBD), taken by the same verbs: --allow-protocol,
+ * --reconnect-delay, --open-timeout, --rbd-conf, --rbd-id
+ * (OPT_PROTOCOLS in cli_table.c), for
+ * the whole process.  Returns 0 or -EINVAL (printed).
+ */
+int cli_protocol_opt(int key, const char *arg);
 
 /* Returns the command named @name, or NULL. */
 const struct cli_cmd *cli_find(const char *name);

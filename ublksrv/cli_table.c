@@ -72,6 +72,21 @@
 	  "named): FILE's whole content" }, \
 	{ CLI_K_OBJECT, "object", "secret,id=ID,file=FILE", \
 	  "a passphrase for -o encrypt.key-secret=ID, as QEMU's" }
+#define OPT_PROTOCOLS \
+	{ CLI_K_ALLOW_PROTOCOL, "allow-protocol", "LIST", \
+	  "what a backing or data file named inside an image may be: file, nbd, rbd, " \
+	  "comma-separated (default all); an untrusted image then cannot make us connect " \
+	  "anywhere" }, \
+	{ CLI_K_RECONNECT_DELAY, "reconnect-delay", "SECONDS", \
+	  "NBD: when a connection is lost, hold requests up to SECONDS while connecting " \
+	  "again, then reissue them (default 0: they fail)" }, \
+	{ CLI_K_OPEN_TIMEOUT, "open-timeout", "SECONDS", \
+	  "NBD: retry a refused connection at open for up to SECONDS (default 0: once)" }, \
+	{ CLI_K_RBD_CONF, "rbd-conf", "FILE", \
+	  "RBD: the Ceph config for names without conf= (default: Ceph's, " \
+	  "/etc/ceph/ceph.conf)" }, \
+	{ CLI_K_RBD_ID, "rbd-id", "USER", \
+	  "RBD: the Ceph client id for names without id= (default: admin)" }
 #define OPT_WERROR(what) \
 	{ CLI_K_WERROR, "werror", "enospc|stop|report|ignore", what }
 #define OPT_RERROR(what) \
@@ -166,6 +181,7 @@ const struct cli_cmd cli_cmds[] = {
 			  "(Type=notify) it reports ready once the device and its partitions "
 			  "are there" },
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ CLI_K_NAME, "name", "NAME",
 			  "a stable name for the device: 1 to 63 letters, digits, '.', '_' or "
 			  "'-'; the udev rule links /dev/disk/by-imgblk/NAME (and NAME-partN) "
@@ -514,6 +530,7 @@ const struct cli_cmd cli_cmds[] = {
 			  "only read for its size anyway)" },
 			OPT_QUIET,
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 2,
@@ -539,6 +556,7 @@ const struct cli_cmd cli_cmds[] = {
 			  "describe every image of the backing chain" },
 			OPT_FORCE_SHARE,
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,
@@ -564,6 +582,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ 'U', "force-share", NULL,
 			  "check an image another process may be writing (not with -r)" },
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,
@@ -598,6 +617,7 @@ const struct cli_cmd cli_cmds[] = {
 			  "{\"start\", \"length\", \"dirty\": true|false}, the human form the "
 			  "dirty runs (Offset, Length)" },
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,
@@ -638,6 +658,7 @@ const struct cli_cmd cli_cmds[] = {
 			  "with --bitmaps: leave out the inconsistent (in-use) bitmaps instead "
 			  "of failing" },
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 2, .max_args = 2,
@@ -664,6 +685,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ CLI_K_SHRINK, "shrink", NULL, "allow the image to shrink" },
 			OPT_QUIET,
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 2, .max_args = 2,
@@ -694,6 +716,7 @@ const struct cli_cmd cli_cmds[] = {
 			  "data; the old backing file need not exist" },
 			OPT_PROGRESS,
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,
@@ -719,6 +742,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ 'o', "options", "OPTIONS", "the options to change, KEY=VALUE[,...]" },
 			{ 'q', "quiet", NULL, "accepted for qemu-img's sake" },
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,
@@ -753,6 +777,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ 'U', "force-share", NULL,
 			  "read FILE even if another process writes it (as qemu-img)" },
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 0, .max_args = 1,
@@ -791,6 +816,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ 'p', "progress", NULL, "show progress (with -n: wait as --wait does)" },
 			OPT_QUIET,
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 'n', "number", "ID", "a running device instead of FILE: a commit job" },
 			{ CLI_K_TOP, "top", "TOP",
 			  "with -n: the topmost image merged (default the active image)" },
@@ -873,6 +899,7 @@ const struct cli_cmd cli_cmds[] = {
 			  "with -n: freeze the filesystems mounted from the device (FIFREEZE) for the snapshot, "
 			  "for an application-consistent point; they are thawed whatever happens" },
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 0, .max_args = 1,
@@ -926,6 +953,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ 'n', "number", "ID", "change running device ID's bitmaps, not FILE's" },
 			{ 'q', "quiet", NULL, "accepted for qemu-img's sake" },
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 0, .max_args = 2,
@@ -969,6 +997,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ 'U', "force-share", NULL,
 			  "with -r, open the image even if another process writes it" },
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,
@@ -1011,6 +1040,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ 'U', "force-share", NULL,
 			  "read an image another process may be writing (not with -w)" },
 			OPT_SECRETS,
+			OPT_PROTOCOLS,
 			{ 0 },
 		},
 		.min_args = 1, .max_args = 1,

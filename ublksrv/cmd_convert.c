@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bfile.h"
 #include "cli.h"
 #include "exec.h"
 #include "tgt.h"
@@ -156,6 +157,11 @@ static int convert_body(void *arg)
 		img_err("convert: unknown or unsupported output format '%s'", c->out_fmt);
 		return CLI_EXIT_ERR;
 	}
+	/* The formats create through a local descriptor: never a file named "nbd:..." */
+	if (bfile_name_remote(c->out_file)) {
+		img_err("convert: %s: the output is created on a local path only", c->out_file);
+		return CLI_EXIT_ERR;
+	}
 	in.cfg.snapshot = c->snapshot;
 	if (tgt_open_file(&in, c->in_file, c->in_fmt, TGT_O_RDONLY | TGT_O_BUFFERED |
 			  (c->force_share ? TGT_O_FORCE_SHARE : 0)))
@@ -246,6 +252,12 @@ static int convert_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	case CLI_K_KEY_FILE:
 	case CLI_K_OBJECT:
 		return cli_secret_opt(opt->key, arg);
+	case CLI_K_ALLOW_PROTOCOL:
+	case CLI_K_RECONNECT_DELAY:
+	case CLI_K_OPEN_TIMEOUT:
+	case CLI_K_RBD_CONF:
+	case CLI_K_RBD_ID:
+		return cli_protocol_opt(opt->key, arg);
 	case 'f':
 		c->in_fmt = arg;
 		break;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "bfile.h"
 #include "cli.h"
 #include "exec.h"
 #include "json.h"
@@ -74,6 +75,12 @@ static int create_body(void *arg)
 		img_err("create: unknown or unsupported format '%s'", c->fmt);
 		return CLI_EXIT_ERR;
 	}
+	/* The formats create through a local descriptor: never a file named "nbd:..." */
+	if (bfile_name_remote(c->o.file)) {
+		img_err("create: %s: images are created on local paths only; use qemu-img create "
+			"for NBD or RBD", c->o.file);
+		return CLI_EXIT_ERR;
+	}
 	/* No size: the backing file's, as qemu-img does. */
 	if (!c->size_given && c->o.backing_file) {
 		struct tgt b = { 0 };
@@ -108,6 +115,12 @@ static int create_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	case CLI_K_KEY_FILE:
 	case CLI_K_OBJECT:
 		return cli_secret_opt(opt->key, arg);
+	case CLI_K_ALLOW_PROTOCOL:
+	case CLI_K_RECONNECT_DELAY:
+	case CLI_K_OPEN_TIMEOUT:
+	case CLI_K_RBD_CONF:
+	case CLI_K_RBD_ID:
+		return cli_protocol_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;
@@ -396,6 +409,12 @@ static int info_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	case CLI_K_KEY_FILE:
 	case CLI_K_OBJECT:
 		return cli_secret_opt(opt->key, arg);
+	case CLI_K_ALLOW_PROTOCOL:
+	case CLI_K_RECONNECT_DELAY:
+	case CLI_K_OPEN_TIMEOUT:
+	case CLI_K_RBD_CONF:
+	case CLI_K_RBD_ID:
+		return cli_protocol_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;
@@ -542,6 +561,12 @@ static int check_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	case CLI_K_KEY_FILE:
 	case CLI_K_OBJECT:
 		return cli_secret_opt(opt->key, arg);
+	case CLI_K_ALLOW_PROTOCOL:
+	case CLI_K_RECONNECT_DELAY:
+	case CLI_K_OPEN_TIMEOUT:
+	case CLI_K_RBD_CONF:
+	case CLI_K_RBD_ID:
+		return cli_protocol_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;
@@ -745,6 +770,12 @@ static int map_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	case CLI_K_KEY_FILE:
 	case CLI_K_OBJECT:
 		return cli_secret_opt(opt->key, arg);
+	case CLI_K_ALLOW_PROTOCOL:
+	case CLI_K_RECONNECT_DELAY:
+	case CLI_K_OPEN_TIMEOUT:
+	case CLI_K_RBD_CONF:
+	case CLI_K_RBD_ID:
+		return cli_protocol_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;

@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bfile.h"
 #include "control.h"
 #include "job.h"
 #include "disk.h"
@@ -246,6 +247,7 @@ static int ublk_wait_ready(struct uevent_listener *u, const struct ublk_dev *dev
 
 static int ublk_write_state(const struct ublk_add_opts *o, const struct ublk_dev *dev)
 {
+	const char *rbd_conf, *rbd_id;
 	struct ublk_state s = {
 		.id = dev->info.dev_id,
 		.queues = dev->info.nr_hw_queues,
@@ -274,6 +276,11 @@ static int ublk_write_state(const struct ublk_add_opts *o, const struct ublk_dev
 		snprintf(s.name, sizeof(s.name), "%s", o->name);
 	if (!o->cfg.file || !realpath(o->cfg.file, s.file))
 		snprintf(s.file, sizeof(s.file), "%s", o->cfg.file ? o->cfg.file : "-");
+	s.allow_protocols = bfile_allowed_protocols();
+	bfile_nbd_get_timeouts(&s.nbd_reconnect_ms, &s.nbd_open_timeout_ms);
+	bfile_rbd_get_defaults(&rbd_conf, &rbd_id);
+	snprintf(s.rbd_conf, sizeof(s.rbd_conf), "%s", rbd_conf ?: "");
+	snprintf(s.rbd_id, sizeof(s.rbd_id), "%s", rbd_id ?: "");
 	if (secret_key_file_args(s.key_files, sizeof(s.key_files)))
 		img_err("device %u: key file names too long for the state file; recover will need them",
 			s.id);
@@ -918,6 +925,11 @@ int ublk_recover(unsigned int id, bool foreground)
 	o.cfg.size_bytes = s.size_bytes;
 	o.cfg.open_flags = s.open_flags;
 	o.cfg.backing_policy = s.backing_policy;
+	/* Remote files as add had them; a state file from before names none. */
+	if (s.allow_protocols)
+		bfile_set_allowed_protocols(s.allow_protocols);
+	bfile_nbd_set_timeouts(s.nbd_reconnect_ms, s.nbd_open_timeout_ms);
+	bfile_rbd_set_defaults(s.rbd_conf[0] ? s.rbd_conf : NULL, s.rbd_id[0] ? s.rbd_id : NULL);
 	o.cfg.l2_cache_bytes = s.l2_cache_bytes;
 	if (s.snapshot[0])
 		o.cfg.snapshot = s.snapshot;

@@ -103,6 +103,12 @@ static int ublk_state_write_locked(const struct ublk_state *s)
 		fprintf(f, "name=%s\n", s->name);
 	if (s->key_files[0])
 		fprintf(f, "key_files=%s\n", s->key_files);
+	fprintf(f, "allow_protocols=%u\nnbd_reconnect_ms=%u\nnbd_open_timeout_ms=%u\n",
+		s->allow_protocols, s->nbd_reconnect_ms, s->nbd_open_timeout_ms);
+	if (s->rbd_conf[0])
+		fprintf(f, "rbd_conf=%s\n", s->rbd_conf);
+	if (s->rbd_id[0])
+		fprintf(f, "rbd_id=%s\n", s->rbd_id);
 	for (k = 0; k < THR_NR; k++)
 		fprintf(f, "throttle%u=%llu\n", k, (unsigned long long)s->throttle[k]);
 	if (fflush(f) || ferror(f))
@@ -194,6 +200,16 @@ int ublk_state_read(unsigned int id, struct ublk_state *s)
 			snprintf(s->name, sizeof(s->name), "%s", v);
 		else if (!strcmp(line, "key_files"))
 			snprintf(s->key_files, sizeof(s->key_files), "%s", v);
+		else if (!strcmp(line, "allow_protocols"))
+			s->allow_protocols = strtoul(v, NULL, 10);
+		else if (!strcmp(line, "nbd_reconnect_ms"))
+			s->nbd_reconnect_ms = strtoul(v, NULL, 10);
+		else if (!strcmp(line, "nbd_open_timeout_ms"))
+			s->nbd_open_timeout_ms = strtoul(v, NULL, 10);
+		else if (!strcmp(line, "rbd_conf"))
+			snprintf(s->rbd_conf, sizeof(s->rbd_conf), "%s", v);
+		else if (!strcmp(line, "rbd_id"))
+			snprintf(s->rbd_id, sizeof(s->rbd_id), "%s", v);
 		else if (!strcmp(line, "l2_cache"))
 			s->l2_cache_bytes = strtoull(v, NULL, 10);
 		else if (!strcmp(line, "discard_ignore"))

@@ -50,6 +50,15 @@ struct ublk_state {
 	 * `recover` reads again: the paths of the key files, never a key.
 	 */
 	char key_files[2 * PATH_MAX];
+	/*
+	 * Remote files: --allow-protocol (BFILE_PROTO_*), the NBD timeouts,
+	 * --rbd-conf and --rbd-id (empty: Ceph's defaults).
+	 */
+	unsigned int allow_protocols;
+	unsigned int nbd_reconnect_ms;
+	unsigned int nbd_open_timeout_ms;
+	char rbd_conf[PATH_MAX];
+	char rbd_id[64];
 };
 
 /*

@@ -72,6 +72,14 @@ libs() {
 		$1 ~ /^\// && NF == 2 { print $1 }' | sort -u
 }
 mapfile -t lib_paths < <(libs "${bins[@]}")
+# imgblk dlopen()s libnbd on its first NBD name (lib/bfile_nbd.c), so ldd
+# does not list it: it and its libraries come too, for tests/vm/nbd-base.sh.
+# librbd (about 70 MB with Ceph's libraries) stays out: no VM test uses it.
+nbd_lib=$(ldconfig -p | awk '$1 == "libnbd.so.0" { print $NF; exit }')
+if [ -n "$nbd_lib" ]; then
+	mapfile -t lib_paths < <({ printf '%s\n' "${lib_paths[@]}" "$nbd_lib"; libs "$nbd_lib"; } |
+				 sort -u)
+fi
 
 # Everything whose change must rebuild the image.
 inputs=("$SELF" "$HERE/init" "$BUSYBOX" "${bins[@]}" "${lib_paths[@]}"

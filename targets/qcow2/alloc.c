@@ -130,20 +130,20 @@ static int qcow2_rt_grow(struct qcow2 *q, uint64_t need_idx)
 	if (ret)
 		goto out;
 	if (nb) {
-		ret = exec_pwrite(q->fd, blocks, nb * q->cluster_size,
+		ret = bfile_pwrite(q->file, blocks, nb * q->cluster_size,
 				  start << q->cluster_bits, 0);
 		if (ret < 0)
 			goto out;
 	}
 	for (i = 0; i < nt * per_cluster; i++)
 		rt[i] = __builtin_bswap64(rt[i]);
-	ret = exec_pwrite(q->fd, rt, nt * q->cluster_size,
+	ret = bfile_pwrite(q->file, rt, nt * q->cluster_size,
 			  (start + nb) << q->cluster_bits, 0);
 	for (i = 0; i < nt * per_cluster; i++)
 		rt[i] = __builtin_bswap64(rt[i]);
 	if (ret < 0)
 		goto out;
-	ret = exec_fdatasync(q->fd);
+	ret = bfile_flush(q->file);
 	if (ret)
 		goto out;
 
@@ -231,7 +231,7 @@ static int qcow2_cluster_free(struct qcow2 *q, uint64_t c)
 /*
  * Makes the file at least @end bytes long, growing it by whole
  * QCOW2_GROW_BYTES steps so that data writes land inside it, in reserved
- * blocks (tgt_grow_file()).  The growth reads as zeros.  Returns 0 or
+ * blocks (bfile_grow()).  The growth reads as zeros.  Returns 0 or
  * -errno.
  */
 static int qcow2_grow_file(struct qcow2 *q, uint64_t end)
@@ -241,7 +241,7 @@ static int qcow2_grow_file(struct qcow2 *q, uint64_t end)
 
 	if (end <= q->file_bytes)
 		return 0;
-	ret = tgt_grow_file(q->fd, q->file_bytes, size);
+	ret = bfile_grow(q->file, q->file_bytes, size);
 	if (ret)
 		return ret;
 	q->file_bytes = size;
@@ -405,7 +405,7 @@ int64_t qcow2_alloc_end(struct qcow2 *q, uint64_t n)
 	q->end_cluster = end;
 	if (nb) {
 		/* Before any table entry names them: F2 syncs them ahead of R1. */
-		ret = exec_pwrite(q->fd, blocks, nb << q->cluster_bits, start << q->cluster_bits, 0);
+		ret = bfile_pwrite(q->file, blocks, nb << q->cluster_bits, start << q->cluster_bits, 0);
 		if (ret < 0)
 			goto out;
 		ret = 0;

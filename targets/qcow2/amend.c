@@ -109,10 +109,10 @@ static int qcow2_amend_write_hdr(struct qcow2 *q, const uint8_t *buf, uint64_t f
 
 	if (from >= to)
 		return 0;
-	n = exec_pwrite(q->fd, buf + a, b - a, a, 0);
+	n = bfile_pwrite(q->file, buf + a, b - a, a, 0);
 	if (n < 0)
 		return n;
-	return exec_fdatasync(q->fd);
+	return bfile_flush(q->file);
 }
 
 /*
@@ -329,11 +329,11 @@ static int qcow2_amend_refcount_order(struct qcow2 *q, unsigned int order)
 	for (i = 0; i < nb; i++)
 		rt[i] = __builtin_bswap64((start + i) * cs);
 	/* A6: the new structures on disk, synced; nothing points at them yet. */
-	ret = exec_pwrite(q->fd, blocks, nb * cs, start * cs, 0);
+	ret = bfile_pwrite(q->file, blocks, nb * cs, start * cs, 0);
 	if (ret >= 0)
-		ret = exec_pwrite(q->fd, rt, nt * cs, (start + nb) * cs, 0);
+		ret = bfile_pwrite(q->file, rt, nt * cs, (start + nb) * cs, 0);
 	if (ret >= 0)
-		ret = exec_fdatasync(q->fd);
+		ret = bfile_flush(q->file);
 	if (ret < 0)
 		goto out;
 	/* One synced header write switches width and table. */

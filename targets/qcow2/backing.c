@@ -82,10 +82,10 @@ static int qcow2_write_hdr_range(struct qcow2 *q, const uint8_t *buf, uint64_t f
 
 	if (from >= to)
 		return 0;
-	n = exec_pwrite(q->fd, buf + a, b - a, a, 0);
+	n = bfile_pwrite(q->file, buf + a, b - a, a, 0);
 	if (n < 0)
 		return n;
-	return exec_fdatasync(q->fd);
+	return bfile_flush(q->file);
 }
 
 /* The first and one-past-last byte where @a and @b differ in [0, @len); false if none. */

@@ -205,7 +205,7 @@ static int bm_check_table(struct qcow2 *q, const struct qcow2_bitmap *b)
 		return 0;
 	if (posix_memalign((void **)&tab, 4096, tbytes))
 		return -ENOMEM;
-	ret = qcow2_read_at(q->fd, tab, tbytes, b->table_off);
+	ret = qcow2_read_at(q->file, tab, tbytes, b->table_off);
 	for (i = 0; !ret && i < b->table_size; i++) {
 		if (bm_table_entry_bad(q, __builtin_bswap64(tab[i]))) {
 			img_err("%s: could not read the bitmap table of bitmap '%s': entry %"
@@ -221,7 +221,7 @@ int qcow2_bitmaps_load(struct qcow2 *q)
 {
 	const char *file = q->t->cfg.file;
 	uint64_t bytes;
-	struct stat st;
+	uint64_t file_bytes;
 	unsigned int i;
 	uint8_t *dir;
 	int ret;
@@ -235,13 +235,14 @@ int qcow2_bitmaps_load(struct qcow2 *q)
 		q->nb_bitmaps = 0;
 		return 0;
 	}
-	if (fstat(q->fd, &st))
-		return -errno;
+	ret = bfile_size(q->file, &file_bytes);
+	if (ret)
+		return ret;
 	if (q->nb_bitmaps > QCOW2_BM_MAX_BITMAPS || !q->bitmap_dir_size ||
 	    q->bitmap_dir_size > QCOW2_BM_MAX_DIR_BYTES ||
 	    q->bitmap_dir_size < q->nb_bitmaps * sizeof(struct qcow2_bitmap_dir_entry) ||
 	    qcow2_off_in_cluster(q, q->bitmap_dir_offset) || !q->bitmap_dir_offset ||
-	    q->bitmap_dir_offset + q->bitmap_dir_size > (uint64_t)st.st_size) {
+	    q->bitmap_dir_offset + q->bitmap_dir_size > file_bytes) {
 		img_err("%s: invalid bitmaps extension (directory at 0x%" PRIx64 ", %" PRIu64
 			" bytes, %u bitmaps)", file, q->bitmap_dir_offset, q->bitmap_dir_size,
 			q->nb_bitmaps);
@@ -250,7 +251,7 @@ int qcow2_bitmaps_load(struct qcow2 *q)
 	bytes = ALIGN_UP(q->bitmap_dir_size, q->cluster_size);
 	if (posix_memalign((void **)&dir, 4096, bytes))
 		return -ENOMEM;
-	ret = qcow2_read_at(q->fd, dir, bytes, q->bitmap_dir_offset);
+	ret = qcow2_read_at(q->file, dir, bytes, q->bitmap_dir_offset);
 	if (!ret)
 		ret = bm_parse_dir(q, dir, q->bitmap_dir_size);
 	free(dir);
@@ -291,7 +292,7 @@ static int bm_load_bits(struct qcow2 *q, struct qcow2_bitmap *b)
 			free(bits);
 			return -ENOMEM;
 		}
-		ret = qcow2_read_at(q->fd, tab, tbytes, b->table_off);
+		ret = qcow2_read_at(q->file, tab, tbytes, b->table_off);
 	}
 	for (i = 0; !ret && b->table_off && i < b->table_size; i++) {
 		uint64_t e = __builtin_bswap64(tab[i]), off = e & QCOW2_BME_OFFSET_MASK;
@@ -302,7 +303,7 @@ static int bm_load_bits(struct qcow2 *q, struct qcow2_bitmap *b)
 				q->t->cfg.file, b->name, i);
 			ret = -EINVAL;
 		} else if (off) {
-			ret = qcow2_read_at(q->fd, dst, q->cluster_size, off);
+			ret = qcow2_read_at(q->file, dst, q->cluster_size, off);
 		} else if (e & QCOW2_BME_ALL_ONES) {
 			memset(dst, 0xff, q->cluster_size);
 		}
@@ -411,7 +412,7 @@ static int bm_free_table(struct qcow2 *q, uint64_t off, uint32_t size)
 		return 0;
 	if (posix_memalign((void **)&tab, 4096, tbytes))
 		return -ENOMEM;
-	ret = qcow2_read_at(q->fd, tab, tbytes, off);
+	ret = qcow2_read_at(q->file, tab, tbytes, off);
 	exec_mutex_lock(&q->alloc_mutex);
 	for (i = 0; !ret && i < size; i++) {
 		uint64_t e = __builtin_bswap64(tab[i]) & QCOW2_BME_OFFSET_MASK;
@@ -529,7 +530,7 @@ static int bm_flush(struct qcow2 *q)
 	exec_mutex_lock(&q->alloc_mutex);
 	ret = qcow2_cache_writeback(q, &q->rbc);
 	if (!ret)
-		ret = exec_fdatasync(q->fd);
+		ret = bfile_flush(q->file);
 	exec_mutex_unlock(&q->alloc_mutex);
 	return ret;
 }

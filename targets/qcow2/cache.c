@@ -228,7 +228,7 @@ int qcow2_cache_get(struct qcow2 *q, struct qcow2_cache *c, uint64_t off,
 	s->loading = true;
 	pthread_mutex_unlock(&q->lock);
 
-	n = exec_pread(q->fd, s->buf, q->cluster_size, off);
+	n = bfile_pread(q->file, s->buf, q->cluster_size, off);
 	if (n >= 0) {
 		/* A table cut short by the end of the file reads as zeros past it. */
 		memset((char *)s->buf + n, 0, q->cluster_size - n);

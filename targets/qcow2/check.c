@@ -89,12 +89,12 @@ static int chk_inc(struct qcow2_chk *c, uint64_t off, uint64_t len)
 
 static int chk_read(struct qcow2_chk *c, void *buf, uint64_t len, uint64_t off)
 {
-	return qcow2_read_at(c->q->fd, buf, len, off);
+	return qcow2_read_at(c->q->file, buf, len, off);
 }
 
 static int chk_write(struct qcow2_chk *c, const void *buf, uint64_t len, uint64_t off)
 {
-	ssize_t n = exec_pwrite(c->q->fd, buf, len, off, 0);
+	ssize_t n = bfile_pwrite(c->q->file, buf, len, off, 0);
 
 	return n < 0 ? (int)n : 0;
 }
@@ -576,7 +576,7 @@ static int chk_rebuild(struct qcow2_chk *c)
 	}
 	ret = chk_write(c, rt, nt * q->cluster_size, (start + nb) << q->cluster_bits);
 	if (!ret)
-		ret = exec_fdatasync(q->fd);
+		ret = bfile_flush(q->file);
 	if (ret)
 		goto out;
 	q->rt_offset = (start + nb) << q->cluster_bits;
@@ -673,19 +673,20 @@ int qcow2_check(struct tgt *t, unsigned int fix, struct tgt_check_result *r)
 	struct qcow2 *q = t->priv;
 	struct qcow2_chk c = { .q = q, .r = r, .fix = fix };
 	uint64_t highest;
-	struct stat st;
+	uint64_t file_bytes;
 	int ret;
 
-	if (fix && q->fd >= 0 && (t->cfg.open_flags & TGT_O_RDONLY))
+	if (fix && q->file && (t->cfg.open_flags & TGT_O_RDONLY))
 		return -EROFS;
-	if (fstat(q->fd, &st))
-		return -errno;
+	ret = bfile_size(q->file, &file_bytes);
+	if (ret)
+		return ret;
 	/* Writes by this open (none for check) must be on disk before we read. */
 	ret = qcow2_flush_meta(q);
 	if (ret && ret != -EBADF)
 		return ret;
-	c.file_clusters = DIV_ROUND_UP((uint64_t)st.st_size, q->cluster_size);
-	c.file_bytes = st.st_size;
+	c.file_clusters = DIV_ROUND_UP(file_bytes, q->cluster_size);
+	c.file_bytes = file_bytes;
 	if (posix_memalign(&c.rb, 4096, q->cluster_size) ||
 	    posix_memalign(&c.tbuf, 4096, q->cluster_size)) {
 		ret = -ENOMEM;
@@ -730,15 +731,14 @@ int qcow2_check(struct tgt *t, unsigned int fix, struct tgt_check_result *r)
 		ret = qcow2_write_header_fields(q);
 	}
 	if (!ret && fix)
-		ret = exec_fdatasync(q->fd);
+		ret = bfile_flush(q->file);
 	/* A repair may have moved or dropped tables. */
 	if (!ret && fix)
 		ret = qcow2_ovl_rebuild(q);
 	/* The allocator starts over from what is now on disk. */
 	q->free_hint = 0;
-	if (fstat(q->fd, &st) == 0)
-		q->end_cluster = MAX(q->end_cluster,
-				     DIV_ROUND_UP((uint64_t)st.st_size, q->cluster_size));
+	if (bfile_size(q->file, &file_bytes) == 0)
+		q->end_cluster = MAX(q->end_cluster, DIV_ROUND_UP(file_bytes, q->cluster_size));
 out:
 	free(c.ref);
 	free(c.rb);

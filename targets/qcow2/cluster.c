@@ -408,7 +408,7 @@ int qcow2_read_compressed(struct qcow2 *q, uint64_t l2e, void *cluster_buf)
 	/* Sector-aligned superset of the byte range, for O_DIRECT. */
 	if (posix_memalign(&cbuf, 4096, len))
 		return -ENOMEM;
-	n = exec_pread(q->fd, cbuf, len, off);
+	n = bfile_pread(q->file, cbuf, len, off);
 	if (n < 0) {
 		free(cbuf);
 		return n;

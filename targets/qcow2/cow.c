@@ -95,7 +95,7 @@ static int qcow2_cow_read(struct qcow2 *q, uint64_t l2e, uint64_t goff, void *ds
 	case QCOW2_NORMAL:
 		if (qcow2_encrypted(q))
 			return qcow2_crypt_pread(q, dst, len, qcow2_l2_host(q, l2e) + in, goff);
-		n = exec_pread(q->data_fd, dst, len, qcow2_l2_host(q, l2e) + in);
+		n = bfile_pread(q->dfile, dst, len, qcow2_l2_host(q, l2e) + in);
 		if (n < 0)
 			return n;
 		memset((char *)dst + n, 0, len - n);
@@ -119,12 +119,12 @@ static int qcow2_zero_host(struct qcow2 *q, uint64_t off, uint64_t len)
 
 	if (ret)
 		return ret;
-	ret = exec_fallocate(q->data_fd, FALLOC_FL_ZERO_RANGE, off, len);
+	ret = bfile_fallocate(q->dfile, FALLOC_FL_ZERO_RANGE, off, len);
 	if (ret != -EOPNOTSUPP && ret != -EINVAL)
 		return ret;
 	while (len) {
 		uint64_t n = MIN(len, (uint64_t)QCOW2_ZERO_BUF_BYTES);
-		ssize_t w = exec_pwrite(q->data_fd, q->zero_buf, n, off, 0);
+		ssize_t w = bfile_pwrite(q->dfile, q->zero_buf, n, off, 0);
 
 		if (w < 0)
 			return w;
@@ -157,7 +157,7 @@ static int qcow2_sc_read_old(struct qcow2 *q, uint64_t e, uint64_t bm, const voi
 	case QCOW2_NORMAL:
 		if (qcow2_encrypted(q))
 			return qcow2_crypt_pread(q, dst, len, qcow2_l2_host(q, e) + in, goff);
-		return qcow2_read_at(q->data_fd, dst, len, qcow2_l2_host(q, e) + in);
+		return qcow2_read_at(q->dfile, dst, len, qcow2_l2_host(q, e) + in);
 	case QCOW2_COMPRESSED:
 		memcpy(dst, (const char *)cbuf + in, len);
 		return 0;
@@ -292,7 +292,7 @@ static int qcow2_write_alloc_sc(struct qcow2 *q, const void *buf, uint64_t off, 
 	if (qcow2_encrypted(q))
 		ret = qcow2_crypt_write(q, host + a, cstart + a, bounce + a, bounce + a, b - a);
 	if (!ret)
-		ret = exec_pwrite(q->data_fd, bounce + a, b - a, host + a, 0);
+		ret = bfile_pwrite(q->dfile, bounce + a, b - a, host + a, 0);
 	if (ret >= 0)
 		ret = 0;
 out_free:
@@ -419,19 +419,19 @@ int qcow2_write_alloc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t l
 	if (enc && !head && !tail) {
 		ret = qcow2_crypt_pwrite(q, buf, run_bytes, host, run_off, 0);
 	} else if (!enc && !head && !tail) {
-		ret = exec_pwrite(q->data_fd, buf, run_bytes, host, 0);
+		ret = bfile_pwrite(q->dfile, buf, run_bytes, host, 0);
 	} else if (!enc && fresh && qcow2_cow_is_zero(q, first_e) &&
 		   qcow2_cow_is_zero(q, last_e)) {
 		/*
 		 * Never-used clusters already read as zeros: the zero head and
 		 * tail need no write at all, only the guest's data.
 		 */
-		ret = exec_pwrite(q->data_fd, buf, wend - off, host + head, 0);
+		ret = bfile_pwrite(q->dfile, buf, wend - off, host + head, 0);
 	} else if (!enc && qcow2_cow_is_zero(q, first_e) && qcow2_cow_is_zero(q, last_e) &&
 		   head + tail > QCOW2_ZERO_FALLOC_BYTES) {
 		ret = qcow2_zero_host(q, host, run_bytes);
 		if (!ret)
-			ret = exec_pwrite(q->data_fd, buf, wend - off, host + head, 0);
+			ret = bfile_pwrite(q->dfile, buf, wend - off, host + head, 0);
 	} else if (posix_memalign(&bounce, 4096, run_bytes)) {
 		ret = -ENOMEM;
 	} else {
@@ -445,7 +445,7 @@ int qcow2_write_alloc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t l
 				ret = qcow2_crypt_write(q, host, run_off, bounce, bounce, run_bytes);
 		}
 		if (!ret)
-			ret = exec_pwrite(q->data_fd, bounce, run_bytes, host, 0);
+			ret = bfile_pwrite(q->dfile, bounce, run_bytes, host, 0);
 		free(bounce);
 	}
 	if (ret < 0) {

@@ -122,7 +122,7 @@ static int qcow2_crypt_open_luks(struct qcow2 *q, struct qcow2_crypt *k, unsigne
 	area = luks_key_alloc(ALIGN_UP(len, 4096ULL));
 	if (!area)
 		return -ENOMEM;
-	ret = exec_pread(q->fd, area, len, off);
+	ret = bfile_pread(q->file, area, len, off);
 	if (ret >= 0 && (uint64_t)ret < len) {
 		img_err("%s: LUKS header area at 0x%llx, %llu bytes, is past the end of the file",
 			file, (unsigned long long)off, (unsigned long long)len);
@@ -232,14 +232,14 @@ int qcow2_crypt_pread(struct qcow2 *q, void *buf, uint64_t len, uint64_t host, u
 	if ((goff & (LUKS_SECTOR - 1)) != d)
 		return -EINVAL;
 	if (!d && IS_ALIGNED(len, (uint64_t)LUKS_SECTOR)) {
-		ret = qcow2_read_at(q->data_fd, buf, len, host);
+		ret = qcow2_read_at(q->dfile, buf, len, host);
 		return ret ? ret : qcow2_crypt_read(q, host, goff, buf, len);
 	}
 	/* Part of a sector: the whole sectors are read and decrypted, the part copied. */
 	a_len = ALIGN_UP(d + len, (uint64_t)LUKS_SECTOR);
 	if (posix_memalign((void **)&b, 4096, a_len))
 		return -ENOMEM;
-	ret = qcow2_read_at(q->data_fd, b, a_len, host - d);
+	ret = qcow2_read_at(q->dfile, b, a_len, host - d);
 	if (!ret)
 		ret = qcow2_crypt_read(q, host - d, goff - d, b, a_len);
 	if (!ret)
@@ -259,7 +259,7 @@ ssize_t qcow2_crypt_pwrite(struct qcow2 *q, const void *buf, uint64_t len, uint6
 		return -ENOMEM;
 	ret = qcow2_crypt_write(q, host, goff, buf, b, len);
 	if (!ret)
-		ret = exec_pwrite(q->data_fd, b, len, host, rwf);
+		ret = bfile_pwrite(q->dfile, b, len, host, rwf);
 	free(b);
 	return ret;
 }

@@ -69,10 +69,10 @@ static bool qcow2_any(const uint8_t *dirty, uint64_t n)
 
 static int qcow2_sync(struct qcow2 *q)
 {
-	int ret = exec_fdatasync(q->fd);
+	int ret = bfile_flush(q->file);
 
-	if (!ret && q->data_fd != q->fd)
-		ret = exec_fdatasync(q->data_fd);
+	if (!ret && q->dfile != q->file)
+		ret = bfile_flush(q->dfile);
 	return ret;
 }
 
@@ -107,7 +107,7 @@ static int qcow2_flush_deps(struct qcow2 *q, bool l1_dirty, bool frees)
 		ret = qcow2_write_table_sectors(q, QCOW2_META_RT, q->rt_offset, q->rt,
 						q->rt_dirty, rt_sectors);
 		if (!ret)
-			ret = exec_fdatasync(q->fd);
+			ret = bfile_flush(q->file);
 		if (ret)
 			return ret;
 	}
@@ -137,7 +137,7 @@ static int qcow2_flush_l2_tables(struct qcow2 *q)
 	if (!q->l2c.nr_dirty)
 		return 0;
 	ret = qcow2_cache_writeback(q, &q->l2c);
-	return ret ? ret : exec_fdatasync(q->fd);
+	return ret ? ret : bfile_flush(q->file);
 }
 
 static int qcow2_flush_locked(struct qcow2 *q)
@@ -161,7 +161,7 @@ static int qcow2_flush_locked(struct qcow2 *q)
 		ret = qcow2_write_table_sectors(q, QCOW2_META_L1, q->l1_offset, q->l1,
 						q->l1_dirty, l1_sectors);
 		if (!ret)
-			ret = exec_fdatasync(q->fd);
+			ret = bfile_flush(q->file);
 		if (ret)
 			return ret;
 	}
@@ -171,7 +171,7 @@ static int qcow2_flush_locked(struct qcow2 *q)
 		if (!ret && !q->lazy)
 			ret = qcow2_cache_writeback(q, &q->rbc);
 		if (!ret && !q->lazy)
-			ret = exec_fdatasync(q->fd);
+			ret = bfile_flush(q->file);
 	}
 	return ret;
 }

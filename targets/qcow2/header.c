@@ -168,18 +168,17 @@ int qcow2_read_header(struct qcow2 *q, const char *file, unsigned int open_flags
 {
 	struct qcow2_header_disk hd;
 	uint64_t file_bytes, l1_need, ext_end;
-	struct stat st;
 	ssize_t n;
 	int ret;
 
-	if (fstat(q->fd, &st))
-		return -errno;
-	file_bytes = st.st_size;
+	ret = bfile_size(q->file, &file_bytes);
+	if (ret)
+		return ret;
 	/* Read 4 KiB first: the cluster size is not known yet. */
 	if (posix_memalign(&q->hdr_buf, 4096, 4096))
 		return -ENOMEM;
 	memset(q->hdr_buf, 0, 4096);
-	n = exec_pread(q->fd, q->hdr_buf, 4096, 0);
+	n = bfile_pread(q->file, q->hdr_buf, 4096, 0);
 	if (n < 0) {
 		img_err("%s: reading the qcow2 header: %s", file, strerror(-n));
 		return n;
@@ -237,7 +236,7 @@ int qcow2_read_header(struct qcow2 *q, const char *file, unsigned int open_flags
 		if (posix_memalign(&big, 4096, q->cluster_size))
 			return -ENOMEM;
 		memset(big, 0, q->cluster_size);
-		n = exec_pread(q->fd, big, q->cluster_size, 0);
+		n = bfile_pread(q->file, big, q->cluster_size, 0);
 		free(q->hdr_buf);
 		q->hdr_buf = big;
 		if (n < 0)
@@ -381,10 +380,10 @@ int qcow2_write_header_fields(struct qcow2 *q)
 	 * Every caller changes what the rest of the image is read through:
 	 * the write is durable before anything depending on it happens.
 	 */
-	n = exec_pwrite(q->fd, h, q->hdr_bytes, 0, 0);
+	n = bfile_pwrite(q->file, h, q->hdr_bytes, 0, 0);
 	if (n < 0)
 		return n;
-	return exec_fdatasync(q->fd);
+	return bfile_flush(q->file);
 }
 
 int qcow2_write_bitmaps_ext(struct qcow2 *q, uint32_t nb, uint64_t dir_off,

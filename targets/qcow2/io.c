@@ -41,7 +41,7 @@ int qcow2_read(struct tgt *t, void *buf, uint32_t len, uint64_t off)
 			if (qcow2_encrypted(q))
 				ret = qcow2_crypt_pread(q, (char *)buf + done, n, m.host, off + done);
 			else
-				ret = qcow2_read_at(q->data_fd, (char *)buf + done, n, m.host);
+				ret = qcow2_read_at(q->dfile, (char *)buf + done, n, m.host);
 			break;
 		case QCOW2_COMPRESSED:
 			if (!cbuf && posix_memalign(&cbuf, 4096, q->cluster_size)) {
@@ -133,7 +133,7 @@ static int qcow2_write_plain(struct qcow2 *q, const void *buf, uint32_t len, uin
 					ret = qcow2_crypt_pwrite(q, (const char *)buf + done, m.bytes,
 								 m.host, off + done, rwf);
 				else if (!ret)
-					ret = exec_pwrite(q->data_fd, (const char *)buf + done,
+					ret = bfile_pwrite(q->dfile, (const char *)buf + done,
 							  m.bytes, m.host, rwf);
 				qcow2_epoch_put(q, m.epoch);
 				if (ret < 0)

@@ -301,5 +301,5 @@ ssize_t qcow2_pwrite_checked(struct qcow2 *q, unsigned int ign, const void *buf,
 {
 	int ret = qcow2_overlap_check(q, ign, off, len);
 
-	return ret ? ret : exec_pwrite(q->fd, buf, len, off, 0);
+	return ret ? ret : bfile_pwrite(q->file, buf, len, off, 0);
 }

@@ -36,21 +36,10 @@ static unsigned int qcow2_dio_align(int fd)
 	return 512;
 }
 
-static int qcow2_open_fd(const char *file, bool rdonly, bool buffered)
+/* Opens @file into *@fp; prints one line on failure.  Returns 0 or -errno. */
+static int qcow2_open_file(const char *file, bool rdonly, bool buffered, struct bfile **fp)
 {
-	int fd = open(file, (rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC |
-			    (buffered ? 0 : O_DIRECT));
-
-	if (fd < 0) {
-		int err = errno;
-
-		if (err == EINVAL && !buffered)
-			img_err("%s: the filesystem does not support O_DIRECT; use --buffered", file);
-		else
-			img_err("%s: %s", file, strerror(err));
-		return -err;
-	}
-	return fd;
+	return bfile_open(file, (rdonly ? BFILE_RDONLY : 0) | (buffered ? 0 : BFILE_DIRECT), fp);
 }
 
 static void qcow2_free(struct qcow2 *q)
@@ -59,10 +48,9 @@ static void qcow2_free(struct qcow2 *q)
 		qcow2_cache_destroy(q, &q->l2c);
 	if (q->rbc.s)
 		qcow2_cache_destroy(q, &q->rbc);
-	if (q->data_fd >= 0 && q->data_fd != q->fd)
-		close(q->data_fd);
-	if (q->fd >= 0)
-		close(q->fd);
+	if (q->dfile != q->file)
+		bfile_close(q->dfile);
+	bfile_close(q->file);
 	qcow2_free_snapshots(q);
 	qcow2_bitmaps_free(q);
 	qcow2_ovl_free(q);
@@ -94,7 +82,7 @@ static int qcow2_load_l1(struct qcow2 *q)
 		return -ENOMEM;
 	memset(q->l1, 0, bytes);
 	if (q->l1_size) {
-		int ret = qcow2_read_at(q->fd, q->l1, bytes, q->l1_offset);
+		int ret = qcow2_read_at(q->file, q->l1, bytes, q->l1_offset);
 
 		if (ret)
 			return ret;
@@ -153,11 +141,7 @@ static int qcow2_open_data_file(struct qcow2 *q, bool rdonly)
 	fd = tgt_lock_data_file(q->t, path);
 	if (fd)
 		return fd;
-	fd = qcow2_open_fd(path, rdonly, q->buffered);
-	if (fd < 0)
-		return fd;
-	q->data_fd = fd;
-	return 0;
+	return qcow2_open_file(path, rdonly, q->buffered, &q->dfile);
 }
 
 /* After a crash with lazy refcounts the refcounts are stale: rebuild them first. */
@@ -183,14 +167,13 @@ static int qcow2_open(struct tgt *t)
 	/* A snapshot is only ever served read-only. */
 	bool rdonly = (flags & TGT_O_RDONLY) || t->cfg.snapshot;
 	struct qcow2 *q;
-	struct stat st;
+	uint64_t file_bytes;
 	int ret;
 
 	q = calloc(1, sizeof(*q));
 	if (!q)
 		return -ENOMEM;
 	q->t = t;
-	q->fd = q->data_fd = -1;
 	pthread_mutex_init(&q->lock, NULL);
 	exec_mutex_init(&q->alloc_mutex);
 	exec_mutex_init(&q->hdr_mutex);
@@ -204,19 +187,20 @@ static int qcow2_open(struct tgt *t)
 	exec_waitq_init(&q->epoch_wq);
 	t->priv = q;
 
-	q->buffered = flags & TGT_O_BUFFERED;
-	ret = qcow2_open_fd(t->cfg.file, rdonly, q->buffered);
-	if (ret < 0)
+	/* A remote file has no page cache of ours to bypass. */
+	q->buffered = (flags & TGT_O_BUFFERED) || bfile_name_remote(t->cfg.file);
+	ret = qcow2_open_file(t->cfg.file, rdonly, q->buffered, &q->file);
+	if (ret)
 		goto err;
-	q->fd = ret;
-	q->dio_align = q->buffered ? 512 : qcow2_dio_align(q->fd);
+	q->dio_align = q->buffered ? 512 : qcow2_dio_align(q->file->fd);
 	if (q->dio_align > 4096) {
 		/* Our buffers are 4 KiB aligned: more than that needs the page cache. */
-		close(q->fd);
+		bfile_close(q->file);
+		q->file = NULL;
 		q->buffered = true;
 		q->dio_align = 512;
-		ret = q->fd = qcow2_open_fd(t->cfg.file, rdonly, true);
-		if (ret < 0)
+		ret = qcow2_open_file(t->cfg.file, rdonly, true, &q->file);
+		if (ret)
 			goto err;
 	}
 	ret = qcow2_read_header(q, t->cfg.file, flags);
@@ -224,15 +208,16 @@ static int qcow2_open(struct tgt *t)
 		goto err;
 	if (q->dio_align > q->cluster_size) {
 		/* Sub-sector clusters cannot be written alone with O_DIRECT here. */
-		close(q->fd);
+		bfile_close(q->file);
+		q->file = NULL;
 		q->buffered = true;
 		q->dio_align = 512;
-		ret = q->fd = qcow2_open_fd(t->cfg.file, rdonly, true);
-		if (ret < 0)
+		ret = qcow2_open_file(t->cfg.file, rdonly, true, &q->file);
+		if (ret)
 			goto err;
 	}
 	q->hdr_bytes = q->dio_align;
-	q->data_fd = q->fd;
+	q->dfile = q->file;
 	ret = qcow2_crypt_open(q, flags);
 	if (ret)
 		goto err;
@@ -246,12 +231,11 @@ static int qcow2_open(struct tgt *t)
 		ret = qcow2_init_caches(q);
 	if (ret)
 		goto err;
-	if (fstat(q->fd, &st)) {
-		ret = -errno;
+	ret = bfile_size(q->file, &file_bytes);
+	if (ret)
 		goto err;
-	}
-	q->end_cluster = DIV_ROUND_UP((uint64_t)st.st_size, q->cluster_size);
-	q->file_bytes = st.st_size;
+	q->end_cluster = DIV_ROUND_UP(file_bytes, q->cluster_size);
+	q->file_bytes = file_bytes;
 	if (posix_memalign(&q->zero_buf, 4096, QCOW2_ZERO_BUF_BYTES)) {
 		ret = -ENOMEM;
 		goto err;
@@ -356,8 +340,8 @@ static int qcow2_close(struct tgt *t)
 		ret = q->lazy ? qcow2_mark_clean(q) : qcow2_flush_meta(q);
 	/* Give back what the file grew ahead of its last cluster. */
 	if (!ret && !q->read_only && q->file_bytes > q->end_cluster << q->cluster_bits &&
-	    ftruncate(q->fd, q->end_cluster << q->cluster_bits))
-		ret = -errno;
+	    bfile_resizable(q->file))
+		ret = bfile_truncate(q->file, q->end_cluster << q->cluster_bits);
 	qcow2_free(q);
 	t->priv = NULL;
 	return ret;
@@ -380,10 +364,9 @@ static int qcow2_set_read_only(struct tgt *t)
 	ret = qcow2_bitmaps_close(q);
 	if (!ret)
 		ret = q->lazy ? qcow2_mark_clean(q) : qcow2_flush_meta(q);
-	if (!ret && q->file_bytes > end) {
-		if (ftruncate(q->fd, end))
-			ret = -errno;
-		else
+	if (!ret && q->file_bytes > end && bfile_resizable(q->file)) {
+		ret = bfile_truncate(q->file, end);
+		if (!ret)
 			q->file_bytes = end;
 	}
 	if (ret)

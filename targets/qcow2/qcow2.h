@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "bfile.h"
 #include "exec.h"
 #include "rangelock.h"
 #include "tgt.h"
@@ -312,8 +313,8 @@ struct qcow2_free {
 
 struct qcow2 {
 	struct tgt *t;
-	int fd;
-	int data_fd;			/* external data file, else fd */
+	struct bfile *file;
+	struct bfile *dfile;		/* external data file, else file */
 	/*
 	 * External data file (incompatible bit 2): a data cluster's host
 	 * offset is its guest offset in the data file, as QEMU places it, and
@@ -491,12 +492,12 @@ static inline void qcow2_clusters_unlock(struct qcow2 *q, struct range_entry *e)
 }
 
 /*
- * Reads whole [off, off + len) from @fd; zeros past end of file (every
+ * Reads whole [off, off + len) from @f; zeros past end of file (every
  * layer reads tables and data this way).  Returns 0 or -errno.
  */
-static inline int qcow2_read_at(int fd, void *buf, uint64_t len, uint64_t off)
+static inline int qcow2_read_at(struct bfile *f, void *buf, uint64_t len, uint64_t off)
 {
-	ssize_t n = exec_pread(fd, buf, len, off);
+	ssize_t n = bfile_pread(f, buf, len, off);
 
 	if (n < 0)
 		return n;
@@ -508,7 +509,7 @@ static inline int qcow2_read_at(int fd, void *buf, uint64_t len, uint64_t off)
 
 /*
  * The file grows ahead of allocation in steps of this size, with blocks
- * reserved (tgt_grow_file()), and back to its last cluster at close: a
+ * reserved (bfile_grow()), and back to its last cluster at close: a
  * write past the end of a file is slow on common filesystems (ext4
  * journals every such O_DIRECT write), and so is one into a hole, which
  * must allocate on its own; one into reserved blocks is not.

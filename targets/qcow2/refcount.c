@@ -170,7 +170,7 @@ int qcow2_refcount_update(struct qcow2 *q, uint64_t off, uint64_t len, int delta
 			if (q->comp_next && c == q->comp_next >> q->cluster_bits)
 				q->comp_next = 0;
 			/* Best effort: a filesystem without hole punching keeps the bytes. */
-			exec_fallocate(q->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			bfile_fallocate(q->file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 				       c << q->cluster_bits, q->cluster_size);
 		}
 	}
@@ -192,7 +192,7 @@ int qcow2_load_refcount_table(struct qcow2 *q)
 	q->rt_dirty = calloc(bytes / q->dio_align, 1);
 	if (!q->rt_dirty || posix_memalign((void **)&q->rt, 4096, bytes))
 		return -ENOMEM;
-	n = exec_pread(q->fd, q->rt, bytes, q->rt_offset);
+	n = bfile_pread(q->file, q->rt, bytes, q->rt_offset);
 	if (n < 0)
 		return n;
 	memset((char *)q->rt + n, 0, bytes - n);

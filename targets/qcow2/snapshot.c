@@ -73,7 +73,7 @@ static int qcow2_snap_table_fill(struct qcow2 *q, uint8_t **tab, uint64_t *cap,
 		memcpy(t, *tab, *cap);
 	free(*tab);
 	*tab = t;
-	ret = qcow2_read_at(q->fd, t + *cap, ncap - *cap, q->snapshots_offset + *cap);
+	ret = qcow2_read_at(q->file, t + *cap, ncap - *cap, q->snapshots_offset + *cap);
 	if (!ret)
 		*cap = ncap;
 	return ret;
@@ -184,7 +184,7 @@ static int qcow2_snap_read_l1(struct qcow2 *q, const struct qcow2_snapshot *sn,
 		return -ENOMEM;
 	memset(l1, 0, bytes);
 	if (sn->l1_size) {
-		ret = qcow2_read_at(q->fd, l1, ALIGN_UP((uint64_t)sn->l1_size * 8, 512),
+		ret = qcow2_read_at(q->file, l1, ALIGN_UP((uint64_t)sn->l1_size * 8, 512),
 				    sn->l1_offset);
 		if (ret) {
 			free(l1);
@@ -796,7 +796,7 @@ int qcow2_snapshot(struct tgt *t, enum tgt_snapshot_op op, const char *name)
 			q->no_write_reason ?: "the image is open read-only");
 		return -EROFS;
 	}
-	if (q->data_fd != q->fd) {
+	if (q->dfile != q->file) {
 		img_err("%s: internal snapshots are not possible with an external data file",
 			t->cfg.file);
 		return -ENOTSUP;

@@ -118,7 +118,7 @@ uint64_t qed_reserve_locked(struct qed *q, uint64_t bytes)
 		 * as a coroutine, once per QED_GROW_BYTES.  If it fails, the
 		 * writes extend the file themselves (qed_zero_file_range).
 		 */
-		if (tgt_grow_file(q->fd, q->file_bytes, size) == 0)
+		if (bfile_grow(q->file, q->file_bytes, size) == 0)
 			q->file_bytes = size;
 	}
 	return off;
@@ -155,7 +155,7 @@ static int qed_do_clear_need_check(struct qed *q)
 {
 	int ret;
 
-	ret = exec_fdatasync(q->fd);
+	ret = bfile_flush(q->file);
 	if (!ret) {
 		q->features &= ~QED_F_NEED_CHECK;
 		ret = qed_header_write_features(q, true);

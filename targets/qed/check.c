@@ -160,15 +160,15 @@ static int qed_check_tables(struct qed_check_ctx *c)
 static int qed_do_check(struct qed *q, bool fix, struct tgt_check_result *r)
 {
 	struct qed_check_ctx c = { .q = q, .r = r, .fix = fix };
-	struct stat st;
-	uint64_t i;
+	uint64_t i, file_bytes;
 	int ret;
 
 	if (fix && q->read_only)
 		return -EROFS;
-	if (fstat(q->fd, &st))
-		return -errno;
-	c.file_size = ALIGN_DOWN((uint64_t)st.st_size, (uint64_t)q->cluster_size);
+	ret = bfile_size(q->file, &file_bytes);
+	if (ret)
+		return ret;
+	c.file_size = ALIGN_DOWN(file_bytes, (uint64_t)q->cluster_size);
 	c.nclusters = c.file_size >> q->cluster_shift;
 	c.used = calloc(DIV_ROUND_UP(c.nclusters, 64) + 1, sizeof(uint64_t));
 	if (posix_memalign((void **)&c.table, QED_META_BLOCK, q->table_bytes))
@@ -193,7 +193,7 @@ static int qed_do_check(struct qed *q, bool fix, struct tgt_check_result *r)
 
 	/* A clean result (repairs included) may clear need-check, after a flush. */
 	if (fix && !r->corruptions && !r->check_errors && (q->features & QED_F_NEED_CHECK)) {
-		ret = exec_fdatasync(q->fd);
+		ret = bfile_flush(q->file);
 		if (!ret) {
 			q->features &= ~QED_F_NEED_CHECK;
 			ret = qed_header_write_features(q, true);

@@ -58,7 +58,7 @@ static int qed_read_backing_name(struct qed *q, uint32_t off, uint32_t size)
 
 	if (posix_memalign(&buf, QED_META_BLOCK, end - start))
 		return -ENOMEM;
-	n = exec_pread(q->fd, buf, end - start, start);
+	n = bfile_pread(q->file, buf, end - start, start);
 	if (n < 0) {
 		ret = n;
 		goto out;
@@ -83,14 +83,14 @@ int qed_header_load(struct qed *q)
 	const char *file = q->t->cfg.file;
 	struct qed_header h;
 	uint64_t file_size, header_bytes, max;
-	struct stat st;
+	uint64_t file_bytes;
 	ssize_t n;
 	int ret;
 
 	if (posix_memalign(&q->hdr_block, QED_META_BLOCK, QED_META_BLOCK))
 		return -ENOMEM;
 	memset(q->hdr_block, 0, QED_META_BLOCK);
-	n = exec_pread(q->fd, q->hdr_block, QED_META_BLOCK, 0);
+	n = bfile_pread(q->file, q->hdr_block, QED_META_BLOCK, 0);
 	if (n < 0) {
 		img_err("%s: reading the QED header: %s", file, strerror(-n));
 		return n;
@@ -99,9 +99,9 @@ int qed_header_load(struct qed *q)
 		img_err("%s: truncated QED header (%zd of %zu bytes)", file, n, sizeof(h));
 		return -EINVAL;
 	}
-	if (fstat(q->fd, &st)) {
-		ret = -errno;
-		img_err("%s: %s", file, strerror(errno));
+	ret = bfile_size(q->file, &file_bytes);
+	if (ret) {
+		img_err("%s: %s", file, strerror(-ret));
 		return ret;
 	}
 
@@ -141,7 +141,7 @@ int qed_header_load(struct qed *q)
 	q->l1_shift = q->cluster_shift + ilog2_u64(q->table_nelems);
 
 	/* As QEMU: a trailing partial cluster is not part of the image. */
-	file_size = ALIGN_DOWN((uint64_t)st.st_size, (uint64_t)q->cluster_size);
+	file_size = ALIGN_DOWN(file_bytes, (uint64_t)q->cluster_size);
 	/* 32-bit fields locate the backing name: the header fits 4 GiB. */
 	header_bytes = (uint64_t)q->header_size * q->cluster_size;
 	if (!q->header_size || header_bytes > UINT32_MAX || header_bytes > file_size) {
@@ -208,10 +208,10 @@ int qed_header_write_features(struct qed *q, bool sync)
 	exec_mutex_lock(&q->hdr_wlock);
 	put_le64(&h->features, q->features);
 	put_le64(&h->autoclear_features, q->autoclear_features);
-	n = exec_pwrite(q->fd, q->hdr_block, QED_META_BLOCK, 0, 0);
+	n = bfile_pwrite(q->file, q->hdr_block, QED_META_BLOCK, 0, 0);
 	ret = n < 0 ? (int)n : 0;
 	if (!ret && sync)
-		ret = exec_fdatasync(q->fd);
+		ret = bfile_flush(q->file);
 	exec_mutex_unlock(&q->hdr_wlock);
 	return ret;
 }
@@ -249,8 +249,8 @@ int qed_resize(struct tgt *t, uint64_t size_bytes, unsigned int flags)
 	/* image_size lives in the first sector: one write switches it. */
 	exec_mutex_lock(&q->hdr_wlock);
 	put_le64(&h->image_size, size_bytes);
-	n = exec_pwrite(q->fd, q->hdr_block, QED_META_BLOCK, 0, 0);
-	ret = n < 0 ? (int)n : exec_fdatasync(q->fd);
+	n = bfile_pwrite(q->file, q->hdr_block, QED_META_BLOCK, 0, 0);
+	ret = n < 0 ? (int)n : bfile_flush(q->file);
 	if (ret)
 		put_le64(&h->image_size, q->image_size);
 	else
@@ -316,16 +316,16 @@ int qed_set_backing(struct tgt *t, const char *name, const char *fmt)
 	 */
 	if (name) {
 		memcpy((char *)q->hdr_block + off, name, len);
-		n = exec_pwrite(q->fd, q->hdr_block, QED_META_BLOCK, 0, 0);
-		ret = n < 0 ? (int)n : exec_fdatasync(q->fd);
+		n = bfile_pwrite(q->file, q->hdr_block, QED_META_BLOCK, 0, 0);
+		ret = n < 0 ? (int)n : bfile_flush(q->file);
 		if (ret)
 			goto out;
 	}
 	put_le64(&h->features, features);
 	put_le32(&h->backing_filename_offset, off);
 	put_le32(&h->backing_filename_size, len);
-	n = exec_pwrite(q->fd, q->hdr_block, QED_META_BLOCK, 0, 0);
-	ret = n < 0 ? (int)n : exec_fdatasync(q->fd);
+	n = bfile_pwrite(q->file, q->hdr_block, QED_META_BLOCK, 0, 0);
+	ret = n < 0 ? (int)n : bfile_flush(q->file);
 	if (!ret) {
 		q->features = features;
 		free(q->backing_name);

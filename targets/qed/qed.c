@@ -21,8 +21,7 @@ static void qed_free(struct qed *q)
 	free(q->l1);
 	free(q->hdr_block);
 	free(q->backing_name);
-	if (q->fd >= 0)
-		close(q->fd);
+	bfile_close(q->file);
 	qed_alloc_destroy(q);
 	free(q);
 }
@@ -42,7 +41,7 @@ static unsigned int qed_dio_align(int fd)
 static int qed_open_rw_fixups(struct qed *q)
 {
 	const char *file = q->t->cfg.file;
-	struct stat st;
+	uint64_t file_bytes;
 	int ret;
 
 	/*
@@ -50,12 +49,14 @@ static int qed_open_rw_fixups(struct qed *q)
 	 * spec allows dropping them); cut them so that the next allocation,
 	 * which starts there, begins in fresh space that reads as zeros.
 	 */
-	if (fstat(q->fd, &st) == 0 && (uint64_t)st.st_size > q->file_end &&
-	    ftruncate(q->fd, q->file_end)) {
-		ret = -errno;
-		img_err("%s: cannot drop the partial cluster at the end: %s", file,
-			strerror(errno));
-		return ret;
+	if (bfile_resizable(q->file) && bfile_size(q->file, &file_bytes) == 0 &&
+	    file_bytes > q->file_end) {
+		ret = bfile_truncate(q->file, q->file_end);
+		if (ret) {
+			img_err("%s: cannot drop the partial cluster at the end: %s", file,
+				strerror(-ret));
+			return ret;
+		}
 	}
 	/* Unknown autoclear bits: their feature is no longer maintained. */
 	if (q->autoclear_features & ~QED_AUTOCLEAR_KNOWN) {
@@ -76,12 +77,11 @@ static int qed_open(struct tgt *t)
 	const char *file = t->cfg.file;
 	unsigned int align = 512;
 	struct qed *q;
-	int oflags, ret;
+	int ret;
 
 	q = calloc(1, sizeof(*q));
 	if (!q)
 		return -ENOMEM;
-	q->fd = -1;
 	q->t = t;
 	q->read_only = flags & TGT_O_RDONLY;
 	q->direct = !(flags & TGT_O_BUFFERED);
@@ -92,19 +92,15 @@ static int qed_open(struct tgt *t)
 		return ret;
 	}
 
-	oflags = (q->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | (q->direct ? O_DIRECT : 0);
-	q->fd = open(file, oflags);
-	if (q->fd < 0) {
-		ret = -errno;
-		if (ret == -EINVAL && q->direct)
-			img_err("%s: the filesystem does not support O_DIRECT; use --buffered",
-				file);
-		else
-			img_err("%s: %s", file, strerror(errno));
+	/* A remote file has no page cache of ours to bypass. */
+	if (bfile_name_remote(file))
+		q->direct = false;
+	ret = bfile_open(file, (q->read_only ? BFILE_RDONLY : 0) |
+			 (q->direct ? BFILE_DIRECT : 0), &q->file);
+	if (ret)
 		goto err;
-	}
 	if (q->direct)
-		align = qed_dio_align(q->fd);
+		align = qed_dio_align(q->file->fd);
 	if (align > QED_META_BLOCK || !is_pow2(align)) {
 		ret = -EINVAL;
 		img_err("%s: unsupported direct I/O alignment %u", file, align);
@@ -186,12 +182,12 @@ static int qed_close(struct tgt *t)
 		return 0;
 	if (!q->read_only) {
 		/* Clean shutdown: everything durable, then no check needed on the next open. */
-		ret = exec_fdatasync(q->fd);
+		ret = bfile_flush(q->file);
 		if (!ret)
 			ret = qed_clear_need_check(q);
 		/* Give back what the file grew ahead of its last cluster. */
-		if (!ret && q->file_bytes > q->file_end && ftruncate(q->fd, q->file_end))
-			ret = -errno;
+		if (!ret && q->file_bytes > q->file_end && bfile_resizable(q->file))
+			ret = bfile_truncate(q->file, q->file_end);
 		if (ret)
 			img_err("%s: writing back on close: %s", t->cfg.file, strerror(-ret));
 	}
@@ -208,13 +204,12 @@ static int qed_set_read_only(struct tgt *t)
 
 	if (q->read_only)
 		return 0;
-	ret = exec_fdatasync(q->fd);
+	ret = bfile_flush(q->file);
 	if (!ret)
 		ret = qed_clear_need_check(q);
-	if (!ret && q->file_bytes > q->file_end) {
-		if (ftruncate(q->fd, q->file_end))
-			ret = -errno;
-		else
+	if (!ret && q->file_bytes > q->file_end && bfile_resizable(q->file)) {
+		ret = bfile_truncate(q->file, q->file_end);
+		if (!ret)
 			q->file_bytes = q->file_end;
 	}
 	if (ret)

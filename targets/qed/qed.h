@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "bfile.h"
 #include "exec.h"
 #include "tgt.h"
 
@@ -43,7 +44,7 @@
 
 /*
  * The file grows ahead of allocation in steps of this size, with blocks
- * reserved (tgt_grow_file()), and back to its last cluster on close:
+ * reserved (bfile_grow()), and back to its last cluster on close:
  * writes past the end of a file are slow on common filesystems (ext4
  * journals every such O_DIRECT write), and so are writes into a hole,
  * which must allocate one by one; writes into reserved blocks are not.
@@ -123,7 +124,7 @@ enum qed_nc_state {
 
 struct qed {
 	struct tgt *t;
-	int fd;
+	struct bfile *file;
 	bool read_only;
 	bool direct;
 

@@ -23,7 +23,7 @@
 
 int qed_table_read(struct qed *q, uint64_t off, uint64_t *entries)
 {
-	ssize_t n = exec_pread(q->fd, entries, q->table_bytes, off);
+	ssize_t n = bfile_pread(q->file, entries, q->table_bytes, off);
 	uint32_t i;
 
 	if (n < 0)
@@ -49,7 +49,7 @@ int qed_table_write(struct qed *q, uint64_t off, const uint64_t *entries,
 		return -ENOMEM;
 	for (i = start; i < end; i++)
 		put_le64(&buf[i - start], entries[i]);
-	ret = exec_pwrite(q->fd, buf, (end - start) * sizeof(uint64_t),
+	ret = bfile_pwrite(q->file, buf, (end - start) * sizeof(uint64_t),
 			  off + start * sizeof(uint64_t), 0);
 	free(buf);
 	return ret < 0 ? (int)ret : 0;
@@ -70,7 +70,7 @@ int qed_l2_write(struct qed *q, struct qed_l2 *l2, uint32_t first, uint32_t n)
 	for (i = start; i < end; i++)
 		put_le64(&buf[i - start], l2->entries[i]);
 	pthread_mutex_unlock(&q->lock);
-	ret = exec_pwrite(q->fd, buf, (end - start) * sizeof(uint64_t),
+	ret = bfile_pwrite(q->file, buf, (end - start) * sizeof(uint64_t),
 			  l2->offset + start * sizeof(uint64_t), 0);
 	free(buf);
 	return ret < 0 ? (int)ret : 0;

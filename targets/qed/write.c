@@ -47,7 +47,7 @@ static int qed_write_zero_bytes(struct qed *q, uint64_t off, uint64_t len)
 	while (len) {
 		uint32_t chunk = MIN(len, (uint64_t)QED_ZERO_BUF_BYTES);
 
-		n = exec_pwrite(q->fd, z, chunk, off, 0);
+		n = bfile_pwrite(q->file, z, chunk, off, 0);
 		if (n < 0)
 			return n;
 		off += chunk;
@@ -78,7 +78,7 @@ static int qed_zero_file_range(struct qed *q, uint64_t off, uint64_t len, bool f
 			return 0;
 	}
 	if (q->falloc_ok) {
-		ret = exec_fallocate(q->fd, fresh ? 0 : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+		ret = bfile_fallocate(q->file, fresh ? 0 : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
 				     off, len);
 		if (ret != -EOPNOTSUPP)
 			return ret;
@@ -115,7 +115,7 @@ static int qed_cow(struct qed *q, uint64_t entry, uint64_t guest, uint64_t host,
 		ret = tgt_read_backing(q->t->backing, buf, chunk, guest + done);
 		if (ret < 0)
 			break;
-		n = exec_pwrite(q->fd, buf, chunk, host + done, 0);
+		n = bfile_pwrite(q->file, buf, chunk, host + done, 0);
 		if (n < 0) {
 			ret = n;
 			break;
@@ -269,11 +269,11 @@ static int qed_write_alloc_together(struct qed *q, struct qed_l2 *l2, uint32_t l
 		goto out;
 	}
 
-	w[0] = (struct exec_write){ .fd = q->fd, .buf = buf, .len = len, .off = data_off };
-	w[1] = (struct exec_write){ .fd = q->fd, .buf = blk,
+	w[0] = (struct exec_write){ .buf = buf, .len = len, .off = data_off };
+	w[1] = (struct exec_write){ .buf = blk,
 				    .len = (end - start) * sizeof(uint64_t),
 				    .off = l2->offset + start * sizeof(uint64_t) };
-	ret = exec_pwrite_all(w, 2);
+	ret = bfile_pwrite_all(q->file, w, 2);
 	/*
 	 * Entries on disk go into the cache even if the data write failed:
 	 * fresh clusters inside the file read as zeros, as the unallocated or
@@ -298,7 +298,7 @@ static int qed_write_inplace(struct qed *q, const void *buf, uint64_t host, uint
 	ssize_t n;
 
 	if (buf) {
-		n = exec_pwrite(q->fd, buf, len, host, 0);
+		n = bfile_pwrite(q->file, buf, len, host, 0);
 		return n < 0 ? (int)n : 0;
 	}
 	if (whole_zero)
@@ -337,7 +337,7 @@ static int qed_write_alloc(struct qed *q, struct qed_alloc *a, struct qed_l2 *l2
 		if (ret)
 			return ret;
 		if (buf)
-			n = exec_pwrite(q->fd, buf, len, host + (off - start), 0);
+			n = bfile_pwrite(q->file, buf, len, host + (off - start), 0);
 		else
 			n = qed_zero_file_range(q, host + (off - start), len, true);
 		if (n < 0)
@@ -353,7 +353,7 @@ static int qed_write_alloc(struct qed *q, struct qed_alloc *a, struct qed_l2 *l2
 		 * lost the backing file's contents.
 		 */
 		if (q->t->backing) {
-			ret = exec_fdatasync(q->fd);
+			ret = bfile_flush(q->file);
 			if (ret)
 				return ret;
 		}
@@ -377,7 +377,7 @@ static int qed_write_alloc(struct qed *q, struct qed_alloc *a, struct qed_l2 *l2
 		return -ENOMEM;
 	ret = qed_table_write(q, l2_host, nl2->entries, 0, q->table_nelems);
 	if (!ret)
-		ret = exec_fdatasync(q->fd);
+		ret = bfile_flush(q->file);
 	if (!ret)
 		ret = qed_l1_update(q, a->l1_index, l2_host);
 	qed_l2_put(q, nl2);
@@ -517,7 +517,7 @@ int qed_read(struct tgt *t, void *buf, uint32_t len, uint64_t off)
 		if (run < 0)
 			return run;
 		if (qed_is_data(e)) {
-			n = exec_pread(q->fd, p, run, e);
+			n = bfile_pread(q->file, p, run, e);
 			if (n < 0)
 				return n;
 			/* Past the end of the file (only in a damaged image opened read-only). */
@@ -551,7 +551,7 @@ int qed_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
 	}
 	/* FUA: the data and every table update it caused. */
 	if (flags & TGT_W_FUA) {
-		ret = exec_fdatasync(q->fd);
+		ret = bfile_flush(q->file);
 		if (ret)
 			return ret;
 	}
@@ -571,7 +571,7 @@ int qed_write_zeroes(struct tgt *t, uint64_t off, uint64_t len, unsigned int fla
 		done += n;
 	}
 	if (flags & TGT_W_FUA)
-		return exec_fdatasync(q->fd);
+		return bfile_flush(q->file);
 	return 0;
 }
 
@@ -580,5 +580,5 @@ int qed_flush(struct tgt *t)
 	struct qed *q = t->priv;
 
 	/* Tables are written through before a write completes: a data sync covers them. */
-	return exec_fdatasync(q->fd);
+	return bfile_flush(q->file);
 }
