@@ -54,6 +54,12 @@
 #define TGT_O_FIXED_SIZE	(1U << 6)
 /* The caller changes the file's size (resize): take that permission. */
 #define TGT_O_RESIZE		(1U << 7)
+/*
+ * A device that outlives its server (add --recoverable): a write, discard
+ * or write zeroes completes only once the metadata it changed is in the
+ * file (written, not synced), so that a new server sees it.
+ */
+#define TGT_O_RECOVERABLE	(1U << 8)
 
 /* Longest backing chain we open: deeper is an error, like a loop. */
 #define TGT_MAX_CHAIN	64

@@ -1020,7 +1020,7 @@ const struct cli_cmd cli_cmds[] = {
 		.synopsis =
 "[-f FMT] [-c COUNT] [-d DEPTH] [-s SIZE] [-S STEP] [-o OFFSET] [-w] "
 "[-t none|writeback] [--pattern=N] [--random] [-U] [--flush-interval=N] "
-"[--l2-cache-size=SIZE] FILE"
+"[--l2-cache-size=SIZE] [--recoverable] FILE"
 		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]",
 		.operands = "FILE",
 		.opts = (const struct cli_opt[]){
@@ -1037,6 +1037,8 @@ const struct cli_cmd cli_cmds[] = {
 			{ CLI_K_RANDOM, "random", NULL, "random SIZE-aligned offsets instead of stepping" },
 			{ CLI_K_FLUSH_INTERVAL, "flush-interval", "N", "a flush every N writes" },
 			{ CLI_K_L2_CACHE, "l2-cache-size", "SIZE", "qcow2/qed: L2 tables kept in memory" },
+			{ CLI_K_RECOVERABLE, "recoverable", NULL,
+			  "open the image as `add --recoverable` serves it (what that costs writes)" },
 			{ 'U', "force-share", NULL,
 			  "read an image another process may be writing (not with -w)" },
 			OPT_SECRETS,

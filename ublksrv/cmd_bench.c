@@ -238,6 +238,9 @@ static int bench_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	case 'U':
 		b->flags |= TGT_O_FORCE_SHARE;
 		break;
+	case CLI_K_RECOVERABLE:
+		b->flags |= TGT_O_RECOVERABLE;
+		break;
 	case CLI_K_FLUSH_INTERVAL:
 		if (parse_uint(arg, 0, UINT64_MAX, &b->flush_interval))
 			goto bad_num;

@@ -379,8 +379,8 @@ static int snap_make_overlay(struct ctl_call *call, const struct tgt *top,
 	t->ops = ops;
 	t->cfg.format = ops->name;
 	/* As the top was served; its backing is linked by the switch. */
-	t->cfg.open_flags = (top->cfg.open_flags & TGT_O_BUFFERED) | TGT_O_FIXED_SIZE |
-			    TGT_O_NO_BACKING;
+	t->cfg.open_flags = (top->cfg.open_flags & (TGT_O_BUFFERED | TGT_O_RECOVERABLE)) |
+			    TGT_O_FIXED_SIZE | TGT_O_NO_BACKING;
 	t->cfg.backing_policy = top->cfg.backing_policy;
 	t->cfg.l2_cache_bytes = top->cfg.l2_cache_bytes;
 	ret = tgt_open(t);

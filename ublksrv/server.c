@@ -820,6 +820,8 @@ int ublk_add(const struct ublk_add_opts *o)
 		return 1;
 	}
 	t->cfg.open_flags |= TGT_O_FIXED_SIZE;
+	if (o->recoverable)
+		t->cfg.open_flags |= TGT_O_RECOVERABLE;
 	ret = tgt_open(t);
 	if (ret) {
 		free((char *)t->cfg.file);

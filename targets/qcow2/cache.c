@@ -258,19 +258,50 @@ void qcow2_cache_put(struct qcow2 *q, struct qcow2_cache *c, struct qcow2_cslot 
 	pthread_mutex_unlock(&q->lock);
 }
 
-/* Records a change to @s's table; under lock. */
-void qcow2_cache_mark_dirty(struct qcow2_cache *c, struct qcow2_cslot *s)
+/* Records a change to bytes [off, off + len) of @s's table; under lock. */
+static void qcow2_cache_mark_dirty_bytes(struct qcow2_cache *c, struct qcow2_cslot *s,
+					 uint32_t off, uint32_t len)
 {
-	if (!s->dirty)
+	if (!s->dirty) {
 		c->nr_dirty++;
+		s->dlo = off;
+		s->dhi = off + len;
+	} else {
+		s->dlo = MIN(s->dlo, off);
+		s->dhi = MAX(s->dhi, off + len);
+	}
 	s->dirty = true;
 	s->gen++;
 }
 
+/* Records a change anywhere in @s's table (a new table: all of it); under lock. */
+void qcow2_cache_mark_dirty(struct qcow2_cache *c, struct qcow2_cslot *s)
+{
+	qcow2_cache_mark_dirty_bytes(c, s, 0, UINT32_MAX);
+}
+
 /*
- * Writes every dirty table of @c (no fdatasync: the caller orders).  A
- * table changed while its copy was being written stays dirty.
- * Returns 0 or -errno.
+ * Records a change to entries [i, i + n) of the L2 table in @s: write-back
+ * then writes only the sectors around them (recoverable devices write
+ * back after every allocating request).  Under lock.
+ */
+void qcow2_l2_mark_dirty(struct qcow2 *q, struct qcow2_cslot *s, uint64_t i, uint64_t n)
+{
+	qcow2_cache_mark_dirty_bytes(&q->l2c, s, i << (3 + q->extl2), n << (3 + q->extl2));
+}
+
+/* Records a change to entry @i of the refcount block in @s; under lock. */
+void qcow2_rb_mark_dirty(struct qcow2 *q, struct qcow2_cslot *s, uint64_t i)
+{
+	qcow2_cache_mark_dirty_bytes(&q->rbc, s, (i << q->refcount_order) >> 3,
+				     MAX(1U, (1U << q->refcount_order) >> 3));
+}
+
+/*
+ * Writes the changed part of every dirty table of @c (the dio_align
+ * sectors around [dlo, dhi); no fdatasync: the caller orders).  A table
+ * changed while its copy was being written stays dirty, with the range
+ * of the new changes.  Returns 0 or -errno.
  */
 int qcow2_cache_writeback(struct qcow2 *q, struct qcow2_cache *c)
 {
@@ -283,25 +314,35 @@ int qcow2_cache_writeback(struct qcow2 *q, struct qcow2_cache *c)
 	pthread_mutex_lock(&q->lock);
 	for (i = 0; i < c->nr && c->nr_dirty; i++) {
 		struct qcow2_cslot *s = &c->s[i];
-		uint64_t gen, off;
+		uint64_t gen, off, lo, hi;
+		uint32_t dlo, dhi;
 		ssize_t n;
 
 		if (!s->dirty || s->loading)
 			continue;
-		memcpy(bounce, s->buf, q->cluster_size);
+		dlo = s->dlo;
+		dhi = s->dhi;
+		lo = ALIGN_DOWN((uint64_t)dlo, q->dio_align);
+		hi = MIN(ALIGN_UP((uint64_t)dhi, q->dio_align), (uint64_t)q->cluster_size);
+		memcpy(bounce, (char *)s->buf + lo, hi - lo);
+		/* What changes from now on is the next write's range. */
+		s->dlo = UINT32_MAX;
+		s->dhi = 0;
 		gen = s->gen;
 		off = s->off;
 		s->pin++;
 		pthread_mutex_unlock(&q->lock);
 
 		if (c->is_l2)
-			qcow2_table_to_host(bounce, q->cluster_size);
+			qcow2_table_to_host(bounce, hi - lo);
 		n = qcow2_pwrite_checked(q, QCOW2_OL(c->is_l2 ? QCOW2_META_L2 : QCOW2_META_RB),
-					 bounce, q->cluster_size, off);
+					 bounce, hi - lo, off + lo);
 
 		pthread_mutex_lock(&q->lock);
 		s->pin--;
 		if (n < 0) {
+			s->dlo = MIN(s->dlo, dlo);
+			s->dhi = MAX(s->dhi, dhi);
 			ret = n;
 			break;
 		}

@@ -324,7 +324,7 @@ out_free:
 	}
 	newbm |= (bm & QCOW2_SC_ZERO_ALL) & ~(put << 32);
 	qcow2_l2_set(q, l2, l2i, e, newbm);
-	qcow2_cache_mark_dirty(&q->l2c, slot);
+	qcow2_l2_mark_dirty(q, slot, l2i, 1);
 	qcow2_commit_end(q);
 	*done = wend - off;
 out_slot:
@@ -477,7 +477,7 @@ int qcow2_write_alloc(struct qcow2 *q, const void *buf, uint64_t off, uint64_t l
 		}
 		l2[l2i + i] = ((uint64_t)host + (i << q->cluster_bits)) | QCOW2_COPIED;
 	}
-	qcow2_cache_mark_dirty(&q->l2c, slot);
+	qcow2_l2_mark_dirty(q, slot, l2i, n);
 	qcow2_commit_end(q);
 	*done = wend - off;
 	ret = 0;

@@ -2,7 +2,9 @@
 /*
  * Metadata write-back in dependency order.  README.md ("Crash-safe write
  * ordering") lists the steps and what each protects against; the step
- * names below (F1..F5) refer to it.
+ * names below (F1..F5) refer to it.  The same order, with only the syncs
+ * that order it, puts a recoverable device's metadata into the file
+ * before its requests complete ("Recoverable devices" there).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -80,8 +82,8 @@ static int qcow2_sync(struct qcow2 *q)
  * F1, F2, R1 and Z1: what an L2 table on disk depends on (refcounts, the
  * data it maps, the refcount table entries naming new blocks, the dirty
  * bit of lazy refcounts) made durable.  @l1_dirty and @frees: L1 entries
- * and releases will follow (a full flush), which Z1 must cover too.
- * Caller holds alloc_mutex with `flushing` set.  Returns 0 or -errno.
+ * and releases will follow, which Z1 must cover too.  Caller holds
+ * alloc_mutex with `flushing` set.  Returns 0 or -errno.
  */
 static int qcow2_flush_deps(struct qcow2 *q, bool l1_dirty, bool frees)
 {
@@ -127,20 +129,27 @@ static int qcow2_flush_deps(struct qcow2 *q, bool l1_dirty, bool frees)
 
 /*
  * F3: L2 entries, once their clusters' refcounts and data are durable
- * (qcow2_flush_deps()).  Synced: an L1 entry written later (F4) may
- * point at one of these tables.  Returns 0 or -errno.
+ * (qcow2_flush_deps()).  Synced when @sync: an L1 entry written later
+ * (F4) may point at one of these tables.  Returns 0 or -errno.
  */
-static int qcow2_flush_l2_tables(struct qcow2 *q)
+static int qcow2_flush_l2_tables(struct qcow2 *q, bool sync)
 {
 	int ret;
 
 	if (!q->l2c.nr_dirty)
 		return 0;
 	ret = qcow2_cache_writeback(q, &q->l2c);
-	return ret ? ret : bfile_flush(q->file);
+	return ret || !sync ? ret : bfile_flush(q->file);
 }
 
-static int qcow2_flush_locked(struct qcow2 *q)
+/*
+ * F1..F5 (@durable: a flush), or F1..F4 with only the syncs that order
+ * them (a recoverable device's write-back, README.md "Recoverable
+ * devices": what was written stays in the file, and a power cut finds
+ * the same order as ever; the last tables written and the releases,
+ * which only leak if lost, are made durable by the next flush).
+ */
+static int qcow2_flush_locked(struct qcow2 *q, bool durable)
 {
 	uint64_t l1_sectors = ALIGN_UP((uint64_t)q->l1_size * 8, q->cluster_size) / q->dio_align;
 	bool l1_dirty = qcow2_any(q->l1_dirty, l1_sectors);
@@ -153,19 +162,19 @@ static int qcow2_flush_locked(struct qcow2 *q)
 
 	ret = qcow2_flush_deps(q, l1_dirty, frees);
 	if (!ret)
-		ret = qcow2_flush_l2_tables(q);
+		ret = qcow2_flush_l2_tables(q, durable || l1_dirty);
 	if (ret)
 		return ret;
 	if (l1_dirty) {
 		/* F4: L1 entries, after the new L2 tables they point to. */
 		ret = qcow2_write_table_sectors(q, QCOW2_META_L1, q->l1_offset, q->l1,
 						q->l1_dirty, l1_sectors);
-		if (!ret)
+		if (!ret && durable)
 			ret = bfile_flush(q->file);
 		if (ret)
 			return ret;
 	}
-	if (frees) {
+	if (frees && durable) {
 		/* F5: refcount decrements, once no table on disk points there. */
 		ret = qcow2_release_frees(q);
 		if (!ret && !q->lazy)
@@ -214,7 +223,47 @@ int qcow2_flush_meta(struct qcow2 *q)
 	if (qcow2_is_corrupt(q))
 		return qcow2_meta_dirty(q) ? -EIO : qcow2_sync(q);
 	qcow2_flush_begin(q);
-	ret = qcow2_flush_locked(q);
+	ret = qcow2_flush_locked(q, true);
+	qcow2_flush_end(q);
+	return ret;
+}
+
+/* Are there tables (refcounts unless lazy, L2, L1, refcount table) to write? */
+static bool qcow2_tables_dirty(struct qcow2 *q)
+{
+	bool dirty;
+
+	pthread_mutex_lock(&q->lock);
+	dirty = q->flushing || q->l2c.nr_dirty || (q->rbc.nr_dirty && !q->lazy) ||
+		qcow2_any(q->l1_dirty, ALIGN_UP((uint64_t)q->l1_size * 8, q->cluster_size) /
+			  q->dio_align) ||
+		qcow2_any(q->rt_dirty, q->rt_size * 8 / q->dio_align);
+	pthread_mutex_unlock(&q->lock);
+	return dirty;
+}
+
+/*
+ * A recoverable device (TGT_O_RECOVERABLE): called before modifying
+ * requests complete (io.c batches them), it returns once every table
+ * change made so far is in the file, written in the flush order with the
+ * syncs that order it but none after the last tables (F1..F4 of
+ * qcow2_flush_locked(false)), so that a new server after this one's
+ * death (kill -9) finds what the completed requests wrote, a death
+ * half-way leaves at most leaks, and a power cut finds the usual order.
+ * A flush already running (`flushing`) may hold the caller's change in a
+ * copy being written: alloc_mutex waits for it.  A no-op on other opens.
+ * Returns 0 or -errno (-EIO on a corrupt image with tables dirty).
+ */
+int qcow2_writeback_recoverable(struct qcow2 *q)
+{
+	int ret;
+
+	if (!q->recoverable || !qcow2_tables_dirty(q))
+		return 0;
+	if (qcow2_is_corrupt(q))
+		return -EIO;
+	qcow2_flush_begin(q);
+	ret = qcow2_flush_locked(q, false);
 	qcow2_flush_end(q);
 	return ret;
 }
@@ -236,7 +285,7 @@ int qcow2_flush_l2_cache(struct qcow2 *q)
 	qcow2_flush_begin(q);
 	ret = qcow2_flush_deps(q, false, false);
 	if (!ret)
-		ret = qcow2_flush_l2_tables(q);
+		ret = qcow2_flush_l2_tables(q, true);
 	qcow2_flush_end(q);
 	return ret;
 }

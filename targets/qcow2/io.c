@@ -211,8 +211,68 @@ static int qcow2_write_unaligned(struct qcow2 *q, const void *buf, uint32_t len,
 	return ret < 0 ? ret : (int)len;
 }
 
-int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
-		unsigned int flags)
+/* A modifying request of a recoverable device starts: see qcow2_complete(). */
+static void qcow2_begin(struct qcow2 *q)
+{
+	if (!q->recoverable)
+		return;
+	pthread_mutex_lock(&q->lock);
+	q->rec_active++;
+	pthread_mutex_unlock(&q->lock);
+}
+
+/*
+ * A recoverable device's request that returns @ret (it called
+ * qcow2_begin()): its table changes go into the file first, and so do
+ * those of any other request whose clusters it may have written in
+ * place (a completed in-place write into a cluster whose allocation is
+ * still only in memory would be lost with it; qcow2_writeback_recoverable()
+ * writes whenever any table is dirty).
+ *
+ * Group write-back: the last of the requests being served to finish
+ * writes back for all of them; the others sleep until a write-back that
+ * started after they finished is done.  Every such request holds no lock
+ * or pinned slot, so those still being served only wait for I/O and
+ * finish; with a bounded queue depth the last one always comes.
+ */
+static int qcow2_complete(struct qcow2 *q, int ret)
+{
+	uint64_t want, mine;
+	int err;
+
+	if (!q->recoverable)
+		return ret;
+	pthread_mutex_lock(&q->lock);
+	q->rec_active--;
+	want = q->rec_started + 1;
+	if (q->rec_active) {
+		if (ret < 0) {
+			pthread_mutex_unlock(&q->lock);
+			return ret;
+		}
+		while (q->rec_done < want)
+			exec_waitq_sleep(&q->rec_wq, &q->lock);
+		err = q->rec_err;
+		pthread_mutex_unlock(&q->lock);
+		return err ? err : ret;
+	}
+	mine = ++q->rec_started;
+	pthread_mutex_unlock(&q->lock);
+
+	err = qcow2_writeback_recoverable(q);
+
+	pthread_mutex_lock(&q->lock);
+	if (mine > q->rec_done) {
+		q->rec_done = mine;
+		q->rec_err = err;
+	}
+	exec_waitq_wake_all(&q->rec_wq);
+	pthread_mutex_unlock(&q->lock);
+	return ret < 0 ? ret : err ? err : ret;
+}
+
+static int qcow2_write_one(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
+			   unsigned int flags)
 {
 	struct qcow2 *q = t->priv;
 	int ret;
@@ -234,6 +294,13 @@ int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
 	return qcow2_write_plain(q, buf, len, off, flags);
 }
 
+int qcow2_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
+		unsigned int flags)
+{
+	qcow2_begin(t->priv);
+	return qcow2_complete(t->priv, qcow2_write_one(t, buf, len, off, flags));
+}
+
 int qcow2_flush(struct tgt *t)
 {
 	return qcow2_flush_meta(t->priv);
@@ -248,7 +315,7 @@ static int qcow2_write_zero_data(struct qcow2 *q, uint64_t off, uint64_t len,
 {
 	while (len) {
 		uint32_t n = MIN(len, (uint64_t)QCOW2_ZERO_BUF_BYTES);
-		int ret = qcow2_write(q->t, q->zero_buf, n, off, flags);
+		int ret = qcow2_write_one(q->t, q->zero_buf, n, off, flags);
 
 		if (ret < 0)
 			return ret;
@@ -345,7 +412,7 @@ static int qcow2_clear_range(struct qcow2 *q, uint64_t a, uint64_t b, bool zero)
 					bm &= ~(m << 32);
 				if (bm != old_bm) {
 					qcow2_l2_set(q, l2, l2i + i, old, bm);
-					qcow2_cache_mark_dirty(&q->l2c, slot);
+					qcow2_l2_mark_dirty(q, slot, l2i + i, 1);
 				}
 				continue;
 			}
@@ -372,7 +439,7 @@ static int qcow2_clear_range(struct qcow2 *q, uint64_t a, uint64_t b, bool zero)
 				break;
 			}
 			qcow2_l2_set(q, l2, l2i + i, e, bm);
-			qcow2_cache_mark_dirty(&q->l2c, slot);
+			qcow2_l2_mark_dirty(q, slot, l2i + i, 1);
 		}
 		qcow2_commit_end(q);
 		qcow2_cache_put(q, &q->l2c, slot);
@@ -404,7 +471,7 @@ static bool qcow2_clear_bounds(struct qcow2 *q, uint64_t off, uint64_t len, uint
 	return *a < *b;
 }
 
-int qcow2_discard(struct tgt *t, uint64_t off, uint64_t len)
+static int qcow2_discard_one(struct tgt *t, uint64_t off, uint64_t len)
 {
 	struct qcow2 *q = t->priv;
 	uint64_t a, b;
@@ -424,8 +491,14 @@ int qcow2_discard(struct tgt *t, uint64_t off, uint64_t len)
 	return qcow2_clear_range(q, a, b, false);
 }
 
-int qcow2_write_zeroes(struct tgt *t, uint64_t off, uint64_t len,
-			      unsigned int flags)
+int qcow2_discard(struct tgt *t, uint64_t off, uint64_t len)
+{
+	qcow2_begin(t->priv);
+	return qcow2_complete(t->priv, qcow2_discard_one(t, off, len));
+}
+
+static int qcow2_write_zeroes_one(struct tgt *t, uint64_t off, uint64_t len,
+				  unsigned int flags)
 {
 	struct qcow2 *q = t->priv;
 	uint64_t a, b;
@@ -452,6 +525,12 @@ int qcow2_write_zeroes(struct tgt *t, uint64_t off, uint64_t len,
 	if (!ret && (flags & TGT_W_FUA))
 		ret = qcow2_flush_meta(q);
 	return ret;
+}
+
+int qcow2_write_zeroes(struct tgt *t, uint64_t off, uint64_t len, unsigned int flags)
+{
+	qcow2_begin(t->priv);
+	return qcow2_complete(t->priv, qcow2_write_zeroes_one(t, off, len, flags));
 }
 
 int64_t qcow2_block_status(struct tgt *t, uint64_t off, uint64_t len,

@@ -184,6 +184,7 @@ static int qcow2_open(struct tgt *t)
 	range_lock_init(&q->inflight);
 	exec_waitq_init(&q->l2_alloc_wq);
 	exec_waitq_init(&q->flush_wq);
+	exec_waitq_init(&q->rec_wq);
 	exec_waitq_init(&q->epoch_wq);
 	t->priv = q;
 
@@ -265,6 +266,7 @@ static int qcow2_open(struct tgt *t)
 	if (q->incompat & QCOW2_INCOMPAT_CORRUPT)
 		q->no_write_reason = "the image is marked corrupt";
 	q->read_only = rdonly || q->no_write_reason;
+	q->recoverable = !q->read_only && (flags & TGT_O_RECOVERABLE);
 	if (!rdonly && q->no_write_reason && !(flags & TGT_O_CHECK))
 		img_log("%s: opened read-only: %s", t->cfg.file, q->no_write_reason);
 

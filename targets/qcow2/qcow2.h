@@ -255,6 +255,8 @@ struct qcow2_cslot {
 	unsigned int pin;
 	bool loading;
 	bool dirty;
+	/* Bytes [dlo, dhi) of the table changed since its last write (dhi clamped). */
+	uint32_t dlo, dhi;
 	uint64_t lru;
 	uint64_t gen;			/* bumped by every change; write-back compares */
 	int hnext;			/* hash chain, -1 ends */
@@ -370,6 +372,8 @@ struct qcow2 {
 	/* Why writes are refused (snapshots, extended L2...); NULL: writable. */
 	const char *no_write_reason;
 	bool read_only;
+	/* TGT_O_RECOVERABLE: see qcow2_writeback_recoverable(). */
+	bool recoverable;
 
 	/*
 	 * lock protects every field below, the caches and the lists.  It is
@@ -402,6 +406,15 @@ struct qcow2 {
 
 	bool flushing;			/* L1/L2 changes wait: a flush orders them */
 	struct exec_waitq flush_wq;
+	/*
+	 * Recoverable devices' group write-back (io.c): modifying requests
+	 * being served, write-backs started and finished, and the finished
+	 * requests that wait for one.  Under lock.
+	 */
+	unsigned int rec_active;
+	uint64_t rec_started, rec_done;
+	int rec_err;
+	struct exec_waitq rec_wq;
 
 	/* Host clusters freed in memory, released after the next L2 write-back. */
 	struct qcow2_free *frees;
@@ -712,6 +725,8 @@ int qcow2_cache_get(struct qcow2 *q, struct qcow2_cache *c, uint64_t off,
 struct qcow2_cslot *qcow2_cache_lookup_locked(struct qcow2_cache *c, uint64_t off);
 void qcow2_cache_put(struct qcow2 *q, struct qcow2_cache *c, struct qcow2_cslot *s);
 void qcow2_cache_mark_dirty(struct qcow2_cache *c, struct qcow2_cslot *s);
+void qcow2_l2_mark_dirty(struct qcow2 *q, struct qcow2_cslot *s, uint64_t i, uint64_t n);
+void qcow2_rb_mark_dirty(struct qcow2 *q, struct qcow2_cslot *s, uint64_t i);
 int qcow2_cache_writeback(struct qcow2 *q, struct qcow2_cache *c);
 
 /* refcount.c */
@@ -741,6 +756,7 @@ int qcow2_release_frees(struct qcow2 *q);
 
 /* flush.c */
 int qcow2_flush_meta(struct qcow2 *q);
+int qcow2_writeback_recoverable(struct qcow2 *q);
 int qcow2_flush_l2_cache(struct qcow2 *q);
 int qcow2_mark_clean(struct qcow2 *q);
 int qcow2_write_table_sectors(struct qcow2 *q, enum qcow2_meta kind, uint64_t table_off,

@@ -160,7 +160,7 @@ int qcow2_refcount_update(struct qcow2 *q, uint64_t off, uint64_t len, int delta
 		}
 		v += delta;
 		qcow2_rb_set(q, s->buf, c & mask, v);
-		qcow2_cache_mark_dirty(&q->rbc, s);
+		qcow2_rb_mark_dirty(q, s, c & mask);
 		pthread_mutex_unlock(&q->lock);
 		qcow2_cache_put(q, &q->rbc, s);
 		if (!v) {

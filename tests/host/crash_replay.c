@@ -241,6 +241,8 @@ struct variant_cfg {
 	 * the workload stores the bitmaps clean (TGT_BITMAP_FLUSH) now and then.
 	 */
 	bool bitmap;
+	/* Opened as a --recoverable device: TGT_O_RECOVERABLE's write-backs. */
+	bool recoverable;
 };
 
 /* An internal snapshot the workload knows of, and what it must read. */
@@ -456,7 +458,8 @@ static int wl_run(struct wl *w)
 	w->rc->on = true;
 	memset(&w->t, 0, sizeof(w->t));
 	w->t.cfg.l2_cache_bytes = w->cfg->l2_cache_bytes;
-	ret = tgt_open_file(&w->t, w->path, w->cfg->fmt, 0);
+	ret = tgt_open_file(&w->t, w->path, w->cfg->fmt,
+			    w->cfg->recoverable ? TGT_O_RECOVERABLE : 0);
 	if (ret)
 		goto out;
 	while (!w->err && written < w->cfg->data_bytes && w->nr_ops < MAX_GOPS - 16)
@@ -1600,6 +1603,26 @@ FIXTURE_VARIANT_ADD(crash, qcow2_64k_fua) {
 	.cfg = { .fmt = "qcow2", .create_opts = "cluster_size=65536", .fua_pct = 40,
 		 .size_bytes = 1 * MiB, .data_bytes = 1 * MiB, .max_io_sectors = 64 },
 	.seed = 0x5eed0012,
+};
+
+/*
+ * A recoverable device writes its tables before each request completes,
+ * with only the syncs that order them: a power cut must still find them
+ * in order.  With and without lazy refcounts (which skip F2's sync), over
+ * a backing file (COW), with discards and write zeroes.
+ */
+FIXTURE_VARIANT_ADD(crash, qcow2_4k_recoverable) {
+	.cfg = { .fmt = "qcow2", .create_opts = "cluster_size=4096",
+		 .size_bytes = 8 * MiB, .backing_fmt = "qcow2", .backing_bytes = 6 * MiB,
+		 .data_bytes = 2 * MiB, .max_io_sectors = 64, .recoverable = true },
+	.seed = 0x5eed0030,
+};
+
+FIXTURE_VARIANT_ADD(crash, qcow2_1k_lazy_recoverable) {
+	.cfg = { .fmt = "qcow2", .create_opts = "cluster_size=1024,lazy_refcounts=on",
+		 .size_bytes = 4 * MiB, .data_bytes = 1 * MiB, .max_io_sectors = 32,
+		 .l2_cache_bytes = 4096, .recoverable = true },
+	.seed = 0x5eed0031,
 };
 
 /* The same for QED: its L2 updates are written at once, but not synced. */
