@@ -44,24 +44,32 @@ iops() { sed -n 's/^\([0-9]*\) IOPS.*/\1/p'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b ? a / b : 0 }'; }
 
 # NBD: an overlay on an NBD base.
-qemu-img create -q -f raw "$tmp/base.raw" 1G
-qemu-io -f raw -c "write -P 0x11 0 1G" "$tmp/base.raw" > /dev/null
-qemu-nbd -f raw -r -t -e 16 -k "$tmp/base.sock" -x base "$tmp/base.raw" 2>/dev/null &
-PIDS="$PIDS $!"
-while [ ! -S "$tmp/base.sock" ]; do sleep 0.1; done
-base="nbd+unix:///base?socket=$tmp/base.sock"
-qemu-img create -q -f qcow2 -b "$base" -F raw "$tmp/ov.qcow2"
-ours=$("$IMGBLK" bench --random -c "$COUNT" -d 32 "$tmp/ov.qcow2" | iops)
-qemu-nbd -f qcow2 -r -t -k "$tmp/ov.sock" -x ov "$tmp/ov.qcow2" 2>/dev/null &
-PIDS="$PIDS $!"
-while [ ! -S "$tmp/ov.sock" ]; do sleep 0.1; done
-# qemu-img bench has no random mode: the same count with a 1 MiB + 4 KiB step.
-secs=$(qemu-img bench -f raw -c "$COUNT" -d 32 -S 1052672 \
-	"nbd+unix:///ov?socket=$tmp/ov.sock" | sed -n 's/^Run completed in \([0-9.]*\) seconds.*/\1/p')
-theirs=$(awk -v c="$COUNT" -v s="$secs" 'BEGIN { printf "%d", (s > 0 ? c / s : 0) }')
-ours_seq=$("$IMGBLK" bench -c "$COUNT" -d 32 -S 1052672 "$tmp/ov.qcow2" | iops)
-printf 'nbd base, overlay reads 4k QD32: imgblk %s IOPS random, %s stepped; qemu-nbd + qemu-img bench %s stepped (%sx)\n' \
-	"$ours" "$ours_seq" "$theirs" "$(ratio "$ours_seq" "$theirs")"
+missing=
+for t in qemu-img qemu-io qemu-nbd; do
+	command -v $t > /dev/null || missing="$missing $t"
+done
+if [ -n "$missing" ]; then
+	echo "nbd: skipped (not installed:$missing; scripts/setup.sh deps installs them)"
+else
+	qemu-img create -q -f raw "$tmp/base.raw" 1G
+	qemu-io -f raw -c "write -P 0x11 0 1G" "$tmp/base.raw" > /dev/null
+	qemu-nbd -f raw -r -t -e 16 -k "$tmp/base.sock" -x base "$tmp/base.raw" 2>/dev/null &
+	PIDS="$PIDS $!"
+	while [ ! -S "$tmp/base.sock" ]; do sleep 0.1; done
+	base="nbd+unix:///base?socket=$tmp/base.sock"
+	qemu-img create -q -f qcow2 -b "$base" -F raw "$tmp/ov.qcow2"
+	ours=$("$IMGBLK" bench --random -c "$COUNT" -d 32 "$tmp/ov.qcow2" | iops)
+	qemu-nbd -f qcow2 -r -t -k "$tmp/ov.sock" -x ov "$tmp/ov.qcow2" 2>/dev/null &
+	PIDS="$PIDS $!"
+	while [ ! -S "$tmp/ov.sock" ]; do sleep 0.1; done
+	# qemu-img bench has no random mode: the same count with a 1 MiB + 4 KiB step.
+	secs=$(qemu-img bench -f raw -c "$COUNT" -d 32 -S 1052672 \
+		"nbd+unix:///ov?socket=$tmp/ov.sock" | sed -n 's/^Run completed in \([0-9.]*\) seconds.*/\1/p')
+	theirs=$(awk -v c="$COUNT" -v s="$secs" 'BEGIN { printf "%d", (s > 0 ? c / s : 0) }')
+	ours_seq=$("$IMGBLK" bench -c "$COUNT" -d 32 -S 1052672 "$tmp/ov.qcow2" | iops)
+	printf 'nbd base, overlay reads 4k QD32: imgblk %s IOPS random, %s stepped; qemu-nbd + qemu-img bench %s stepped (%sx)\n' \
+		"$ours" "$ours_seq" "$theirs" "$(ratio "$ours_seq" "$theirs")"
+fi
 
 # RBD.
 if ! command -v ceph-mon > /dev/null || ! command -v rbd > /dev/null; then

@@ -7,8 +7,11 @@
 #
 # Reads BUILD_DIR/bench/vm-suite.txt (vm-suite.sh) and, when present,
 # BUILD_DIR/bench/host.md (host-bench.sh), profile.md (host-profile.sh) and
-# block-host.txt (host-block-cost.sh) and block-cost.txt (vm-block-cost.sh);
-# writes BUILD_DIR/bench/report.md (tables, ratios against qemu-nbd and
+# block-host.txt (host-block-cost.sh) and block-cost.txt (vm-block-cost.sh),
+# host-luks.md (host-luks.sh), luks.md (vm-luks.sh), bitmap-host.txt
+# (host-bitmap-cost.sh), protocols.txt (host-protocols.sh), jobs.md
+# (vm-jobs.sh) and snapshot-hold.md (vm-snapshot-hold.sh), each copied in
+# as its own section; writes BUILD_DIR/bench/report.md (tables, ratios against qemu-nbd and
 # loop, issue 6's targets met or missed) and BUILD_DIR/bench/report.png
 # (4k random QD32 IOPS per config, drawn by gnuplot, installed from Debian
 # when missing).  Cheap: rerun it
@@ -335,6 +338,26 @@ out=$B/report.md
 		cat "$BLKHOST" "$COST" 2>/dev/null
 		echo '```'
 	fi
+	# The feature benchmarks, each as its script left it less its title
+	# (the section's heading replaces it).  The .txt ones are plain
+	# lines, so they go in a code block to keep their layout.
+	while IFS='|' read -r f title; do
+		[ -s "$B/$f" ] || continue
+		echo
+		echo "## $title"
+		echo
+		case $f in
+		*.txt) echo '```'; cat "$B/$f"; echo '```' ;;
+		*) awk '/^# / { next } NF { body = 1 } body' "$B/$f" ;;
+		esac
+	done <<-'EOF'
+	host-luks.md|LUKS encryption on the host engine (host-luks.sh)
+	luks.md|LUKS encryption in the guest (vm-luks.sh)
+	bitmap-host.txt|Dirty bitmaps: their cost per write (host-bitmap-cost.sh)
+	protocols.txt|Remote files: NBD and RBD on the host (host-protocols.sh)
+	jobs.md|Block jobs in the guest (vm-jobs.sh)
+	snapshot-hold.md|Live snapshots: how long they hold I/O (vm-snapshot-hold.sh)
+	EOF
 } > "$out"
 
 # The chart: 4k random QD32 IOPS per config, one panel per job count,

@@ -10,8 +10,10 @@
 #     -V  keep BUILD_DIR/bench/vm-suite.txt and block-cost.txt, skip the VM
 #         (about 32 min)
 #
-# Host rows (host-bench.sh, host-profile.sh, host-block-cost.sh), then the
-# VM rows (vm-suite.sh, vm-block-cost.sh), one after the other so neither
+# Host rows (host-bench.sh, host-profile.sh, host-block-cost.sh,
+# host-luks.sh, host-bitmap-cost.sh, host-protocols.sh), then the VM rows
+# (vm-suite.sh, vm-block-cost.sh, vm-jobs.sh, vm-snapshot-hold.sh,
+# vm-luks.sh), one after the other so neither
 # takes CPU from the other, then report.sh writes BUILD_DIR/bench/report.md
 # and report.png.
 set -euo pipefail
@@ -42,6 +44,15 @@ if [ $HOST = 1 ]; then
 	"$HERE/host-profile.sh" -b "$BUILD_DIR" > /dev/null
 	echo "# run-all: the block layer's cost per request, natively" >&2
 	"$HERE/host-block-cost.sh" -b "$BUILD_DIR" > /dev/null
+	echo "# run-all: LUKS encryption's cost on the host engine" >&2
+	"$HERE/host-luks.sh" -b "$BUILD_DIR" > /dev/null
+	echo "# run-all: dirty bitmaps' cost per write" >&2
+	"$HERE/host-bitmap-cost.sh" -b "$BUILD_DIR" > /dev/null
+	# It needs qemu-nbd and, for its RBD rows, a Ceph cluster of its own:
+	# whatever it cannot run must not cost the rest of the suite.
+	echo "# run-all: remote files, NBD and RBD (build/bench/protocols.txt)" >&2
+	"$HERE/host-protocols.sh" -b "$BUILD_DIR" > "$BUILD_DIR/bench/protocols.txt" ||
+		echo "# run-all: host-protocols.sh failed (above); going on without it" >&2
 fi
 if [ $VM = 1 ]; then
 	echo "# run-all: VM rows" >&2
@@ -52,5 +63,7 @@ if [ $VM = 1 ]; then
 	"$HERE/vm-jobs.sh" -b "$BUILD_DIR" > /dev/null
 	echo "# run-all: how long a live snapshot holds I/O at QD32" >&2
 	"$HERE/vm-snapshot-hold.sh" -b "$BUILD_DIR"
+	echo "# run-all: LUKS encryption's cost in the guest (build/bench/luks.md)" >&2
+	"$HERE/vm-luks.sh" -b "$BUILD_DIR" > /dev/null
 fi
 "$HERE/report.sh" -b "$BUILD_DIR"
