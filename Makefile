@@ -185,7 +185,7 @@ fuzz:
 	$(Q)tests/fuzz/run.sh -b $(O)/fuzz -t $(FUZZ_SECONDS)
 
 # One run, one closing count: host and VM results together.
-check: $(O)/imgblk $(VM_PROGS) $(HOST_TESTS) san
+check: $(O)/imgblk $(DOCS) $(VM_PROGS) $(HOST_TESTS) san
 	$(Q)O=$(O) scripts/check.sh all
 
 check-host: $(O)/imgblk $(HOST_TESTS) san

@@ -15,11 +15,11 @@ need_cmd fio qemu-img mkfs.ext4 e2fsck
 D=$T_TMP
 
 # --- external snapshots under fio verify ---
-qemu-img create -q -f qcow2 "$D/base.qcow2" 80M
+qemu-img create -q -f qcow2 "$D/base.qcow2" 160M
 add_dev "add base.qcow2" -f "$D/base.qcow2" -q 2 -d 32 || bail "no device"
 E=$DEV_ID
 fio --name=ext --filename="$DEV" --ioengine=io_uring --direct=1 --rw=randwrite \
-	--bs=4k --iodepth=32 --numjobs=2 --size=32M --offset_increment=32M \
+	--bs=4k --iodepth=32 --numjobs=2 --size=64M --offset_increment=64M \
 	--verify=crc32c --verify_fatal=1 --do_verify=1 --group_reporting \
 	> "$D/fio-ext.out" 2>&1 &
 fio_pid=$!
