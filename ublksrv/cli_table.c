@@ -356,7 +356,8 @@ const struct cli_cmd cli_cmds[] = {
 	{
 		.name = "backup",
 		.summary = "point-in-time copy of a running device into an image",
-		.synopsis = "-n ID --sync full|top [-f FMT] [--existing] [--speed BYTES_PER_S] "
+		.synopsis = "-n ID --sync full|top|incremental|differential [--bitmap NAME] "
+			    "[-b PREV] [-f FMT] [--existing] [--speed BYTES_PER_S] "
 			    "[--job-id JOB] [--wait] [-p] TARGET",
 		.operands = "the TARGET FILE",
 		.desc =
@@ -365,11 +366,27 @@ const struct cli_cmd cli_cmds[] = {
 "(a guest write to a range not yet copied saves the old data first).\n"
 "TARGET is created (format FMT, default the device's) unless --existing;\n"
 "with --sync top only what the top image holds is copied, and TARGET gets\n"
-"the top's backing file.",
+"the top's backing file.\n"
+"\n"
+"--sync incremental copies only what the device's persistent bitmap NAME\n"
+"marks, into a TARGET whose backing file is the previous backup (-b PREV\n"
+"creates it so; or give one made with `imgblk create -b PREV` and\n"
+"--existing): the chain of backups reads back each point in time.  The\n"
+"bitmap records from the job's start: if the job succeeds it then marks\n"
+"only what changed since, else it gets its old marks back too (QEMU's\n"
+"bitmap sync on-success).  --sync differential keeps the old marks either\n"
+"way (QEMU's sync=bitmap, bitmap-mode=never): each backup holds all that\n"
+"changed since the bitmap was last cleared.  A bitmap that is disabled,\n"
+"inconsistent (its server died) or busy is refused.",
 		.opts = (const struct cli_opt[]){
 			OPT_NUMBER,
-			{ CLI_K_SYNC, "sync", "full|top",
-			  "full: the whole device; top: only what its top image holds" },
+			{ CLI_K_SYNC, "sync", "full|top|incremental|differential",
+			  "full: the whole device; top: only what its top image holds; "
+			  "incremental, differential: what --bitmap marks" },
+			{ CLI_K_BITMAP, "bitmap", "NAME",
+			  "the persistent bitmap of the device's top image that says what changed" },
+			{ 'b', "backing", "PREV",
+			  "create TARGET with the previous backup PREV as its backing file" },
 			{ 'f', "format", "FMT", "TARGET's format (default: the device's top image's)" },
 			{ CLI_K_EXISTING, "existing", NULL,
 			  "TARGET exists already, as large as the device: write into it" },
@@ -383,6 +400,9 @@ const struct cli_cmd cli_cmds[] = {
 		.examples = (const struct cli_example[]){
 			{ "imgblk backup -n 0 --sync full --wait /backup/disk.qcow2",
 			  "a copy of device 0 as it is now, while it serves" },
+			{ "imgblk backup -n 0 --sync incremental --bitmap daily -b /backup/mon.qcow2 "
+			  "--wait /backup/tue.qcow2",
+			  "only what changed since Monday's backup, backed by it" },
 			{ 0 },
 		},
 		JOB_EXITS,
