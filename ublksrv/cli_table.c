@@ -655,7 +655,8 @@ const struct cli_cmd cli_cmds[] = {
 		.summary = "copy an image's content into a new image",
 		.synopsis =
 "[-p] [-c] [-U] [-f FMT] [-O OUTPUT_FMT] [-o OPTIONS] [-l snapshot.name=NAME] "
-"[--bitmaps [--skip-broken-bitmaps]] INPUT OUTPUT"
+"[--bitmaps [--skip-broken-bitmaps]] [--bitmap NAME] [-B BACKING [-F BACKING_FMT]] "
+"INPUT OUTPUT"
 		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]",
 		.operands = "INPUT and OUTPUT",
 		.opts = (const struct cli_opt[]){
@@ -677,6 +678,14 @@ const struct cli_cmd cli_cmds[] = {
 			{ CLI_K_SKIP_BROKEN, "skip-broken-bitmaps", NULL,
 			  "with --bitmaps: leave out the inconsistent (in-use) bitmaps instead "
 			  "of failing" },
+			{ CLI_K_BITMAP, "bitmap", "NAME",
+			  "copy only what INPUT's persistent bitmap NAME marks (an incremental "
+			  "backup of a stopped image; not in qemu-img); NAME is left as it is" },
+			{ 'B', "backing", "BACKING",
+			  "OUTPUT's backing file (also -o backing_file=); zeros are then written "
+			  "too, so OUTPUT reads as INPUT" },
+			{ 'F', "backing-format", "BACKING_FMT",
+			  "BACKING's format (also -o backing_fmt=; default: detected)" },
 			OPT_SECRETS,
 			OPT_PROTOCOLS,
 			{ 0 },
@@ -685,6 +694,8 @@ const struct cli_cmd cli_cmds[] = {
 		.examples = (const struct cli_example[]){
 			{ "imgblk convert -O qcow2 -c disk.raw disk.qcow2",
 			  "a compressed qcow2 copy of a raw image" },
+			{ "imgblk convert -O qcow2 --bitmap daily -B mon.qcow2 disk.qcow2 tue.qcow2",
+			  "what changed since Monday's backup, a qcow2 overlay of it" },
 			{ 0 },
 		},
 		.flags = CLI_IMAGE,
