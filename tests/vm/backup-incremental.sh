@@ -122,6 +122,8 @@ check "an incremental with nothing written meanwhile" timeout 120 imgblk backup 
 check "b0 is empty after its success" test "$(bm count)" = 0
 check "a 64 KiB write at 40M" dd if=/dev/urandom of="$DEV" bs=64k count=1 seek=640 oflag=direct
 check "b0 marks just that" test "$(bm count)" = 65536
+check "imgblk query lists it" sh -c "imgblk query -n $ID |
+	grep -q '^  b0: granularity 65536, recording, 65536 bytes dirty$'"
 
 # Refusals, each one line before anything is created.
 imgblk backup -n "$ID" --sync incremental --bitmap nope "$T_TMP/x.qcow2" 2> "$T_TMP/err"
