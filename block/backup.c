@@ -20,6 +20,14 @@
  * guest's write: the backup is broken, the device goes on.  That is
  * QEMU's on-cbw-error=break-snapshot, chosen because a backup must not
  * take the guest down.
+ *
+ * An incremental or differential backup (o->bitmap) copies only what a
+ * persistent bitmap of the top image marks.  Under the start's drain the
+ * target lends the job the bitmap's bits and the bitmap goes on
+ * recording from that moment (TGT_BITMAP_TAKE, QEMU's successor): those
+ * bits are the set to save, with the same copy-before-write.  At the end
+ * the bitmap is released, its taken bits marked again unless an
+ * incremental backup succeeded.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -39,6 +47,9 @@ struct backup {
 	bool hooked;
 	uint64_t cursor;		/* next granule for the workers (job thread only) */
 	int failed;			/* atomic: the first save that failed */
+	char *bm_name;			/* o.bitmap's copy: the caller's goes with its call */
+	bool bm_taken;			/* the bitmap is lent to the job */
+	bool ok;			/* the job succeeded: the bitmap's old marks go */
 };
 
 static struct backup *backup_of(struct blk_job *job)
@@ -175,13 +186,46 @@ static int backup_run(struct blk_job *job)
 			ret = flush;
 		}
 	}
+	b->ok = !ret;
 	return ret;
+}
+
+/* Gives the bitmap back (TGT_BITMAP_RELEASE), in a coroutine. */
+static int backup_bitmap_release_fn(void *arg)
+{
+	struct backup *b = arg;
+	struct tgt *top = b->job.dev->top;
+	struct tgt_bitmap_args a = { .restore = b->o.bitmap_keep ? false : !b->ok };
+
+	return top->ops->bitmap(top, TGT_BITMAP_RELEASE, b->bm_name, &a);
+}
+
+/*
+ * The job's end with a bitmap: nothing to do for a differential backup
+ * (the bitmap kept its marks); an incremental one keeps only the writes
+ * since the start if it succeeded, else gets the taken marks back.  No
+ * job changes the chain while a backup runs, so the top is the one the
+ * bitmap was taken from.
+ */
+static void backup_bitmap_release(struct backup *b)
+{
+	int ret;
+
+	if (!b->bm_taken)
+		return;
+	ret = exec_run_sync(backup_bitmap_release_fn, b);
+	if (ret)
+		img_err("device %u: bitmap '%s': cannot release it: %s", b->job.dev->id,
+			b->bm_name, strerror(-ret));
+	b->bm_taken = false;
 }
 
 static void backup_free(struct blk_job *job)
 {
 	struct backup *b = backup_of(job);
 
+	backup_bitmap_release(b);
+	free(b->bm_name);
 	if (b->hooked)
 		blk_remove_before_write(job->dev, &b->hook);
 	tgt_close(b->o.target);
@@ -197,6 +241,36 @@ static const struct blk_job_driver backup_drv = {
 	.free = backup_free,
 };
 
+/*
+ * Takes bitmap @b->bm_name of the top (in the start's drain: no write runs)
+ * and marks in the job's map every granule its marks touch.  Returns 0
+ * or -errno (the target printed why).
+ */
+static int backup_bitmap_take(struct backup *b)
+{
+	struct tgt *top = b->job.dev->top;
+	struct tgt_bitmap_args a = { .clear = !b->o.bitmap_keep };
+	uint64_t size = top->caps.size_bytes, w, i;
+	int ret;
+
+	if (!top->ops->bitmap)
+		return -EOPNOTSUPP;
+	ret = top->ops->bitmap(top, TGT_BITMAP_TAKE, b->bm_name, &a);
+	if (ret)
+		return ret;
+	b->bm_taken = true;
+	for (w = 0; w < DIV_ROUND_UP(a.nr_bits, 64); w++) {
+		for (i = w * 64; a.bits[w] && i < MIN(w * 64 + 64, a.nr_bits); i++) {
+			uint64_t off = i * a.granularity_bytes;
+
+			if (a.bits[w] >> (i % 64) & 1 && off < size)
+				jobmap_set_range(&b->map, off,
+						 MIN(a.granularity_bytes, size - off));
+		}
+	}
+	return 0;
+}
+
 /* Under the start's drain: fixes the moment. */
 static int backup_setup(void *arg)
 {
@@ -210,7 +284,7 @@ static int backup_setup(void *arg)
 		if (ret < 0)
 			return ret;
 	}
-	return blk_job_scan(d, &b->o, &b->map);
+	return b->bm_name ? backup_bitmap_take(b) : blk_job_scan(d, &b->o, &b->map);
 }
 
 int blk_backup_start(struct blk_dev *d, const struct blk_copy_opts *o, char *why,
@@ -237,6 +311,10 @@ int blk_backup_start(struct blk_dev *d, const struct blk_copy_opts *o, char *why
 	}
 	range_lock_init(&b->locks);
 	b->hook.fn = backup_before_write;
+	if (o->bitmap && !(b->bm_name = strdup(o->bitmap))) {
+		ret = -ENOMEM;
+		goto out;
+	}
 
 	/* Refused before the drain; blk_job_start() checks again under it. */
 	ret = blk_job_query(d, &(struct blk_job_info){ 0 }) ? 0 : -EBUSY;
@@ -245,8 +323,12 @@ int blk_backup_start(struct blk_dev *d, const struct blk_copy_opts *o, char *why
 	blk_drain_begin(d);
 	ret = exec_run_sync(backup_setup, b);
 	if (ret) {
-		snprintf(why, why_len, "reading the device's allocation failed: %s",
-			 strerror(-ret));
+		if (o->bitmap)
+			snprintf(why, why_len, "cannot take bitmap '%s': %s", o->bitmap,
+				 strerror(-ret));
+		else
+			snprintf(why, why_len, "reading the device's allocation failed: %s",
+				 strerror(-ret));
 	} else {
 		blk_job_set_len(&b->job, MIN(jobmap_count(&b->map) << b->map.gran_shift,
 					     d->top->caps.size_bytes));
@@ -263,6 +345,8 @@ out:
 	else if (ret && !why[0])
 		snprintf(why, why_len, "cannot start the job: %s", strerror(-ret));
 	if (ret) {
+		backup_bitmap_release(b);
+		free(b->bm_name);
 		jobmap_free(&b->map);
 		range_lock_destroy(&b->locks);
 		pthread_mutex_destroy(&b->job.lock);

@@ -230,6 +230,18 @@ struct blk_copy_opts {
 	 * it pivoted to it, and never closes it.
 	 */
 	struct tgt *base;
+	/*
+	 * Backup only: copy just what persistent bitmap @bitmap of the
+	 * device's top marks (QEMU's sync=bitmap; the job keeps a copy of
+	 * the name), NULL: as @sync_top says.
+	 * The bitmap is taken at the start (TGT_BITMAP_TAKE) and records
+	 * the writes from then on; @bitmap_keep (bitmap-mode=never, a
+	 * differential backup) keeps its marks whatever happens, else
+	 * (on-success, an incremental backup) they go when the job
+	 * succeeds and come back when it fails or is cancelled.
+	 */
+	const char *bitmap;
+	bool bitmap_keep;
 	/* Granule of the job's bitmap: a power of two >= 4096, at most BLK_JOB_CHUNK_BYTES. */
 	uint32_t gran_bytes;
 	/* The target's cluster (4096 for raw): the smallest speed is one a second. */

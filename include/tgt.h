@@ -238,6 +238,7 @@ struct tgt_bitmap_info {
 	uint64_t granularity_bytes;
 	bool in_use;			/* found in use: inconsistent, only removable */
 	bool enabled;			/* "auto": every write marks it */
+	bool busy;			/* taken by a running backup (TGT_BITMAP_TAKE) */
 };
 
 /* What ->bitmap does (qemu-img bitmap's operations, QMP's block-dirty-bitmap-*). */
@@ -249,6 +250,18 @@ enum tgt_bitmap_op {
 	TGT_BITMAP_DISABLE,
 	TGT_BITMAP_MERGE,		/* marks what @src's bitmap @src_name marks */
 	TGT_BITMAP_FLUSH,		/* stores every bitmap now, in_use cleared */
+	/*
+	 * An incremental backup's start (QEMU's bitmap successor): the
+	 * bits as they are now are kept aside and lent to the caller
+	 * (@bits, @nr_bits, @granularity_bytes), read-only until RELEASE;
+	 * with @clear the bitmap then records only the writes from now on.
+	 * The bitmap is busy: the other ops refuse it.  What is stored on
+	 * disk meanwhile is both sets, so a crash loses nothing.  Refused
+	 * (-EBUSY) for a disabled, inconsistent or busy bitmap.
+	 */
+	TGT_BITMAP_TAKE,
+	/* The backup's end: with @restore the taken bits are marked again. */
+	TGT_BITMAP_RELEASE,
 };
 
 struct tgt_bitmap_args {
@@ -256,6 +269,10 @@ struct tgt_bitmap_args {
 	bool disabled;			/* ADD: created disabled */
 	struct tgt *src;		/* MERGE: the source image (may be @t) */
 	const char *src_name;
+	bool clear;			/* TAKE */
+	bool restore;			/* RELEASE */
+	const uint64_t *bits;		/* TAKE: out, the bits taken (bit i: granule i) */
+	uint64_t nr_bits;		/* TAKE: out */
 };
 
 /*
@@ -414,7 +431,7 @@ struct tgt_ops {
 	 */
 	int (*bitmap_list)(struct tgt *t, const struct tgt_bitmap_info **list);
 	int (*bitmap)(struct tgt *t, enum tgt_bitmap_op op, const char *name,
-		      const struct tgt_bitmap_args *a);
+		      struct tgt_bitmap_args *a);
 	int64_t (*bitmap_status)(struct tgt *t, const char *name, uint64_t off, uint64_t len,
 				 bool *dirty);
 	/*

@@ -356,7 +356,8 @@ const struct cli_cmd cli_cmds[] = {
 	{
 		.name = "backup",
 		.summary = "point-in-time copy of a running device into an image",
-		.synopsis = "-n ID --sync full|top [-f FMT] [--existing] [--speed BYTES_PER_S] "
+		.synopsis = "-n ID --sync full|top|incremental|differential [--bitmap NAME] "
+			    "[-b PREV] [-f FMT] [--existing] [--speed BYTES_PER_S] "
 			    "[--job-id JOB] [--wait] [-p] TARGET",
 		.operands = "the TARGET FILE",
 		.desc =
@@ -365,11 +366,27 @@ const struct cli_cmd cli_cmds[] = {
 "(a guest write to a range not yet copied saves the old data first).\n"
 "TARGET is created (format FMT, default the device's) unless --existing;\n"
 "with --sync top only what the top image holds is copied, and TARGET gets\n"
-"the top's backing file.",
+"the top's backing file.\n"
+"\n"
+"--sync incremental copies only what the device's persistent bitmap NAME\n"
+"marks, into a TARGET whose backing file is the previous backup (-b PREV\n"
+"creates it so; or give one made with `imgblk create -b PREV` and\n"
+"--existing): the chain of backups reads back each point in time.  The\n"
+"bitmap records from the job's start: if the job succeeds it then marks\n"
+"only what changed since, else it gets its old marks back too (QEMU's\n"
+"bitmap sync on-success).  --sync differential keeps the old marks either\n"
+"way (QEMU's sync=bitmap, bitmap-mode=never): each backup holds all that\n"
+"changed since the bitmap was last cleared.  A bitmap that is disabled,\n"
+"inconsistent (its server died) or busy is refused.",
 		.opts = (const struct cli_opt[]){
 			OPT_NUMBER,
-			{ CLI_K_SYNC, "sync", "full|top",
-			  "full: the whole device; top: only what its top image holds" },
+			{ CLI_K_SYNC, "sync", "full|top|incremental|differential",
+			  "full: the whole device; top: only what its top image holds; "
+			  "incremental, differential: what --bitmap marks" },
+			{ CLI_K_BITMAP, "bitmap", "NAME",
+			  "the persistent bitmap of the device's top image that says what changed" },
+			{ 'b', "backing", "PREV",
+			  "create TARGET with the previous backup PREV as its backing file" },
 			{ 'f', "format", "FMT", "TARGET's format (default: the device's top image's)" },
 			{ CLI_K_EXISTING, "existing", NULL,
 			  "TARGET exists already, as large as the device: write into it" },
@@ -383,6 +400,9 @@ const struct cli_cmd cli_cmds[] = {
 		.examples = (const struct cli_example[]){
 			{ "imgblk backup -n 0 --sync full --wait /backup/disk.qcow2",
 			  "a copy of device 0 as it is now, while it serves" },
+			{ "imgblk backup -n 0 --sync incremental --bitmap daily -b /backup/mon.qcow2 "
+			  "--wait /backup/tue.qcow2",
+			  "only what changed since Monday's backup, backed by it" },
 			{ 0 },
 		},
 		JOB_EXITS,
@@ -635,7 +655,8 @@ const struct cli_cmd cli_cmds[] = {
 		.summary = "copy an image's content into a new image",
 		.synopsis =
 "[-p] [-c] [-U] [-f FMT] [-O OUTPUT_FMT] [-o OPTIONS] [-l snapshot.name=NAME] "
-"[--bitmaps [--skip-broken-bitmaps]] INPUT OUTPUT"
+"[--bitmaps [--skip-broken-bitmaps]] [--bitmap NAME] [-B BACKING [-F BACKING_FMT]] "
+"INPUT OUTPUT"
 		" [--key-file [IMAGE=]FILE] [--object secret,id=ID,file=FILE]",
 		.operands = "INPUT and OUTPUT",
 		.opts = (const struct cli_opt[]){
@@ -657,6 +678,14 @@ const struct cli_cmd cli_cmds[] = {
 			{ CLI_K_SKIP_BROKEN, "skip-broken-bitmaps", NULL,
 			  "with --bitmaps: leave out the inconsistent (in-use) bitmaps instead "
 			  "of failing" },
+			{ CLI_K_BITMAP, "bitmap", "NAME",
+			  "copy only what INPUT's persistent bitmap NAME marks (an incremental "
+			  "backup of a stopped image; not in qemu-img); NAME is left as it is" },
+			{ 'B', "backing", "BACKING",
+			  "OUTPUT's backing file (also -o backing_file=); zeros are then written "
+			  "too, so OUTPUT reads as INPUT" },
+			{ 'F', "backing-format", "BACKING_FMT",
+			  "BACKING's format (also -o backing_fmt=; default: detected)" },
 			OPT_SECRETS,
 			OPT_PROTOCOLS,
 			{ 0 },
@@ -665,6 +694,8 @@ const struct cli_cmd cli_cmds[] = {
 		.examples = (const struct cli_example[]){
 			{ "imgblk convert -O qcow2 -c disk.raw disk.qcow2",
 			  "a compressed qcow2 copy of a raw image" },
+			{ "imgblk convert -O qcow2 --bitmap daily -B mon.qcow2 disk.qcow2 tue.qcow2",
+			  "what changed since Monday's backup, a qcow2 overlay of it" },
 			{ 0 },
 		},
 		.flags = CLI_IMAGE,

@@ -6,8 +6,17 @@
  * already, and stays sparse.  With -c every cluster of the output that
  * is not all zeros is written compressed (whole clusters: the output's
  * cluster size sets the unit).
+ *
+ * With a backing file for the output (-B, -o backing_file=) zeros are
+ * written too, so that the backing file does not show through.  With
+ * --bitmap NAME only the ranges INPUT's persistent bitmap NAME marks are
+ * copied: the incremental backup of a stopped image, into an OUTPUT
+ * whose backing file is the previous backup.  INPUT is only read: the
+ * bitmap is left as it is (`imgblk bitmap --clear` starts the next
+ * period).  qemu-img has no such option.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +43,10 @@ struct convert_ctx {
 	bool force_share;		/* -U: for INPUT */
 	bool bitmaps;			/* --bitmaps: copy the persistent bitmaps */
 	bool skip_broken;		/* --skip-broken-bitmaps: leave in-use ones out */
+	const char *bitmap;		/* --bitmap: copy only what it marks */
+	const char *backing;		/* -B, -o backing_file= */
+	const char *backing_fmt;	/* -F, -o backing_fmt= */
+	bool zeros;			/* write zeros too: OUTPUT has a backing file */
 };
 
 /*
@@ -88,9 +101,30 @@ static void convert_progress(const struct convert_ctx *c, uint64_t done, uint64_
 	}
 }
 
-/* Copies [off, off+len) from @in to @out, skipping all-zero chunks. */
+/* Makes [off, off+len) of @out read zeros (its backing file must not show). */
+static int convert_zero(struct tgt *out, void *buf, uint64_t off, uint64_t len)
+{
+	if (out->caps.can_write_zeroes)
+		return out->ops->write_zeroes(out, off, len, 0);
+	memset(buf, 0, MIN(len, (uint64_t)CONVERT_CHUNK_BYTES));
+	while (len) {
+		uint32_t n = MIN(len, (uint64_t)CONVERT_CHUNK_BYTES);
+		int ret = out->ops->write(out, buf, n, off, 0);
+
+		if (ret < 0)
+			return ret;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/*
+ * Copies [off, off+len) from @in to @out; all-zero chunks are skipped,
+ * or zeroed with @zeros.
+ */
 static int convert_copy(struct tgt *in, struct tgt *out, void *buf, uint64_t off,
-			uint64_t len)
+			uint64_t len, bool zeros)
 {
 	while (len) {
 		uint32_t n = MIN(len, (uint64_t)CONVERT_CHUNK_BYTES);
@@ -98,11 +132,12 @@ static int convert_copy(struct tgt *in, struct tgt *out, void *buf, uint64_t off
 
 		if (ret < 0)
 			return ret;
-		if (!buf_is_zero(buf, n)) {
+		if (!buf_is_zero(buf, n))
 			ret = out->ops->write(out, buf, n, off, 0);
-			if (ret < 0)
-				return ret;
-		}
+		else if (zeros)
+			ret = convert_zero(out, buf, off, n);
+		if (ret < 0)
+			return ret;
 		off += n;
 		len -= n;
 	}
@@ -142,6 +177,56 @@ static int convert_compress(struct tgt *in, struct tgt *out, void *buf, uint64_t
 	return 0;
 }
 
+/*
+ * --bitmap: INPUT's bitmap @c->bitmap must exist and be consistent (an
+ * in-use one may miss writes).  Returns 0 or -errno (printed).
+ */
+static int convert_check_bitmap(const struct convert_ctx *c, struct tgt *in)
+{
+	const struct tgt_bitmap_info *bm;
+	int n;
+
+	if (!in->ops->bitmap_list || !in->ops->bitmap_status) {
+		img_err("convert: %s: the %s format has no persistent bitmaps", c->in_file,
+			in->ops->name);
+		return -ENOTSUP;
+	}
+	n = in->ops->bitmap_list(in, &bm);
+	while (n-- > 0 && strcmp(bm[n].name, c->bitmap))
+		;
+	if (n < 0) {
+		img_err("convert: Dirty bitmap '%s' not found", c->bitmap);
+		return -ENOENT;
+	}
+	if (bm[n].in_use) {
+		img_err("convert: Bitmap '%s' is inconsistent and cannot be used", c->bitmap);
+		return -EBUSY;
+	}
+	return 0;
+}
+
+/* --bitmap: copies what INPUT's bitmap marks, zeros included.  Returns 0 or -errno. */
+static int convert_marked(const struct convert_ctx *c, struct tgt *in, struct tgt *out,
+			  void *buf, uint64_t size, uint64_t *off)
+{
+	while (*off < size) {
+		bool dirty;
+		int64_t n = in->ops->bitmap_status(in, c->bitmap, *off, size - *off, &dirty);
+		int ret;
+
+		if (n <= 0)
+			return n ? n : -EIO;
+		if (dirty) {
+			ret = convert_copy(in, out, buf, *off, n, true);
+			if (ret)
+				return ret;
+		}
+		*off += n;
+		convert_progress(c, *off, size);
+	}
+	return 0;
+}
+
 static int convert_body(void *arg)
 {
 	struct convert_ctx *c = arg;
@@ -167,10 +252,24 @@ static int convert_body(void *arg)
 			  (c->force_share ? TGT_O_FORCE_SHARE : 0)))
 		return CLI_EXIT_ERR;
 	size = in.caps.size_bytes;
+	if (c->bitmap && convert_check_bitmap(c, &in))
+		goto out_in;
 	co.file = c->out_file;
 	co.size_bytes = size;
 	co.options = c->opts;
 	co.nr_options = c->nr_opts;
+	co.backing_file = c->backing;
+	co.backing_fmt = c->backing_fmt;
+	if (c->backing && !c->backing_fmt) {
+		char path[PATH_MAX];
+		const struct tgt_ops *bops;
+
+		tgt_resolve_path(c->out_file, c->backing, path, sizeof(path));
+		bops = tgt_probe_file(path);
+		if (!bops)
+			goto out_in;
+		co.backing_fmt = bops->name;
+	}
 	if (out_ops->create(&co))
 		goto out_in;
 	/* Through the page cache: one flush at the end makes it all durable. */
@@ -197,7 +296,13 @@ static int convert_body(void *arg)
 		goto out_out;
 	}
 
+	c->zeros = out.backing;
 	convert_progress(c, 0, size);
+	if (c->bitmap) {
+		ret = convert_marked(c, &in, &out, buf, size, &off);
+		if (ret)
+			goto err_io;
+	}
 	while (off < size) {
 		struct tgt_extent ext;
 		struct tgt *layer;
@@ -213,7 +318,11 @@ static int convert_body(void *arg)
 				ret = convert_compress(&in, &out, buf, cs, chunk, size, off, n,
 						       &done_to);
 			else
-				ret = convert_copy(&in, &out, buf, off, n);
+				ret = convert_copy(&in, &out, buf, off, n, c->zeros);
+			if (ret)
+				goto err_io;
+		} else if (c->zeros) {
+			ret = convert_zero(&out, buf, off, n);
 			if (ret)
 				goto err_io;
 		}
@@ -266,6 +375,15 @@ static int convert_opt(void *ctx, const struct cli_opt *opt, char *arg)
 		break;
 	case 'o':
 		for (kv = strtok_r(arg, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+			/* The output's backing file is this verb's business, as in create. */
+			if (!strncmp(kv, "backing_file=", 13)) {
+				c->backing = kv + 13;
+				continue;
+			}
+			if (!strncmp(kv, "backing_fmt=", 12)) {
+				c->backing_fmt = kv + 12;
+				continue;
+			}
 			if (c->nr_opts == MAX_CONVERT_OPTS) {
 				img_err("convert: too many -o options");
 				return -EINVAL;
@@ -303,6 +421,15 @@ static int convert_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	case CLI_K_SKIP_BROKEN:
 		c->skip_broken = true;
 		break;
+	case CLI_K_BITMAP:
+		c->bitmap = arg;
+		break;
+	case 'B':
+		c->backing = arg;
+		break;
+	case 'F':
+		c->backing_fmt = arg;
+		break;
 	}
 	return 0;
 }
@@ -315,6 +442,11 @@ int cli_cmd_convert(const struct cli_cmd *cmd, int argc, char **argv)
 
 	if (!ret && c.skip_broken && !c.bitmaps)
 		ret = cli_usage_err(cmd, "--skip-broken-bitmaps only makes sense with --bitmaps");
+	if (!ret && c.compress && (c.backing || c.bitmap))
+		ret = cli_usage_err(cmd, "-c writes a whole image: not with a backing file or "
+				    "--bitmap");
+	if (!ret && c.backing_fmt && !c.backing)
+		ret = cli_usage_err(cmd, "-F names the format of a backing file (-B)");
 	if (ret)
 		return cli_parse_status(cmd, ret);
 	c.in_file = a.argv[0];

@@ -32,6 +32,7 @@ struct job_opts {
 	bool have_id;
 	const char *fmt;
 	const char *sync;
+	const char *bitmap;		/* backup --sync incremental|differential */
 	bool existing;
 	bool have_speed;
 	uint64_t speed;
@@ -74,11 +75,17 @@ static int job_opt(void *ctx, const struct cli_opt *opt, char *arg)
 		}
 		break;
 	case CLI_K_SYNC:
-		if (strcmp(arg, "full") && strcmp(arg, "top")) {
-			img_err("%s: --sync must be full or top, not '%s'", o->verb, arg);
+		if (strcmp(arg, "full") && strcmp(arg, "top") &&
+		    (strcmp(o->verb, "backup") ||
+		     (strcmp(arg, "incremental") && strcmp(arg, "differential")))) {
+			img_err("%s: --sync must be full%s or top, not '%s'", o->verb,
+				strcmp(o->verb, "backup") ? "" : ", incremental, differential", arg);
 			return -EINVAL;
 		}
 		o->sync = arg;
+		return 0;
+	case CLI_K_BITMAP:
+		o->bitmap = arg;
 		return 0;
 	case CLI_K_EXISTING:
 		o->existing = true;
@@ -145,7 +152,15 @@ static int job_parse(const struct cli_cmd *cmd, int argc, char **argv, struct jo
 		/* backup, mirror: TARGET; stream: nothing (the table counts them). */
 		o->arg = a.argc ? a.argv[0] : NULL;
 		if (!strcmp(o->verb, "backup") && !o->sync)
-			return cli_usage_err(cmd, "give --sync full or --sync top");
+			return cli_usage_err(cmd, "give --sync full, top, incremental or differential");
+		if (o->sync && (!strcmp(o->sync, "incremental") ||
+				!strcmp(o->sync, "differential")) != !!o->bitmap)
+			return cli_usage_err(cmd, o->bitmap ? "--bitmap goes with --sync incremental "
+					     "or differential" : "--sync %s needs --bitmap NAME",
+					     o->sync);
+		if (!strcmp(o->verb, "backup") && o->base && (!o->bitmap || o->existing))
+			return cli_usage_err(cmd, "-b PREV makes a new incremental backup's TARGET "
+					     "(not with --existing)");
 		return 0;
 	}
 	o->action = a.argc ? a.argv[0] : "list";
@@ -334,7 +349,18 @@ static const char *job_start_args(struct job_opts *o, struct json_object *args)
 		return !strcmp(o->verb, "stream") ? "block-stream" : "block-commit";
 	}
 	json_object_object_add(args, "target", json_object_new_string(o->target));
-	json_object_object_add(args, "sync", json_object_new_string(o->sync ? o->sync : "full"));
+	/* QEMU has no "differential": it is sync bitmap that never clears the bitmap. */
+	if (o->sync && !strcmp(o->sync, "differential")) {
+		json_object_object_add(args, "sync", json_object_new_string("bitmap"));
+		json_object_object_add(args, "bitmap-mode", json_object_new_string("never"));
+	} else {
+		json_object_object_add(args, "sync", json_object_new_string(o->sync ? o->sync :
+									    "full"));
+	}
+	if (o->bitmap)
+		json_object_object_add(args, "bitmap", json_object_new_string(o->bitmap));
+	if (o->base && !job_abs_path(o->base, path, sizeof(path)))
+		json_object_object_add(args, "backing", json_object_new_string(path));
 	json_object_object_add(args, "mode", json_object_new_string(o->existing ? "existing" :
 								    "absolute-paths"));
 	if (o->fmt)

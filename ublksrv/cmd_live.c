@@ -339,6 +339,27 @@ static void live_print_status(struct json_object *st)
 		printf("status:       %s\n", s);
 }
 
+/* query-block's "dirty-bitmaps", one line each. */
+static void live_print_bitmaps(struct json_object *ins)
+{
+	struct json_object *bms;
+	size_t i, n;
+
+	if (!json_object_object_get_ex(ins, "dirty-bitmaps", &bms))
+		return;
+	n = json_object_array_length(bms);
+	printf("bitmaps:%s\n", n ? "" : "      none");
+	for (i = 0; i < n; i++) {
+		struct json_object *b = json_object_array_get_idx(bms, i);
+
+		printf("  %s: granularity %lld, %s, %lld bytes dirty%s%s\n", live_str(b, "name"),
+		       (long long)live_int(b, "granularity"),
+		       live_int(b, "recording") ? "recording" : "disabled",
+		       (long long)live_int(b, "count"), live_int(b, "busy") ? ", busy" : "",
+		       live_int(b, "inconsistent") ? ", inconsistent" : "");
+	}
+}
+
 static int live_query(struct live_opts *o, struct ctl_client *c)
 {
 	struct json_object *blk, *st, *dev, *ins, *img, *out;
@@ -390,6 +411,7 @@ static int live_query(struct live_opts *o, struct ctl_client *c)
 		if (!json_object_object_get_ex(img, "backing-image", &img))
 			img = NULL;
 	}
+	live_print_bitmaps(ins);
 out:
 	json_object_put(blk);
 	json_object_put(st);

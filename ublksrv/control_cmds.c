@@ -193,6 +193,52 @@ static struct json_object *ublk_json_image(const struct tgt *t)
 	return o;
 }
 
+/* query-block's "dirty-bitmaps" of one image, made in a coroutine. */
+struct ublk_bm_json {
+	struct tgt *t;
+	struct json_object *list;
+};
+
+/*
+ * Lists @t's persistent bitmaps as QEMU's BlockDirtyInfo: "count" is the
+ * bytes marked (with what a running backup took), from the bitmap's
+ * runs.  Returns 0 or -errno.
+ */
+static int ublk_bm_json_fn(void *arg)
+{
+	struct ublk_bm_json *c = arg;
+	const struct tgt_bitmap_info *bm;
+	struct tgt *t = c->t;
+	int n = t->ops->bitmap_list(t, &bm), i;
+
+	for (i = 0; i < n; i++) {
+		struct json_object *o = json_object_new_object();
+		uint64_t count = 0, off = 0;
+
+		while (!bm[i].in_use && off < t->caps.size_bytes) {
+			bool dirty;
+			int64_t r = t->ops->bitmap_status(t, bm[i].name, off,
+							  t->caps.size_bytes - off, &dirty);
+
+			if (r <= 0)
+				break;
+			count += dirty ? r : 0;
+			off += r;
+		}
+		ublk_json_add_str(o, "name", bm[i].name);
+		json_object_object_add(o, "recording", json_object_new_boolean(bm[i].enabled));
+		json_object_object_add(o, "persistent", json_object_new_boolean(true));
+		json_object_object_add(o, "busy", json_object_new_boolean(bm[i].busy));
+		ublk_json_add_u64(o, "granularity", bm[i].granularity_bytes);
+		ublk_json_add_u64(o, "count", count);
+		/* QEMU sends "inconsistent" only when true. */
+		if (bm[i].in_use)
+			json_object_object_add(o, "inconsistent", json_object_new_boolean(true));
+		json_object_array_add(c->list, o);
+	}
+	return n < 0 ? n : 0;
+}
+
 static int ublk_ctl_query_block(struct ctl_call *call)
 {
 	struct ublk_dev *dev = call->ctx;
@@ -240,6 +286,12 @@ static int ublk_ctl_query_block(struct ctl_call *call)
 	ublk_json_add_u64(ins, "iops_wr", thr.rate[THR_IOPS_WRITE]);
 	ublk_json_add_u64(ins, "burst_ms", thr.burst_ms);
 	json_object_object_add(ins, "image", ublk_json_image(t));
+	if (t->ops->bitmap_list && t->ops->bitmap_status) {
+		struct ublk_bm_json c = { (struct tgt *)t, json_object_new_array() };
+
+		exec_run_sync(ublk_bm_json_fn, &c);
+		json_object_object_add(ins, "dirty-bitmaps", c.list);
+	}
 	json_object_object_add(o, "inserted", ins);
 	json_object_array_add(list, o);
 	call->ret = list;
@@ -379,6 +431,26 @@ static int ublk_bm_run(void *arg)
 	return ret;
 }
 
+static int ublk_bm_busy_fn(void *arg)
+{
+	struct ublk_bm_call *c = arg;
+	const struct tgt_bitmap_info *bm;
+	int n = c->t->ops->bitmap_list(c->t, &bm);
+
+	while (n-- > 0)
+		if (!strcmp(bm[n].name, c->name))
+			return bm[n].busy;
+	return 0;
+}
+
+/* Is bitmap @name of @t lent to a backup job? */
+static bool ublk_bm_busy(struct tgt *t, const char *name)
+{
+	struct ublk_bm_call c = { .t = t, .name = name };
+
+	return exec_run_sync(ublk_bm_busy_fn, &c) > 0;
+}
+
 static int ublk_ctl_bitmap(struct ctl_call *call, enum tgt_bitmap_op op)
 {
 	struct ublk_dev *dev = call->ctx;
@@ -443,8 +515,9 @@ static int ublk_ctl_bitmap(struct ctl_call *call, enum tgt_bitmap_op op)
 	case -EEXIST:
 		return ctl_fail(call, ret, "Bitmap already exists: %s", c.name);
 	case -EBUSY:
-		return ctl_fail(call, ret, "Bitmap '%s' is inconsistent and cannot be used",
-				c.name);
+		return ctl_fail(call, ret, "Bitmap '%s' is %s and cannot be used", c.name,
+				ublk_bm_busy(c.t, c.name) ? "busy (a backup job uses it)" :
+				"inconsistent");
 	default:
 		return ctl_fail(call, ret, "%s: %s", c.name, strerror(-ret));
 	}

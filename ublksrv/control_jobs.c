@@ -146,6 +146,8 @@ struct job_start {
 	const char *fmt;		/* NULL: the top's format */
 	bool existing;
 	bool sync_top;
+	const char *bitmap;		/* sync incremental/bitmap: the copy set */
+	const char *backing;		/* a new target's backing file (the previous backup) */
 	struct tgt *target;
 	uint32_t cluster_bytes;
 	bool zeroed;
@@ -201,17 +203,69 @@ static int job_check_room(struct job_start *js, struct tgt *top)
 	return -ENOSPC;
 }
 
+/*
+ * An incremental backup's bitmap must exist, record writes and be
+ * consistent and free, or the backup would miss changes: one line says
+ * which it is not.  In a coroutine.  Returns 0 or -errno.
+ */
+static int job_check_bitmap(struct job_start *js, struct tgt *top)
+{
+	const struct tgt_bitmap_info *bm;
+	int n = top->ops->bitmap_list ? top->ops->bitmap_list(top, &bm) : -EOPNOTSUPP;
+	const char *bad = NULL;
+
+	if (n == -EOPNOTSUPP) {
+		snprintf(js->why, sizeof(js->why), "the %s format has no persistent bitmaps",
+			 top->ops->name);
+		return n;
+	}
+	if (n < 0)
+		return n;
+	while (n-- && strcmp(bm[n].name, js->bitmap))
+		;
+	if (n < 0) {
+		snprintf(js->why, sizeof(js->why), "Dirty bitmap '%s' not found", js->bitmap);
+		return -ENOENT;
+	}
+	if (bm[n].in_use)
+		bad = "is inconsistent (its writer stopped without storing it): take a full "
+		      "backup and start a new bitmap";
+	else if (!bm[n].enabled)
+		bad = "is disabled: it does not record the writes an incremental backup needs";
+	else if (bm[n].busy)
+		bad = "is currently in use by another operation and cannot be used";
+	if (!bad)
+		return 0;
+	snprintf(js->why, sizeof(js->why), "Bitmap '%s' %s", js->bitmap, bad);
+	return -EBUSY;
+}
+
 /* Creates (unless existing) and opens the target, in a coroutine. */
 static int job_open_target(void *arg)
 {
 	struct job_start *js = arg;
 	struct tgt *top = js->dev->blk.top, *backing = js->sync_top ? top->backing : NULL;
 	const struct tgt_ops *ops = js->fmt ? tgt_find(js->fmt) : top->ops;
+	const struct tgt_ops *bops = NULL;
 	char backing_path[PATH_MAX];
 	struct tgt_info *info;
 	struct tgt *t;
 	int ret;
 
+	if (js->bitmap) {
+		ret = job_check_bitmap(js, top);
+		if (ret)
+			return ret;
+	}
+	if (js->backing && !js->existing) {
+		/* The previous backup: the target reads it where the bitmap marks nothing. */
+		bops = tgt_probe_file(js->backing);
+		if (!bops || !realpath(js->backing, backing_path)) {
+			snprintf(js->why, sizeof(js->why), "cannot open the backing file %s",
+				 js->backing);
+			return -ENOENT;
+		}
+	}
 	if (!ops || !tgt_is_format(ops)) {
 		snprintf(js->why, sizeof(js->why), "unknown image format '%s'", js->fmt);
 		return -EINVAL;
@@ -226,10 +280,14 @@ static int job_open_target(void *arg)
 			snprintf(js->why, sizeof(js->why), "format %s cannot create images", ops->name);
 			return -EOPNOTSUPP;
 		}
-		ret = job_check_room(js, top);
+		/* An incremental copy's size is its bitmap's: no estimate from the chain. */
+		ret = js->bitmap ? 0 : job_check_room(js, top);
 		if (ret)
 			return ret;
-		if (backing) {
+		if (bops) {
+			co.backing_file = backing_path;
+			co.backing_fmt = bops->name;
+		} else if (backing) {
 			if (!realpath(backing->cfg.file, backing_path)) {
 				ret = -errno;
 				snprintf(js->why, sizeof(js->why), "%s: %s", backing->cfg.file,
@@ -293,6 +351,7 @@ static int job_drive(struct ctl_call *call, bool mirror)
 	const char *sync = ctl_arg_str(call, "sync", mirror ? "full" : NULL);
 	const char *mode = ctl_arg_str(call, "mode", "absolute-paths");
 	const char *want = ctl_arg_str(call, "device", NULL);
+	const char *bm_mode = ctl_arg_str(call, "bitmap-mode", NULL);
 	int64_t speed = ctl_arg_int(call, "speed", 0);
 	struct job_start js = {
 		.dev = dev,
@@ -308,8 +367,23 @@ static int job_drive(struct ctl_call *call, bool mirror)
 	snprintf(name, sizeof(name), "ublkb%u", dev->info.dev_id);
 	if (want && strcmp(want, name) && !(!strncmp(want, "/dev/", 5) && !strcmp(want + 5, name)))
 		return ctl_fail(call, -ENODEV, "Device '%s' not found: this is %s", want, name);
-	if (!sync || (strcmp(sync, "full") && strcmp(sync, "top")))
-		return ctl_fail(call, -EINVAL, "sync must be full or top");
+	js.bitmap = ctl_arg_str(call, "bitmap", NULL);
+	js.backing = ctl_arg_str(call, "backing", NULL);
+	if (!sync || (strcmp(sync, "full") && strcmp(sync, "top") &&
+		      (mirror || (strcmp(sync, "incremental") && strcmp(sync, "bitmap")))))
+		return ctl_fail(call, -EINVAL, mirror ? "sync must be full or top" :
+				"sync must be full, top, incremental or bitmap");
+	/* QEMU's rules: incremental is bitmap with on-success; bitmap names its mode. */
+	if (!!js.bitmap != (!strcmp(sync, "incremental") || !strcmp(sync, "bitmap")))
+		return ctl_fail(call, -EINVAL, js.bitmap ? "a bitmap goes with sync incremental "
+				"or bitmap" : "sync %s needs a bitmap", sync);
+	if (!strcmp(sync, "bitmap") && !bm_mode)
+		return ctl_fail(call, -EINVAL, "sync bitmap needs a bitmap-mode");
+	if (bm_mode && (!js.bitmap || (strcmp(bm_mode, "on-success") && strcmp(bm_mode, "never"))))
+		return ctl_fail(call, -EINVAL, js.bitmap ? "bitmap-mode must be on-success or never" :
+				"bitmap-mode goes with a bitmap");
+	if (!strcmp(sync, "incremental") && bm_mode && strcmp(bm_mode, "on-success"))
+		return ctl_fail(call, -EINVAL, "sync incremental is bitmap-mode on-success");
 	if (strcmp(mode, "absolute-paths") && strcmp(mode, "existing"))
 		return ctl_fail(call, -EINVAL, "mode must be absolute-paths or existing");
 	if (speed < 0)
@@ -324,6 +398,8 @@ static int job_drive(struct ctl_call *call, bool mirror)
 	if (mirror && dev->blk.top->caps.read_only)
 		return ctl_fail(call, -EROFS, "device %s is read-only", name);
 	js.existing = !strcmp(mode, "existing");
+	if (js.backing && (js.existing || mirror))
+		return ctl_fail(call, -EINVAL, "backing is for a new backup target");
 	js.sync_top = !strcmp(sync, "top") && dev->blk.top->backing;
 
 	ret = exec_run_sync(job_open_target, &js);
@@ -332,6 +408,8 @@ static int job_drive(struct ctl_call *call, bool mirror)
 	o.speed = speed;
 	o.target = js.target;
 	o.sync_top = js.sync_top;
+	o.bitmap = js.bitmap;
+	o.bitmap_keep = bm_mode && !strcmp(bm_mode, "never");
 	o.target_zeroed = js.zeroed;
 	o.gran_bytes = JOB_GRAN_BYTES;
 	o.cluster_bytes = js.cluster_bytes;
@@ -660,8 +738,10 @@ const struct ctl_cmd ublk_job_cmds[UBLK_JOB_CMDS] = {
 	{
 		.name = "drive-backup",
 		.handler = job_drive_backup,
-		.args = { JOB_DRIVE_ARGS, { "sync", CTL_STR, true } },
-		.help = "point-in-time copy of the device into target (sync full or top)",
+		.args = { JOB_DRIVE_ARGS, { "sync", CTL_STR, true }, { "bitmap", CTL_STR, false },
+			  { "bitmap-mode", CTL_STR, false }, { "backing", CTL_STR, false } },
+		.help = "point-in-time copy of the device into target (sync full, top, or "
+			"incremental/bitmap: what bitmap marks, target backed by backing)",
 	},
 	{
 		.name = "drive-mirror",

@@ -12,8 +12,8 @@
 #
 # Host rows (host-bench.sh, host-profile.sh, host-block-cost.sh,
 # host-luks.sh, host-bitmap-cost.sh, host-protocols.sh), then the VM rows
-# (vm-suite.sh, vm-block-cost.sh, vm-jobs.sh, vm-snapshot-hold.sh,
-# vm-luks.sh), one after the other so neither
+# (vm-suite.sh, vm-block-cost.sh, vm-jobs.sh, vm-incremental.sh,
+# vm-snapshot-hold.sh, vm-luks.sh), one after the other so neither
 # takes CPU from the other, then report.sh writes BUILD_DIR/bench/report.md
 # and report.png.
 set -euo pipefail
@@ -61,6 +61,8 @@ if [ $VM = 1 ]; then
 	"$HERE/vm-block-cost.sh" -b "$BUILD_DIR" ${RUNTIME:+-r "$RUNTIME"}
 	echo "# run-all: block jobs (build/bench/jobs.md)" >&2
 	"$HERE/vm-jobs.sh" -b "$BUILD_DIR" > /dev/null
+	echo "# run-all: incremental against full backup (build/bench/incremental.md)" >&2
+	"$HERE/vm-incremental.sh" -b "$BUILD_DIR" > /dev/null
 	echo "# run-all: how long a live snapshot holds I/O at QD32" >&2
 	"$HERE/vm-snapshot-hold.sh" -b "$BUILD_DIR"
 	echo "# run-all: LUKS encryption's cost in the guest (build/bench/luks.md)" >&2

@@ -53,6 +53,7 @@ static void bm_free_one(struct qcow2_bitmap *b)
 	free(b->name);
 	free(b->extra);
 	free(b->bits);
+	free(b->frozen);
 }
 
 void qcow2_bitmaps_free(struct qcow2 *q)
@@ -351,9 +352,12 @@ static void bm_mark(struct qcow2_bitmap *b, uint64_t off, uint64_t len)
 	b->changed = true;
 }
 
+/* Is granule @i marked, by a write or in the bits a backup took? */
 static bool bm_test(const struct qcow2_bitmap *b, uint64_t i)
 {
-	return b->bits[i / 64] >> (i % 64) & 1;
+	uint64_t w = b->bits[i / 64] | (b->frozen ? b->frozen[i / 64] : 0);
+
+	return w >> (i % 64) & 1;
 }
 
 int qcow2_bitmaps_track(struct qcow2 *q, uint64_t off, uint64_t len)
@@ -546,7 +550,7 @@ int qcow2_bitmaps_store(struct qcow2 *q, bool in_use)
 	uint64_t old_dir = q->bitmap_dir_offset, old_dir_size = q->bitmap_dir_size;
 	uint32_t old_nb = q->nb_bitmaps;
 	struct bm_old_table *old = NULL;
-	uint64_t **copies = NULL, dir_bytes = 0;
+	uint64_t **copies = NULL, dir_bytes = 0, w;
 	unsigned int i, nr_old = 0;
 	uint8_t *dir = NULL;
 	int64_t dir_off = 0;
@@ -584,6 +588,9 @@ int qcow2_bitmaps_store(struct qcow2 *q, bool in_use)
 			break;
 		}
 		memcpy(copies[i], b->bits, bm_mem_bytes(q, b->nr_bits));
+		/* A backup's taken bits count until it succeeds. */
+		for (w = 0; b->frozen && w < DIV_ROUND_UP(b->nr_bits, 64); w++)
+			copies[i][w] |= b->frozen[w];
 		b->changed = false;
 	}
 	pthread_mutex_unlock(&q->bm_lock);
@@ -689,9 +696,9 @@ int qcow2_bitmaps_resize(struct qcow2 *q, uint64_t size_bytes)
 
 	exec_mutex_lock(&q->bm_mutex);
 	for (i = 0; !ret && i < q->nr_bms; i++) {
-		if (q->bms[i].inconsistent) {
-			img_err("%s: cannot resize: bitmap '%s' is inconsistent", q->t->cfg.file,
-				q->bms[i].name);
+		if (q->bms[i].inconsistent || q->bms[i].frozen) {
+			img_err("%s: cannot resize: bitmap '%s' is %s", q->t->cfg.file,
+				q->bms[i].name, q->bms[i].frozen ? "busy" : "inconsistent");
 			ret = -EBUSY;
 		} else {
 			ret = bm_load_bits(q, &q->bms[i]);
@@ -742,6 +749,7 @@ int qcow2_bitmap_list(struct tgt *t, const struct tgt_bitmap_info **list)
 		q->bm_info[i].granularity_bytes = 1ULL << q->bms[i].gran_bits;
 		q->bm_info[i].in_use = q->bms[i].inconsistent;
 		q->bm_info[i].enabled = q->bms[i].enabled;
+		q->bm_info[i].busy = q->bms[i].frozen;
 	}
 	exec_mutex_unlock(&q->bm_mutex);
 	*list = q->bm_info;
@@ -852,8 +860,49 @@ static void bm_merge_local(struct qcow2 *q, struct qcow2_bitmap *dst,
 	pthread_mutex_unlock(&q->bm_lock);
 }
 
+/*
+ * TGT_BITMAP_TAKE: @b's bits go aside as @b->frozen and are lent to the
+ * caller through @a; @b records on from zero (@a->clear) or from a copy.
+ * Under bm_mutex, @b loaded.  Returns 0 or -ENOMEM.
+ */
+static int bm_take(struct qcow2 *q, struct qcow2_bitmap *b, struct tgt_bitmap_args *a)
+{
+	uint64_t mem = bm_mem_bytes(q, b->nr_bits);
+	uint64_t *bits;
+
+	if (posix_memalign((void **)&bits, 4096, mem))
+		return -ENOMEM;
+	pthread_mutex_lock(&q->bm_lock);
+	if (a->clear)
+		memset(bits, 0, mem);
+	else
+		memcpy(bits, b->bits, mem);
+	b->frozen = b->bits;
+	b->bits = bits;
+	b->changed = true;
+	pthread_mutex_unlock(&q->bm_lock);
+	a->bits = b->frozen;
+	a->nr_bits = b->nr_bits;
+	a->granularity_bytes = 1ULL << b->gran_bits;
+	return 0;
+}
+
+/* TGT_BITMAP_RELEASE: the taken bits go, marked again first if @restore. */
+static void bm_release(struct qcow2 *q, struct qcow2_bitmap *b, bool restore)
+{
+	uint64_t w;
+
+	pthread_mutex_lock(&q->bm_lock);
+	for (w = 0; restore && w < DIV_ROUND_UP(b->nr_bits, 64); w++)
+		b->bits[w] |= b->frozen[w];
+	free(b->frozen);
+	b->frozen = NULL;
+	b->changed = true;
+	pthread_mutex_unlock(&q->bm_lock);
+}
+
 int qcow2_bitmap(struct tgt *t, enum tgt_bitmap_op op, const char *name,
-		 const struct tgt_bitmap_args *a)
+		 struct tgt_bitmap_args *a)
 {
 	struct qcow2 *q = t->priv;
 	struct bm_old_table gone = { 0 };
@@ -875,6 +924,18 @@ int qcow2_bitmap(struct tgt *t, enum tgt_bitmap_op op, const char *name,
 		}
 		if (op != TGT_BITMAP_REMOVE && b->inconsistent) {
 			img_err("Bitmap '%s' is inconsistent and cannot be used", name);
+			ret = -EBUSY;
+			goto out;
+		}
+		if (!b->frozen != (op != TGT_BITMAP_RELEASE)) {
+			img_err(b->frozen ? "Bitmap '%s' is currently in use by another "
+				"operation and cannot be used" : "Bitmap '%s' is not busy", name);
+			ret = -EBUSY;
+			goto out;
+		}
+		if (op == TGT_BITMAP_TAKE && !b->enabled) {
+			img_err("Bitmap '%s' is disabled: it does not record the writes an "
+				"incremental backup needs", name);
 			ret = -EBUSY;
 			goto out;
 		}
@@ -929,6 +990,17 @@ int qcow2_bitmap(struct tgt *t, enum tgt_bitmap_op op, const char *name,
 	}
 	case TGT_BITMAP_FLUSH:
 		break;
+	case TGT_BITMAP_TAKE:
+	case TGT_BITMAP_RELEASE:
+		/*
+		 * Not stored now: the disk holds a superset of the union
+		 * (in_use, or consistent with the bits of the last store,
+		 * marked since or taken), and close stores the rest.  So a
+		 * backup's start and end under the drain write nothing.
+		 */
+		ret = op == TGT_BITMAP_TAKE ? bm_take(q, b, a) :
+					      (bm_release(q, b, a->restore), 0);
+		goto out;
 	}
 	if (ret)
 		goto out;

@@ -158,6 +158,11 @@ struct qcow2_bitmap {
 	uint64_t *bits;			/* NULL: not loaded (or inconsistent) */
 	uint64_t nr_bits;
 	bool changed;			/* @bits differ from the table on disk */
+	/*
+	 * Taken by a running incremental backup (TGT_BITMAP_TAKE): the bits
+	 * of its start, busy until released.  Stored as @bits | @frozen.
+	 */
+	uint64_t *frozen;
 };
 
 /* Snapshot table entry header, then extra data, id and name (spec "Snapshots"). */
@@ -800,7 +805,7 @@ int qcow2_bitmaps_resize(struct qcow2 *q, uint64_t size_bytes);
 void qcow2_bitmaps_free(struct qcow2 *q);
 int qcow2_bitmap_list(struct tgt *t, const struct tgt_bitmap_info **list);
 int qcow2_bitmap(struct tgt *t, enum tgt_bitmap_op op, const char *name,
-		 const struct tgt_bitmap_args *a);
+		 struct tgt_bitmap_args *a);
 int64_t qcow2_bitmap_status(struct tgt *t, const char *name, uint64_t off, uint64_t len,
 			    bool *dirty);
 

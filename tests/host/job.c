@@ -5,8 +5,10 @@
  * that race with the copy (copy-before-write), mirror converging under
  * writes, its complete (the pivot sees a target equal to the device) and
  * its cancel once ready (COMPLETED, a consistent copy, no pivot), and the
- * framework's refusals, pause, resume, cancel and events.  One thread
- * plays a queue thread; the test's own thread is the control side.
+ * framework's refusals, pause, resume, cancel and events; an incremental
+ * or differential backup's bitmap sync (on success, on cancel) on a
+ * target that keeps one bitmap.  One thread plays a queue thread; the
+ * test's own thread is the control side.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -75,6 +77,82 @@ static const struct tgt_ops mem_ops = {
 	.block_status = mem_block_status,
 	.close = mem_close,
 };
+
+/*
+ * The same with one persistent bitmap "b" of 64 KiB granules that every
+ * write marks, and TAKE/RELEASE as a format keeps them (tgt.h).
+ */
+#define BM_GRAN		(64U << 10)
+#define BM_WORDS	((DEV_BYTES / BM_GRAN + 63) / 64)
+static pthread_mutex_t bm_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t bm_bits[BM_WORDS], bm_frozen[BM_WORDS];
+static bool bm_busy;
+
+static int mem_bm_write(struct tgt *t, const void *buf, uint32_t len, uint64_t off,
+			unsigned int flags)
+{
+	uint64_t i;
+
+	pthread_mutex_lock(&bm_lock);
+	for (i = off / BM_GRAN; i <= (off + len - 1) / BM_GRAN; i++)
+		bm_bits[i / 64] |= 1ULL << (i % 64);
+	pthread_mutex_unlock(&bm_lock);
+	return mem_write(t, buf, len, off, flags);
+}
+
+static int mem_bitmap(struct tgt *t, enum tgt_bitmap_op op, const char *name,
+		      struct tgt_bitmap_args *a)
+{
+	unsigned int w;
+
+	if (strcmp(name, "b"))
+		return -ENOENT;
+	pthread_mutex_lock(&bm_lock);
+	if (bm_busy != (op == TGT_BITMAP_RELEASE)) {
+		pthread_mutex_unlock(&bm_lock);
+		return -EBUSY;
+	}
+	for (w = 0; w < BM_WORDS; w++) {
+		if (op == TGT_BITMAP_TAKE) {
+			bm_frozen[w] = bm_bits[w];
+			bm_bits[w] = a->clear ? 0 : bm_bits[w];
+		} else if (a->restore) {
+			bm_bits[w] |= bm_frozen[w];
+		}
+	}
+	bm_busy = op == TGT_BITMAP_TAKE;
+	a->bits = bm_frozen;
+	a->nr_bits = DEV_BYTES / BM_GRAN;
+	a->granularity_bytes = BM_GRAN;
+	pthread_mutex_unlock(&bm_lock);
+	return 0;
+}
+
+static const struct tgt_ops mem_bm_ops = {
+	.name = "mem",
+	.read = mem_read,
+	.write = mem_bm_write,
+	.block_status = mem_block_status,
+	.close = mem_close,
+	.bitmap = mem_bitmap,
+};
+
+/* Sets the bitmap to exactly the granules of @list (ends with -1). */
+static void bm_set(const int *list)
+{
+	memset(bm_bits, 0, sizeof(bm_bits));
+	for (; *list >= 0; list++)
+		bm_bits[*list / 64] |= 1ULL << (*list % 64);
+}
+
+static bool bm_is(const int *list)
+{
+	uint64_t want[BM_WORDS] = { 0 };
+
+	for (; *list >= 0; list++)
+		want[*list / 64] |= 1ULL << (*list % 64);
+	return !memcmp(want, bm_bits, sizeof(want)) && !bm_busy;
+}
 
 /* A malloc'ed target, as the jobs take them. */
 static struct tgt *mem_new(uint64_t size)
@@ -426,6 +504,90 @@ TEST_F(job, mirror_cancel_ready)
 	EXPECT_EQ(0, p.calls);
 	EXPECT_EQ(0, memcmp(tdata, ((struct mem *)self->top->priv)->data, DEV_BYTES));
 	EXPECT_EQ(NULL, self->d.notifiers);
+	free(tdata);
+}
+
+/*
+ * An incremental backup: the target (the previous backup, 0xee here)
+ * receives exactly the marked granules as of the start, though the guest
+ * writes one of them meanwhile; on success the bitmap marks only the
+ * writes since the start; on cancel the old marks come back.
+ */
+TEST_F(job, backup_incremental_bitmap_sync)
+{
+	static const int marked[] = { 3, 10, 11, 100, -1 }, after[] = { 3, 50, -1 };
+	static const int cancelled[] = { 3, 10, 11, 50, 100, -1 };
+	static uint64_t offs[] = { 3 * BM_GRAN + 8192, 50 * BM_GRAN };
+	struct writes w = { .d = &self->d, .offs = offs, .n = 2, .seed = 7 };
+	struct tgt *target = mem_new(DEV_BYTES);
+	char *tdata = ((struct mem *)target->priv)->data;
+	struct blk_copy_opts o = copy_opts(target, 128 << 10);
+	uint64_t g;
+
+	self->top->ops = &mem_bm_ops;
+	memset(tdata, 0xee, DEV_BYTES);
+	bm_set(marked);
+	o.bitmap = "b";
+	ASSERT_EQ(0, blk_backup_start(&self->d, &o, self->why, sizeof(self->why)));
+	EXPECT_TRUE(bm_busy);
+	writes_run(&w);
+	EXPECT_EQ(0, blk_job_set_speed(&self->d, NULL, 0));
+	ASSERT_TRUE(WAIT_FOR(job_gone(&self->d)));
+	EXPECT_TRUE(saw(&self->ev, BLK_JOB_EV_COMPLETED));
+	for (g = 0; g < DEV_BYTES / BM_GRAN; g++) {
+		bool copy = g == 3 || g == 10 || g == 11 || g == 100;
+		char *want = copy ? self->orig + g * BM_GRAN : NULL;
+		uint64_t i;
+
+		for (i = 0; !want && i < BM_GRAN && tdata[g * BM_GRAN + i] == (char)0xee; i++)
+			;
+		if (want) {
+			EXPECT_EQ(0, memcmp(tdata + g * BM_GRAN, want, BM_GRAN));
+		} else {
+			EXPECT_EQ(BM_GRAN, i);
+		}
+	}
+	EXPECT_TRUE(bm_is(after));
+	free(tdata);
+
+	/* Cancelled: old marks and new writes. */
+	target = mem_new(DEV_BYTES);
+	tdata = ((struct mem *)target->priv)->data;
+	o = copy_opts(target, 65536);
+	o.bitmap = "b";
+	bm_set(marked);
+	ASSERT_EQ(0, blk_backup_start(&self->d, &o, self->why, sizeof(self->why)));
+	w.n = 1;
+	w.offs = &offs[1];
+	writes_run(&w);
+	EXPECT_EQ(0, blk_job_cancel(&self->d, NULL, false));
+	ASSERT_TRUE(WAIT_FOR(job_gone(&self->d)));
+	EXPECT_TRUE(saw(&self->ev, BLK_JOB_EV_CANCELLED));
+	EXPECT_TRUE(bm_is(cancelled));
+	free(tdata);
+}
+
+/* A differential backup (bitmap-mode never) keeps the old marks on success. */
+TEST_F(job, backup_differential_keeps_marks)
+{
+	static const int marked[] = { 3, -1 }, after[] = { 3, 50, -1 };
+	static uint64_t offs[] = { 50 * BM_GRAN };
+	struct writes w = { .d = &self->d, .offs = offs, .n = 1, .seed = 7 };
+	struct tgt *target = mem_new(DEV_BYTES);
+	char *tdata = ((struct mem *)target->priv)->data;
+	struct blk_copy_opts o = copy_opts(target, 65536);
+
+	self->top->ops = &mem_bm_ops;
+	bm_set(marked);
+	o.bitmap = "b";
+	o.bitmap_keep = true;
+	ASSERT_EQ(0, blk_backup_start(&self->d, &o, self->why, sizeof(self->why)));
+	writes_run(&w);
+	EXPECT_EQ(0, blk_job_set_speed(&self->d, NULL, 0));
+	ASSERT_TRUE(WAIT_FOR(job_gone(&self->d)));
+	EXPECT_TRUE(saw(&self->ev, BLK_JOB_EV_COMPLETED));
+	EXPECT_EQ(0, memcmp(tdata + 3 * BM_GRAN, self->orig + 3 * BM_GRAN, BM_GRAN));
+	EXPECT_TRUE(bm_is(after));
 	free(tdata);
 }
 
