@@ -390,6 +390,18 @@ int blk_chain_push_overlay(struct blk_dev *d, struct tgt *overlay,
 			   struct blk_chain_change *c);
 
 /*
+ * What blk_chain_push_overlay() takes: creates @file, which must not
+ * exist, as an empty @ops image of @top's size whose header names @top
+ * (by absolute path, and format), durably (its name included: the
+ * power-cut order is beside the code), and opens it read-write with
+ * TGT_O_NO_BACKING as @top is served.  Returns 0 with *@out (malloc'ed,
+ * cfg.file too), or -errno with the reason in @why and nothing left on
+ * disk (-EEXIST: @file exists, and stays).
+ */
+int blk_overlay_create(const struct tgt *top, const struct tgt_ops *ops, const char *file,
+		       struct tgt **out, char *why, size_t why_len);
+
+/*
  * Pivot: @new_top becomes the top.  Either it is a node of the chain
  * below the top (active commit's base: reopened read-write in
  * TGT_ROLE_IMAGE if it was read-only, and the nodes above it are
