@@ -13,7 +13,7 @@
  *
  * Environment: CRASH_REPLAY_STATES (states per variant, default 450, 100
  * under ASan), CRASH_REPLAY_CHAIN_STATES (the same for the chain
- * variants, default 90, 40 under ASan),
+ * variants, default 80, 40 under ASan),
  * CRASH_REPLAY_SEED (default fixed per variant; "random" for a new one),
  * CRASH_REPLAY_ROUNDS (workloads per variant, default 1),
  * CRASH_REPLAY_QCHECK (run qemu-img check on one state in N, default 6,
@@ -41,6 +41,7 @@
 #include "exec.h"
 #include "job.h"
 #include "tgt.h"
+#include "throttle.h"
 #include "util.h"
 
 #include "kselftest_harness.h"
@@ -190,6 +191,15 @@ static void rec_append(struct recorder *rc, const struct exec_rec *r, const stru
 	}
 }
 
+/*
+ * The next point of @rc's clock.  Atomic: in the chain tests a snapshot
+ * or a commit job records from a thread of its own while guest ops run.
+ */
+static uint64_t tick(struct recorder *rc)
+{
+	return __atomic_add_fetch(&rc->clock, 1, __ATOMIC_SEQ_CST);
+}
+
 static void rec_cb(void *ctx, const struct exec_rec *r)
 {
 	struct recorder *rc = ctx;
@@ -204,7 +214,7 @@ static void rec_cb(void *ctx, const struct exec_rec *r)
 			rc->foreign++;
 		return;
 	}
-	rec_append(rc, r, &st, ++rc->clock);
+	rec_append(rc, r, &st, tick(rc));
 }
 
 /* ---------------------------------------------------------------- */
@@ -319,7 +329,7 @@ static void gop_run(void *arg)
 			sector_fill((char *)buf + s * SECTOR, task->idx + OWN_FIRST_WRITE,
 				    g->off / SECTOR + s);
 	}
-	g->issue_clock = ++w->rc->clock;
+	g->issue_clock = tick(w->rc);
 	if (w->dev && g->kind <= G_FLUSH) {
 		static const enum blk_op op[] = { BLK_OP_WRITE, BLK_OP_WRITE_ZEROES,
 						  BLK_OP_DISCARD, BLK_OP_FLUSH };
@@ -355,7 +365,7 @@ static void gop_run(void *arg)
 		break;
 	}
 done:
-	g->done_clock = ++w->rc->clock;
+	g->done_clock = tick(w->rc);
 	if (g->ret < 0 && !w->err)
 		w->err = g->ret;
 	free(buf);
@@ -444,11 +454,12 @@ static void wl_snap_batch(struct wl *w)
 	wl_run_ops(w, w->nr_ops++);
 }
 
+static void wl_add_random(struct wl *w, size_t first, unsigned int n, uint64_t *written);
+
 static void wl_batch(struct wl *w, uint64_t *written)
 {
-	unsigned int n = 1 + rnd_below(&w->rng, MAX_BATCH), k;
+	unsigned int n = 1 + rnd_below(&w->rng, MAX_BATCH);
 	size_t first = w->nr_ops;
-	bool flushed = false;
 
 	if (w->cfg->snap_ops && rnd_pct(&w->rng, 6)) {
 		wl_snap_batch(w);
@@ -460,6 +471,16 @@ static void wl_batch(struct wl *w, uint64_t *written)
 		w->ops[w->nr_ops].kind = G_BM_STORE;
 		w->nr_ops++;
 	}
+	wl_add_random(w, first, n, written);
+	wl_run_ops(w, first);
+}
+
+/* Adds @n random guest ops to the batch that begins at op @first. */
+static void wl_add_random(struct wl *w, size_t first, unsigned int n, uint64_t *written)
+{
+	bool flushed = false;
+	unsigned int k;
+
 	for (k = 0; k < n && w->nr_ops < MAX_GOPS - 1; k++) {
 		struct gop *g = &w->ops[w->nr_ops];
 		unsigned int dice = rnd_below(&w->rng, 100);
@@ -484,7 +505,6 @@ static void wl_batch(struct wl *w, uint64_t *written)
 			*written += g->len;
 		w->nr_ops++;
 	}
-	wl_run_ops(w, first);
 }
 
 /* Batches until @until guest bytes are written (or the op log is nearly full). */
@@ -521,9 +541,9 @@ static int wl_run(struct wl *w)
 	wl_batches(w, &written, w->cfg->data_bytes);
 	/* Close writes everything back: it counts as a flush. */
 	g = wl_add_op(w, G_FLUSH);
-	g->issue_clock = ++w->rc->clock;
+	g->issue_clock = tick(w->rc);
 	ret = tgt_close(&w->t);
-	g->done_clock = ++w->rc->clock;
+	g->done_clock = tick(w->rc);
 	if (!ret)
 		ret = w->err;
 out:
@@ -1627,7 +1647,7 @@ static void replay_run(struct replay *r, unsigned long budget, const struct fimg
 #if defined(__SANITIZE_ADDRESS__)
 #define CHAIN_STATES	40
 #else
-#define CHAIN_STATES	90
+#define CHAIN_STATES	80
 #endif
 #define CHAIN_QCHECK	5
 
@@ -1696,7 +1716,7 @@ static void mrec_ns(struct mrec *mr, const struct exec_rec *r)
 	if (r->done) {
 		for (i = mr->nr_ns; i-- > 0; )
 			if (mr->ns[i].seq == r->seq) {
-				mr->ns[i].done_clock = ++mr->clk.clock;
+				mr->ns[i].done_clock = tick(&mr->clk);
 				mr->ns[i].res = r->res;
 			}
 		return;
@@ -1711,7 +1731,7 @@ static void mrec_ns(struct mrec *mr, const struct exec_rec *r)
 	o = &mr->ns[mr->nr_ns++];
 	memset(o, 0, sizeof(*o));
 	o->seq = r->seq;
-	o->issue_clock = ++mr->clk.clock;
+	o->issue_clock = tick(&mr->clk);
 	o->done_clock = NEVER;
 	o->file = -1;
 	if (r->kind == EXEC_REC_DIRSYNC) {
@@ -1742,7 +1762,7 @@ static void mrec_cb(void *ctx, const struct exec_rec *r)
 	if (r->kind == EXEC_REC_LINK || r->kind == EXEC_REC_UNLINK || r->kind == EXEC_REC_DIRSYNC)
 		mrec_ns(mr, r);
 	else if (!fstat(r->fd, &st) && st.st_dev == mr->dev && (i = mrec_file(mr, st.st_ino)) >= 0)
-		rec_append(&mr->f[i].rc, r, &st, ++mr->clk.clock);
+		rec_append(&mr->f[i].rc, r, &st, tick(&mr->clk));
 	else if (r->kind != EXEC_REC_FDATASYNC && !r->done)
 		mr->foreign++;
 	pthread_mutex_unlock(&mr->lock);
@@ -1775,12 +1795,17 @@ struct chain {
 	char mid[PATH_MAX];		/* live commit: TOP, between the two */
 	char new[PATH_MAX];		/* snapshot: NEW */
 	size_t op;			/* the G_CHAIN op */
+	size_t rec_op;			/* the barrier op of the record hook, or op */
 	unsigned int qcheck_every;	/* qemu-img check on one state in this many */
 	int job_ret;			/* the commit job's end */
+	struct wl *w;
+	int step_ret;
+	bool step_done;			/* atomic */
 	struct mrec mr;
 	/* Results. */
 	unsigned long states, bad, lost, corrupt, qchecks, qcheck_bad, right_new, right_old;
 	unsigned long old_chain, new_chain;
+	unsigned long drained;		/* guest writes the step's drain waited for */
 };
 
 static void chain_job_event(void *ctx, const struct blk_job_info *job, int type, const char *err)
@@ -1793,11 +1818,28 @@ static void chain_job_event(void *ctx, const struct blk_job_info *job, int type,
 		c->job_ret = -ECANCELED;
 }
 
-/* G_CHAIN of each kind, through what the server and the CLI call. */
-static int chain_step(struct wl *w)
+/*
+ * The record hook of the chain primitives, called under the drain once
+ * the old chain is durable (E3, C3): every guest op that completed before
+ * it went to that chain and is durable from here.  A barrier op, then.
+ */
+static int chain_note_record(void *ctx, const struct tgt *top)
 {
-	struct chain *c = w->chain_ctx;
-	struct blk_dev *d = w->dev;
+	struct chain *c = ctx;
+	struct gop *g;
+
+	c->rec_op = c->w->nr_ops;
+	g = wl_add_op(c->w, G_FLUSH);
+	g->issue_clock = g->done_clock = tick(c->w->rc);
+	return 0;
+}
+
+/* The step of each kind, through what the server and the CLI call. */
+static int chain_body(void *arg)
+{
+	struct chain *c = arg;
+	struct blk_dev *d = c->w->dev;
+	struct blk_chain_change ch = { .record = chain_note_record, .ctx = c };
 	struct blk_job_info info;
 	char why[256] = "";
 	struct tgt *ov;
@@ -1809,7 +1851,7 @@ static int chain_step(struct wl *w)
 		ret = blk_overlay_create(d->top, tgt_find(c->new_fmt), c->new, &ov, why,
 					 sizeof(why));
 		if (!ret) {
-			ret = blk_chain_push_overlay(d, ov, NULL);
+			ret = blk_chain_push_overlay(d, ov, &ch);
 			if (ret)
 				tgt_free_chain(ov);
 		}
@@ -1817,7 +1859,8 @@ static int chain_step(struct wl *w)
 	case CH_COMMIT: {
 		struct blk_chain_opts o = { .top = d->top->backing,
 					    .base = d->top->backing->backing,
-					    .cluster_bytes = 65536 };
+					    .cluster_bytes = 65536,
+					    .record = chain_note_record, .record_ctx = c };
 
 		/* block/stream.c: C1-C4, on the job's own thread. */
 		c->job_ret = -EINPROGRESS;
@@ -1843,6 +1886,34 @@ static int chain_step(struct wl *w)
 	if (ret)
 		printf("# chain step failed: %s %s\n", strerror(-ret), why);
 	return ret;
+}
+
+static void *chain_thread(void *arg)
+{
+	struct chain *c = arg;
+
+	c->step_ret = exec_run_sync(chain_body, c);
+	__atomic_store_n(&c->step_done, true, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+/*
+ * G_CHAIN: the step runs on a thread of its own, as the control thread
+ * runs it in the server: a drain blocks its thread until the guest ops in
+ * flight, coroutines of this one, have left.
+ */
+static int chain_step(struct wl *w)
+{
+	struct chain *c = w->chain_ctx;
+	pthread_t th;
+
+	c->step_done = false;
+	if (pthread_create(&th, NULL, chain_thread, c))
+		return -EAGAIN;
+	while (!__atomic_load_n(&c->step_done, __ATOMIC_SEQ_CST))
+		exec_sleep_ms(1);
+	pthread_join(th, NULL);
+	return c->step_ret;
 }
 
 /*
@@ -2078,9 +2149,12 @@ static bool chain_check(struct replay *r, struct chain *c, uint64_t C, const boo
 	}
 	if (ok)
 		ok = chain_reads(r, right, false, own, true, want_backing, what, sizeof(what));
-	/* After the step: the old top holds the snapshot, BASE the committed content. */
+	/*
+	 * After the step: the old top holds the snapshot (what completed
+	 * before the record, under the drain), BASE the committed content.
+	 */
 	if (ok && done && c->kind == CH_SNAPSHOT)
-		ok = chain_reads(r, c->top, true, owners_at(r, c->op), false, NULL, what,
+		ok = chain_reads(r, c->top, true, owners_at(r, c->rec_op), false, NULL, what,
 				 sizeof(what));
 	if (ok && done && c->kind == CH_COMMIT_OFFLINE)
 		ok = chain_reads(r, c->base, true, owners_at(r, c->op), false, NULL, what,
@@ -2148,6 +2222,13 @@ static void chain_states(struct replay *r, struct chain *c, unsigned long budget
 			syncs = xrealloc(syncs, (nr_syncs + 1) * sizeof(*syncs));
 			syncs[nr_syncs++] = c->mr.ns[k].done_clock + 1;
 		}
+	for (k = 0; k < r->w->nr_ops; k++) {
+		const struct gop *o = &r->w->ops[k];
+
+		c->drained += (o->kind == G_WRITE || o->kind == G_ZERO) &&
+			      o->issue_clock > g->issue_clock &&
+			      o->done_clock < r->w->ops[c->rec_op].issue_clock;
+	}
 	nr_prefix = MIN((unsigned long)nr_syncs, budget / 3);
 	for (n = 0; n < budget; n++) {
 		bool prefix = n < nr_prefix;
@@ -2779,6 +2860,7 @@ static int chain_record(struct chain *c, struct wl *w)
 
 	w->chain_fn = chain_step;
 	w->chain_ctx = c;
+	c->w = w;
 	if (c->kind == CH_COMMIT_OFFLINE) {
 		ret = wl_run(w);
 		if (ret)
@@ -2797,18 +2879,34 @@ static int chain_record(struct chain *c, struct wl *w)
 		w->dev = &d;
 		wl_batches(w, &written, w->cfg->data_bytes / 2);
 	}
-	c->op = w->nr_ops;
+	/*
+	 * The step runs with guest ops in flight beside it, as on a device;
+	 * a write limit keeps them inside the layer (a write waits there for
+	 * its turn) until after the flush the step does before its drain,
+	 * so that only what the step does under the drain (E3, the drop's
+	 * flush) can make them durable.
+	 */
+	c->op = c->rec_op = w->nr_ops;
 	wl_add_op(w, G_CHAIN);
+	if (w->dev) {
+		struct throttle_cfg thr = { .burst_ms = 1 };
+
+		thr.rate[THR_IOPS_WRITE] = 50;
+		blk_set_throttle(w->dev, &thr);
+		wl_add_random(w, c->op, 1 + rnd_below(&w->rng, MAX_BATCH), &written);
+	}
 	wl_run_ops(w, c->op);
+	if (w->dev)
+		blk_set_throttle(w->dev, &(struct throttle_cfg){ 0 });
 	if (w->dev) {
 		wl_batches(w, &written, w->cfg->data_bytes);
 		/* Closing the chain writes everything back: a last flush. */
 		g = wl_add_op(w, G_FLUSH);
-		g->issue_clock = ++w->rc->clock;
+		g->issue_clock = tick(w->rc);
 		blk_job_shutdown(&d);
 		ret = tgt_free_chain(d.top);
 		blk_dev_exit(&d);
-		g->done_clock = ++w->rc->clock;
+		g->done_clock = tick(w->rc);
 		w->dev = NULL;
 	}
 	w->rc->on = false;
@@ -2893,7 +2991,7 @@ FIXTURE_VARIANT_ADD(chain, snapshot_qcow2_bitmap) {
 /* A QED overlay over a qcow2 with lazy refcounts: E5's close clears its dirty bit. */
 FIXTURE_VARIANT_ADD(chain, snapshot_lazy_qed) {
 	.kind = CH_SNAPSHOT, .opts = "cluster_size=1024,lazy_refcounts=on", .new_fmt = "qed",
-	.seed = 0x5eed0102,
+	.seed = 0x5eed0105,
 };
 
 /* Intermediate commit of mid into base under top, the device writing top. */
@@ -3032,6 +3130,12 @@ TEST_F_TIMEOUT(chain, replay, 3600)
 		EXPECT_EQ(0UL, c->bad);
 		if (c->qcheck_every)
 			EXPECT_LT(0UL, c->qchecks);
+		if (c->kind != CH_COMMIT_OFFLINE) {
+			/* Writes the step's drain waited for: only the step made them durable. */
+			printf("# %lu guest writes in flight when the step began, durable by it\n",
+			       c->drained);
+			EXPECT_LT(0UL, c->drained);
+		}
 		if (c->kind == CH_SNAPSHOT) {
 			/* Both sides of the link's durability must occur. */
 			printf("# the right image was NEW in %lu states, the old top in %lu\n",
