@@ -380,9 +380,9 @@ struct blk_chain_change {
  * External snapshot: @overlay, opened read-write in TGT_ROLE_IMAGE with
  * TGT_O_NO_BACKING (no backing yet) from a file whose header names the
  * current top as its backing file, becomes the top.  Under the drain:
- * the old top is flushed, @c->record(@overlay), the old top is written
- * back and reopened read-only with a backing file's locks (tgt_reopen()),
- * linked under @overlay, and @overlay published.  Returns 0, @overlay
+ * the old top is written back, flushed and reopened read-only with a
+ * backing file's locks (tgt_reopen()), @c->record(@overlay), the old top
+ * is linked under @overlay, and @overlay published.  Returns 0, @overlay
  * then belongs to the chain; or -errno (-ELOOP: too deep) with the old
  * top serving as before and @overlay still the caller's to close.
  */

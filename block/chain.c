@@ -136,19 +136,24 @@ static int blk_push_overlay_fn(struct blk_chain_call *call)
 	/*
 	 * What the old top acknowledged is made durable before anything
 	 * names the overlay: from the record on, a crash serves the
-	 * overlay, which reads the old top.
+	 * overlay, which reads the old top.  Written back and made read-only
+	 * first: the flush of a format's in-place switch (->set_read_only)
+	 * is that flush, so the gate stays closed for one instead of two.
+	 * Without the in-place switch the reopen closes the image, and the
+	 * explicit flush keeps the order whatever ->close does.
 	 */
-	ret = blk_flush_node(old);
-	if (ret)
-		goto fail;
-	ret = blk_chain_record(call, overlay);
-	if (ret)
-		goto fail;
-	ret = tgt_reopen(old, TGT_ROLE_BACKING, true);
+	ret = old->ops->set_read_only ? 0 : blk_flush_node(old);
+	if (!ret)
+		ret = tgt_reopen(old, TGT_ROLE_BACKING, true);
 	if (ret) {
-		/* The overlay is empty: naming it or not gives the same data. */
-		blk_chain_record(call, old);
 		if (!old->priv)
+			blk_chain_broken(d, old);
+		goto fail;
+	}
+	ret = blk_chain_record(call, overlay);
+	if (ret) {
+		/* Nothing names the overlay: the old top serves on, writable again. */
+		if (tgt_reopen(old, TGT_ROLE_IMAGE, false) && !old->priv)
 			blk_chain_broken(d, old);
 		goto fail;
 	}

@@ -255,18 +255,19 @@ static int ublk_ctl_query_snapshots(struct ctl_call *call)
  *    half-made NEW; after the link NEW is a stray empty overlay that
  *    nothing names (remove it, or use it: it shows the same data).
  * E2 NEW is opened read-write; writes nothing yet.  As E1.
- * E3 (drained) the old top is flushed: everything it acknowledged is
- *    durable, so NEW, which reads through to it, shows it after a crash.
+ * E3 (drained) the old top is written back, flushed and made read-only
+ *    (in place where the format can; its metadata's own crash order
+ *    holds inside): everything it acknowledged is durable, so NEW, which
+ *    reads through to it, shows it after a crash, and a guest FLUSH sent
+ *    to NEW later needs nothing from it.  A crash: as E1.
  * E4 (drained) the state file names NEW (rename: all or nothing).  From
  *    here recover serves NEW over the old top: the same data, since NEW
  *    is still empty; requests the dead server had taken are reissued to
  *    the new one and land in NEW.
- * E5 (drained) the old top is written back and reopened read-only (its
- *    metadata's own crash order holds inside ->close); NEW is published
- *    and the drain ends: writes go to NEW only.  A crash: as E4.
- * A failure at E3-E5 leaves the device on the old top, read-write; the
- * state file is set back to it (the primitive calls the record hook
- * again), and NEW is closed and removed.
+ * E5 (drained) NEW is linked over the old top and published, and the
+ *    drain ends: writes go to NEW only.  A crash: as E4.
+ * A failure at E3-E4 leaves the device on the old top, read-write again,
+ * the state file naming it; NEW is closed and removed.
  */
 struct snap_record_ctx {
 	struct ublk_dev *dev;
