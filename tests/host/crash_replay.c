@@ -1937,7 +1937,8 @@ static void chain_file_state(struct replay *r, const struct mfile *f, uint64_t C
 		bar = m->syncs[last].issue;
 	st->cap = ALIGN_UP(m->max_size, 4096) + 4096;
 	st->buf = calloc(1, st->cap);
-	memcpy(st->buf, f->init.buf, f->init.size);
+	if (f->init.size)	/* a file made during the run has no start */
+		memcpy(st->buf, f->init.buf, f->init.size);
 	st->size = st->data_end = f->init.size;
 	for (; applied < m->nr_done && m->ch[m->by_done[applied]].done < bar; applied++)
 		change_apply(st, rc, &m->ch[m->by_done[applied]], NULL);
