@@ -10,7 +10,6 @@
  * keeps the state file naming the image the device serves.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
