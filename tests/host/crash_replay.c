@@ -8,7 +8,9 @@
  * are allowed), and every guest byte acknowledged before the last
  * completed FLUSH reads back.  The `chain` fixture does the same for the
  * steps that change a chain (external snapshot, commit) over several
- * files and their directory, and checks the right image of each state.
+ * files and their directory, and checks the right image of each state;
+ * it is built from this file as crash_chain (CRASH_CHAIN_ONLY,
+ * tests/host/crash_chain.c), the single-file fixture without it.
  * Design and crash model: docs/crash-replay.md.
  *
  * Environment: CRASH_REPLAY_STATES (states per variant, default 450, 100
@@ -1628,6 +1630,7 @@ static void replay_run(struct replay *r, unsigned long budget, const struct fimg
 	free(st.buf);
 }
 
+#ifdef CRASH_CHAIN_ONLY
 /* ---------------------------------------------------------------- */
 /* Chain changes: several files and their directory                  */
 
@@ -2251,10 +2254,12 @@ static void chain_states(struct replay *r, struct chain *c, unsigned long budget
 	}
 	free(syncs);
 }
+#endif /* CRASH_CHAIN_ONLY */
 
 /* ---------------------------------------------------------------- */
 /* The test                                                           */
 
+#ifndef CRASH_CHAIN_ONLY
 FIXTURE(crash) {
 	char dir[PATH_MAX];
 };
@@ -2455,6 +2460,7 @@ FIXTURE_TEARDOWN(crash)
 {
 	rm_rf(self->dir);
 }
+#endif /* !CRASH_CHAIN_ONLY */
 
 /*
  * What a converted starting image holds: per 4 KiB, zeros (left
@@ -2618,6 +2624,7 @@ static int make_images(const char *dir, const struct variant_cfg *v, struct wl *
 		       (unsigned long long)v->size_bytes);
 }
 
+#ifndef CRASH_CHAIN_ONLY
 /*
  * Compressed clusters in the image at @path, as our check counts them
  * (read-only, nothing repaired).  Returns the count or -errno.
@@ -2849,6 +2856,9 @@ TEST_F_TIMEOUT(crash, replay, 3600)
 	EXPECT_EQ(0UL, (unsigned long)c.corrupt);
 }
 
+#endif /* !CRASH_CHAIN_ONLY */
+
+#ifdef CRASH_CHAIN_ONLY
 /* The recorded run: guest batches, the step between them (offline: after the close). */
 static int chain_record(struct chain *c, struct wl *w)
 {
@@ -3153,5 +3163,7 @@ TEST_F_TIMEOUT(chain, replay, 3600)
 		free(c);
 	}
 }
+
+#endif /* CRASH_CHAIN_ONLY */
 
 TEST_HARNESS_MAIN
