@@ -197,10 +197,13 @@ check-vm: $(O)/imgblk $(VM_PROGS)
 # Crash-state replay with new seeds and many more states than `make check`
 # runs; ROUNDS workloads per variant (docs/crash-replay.md).
 ROUNDS ?= 5
-crash-soak: $(O)/tests/host/crash_replay
-	$(Q)CRASH_REPLAY_SEED=random CRASH_REPLAY_ROUNDS=$(ROUNDS) \
+crash-soak: $(O)/tests/host/crash_replay $(O)/tests/host/crash_chain
+	$(Q)for t in $^; do \
+		CRASH_REPLAY_SEED=random CRASH_REPLAY_ROUNDS=$(ROUNDS) \
 		CRASH_REPLAY_STATES=$${CRASH_REPLAY_STATES:-2000} \
-		CRASH_REPLAY_QCHECK=$${CRASH_REPLAY_QCHECK:-2} $<
+		CRASH_REPLAY_CHAIN_STATES=$${CRASH_REPLAY_CHAIN_STATES:-500} \
+		CRASH_REPLAY_QCHECK=$${CRASH_REPLAY_QCHECK:-2} $$t || exit 1; \
+	done
 
 # Long runs, not part of make check.
 soak: $(O)/imgblk

@@ -380,14 +380,26 @@ struct blk_chain_change {
  * External snapshot: @overlay, opened read-write in TGT_ROLE_IMAGE with
  * TGT_O_NO_BACKING (no backing yet) from a file whose header names the
  * current top as its backing file, becomes the top.  Under the drain:
- * the old top is flushed, @c->record(@overlay), the old top is written
- * back and reopened read-only with a backing file's locks (tgt_reopen()),
- * linked under @overlay, and @overlay published.  Returns 0, @overlay
+ * the old top is written back, flushed and reopened read-only with a
+ * backing file's locks (tgt_reopen()), @c->record(@overlay), the old top
+ * is linked under @overlay, and @overlay published.  Returns 0, @overlay
  * then belongs to the chain; or -errno (-ELOOP: too deep) with the old
  * top serving as before and @overlay still the caller's to close.
  */
 int blk_chain_push_overlay(struct blk_dev *d, struct tgt *overlay,
 			   struct blk_chain_change *c);
+
+/*
+ * What blk_chain_push_overlay() takes: creates @file, which must not
+ * exist, as an empty @ops image of @top's size whose header names @top
+ * (by absolute path, and format), durably (its name included: the
+ * power-cut order is beside the code), and opens it read-write with
+ * TGT_O_NO_BACKING as @top is served.  Returns 0 with *@out (malloc'ed,
+ * cfg.file too), or -errno with the reason in @why and nothing left on
+ * disk (-EEXIST: @file exists, and stays).
+ */
+int blk_overlay_create(const struct tgt *top, const struct tgt_ops *ops, const char *file,
+		       struct tgt **out, char *why, size_t why_len);
 
 /*
  * Pivot: @new_top becomes the top.  Either it is a node of the chain

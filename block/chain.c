@@ -14,8 +14,10 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "block.h"
 #include "exec.h"
@@ -134,19 +136,24 @@ static int blk_push_overlay_fn(struct blk_chain_call *call)
 	/*
 	 * What the old top acknowledged is made durable before anything
 	 * names the overlay: from the record on, a crash serves the
-	 * overlay, which reads the old top.
+	 * overlay, which reads the old top.  Written back and made read-only
+	 * first: the flush of a format's in-place switch (->set_read_only)
+	 * is that flush, so the gate stays closed for one instead of two.
+	 * Without the in-place switch the reopen closes the image, and the
+	 * explicit flush keeps the order whatever ->close does.
 	 */
-	ret = blk_flush_node(old);
-	if (ret)
-		goto fail;
-	ret = blk_chain_record(call, overlay);
-	if (ret)
-		goto fail;
-	ret = tgt_reopen(old, TGT_ROLE_BACKING, true);
+	ret = old->ops->set_read_only ? 0 : blk_flush_node(old);
+	if (!ret)
+		ret = tgt_reopen(old, TGT_ROLE_BACKING, true);
 	if (ret) {
-		/* The overlay is empty: naming it or not gives the same data. */
-		blk_chain_record(call, old);
 		if (!old->priv)
+			blk_chain_broken(d, old);
+		goto fail;
+	}
+	ret = blk_chain_record(call, overlay);
+	if (ret) {
+		/* Nothing names the overlay: the old top serves on, writable again. */
+		if (tgt_reopen(old, TGT_ROLE_IMAGE, false) && !old->priv)
 			blk_chain_broken(d, old);
 		goto fail;
 	}
@@ -160,6 +167,120 @@ fail:
 	img_err("device %u: chain: cannot put %s over %s: %s", d->id, blk_node_name(overlay),
 		blk_node_name(old), strerror(-ret));
 	return ret;
+}
+
+/*
+ * Sets @out to a name for the temporary file @file is made in: hidden,
+ * in @file's directory (link() stays within one filesystem), unique per
+ * process.  Returns 0 or -ENAMETOOLONG.
+ */
+static int blk_overlay_tmp_name(const char *file, char *out, size_t len)
+{
+	const char *base = strrchr(file, '/');
+	int n;
+
+	if (base)
+		n = snprintf(out, len, "%.*s.%s.imgblk-%d", (int)(base + 1 - file), file,
+			     base + 1, (int)getpid());
+	else
+		n = snprintf(out, len, ".%s.imgblk-%d", file, (int)getpid());
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/*
+ * Power-cut order of the overlay's creation (E1 in ublksrv/control_snap.c;
+ * tests/host/crash_replay.c replays it, docs/crash-replay.md):
+ *   O1  ->create writes the header under the temporary name and fsyncs
+ *       it: the content is durable before any name but the hidden one
+ *       can reach it;
+ *   O2  link() to @file (refusing one that exists), unlink() of the
+ *       temporary name: either may or may not survive a power cut yet,
+ *       and @file, if it does, names the complete header of O1;
+ *   O3  the directory is fsynced: @file survives, before anything writes
+ *       into it (the switch comes later, under the drain), so no write
+ *       acknowledged from the overlay can sit behind a name that vanishes.
+ * After a power cut the image to open is @file if it exists (an empty
+ * overlay reads the old top), else the old top.  A leftover temporary
+ * file is garbage (a later snapshot of a server with the same pid
+ * removes it).
+ */
+int blk_overlay_create(const struct tgt *top, const struct tgt_ops *ops, const char *file,
+		       struct tgt **out, char *why, size_t why_len)
+{
+	struct tgt_create_opts co = { .size_bytes = top->caps.size_bytes };
+	char backing[PATH_MAX], tmp[PATH_MAX];
+	struct tgt *t;
+	int ret;
+
+	/*
+	 * QEMU writes the old top's name as it was opened; the server's
+	 * working directory is not the user's, so ours is always absolute.
+	 */
+	if (!realpath(top->cfg.file, backing)) {
+		ret = -errno;
+		snprintf(why, why_len, "%s: %s", top->cfg.file, strerror(-ret));
+		return ret;
+	}
+	co.backing_file = backing;
+	co.backing_fmt = top->ops->name;
+	if (!access(file, F_OK)) {
+		snprintf(why, why_len, "%s: file exists", file);
+		return -EEXIST;
+	}
+	/*
+	 * Made whole under a temporary name, then linked: the server may be
+	 * killed while ->create writes, and a half-written NEW would be an
+	 * image qemu-img check calls corrupt.  link() also refuses to
+	 * replace a NEW that appeared meanwhile.
+	 */
+	ret = blk_overlay_tmp_name(file, tmp, sizeof(tmp));
+	if (ret) {
+		snprintf(why, why_len, "%s: %s", file, strerror(-ret));
+		return ret;
+	}
+	co.file = tmp;
+	unlink(tmp);	/* left by a killed server of the same pid */
+	ret = ops->create(&co);		/* O1 */
+	if (!ret)
+		ret = exec_link(tmp, file);	/* O2 */
+	exec_unlink(tmp);
+	if (!ret)
+		ret = exec_sync_dir(file);	/* O3 */
+	if (ret) {
+		if (ret != -EEXIST)
+			unlink(file);
+		snprintf(why, why_len, "cannot create %s: %s", file,
+			 ret == -EEXIST ? "file exists" : strerror(-ret));
+		return ret;
+	}
+	t = calloc(1, sizeof(*t));
+	if (!t || !(t->cfg.file = strdup(file))) {
+		free(t);
+		unlink(file);
+		snprintf(why, why_len, "%s", strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	t->ops = ops;
+	t->cfg.format = ops->name;
+	/* As the top was served; its backing is linked by the switch. */
+	t->cfg.open_flags = (top->cfg.open_flags & (TGT_O_BUFFERED | TGT_O_RECOVERABLE)) |
+			    TGT_O_FIXED_SIZE | TGT_O_NO_BACKING;
+	t->cfg.backing_policy = top->cfg.backing_policy;
+	t->cfg.l2_cache_bytes = top->cfg.l2_cache_bytes;
+	ret = tgt_open(t);
+	if (!ret && t->caps.size_bytes != top->caps.size_bytes) {
+		tgt_close(t);
+		ret = -EINVAL;
+	}
+	if (ret) {
+		free((char *)t->cfg.file);
+		free(t);
+		unlink(file);
+		snprintf(why, why_len, "cannot open %s: %s", file, strerror(-ret));
+		return ret;
+	}
+	*out = t;
+	return 0;
 }
 
 int blk_chain_push_overlay(struct blk_dev *d, struct tgt *overlay, struct blk_chain_change *c)

@@ -258,7 +258,11 @@ int exec_fallocate(int fd, int mode, uint64_t off, uint64_t len);
 enum exec_rec_kind {
 	EXEC_REC_WRITE,		/* fd, off, len, data, flags = RWF_* */
 	EXEC_REC_FALLOCATE,	/* fd, off, len, flags = FALLOC_FL_* mode */
-	EXEC_REC_FDATASYNC,	/* fd */
+	EXEC_REC_FDATASYNC,	/* fd (an fsync() reports as one too) */
+	/* The directory changes (exec_link() ...), durable once EXEC_REC_DIRSYNC says so. */
+	EXEC_REC_LINK,		/* path (existing), path2 (new name) */
+	EXEC_REC_UNLINK,	/* path */
+	EXEC_REC_DIRSYNC,	/* fd: the directory synced; path: a file in it */
 };
 
 struct exec_rec {
@@ -270,6 +274,7 @@ struct exec_rec {
 	uint64_t off;
 	uint64_t len;
 	const void *data;	/* valid for the duration of the call */
+	const char *path, *path2;	/* the directory changes' names */
 	uint64_t seq;		/* pairs an issue with its completion */
 };
 
@@ -281,5 +286,23 @@ typedef void (*exec_rec_fn)(void *ctx, const struct exec_rec *r);
  * and must do its own locking if several run.
  */
 void exec_set_recorder(exec_rec_fn fn, void *ctx);
+
+/*
+ * Blocking file-system calls, on any thread, that the recorder sees:
+ * what makes a new image file and puts its name in place (an image's
+ * ->create, an external snapshot's overlay), so that a crash-state replay
+ * can tell which names and contents a power cut keeps.
+ *
+ * exec_file_write(): all @len bytes of pwrite(2) (retried on EINTR and
+ * short writes); exec_file_sync(): fsync(2); exec_link(): link(2);
+ * exec_unlink(): unlink(2); exec_sync_dir(): fsync(2) of the directory
+ * holding @file, which makes the links and unlinks done in it durable.
+ * Each returns 0 or -errno.
+ */
+int exec_file_write(int fd, const void *buf, size_t len, uint64_t off);
+int exec_file_sync(int fd);
+int exec_link(const char *from, const char *to);
+int exec_unlink(const char *path);
+int exec_sync_dir(const char *file);
 
 #endif

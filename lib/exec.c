@@ -4,6 +4,8 @@
  * Design and rationale: docs/executor.md.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -768,6 +770,113 @@ int exec_fallocate(int fd, int mode, uint64_t off, uint64_t len)
 	return exec_io_recorded(sqe, &(struct exec_rec){
 		.kind = EXEC_REC_FALLOCATE, .fd = fd, .flags = mode,
 		.off = off, .len = len });
+}
+
+/* Reports a blocking call to the recorder (if any) before and after it. */
+static int exec_rec_blocking(struct exec_rec *r, int (*call)(struct exec_rec *r))
+{
+	if (likely(!exec_rec_cb))
+		return call(r);
+	exec_rec_issue(r);
+	exec_rec_complete(r, call(r));
+	return r->res;
+}
+
+/* Returns the bytes written (all of them), as a write's CQE would, or -errno. */
+static int exec_file_write_call(struct exec_rec *r)
+{
+	size_t done = 0;
+
+	while (done < r->len) {
+		ssize_t n = pwrite(r->fd, (const char *)r->data + done, r->len - done,
+				   r->off + done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;
+		done += n;
+	}
+	return done;
+}
+
+int exec_file_write(int fd, const void *buf, size_t len, uint64_t off)
+{
+	size_t n, done;
+
+	/* In pieces whose byte count fits the recorder's result. */
+	for (done = 0; done < len; done += n) {
+		struct exec_rec r = { .kind = EXEC_REC_WRITE, .fd = fd, .off = off + done,
+				      .data = (const char *)buf + done };
+		int ret;
+
+		n = MIN(len - done, (size_t)1 << 30);
+		r.len = n;
+		ret = exec_rec_blocking(&r, exec_file_write_call);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+static int exec_file_sync_call(struct exec_rec *r)
+{
+	return fsync(r->fd) ? -errno : 0;
+}
+
+int exec_file_sync(int fd)
+{
+	return exec_rec_blocking(&(struct exec_rec){ .kind = EXEC_REC_FDATASYNC, .fd = fd },
+				 exec_file_sync_call);
+}
+
+static int exec_link_call(struct exec_rec *r)
+{
+	return link(r->path, r->path2) ? -errno : 0;
+}
+
+int exec_link(const char *from, const char *to)
+{
+	return exec_rec_blocking(&(struct exec_rec){ .kind = EXEC_REC_LINK, .fd = -1,
+						     .path = from, .path2 = to },
+				 exec_link_call);
+}
+
+static int exec_unlink_call(struct exec_rec *r)
+{
+	return unlink(r->path) ? -errno : 0;
+}
+
+int exec_unlink(const char *path)
+{
+	return exec_rec_blocking(&(struct exec_rec){ .kind = EXEC_REC_UNLINK, .fd = -1,
+						     .path = path },
+				 exec_unlink_call);
+}
+
+static int exec_sync_dir_call(struct exec_rec *r)
+{
+	return fsync(r->fd) ? -errno : 0;
+}
+
+int exec_sync_dir(const char *file)
+{
+	char *copy = strdup(file);
+	int fd, ret;
+
+	if (!copy)
+		return -ENOMEM;
+	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	free(copy);
+	if (fd < 0)
+		return -errno;
+	ret = exec_rec_blocking(&(struct exec_rec){ .kind = EXEC_REC_DIRSYNC, .fd = fd,
+						    .path = file },
+				exec_sync_dir_call);
+	close(fd);
+	return ret;
 }
 
 struct exec_sync_call {

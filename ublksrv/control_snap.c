@@ -10,7 +10,6 @@
  * keeps the state file naming the image the device serves.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
@@ -248,24 +247,26 @@ static int ublk_ctl_query_snapshots(struct ctl_call *call)
  *
  * E1 NEW is created under a temporary name beside it (header naming the
  *    old top by absolute path and format, no data) and synced, then
- *    linked as NEW, which fails if NEW exists, and the directory synced.
+ *    linked as NEW, which fails if NEW exists, and the directory synced
+ *    (blk_overlay_create() in block/chain.c: the order for a power cut).
  *    The state file names the old top: recover serves it.  A crash while
  *    the header is written leaves only the hidden temporary file, never a
  *    half-made NEW; after the link NEW is a stray empty overlay that
  *    nothing names (remove it, or use it: it shows the same data).
  * E2 NEW is opened read-write; writes nothing yet.  As E1.
- * E3 (drained) the old top is flushed: everything it acknowledged is
- *    durable, so NEW, which reads through to it, shows it after a crash.
+ * E3 (drained) the old top is written back, flushed and made read-only
+ *    (in place where the format can; its metadata's own crash order
+ *    holds inside): everything it acknowledged is durable, so NEW, which
+ *    reads through to it, shows it after a crash, and a guest FLUSH sent
+ *    to NEW later needs nothing from it.  A crash: as E1.
  * E4 (drained) the state file names NEW (rename: all or nothing).  From
  *    here recover serves NEW over the old top: the same data, since NEW
  *    is still empty; requests the dead server had taken are reissued to
  *    the new one and land in NEW.
- * E5 (drained) the old top is written back and reopened read-only (its
- *    metadata's own crash order holds inside ->close); NEW is published
- *    and the drain ends: writes go to NEW only.  A crash: as E4.
- * A failure at E3-E5 leaves the device on the old top, read-write; the
- * state file is set back to it (the primitive calls the record hook
- * again), and NEW is closed and removed.
+ * E5 (drained) NEW is linked over the old top and published, and the
+ *    drain ends: writes go to NEW only.  A crash: as E4.
+ * A failure at E3-E4 leaves the device on the old top, read-write again,
+ * the state file naming it; NEW is closed and removed.
  */
 struct snap_record_ctx {
 	struct ublk_dev *dev;
@@ -289,113 +290,18 @@ static int snap_record(void *ctx, const struct tgt *top)
 	return ublk_state_update(c->dev->info.dev_id, snap_state_top, (void *)top);
 }
 
-/* Makes the creation of @file durable: its directory is synced. */
-static int snap_sync_dir(const char *file)
-{
-	char *copy = strdup(file);
-	int fd, ret = 0;
-
-	if (!copy)
-		return -ENOMEM;
-	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 || fsync(fd))
-		ret = -errno;
-	if (fd >= 0)
-		close(fd);
-	free(copy);
-	return ret;
-}
-
 /*
- * Sets @out to a name for the temporary file @file is made in: hidden,
- * in @file's directory (link() stays within one filesystem), unique per
- * process.  Returns 0 or -ENAMETOOLONG.
- */
-static int snap_tmp_name(const char *file, char *out, size_t len)
-{
-	const char *base = strrchr(file, '/');
-	int n;
-
-	if (base)
-		n = snprintf(out, len, "%.*s.%s.imgblk-%d", (int)(base + 1 - file), file,
-			     base + 1, (int)getpid());
-	else
-		n = snprintf(out, len, ".%s.imgblk-%d", file, (int)getpid());
-	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
-}
-
-/*
- * E1-E2: creates @file as a @ops image over @top and opens it (no
- * backing linked yet).  Returns 0 with *@out, or -errno with the reason
- * set and nothing left on disk.
+ * E1-E2 (blk_overlay_create()): @file as a @ops image over @top, opened.
+ * Returns 0 with *@out, or -errno with the reason set and nothing left
+ * on disk.
  */
 static int snap_make_overlay(struct ctl_call *call, const struct tgt *top,
 			     const struct tgt_ops *ops, const char *file, struct tgt **out)
 {
-	struct tgt_create_opts co = { .size_bytes = top->caps.size_bytes };
-	char backing[PATH_MAX], tmp[PATH_MAX];
-	struct tgt *t;
-	int ret;
+	char why[256];
+	int ret = blk_overlay_create(top, ops, file, out, why, sizeof(why));
 
-	/*
-	 * QEMU writes the old top's name as it was opened; the server's
-	 * working directory is not the user's, so ours is always absolute.
-	 */
-	if (!realpath(top->cfg.file, backing))
-		return ctl_fail(call, -errno, "%s: %s", top->cfg.file, strerror(errno));
-	co.backing_file = backing;
-	co.backing_fmt = top->ops->name;
-	if (!access(file, F_OK))
-		return ctl_fail(call, -EEXIST, "%s: file exists", file);
-	/*
-	 * Made whole under a temporary name, then linked: the server may be
-	 * killed while ->create writes, and a half-written NEW would be an
-	 * image qemu-img check calls corrupt.  link() also refuses to
-	 * replace a NEW that appeared meanwhile.
-	 */
-	ret = snap_tmp_name(file, tmp, sizeof(tmp));
-	if (ret)
-		return ctl_fail(call, ret, "%s: %s", file, strerror(-ret));
-	co.file = tmp;
-	unlink(tmp);	/* left by a killed server of the same pid */
-	ret = ops->create(&co);
-	if (!ret && link(tmp, file))
-		ret = -errno;
-	unlink(tmp);
-	if (!ret)
-		ret = snap_sync_dir(file);
-	if (ret) {
-		if (ret != -EEXIST)
-			unlink(file);
-		return ctl_fail(call, ret, "cannot create %s: %s", file,
-				ret == -EEXIST ? "file exists" : strerror(-ret));
-	}
-	t = calloc(1, sizeof(*t));
-	if (!t || !(t->cfg.file = strdup(file))) {
-		free(t);
-		unlink(file);
-		return ctl_fail(call, -ENOMEM, "%s", strerror(ENOMEM));
-	}
-	t->ops = ops;
-	t->cfg.format = ops->name;
-	/* As the top was served; its backing is linked by the switch. */
-	t->cfg.open_flags = (top->cfg.open_flags & (TGT_O_BUFFERED | TGT_O_RECOVERABLE)) |
-			    TGT_O_FIXED_SIZE | TGT_O_NO_BACKING;
-	t->cfg.backing_policy = top->cfg.backing_policy;
-	t->cfg.l2_cache_bytes = top->cfg.l2_cache_bytes;
-	ret = tgt_open(t);
-	if (!ret && t->caps.size_bytes != top->caps.size_bytes) {
-		tgt_close(t);
-		ret = -EINVAL;
-	}
-	if (ret) {
-		free((char *)t->cfg.file);
-		free(t);
-		unlink(file);
-		return ctl_fail(call, ret, "cannot open %s: %s", file, strerror(-ret));
-	}
-	*out = t;
-	return 0;
+	return ret ? ctl_fail(call, ret, "%s", why) : 0;
 }
 
 /*

@@ -368,23 +368,6 @@ static int qcow2_create_luks(const struct tgt_create_opts *o,
 	return ret;
 }
 
-static int qcow2_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
-{
-	while (len) {
-		ssize_t n = pwrite(fd, buf, len, off);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		buf = (const char *)buf + n;
-		len -= n;
-		off += n;
-	}
-	return 0;
-}
-
 int qcow2_create(const struct tgt_create_opts *o)
 {
 	struct qcow2_create_params p;
@@ -498,7 +481,7 @@ int qcow2_create(const struct tgt_create_opts *o)
 		unlink(o->file);
 		goto out;
 	}
-	ret = qcow2_pwrite_all(fd, buf, cs, 0);
+	ret = exec_file_write(fd, buf, cs, 0);
 	if (ret)
 		goto out_close;
 
@@ -506,7 +489,7 @@ int qcow2_create(const struct tgt_create_opts *o)
 	memset(table, 0, rtc * cs);
 	for (i = 0; i < rbc; i++)
 		table[i] = __builtin_bswap64(rb_off + i * cs);
-	ret = qcow2_pwrite_all(fd, table, rtc * cs, rt_off);
+	ret = exec_file_write(fd, table, rtc * cs, rt_off);
 	if (ret)
 		goto out_close;
 	/* Refcount blocks: every cluster up to total has refcount 1. */
@@ -516,12 +499,12 @@ int qcow2_create(const struct tgt_create_opts *o)
 		memset(buf, 0, cs);
 		for (j = 0; j < per && i * per + j < total; j++)
 			qcow2_rb_set(&geo, buf, j, 1);
-		ret = qcow2_pwrite_all(fd, buf, cs, rb_off + i * cs);
+		ret = exec_file_write(fd, buf, cs, rb_off + i * cs);
 		if (ret)
 			goto out_close;
 	}
 	if (luks_area) {
-		ret = qcow2_pwrite_all(fd, luks_area, lc * cs, luks_off);
+		ret = exec_file_write(fd, luks_area, lc * cs, luks_off);
 		if (ret)
 			goto out_close;
 	}
@@ -530,7 +513,7 @@ int qcow2_create(const struct tgt_create_opts *o)
 		memset(table, 0, l1c * cs);
 		for (i = 0; i < l2c; i++)
 			table[i] = __builtin_bswap64((l2_off + i * cs) | QCOW2_COPIED);
-		ret = qcow2_pwrite_all(fd, table, l1c * cs, l1_off);
+		ret = exec_file_write(fd, table, l1c * cs, l1_off);
 		if (ret)
 			goto out_close;
 	}
@@ -546,7 +529,7 @@ int qcow2_create(const struct tgt_create_opts *o)
 			l2[j << p.extended_l2] =
 				__builtin_bswap64(((p.data_file ? 0 : data_off) + (i * per + j) * cs) |
 						  QCOW2_COPIED);
-		ret = qcow2_pwrite_all(fd, buf, cs, l2_off + i * cs);
+		ret = exec_file_write(fd, buf, cs, l2_off + i * cs);
 		if (ret)
 			goto out_close;
 	}
@@ -569,16 +552,17 @@ int qcow2_create(const struct tgt_create_opts *o)
 	if (p.prealloc == PREALLOC_FULL) {
 		memset(buf, 0, cs);
 		for (i = 0; i < datac && !ret; i++)
-			ret = qcow2_pwrite_all(dfd >= 0 ? dfd : fd, buf,
+			ret = exec_file_write(dfd >= 0 ? dfd : fd, buf,
 					       dfd >= 0 ? MIN(cs, o->size_bytes - i * cs) : cs,
 					       data_off + i * cs);
 		if (ret)
 			goto out_close;
 	}
-	if (dfd >= 0 && fsync(dfd))
-		ret = -errno;
-	if (!ret && fsync(fd))
-		ret = -errno;
+	/* Through the executor's helpers, so a crash-state replay sees what create writes. */
+	if (dfd >= 0)
+		ret = exec_file_sync(dfd);
+	if (!ret)
+		ret = exec_file_sync(fd);
 	/* The secret opens the new image for the rest of the command (convert). */
 	if (!ret && p.key_secret)
 		ret = secret_bind(p.key_secret, o->file);

@@ -155,9 +155,13 @@ int qed_create(const struct tgt_create_opts *o)
 	}
 	/* The rest of the header cluster and the L1 table are zeros: a sparse file. */
 	file_bytes = (1 + table_size) * cluster_size;
-	if (pwrite(fd, buf, sizeof(h) + name_len, 0) != (ssize_t)(sizeof(h) + name_len) ||
-	    ftruncate(fd, file_bytes) || fsync(fd)) {
-		ret = errno ? -errno : -EIO;
+	/* Through the executor's helpers, so a crash-state replay sees what create writes. */
+	ret = exec_file_write(fd, buf, sizeof(h) + name_len, 0);
+	if (!ret && ftruncate(fd, file_bytes))
+		ret = -errno;
+	if (!ret)
+		ret = exec_file_sync(fd);
+	if (ret) {
 		img_err("create: %s: %s", o->file, strerror(-ret));
 		close(fd);
 		goto out_free;

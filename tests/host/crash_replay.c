@@ -6,21 +6,28 @@
  * checks each one: it opens read-write (repairing what the format says to
  * repair), `qemu-img check` and our own check find no corruption (leaks
  * are allowed), and every guest byte acknowledged before the last
- * completed FLUSH reads back.  Design and crash model: docs/crash-replay.md.
+ * completed FLUSH reads back.  The `chain` fixture does the same for the
+ * steps that change a chain (external snapshot, commit) over several
+ * files and their directory, and checks the right image of each state;
+ * it is built from this file as crash_chain (CRASH_CHAIN_ONLY,
+ * tests/host/crash_chain.c), the single-file fixture without it.
+ * Design and crash model: docs/crash-replay.md.
  *
  * Environment: CRASH_REPLAY_STATES (states per variant, default 450, 100
- * under ASan),
+ * under ASan), CRASH_REPLAY_CHAIN_STATES (the same for the chain
+ * variants, default 80, 40 under ASan),
  * CRASH_REPLAY_SEED (default fixed per variant; "random" for a new one),
  * CRASH_REPLAY_ROUNDS (workloads per variant, default 1),
- * CRASH_REPLAY_QCHECK (run qemu-img check on one state in N, default 6;
- * 0 never), CRASH_REPLAY_KEEP (directory where failing states are kept,
- * default /tmp).
+ * CRASH_REPLAY_QCHECK (run qemu-img check on one state in N, default 6,
+ * chain 5; 0 never), CRASH_REPLAY_KEEP (directory where failing states
+ * are kept, default /tmp).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <pthread.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -31,8 +38,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "block.h"
+#include "cli.h"
 #include "exec.h"
+#include "job.h"
 #include "tgt.h"
+#include "throttle.h"
 #include "util.h"
 
 #include "kselftest_harness.h"
@@ -149,20 +160,12 @@ static void *xrealloc(void *p, size_t n)
 	return p;
 }
 
-static void rec_cb(void *ctx, const struct exec_rec *r)
+/* Appends event @r, on the file @st describes, to @rc's log at @clock. */
+static void rec_append(struct recorder *rc, const struct exec_rec *r, const struct stat *st,
+		       uint64_t clock)
 {
-	struct recorder *rc = ctx;
 	struct rec_ev *e;
-	struct stat st;
 
-	if (!rc->on)
-		return;
-	if (fstat(r->fd, &st) || st.st_dev != rc->dev || st.st_ino != rc->ino) {
-		/* A sync of another file is harmless; a change is not. */
-		if (r->kind != EXEC_REC_FDATASYNC && !r->done)
-			rc->foreign++;
-		return;
-	}
 	if (rc->n == rc->cap) {
 		rc->cap = rc->cap ? 2 * rc->cap : 4096;
 		rc->ev = xrealloc(rc->ev, rc->cap * sizeof(*rc->ev));
@@ -177,8 +180,8 @@ static void rec_cb(void *ctx, const struct exec_rec *r)
 	e->off = r->off;
 	e->len = r->len;
 	e->seq = r->seq;
-	e->clock = ++rc->clock;
-	e->fsize = st.st_size;
+	e->clock = clock;
+	e->fsize = st->st_size;
 	if (e->kind == EV_WRITE && !e->done) {
 		if (rc->pool_n + r->len > rc->pool_cap) {
 			rc->pool_cap = MAX(2 * rc->pool_cap, rc->pool_n + r->len + MiB);
@@ -190,12 +193,42 @@ static void rec_cb(void *ctx, const struct exec_rec *r)
 	}
 }
 
+/*
+ * The next point of @rc's clock.  Atomic: in the chain tests a snapshot
+ * or a commit job records from a thread of its own while guest ops run.
+ */
+static uint64_t tick(struct recorder *rc)
+{
+	return __atomic_add_fetch(&rc->clock, 1, __ATOMIC_SEQ_CST);
+}
+
+static void rec_cb(void *ctx, const struct exec_rec *r)
+{
+	struct recorder *rc = ctx;
+	struct stat st;
+
+	if (!rc->on)
+		return;
+	if (r->kind > EXEC_REC_FDATASYNC || fstat(r->fd, &st) || st.st_dev != rc->dev ||
+	    st.st_ino != rc->ino) {
+		/* A sync of another file is harmless; a change is not. */
+		if (r->kind != EXEC_REC_FDATASYNC && r->kind != EXEC_REC_DIRSYNC && !r->done)
+			rc->foreign++;
+		return;
+	}
+	rec_append(rc, r, &st, tick(rc));
+}
+
 /* ---------------------------------------------------------------- */
 /* The workload: guest ops in concurrent batches on the engine        */
 
-/* A snapshot create also makes every write that completed before it durable. */
+/*
+ * A snapshot create also makes every write that completed before it
+ * durable; so does a chain change (G_CHAIN: an external snapshot flushes
+ * the old top, a commit the active image).
+ */
 enum gop_kind { G_WRITE, G_ZERO, G_DISCARD, G_FLUSH, G_SNAP_CREATE, G_SNAP_DELETE,
-		 G_BM_STORE };
+		 G_BM_STORE, G_CHAIN };
 
 struct gop {
 	enum gop_kind kind;
@@ -209,7 +242,7 @@ struct gop {
 /* After a barrier completes, every op that completed before its issue is durable. */
 static bool gop_is_barrier(const struct gop *g)
 {
-	return g->kind == G_FLUSH || g->kind == G_SNAP_CREATE;
+	return g->kind == G_FLUSH || g->kind == G_SNAP_CREATE || g->kind == G_CHAIN;
 }
 
 /* Who op @g, the @idx-th, makes the owner of the sectors it touches. */
@@ -254,6 +287,8 @@ struct snap_exp {
 	const uint32_t *own;		/* taken by the workload: owner of each sector */
 };
 
+struct chain;
+
 struct wl {
 	const struct variant_cfg *cfg;
 	struct recorder *rc;
@@ -269,6 +304,10 @@ struct wl {
 	unsigned char *init;	/* what each sector reads before any write */
 	struct snap_exp snaps[MAX_SNAPS];
 	unsigned int nr_snaps;
+	/* The chain tests: guest ops go through the device, G_CHAIN runs chain_fn. */
+	struct blk_dev *dev;
+	int (*chain_fn)(struct wl *w);
+	struct chain *chain_ctx;
 };
 
 struct op_task {
@@ -292,7 +331,15 @@ static void gop_run(void *arg)
 			sector_fill((char *)buf + s * SECTOR, task->idx + OWN_FIRST_WRITE,
 				    g->off / SECTOR + s);
 	}
-	g->issue_clock = ++w->rc->clock;
+	g->issue_clock = tick(w->rc);
+	if (w->dev && g->kind <= G_FLUSH) {
+		static const enum blk_op op[] = { BLK_OP_WRITE, BLK_OP_WRITE_ZEROES,
+						  BLK_OP_DISCARD, BLK_OP_FLUSH };
+
+		g->ret = blk_submit(&w->dev->queues[0], op[g->kind],
+				    g->flags & TGT_W_FUA ? BLK_REQ_FUA : 0, buf, g->off, g->len);
+		goto done;
+	}
 	switch (g->kind) {
 	case G_WRITE:
 		g->ret = t->ops->write(t, buf, g->len, g->off, g->flags);
@@ -315,8 +362,12 @@ static void gop_run(void *arg)
 	case G_BM_STORE:
 		g->ret = t->ops->bitmap(t, TGT_BITMAP_FLUSH, "", NULL);
 		break;
+	case G_CHAIN:
+		g->ret = w->chain_fn(w);
+		break;
 	}
-	g->done_clock = ++w->rc->clock;
+done:
+	g->done_clock = tick(w->rc);
 	if (g->ret < 0 && !w->err)
 		w->err = g->ret;
 	free(buf);
@@ -405,11 +456,12 @@ static void wl_snap_batch(struct wl *w)
 	wl_run_ops(w, w->nr_ops++);
 }
 
+static void wl_add_random(struct wl *w, size_t first, unsigned int n, uint64_t *written);
+
 static void wl_batch(struct wl *w, uint64_t *written)
 {
-	unsigned int n = 1 + rnd_below(&w->rng, MAX_BATCH), k;
+	unsigned int n = 1 + rnd_below(&w->rng, MAX_BATCH);
 	size_t first = w->nr_ops;
-	bool flushed = false;
 
 	if (w->cfg->snap_ops && rnd_pct(&w->rng, 6)) {
 		wl_snap_batch(w);
@@ -421,6 +473,16 @@ static void wl_batch(struct wl *w, uint64_t *written)
 		w->ops[w->nr_ops].kind = G_BM_STORE;
 		w->nr_ops++;
 	}
+	wl_add_random(w, first, n, written);
+	wl_run_ops(w, first);
+}
+
+/* Adds @n random guest ops to the batch that begins at op @first. */
+static void wl_add_random(struct wl *w, size_t first, unsigned int n, uint64_t *written)
+{
+	bool flushed = false;
+	unsigned int k;
+
 	for (k = 0; k < n && w->nr_ops < MAX_GOPS - 1; k++) {
 		struct gop *g = &w->ops[w->nr_ops];
 		unsigned int dice = rnd_below(&w->rng, 100);
@@ -445,7 +507,23 @@ static void wl_batch(struct wl *w, uint64_t *written)
 			*written += g->len;
 		w->nr_ops++;
 	}
-	wl_run_ops(w, first);
+}
+
+/* Batches until @until guest bytes are written (or the op log is nearly full). */
+static void wl_batches(struct wl *w, uint64_t *written, uint64_t until)
+{
+	while (!w->err && *written < until && w->nr_ops < MAX_GOPS - 16)
+		wl_batch(w, written);
+}
+
+/* Appends an op of @kind, zeroed otherwise, to the log. */
+static struct gop *wl_add_op(struct wl *w, enum gop_kind kind)
+{
+	struct gop *g = &w->ops[w->nr_ops++];
+
+	memset(g, 0, sizeof(*g));
+	g->kind = kind;
+	return g;
 }
 
 /* The recorded run: open, batches of guest ops, close (a final flush). */
@@ -462,15 +540,12 @@ static int wl_run(struct wl *w)
 			    w->cfg->recoverable ? TGT_O_RECOVERABLE : 0);
 	if (ret)
 		goto out;
-	while (!w->err && written < w->cfg->data_bytes && w->nr_ops < MAX_GOPS - 16)
-		wl_batch(w, &written);
+	wl_batches(w, &written, w->cfg->data_bytes);
 	/* Close writes everything back: it counts as a flush. */
-	g = &w->ops[w->nr_ops++];
-	memset(g, 0, sizeof(*g));
-	g->kind = G_FLUSH;
-	g->issue_clock = ++w->rc->clock;
+	g = wl_add_op(w, G_FLUSH);
+	g->issue_clock = tick(w->rc);
 	ret = tgt_close(&w->t);
-	g->done_clock = ++w->rc->clock;
+	g->done_clock = tick(w->rc);
 	if (!ret)
 		ret = w->err;
 out:
@@ -642,6 +717,13 @@ static uint64_t env_u64(const char *name, uint64_t def)
 	const char *v = getenv(name);
 
 	return v && *v ? strtoull(v, NULL, 0) : def;
+}
+
+/* Makes a new directory @prefix-XXXXXX in $TMPDIR (/tmp) into @dir.  Returns 0 or -errno. */
+static int make_tmpdir(char *dir, size_t len, const char *prefix)
+{
+	snprintf(dir, len, "%s/%s-XXXXXX", getenv("TMPDIR") ?: "/tmp", prefix);
+	return mkdtemp(dir) ? 0 : -errno;
 }
 
 static int rm_rf(const char *dir)
@@ -1098,23 +1180,17 @@ static bool qcow2_dirty(const char *path)
 }
 
 /*
- * Checks the state saved at @path, a crash at event @P.  Returns true if
- * it passed.
+ * What each guest sector may read after a crash at @clockP: returns the
+ * owners it must show (those of the last barrier that completed before,
+ * with the FUA ops that completed since), and lists in r->alt_* the ops
+ * not covered by that barrier, whose data it may show instead.
  */
-static bool state_check(struct replay *r, const char *path, size_t P,
-			unsigned long state)
+static const uint32_t *expect_at(struct replay *r, uint64_t clockP)
 {
 	const struct wl *w = r->w;
-	uint64_t clockP = P < r->rc->n ? r->rc->ev[P].clock : NEVER;
 	const uint32_t *own;
-	struct tgt_check_result cr;
-	struct tgt t;
-	char what[256];
+	uint64_t s, cover;
 	size_t f, i;
-	uint64_t s, off, cover, bad_sector = NEVER;
-	bool qcheck, pre_check, ok = true, present[MAX_SNAPS];
-	unsigned int k;
-	int saved, ret;
 
 	/* The last guest flush that completed before the crash. */
 	for (f = r->nr_flush; f > 1; f--)
@@ -1149,13 +1225,94 @@ static bool state_check(struct replay *r, const char *path, size_t P,
 	for (i = 0; i < w->nr_ops; i++) {
 		const struct gop *g = &w->ops[i];
 
-		if (g->kind == G_FLUSH || g->issue_clock >= clockP ||
+		if (g->kind == G_FLUSH || g->kind == G_CHAIN || g->issue_clock >= clockP ||
 		    (g->done_clock < cover))
 			continue;
 		for (s = g->off / SECTOR; s < (g->off + g->len) / SECTOR; s++)
 			if (!r->cfg->fua_pct || g->done_clock >= r->fua_floor[s])
 				alt_add(r, s, gop_owner(g, i));
 	}
+	return own;
+}
+
+/*
+ * Reads every guest sector of @t: each must hold what @own says, or (when
+ * @alt) the data of one of the ops expect_at() listed.  Returns true if
+ * all do; else says what in @what and counts the loss.
+ */
+static bool reads_back(struct replay *r, struct tgt *t, const uint32_t *own, bool alt,
+		       char *what, size_t len)
+{
+	uint64_t off, s;
+	int ret;
+
+	for (off = 0; off < t->caps.size_bytes; off += 256 * KiB) {
+		uint64_t n = MIN(256 * KiB, t->caps.size_bytes - off);
+
+		ret = t->ops->read(t, r->rbuf, n, off);
+		if (ret < 0) {
+			/* Unreadable is as lost as wrong (a punched compressed cluster). */
+			snprintf(what, len, "%s: read at %llu failed: %s", t->cfg.file,
+				 (unsigned long long)off, strerror(-ret));
+			r->lost++;
+			return false;
+		}
+		for (s = off / SECTOR; s < (off + n) / SECTOR; s++) {
+			const unsigned char *b = r->rbuf + (s * SECTOR - off);
+			uint32_t a = UINT32_MAX;
+
+			if (sector_ok(r, b, own[s], s))
+				continue;
+			if (alt)
+				for (a = r->alt_head[s]; a != UINT32_MAX; a = r->alt_next[a])
+					if (sector_ok(r, b, r->alt_own[a], s))
+						break;
+			if (a != UINT32_MAX)
+				continue;
+			snprintf(what, len, "%s: guest sector %llu lost its flushed data (owner %u)",
+				 t->cfg.file, (unsigned long long)s, own[s]);
+			r->lost++;
+			return false;
+		}
+	}
+	return true;
+}
+
+/* imgblk's own ->check of the image at @path, repairing nothing: true if clean. */
+static bool own_check(const char *path, const char *fmt, char *what, size_t len)
+{
+	struct tgt_check_result cr = { 0 };
+	struct tgt t = { 0 };
+	int ret;
+
+	ret = tgt_open_file(&t, path, fmt, TGT_O_RDONLY | TGT_O_CHECK | TGT_O_BUFFERED);
+	if (!ret) {
+		ret = t.ops->check(&t, 0, &cr);
+		tgt_close(&t);
+	}
+	if (!ret && !cr.corruptions && !cr.check_errors)
+		return true;
+	snprintf(what, len, "imgblk check of %s: %s, %llu corruptions, %llu errors", path,
+		 ret ? strerror(-ret) : "ran", (unsigned long long)cr.corruptions,
+		 (unsigned long long)cr.check_errors);
+	return false;
+}
+
+/*
+ * Checks the state saved at @path, a crash at event @P.  Returns true if
+ * it passed.
+ */
+static bool state_check(struct replay *r, const char *path, size_t P,
+			unsigned long state)
+{
+	const struct wl *w = r->w;
+	uint64_t clockP = P < r->rc->n ? r->rc->ev[P].clock : NEVER;
+	const uint32_t *own = expect_at(r, clockP);
+	struct tgt t;
+	char what[256];
+	bool qcheck, pre_check, ok = true, present[MAX_SNAPS];
+	unsigned int k;
+	int saved, ret;
 
 	qcheck = r->qcheck_every && state % r->qcheck_every == 0;
 	/*
@@ -1191,40 +1348,8 @@ static bool state_check(struct replay *r, const char *path, size_t P,
 		r->bitmap_bad++;
 		ok = false;
 	}
-	for (off = 0; off < t.caps.size_bytes && ok; off += 256 * KiB) {
-		uint64_t n = MIN(256 * KiB, t.caps.size_bytes - off);
-
-		ret = t.ops->read(&t, r->rbuf, n, off);
-		if (ret < 0) {
-			/* Unreadable is as lost as wrong (a punched compressed cluster). */
-			snprintf(what, sizeof(what), "read at %llu failed: %s",
-				 (unsigned long long)off, strerror(-ret));
-			r->lost++;
-			ok = false;
-			break;
-		}
-		for (s = off / SECTOR; s < (off + n) / SECTOR; s++) {
-			const unsigned char *b = r->rbuf + (s * SECTOR - off);
-			uint32_t a;
-
-			if (sector_ok(r, b, own[s], s))
-				continue;
-			for (a = r->alt_head[s]; a != UINT32_MAX; a = r->alt_next[a])
-				if (sector_ok(r, b, r->alt_own[a], s))
-					break;
-			if (a != UINT32_MAX)
-				continue;
-			bad_sector = s;
-			break;
-		}
-		if (bad_sector != NEVER) {
-			snprintf(what, sizeof(what),
-				 "guest sector %llu lost its flushed data (owner %u)",
-				 (unsigned long long)bad_sector, own[bad_sector]);
-			r->lost++;
-			ok = false;
-		}
-	}
+	if (ok)
+		ok = reads_back(r, &t, own, true, what, sizeof(what));
 	ret = tgt_close(&t);
 	if (ret && ok) {
 		snprintf(what, sizeof(what), "close failed: %s", strerror(-ret));
@@ -1237,23 +1362,9 @@ static bool state_check(struct replay *r, const char *path, size_t P,
 			ok = false;
 		}
 	/* Our own check, after the repairing open and the close. */
-	if (ok) {
-		memset(&t, 0, sizeof(t));
-		ret = tgt_open_file(&t, path, r->cfg->fmt,
-				    TGT_O_RDONLY | TGT_O_CHECK | TGT_O_BUFFERED);
-		memset(&cr, 0, sizeof(cr));
-		if (!ret) {
-			ret = t.ops->check(&t, 0, &cr);
-			tgt_close(&t);
-		}
-		if (ret || cr.corruptions || cr.check_errors) {
-			snprintf(what, sizeof(what),
-				 "imgblk check: %s, %llu corruptions, %llu errors",
-				 ret ? strerror(-ret) : "ran", (unsigned long long)cr.corruptions,
-				 (unsigned long long)cr.check_errors);
-			r->corrupt++;
-			ok = false;
-		}
+	if (ok && !own_check(path, r->cfg->fmt, what, sizeof(what))) {
+		r->corrupt++;
+		ok = false;
 	}
 	/* And QEMU agrees, on the states it checks. */
 	if (ok && qcheck && w->nr_snaps && !snaps_qemu(r, path, present, state, what, sizeof(what))) {
@@ -1321,6 +1432,26 @@ static void replay_owners(struct replay *r)
 	free(cur);
 }
 
+/* Frees what the replay of a run allocated. */
+static void replay_free(struct replay *r)
+{
+	size_t i;
+
+	for (i = 0; i < r->nr_flush; i++)
+		free(r->flush_owner[i]);
+	free(r->flush_owner);
+	free(r->flush_op);
+	free(r->alt_head);
+	free(r->fua_own);
+	free(r->fua_floor);
+	free(r->alt_own);
+	free(r->alt_next);
+	free(r->rbuf);
+	free(r->m.ch);
+	free(r->m.syncs);
+	free(r->m.by_done);
+}
+
 static void shuffle(struct rng *g, size_t *a, size_t n)
 {
 	size_t i;
@@ -1331,6 +1462,74 @@ static void shuffle(struct rng *g, size_t *a, size_t n)
 		a[i - 1] = a[j];
 		a[j] = t;
 	}
+}
+
+/*
+ * Adds to @st, the file as the changes durable at event @P left it (those
+ * that completed before the issue of the sync at event @bar, 0: none;
+ * the first @applied of m->by_done), what a crash at @P may also have
+ * kept: unless @prefix, a random subset of the other changes issued
+ * before @P, in random order (15%: all, in issue order), 20% of them
+ * torn at sectors; and the size may or may not have followed the last
+ * ftruncate.  Then every completed RWF_DSYNC write, whole.
+ */
+static void state_unsynced(struct replay *r, const struct model *m, const struct recorder *rc,
+			   size_t P, size_t bar, size_t applied, bool prefix, struct fimg *st)
+{
+	size_t *cand = calloc(m->nr_ch + 1, sizeof(*cand)), nc = 0, k;
+	uint64_t *mask = NULL, size = st->size;
+	size_t mask_words = 0;
+
+	/* Unsynced changes issued before P. */
+	for (k = 0; k < m->nr_ch && m->ch[k].issue < P; k++)
+		if (m->ch[k].done == NEVER || m->ch[k].done >= bar)
+			cand[nc++] = k;
+	if (!prefix && nc) {
+		unsigned int pct = (unsigned int[]){ 100, 75, 50, 25 }[rnd_below(&r->rng, 4)];
+		bool in_order = rnd_pct(&r->rng, 15);
+
+		/* The file size may or may not have followed the later ftruncates. */
+		if (rnd_pct(&r->rng, 50))
+			st->size = MAX(size, rc->ev[P - 1].fsize);
+		if (!in_order)
+			shuffle(&r->rng, cand, nc);
+		for (k = 0; k < nc; k++) {
+			const struct change *c = &m->ch[cand[k]];
+			uint64_t *msk = NULL;
+			size_t words = DIV_ROUND_UP(DIV_ROUND_UP(c->len, SECTOR), 64), x;
+
+			if (!in_order && !rnd_pct(&r->rng, pct))
+				continue;
+			if (!in_order && c->len > SECTOR && rnd_pct(&r->rng, 20)) {
+				if (words > mask_words) {
+					mask_words = words;
+					mask = xrealloc(mask, words * 8);
+				}
+				for (x = 0; x < words; x++)
+					mask[x] = rnd(&r->rng);
+				msk = mask;
+				r->torn++;
+			}
+			change_apply(st, rc, c, msk);
+		}
+		r->subsets++;
+	} else {
+		r->prefixes++;
+	}
+	/*
+	 * A completed RWF_DSYNC write (an in-place FUA write) is durable
+	 * by itself: applied whole, last.  Over a later write of the same
+	 * bytes that the state kept, it stands for that write's sectors
+	 * not having reached the disk, which a crash may also do.
+	 */
+	for (k = applied; k < m->nr_done && m->ch[m->by_done[k]].done < P; k++) {
+		const struct change *c = &m->ch[m->by_done[k]];
+
+		if (c->kind == EV_WRITE && (c->flags & RWF_DSYNC))
+			change_apply(st, rc, c, NULL);
+	}
+	free(mask);
+	free(cand);
 }
 
 /*
@@ -1345,9 +1544,6 @@ static void replay_run(struct replay *r, unsigned long budget, const struct fimg
 	const struct model *m = &r->m;
 	const struct recorder *rc = r->rc;
 	struct fimg dur = { 0 }, st = { 0 };
-	size_t *cand = calloc(m->nr_ch + 1, sizeof(*cand));
-	uint64_t *mask = NULL;
-	size_t mask_words = 0;
 	size_t nr_states = 0, cap_states = 0;
 	struct pt { size_t P; bool prefix; } *pts = NULL;
 	size_t bar_sync, applied = 0, i, k, P;
@@ -1400,8 +1596,7 @@ static void replay_run(struct replay *r, unsigned long budget, const struct fimg
 	dur_size = init->size;
 	snprintf(path, sizeof(path), "%s/state.img", r->dir);
 	for (i = 0; i < nr_states; i++) {
-		size_t bar = 0, nc = 0;
-		uint64_t size;
+		size_t bar = 0;
 
 		P = pts[i].P;
 		/* The newest sync that completed before P covers changes done before its issue. */
@@ -1416,63 +1611,13 @@ static void replay_run(struct replay *r, unsigned long budget, const struct fimg
 			change_apply(&dur, rc, &m->ch[m->by_done[applied]], NULL);
 		dur.size = MAX(dur.size, dur_size);
 
-		/* Unsynced changes issued before P. */
-		for (k = 0; k < m->nr_ch && m->ch[k].issue < P; k++)
-			if (m->ch[k].done == NEVER || m->ch[k].done >= bar)
-				cand[nc++] = k;
 		/* st = dur; only the part either ever wrote needs copying. */
 		memcpy(st.buf, dur.buf, dur.data_end);
 		if (st.data_end > dur.data_end)
 			memset(st.buf + dur.data_end, 0, st.data_end - dur.data_end);
 		st.data_end = dur.data_end;
-		size = dur.size;
-		if (!pts[i].prefix && nc) {
-			unsigned int pct = (unsigned int[]){ 100, 75, 50, 25 }[rnd_below(&r->rng, 4)];
-			bool in_order = rnd_pct(&r->rng, 15);
-
-			/* The file size may or may not have followed the later ftruncates. */
-			if (rnd_pct(&r->rng, 50))
-				size = MAX(dur.size, rc->ev[P - 1].fsize);
-			if (!in_order)
-				shuffle(&r->rng, cand, nc);
-			st.size = size;
-			for (k = 0; k < nc; k++) {
-				const struct change *c = &m->ch[cand[k]];
-				uint64_t *msk = NULL;
-				size_t words = DIV_ROUND_UP(DIV_ROUND_UP(c->len, SECTOR), 64), x;
-
-				if (!in_order && !rnd_pct(&r->rng, pct))
-					continue;
-				if (!in_order && c->len > SECTOR && rnd_pct(&r->rng, 20)) {
-					if (words > mask_words) {
-						mask_words = words;
-						mask = xrealloc(mask, words * 8);
-					}
-					for (x = 0; x < words; x++)
-						mask[x] = rnd(&r->rng);
-					msk = mask;
-					r->torn++;
-				}
-				change_apply(&st, rc, c, msk);
-			}
-			size = st.size;
-			r->subsets++;
-		} else {
-			r->prefixes++;
-		}
-		st.size = size;
-		/*
-		 * A completed RWF_DSYNC write (an in-place FUA write) is durable
-		 * by itself: applied whole, last.  Over a later write of the same
-		 * bytes that the state kept, it stands for that write's sectors
-		 * not having reached the disk, which a crash may also do.
-		 */
-		for (k = applied; k < m->nr_done && m->ch[m->by_done[k]].done < P; k++) {
-			const struct change *c = &m->ch[m->by_done[k]];
-
-			if (c->kind == EV_WRITE && (c->flags & RWF_DSYNC))
-				change_apply(&st, rc, c, NULL);
-		}
+		st.size = dur.size;
+		state_unsynced(r, m, rc, P, bar, applied, pts[i].prefix, &st);
 		if (fimg_save(&st, path))
 			abort();
 		state_check(r, path, P, r->states);
@@ -1481,15 +1626,640 @@ static void replay_run(struct replay *r, unsigned long budget, const struct fimg
 	while (r->jobs[0].pid || r->jobs[1].pid)
 		qjob_reap(r, true);
 	free(pts);
-	free(mask);
-	free(cand);
 	free(dur.buf);
 	free(st.buf);
 }
 
+#ifdef CRASH_CHAIN_ONLY
+/* ---------------------------------------------------------------- */
+/* Chain changes: several files and their directory                  */
+
+/*
+ * The metadata steps of an external snapshot and of commit (live
+ * intermediate, offline), run in-process through the functions the
+ * server and the CLI use, recorded over every file of the directory and
+ * the directory's own changes (links, unlinks, syncs: exec_link() ...),
+ * then replayed as a power cut could leave them.  What each state must
+ * pass, and which image is the right one to open at each point:
+ * docs/crash-replay.md, "Chain changes".
+ */
+#define MAX_FILES	6
+#define MAX_NAMES	16
+
+/* Chain tests: states per variant, and qemu-img check on one state in CHAIN_QCHECK. */
+#if defined(__SANITIZE_ADDRESS__)
+#define CHAIN_STATES	40
+#else
+#define CHAIN_STATES	80
+#endif
+#define CHAIN_QCHECK	5
+
+struct mfile {
+	char name[64];		/* a name it is known by (none: not linked yet) */
+	ino_t ino;
+	struct recorder rc;	/* its changes (rc.clock unused: the clock is shared) */
+	struct fimg init;	/* its content when the recording began */
+	struct model m;
+};
+
+/* A change of the directory, or a sync of it (NS_SYNC). */
+enum ns_kind { NS_LINK, NS_UNLINK, NS_SYNC };
+
+struct ns_op {
+	uint8_t kind;
+	int res;
+	uint64_t seq, issue_clock, done_clock;	/* done NEVER: never completed */
+	int file;		/* NS_LINK: the file linked */
+	char name[64];		/* NS_LINK: the new name; NS_UNLINK: the name removed */
+};
+
+struct mrec {
+	struct recorder clk;	/* .clock: shared with the guest ops; .on */
+	pthread_mutex_t lock;	/* a commit job records from its own thread */
+	dev_t dev;
+	ino_t dir_ino;
+	struct mfile f[MAX_FILES];
+	unsigned int nr;
+	struct ns_op *ns;
+	size_t nr_ns, cap_ns;
+	unsigned int foreign;
+	bool overflow;
+};
+
+static const char *base_name(const char *path)
+{
+	const char *b = strrchr(path, '/');
+
+	return b ? b + 1 : path;
+}
+
+/* The file of inode @ino, added (empty at the start: made during the run) if new. */
+static int mrec_file(struct mrec *mr, ino_t ino)
+{
+	unsigned int i;
+
+	for (i = 0; i < mr->nr; i++)
+		if (mr->f[i].ino == ino)
+			return i;
+	if (mr->nr == MAX_FILES) {
+		mr->overflow = true;
+		return -1;
+	}
+	memset(&mr->f[mr->nr], 0, sizeof(mr->f[0]));
+	mr->f[mr->nr].ino = ino;
+	return mr->nr++;
+}
+
+static void mrec_ns(struct mrec *mr, const struct exec_rec *r)
+{
+	struct ns_op *o;
+	struct stat st;
+	size_t i;
+
+	if (r->done) {
+		for (i = mr->nr_ns; i-- > 0; )
+			if (mr->ns[i].seq == r->seq) {
+				mr->ns[i].done_clock = tick(&mr->clk);
+				mr->ns[i].res = r->res;
+			}
+		return;
+	}
+	/* Another directory's sync is harmless; a change there is not. */
+	if (r->kind == EXEC_REC_DIRSYNC && (fstat(r->fd, &st) || st.st_ino != mr->dir_ino))
+		return;
+	if (mr->nr_ns == mr->cap_ns) {
+		mr->cap_ns = mr->cap_ns ? 2 * mr->cap_ns : 64;
+		mr->ns = xrealloc(mr->ns, mr->cap_ns * sizeof(*mr->ns));
+	}
+	o = &mr->ns[mr->nr_ns++];
+	memset(o, 0, sizeof(*o));
+	o->seq = r->seq;
+	o->issue_clock = tick(&mr->clk);
+	o->done_clock = NEVER;
+	o->file = -1;
+	if (r->kind == EXEC_REC_DIRSYNC) {
+		o->kind = NS_SYNC;
+		return;
+	}
+	o->kind = r->kind == EXEC_REC_LINK ? NS_LINK : NS_UNLINK;
+	snprintf(o->name, sizeof(o->name), "%s", base_name(o->kind == NS_LINK ? r->path2 : r->path));
+	if (o->kind == NS_LINK) {
+		if (stat(r->path, &st) || st.st_dev != mr->dev)
+			mr->foreign++;
+		else
+			o->file = mrec_file(mr, st.st_ino);
+		if (o->file >= 0 && !mr->f[o->file].name[0])
+			snprintf(mr->f[o->file].name, sizeof(mr->f[0].name), "%s", o->name);
+	}
+}
+
+static void mrec_cb(void *ctx, const struct exec_rec *r)
+{
+	struct mrec *mr = ctx;
+	struct stat st;
+	int i;
+
+	if (!mr->clk.on)
+		return;
+	pthread_mutex_lock(&mr->lock);
+	if (r->kind == EXEC_REC_LINK || r->kind == EXEC_REC_UNLINK || r->kind == EXEC_REC_DIRSYNC)
+		mrec_ns(mr, r);
+	else if (!fstat(r->fd, &st) && st.st_dev == mr->dev && (i = mrec_file(mr, st.st_ino)) >= 0)
+		rec_append(&mr->f[i].rc, r, &st, tick(&mr->clk));
+	else if (r->kind != EXEC_REC_FDATASYNC && !r->done)
+		mr->foreign++;
+	pthread_mutex_unlock(&mr->lock);
+}
+
+/* Adds the image at @path as it is now (before the recording). */
+static int mrec_add(struct mrec *mr, const char *path)
+{
+	struct stat st;
+	int i;
+
+	if (stat(path, &st))
+		return -errno;
+	i = mrec_file(mr, st.st_ino);
+	if (i < 0)
+		return -ENOSPC;
+	snprintf(mr->f[i].name, sizeof(mr->f[0].name), "%s", base_name(path));
+	return read_file(path, &mr->f[i].init);
+}
+
+enum chain_kind { CH_SNAPSHOT, CH_COMMIT, CH_COMMIT_OFFLINE };
+
+/* The images of a chain variant (names in the directory) and the run's facts. */
+struct chain {
+	enum chain_kind kind;
+	const char *new_fmt;		/* snapshot: NEW's format */
+	char dir[PATH_MAX - 64];
+	char top[PATH_MAX];		/* the device's image; offline: FILE */
+	char base[PATH_MAX];		/* commit: BASE */
+	char mid[PATH_MAX];		/* live commit: TOP, between the two */
+	char new[PATH_MAX];		/* snapshot: NEW */
+	size_t op;			/* the G_CHAIN op */
+	size_t rec_op;			/* the barrier op of the record hook, or op */
+	unsigned int qcheck_every;	/* qemu-img check on one state in this many */
+	int job_ret;			/* the commit job's end */
+	struct wl *w;
+	int step_ret;
+	bool step_done;			/* atomic */
+	struct mrec mr;
+	/* Results. */
+	unsigned long states, bad, lost, corrupt, qchecks, qcheck_bad, right_new, right_old;
+	unsigned long old_chain, new_chain;
+	unsigned long drained;		/* guest writes the step's drain waited for */
+};
+
+static void chain_job_event(void *ctx, const struct blk_job_info *job, int type, const char *err)
+{
+	struct chain *c = ctx;
+
+	if (type == BLK_JOB_EV_COMPLETED)
+		c->job_ret = err ? -EIO : 0;
+	else if (type == BLK_JOB_EV_CANCELLED)
+		c->job_ret = -ECANCELED;
+}
+
+/*
+ * The record hook of the chain primitives, called under the drain once
+ * the old chain is durable (E3, C3): every guest op that completed before
+ * it went to that chain and is durable from here.  A barrier op, then.
+ */
+static int chain_note_record(void *ctx, const struct tgt *top)
+{
+	struct chain *c = ctx;
+	struct gop *g;
+
+	c->rec_op = c->w->nr_ops;
+	g = wl_add_op(c->w, G_FLUSH);
+	g->issue_clock = g->done_clock = tick(c->w->rc);
+	return 0;
+}
+
+/* The step of each kind, through what the server and the CLI call. */
+static int chain_body(void *arg)
+{
+	struct chain *c = arg;
+	struct blk_dev *d = c->w->dev;
+	struct blk_chain_change ch = { .record = chain_note_record, .ctx = c };
+	struct blk_job_info info;
+	char why[256] = "";
+	struct tgt *ov;
+	int ret;
+
+	switch (c->kind) {
+	case CH_SNAPSHOT:
+		/* ublksrv/control_snap.c's blockdev-snapshot-sync: E1-E5. */
+		ret = blk_overlay_create(d->top, tgt_find(c->new_fmt), c->new, &ov, why,
+					 sizeof(why));
+		if (!ret) {
+			ret = blk_chain_push_overlay(d, ov, &ch);
+			if (ret)
+				tgt_free_chain(ov);
+		}
+		break;
+	case CH_COMMIT: {
+		struct blk_chain_opts o = { .top = d->top->backing,
+					    .base = d->top->backing->backing,
+					    .cluster_bytes = 65536,
+					    .record = chain_note_record, .record_ctx = c };
+
+		/* block/stream.c: C1-C4, on the job's own thread. */
+		c->job_ret = -EINPROGRESS;
+		blk_job_set_event_fn(d, chain_job_event, c);
+		ret = blk_commit_start(d, &o, why, sizeof(why));
+		while (!ret && !blk_job_query(d, &info))
+			exec_sleep_ms(2);
+		if (!ret)
+			ret = c->job_ret;
+		break;
+	}
+	case CH_COMMIT_OFFLINE: {
+		/* `imgblk commit -q FILE`: the data into BASE, then FILE emptied. */
+		const struct cli_cmd *cmd = cli_find("commit");
+		char *argv[] = { "commit", "-q", c->top, NULL };
+
+		ret = cmd->run(cmd, 3, argv) == CLI_EXIT_OK ? 0 : -EIO;
+		break;
+	}
+	default:
+		ret = -EINVAL;
+	}
+	if (ret)
+		printf("# chain step failed: %s %s\n", strerror(-ret), why);
+	return ret;
+}
+
+static void *chain_thread(void *arg)
+{
+	struct chain *c = arg;
+
+	c->step_ret = exec_run_sync(chain_body, c);
+	__atomic_store_n(&c->step_done, true, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+/*
+ * G_CHAIN: the step runs on a thread of its own, as the control thread
+ * runs it in the server: a drain blocks its thread until the guest ops in
+ * flight, coroutines of this one, have left.
+ */
+static int chain_step(struct wl *w)
+{
+	struct chain *c = w->chain_ctx;
+	pthread_t th;
+
+	c->step_done = false;
+	if (pthread_create(&th, NULL, chain_thread, c))
+		return -EAGAIN;
+	while (!__atomic_load_n(&c->step_done, __ATOMIC_SEQ_CST))
+		exec_sleep_ms(1);
+	pthread_join(th, NULL);
+	return c->step_ret;
+}
+
+/*
+ * The file @f as a crash at clock @C leaves it, in @st (allocated): its
+ * changes durable by then, and unless @prefix a random part of the rest.
+ */
+static void chain_file_state(struct replay *r, const struct mfile *f, uint64_t C, bool prefix,
+			     struct fimg *st)
+{
+	const struct model *m = &f->m;
+	const struct recorder *rc = &f->rc;
+	size_t P = 0, bar = 0, applied = 0, k;
+	int last = -1;
+
+	while (P < rc->n && rc->ev[P].clock < C)
+		P++;
+	for (k = 0; k < m->nr_syncs; k++)
+		if (m->syncs[k].done < P)
+			last = k;
+	if (last >= 0)
+		bar = m->syncs[last].issue;
+	st->cap = ALIGN_UP(m->max_size, 4096) + 4096;
+	st->buf = calloc(1, st->cap);
+	if (f->init.size)	/* a file made during the run has no start */
+		memcpy(st->buf, f->init.buf, f->init.size);
+	st->size = st->data_end = f->init.size;
+	for (; applied < m->nr_done && m->ch[m->by_done[applied]].done < bar; applied++)
+		change_apply(st, rc, &m->ch[m->by_done[applied]], NULL);
+	if (last >= 0)
+		st->size = MAX(st->size, rc->ev[bar].fsize);
+	state_unsynced(r, m, rc, P, bar, applied, prefix, st);
+}
+
+/*
+ * Writes into the directory the files a crash at clock @C leaves, under
+ * the names it leaves: the links and unlinks done before a directory sync
+ * that completed (issued after they completed) are there; of the others
+ * issued before @C, unless @prefix, a random part, in order.  A name it
+ * does not leave is removed.  Sets @present[i] when file i has a name.
+ */
+static int chain_state_write(struct replay *r, struct chain *c, uint64_t C, bool prefix,
+			     bool *present)
+{
+	struct mrec *mr = &c->mr;
+	struct { char name[64]; int file; } dir[MAX_NAMES];
+	char names[MAX_NAMES][64], path[PATH_MAX + 64];
+	unsigned int nd = 0, nn = 0, i, j;
+	uint64_t synced = 0;
+	size_t k;
+
+	for (i = 0; i < mr->nr; i++)
+		if (mr->f[i].init.buf) {
+			snprintf(dir[nd].name, sizeof(dir[0].name), "%s", mr->f[i].name);
+			dir[nd++].file = i;
+		}
+	for (k = 0; k < mr->nr_ns; k++)
+		if (mr->ns[k].kind == NS_SYNC && mr->ns[k].done_clock < C)
+			synced = mr->ns[k].issue_clock;
+	for (k = 0; k < mr->nr_ns; k++) {
+		const struct ns_op *o = &mr->ns[k];
+
+		if (o->kind == NS_SYNC || o->issue_clock >= C || o->res < 0)
+			continue;
+		for (i = 0; i < nn && strcmp(names[i], o->name); i++)
+			;
+		if (i == nn && nn < MAX_NAMES)
+			snprintf(names[nn++], sizeof(names[0]), "%s", o->name);
+		if (!(o->done_clock < synced) && (prefix || rnd_pct(&r->rng, 50)))
+			continue;
+		for (i = 0; i < nd && strcmp(dir[i].name, o->name); i++)
+			;
+		if (o->kind == NS_LINK && i == nd && o->file >= 0 && nd < MAX_NAMES) {
+			snprintf(dir[nd].name, sizeof(dir[0].name), "%s", o->name);
+			dir[nd++].file = o->file;
+		} else if (o->kind == NS_UNLINK && i < nd) {
+			dir[i] = dir[--nd];
+		}
+	}
+	memset(present, 0, MAX_FILES * sizeof(*present));
+	for (i = 0; i < nn; i++) {
+		snprintf(path, sizeof(path), "%s/%s", c->dir, names[i]);
+		unlink(path);
+	}
+	for (i = 0; i < nd; i++) {
+		struct fimg st = { 0 };
+		int ret;
+
+		chain_file_state(r, &mr->f[dir[i].file], C, prefix, &st);
+		snprintf(path, sizeof(path), "%s/%s", c->dir, dir[i].name);
+		ret = fimg_save(&st, path);
+		free(st.buf);
+		if (ret)
+			return ret;
+		present[dir[i].file] = true;
+	}
+	for (j = 0; j < mr->nr; j++)
+		if (mr->f[j].init.buf && !present[j])
+			return -ENOENT;		/* an image we started with lost its name */
+	return 0;
+}
+
+/* True if the file named @path has a name in the state (@present). */
+static bool chain_has(const struct chain *c, const bool *present, const char *path)
+{
+	unsigned int i;
+
+	for (i = 0; i < c->mr.nr; i++)
+		if (present[i] && !strcmp(c->mr.f[i].name, base_name(path)))
+			return true;
+	return false;
+}
+
+/* The format of the image at @path: what its first bytes say. */
+static const char *chain_fmt(const char *path)
+{
+	unsigned char m[4] = { 0 };
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd >= 0) {
+		if (pread(fd, m, 4, 0) != 4)
+			m[0] = 0;
+		close(fd);
+	}
+	return !memcmp(m, "QFI\xfb", 4) ? "qcow2" : !memcmp(m, "QED\0", 4) ? "qed" : "raw";
+}
+
+/* qemu-img check of @path, its backing files in place: 0 or 3 (leaks) is clean. */
+static bool chain_qcheck(struct chain *c, const char *path, char *what, size_t len)
+{
+	int rc = run_cmd("qemu-img check -q -f %s '%s' > /dev/null 2>&1", chain_fmt(path), path);
+
+	rc = WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+	c->qchecks++;
+	if (rc == 0 || rc == 3)
+		return true;
+	c->qcheck_bad++;
+	snprintf(what, len, "qemu-img check of %s exited with %d", path, rc);
+	return false;
+}
+
+/*
+ * Opens @path (read-only with @ro) and reads it all: the guest content
+ * @own, with the alternatives of ops in flight when @alt.  Checks the
+ * backing file it opened is @want_backing (NULL: no check).
+ */
+static bool chain_reads(struct replay *r, const char *path, bool ro, const uint32_t *own,
+			bool alt, const char *want_backing, char *what, size_t len)
+{
+	struct tgt t = { 0 };
+	bool ok;
+	int ret;
+
+	ret = tgt_open_file(&t, path, chain_fmt(path), ro ? TGT_O_RDONLY | TGT_O_BUFFERED :
+			    TGT_O_BUFFERED);
+	if (ret) {
+		snprintf(what, len, "opening %s failed: %s", path, strerror(-ret));
+		r->open_failed++;
+		return false;
+	}
+	ok = reads_back(r, &t, own, alt, what, len);
+	if (ok && want_backing && (!t.backing || strcmp(base_name(t.backing->cfg.file),
+							 base_name(want_backing)))) {
+		snprintf(what, len, "%s reads %s, not %s", path,
+			 t.backing ? t.backing->cfg.file : "no backing file", want_backing);
+		ok = false;
+	}
+	ret = tgt_close(&t);
+	if (ok && ret) {
+		snprintf(what, len, "closing %s failed: %s", path, strerror(-ret));
+		ok = false;
+	}
+	return ok;
+}
+
+/* The owners at the barrier that is op @op. */
+static const uint32_t *owners_at(const struct replay *r, size_t op)
+{
+	size_t f;
+
+	for (f = 1; f < r->nr_flush && r->flush_op[f] != op; f++)
+		;
+	return r->flush_owner[f < r->nr_flush ? f : 0];
+}
+
+/*
+ * Checks the state a crash at clock @C left in the directory (docs:
+ * "Chain changes"): QEMU accepts every image as it is (qcow2 without the
+ * dirty bit; the others after our repairing open), imgblk's check too,
+ * and the right image reads the guest's content.
+ */
+static bool chain_check(struct replay *r, struct chain *c, uint64_t C, const bool *present,
+			unsigned long state)
+{
+	const struct gop *g = &r->w->ops[c->op];
+	const uint32_t *own = expect_at(r, C);
+	bool qcheck = c->qcheck_every && state % c->qcheck_every == 0;
+	bool ok = true, pre[MAX_FILES] = { false };
+	bool started = g->issue_clock < C, done = g->done_clock < C;
+	char what[512], path[PATH_MAX + 64];
+	const char *right = c->top, *want_backing = NULL;
+	unsigned int i;
+	int saved = quiet_begin(c->dir);
+
+	/* qcow2 without the dirty bit: QEMU repairs nothing, so the state itself must be clean. */
+	for (i = 0; i < c->mr.nr && ok; i++) {
+		snprintf(path, sizeof(path), "%s/%s", c->dir, c->mr.f[i].name);
+		pre[i] = present[i] && !strcmp(chain_fmt(path), "qcow2") && !qcow2_dirty(path);
+		if (qcheck && pre[i])
+			ok = chain_qcheck(c, path, what, sizeof(what));
+	}
+	switch (c->kind) {
+	case CH_SNAPSHOT:
+		/* NEW if it is there (empty, it reads the old top), else the old top. */
+		if (chain_has(c, present, c->new)) {
+			right = c->new;
+			c->right_new++;
+		} else if (done) {
+			snprintf(what, sizeof(what), "%.300s is gone, after the snapshot completed",
+				 c->new);
+			ok = false;
+		} else {
+			c->right_old++;
+		}
+		break;
+	case CH_COMMIT:
+		/* The active image always; its header names TOP until C3, BASE from then. */
+		if (!started)
+			want_backing = c->mid;
+		if (done)
+			want_backing = c->base;
+		break;
+	case CH_COMMIT_OFFLINE:
+		break;
+	}
+	if (ok)
+		ok = chain_reads(r, right, false, own, true, want_backing, what, sizeof(what));
+	/*
+	 * After the step: the old top holds the snapshot (what completed
+	 * before the record, under the drain), BASE the committed content.
+	 */
+	if (ok && done && c->kind == CH_SNAPSHOT)
+		ok = chain_reads(r, c->top, true, owners_at(r, c->rec_op), false, NULL, what,
+				 sizeof(what));
+	if (ok && done && c->kind == CH_COMMIT_OFFLINE)
+		ok = chain_reads(r, c->base, true, owners_at(r, c->op), false, NULL, what,
+				 sizeof(what));
+	if (ok && c->kind == CH_COMMIT) {
+		struct tgt t = { 0 };
+
+		/* Which chain the active image names, counted: both must occur. */
+		if (!tgt_open_file(&t, c->top, "qcow2", TGT_O_RDONLY | TGT_O_BUFFERED)) {
+			if (t.backing && !strcmp(base_name(t.backing->cfg.file), base_name(c->base)))
+				c->new_chain++;
+			else
+				c->old_chain++;
+			tgt_close(&t);
+		}
+	}
+	/* Every image: the rest repaired by a read-write open, then both checks. */
+	for (i = 0; i < c->mr.nr && ok; i++) {
+		struct tgt t = { 0 };
+
+		if (!present[i])
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", c->dir, c->mr.f[i].name);
+		if (!pre[i] && !tgt_open_file(&t, path, chain_fmt(path), TGT_O_BUFFERED))
+			tgt_close(&t);
+		ok = own_check(path, chain_fmt(path), what, sizeof(what));
+		if (!ok)
+			c->corrupt++;
+		if (ok && qcheck && !pre[i])
+			ok = chain_qcheck(c, path, what, sizeof(what));
+	}
+	quiet_end(saved, c->dir, !ok && r->failures_shown < 5);
+	if (!ok && r->failures_shown++ < 5) {
+		snprintf(path, sizeof(path), "%s/crash-chain-%llx-%lu", r->keep_dir,
+			 (unsigned long long)r->seed, state);
+		if (run_cmd("rm -rf '%s' && cp -a '%s' '%s'", path, c->dir, path))
+			path[0] = '\0';
+		printf("# state %lu (seed %#llx, clock %llu of %llu, step %s): %s%s%s\n", state,
+		       (unsigned long long)r->seed, (unsigned long long)C,
+		       (unsigned long long)c->mr.clk.clock,
+		       done ? "done" : started ? "running" : "not started", what,
+		       path[0] ? "; kept in " : "", path);
+	}
+	return ok;
+}
+
+/* Crash clocks: after each sync that completed (a sample), then random ones; half in the step. */
+static void chain_states(struct replay *r, struct chain *c, unsigned long budget)
+{
+	const struct gop *g = &r->w->ops[c->op];
+	uint64_t end = c->mr.clk.clock + 1, *syncs = NULL;
+	size_t nr_syncs = 0, k;
+	unsigned long n = 0, nr_prefix;
+	unsigned int i;
+	bool present[MAX_FILES];
+
+	for (i = 0; i < c->mr.nr; i++)
+		for (k = 0; k < c->mr.f[i].m.nr_syncs; k++)
+			if (c->mr.f[i].m.syncs[k].done != NEVER) {
+				syncs = xrealloc(syncs, (nr_syncs + 1) * sizeof(*syncs));
+				syncs[nr_syncs++] = c->mr.f[i].rc.ev[c->mr.f[i].m.syncs[k].done].clock + 1;
+			}
+	for (k = 0; k < c->mr.nr_ns; k++)
+		if (c->mr.ns[k].kind == NS_SYNC && c->mr.ns[k].done_clock != NEVER) {
+			syncs = xrealloc(syncs, (nr_syncs + 1) * sizeof(*syncs));
+			syncs[nr_syncs++] = c->mr.ns[k].done_clock + 1;
+		}
+	for (k = 0; k < r->w->nr_ops; k++) {
+		const struct gop *o = &r->w->ops[k];
+
+		c->drained += (o->kind == G_WRITE || o->kind == G_ZERO) &&
+			      o->issue_clock > g->issue_clock &&
+			      o->done_clock < r->w->ops[c->rec_op].issue_clock;
+	}
+	nr_prefix = MIN((unsigned long)nr_syncs, budget / 3);
+	for (n = 0; n < budget; n++) {
+		bool prefix = n < nr_prefix;
+		uint64_t C;
+
+		if (prefix)
+			C = syncs[n * nr_syncs / nr_prefix];
+		else if (rnd_pct(&r->rng, 50))
+			C = g->issue_clock + rnd_below(&r->rng, g->done_clock - g->issue_clock + 2);
+		else
+			C = 1 + rnd_below(&r->rng, end);
+		if (chain_state_write(r, c, C, prefix, present)) {
+			printf("# state %lu: an image of the start has no name\n", n);
+			c->bad++;
+			continue;
+		}
+		c->bad += !chain_check(r, c, C, present, n);
+		c->states++;
+	}
+	free(syncs);
+}
+#endif /* CRASH_CHAIN_ONLY */
+
 /* ---------------------------------------------------------------- */
 /* The test                                                           */
 
+#ifndef CRASH_CHAIN_ONLY
 FIXTURE(crash) {
 	char dir[PATH_MAX];
 };
@@ -1683,15 +2453,14 @@ FIXTURE_VARIANT_ADD(crash, qcow2_1k_bitmap_lazy) {
 
 FIXTURE_SETUP(crash)
 {
-	snprintf(self->dir, sizeof(self->dir), "%s/imgblk-crash-XXXXXX",
-		 getenv("TMPDIR") ?: "/tmp");
-	ASSERT_NE(NULL, mkdtemp(self->dir));
+	ASSERT_EQ(0, make_tmpdir(self->dir, sizeof(self->dir), "imgblk-crash"));
 }
 
 FIXTURE_TEARDOWN(crash)
 {
 	rm_rf(self->dir);
 }
+#endif /* !CRASH_CHAIN_ONLY */
 
 /*
  * What a converted starting image holds: per 4 KiB, zeros (left
@@ -1733,34 +2502,23 @@ static int write_whole(const char *path, const void *buf, uint64_t len)
 }
 
 /*
- * Takes internal snapshot @k with qemu-img, then (@write) has qemu-io
- * write new data over a few ranges, so the next snapshot differs from
- * this one: the clusters (and L2 tables, which QEMU copied) the ranges
- * touch are shared with fewer snapshots.  Returns 0 or -errno.
+ * Has qemu-io write owner @tag's data over six random ranges of the qcow2
+ * image @img (in @dir), and notes it in @w->init.  Returns 0 or -errno.
  */
-static int pre_snapshot(const char *dir, struct wl *w, const char *img, unsigned int k,
-			bool write, struct rng *g)
+static int qemu_io_scribble(const char *dir, struct wl *w, const char *img, uint32_t tag,
+			    struct rng *g)
 {
-	struct snap_exp *sn = &w->snaps[w->nr_snaps++];
 	char cmd[4096], chunk[PATH_MAX];
 	size_t pos;
 	unsigned int j;
 	int ret;
 
-	snprintf(sn->name, sizeof(sn->name), "pre%u", k);
-	sn->create_op = sn->delete_op = NEVER;
-	sn->bytes = malloc(w->nsect * SECTOR);
-	memcpy(sn->bytes, w->init, w->nsect * SECTOR);
-	if (run_cmd("qemu-img snapshot -c %s '%s'", sn->name, img))
-		return -EIO;
-	if (!write)
-		return 0;
 	pos = snprintf(cmd, sizeof(cmd), "cd '%s' && qemu-io -f qcow2", dir);
 	for (j = 0; j < 6; j++) {
 		uint64_t n = 1 + rnd_below(g, 128), s0 = rnd_below(g, w->nsect - n + 1), s;
 
 		for (s = s0; s < s0 + n; s++)
-			sector_fill(w->init + s * SECTOR, 8 + k, s);
+			sector_fill(w->init + s * SECTOR, tag, s);
 		snprintf(chunk, sizeof(chunk), "%s/chunk%u", dir, j);
 		ret = write_whole(chunk, w->init + s0 * SECTOR, n * SECTOR);
 		if (ret)
@@ -1771,6 +2529,26 @@ static int pre_snapshot(const char *dir, struct wl *w, const char *img, unsigned
 	}
 	snprintf(cmd + pos, sizeof(cmd) - pos, " '%s' && rm -f chunk*", img);
 	return system(cmd) ? -EIO : 0;
+}
+
+/*
+ * Takes internal snapshot @k with qemu-img, then (@write) has qemu-io
+ * write new data over a few ranges, so the next snapshot differs from
+ * this one: the clusters (and L2 tables, which QEMU copied) the ranges
+ * touch are shared with fewer snapshots.  Returns 0 or -errno.
+ */
+static int pre_snapshot(const char *dir, struct wl *w, const char *img, unsigned int k,
+			bool write, struct rng *g)
+{
+	struct snap_exp *sn = &w->snaps[w->nr_snaps++];
+
+	snprintf(sn->name, sizeof(sn->name), "pre%u", k);
+	sn->create_op = sn->delete_op = NEVER;
+	sn->bytes = malloc(w->nsect * SECTOR);
+	memcpy(sn->bytes, w->init, w->nsect * SECTOR);
+	if (run_cmd("qemu-img snapshot -c %s '%s'", sn->name, img))
+		return -EIO;
+	return write ? qemu_io_scribble(dir, w, img, 8 + k, g) : 0;
 }
 
 /*
@@ -1846,6 +2624,7 @@ static int make_images(const char *dir, const struct variant_cfg *v, struct wl *
 		       (unsigned long long)v->size_bytes);
 }
 
+#ifndef CRASH_CHAIN_ONLY
 /*
  * Compressed clusters in the image at @path, as our check counts them
  * (read-only, nothing repaired).  Returns the count or -errno.
@@ -1993,19 +2772,7 @@ static void round_main(void *arg)
 		c->snap_created += w.snaps[i].create_op != NEVER;
 		c->snap_deleted += w.snaps[i].delete_op != NEVER;
 	}
-	for (i = 0; i < r.nr_flush; i++)
-		free(r.flush_owner[i]);
-	free(r.flush_owner);
-	free(r.flush_op);
-	free(r.alt_head);
-	free(r.fua_own);
-	free(r.fua_floor);
-	free(r.alt_own);
-	free(r.alt_next);
-	free(r.rbuf);
-	free(r.m.ch);
-	free(r.m.syncs);
-	free(r.m.by_done);
+	replay_free(&r);
 out:
 	free(init.buf);
 	free(w.init);
@@ -2088,5 +2855,315 @@ TEST_F_TIMEOUT(crash, replay, 3600)
 	EXPECT_EQ(0UL, (unsigned long)c.lost);
 	EXPECT_EQ(0UL, (unsigned long)c.corrupt);
 }
+
+#endif /* !CRASH_CHAIN_ONLY */
+
+#ifdef CRASH_CHAIN_ONLY
+/* The recorded run: guest batches, the step between them (offline: after the close). */
+static int chain_record(struct chain *c, struct wl *w)
+{
+	struct blk_config cfg = { .werror = BLK_ERR_REPORT, .rerror = BLK_ERR_REPORT };
+	uint64_t written = 0;
+	struct blk_dev d;
+	struct tgt *t;
+	struct gop *g;
+	int ret;
+
+	w->chain_fn = chain_step;
+	w->chain_ctx = c;
+	c->w = w;
+	if (c->kind == CH_COMMIT_OFFLINE) {
+		ret = wl_run(w);
+		if (ret)
+			return ret;
+		w->rc->on = true;
+	} else {
+		w->rc->on = true;
+		t = calloc(1, sizeof(*t));
+		ret = tgt_open_file(t, strdup(c->top), "qcow2", TGT_O_FIXED_SIZE);
+		if (!ret)
+			ret = blk_dev_init(&d, 7, t, &cfg, 1);
+		if (ret) {
+			w->rc->on = false;
+			return ret;
+		}
+		w->dev = &d;
+		wl_batches(w, &written, w->cfg->data_bytes / 2);
+	}
+	/*
+	 * The step runs with guest ops in flight beside it, as on a device;
+	 * a write limit keeps them inside the layer (a write waits there for
+	 * its turn) until after the flush the step does before its drain,
+	 * so that only what the step does under the drain (E3, the drop's
+	 * flush) can make them durable.
+	 */
+	c->op = c->rec_op = w->nr_ops;
+	wl_add_op(w, G_CHAIN);
+	if (w->dev) {
+		struct throttle_cfg thr = { .burst_ms = 1 };
+
+		thr.rate[THR_IOPS_WRITE] = 50;
+		blk_set_throttle(w->dev, &thr);
+		wl_add_random(w, c->op, 1 + rnd_below(&w->rng, MAX_BATCH), &written);
+	}
+	wl_run_ops(w, c->op);
+	if (w->dev)
+		blk_set_throttle(w->dev, &(struct throttle_cfg){ 0 });
+	if (w->dev) {
+		wl_batches(w, &written, w->cfg->data_bytes);
+		/* Closing the chain writes everything back: a last flush. */
+		g = wl_add_op(w, G_FLUSH);
+		g->issue_clock = tick(w->rc);
+		blk_job_shutdown(&d);
+		ret = tgt_free_chain(d.top);
+		blk_dev_exit(&d);
+		g->done_clock = tick(w->rc);
+		w->dev = NULL;
+	}
+	w->rc->on = false;
+	return ret ? ret : w->err;
+}
+
+/* The images a variant starts with, in c->dir; @w->init what the device reads. */
+static int chain_images(struct chain *c, const struct variant_cfg *v, struct wl *w, bool bitmap)
+{
+	struct rng g = { .s = splitmix64(w->rng.s ^ 0xc4a1) };
+	const char *first = c->kind == CH_SNAPSHOT ? c->top : c->base;
+	int ret;
+
+	w->nsect = v->size_bytes / SECTOR;
+	w->init = calloc(1, v->size_bytes);
+	snprintf(c->top, sizeof(c->top), "%s/top.qcow2", c->dir);
+	snprintf(c->base, sizeof(c->base), "%s/base.qcow2", c->dir);
+	snprintf(c->mid, sizeof(c->mid), "%s/mid.qcow2", c->dir);
+	snprintf(c->new, sizeof(c->new), "%s/new.%s", c->dir, c->new_fmt ?: "qcow2");
+	ret = make_converted(c->dir, v, w, first);
+	if (ret)
+		return ret;
+	if (bitmap && run_cmd("qemu-img bitmap --add -g 4K '%s' e", first))
+		return -EIO;
+	if (c->kind == CH_SNAPSHOT)
+		return mrec_add(&c->mr, c->top);
+	ret = mrec_add(&c->mr, c->base);
+	if (!ret && c->kind == CH_COMMIT) {
+		ret = run_cmd("qemu-img create -q -f qcow2 -o %s -b base.qcow2 -F qcow2 '%s'",
+			      v->create_opts, c->mid) ? -EIO : 0;
+		if (!ret)
+			ret = qemu_io_scribble(c->dir, w, c->mid, 8, &g);
+		if (!ret)
+			ret = mrec_add(&c->mr, c->mid);
+	}
+	if (!ret)
+		ret = run_cmd("qemu-img create -q -f qcow2 -o %s -b %s.qcow2 -F qcow2 '%s'",
+			      v->create_opts, c->kind == CH_COMMIT ? "mid" : "base", c->top) ?
+		      -EIO : 0;
+	if (!ret)
+		ret = qemu_io_scribble(c->dir, w, c->top, 9, &g);
+	/* The images were read before the scribbles of those above: read them again. */
+	if (!ret) {
+		unsigned int i;
+
+		for (i = 0; i < c->mr.nr; i++) {
+			free(c->mr.f[i].init.buf);
+			memset(&c->mr.f[i].init, 0, sizeof(c->mr.f[i].init));
+		}
+		c->mr.nr = 0;
+		ret = mrec_add(&c->mr, c->base);
+		if (!ret && c->kind == CH_COMMIT)
+			ret = mrec_add(&c->mr, c->mid);
+		if (!ret)
+			ret = mrec_add(&c->mr, c->top);
+	}
+	return ret;
+}
+
+FIXTURE(chain) {
+	char dir[PATH_MAX - 128];
+};
+
+FIXTURE_VARIANT(chain) {
+	enum chain_kind kind;
+	const char *opts;	/* qemu-img -o of the images made before the run */
+	const char *new_fmt;	/* snapshot: NEW's format */
+	bool bitmap;		/* the first image has an enabled dirty bitmap */
+	uint64_t seed;
+};
+
+/*
+ * External snapshot of a qcow2 with an enabled dirty bitmap: at E5 its
+ * close stores the bitmap and clears the autoclear bit's in-use state
+ * while NEW already names it.
+ */
+FIXTURE_VARIANT_ADD(chain, snapshot_qcow2_bitmap) {
+	.kind = CH_SNAPSHOT, .opts = "cluster_size=4096", .new_fmt = "qcow2", .bitmap = true,
+	.seed = 0x5eed0101,
+};
+
+/* A QED overlay over a qcow2 with lazy refcounts: E5's close clears its dirty bit. */
+FIXTURE_VARIANT_ADD(chain, snapshot_lazy_qed) {
+	.kind = CH_SNAPSHOT, .opts = "cluster_size=1024,lazy_refcounts=on", .new_fmt = "qed",
+	.seed = 0x5eed0105,
+};
+
+/* Intermediate commit of mid into base under top, the device writing top. */
+FIXTURE_VARIANT_ADD(chain, commit_live) {
+	.kind = CH_COMMIT, .opts = "cluster_size=4096", .seed = 0x5eed0103,
+};
+
+/* `imgblk commit FILE`: top into base, then top emptied. */
+FIXTURE_VARIANT_ADD(chain, commit_offline) {
+	.kind = CH_COMMIT_OFFLINE, .opts = "cluster_size=1024", .seed = 0x5eed0104,
+};
+
+FIXTURE_SETUP(chain)
+{
+	ASSERT_EQ(0, make_tmpdir(self->dir, sizeof(self->dir), "imgblk-crash-chain"));
+}
+
+FIXTURE_TEARDOWN(chain)
+{
+	rm_rf(self->dir);
+}
+
+struct chain_round {
+	const FIXTURE_VARIANT(chain) *v;
+	struct chain *c;
+	uint64_t seed;
+	unsigned long budget;
+	int err;
+};
+
+static void chain_main(void *arg)
+{
+	struct chain_round *cr = arg;
+	struct chain *c = cr->c;
+	struct variant_cfg v = { .fmt = "qcow2", .create_opts = cr->v->opts,
+				 .size_bytes = 4 * MiB, .data_bytes = 768 * KiB,
+				 .max_io_sectors = 64 };
+	struct wl w = { 0 };
+	struct replay r = { 0 };
+	struct stat st;
+	unsigned int i;
+
+	w.cfg = &v;
+	w.rc = &c->mr.clk;
+	w.rng.s = cr->seed;
+	w.path = c->top;
+	w.ops = calloc(MAX_GOPS, sizeof(*w.ops));
+	cr->err = chain_images(c, &v, &w, cr->v->bitmap);
+	if (!cr->err && stat(c->dir, &st))
+		cr->err = -errno;
+	if (cr->err) {
+		printf("# cannot make the images in %s: %s\n", c->dir, strerror(-cr->err));
+		goto out;
+	}
+	c->mr.dev = st.st_dev;
+	c->mr.dir_ino = st.st_ino;
+	pthread_mutex_init(&c->mr.lock, NULL);
+	exec_set_recorder(mrec_cb, &c->mr);
+	cr->err = chain_record(c, &w);
+	exec_set_recorder(NULL, NULL);
+	pthread_mutex_destroy(&c->mr.lock);
+	if (cr->err) {
+		printf("# recorded run failed: %s\n", strerror(-cr->err));
+		goto out;
+	}
+	for (i = 0; i < c->mr.nr && !cr->err; i++)
+		cr->err = model_build(&c->mr.f[i].m, &c->mr.f[i].rc, c->mr.f[i].init.size);
+	if (cr->err)
+		goto out;
+	r.cfg = &v;
+	r.dir = c->dir;
+	r.keep_dir = getenv("CRASH_REPLAY_KEEP") ?: "/tmp";
+	r.w = &w;
+	r.rc = &c->mr.clk;
+	r.rng.s = splitmix64(cr->seed);
+	r.seed = cr->seed;
+	r.alt_head = malloc(w.nsect * sizeof(*r.alt_head));
+	r.rbuf = aligned_alloc(4096, 256 * KiB);
+	replay_owners(&r);
+	chain_states(&r, c, cr->budget);
+	c->lost += r.lost;
+	replay_free(&r);
+out:
+	for (i = 0; i < c->mr.nr; i++) {
+		free(c->mr.f[i].init.buf);
+		free(c->mr.f[i].rc.ev);
+		free(c->mr.f[i].rc.pool);
+		free(c->mr.f[i].m.ch);
+		free(c->mr.f[i].m.syncs);
+		free(c->mr.f[i].m.by_done);
+	}
+	free(c->mr.ns);
+	free(w.init);
+	free(w.ops);
+}
+
+TEST_F_TIMEOUT(chain, replay, 3600)
+{
+	const char *seed_env = getenv("CRASH_REPLAY_SEED");
+	unsigned int rounds = env_u64("CRASH_REPLAY_ROUNDS", 1), i;
+	struct chain_round cr = { .v = variant };
+	struct img_exec e;
+	time_t t0 = time(NULL);
+
+	if (!have_tool("qemu-img") || !have_tool("qemu-io"))
+		SKIP(return, "qemu-img or qemu-io not available");
+	cr.budget = env_u64("CRASH_REPLAY_CHAIN_STATES", CHAIN_STATES);
+	for (i = 0; i < rounds; i++) {
+		struct chain *c = calloc(1, sizeof(*c));
+
+		ASSERT_NE(NULL, c);
+		c->kind = variant->kind;
+		c->qcheck_every = env_u64("CRASH_REPLAY_QCHECK", CHAIN_QCHECK);
+		c->new_fmt = variant->new_fmt;
+		snprintf(c->dir, sizeof(c->dir), "%s/r%u", self->dir, i);
+		ASSERT_EQ(0, mkdir(c->dir, 0755));
+		if (seed_env && !strcmp(seed_env, "random"))
+			cr.seed = splitmix64(time(NULL) ^ ((uint64_t)getpid() << 20) ^ i);
+		else
+			cr.seed = env_u64("CRASH_REPLAY_SEED", variant->seed) + i;
+		printf("# round %u seed %#llx\n", i, (unsigned long long)cr.seed);
+		cr.c = c;
+		ASSERT_EQ(0, exec_init(&e, 256));
+		ASSERT_EQ(0, exec_spawn(&e, chain_main, &cr));
+		ASSERT_EQ(0, exec_run(&e));
+		exec_exit(&e);
+		ASSERT_EQ(0, cr.err);
+		printf("# %lu states from %llu events over %u files and %zu directory "
+		       "changes; qemu-img check %lu times; %lu s\n", c->states,
+		       (unsigned long long)c->mr.clk.clock, c->mr.nr, c->mr.nr_ns, c->qchecks,
+		       (unsigned long)(time(NULL) - t0));
+		printf("# failed %lu (lost data %lu, corrupt %lu, qemu-img %lu)\n", c->bad, c->lost,
+		       c->corrupt, c->qcheck_bad);
+		EXPECT_EQ(0U, c->mr.foreign);
+		EXPECT_FALSE(c->mr.overflow);
+		EXPECT_EQ(0UL, c->bad);
+		if (c->qcheck_every)
+			EXPECT_LT(0UL, c->qchecks);
+		if (c->kind != CH_COMMIT_OFFLINE) {
+			/* Writes the step's drain waited for: only the step made them durable. */
+			printf("# %lu guest writes in flight when the step began, durable by it\n",
+			       c->drained);
+			EXPECT_LT(0UL, c->drained);
+		}
+		if (c->kind == CH_SNAPSHOT) {
+			/* Both sides of the link's durability must occur. */
+			printf("# the right image was NEW in %lu states, the old top in %lu\n",
+			       c->right_new, c->right_old);
+			EXPECT_LT(0UL, c->right_new);
+			EXPECT_LT(0UL, c->right_old);
+		}
+		if (c->kind == CH_COMMIT) {
+			printf("# the active image read the old chain in %lu states, the new in %lu\n",
+			       c->old_chain, c->new_chain);
+			EXPECT_LT(0UL, c->old_chain);
+			EXPECT_LT(0UL, c->new_chain);
+		}
+		free(c);
+	}
+}
+
+#endif /* CRASH_CHAIN_ONLY */
 
 TEST_HARNESS_MAIN
