@@ -137,7 +137,11 @@ struct cli_cmd {
 	 * The operands are its last words; min_args..max_args of them.
 	 */
 	const char *synopsis;
-	/* The operands as errors name them ("FILE [SIZE]"); completion too. */
+	/*
+	 * The operands as errors name them ("FILE [SIZE]"); completion too:
+	 * FILE completes file names, a word "a|b|c" those choices for the
+	 * first operand, and a verb with --tab completes imgblktab's names.
+	 */
 	const char *operands;
 	/*
 	 * Paragraphs separated by blank lines; a paragraph whose lines start

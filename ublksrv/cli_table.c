@@ -452,7 +452,7 @@ const struct cli_cmd cli_cmds[] = {
 		.summary = "list and control the block job of a running device",
 		.synopsis = "-n ID [--speed BYTES_PER_S] [--force] [--wait] [-p] "
 			    "[list|pause|resume|cancel|complete|wait|set-speed [JOB]]",
-		.operands = "[ACTION [JOB]]",
+		.operands = "[list|pause|resume|cancel|complete|wait|set-speed [JOB]]",
 		.desc =
 "ACTION is one of:\n"
 "\n"
