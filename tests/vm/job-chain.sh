@@ -162,8 +162,8 @@ for job in stream commit active; do
 		diag_file "$T_TMP/recover.out"
 	fi
 	check "$job kill: no job after recover" sh -c "imgblk job -n $DEV_ID | grep -q 'no block job'"
-	check "$job kill: the content is the same" sh -c \
-		"dd if=$DEV of=$T_TMP/after.raw bs=1M iflag=direct 2>/dev/null && cmp $T_TMP/before.raw $T_TMP/after.raw"
+	dd if="$DEV" of="$T_TMP/after.raw" bs=1M iflag=direct 2>/dev/null
+	check "$job kill: the content is the same" same_bytes "$T_TMP/before.raw" "$T_TMP/after.raw"
 	del_dev "$job kill: del" "$DEV_ID"
 	for i in "$BASE" "$MID" "$TOP"; do
 		no_corruption "$job kill: qemu-img check $(basename "$i")" "$i"
