@@ -38,7 +38,7 @@ ID=$DEV_ID
 start_fio() {
 	fio --name="$1" --filename="$DEV" --ioengine=io_uring --direct=1 --rw=randwrite \
 		--bs=4k --size=48M --iodepth=16 --verify=crc32c --verify_backlog=512 \
-		--verify_fatal=1 --do_verify=1 --loops=2 > "$T_TMP/fio-$1.out" 2>&1 &
+		--verify_fatal=1 --do_verify=1 > "$T_TMP/fio-$1.out" 2>&1 &
 	FIO=$!
 }
 
