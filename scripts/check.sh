@@ -11,7 +11,8 @@
 # TAP of each is shown as it comes, and the last line is the plain count
 # `N passed, N failed, N skipped`.  Exits non-zero if anything failed.  A
 # program that exits non-zero or prints no result counts as a failure:
-# a crash is never a pass.
+# a crash is never a pass.  Each test's wall time is shown (`# time NAME:
+# N s`), and the slowest are listed at the end.
 set -uo pipefail
 
 O=${O:-build}
@@ -21,6 +22,7 @@ cd "$(dirname "$0")/.." || exit 2
 
 pass=0 fail=0 skip=0
 failed=()
+times=()	# "SECONDS NAME" of each test, for the slowest at the end
 
 # Counts the TAP lines of one test's output ($2) under the name $1, with
 # its exit status $3.
@@ -47,13 +49,15 @@ count() {
 }
 
 run_one() {
-	local name=$1 out rc
+	local name=$1 out rc t0=$SECONDS
 	shift
 	echo "# --- $name"
 	out=$(IMGBLK=$O/imgblk UBSAN_OPTIONS=print_stacktrace=1 timeout --kill-after=10 "$HOST_TIMEOUT" "$@" 2>&1)
 	rc=$?
 	printf '%s\n' "$out"
 	[ "$rc" -ne 124 ] || echo "not ok - $name: timed out after ${HOST_TIMEOUT}s"
+	echo "# time $name: $((SECONDS - t0)) s"
+	times+=("$((SECONDS - t0)) $name")
 	count "$name" "$out" "$rc"
 }
 
@@ -97,6 +101,10 @@ run_vm() {
 	out=$(scripts/vm/run.sh -b "$O" "${tests[@]}" 2>&1 | tee -a /dev/stderr)
 	rc=${PIPESTATUS[0]}
 	count vm "$out" "$rc"
+	# run.sh's `# time NAME: N s` lines.
+	while read -r _ _ t secs _; do
+		times+=("$secs vm/${t%:}")
+	done < <(grep '^# time ' <<<"$out")
 }
 
 start=$SECONDS
@@ -108,6 +116,10 @@ all) run_host; run_vm ;;
 esac
 
 echo "# time: $((SECONDS - start)) s"
+if [ ${#times[@]} -gt 0 ]; then
+	echo "# slowest:"
+	printf '%s\n' "${times[@]}" | sort -rn | head -n 12 | sed 's/^\([^ ]*\) \(.*\)/#   \2: \1 s/'
+fi
 [ ${#failed[@]} -eq 0 ] || echo "# failed: ${failed[*]}"
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]

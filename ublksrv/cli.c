@@ -32,14 +32,24 @@ static const struct cli_opt cli_help_opt = {
 	'h', "help", NULL, "show this help and exit",
 };
 
-int cli_secret_opt(int key, const char *arg)
+/*
+ * Secrets of encrypted images: `--key-file [IMAGE=]FILE` and QEMU's
+ * `--object secret,id=ID,file=FILE` (lib/secret.c reads the file at once).
+ * Returns 0 or -EINVAL (printed).
+ */
+static int cli_secret_opt(int key, const char *arg)
 {
 	int ret = key == CLI_K_KEY_FILE ? secret_add_key_file(arg) : secret_add_object(arg);
 
 	return ret ? -EINVAL : 0;
 }
 
-int cli_protocol_opt(int key, const char *arg)
+/*
+ * Remote files (NBD, RBD): --allow-protocol, --reconnect-delay,
+ * --open-timeout, --rbd-conf, --rbd-id, for the whole process.  Returns
+ * 0 or -EINVAL (printed).
+ */
+static int cli_protocol_opt(int key, const char *arg)
 {
 	static uint64_t reconnect_s, open_s;
 	unsigned int set;
@@ -67,6 +77,21 @@ int cli_protocol_opt(int key, const char *arg)
 	}
 	bfile_nbd_set_timeouts(reconnect_s * 1000, open_s * 1000);
 	return 0;
+}
+
+bool cli_opt_shared(int key)
+{
+	switch (key) {
+	case CLI_K_KEY_FILE:
+	case CLI_K_OBJECT:
+	case CLI_K_ALLOW_PROTOCOL:
+	case CLI_K_RECONNECT_DELAY:
+	case CLI_K_OPEN_TIMEOUT:
+	case CLI_K_RBD_CONF:
+	case CLI_K_RBD_ID:
+		return true;
+	}
+	return false;
 }
 
 int cli_run(int (*body)(void *arg), void *arg)
@@ -174,19 +199,30 @@ static const struct cli_opt *cli_find_long(const struct cli_cmd *cmd, const char
 	return found;
 }
 
-/* Hands @opt and its value to the verb, or prints the help. */
+/*
+ * Hands @opt and its value to the verb, or prints the help.  A shared
+ * option is acted on first, if @act: cli_scan() only looks.
+ */
 static int cli_give(const struct cli_cmd *cmd, const struct cli_opt *opt, char *arg,
-		    cli_opt_fn fn, void *ctx)
+		    cli_opt_fn fn, void *ctx, bool act)
 {
+	int ret = 0;
+
 	if (opt == &cli_help_opt) {
 		cli_help(cmd, stdout);
 		return CLI_HELP;
 	}
+	if (act && cli_opt_shared(opt->key))
+		ret = opt->key == CLI_K_KEY_FILE || opt->key == CLI_K_OBJECT ?
+		      cli_secret_opt(opt->key, arg) : cli_protocol_opt(opt->key, arg);
+	if (ret)
+		return ret;
 	return fn ? fn(ctx, opt, arg) : 0;
 }
 
-int cli_parse(const struct cli_cmd *cmd, int argc, char **argv, cli_opt_fn fn,
-	      void *ctx, struct cli_args *args)
+/* cli_parse(), and cli_scan() without @act. */
+static int cli_parse_as(const struct cli_cmd *cmd, int argc, char **argv, cli_opt_fn fn,
+			void *ctx, struct cli_args *args, bool act)
 {
 	int i, nr = 0, ret;
 	bool opts_end = false;
@@ -223,7 +259,7 @@ int cli_parse(const struct cli_cmd *cmd, int argc, char **argv, cli_opt_fn fn,
 			if (opt->arg && !eq && i + 1 == argc)
 				return cli_usage_err(cmd, "option '%s' needs a value", name);
 			ret = cli_give(cmd, opt, !opt->arg ? NULL : eq ? eq + 1 : argv[++i],
-				       fn, ctx);
+				       fn, ctx, act);
 			if (ret)
 				return ret;
 			continue;
@@ -234,14 +270,14 @@ int cli_parse(const struct cli_cmd *cmd, int argc, char **argv, cli_opt_fn fn,
 			if (!opt)
 				return cli_usage_err(cmd, "unknown option '-%c'", *w);
 			if (!opt->arg) {
-				ret = cli_give(cmd, opt, NULL, fn, ctx);
+				ret = cli_give(cmd, opt, NULL, fn, ctx, act);
 				if (ret)
 					return ret;
 				continue;
 			}
 			if (!w[1] && i + 1 == argc)
 				return cli_usage_err(cmd, "option '-%c' needs a value", *w);
-			ret = cli_give(cmd, opt, w[1] ? w + 1 : argv[++i], fn, ctx);
+			ret = cli_give(cmd, opt, w[1] ? w + 1 : argv[++i], fn, ctx, act);
 			if (ret)
 				return ret;
 			break;
@@ -255,6 +291,18 @@ int cli_parse(const struct cli_cmd *cmd, int argc, char **argv, cli_opt_fn fn,
 	args->argv = argv + 1;
 	argv[1 + nr] = NULL;
 	return 0;
+}
+
+int cli_parse(const struct cli_cmd *cmd, int argc, char **argv, cli_opt_fn fn,
+	      void *ctx, struct cli_args *args)
+{
+	return cli_parse_as(cmd, argc, argv, fn, ctx, args, true);
+}
+
+int cli_scan(const struct cli_cmd *cmd, int argc, char **argv, cli_opt_fn fn,
+	     void *ctx, struct cli_args *args)
+{
+	return cli_parse_as(cmd, argc, argv, fn, ctx, args, false);
 }
 
 /*

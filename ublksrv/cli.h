@@ -137,7 +137,11 @@ struct cli_cmd {
 	 * The operands are its last words; min_args..max_args of them.
 	 */
 	const char *synopsis;
-	/* The operands as errors name them ("FILE [SIZE]"); completion too. */
+	/*
+	 * The operands as errors name them ("FILE [SIZE]"); completion too:
+	 * FILE completes file names, a word "a|b|c" those choices for the
+	 * first operand, and a verb with --tab completes imgblktab's names.
+	 */
 	const char *operands;
 	/*
 	 * Paragraphs separated by blank lines; a paragraph whose lines start
@@ -214,12 +218,21 @@ typedef int (*cli_opt_fn)(void *ctx, const struct cli_opt *opt, char *arg);
  * anywhere unless the verb has CLI_STOP), calls @fn for each option of
  * @cmd, and checks the number of operands, which it stores in @args
  * (@argv reordered: the operands follow argv[0]).  -h and --help print
- * the verb's help.  @fn may be NULL for a verb without options.  Returns 0, CLI_HELP after printing the help, or
+ * the verb's help.  The shared options (cli_opt_shared()) are acted on
+ * before @fn sees them.  @fn may be NULL for a verb without options.  Returns 0, CLI_HELP after printing the help, or
  * -EINVAL after printing one line (@fn's, or one naming the bad option,
  * missing value or operand with a pointer to --help).
  */
 int cli_parse(const struct cli_cmd *cmd, int argc, char **argv, cli_opt_fn fn,
 	      void *ctx, struct cli_args *args);
+
+/*
+ * As cli_parse(), but acting on no shared option: for a verb that looks
+ * at its options first to choose how to parse them (commit, -n or not),
+ * so a secret is not registered twice.
+ */
+int cli_scan(const struct cli_cmd *cmd, int argc, char **argv, cli_opt_fn fn,
+	     void *ctx, struct cli_args *args);
 
 /* The exit status for cli_parse()'s non-zero result @ret. */
 int cli_parse_status(const struct cli_cmd *cmd, int ret);
@@ -257,21 +270,14 @@ int cli_gen_bash(FILE *f);
 int cli_run(int (*body)(void *arg), void *arg);
 
 /*
- * Secrets of encrypted images, taken by every verb that opens images:
- * `--key-file [IMAGE=]FILE` and QEMU's `--object secret,id=ID,file=FILE`
- * (lib/secret.c reads the file at once).  A verb lists OPT_SECRETS
- * (cli_table.c) in its options and hands both keys to cli_secret_opt().
- * Returns 0 or -EINVAL (printed).
+ * Whether @key is one of the options that cli_parse() acts on itself, for
+ * the whole process, before handing them to the verb like any other: the
+ * secrets of encrypted images (OPT_SECRETS in cli_table.c: --key-file,
+ * --object) and the remote file options (OPT_PROTOCOLS: --allow-protocol,
+ * --reconnect-delay, --open-timeout, --rbd-conf, --rbd-id).  A verb lists
+ * them in its options and need do nothing else with them.
  */
-int cli_secret_opt(int key, const char *arg);
-
-/*
- * Remote files (NBD, RBD), taken by the same verbs: --allow-protocol,
- * --reconnect-delay, --open-timeout, --rbd-conf, --rbd-id
- * (OPT_PROTOCOLS in cli_table.c), for
- * the whole process.  Returns 0 or -EINVAL (printed).
- */
-int cli_protocol_opt(int key, const char *arg);
+bool cli_opt_shared(int key);
 
 /* Returns the command named @name, or NULL. */
 const struct cli_cmd *cli_find(const char *name);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "tab.h"
 #include "tgt.h"
 #include "util.h"
 
@@ -306,10 +307,39 @@ static void bash_value(FILE *f, const char *arg)
 	}
 }
 
+/*
+ * The word of @operands that lists the first operand's choices
+ * ("[list|pause|cancel [JOB]]"), its @len bytes; NULL if none does.
+ */
+static const char *bash_operand_words(const char *operands, size_t *len)
+{
+	const char *bar = strchr(operands, '|'), *start = bar;
+
+	if (!bar)
+		return NULL;
+	while (start > operands && start[-1] != ' ' && start[-1] != '[')
+		start--;
+	*len = strcspn(start, " ]");
+	return start;
+}
+
+/* Whether @cmd has --tab: its operand is then an imgblktab name. */
+static bool bash_has_tab(const struct cli_cmd *cmd)
+{
+	const struct cli_opt *o;
+
+	for (o = cmd->opts; o && o->key; o++)
+		if (o->key == CLI_K_TAB)
+			return true;
+	return false;
+}
+
 static void bash_cmd(FILE *f, const struct cli_cmd *cmd)
 {
 	const struct cli_opt *o;
+	const char *words;
 	bool any = false;
+	size_t i, len;
 
 	fprintf(f, "\t%s)\n\t\topts='", cmd->name);
 	for (o = cmd->opts; o && o->key; o++) {
@@ -319,10 +349,19 @@ static void bash_cmd(FILE *f, const struct cli_cmd *cmd)
 			fprintf(f, "--%s ", o->name);
 	}
 	fputs("-h --help'\n", f);
-	if (strstr(cmd->operands, "FILE") || strstr(cmd->operands, "INPUT"))
+	words = bash_operand_words(cmd->operands, &len);
+	if (strstr(cmd->operands, "FILE") || strstr(cmd->operands, "INPUT")) {
 		fputs("\t\toperand=files\n", f);
-	else if (strstr(cmd->operands, "COMMAND") && !strcmp(cmd->name, "help"))
+	} else if (words) {
+		fputs("\t\toperand=words words='", f);
+		for (i = 0; i < len; i++)
+			fputc(words[i] == '|' ? ' ' : words[i], f);
+		fputs("'\n", f);
+	} else if (strstr(cmd->operands, "COMMAND") && !strcmp(cmd->name, "help")) {
 		fputs("\t\toperand=verbs\n", f);
+	} else if (bash_has_tab(cmd)) {
+		fputs("\t\toperand=tab\n", f);
+	}
 	fputs("\t\tcase $prev in\n", f);
 	for (o = cmd->opts; o && o->key; o++) {
 		if (!o->arg)
@@ -352,8 +391,13 @@ int cli_gen_bash(FILE *f)
 	      "_imgblk_ids()\n{\n"
 	      "\t\"$1\" list 2>/dev/null | awk 'NR > 1 && $1 ~ /^[0-9]+$/ { print $1 }'\n"
 	      "}\n\n"
+	      "# The names of imgblktab's entries (add --tab NAME, del --tab NAME).\n"
+	      "_imgblk_tab_names()\n{\n"
+	      "\tawk 'NF && $1 !~ /^#/ { print $1 }' \"${IMGBLK_TAB:-" UBLK_TAB_PATH "}\" "
+	      "2>/dev/null\n"
+	      "}\n\n"
 	      "_imgblk()\n{\n"
-	      "\tlocal cur prev verb opts= vals= files=0 operand=\n"
+	      "\tlocal cur prev verb opts= vals= files=0 operand= words= w\n"
 	      "\tlocal verbs='", f);
 	for (i = 0; i < cli_nr_cmds; i++)
 		if (!(cli_cmds[i].flags & CLI_HIDDEN))
@@ -391,6 +435,15 @@ int cli_gen_bash(FILE *f)
 	      "\t\tCOMPREPLY=($(compgen -f -- \"$cur\"))\n"
 	      "\telif [ \"$operand\" = verbs ]; then\n"
 	      "\t\tCOMPREPLY=($(compgen -W \"$verbs\" -- \"$cur\"))\n"
+	      "\telif [ \"$operand\" = words ]; then\n"
+	      "\t\t# The first operand's choices, until one is typed.\n"
+	      "\t\tfor w in \"${COMP_WORDS[@]:2:COMP_CWORD-2}\"; do\n"
+	      "\t\t\t[[ \" $words \" == *\" $w \"* ]] && return 0\n"
+	      "\t\tdone\n"
+	      "\t\tCOMPREPLY=($(compgen -W \"$words\" -- \"$cur\"))\n"
+	      "\telif [ \"$operand\" = tab ] &&\n"
+	      "\t     [[ \" ${COMP_WORDS[*]:2:COMP_CWORD-2} \" == *\" --tab \"* ]]; then\n"
+	      "\t\tCOMPREPLY=($(compgen -W \"$(_imgblk_tab_names)\" -- \"$cur\"))\n"
 	      "\tfi\n"
 	      "\treturn 0\n"
 	      "}\n"

@@ -66,6 +66,7 @@
 	  "limit writes to N requests per second" what }, \
 	{ CLI_K_BURST, "throttle-burst-ms", "MS", \
 	  "bursts up to MS milliseconds worth of a rate go through at once (default 100)" }
+/* cli_parse() acts on these two groups itself (cli_opt_shared()); the verb need not. */
 #define OPT_SECRETS \
 	{ CLI_K_KEY_FILE, "key-file", "[IMAGE=]FILE", \
 	  "the passphrase of an encrypted image (of IMAGE, a backing file, when " \
@@ -451,7 +452,7 @@ const struct cli_cmd cli_cmds[] = {
 		.summary = "list and control the block job of a running device",
 		.synopsis = "-n ID [--speed BYTES_PER_S] [--force] [--wait] [-p] "
 			    "[list|pause|resume|cancel|complete|wait|set-speed [JOB]]",
-		.operands = "[ACTION [JOB]]",
+		.operands = "[list|pause|resume|cancel|complete|wait|set-speed [JOB]]",
 		.desc =
 "ACTION is one of:\n"
 "\n"

@@ -181,15 +181,6 @@ static int bench_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	uint64_t v;
 
 	switch (opt->key) {
-	case CLI_K_KEY_FILE:
-	case CLI_K_OBJECT:
-		return cli_secret_opt(opt->key, arg);
-	case CLI_K_ALLOW_PROTOCOL:
-	case CLI_K_RECONNECT_DELAY:
-	case CLI_K_OPEN_TIMEOUT:
-	case CLI_K_RBD_CONF:
-	case CLI_K_RBD_ID:
-		return cli_protocol_opt(opt->key, arg);
 	case 'f':
 		b->fmt = arg;
 		break;

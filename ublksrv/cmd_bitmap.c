@@ -155,15 +155,6 @@ static int bitmap_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	uint64_t v;
 
 	switch (opt->key) {
-	case CLI_K_KEY_FILE:
-	case CLI_K_OBJECT:
-		return cli_secret_opt(opt->key, arg);
-	case CLI_K_ALLOW_PROTOCOL:
-	case CLI_K_RECONNECT_DELAY:
-	case CLI_K_OPEN_TIMEOUT:
-	case CLI_K_RBD_CONF:
-	case CLI_K_RBD_ID:
-		return cli_protocol_opt(opt->key, arg);
 	case CLI_K_BITMAP_OP ... CLI_K_BITMAP_OP_END:
 		if (c->nr_ops == BITMAP_MAX_OPS) {
 			img_err("bitmap: at most %u operations", BITMAP_MAX_OPS);

@@ -174,15 +174,6 @@ static int commit_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	char name[64];
 
 	switch (opt->key) {
-	case CLI_K_KEY_FILE:
-	case CLI_K_OBJECT:
-		return cli_secret_opt(opt->key, arg);
-	case CLI_K_ALLOW_PROTOCOL:
-	case CLI_K_RECONNECT_DELAY:
-	case CLI_K_OPEN_TIMEOUT:
-	case CLI_K_RBD_CONF:
-	case CLI_K_RBD_ID:
-		return cli_protocol_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;
@@ -201,6 +192,9 @@ static int commit_opt(void *ctx, const struct cli_opt *opt, char *arg)
 		c->quiet = true;
 		break;
 	default:
+		/* cli_parse() has acted on these. */
+		if (cli_opt_shared(opt->key))
+			break;
 		/* The options of a running device's commit (cmd_job.c). */
 		img_err("commit: %s needs a running device (-n ID)",
 			cli_opt_name(opt, name, sizeof(name)));
@@ -220,8 +214,8 @@ static int commit_live_opt(void *ctx, const struct cli_opt *opt, char *arg)
 
 /*
  * One table entry serves both commits: with -n ID the job on a running
- * device, without it this one of an image FILE.  A first parse of a copy
- * of @argv (cli_parse() reorders it) tells which.
+ * device, without it this one of an image FILE.  A first look at a copy
+ * of @argv (cli_scan() reorders it) tells which.
  */
 int cli_cmd_commit(const struct cli_cmd *cmd, int argc, char **argv)
 {
@@ -236,7 +230,7 @@ int cli_cmd_commit(const struct cli_cmd *cmd, int argc, char **argv)
 		return CLI_EXIT_ERR;
 	}
 	memcpy(scan, argv, argc * sizeof(*scan));
-	ret = cli_parse(cmd, argc, scan, commit_live_opt, &live, &a);
+	ret = cli_scan(cmd, argc, scan, commit_live_opt, &live, &a);
 	free(scan);
 	if (ret)
 		return cli_parse_status(cmd, ret);

@@ -112,15 +112,6 @@ static int create_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	struct create_ctx *c = ctx;
 
 	switch (opt->key) {
-	case CLI_K_KEY_FILE:
-	case CLI_K_OBJECT:
-		return cli_secret_opt(opt->key, arg);
-	case CLI_K_ALLOW_PROTOCOL:
-	case CLI_K_RECONNECT_DELAY:
-	case CLI_K_OPEN_TIMEOUT:
-	case CLI_K_RBD_CONF:
-	case CLI_K_RBD_ID:
-		return cli_protocol_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;
@@ -406,15 +397,6 @@ static int info_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	struct info_ctx *c = ctx;
 
 	switch (opt->key) {
-	case CLI_K_KEY_FILE:
-	case CLI_K_OBJECT:
-		return cli_secret_opt(opt->key, arg);
-	case CLI_K_ALLOW_PROTOCOL:
-	case CLI_K_RECONNECT_DELAY:
-	case CLI_K_OPEN_TIMEOUT:
-	case CLI_K_RBD_CONF:
-	case CLI_K_RBD_ID:
-		return cli_protocol_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;
@@ -558,15 +540,6 @@ static int check_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	struct check_ctx *c = ctx;
 
 	switch (opt->key) {
-	case CLI_K_KEY_FILE:
-	case CLI_K_OBJECT:
-		return cli_secret_opt(opt->key, arg);
-	case CLI_K_ALLOW_PROTOCOL:
-	case CLI_K_RECONNECT_DELAY:
-	case CLI_K_OPEN_TIMEOUT:
-	case CLI_K_RBD_CONF:
-	case CLI_K_RBD_ID:
-		return cli_protocol_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;
@@ -767,15 +740,6 @@ static int map_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	struct map_ctx *c = ctx;
 
 	switch (opt->key) {
-	case CLI_K_KEY_FILE:
-	case CLI_K_OBJECT:
-		return cli_secret_opt(opt->key, arg);
-	case CLI_K_ALLOW_PROTOCOL:
-	case CLI_K_RECONNECT_DELAY:
-	case CLI_K_OPEN_TIMEOUT:
-	case CLI_K_RBD_CONF:
-	case CLI_K_RBD_ID:
-		return cli_protocol_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;

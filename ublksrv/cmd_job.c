@@ -257,9 +257,12 @@ static int job_wait(const char *verb, struct ctl_client *c, const char *id, bool
 {
 	struct json_object *ev, *data, *list;
 	int ret = CLI_EXIT_ERR;
+	bool taken = false;	/* ev is an event taken after a call */
 
 	for (;;) {
-		int err = ctl_client_next(c, JOB_POLL_MS, &ev);
+		int err = taken ? 0 : ctl_client_next(c, JOB_POLL_MS, &ev);
+
+		taken = false;
 
 		if (!err) {
 			const char *name = job_str(ev, "event");
@@ -297,7 +300,7 @@ static int job_wait(const char *verb, struct ctl_client *c, const char *id, bool
 			json_object_put(list);
 			if (!ctl_client_next(c, 0, &ev)) {
 				/* The event arrived during the call: look at it. */
-				json_object_put(ev);
+				taken = true;
 				continue;
 			}
 			img_err("%s: job %s ended without telling how", verb, id);

@@ -81,15 +81,6 @@ static int resize_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	struct resize_ctx *c = ctx;
 
 	switch (opt->key) {
-	case CLI_K_KEY_FILE:
-	case CLI_K_OBJECT:
-		return cli_secret_opt(opt->key, arg);
-	case CLI_K_ALLOW_PROTOCOL:
-	case CLI_K_RECONNECT_DELAY:
-	case CLI_K_OPEN_TIMEOUT:
-	case CLI_K_RBD_CONF:
-	case CLI_K_RBD_ID:
-		return cli_protocol_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;
@@ -281,15 +272,6 @@ static int rebase_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	struct rebase_ctx *c = ctx;
 
 	switch (opt->key) {
-	case CLI_K_KEY_FILE:
-	case CLI_K_OBJECT:
-		return cli_secret_opt(opt->key, arg);
-	case CLI_K_ALLOW_PROTOCOL:
-	case CLI_K_RECONNECT_DELAY:
-	case CLI_K_OPEN_TIMEOUT:
-	case CLI_K_RBD_CONF:
-	case CLI_K_RBD_ID:
-		return cli_protocol_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;
@@ -356,15 +338,6 @@ static int amend_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	char *save = NULL, *kv;
 
 	switch (opt->key) {
-	case CLI_K_KEY_FILE:
-	case CLI_K_OBJECT:
-		return cli_secret_opt(opt->key, arg);
-	case CLI_K_ALLOW_PROTOCOL:
-	case CLI_K_RECONNECT_DELAY:
-	case CLI_K_OPEN_TIMEOUT:
-	case CLI_K_RBD_CONF:
-	case CLI_K_RBD_ID:
-		return cli_protocol_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;

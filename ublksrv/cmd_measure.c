@@ -529,15 +529,6 @@ static int measure_opt(void *ctx, const struct cli_opt *opt, char *arg)
 	struct measure_ctx *c = ctx;
 
 	switch (opt->key) {
-	case CLI_K_KEY_FILE:
-	case CLI_K_OBJECT:
-		return cli_secret_opt(opt->key, arg);
-	case CLI_K_ALLOW_PROTOCOL:
-	case CLI_K_RECONNECT_DELAY:
-	case CLI_K_OPEN_TIMEOUT:
-	case CLI_K_RBD_CONF:
-	case CLI_K_RBD_ID:
-		return cli_protocol_opt(opt->key, arg);
 	case 'f':
 		c->fmt = arg;
 		break;

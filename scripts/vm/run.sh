@@ -13,7 +13,8 @@
 #
 # Prints one TAP stream on stdout: each guest test's lines renumbered and
 # prefixed with the test's name, one extra line per test for its exit
-# status and for the kernel log, and the plan at the end.  Exits non-zero
+# status and for the kernel log, a comment `# time NAME: N s` with its
+# wall time, and the plan at the end.  Exits non-zero
 # if anything failed or the VM did not come back.  The whole console goes
 # to BUILD_DIR/vm/console.log.
 set -euo pipefail
@@ -237,7 +238,7 @@ while IFS= read -r line <&"${QEMU_PROC[0]}"; do
 		echo "# --- $cur" ;;
 	"@@IMGBLK END "*)
 		read -r _ _ name rc to <<< "$line"
-		echo "# $name: $(elapsed "$t_test" "$EPOCHREALTIME") s"
+		echo "# time $name: $(elapsed "$t_test" "$EPOCHREALTIME") s"
 		end_test "$name" "$rc" "$to" ;;
 	"@@IMGBLK DMESG "*)
 		dmesg_lines+=("${line#@@IMGBLK DMESG }") ;;

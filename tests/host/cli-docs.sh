@@ -5,8 +5,9 @@
 # (`imgblk __gen man|bash`): the man page renders with groff -ww (and
 # man -l) without a warning and has the sections and one per verb; the
 # bash completion, sourced in a bash run here, completes verbs, options,
-# option values and files; every verb's --help lists every option its
-# table entry has (read back from the completion, which lists them all).
+# option values, files, job's actions and, after --tab, imgblktab's
+# names; every verb's --help lists every option its table entry has (read
+# back from the completion, which lists them all).
 # When the build's own imgblk.8 and imgblk.bash-completion sit beside
 # $IMGBLK, they must be what the binary prints (not stale).
 #
@@ -124,6 +125,15 @@ printf '12   raw      1      128   LIVE     101     /dev/ublkb12  b.raw\n'
 EOF
 chmod +x "$T_TMP/fake-imgblk"
 expect "device ids for -n, from imgblk list" "12 3" "$T_TMP/fake-imgblk" del -n ""
+expect "job's actions" "cancel complete" imgblk job -n 3 c
+expect "no action after an action" "" imgblk job -n 3 pause ""
+printf '# name image options\n\nweb /srv/web.qcow2 queues=2  # web\ndb /srv/db.raw ro\n' \
+	> "$T_TMP/imgblktab"
+export IMGBLK_TAB=$T_TMP/imgblktab
+expect "imgblktab's names after add --tab" "db web" imgblk add --tab ""
+expect "imgblktab's names after del --force --tab" "web" imgblk del --force --tab w
+expect "no names without --tab" "" imgblk add ""
+unset IMGBLK_TAB
 
 # --- every verb's --help lists every option of its table entry
 for v in $verbs; do

@@ -6,7 +6,8 @@
 # for the default PREFIX and for PREFIX=/usr with the Debian package's
 # directories, with the rules' and units' imgblk path following SBINDIR;
 # make uninstall removes every file again.  Builds nothing: it installs
-# the build that $IMGBLK belongs to (O=its directory).
+# the build that $IMGBLK belongs to (O=its directory).  The package's
+# version, debian/changelog's newest entry, is the tree's VERSION.
 #
 #   IMGBLK=build/imgblk bash tests/host/install.sh
 set -u
@@ -17,6 +18,15 @@ case $IMGBLK in /*) ;; *) IMGBLK=$PWD/$IMGBLK ;; esac
 need make install sed
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+# A native package: its version is VERSION itself, no Debian revision.
+deb=$(sed -n '1s/^imgblk (\([^)]*\)).*/\1/p' "$repo/debian/changelog")
+ver=$(cat "$repo/VERSION")
+if [ -n "$deb" ] && [ "$deb" = "$ver" ]; then
+	ok "debian/changelog's version is VERSION ($ver)"
+else
+	not_ok "debian/changelog's version is VERSION"
+	diag "debian/changelog: '$deb', VERSION: '$ver'"
+fi
 O=$(dirname "$IMGBLK")
 [ -e "$O/imgblk.8" ] && [ -e "$O/imgblk.bash-completion" ] ||
 	skip_all "$O has no imgblk.8 or imgblk.bash-completion (make builds them)"

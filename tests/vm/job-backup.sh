@@ -125,9 +125,9 @@ for r in 1 2 3; do
 		not_ok "kill round $r: recover says the backup is gone"
 		diag_file "$T_TMP/rec.out"
 	fi
-	check "kill round $r: no job, same content" sh -c \
-		"imgblk job -n $ID | grep -q 'no block job' &&
-		 dd if=$DEV of=$T_TMP/k.raw bs=1M iflag=direct 2>/dev/null && cmp $T_TMP/k0.raw $T_TMP/k.raw"
+	check "kill round $r: no job" sh -c "imgblk job -n $ID | grep -q 'no block job'"
+	dd if="$DEV" of="$T_TMP/k.raw" bs=1M iflag=direct 2>/dev/null
+	check "kill round $r: same content" same_bytes "$T_TMP/k0.raw" "$T_TMP/k.raw"
 done
 del_dev "del" "$ID"
 no_corruption "qemu-img check of the image after the kills" "$IMG"

@@ -4,8 +4,9 @@
 # partitions.sh - when `imgblk add` returns, the partition nodes of the
 # image's partition table exist and open, every time: a qcow2 image with
 # a GPT and a raw one with an MBR, ext4 on each partition, added and
-# deleted ROUNDS times (every MOUNT_EVERY-th round also mounting and
-# unmounting every partition), with no missing node.  `imgblk list` shows
+# deleted ROUNDS times (every 10th round, or the last of fewer, also
+# mounting and unmounting every partition), with no missing node.  ROUNDS
+# is 5, or $SHARE/partitions.rounds (the soak sets 50).  `imgblk list` shows
 # the partitions, and a table written through the device with sfdisk is
 # read again by the kernel, its nodes appearing.
 . "$(dirname "$0")/lib.sh"
@@ -13,8 +14,10 @@
 need_imgblk
 need_cmd sfdisk mkfs.ext4 qemu-img
 
-ROUNDS=${ROUNDS:-50}
-MOUNT_EVERY=${MOUNT_EVERY:-10}
+ROUNDS=5
+[ -n "${SHARE:-}" ] && [ -s "$SHARE/partitions.rounds" ] && ROUNDS=$(cat "$SHARE/partitions.rounds")
+MOUNT_EVERY=10
+[ "$ROUNDS" -ge "$MOUNT_EVERY" ] || MOUNT_EVERY=$ROUNDS
 MNT=$T_TMP/mnt
 mkdir -p "$MNT"
 on_exit "umount $MNT 2>/dev/null"

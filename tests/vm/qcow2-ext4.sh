@@ -9,7 +9,7 @@
 . "$(dirname "$0")/lib.sh"
 
 need_imgblk
-need_cmd mkfs.ext4 e2fsck md5sum qemu-img qemu-io cmp
+need_cmd mkfs.ext4 e2fsck md5sum qemu-img qemu-io
 
 BASE=$T_TMP/base.qcow2
 IMG=$T_TMP/disk.qcow2
@@ -41,7 +41,7 @@ wait_gone "$DEV" 10 || diag "$DEV still present"
 
 check "qemu-img check finds the image clean" qemu-img check -q "$IMG"
 check "qemu-img convert of the image" qemu-img convert -O raw "$IMG" "$T_TMP/qemu.raw"
-check "QEMU reads what the device showed" cmp "$T_TMP/dev.raw" "$T_TMP/qemu.raw"
+check "QEMU reads what the device showed" same_bytes "$T_TMP/dev.raw" "$T_TMP/qemu.raw"
 rm -f "$T_TMP/dev.raw" "$T_TMP/qemu.raw"
 
 add_dev "re-add the image" -t qcow2 -f "$IMG" || bail "cannot re-add"
@@ -71,5 +71,5 @@ del_dev "del device $ID" "$ID"
 wait_gone "$DEV" 10 || diag "$DEV still present"
 check "qemu-img check clean after fio" qemu-img check -q "$FIMG"
 check "qemu-img convert after fio" qemu-img convert -O raw "$FIMG" "$T_TMP/qemu.raw"
-check "QEMU reads what fio left on the device" cmp "$T_TMP/dev.raw" "$T_TMP/qemu.raw"
+check "QEMU reads what fio left on the device" same_bytes "$T_TMP/dev.raw" "$T_TMP/qemu.raw"
 done_testing
