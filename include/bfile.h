@@ -220,5 +220,12 @@ int bfile_rbd_open(const char *name, unsigned int flags, struct bfile **fp);
 void bfile_rbd_set_defaults(const char *conf, const char *id);
 /* What bfile_rbd_set_defaults() set; NULL for Ceph's defaults. */
 void bfile_rbd_get_defaults(const char **conf, const char **id);
+/*
+ * Whether an RBD file is open in this process.  librados is not fork-safe:
+ * a child forked meanwhile has the handles but not the threads behind
+ * them, and its requests never complete; close them before forking and
+ * open them again in the child.
+ */
+bool bfile_rbd_in_use(void);
 
 #endif

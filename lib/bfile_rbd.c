@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <rados/librados.h>
 #include <rbd/librbd.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -300,6 +301,14 @@ static int rbd_file_truncate(struct bfile *f, uint64_t bytes)
 	return ret;
 }
 
+/* RBD files open in this process: librados's threads live while any is. */
+static atomic_int rbd_files_open;
+
+bool bfile_rbd_in_use(void)
+{
+	return atomic_load(&rbd_files_open) > 0;
+}
+
 static void rbd_file_close(struct bfile *f)
 {
 	struct rbd_file *rf = (struct rbd_file *)f;
@@ -308,6 +317,7 @@ static void rbd_file_close(struct bfile *f)
 	rados_lib.rados_ioctx_destroy(rf->io);
 	rados_lib.rados_shutdown(rf->cluster);
 	free(rf);
+	atomic_fetch_sub(&rbd_files_open, 1);
 }
 
 static const struct bfile_ops rbd_file_ops = {
@@ -485,6 +495,7 @@ int bfile_rbd_open(const char *name, unsigned int flags, struct bfile **fp)
 	rf->f.can_zero = true;
 	rf->f.name = strdup(name);
 	rbd_spec_free(&s);
+	atomic_fetch_add(&rbd_files_open, 1);
 	*fp = &rf->f;
 	return 0;
 
