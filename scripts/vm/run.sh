@@ -135,6 +135,9 @@ ceph_prestart() {
 		   -netdev user,id=net0 -device virtio-net-pci,netdev=net0)
 	echo "# vm: a Ceph cluster on the host's $CEPH_ADDR for the run"
 }
+if [ -n "$SHARE_DIR" ]; then
+	cp -a --sparse=always "$SHARE_DIR/." "$stage/share/"
+fi
 [ -z "$want_ceph" ] || ceph_prestart
 share_kib=$(du -sk --apparent-size "$stage" | cut -f1)
 # Room for what the guest writes into the share; the file is sparse.
