@@ -10,7 +10,8 @@
 # block-host.txt (host-block-cost.sh) and block-cost.txt (vm-block-cost.sh),
 # host-luks.md (host-luks.sh), luks.md (vm-luks.sh), bitmap-host.txt
 # (host-bitmap-cost.sh), protocols.txt (host-protocols.sh), jobs.md
-# (vm-jobs.sh) and snapshot-hold.md (vm-snapshot-hold.sh), each copied in
+# (vm-jobs.sh), snapshot-hold.md (vm-snapshot-hold.sh) and rbd.md
+# (vm-rbd.sh), each copied in
 # as its own section; writes BUILD_DIR/bench/report.md (tables, ratios against qemu-nbd and
 # loop, issue 6's targets met or missed) and BUILD_DIR/bench/report.png
 # (4k random QD32 IOPS per config, drawn by gnuplot, installed from Debian
@@ -357,6 +358,7 @@ out=$B/report.md
 	protocols.txt|Remote files: NBD and RBD on the host (host-protocols.sh)
 	jobs.md|Block jobs in the guest (vm-jobs.sh)
 	snapshot-hold.md|Live snapshots: how long they hold I/O (vm-snapshot-hold.sh)
+	rbd.md|RBD: the rbd target against rbd-nbd + nbd.ko in the guest (vm-rbd.sh)
 	EOF
 } > "$out"
 

@@ -163,6 +163,8 @@ need_ceph() {
 		mount -t ext4 -o ro "$_d" /opt/ceph || bail "cannot mount the Ceph client disk"
 	fi
 	export PATH=$PATH:/opt/ceph/bin LD_LIBRARY_PATH=/opt/ceph/lib CEPH_CONF=$_c/ceph.conf
+	# Where Ceph's daemons (rbd-nbd is one) keep sockets and logs.
+	mkdir -p /var/run/ceph /var/log/ceph
 	_a=$(cat $_c/addr)
 	if ! ip route show table local | grep -q "^$_a "; then
 		ip link set lo up
