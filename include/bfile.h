@@ -15,6 +15,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 
 #include "exec.h"
@@ -199,6 +200,15 @@ ssize_t bfile_read_name(const char *name, void *buf, size_t len, uint64_t off);
 
 /* NBD (lib/bfile_nbd.c): bfile_open() for an NBD name. */
 int bfile_nbd_open(const char *name, unsigned int flags, struct bfile **fp);
+
+/*
+ * Whether @name is in QEMU's older NBD syntax, nbd:HOST:PORT or
+ * nbd:unix:PATH (either with :exportname=NAME), which QEMU still opens.
+ */
+static inline bool bfile_nbd_name_legacy(const char *name)
+{
+	return !strncmp(name, "nbd:", 4) && name[4] && name[4] != '/';
+}
 
 /*
  * As QEMU's nbd options: a lost connection is made again while requests
