@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <rados/librados.h>
 #include <rbd/librbd.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -430,7 +431,7 @@ static int rbd_parse_json(const char *name, struct rbd_spec *s)
 	return s->pool && s->image ? 0 : -EINVAL;
 }
 
-int bfile_rbd_open(const char *name, unsigned int flags, struct bfile **fp)
+static int rbd_open_file(const char *name, unsigned int flags, struct bfile **fp)
 {
 	struct rbd_spec s = { 0 };
 	struct rbd_file *rf;
@@ -511,5 +512,25 @@ err:
 		img_err("%s: %s: %s", name, what, strerror(-ret));
 	free(rf);
 	rbd_spec_free(&s);
+	return ret;
+}
+
+int bfile_rbd_open(const char *name, unsigned int flags, struct bfile **fp)
+{
+	sigset_t all, old;
+	int ret;
+
+	/*
+	 * librados and librbd start their threads here, and a thread takes
+	 * the mask of the one that made it.  With every signal blocked none
+	 * of theirs can take a SIGTERM meant for the server's signalfd and
+	 * kill the process before it closed the image: that left the image's
+	 * exclusive lock held, and its next user waited 30 s for the dead
+	 * client's watch to time out.
+	 */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	ret = rbd_open_file(name, flags, fp);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return ret;
 }
