@@ -3,8 +3,8 @@
 # tests/vm/lib.sh - what a guest test (busybox sh, no bash) sources: the
 # TAP core and the image helpers of tests/lib/ (scripts/vm/run.sh ships
 # them beside the tests), and the device helpers below: the driver check,
-# the rig's extra modules, and adding, deleting and listing imgblk
-# devices.
+# the rig's extra modules, adding, deleting and listing imgblk devices,
+# and the host's Ceph cluster (need_ceph).
 #
 # A test sources this, reports through the core (ok/not_ok/skip,
 # check/check_fails, ...) and ends with done_testing.  At exit it runs what
