@@ -15,6 +15,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 
 #include "exec.h"
@@ -201,6 +202,15 @@ ssize_t bfile_read_name(const char *name, void *buf, size_t len, uint64_t off);
 int bfile_nbd_open(const char *name, unsigned int flags, struct bfile **fp);
 
 /*
+ * Whether @name is in QEMU's older NBD syntax, nbd:HOST:PORT or
+ * nbd:unix:PATH (either with :exportname=NAME), which QEMU still opens.
+ */
+static inline bool bfile_nbd_name_legacy(const char *name)
+{
+	return !strncmp(name, "nbd:", 4) && name[4] && name[4] != '/';
+}
+
+/*
  * As QEMU's nbd options: a lost connection is made again while requests
  * wait up to @reconnect_delay_ms (0: they fail at once), and an open
  * retries a refused connection for @open_timeout_ms (0: once).  For the
@@ -220,5 +230,12 @@ int bfile_rbd_open(const char *name, unsigned int flags, struct bfile **fp);
 void bfile_rbd_set_defaults(const char *conf, const char *id);
 /* What bfile_rbd_set_defaults() set; NULL for Ceph's defaults. */
 void bfile_rbd_get_defaults(const char **conf, const char **id);
+/*
+ * Whether an RBD file is open in this process.  librados is not fork-safe:
+ * a child forked meanwhile has the handles but not the threads behind
+ * them, and its requests never complete; close them before forking and
+ * open them again in the child.
+ */
+bool bfile_rbd_in_use(void);
 
 #endif

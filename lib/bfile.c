@@ -20,7 +20,8 @@
 enum bfile_proto bfile_name_proto(const char *name)
 {
 	if (!strncmp(name, "nbd://", 6) || !strncmp(name, "nbd+unix://", 11) ||
-	    !strncmp(name, "nbds://", 7) || !strncmp(name, "nbds+unix://", 12))
+	    !strncmp(name, "nbds://", 7) || !strncmp(name, "nbds+unix://", 12) ||
+	    bfile_nbd_name_legacy(name))
 		return BFILE_PROTO_NBD;
 	if (!strncmp(name, "rbd:", 4))
 		return BFILE_PROTO_RBD;

@@ -18,6 +18,7 @@
  * meanwhile are held for up to the reconnect delay and then issued again
  * on the new connection (NBD requests are idempotent), or failed with EIO.
  */
+#include <ctype.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -748,6 +749,89 @@ out:
 	return uri;
 }
 
+/*
+ * Appends @s to the string in *@out (malloc'ed, may be NULL), with every
+ * byte a URI path or query value cannot hold as is percent-encoded; '/'
+ * is kept when @keep_slash.  Returns 0 or -ENOMEM.
+ */
+static int nbd_uri_append(char **out, const char *s, bool keep_slash)
+{
+	size_t len = *out ? strlen(*out) : 0;
+	char *p = realloc(*out, len + 3 * strlen(s) + 1);
+
+	if (!p)
+		return -ENOMEM;
+	*out = p;
+	p += len;
+	for (; *s; s++) {
+		unsigned char c = *s;
+
+		if (isalnum(c) || strchr("-._~", c) || (keep_slash && c == '/'))
+			*p++ = c;
+		else
+			p += sprintf(p, "%%%02X", c);
+	}
+	*p = 0;
+	return 0;
+}
+
+/*
+ * The URI of a name in QEMU's older syntax, which it still takes as a file
+ * name and in backing names: nbd:HOST:PORT[:exportname=NAME] (HOST may be
+ * an IPv6 address in brackets) and nbd:unix:PATH[:exportname=NAME].
+ * Returns a new string, or NULL after one line naming what is wrong.
+ */
+static char *nbd_legacy_uri(const char *name)
+{
+	const char *spec = name + 4, *exp = strstr(spec, ":exportname=");
+	size_t n = exp ? (size_t)(exp - spec) : strlen(spec);
+	char *host = strndup(spec, n), *uri = NULL, *port, *p;
+
+	if (!host)
+		return NULL;
+	exp = exp ? exp + strlen(":exportname=") : "";
+	if (!strncmp(host, "unix:", 5)) {
+		if (!host[5]) {
+			img_err("%s: names no socket (nbd:unix:PATH[:exportname=NAME])", name);
+			goto out;
+		}
+		uri = strdup("nbd+unix:///");
+		if (!uri || nbd_uri_append(&uri, exp, false))
+			goto nomem;
+		p = realloc(uri, strlen(uri) + sizeof("?socket="));
+		if (!p)
+			goto nomem;
+		uri = strcat(p, "?socket=");
+		if (nbd_uri_append(&uri, host + 5, true))
+			goto nomem;
+		goto out;
+	}
+	/* An IPv6 address is in brackets, and has colons of its own. */
+	port = host[0] == '[' ? strstr(host, "]:") : strchr(host, ':');
+	if (port && host[0] == '[')
+		port++;
+	if (!port || port == host || !port[1]) {
+		img_err("%s: not an NBD name (nbd:HOST:PORT[:exportname=NAME] or nbd:unix:PATH[:exportname=NAME])",
+			name);
+		goto out;
+	}
+	*port++ = 0;
+	if (asprintf(&uri, "nbd://%s:%s/", host, port) < 0) {
+		uri = NULL;
+		goto nomem;
+	}
+	if (nbd_uri_append(&uri, exp, false))
+		goto nomem;
+	goto out;
+nomem:
+	free(uri);
+	uri = NULL;
+	img_err("%s: %s", name, strerror(ENOMEM));
+out:
+	free(host);
+	return uri;
+}
+
 int bfile_nbd_open(const char *name, unsigned int flags, struct bfile **fp)
 {
 	int64_t deadline = nbd_ms_now() + nbd_open_timeout_ms;
@@ -767,7 +851,12 @@ int bfile_nbd_open(const char *name, unsigned int flags, struct bfile **fp)
 		img_err("%s: %s", name, strerror(-ret));
 		goto err;
 	}
-	nf->uri = strncmp(name, "json:", 5) ? strdup(name) : nbd_json_uri(name);
+	if (!strncmp(name, "json:", 5))
+		nf->uri = nbd_json_uri(name);
+	else if (bfile_nbd_name_legacy(name))
+		nf->uri = nbd_legacy_uri(name);
+	else
+		nf->uri = strdup(name);
 	if (!nf->uri) {
 		ret = -EINVAL;
 		goto err;

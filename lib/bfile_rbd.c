@@ -20,6 +20,8 @@
 #include <pthread.h>
 #include <rados/librados.h>
 #include <rbd/librbd.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -300,6 +302,14 @@ static int rbd_file_truncate(struct bfile *f, uint64_t bytes)
 	return ret;
 }
 
+/* RBD files open in this process: librados's threads live while any is. */
+static atomic_int rbd_files_open;
+
+bool bfile_rbd_in_use(void)
+{
+	return atomic_load(&rbd_files_open) > 0;
+}
+
 static void rbd_file_close(struct bfile *f)
 {
 	struct rbd_file *rf = (struct rbd_file *)f;
@@ -308,6 +318,7 @@ static void rbd_file_close(struct bfile *f)
 	rados_lib.rados_ioctx_destroy(rf->io);
 	rados_lib.rados_shutdown(rf->cluster);
 	free(rf);
+	atomic_fetch_sub(&rbd_files_open, 1);
 }
 
 static const struct bfile_ops rbd_file_ops = {
@@ -420,7 +431,7 @@ static int rbd_parse_json(const char *name, struct rbd_spec *s)
 	return s->pool && s->image ? 0 : -EINVAL;
 }
 
-int bfile_rbd_open(const char *name, unsigned int flags, struct bfile **fp)
+static int rbd_open_file(const char *name, unsigned int flags, struct bfile **fp)
 {
 	struct rbd_spec s = { 0 };
 	struct rbd_file *rf;
@@ -485,6 +496,7 @@ int bfile_rbd_open(const char *name, unsigned int flags, struct bfile **fp)
 	rf->f.can_zero = true;
 	rf->f.name = strdup(name);
 	rbd_spec_free(&s);
+	atomic_fetch_add(&rbd_files_open, 1);
 	*fp = &rf->f;
 	return 0;
 
@@ -500,5 +512,25 @@ err:
 		img_err("%s: %s: %s", name, what, strerror(-ret));
 	free(rf);
 	rbd_spec_free(&s);
+	return ret;
+}
+
+int bfile_rbd_open(const char *name, unsigned int flags, struct bfile **fp)
+{
+	sigset_t all, old;
+	int ret;
+
+	/*
+	 * librados and librbd start their threads here, and a thread takes
+	 * the mask of the one that made it.  With every signal blocked none
+	 * of theirs can take a SIGTERM meant for the server's signalfd and
+	 * kill the process before it closed the image: that left the image's
+	 * exclusive lock held, and its next user waited 30 s for the dead
+	 * client's watch to time out.
+	 */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	ret = rbd_open_file(name, flags, fp);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return ret;
 }

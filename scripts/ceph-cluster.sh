@@ -2,13 +2,15 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # A throwaway one-node Ceph cluster for the RBD tests: one monitor, one
-# manager and one OSD on memstore, all on 127.0.0.1, authentication off,
+# manager and one OSD on memstore, all on 127.0.0.1 (or ADDR, another
+# loopback address: the VM tests use one the guest can route to, see
+# scripts/vm/run.sh), authentication off,
 # pools of size 1.  Everything (config, monitor store, logs, sockets) lives
 # under DIR, so several clusters can run side by side and `stop` leaves
 # nothing behind.  Built from Debian 12's ceph-mon, ceph-osd, ceph-mgr and
 # ceph-common packages (scripts/setup.sh deps --ceph installs them).
 #
-#   scripts/ceph-cluster.sh start DIR [PORT]   # prints CEPH_CONF=DIR/ceph.conf
+#   scripts/ceph-cluster.sh start DIR [PORT [ADDR]] # prints CEPH_CONF=DIR/ceph.conf
 #   scripts/ceph-cluster.sh stop DIR
 #
 # Clients use `--conf DIR/ceph.conf` (or CEPH_CONF); the pool `rbd` exists
@@ -28,7 +30,7 @@ wait_for() {
 }
 
 start() {
-	local dir=$1 port=${2:-0}
+	local dir=$1 port=${2:-0} addr=${3:-127.0.0.1}
 	local fsid conf
 	for b in ceph-mon ceph-osd ceph-mgr ceph rbd monmaptool uuidgen; do
 		command -v "$b" >/dev/null || die "$b not found (scripts/setup.sh deps --ceph)"
@@ -39,7 +41,7 @@ start() {
 	# The monitor's port: a free one unless given, so that parallel test
 	# runs do not collide on 6789.
 	if [ "$port" = 0 ]; then
-		port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+		port=$(python3 -c 'import socket, sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "$addr")
 	fi
 	fsid=$(uuidgen)
 	conf=$dir/ceph.conf
@@ -47,9 +49,11 @@ start() {
 	cat > "$conf" <<EOF
 [global]
 fsid = $fsid
-mon host = v2:127.0.0.1:$port
+mon host = v2:$addr:$port
 mon initial members = a
-public network = 127.0.0.1/32
+public network = $addr/32
+public addr = $addr
+cluster addr = $addr
 auth cluster required = none
 auth service required = none
 auth client required = none
@@ -74,7 +78,7 @@ osd data = $dir/osd
 [mgr.x]
 mgr data = $dir/mgr
 EOF
-	monmaptool --create --fsid "$fsid" --addv a "[v2:127.0.0.1:$port]" \
+	monmaptool --create --fsid "$fsid" --addv a "[v2:$addr:$port]" \
 		"$dir/monmap" >/dev/null
 	ceph-mon --conf "$conf" --mkfs -i a --monmap "$dir/monmap" >/dev/null
 	ceph-mon --conf "$conf" -i a 2>>"$dir/log/stderr"
@@ -113,7 +117,7 @@ stop() {
 }
 
 case "${1:-}" in
-start) [ $# -ge 2 ] || die "usage: $0 start DIR [PORT]"; start "$2" "${3:-0}" ;;
+start) [ $# -ge 2 ] || die "usage: $0 start DIR [PORT [ADDR]]"; start "$2" "${3:-0}" "${4:-}" ;;
 stop) [ $# -eq 2 ] || die "usage: $0 stop DIR"; stop "$2" ;;
-*) die "usage: $0 start DIR [PORT] | stop DIR" ;;
+*) die "usage: $0 start DIR [PORT [ADDR]] | stop DIR" ;;
 esac

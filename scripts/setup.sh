@@ -46,7 +46,7 @@ BENCH_PKGS=(valgrind strace gnuplot-nox)
 DEB_PKGS=(debhelper devscripts lintian fakeroot dpkg-dev)
 # The RBD tests: the daemons scripts/ceph-cluster.sh starts, the rbd tool,
 # and QEMU's rbd driver (a module in qemu-block-extra) as the oracle.
-CEPH_PKGS=(ceph-mon ceph-osd ceph-mgr ceph-common uuid-runtime qemu-block-extra)
+CEPH_PKGS=(ceph-mon ceph-osd ceph-mgr ceph-common uuid-runtime qemu-block-extra rbd-nbd)
 KSRC_PKG=linux-source-6.12
 KSRC_TAR=/usr/src/linux-source-6.12.tar.xz
 

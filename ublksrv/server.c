@@ -759,6 +759,40 @@ static int ublk_free_top(struct tgt *t)
 	return ret;
 }
 
+/*
+ * Opens the device's image as @o says into *@tp.  Returns 0, or 1 after
+ * printing why.  Allocated as tgt_open_backing() allocates backing files,
+ * as every node of a device's chain must be (block.h): a live snapshot
+ * makes it one.
+ */
+static int ublk_open_top(const struct ublk_add_opts *o, struct tgt **tp)
+{
+	struct tgt *t = calloc(1, sizeof(*t));
+
+	if (!t) {
+		img_err("%s", strerror(ENOMEM));
+		return 1;
+	}
+	t->ops = o->ops;
+	t->cfg = o->cfg;
+	t->cfg.file = o->cfg.file ? strdup(o->cfg.file) : NULL;
+	if (o->cfg.file && !t->cfg.file) {
+		free(t);
+		img_err("%s", strerror(ENOMEM));
+		return 1;
+	}
+	t->cfg.open_flags |= TGT_O_FIXED_SIZE;
+	if (o->recoverable)
+		t->cfg.open_flags |= TGT_O_RECOVERABLE;
+	if (tgt_open(t)) {
+		free((char *)t->cfg.file);
+		free(t);
+		return 1;
+	}
+	*tp = t;
+	return 0;
+}
+
 int ublk_add(const struct ublk_add_opts *o)
 {
 	struct tgt *t;
@@ -801,33 +835,8 @@ int ublk_add(const struct ublk_add_opts *o)
 	 * and they last until the server closes the target.  The device's
 	 * size is fixed: nobody may resize the file under it (as qemu-nbd).
 	 */
-	/*
-	 * Allocated as tgt_open_backing() allocates backing files, as every
-	 * node of a device's chain must be (block.h): a live snapshot makes
-	 * it one.
-	 */
-	t = calloc(1, sizeof(*t));
-	if (!t) {
-		img_err("%s", strerror(ENOMEM));
+	if (ublk_open_top(o, &t))
 		return 1;
-	}
-	t->ops = o->ops;
-	t->cfg = o->cfg;
-	t->cfg.file = o->cfg.file ? strdup(o->cfg.file) : NULL;
-	if (o->cfg.file && !t->cfg.file) {
-		free(t);
-		img_err("%s", strerror(ENOMEM));
-		return 1;
-	}
-	t->cfg.open_flags |= TGT_O_FIXED_SIZE;
-	if (o->recoverable)
-		t->cfg.open_flags |= TGT_O_RECOVERABLE;
-	ret = tgt_open(t);
-	if (ret) {
-		free((char *)t->cfg.file);
-		free(t);
-		return 1;
-	}
 
 	if (o->foreground) {
 		ret = ublk_serve_dev(o, &t, -1);
@@ -835,9 +844,19 @@ int ublk_add(const struct ublk_add_opts *o)
 		return ret;
 	}
 
+	/*
+	 * librados is not fork-safe (bfile_rbd_in_use()): with RBD in the
+	 * chain the image was opened to check it, and the server opens it
+	 * again.  Image locks are not held in between.
+	 */
+	if (bfile_rbd_in_use()) {
+		ublk_free_top(t);
+		t = NULL;
+	}
 	if (pipe2(pipefd, O_CLOEXEC)) {
 		img_err("pipe: %s", strerror(errno));
-		ublk_free_top(t);
+		if (t)
+			ublk_free_top(t);
 		return 1;
 	}
 	fflush(NULL);
@@ -846,13 +865,16 @@ int ublk_add(const struct ublk_add_opts *o)
 		img_err("fork: %s", strerror(errno));
 		close(pipefd[0]);
 		close(pipefd[1]);
-		ublk_free_top(t);
+		if (t)
+			ublk_free_top(t);
 		return 1;
 	}
 	if (pid == 0) {
 		close(pipefd[0]);
 		/* Out of the caller's session: a terminal hangup must not stop us. */
 		setsid();
+		if (!t && ublk_open_top(o, &t))
+			_exit(1);
 		ret = ublk_serve_dev(o, &t, pipefd[1]);
 		ublk_free_top(t);
 		_exit(ret);

@@ -10,7 +10,7 @@
 #         a qemu-nbd export (`imgblk bench` on the overlay) against
 #         `qemu-img bench` reading the same overlay served by qemu-nbd.
 # The device-level comparison (the rbd target against rbd-nbd +
-# nbd.ko) needs a kernel with ublk and nbd: not on this host.
+# nbd.ko) needs a kernel with ublk and nbd: scripts/bench/vm-rbd.sh.
 #
 #   scripts/bench/host-protocols.sh [-b BUILD_DIR] [-c COUNT]
 #

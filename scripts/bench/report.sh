@@ -10,8 +10,8 @@
 # block-host.txt (host-block-cost.sh) and block-cost.txt (vm-block-cost.sh),
 # host-luks.md (host-luks.sh), luks.md (vm-luks.sh), bitmap-host.txt
 # (host-bitmap-cost.sh), protocols.txt (host-protocols.sh), jobs.md
-# (vm-jobs.sh), incremental.md (vm-incremental.sh) and snapshot-hold.md
-# (vm-snapshot-hold.sh), each copied in
+# (vm-jobs.sh), incremental.md (vm-incremental.sh), snapshot-hold.md
+# (vm-snapshot-hold.sh) and rbd.md (vm-rbd.sh), each copied in
 # as its own section; writes BUILD_DIR/bench/report.md (tables, ratios against qemu-nbd and
 # loop, issue 6's targets met or missed) and BUILD_DIR/bench/report.png
 # (4k random QD32 IOPS per config, drawn by gnuplot, installed from Debian
@@ -359,6 +359,7 @@ out=$B/report.md
 	jobs.md|Block jobs in the guest (vm-jobs.sh)
 	incremental.md|Incremental backup against a full one (vm-incremental.sh)
 	snapshot-hold.md|Live snapshots: how long they hold I/O (vm-snapshot-hold.sh)
+	rbd.md|RBD: the rbd target against rbd-nbd + nbd.ko in the guest (vm-rbd.sh)
 	EOF
 } > "$out"
 

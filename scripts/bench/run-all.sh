@@ -13,7 +13,7 @@
 # Host rows (host-bench.sh, host-profile.sh, host-block-cost.sh,
 # host-luks.sh, host-bitmap-cost.sh, host-protocols.sh), then the VM rows
 # (vm-suite.sh, vm-block-cost.sh, vm-jobs.sh, vm-incremental.sh,
-# vm-snapshot-hold.sh, vm-luks.sh), one after the other so neither
+# vm-snapshot-hold.sh, vm-luks.sh, vm-rbd.sh), one after the other so neither
 # takes CPU from the other, then report.sh writes BUILD_DIR/bench/report.md
 # and report.png.
 set -euo pipefail
@@ -34,9 +34,9 @@ while getopts "b:r:HVh" opt; do
 	esac
 done
 
-# valgrind, strace and gnuplot (and the VM rig's packages): a fresh
+# valgrind, strace and gnuplot (and the VM rig's and Ceph's packages): a fresh
 # machine has none of them, and this is a no-op once it has.
-"$HERE/../setup.sh" deps --vm --bench
+"$HERE/../setup.sh" deps --vm --bench --ceph
 if [ $HOST = 1 ]; then
 	echo "# run-all: host rows" >&2
 	"$HERE/host-bench.sh" -b "$BUILD_DIR" > /dev/null
@@ -67,5 +67,9 @@ if [ $VM = 1 ]; then
 	"$HERE/vm-snapshot-hold.sh" -b "$BUILD_DIR"
 	echo "# run-all: LUKS encryption's cost in the guest (build/bench/luks.md)" >&2
 	"$HERE/vm-luks.sh" -b "$BUILD_DIR" > /dev/null
+	# It needs Ceph on the host: without it, the rest goes on.
+	echo "# run-all: the rbd target against rbd-nbd (build/bench/rbd.md)" >&2
+	"$HERE/vm-rbd.sh" -b "$BUILD_DIR" > /dev/null ||
+		echo "# run-all: vm-rbd.sh failed (above); going on without it" >&2
 fi
 "$HERE/report.sh" -b "$BUILD_DIR"

@@ -74,7 +74,8 @@ libs() {
 mapfile -t lib_paths < <(libs "${bins[@]}")
 # imgblk dlopen()s libnbd on its first NBD name (lib/bfile_nbd.c), so ldd
 # does not list it: it and its libraries come too, for tests/vm/nbd-base.sh.
-# librbd (about 70 MB with Ceph's libraries) stays out: no VM test uses it.
+# librbd (about 70 MB with Ceph's libraries) stays out: the tests that use
+# it get it on a disk of its own (ceph-disk.sh).
 nbd_lib=$(ldconfig -p | awk '$1 == "libnbd.so.0" { print $NF; exit }')
 if [ -n "$nbd_lib" ]; then
 	mapfile -t lib_paths < <({ printf '%s\n' "${lib_paths[@]}" "$nbd_lib"; libs "$nbd_lib"; } |

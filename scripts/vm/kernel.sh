@@ -26,12 +26,15 @@ KDIR=$VM_DIR/kernel
 # What the guest needs: the driver under test, loop and nbd as references
 # and for qemu-nbd tests, brd as a RAM disk for the benchmark, virtio_blk
 # for the run/share disk (the cloud kernel has no 9p, so files go in and
-# out on a virtio disk holding an ext4 filesystem; ext4 is built in).
-WANT_MODULES=(ublk_drv loop nbd brd virtio_blk null_blk)
+# out on a virtio disk holding an ext4 filesystem; ext4 is built in), and
+# virtio_net for the tests that reach a server on the host (tests/vm/rbd.sh).
+WANT_MODULES=(ublk_drv loop nbd brd virtio_blk null_blk virtio_net)
 
-# Fast path: everything is there and nobody asked for a refresh.
+# Fast path: everything is there, made for this list of modules, and
+# nobody asked for a refresh.
 if [ -z "${IMGBLK_KERNEL_REFRESH:-}" ] && [ -s "$KDIR/version" ] &&
-   [ -s "$KDIR/vmlinuz" ] && [ -s "$KDIR/modules.load" ]; then
+   [ -s "$KDIR/vmlinuz" ] && [ -s "$KDIR/modules.load" ] &&
+   [ "$(cat "$KDIR/wanted" 2>/dev/null)" = "${WANT_MODULES[*]}" ]; then
 	echo "$KDIR"
 	exit 0
 fi
@@ -57,7 +60,8 @@ fi
 [ -n "$pkg" ] || die "no linux-image-6.12.*-cloud-amd64-unsigned package in apt"
 
 if [ -s "$KDIR/version" ] && [ "$(cat "$KDIR/version")" = "$pkg" ] &&
-   [ -s "$KDIR/vmlinuz" ] && [ -s "$KDIR/modules.load" ]; then
+   [ -s "$KDIR/vmlinuz" ] && [ -s "$KDIR/modules.load" ] &&
+   [ "$(cat "$KDIR/wanted" 2>/dev/null)" = "${WANT_MODULES[*]}" ]; then
 	echo "$KDIR"
 	exit 0
 fi
@@ -131,6 +135,7 @@ for path in "${order[@]}"; do
 done
 echo "$kver" > "$tmp/out/kver"
 echo "$pkg" > "$tmp/out/version"
+echo "${WANT_MODULES[*]}" > "$tmp/out/wanted"
 
 rm -rf "$KDIR.old"
 [ -d "$KDIR" ] && mv "$KDIR" "$KDIR.old"

@@ -61,8 +61,10 @@ INITRD=$("$HERE/initramfs.sh" "$BUILD_DIR")
 
 tmp=$(mktemp -d "$BUILD_DIR/vm/.run.XXXXXX")
 qpid=
+ceph_dir=
 cleanup() {
 	[ -n "$qpid" ] && kill "$qpid" 2>/dev/null
+	[ -n "$ceph_dir" ] && "$REPO/scripts/ceph-cluster.sh" stop "$ceph_dir" > /dev/null 2>&1
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -79,19 +81,65 @@ cp "$REPO/tests/vm/lib.sh" "$stage/tests/lib.sh"
 cp "$REPO"/tests/lib/*.sh "$stage/lib/"
 : > "$stage/tests.list"
 ntests=0
+want_ceph=
 for t in "$@"; do
 	[ -f "$t" ] || die "test script $t not found"
 	name=$(basename "$t")
 	# So that tests/vm/*.sh works: the helpers are not a test.
 	[ "$name" = lib.sh ] && continue
 	ntests=$((ntests + 1))
+	grep -q '^# vm-host: ceph$' "$t" && want_ceph=1
 	cp "$t" "$stage/tests/$name"
 	echo "$name" >> "$stage/tests.list"
 done
 echo "TIMEOUT=$TIMEOUT" > "$stage/config"
+
+# A test with the line "# vm-host: ceph" gets a one-node Ceph cluster on the
+# host's loopback for the run (scripts/ceph-cluster.sh; stopped by cleanup
+# whatever happens), its client on a disk of its own (ceph-disk.sh) and a
+# user-mode NIC.  Ceph hands its clients the daemons' own addresses, so
+# the cluster listens on CEPH_ADDR, a loopback address of the host's that
+# the guest routes to the NIC (tests/vm/lib.sh: need_ceph), where QEMU's
+# user-mode network connects to the same address on the host.  Run-disk
+# ceph/ holds the guest's ceph.conf and the address, or ceph/skip with
+# the reason there is no cluster.  Other runs boot as before: no cluster,
+# no NIC, no disk.
+CEPH_ADDR=127.0.2.2
+QEMU_CEPH=()
+ceph_prestart() {
+	local c=$stage/ceph cdisk
+	mkdir -p "$c"
+	if ! command -v ceph-mon > /dev/null || ! command -v rbd-nbd > /dev/null; then
+		echo "Ceph is not installed on the host (scripts/setup.sh deps --ceph)" > "$c/skip"
+		return 0
+	fi
+	if ! cdisk=$("$HERE/ceph-disk.sh" "$BUILD_DIR" 2> "$tmp/ceph-disk.err"); then
+		echo "the guest's Ceph client disk: $(tail -n 1 "$tmp/ceph-disk.err")" > "$c/skip"
+		return 0
+	fi
+	ceph_dir=$tmp/ceph
+	if ! "$REPO/scripts/ceph-cluster.sh" start "$ceph_dir" 0 $CEPH_ADDR > "$tmp/ceph.out" 2>&1; then
+		echo "the host's Ceph cluster did not start: $(tail -n 1 "$tmp/ceph.out")" > "$c/skip"
+		return 0
+	fi
+	cat > "$c/ceph.conf" <<-EOF
+	[global]
+	$(grep -E '^(fsid|mon host) = ' "$ceph_dir/ceph.conf")
+	auth cluster required = none
+	auth service required = none
+	auth client required = none
+	ms bind ipv6 = false
+	EOF
+	echo $CEPH_ADDR > "$c/addr"
+	QEMU_CEPH=(-drive "file=$cdisk,format=raw,if=none,id=ceph,readonly=on"
+		   -device virtio-blk-pci,drive=ceph
+		   -netdev user,id=net0 -device virtio-net-pci,netdev=net0)
+	echo "# vm: a Ceph cluster on the host's $CEPH_ADDR for the run"
+}
 if [ -n "$SHARE_DIR" ]; then
 	cp -a --sparse=always "$SHARE_DIR/." "$stage/share/"
 fi
+[ -z "$want_ceph" ] || ceph_prestart
 share_kib=$(du -sk --apparent-size "$stage" | cut -f1)
 # Room for what the guest writes into the share; the file is sparse.
 disk_mib=$(( share_kib / 1024 * 2 + 2048 ))
@@ -205,7 +253,7 @@ QEMU=(qemu-system-x86_64 -M q35 -accel tcg -cpu max -smp 2 -m "$MEM"
 	-kernel "$KDIR/vmlinuz" -initrd "$INITRD"
 	-append "console=ttyS0 quiet panic=-1 loglevel=4 rdinit=/init"
 	-drive "file=$tmp/run.img,format=raw,if=none,id=run,cache=unsafe"
-	-device virtio-blk-pci,drive=run)
+	-device virtio-blk-pci,drive=run "${QEMU_CEPH[@]}")
 
 echo "# vm: $(cat "$KDIR/version"), $ntests test(s), ${TIMEOUT}s each"
 # Boots that die before the guest's init is up are tried again, twice: TCG

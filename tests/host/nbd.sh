@@ -11,7 +11,8 @@
 # 3. a golden base on NBD shared by 8 local qcow2 overlays written at once;
 #    each reads its own data over the base's.
 # 4. map uses block status: the export's holes are holes.
-# 5. names: json: backing names, a wrong URI, a server not there, each one
+# 5. names: json: backing names, QEMU's older nbd:unix:PATH and
+#    nbd:HOST:PORT (both ways), a wrong URI, a server not there, each one
 #    line; --backing=same-dir and --allow-protocol refuse an NBD backing.
 # 6. the server killed under load and started again: with --reconnect-delay
 #    the writes are held, reissued, and all land; without, they fail; with
@@ -182,6 +183,25 @@ one_line "--allow-protocol=file refuses an NBD backing" "allow-protocol" \
 	"$IMGBLK" io --allow-protocol=file -c "read 0 4k" "$T_TMP/ov1.qcow2"
 check "--allow-protocol=file,nbd allows it" \
 	"$IMGBLK" io --allow-protocol=file,nbd -c "read -P 0x11 0 4k" "$T_TMP/ov1.qcow2"
+
+# QEMU's older names, nbd:unix:PATH and nbd:HOST:PORT with :exportname=,
+# as file names and as backing names.
+check "nbd:unix:PATH:exportname=NAME opens" \
+	"$IMGBLK" io -r -f raw -c "read -P 0x5a 0 1M" "nbd:unix:$rsock:exportname=exp"
+qemu-img create -q -f qcow2 -b "nbd:unix:$gsock:exportname=exp" -F raw "$T_TMP/legacy.qcow2"
+check "a legacy backing name that QEMU wrote opens" \
+	"$IMGBLK" io -c "write -P 0x12 1M 64k" -c "read -P 0x11 0 1M" "$T_TMP/legacy.qcow2"
+check "imgblk makes an overlay on a legacy name; QEMU reads it" sh -c \
+	"'$IMGBLK' create -q -f qcow2 -b 'nbd:unix:$gsock:exportname=exp' -F raw '$T_TMP/legacy2.qcow2' &&
+	 qemu-io -f qcow2 -c 'read -P 0x11 0 1M' '$T_TMP/legacy2.qcow2' | grep -q 'read 1048576'"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+qemu-nbd -f raw -r -t -b 127.0.0.1 -p "$port" -x "my exp" "$ro" 2>> "$T_TMP/tcp.log" &
+SERVERS="$SERVERS $!"
+for i in $(seq 50); do (: > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+check "nbd:HOST:PORT:exportname=NAME opens (a space in the name)" \
+	"$IMGBLK" io -r -f raw -c "read -P 0x5a 0 1M" "nbd:127.0.0.1:$port:exportname=my exp"
+one_line "a legacy name without a port: one line" "nbd:HOST:PORT" "$IMGBLK" info "nbd:127.0.0.1"
+one_line "a legacy unix name without a path: one line" "nbd:unix:PATH" "$IMGBLK" info "nbd:unix:"
 
 # 6. Reconnection under load.
 rc=$T_TMP/rc.raw

@@ -3,8 +3,8 @@
 # tests/vm/lib.sh - what a guest test (busybox sh, no bash) sources: the
 # TAP core and the image helpers of tests/lib/ (scripts/vm/run.sh ships
 # them beside the tests), and the device helpers below: the driver check,
-# the rig's extra modules, and adding, deleting and listing imgblk
-# devices.
+# the rig's extra modules, adding, deleting and listing imgblk devices,
+# and the host's Ceph cluster (need_ceph).
 #
 # A test sources this, reports through the core (ok/not_ok/skip,
 # check/check_fails, ...) and ends with done_testing.  At exit it runs what
@@ -110,14 +110,14 @@ write_files() {
 	done
 }
 
-# run_fio NAME BS_OPTION: one result, whether fio's verified random
-# read/write on $DEV (two jobs, 32 MiB each) ends without an error.  Each
-# job gets its own 32 MiB (offset_increment): two jobs verifying the same
-# blocks would overwrite each other's data and report false errors.
+# run_fio NAME BS_OPTION [SIZE]: one result, whether fio's verified random
+# read/write on $DEV (two jobs, SIZE each, default 32M) ends without an
+# error.  Each job gets its own SIZE (offset_increment): two jobs verifying
+# the same blocks would overwrite each other's data and report false errors.
 run_fio() {
 	fio --name="$1" --filename="$DEV" --ioengine=io_uring --direct=1 \
 		--rw=randrw --rwmixread=30 "$2" --iodepth=32 --numjobs=2 \
-		--size=32M --offset_increment=32M --verify=crc32c \
+		--size="${3:-32M}" --offset_increment="${3:-32M}" --verify=crc32c \
 		--verify_fatal=1 --do_verify=1 --group_reporting \
 		> "$T_TMP/fio-$1.out" 2>&1
 	_rc=$?
@@ -141,4 +141,40 @@ allow_users() {
 		imgblk udev-chown "$DEVNAME";; esac' &
 	on_exit "kill $!"
 	sleep 0.5
+}
+
+# need_ceph: the Ceph cluster that run.sh started on the host for a test
+# with the line "# vm-host: ceph", or skip the whole test with the reason
+# there is none.  Mounts the client disk (scripts/vm/ceph-disk.sh) at
+# /opt/ceph and puts its rbd, rbd-nbd and libraries in PATH and
+# LD_LIBRARY_PATH (imgblk dlopen()s librbd from there); sets CEPH_CONF.
+# The cluster listens on a loopback address of the host's (run.sh:
+# CEPH_ADDR), which QEMU's user-mode network reaches when the guest sends
+# it there: a route more specific than the local 127.0.0.0/8 one sends
+# that one address out of eth0, and route_localnet lets a loopback
+# address cross a real interface.
+need_ceph() {
+	_c=/mnt/run/ceph
+	[ -r $_c/skip ] && skip_all "$(cat $_c/skip)"
+	[ -r $_c/ceph.conf ] || skip_all "no Ceph cluster (the test lacks a '# vm-host: ceph' line)"
+	if ! grep -q ' /opt/ceph ' /proc/mounts; then
+		_d=$(findfs LABEL=imgblk-ceph 2>/dev/null) || bail "the Ceph client disk is missing"
+		mkdir -p /opt/ceph
+		mount -t ext4 -o ro "$_d" /opt/ceph || bail "cannot mount the Ceph client disk"
+	fi
+	export PATH=$PATH:/opt/ceph/bin LD_LIBRARY_PATH=/opt/ceph/lib CEPH_CONF=$_c/ceph.conf
+	# Where Ceph's daemons (rbd-nbd is one) keep sockets and logs.
+	mkdir -p /var/run/ceph /var/log/ceph
+	_a=$(cat $_c/addr)
+	if ! ip route show table local | grep -q "^$_a "; then
+		ip link set lo up
+		ip link set eth0 up || bail "no eth0 (virtio_net not loaded?)"
+		ip addr add 10.0.2.15/24 dev eth0
+		echo 1 > /proc/sys/net/ipv4/conf/all/route_localnet
+		echo 1 > /proc/sys/net/ipv4/conf/eth0/route_localnet
+		ip route add "$_a/32" via 10.0.2.2 dev eth0 table local ||
+			bail "cannot route $_a to the host"
+	fi
+	timeout 60 rbd ls > "$T_TMP/rbd-ls.out" 2>&1 ||
+		{ diag_file "$T_TMP/rbd-ls.out"; bail "the host's Ceph cluster is unreachable"; }
 }
