@@ -253,28 +253,38 @@ int blk_job_start(struct blk_job *job)
 	return 0;
 }
 
-/* Caller holds d->lock.  The running job if @id names it (NULL: any). */
-static struct blk_job *job_find_locked(struct blk_dev *d, const char *id)
+/*
+ * The running job if @id names it (NULL: any), returned with d->lock and
+ * its own lock held (the lock order), for job_unlock(); NULL, with
+ * nothing held, when there is none.
+ */
+static struct blk_job *job_lock(struct blk_dev *d, const char *id)
 {
-	struct blk_job *job = d->job;
+	struct blk_job *job;
 
-	if (!job || (id && strcmp(id, job->id)))
+	pthread_mutex_lock(&d->lock);
+	job = d->job;
+	if (!job || (id && strcmp(id, job->id))) {
+		pthread_mutex_unlock(&d->lock);
 		return NULL;
+	}
+	pthread_mutex_lock(&job->lock);
 	return job;
+}
+
+static void job_unlock(struct blk_job *job)
+{
+	pthread_mutex_unlock(&job->lock);
+	pthread_mutex_unlock(&job->dev->lock);
 }
 
 int blk_job_pause(struct blk_dev *d, const char *id)
 {
-	struct blk_job *job;
+	struct blk_job *job = job_lock(d, id);
 	int ret = 0;
 
-	pthread_mutex_lock(&d->lock);
-	job = job_find_locked(d, id);
-	if (!job) {
-		pthread_mutex_unlock(&d->lock);
+	if (!job)
 		return -ENOENT;
-	}
-	pthread_mutex_lock(&job->lock);
 	if (job->pause_count) {
 		ret = -EALREADY;
 	} else {
@@ -285,23 +295,17 @@ int blk_job_pause(struct blk_dev *d, const char *id)
 			job->status = BLK_JOB_STANDBY;
 		job_kick_locked(job);
 	}
-	pthread_mutex_unlock(&job->lock);
-	pthread_mutex_unlock(&d->lock);
+	job_unlock(job);
 	return ret;
 }
 
 int blk_job_resume(struct blk_dev *d, const char *id)
 {
-	struct blk_job *job;
+	struct blk_job *job = job_lock(d, id);
 	int ret = 0;
 
-	pthread_mutex_lock(&d->lock);
-	job = job_find_locked(d, id);
-	if (!job) {
-		pthread_mutex_unlock(&d->lock);
+	if (!job)
 		return -ENOENT;
-	}
-	pthread_mutex_lock(&job->lock);
 	if (!job->pause_count) {
 		ret = -EALREADY;
 	} else {
@@ -312,44 +316,32 @@ int blk_job_resume(struct blk_dev *d, const char *id)
 			job->status = BLK_JOB_READY;
 		job_kick_locked(job);
 	}
-	pthread_mutex_unlock(&job->lock);
-	pthread_mutex_unlock(&d->lock);
+	job_unlock(job);
 	return ret;
 }
 
 int blk_job_cancel(struct blk_dev *d, const char *id, bool force)
 {
-	struct blk_job *job;
+	struct blk_job *job = job_lock(d, id);
 
-	pthread_mutex_lock(&d->lock);
-	job = job_find_locked(d, id);
-	if (!job) {
-		pthread_mutex_unlock(&d->lock);
+	if (!job)
 		return -ENOENT;
-	}
-	pthread_mutex_lock(&job->lock);
 	job->cancel = true;
 	job->force |= force;
 	job_kick_locked(job);
-	pthread_mutex_unlock(&job->lock);
 	/* The job may wait at a closed gate: it looks at its flags there too. */
 	exec_waitq_wake_all(&d->gate);
-	pthread_mutex_unlock(&d->lock);
+	job_unlock(job);
 	return 0;
 }
 
 int blk_job_complete(struct blk_dev *d, const char *id)
 {
-	struct blk_job *job;
+	struct blk_job *job = job_lock(d, id);
 	int ret = 0;
 
-	pthread_mutex_lock(&d->lock);
-	job = job_find_locked(d, id);
-	if (!job) {
-		pthread_mutex_unlock(&d->lock);
+	if (!job)
 		return -ENOENT;
-	}
-	pthread_mutex_lock(&job->lock);
 	if (!job->can_complete)
 		ret = -EOPNOTSUPP;
 	else if (!job->ready || job->cancel)
@@ -357,23 +349,17 @@ int blk_job_complete(struct blk_dev *d, const char *id)
 	else
 		job->complete = true;
 	job_kick_locked(job);
-	pthread_mutex_unlock(&job->lock);
-	pthread_mutex_unlock(&d->lock);
+	job_unlock(job);
 	return ret;
 }
 
 int blk_job_set_speed(struct blk_dev *d, const char *id, uint64_t speed)
 {
-	struct blk_job *job;
+	struct blk_job *job = job_lock(d, id);
 	int ret = 0;
 
-	pthread_mutex_lock(&d->lock);
-	job = job_find_locked(d, id);
-	if (!job) {
-		pthread_mutex_unlock(&d->lock);
+	if (!job)
 		return -ENOENT;
-	}
-	pthread_mutex_lock(&job->lock);
 	if (speed && speed < job->cluster_bytes) {
 		ret = -EINVAL;
 	} else {
@@ -381,8 +367,7 @@ int blk_job_set_speed(struct blk_dev *d, const char *id, uint64_t speed)
 		job->rate_next_ns = 0;
 		job_kick_locked(job);
 	}
-	pthread_mutex_unlock(&job->lock);
-	pthread_mutex_unlock(&d->lock);
+	job_unlock(job);
 	return ret;
 }
 
