@@ -37,8 +37,7 @@ struct backup {
 	struct range_lock locks;	/* granules being saved */
 	struct blk_before_write hook;
 	bool hooked;
-	uint64_t cursor;		/* next granule for the workers (job thread only) */
-	int failed;			/* atomic: the first save that failed */
+	struct blk_job_walk walk;	/* the job's saves, over map */
 };
 
 static struct backup *backup_of(struct blk_job *job)
@@ -46,25 +45,15 @@ static struct backup *backup_of(struct blk_job *job)
 	return container_of(job, struct backup, job);
 }
 
-/* The first failure breaks the backup; later ones are its echoes. */
-static void backup_fail(struct backup *b, const char *op, uint64_t off, int err)
-{
-	int zero = 0;
-
-	if (__atomic_compare_exchange_n(&b->failed, &zero, err, false, __ATOMIC_SEQ_CST,
-					__ATOMIC_SEQ_CST))
-		blk_job_error(&b->job, op, "saving the data at %llu failed (%s): %s",
-			      (unsigned long long)off, op, strerror(-err));
-}
-
 /*
  * Saves those of granules [@i, @i + @n) still to save, through @buf
  * (@n granules).  Called by the workers (inside the gate) and the hook
  * (inside the guest request).  Returns 0 or -errno (recorded in
- * b->failed, the job told).
+ * b->walk.failed, the job told).
  */
-static int backup_save(struct backup *b, uint64_t i, uint64_t n, void *buf)
+static int backup_save(struct blk_job *job, uint64_t i, uint64_t n, void *buf)
 {
+	struct backup *b = backup_of(job);
 	struct blk_dev *d = b->job.dev;
 	unsigned int shift = b->map.gran_shift;
 	uint64_t size = d->top->caps.size_bytes, end = i + n, j, k;
@@ -89,7 +78,7 @@ static int backup_save(struct backup *b, uint64_t i, uint64_t n, void *buf)
 	}
 	range_unlock(&b->locks, &e);
 	if (ret)
-		backup_fail(b, op, j << shift, ret);
+		blk_job_walk_fail(&b->job, &b->walk, "saving", op, j << shift, ret);
 	return ret;
 }
 
@@ -103,7 +92,7 @@ static void backup_before_write(struct blk_before_write *h, enum blk_op op, uint
 	void *buf = NULL;
 
 	(void)op;
-	if (!len || __atomic_load_n(&b->failed, __ATOMIC_SEQ_CST))
+	if (!len || __atomic_load_n(&b->walk.failed, __ATOMIC_SEQ_CST))
 		return;
 	last = MIN((off + len - 1) >> shift, b->map.nbits - 1);
 	i = jobmap_next_set(&b->map, first);
@@ -111,49 +100,11 @@ static void backup_before_write(struct blk_before_write *h, enum blk_op op, uint
 		return;
 	/* Only requests that meet unsaved granules pay for a buffer. */
 	if (posix_memalign(&buf, 4096, (last - i + 1) << shift)) {
-		backup_fail(b, "read", i << shift, -ENOMEM);
+		blk_job_walk_fail(&b->job, &b->walk, "saving", "read", i << shift, -ENOMEM);
 		return;
 	}
-	backup_save(b, i, last - i + 1, buf);
+	backup_save(&b->job, i, last - i + 1, buf);
 	free(buf);
-}
-
-static int backup_worker(struct blk_job *job, unsigned int idx)
-{
-	struct backup *b = backup_of(job);
-	unsigned int shift = b->map.gran_shift;
-	uint64_t max = BLK_JOB_CHUNK_BYTES >> shift;
-	void *buf;
-	int ret = 0;
-
-	(void)idx;
-	if (posix_memalign(&buf, 4096, BLK_JOB_CHUNK_BYTES))
-		return -ENOMEM;
-	for (;;) {
-		uint64_t i, n;
-
-		ret = blk_job_yield(job);
-		if (!ret)
-			ret = __atomic_load_n(&b->failed, __ATOMIC_SEQ_CST);
-		if (ret)
-			break;
-		/* The cursor is this thread's alone: no coroutine runs between these lines. */
-		i = jobmap_next_set(&b->map, b->cursor);
-		if (i >= b->map.nbits)
-			break;
-		n = MIN(jobmap_next_clear(&b->map, i) - i, max);
-		b->cursor = i + n;
-		blk_job_rate(job, n << shift);
-		ret = blk_job_io_begin(job);
-		if (ret)
-			break;
-		ret = backup_save(b, i, n, buf);
-		blk_job_io_end(job);
-		if (ret)
-			break;
-	}
-	free(buf);
-	return ret;
 }
 
 static int backup_run(struct blk_job *job)
@@ -161,9 +112,9 @@ static int backup_run(struct blk_job *job)
 	struct backup *b = backup_of(job);
 	int ret, flush;
 
-	ret = blk_job_workers(job, BLK_JOB_WORKERS, backup_worker);
+	ret = blk_job_walk(job, &b->walk);
 	if (!ret && jobmap_count(&b->map))
-		ret = -EIO;		/* a save failed: b->failed says how */
+		ret = -EIO;		/* a save failed: b->walk.failed says how */
 	/* Every worker is done: the hook may go (a drain from this thread). */
 	blk_remove_before_write(job->dev, &b->hook);
 	b->hooked = false;
@@ -237,6 +188,8 @@ int blk_backup_start(struct blk_dev *d, const struct blk_copy_opts *o, char *why
 	}
 	range_lock_init(&b->locks);
 	b->hook.fn = backup_before_write;
+	b->walk.map = &b->map;
+	b->walk.copy = backup_save;
 
 	/* Refused before the drain; blk_job_start() checks again under it. */
 	ret = blk_job_query(d, &(struct blk_job_info){ 0 }) ? 0 : -EBUSY;

@@ -596,17 +596,17 @@ void blk_job_drain_end(struct blk_job *job)
 
 struct job_workers {
 	struct blk_job *job;
-	int (*fn)(struct blk_job *job, unsigned int i);
+	int (*fn)(struct blk_job *job, void *arg);
+	void *arg;
 	struct coro *parent;
 	unsigned int left;
-	unsigned int next;
 	int ret;
 };
 
 static void job_worker_main(void *arg)
 {
 	struct job_workers *w = arg;
-	int ret = w->fn(w->job, w->next++);
+	int ret = w->fn(w->job, w->arg);
 
 	if (ret && !w->ret)
 		w->ret = ret;
@@ -615,10 +615,10 @@ static void job_worker_main(void *arg)
 }
 
 int blk_job_workers(struct blk_job *job, unsigned int n,
-		    int (*fn)(struct blk_job *job, unsigned int i))
+		    int (*fn)(struct blk_job *job, void *arg), void *arg)
 {
 	/* All on this thread: the counters need no lock. */
-	struct job_workers w = { .job = job, .fn = fn, .parent = exec_self() };
+	struct job_workers w = { .job = job, .fn = fn, .arg = arg, .parent = exec_self() };
 	unsigned int i;
 
 	for (i = 0; i < n; i++) {
@@ -632,6 +632,60 @@ int blk_job_workers(struct blk_job *job, unsigned int n,
 	while (w.left)
 		exec_sleep();
 	return w.ret;
+}
+
+void blk_job_walk_fail(struct blk_job *job, struct blk_job_walk *w, const char *what,
+		       const char *op, uint64_t off, int err)
+{
+	int zero = 0;
+
+	if (__atomic_compare_exchange_n(&w->failed, &zero, err, false, __ATOMIC_SEQ_CST,
+					__ATOMIC_SEQ_CST))
+		blk_job_error(job, op, "%s the data at %llu failed (%s): %s", what,
+			      (unsigned long long)off, op, strerror(-err));
+}
+
+/* One worker of a walk: the cursor hands out runs of set bits. */
+static int job_walk_worker(struct blk_job *job, void *arg)
+{
+	struct blk_job_walk *w = arg;
+	unsigned int shift = w->map->gran_shift;
+	uint64_t max = BLK_JOB_CHUNK_BYTES >> shift;
+	void *buf;
+	int ret = 0;
+
+	if (posix_memalign(&buf, 4096, BLK_JOB_CHUNK_BYTES))
+		return -ENOMEM;
+	for (;;) {
+		uint64_t i, n;
+
+		ret = blk_job_yield(job);
+		if (!ret)
+			ret = __atomic_load_n(&w->failed, __ATOMIC_SEQ_CST);
+		if (ret)
+			break;
+		/* The cursor is this thread's alone: no coroutine runs between these lines. */
+		i = jobmap_next_set(w->map, w->cursor);
+		if (i >= w->map->nbits)
+			break;
+		n = MIN(jobmap_next_clear(w->map, i) - i, max);
+		w->cursor = i + n;
+		blk_job_rate(job, n << shift);
+		ret = blk_job_io_begin(job);
+		if (ret)
+			break;
+		ret = w->copy(job, i, n, buf);
+		blk_job_io_end(job);
+		if (ret)
+			break;
+	}
+	free(buf);
+	return ret;
+}
+
+int blk_job_walk(struct blk_job *job, struct blk_job_walk *w)
+{
+	return blk_job_workers(job, BLK_JOB_WORKERS, job_walk_worker, w);
 }
 
 /* Whether @layer lies in @from's chain above @base (@from included). */
