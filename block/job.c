@@ -726,6 +726,23 @@ int blk_job_scan(struct blk_dev *d, const struct blk_copy_opts *o, struct jobmap
 	return 0;
 }
 
+int blk_job_write_out(struct tgt *dst, const void *buf, uint64_t off, uint64_t len,
+		      bool skip_zero)
+{
+	int ret;
+
+	if (buf_is_zero(buf, len)) {
+		if (skip_zero)
+			return 0;
+		if (dst->caps.can_write_zeroes) {
+			ret = dst->ops->write_zeroes(dst, off, len, 0);
+			return ret < 0 ? ret : 0;
+		}
+	}
+	ret = dst->ops->write(dst, buf, len, off, 0);
+	return ret < 0 ? ret : 0;
+}
+
 int blk_job_copy(struct blk_dev *d, struct tgt *dst, void *buf, uint64_t off, uint64_t len,
 		 bool skip_zero, const char **op)
 {
@@ -737,14 +754,5 @@ int blk_job_copy(struct blk_dev *d, struct tgt *dst, void *buf, uint64_t off, ui
 	if (ret < 0)
 		return ret;
 	*op = "write";
-	if (buf_is_zero(buf, len)) {
-		if (skip_zero)
-			return 0;
-		if (dst->caps.can_write_zeroes) {
-			ret = dst->ops->write_zeroes(dst, off, len, 0);
-			return ret < 0 ? ret : 0;
-		}
-	}
-	ret = dst->ops->write(dst, buf, len, off, 0);
-	return ret < 0 ? ret : 0;
+	return blk_job_write_out(dst, buf, off, len, skip_zero);
 }

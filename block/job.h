@@ -265,6 +265,13 @@ int blk_job_scan(struct blk_dev *d, const struct blk_copy_opts *o, struct jobmap
  */
 int blk_job_copy(struct blk_dev *d, struct tgt *dst, void *buf, uint64_t off, uint64_t len,
 		 bool skip_zero, const char **op);
+/*
+ * The write half of blk_job_copy(): @len bytes of @buf to @dst at @off,
+ * as write-zeroes where they are zeros and @dst can, or not at all when
+ * @skip_zero.  Returns 0 or -errno.
+ */
+int blk_job_write_out(struct tgt *dst, const void *buf, uint64_t off, uint64_t len,
+		      bool skip_zero);
 
 /*
  * A copy job's walk over its bitmap (backup: the granules still to save;
