@@ -75,8 +75,8 @@ static void job_info_locked(struct blk_job *job, struct blk_job_info *out)
 	snprintf(out->id, sizeof(out->id), "%s", job->id);
 	out->type = job->drv->type;
 	out->status = job->status;
-	out->len = job->len;
-	out->offset = job->offset;
+	out->offset = __atomic_load_n(&job->offset, __ATOMIC_RELAXED);
+	out->len = MAX(__atomic_load_n(&job->len, __ATOMIC_RELAXED), out->offset);
 	out->speed = job->speed;
 	out->busy = job->busy;
 	out->paused = job->pause_count > 0;
@@ -491,18 +491,13 @@ void blk_job_rate(struct blk_job *job, uint64_t bytes)
 
 void blk_job_set_len(struct blk_job *job, uint64_t len)
 {
-	pthread_mutex_lock(&job->lock);
-	job->len = len;
-	pthread_mutex_unlock(&job->lock);
+	__atomic_store_n(&job->len, len, __ATOMIC_RELAXED);
 }
 
 void blk_job_progress(struct blk_job *job, uint64_t bytes)
 {
-	pthread_mutex_lock(&job->lock);
-	job->offset += bytes;
-	if (job->len < job->offset)
-		job->len = job->offset;
-	pthread_mutex_unlock(&job->lock);
+	/* The work shown is never less than what is done (job_info_locked()). */
+	__atomic_add_fetch(&job->offset, bytes, __ATOMIC_RELAXED);
 }
 
 void blk_job_set_ready(struct blk_job *job)

@@ -81,11 +81,16 @@ struct blk_job {
 	char id[BLK_JOB_ID_MAX];
 	uint32_t cluster_bytes;		/* the smallest speed is one of these a second */
 	bool can_complete;		/* drv->can_complete, and the driver can switch */
+	/*
+	 * Progress, atomic: guest requests count it (copy-before-write, a
+	 * mirror's notifier) and must not wait for the job's lock.
+	 */
+	uint64_t len, offset;
 
 	pthread_mutex_t lock;		/* the fields below */
 	struct exec_waitq wq;		/* the job's coroutines waiting for a change */
 	enum blk_job_status status;
-	uint64_t len, offset, speed;
+	uint64_t speed;
 	unsigned int pause_count;	/* pauses asked for (a user's, a drain's) */
 	bool cancel, force, complete;
 	bool ready, busy;

@@ -111,7 +111,8 @@ static void mirror_notify(struct blk_write_notifier *n, enum blk_op op, uint64_t
 	if (!len)
 		return;
 	jobmap_set_range(&m->dirty, off, len);
-	blk_job_set_len(&m->job, m->job.offset + (jobmap_count(&m->dirty) << shift));
+	blk_job_set_len(&m->job, __atomic_load_n(&m->job.offset, __ATOMIC_RELAXED) +
+				 (jobmap_count(&m->dirty) << shift));
 	if (!__atomic_load_n(&m->active, __ATOMIC_SEQ_CST) ||
 	    __atomic_load_n(&m->walk.failed, __ATOMIC_SEQ_CST))
 		return;
