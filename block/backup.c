@@ -8,13 +8,17 @@
  * moment not yet saved.  The job's workers save granules in order; a
  * hook that runs before every guest write, discard or write-zeroes
  * (struct blk_before_write) saves the granules that request is about to
- * change first.  Each save holds a range lock on its granules: it reads
- * the device, writes the target and clears the bits under it, so a guest
- * write waits for a save in progress, a save never reads data newer than
- * the start, and each granule is saved exactly once, by whoever comes
- * first.  The job's workers take the gate before the lock (a drain never
- * waits for a worker that waits for the gate while holding a granule a
- * guest write needs).
+ * change first.  Each save holds a range lock on its granules while it
+ * reads them from the device and clears their bits, so a guest write
+ * waits for a read in progress, a save never reads data newer than the
+ * start, and each granule is saved exactly once, by whoever comes first.
+ * The save writes the target after it let go of the lock, from its
+ * buffer: a guest write never waits for the target, which is where a
+ * save spends its time (a new image allocates as it is written), and a
+ * job's chunk does not hold a megabyte of the device for that long.  The
+ * job's workers take the gate before the lock (a drain never waits for a
+ * worker that waits for the gate while holding a granule a guest write
+ * needs).
  *
  * A failed save (the target is full, say) fails the job, never the
  * guest's write: the backup is broken, the device goes on.  That is
@@ -45,8 +49,7 @@ struct backup {
 	struct range_lock locks;	/* granules being saved */
 	struct blk_before_write hook;
 	bool hooked;
-	uint64_t cursor;		/* next granule for the workers (job thread only) */
-	int failed;			/* atomic: the first save that failed */
+	struct blk_job_walk walk;	/* the job's saves, over map */
 	char *bm_name;			/* o.bitmap's copy: the caller's goes with its call */
 	bool bm_taken;			/* the bitmap is lent to the job */
 	bool ok;			/* the job succeeded: the bitmap's old marks go */
@@ -57,114 +60,96 @@ static struct backup *backup_of(struct blk_job *job)
 	return container_of(job, struct backup, job);
 }
 
-/* The first failure breaks the backup; later ones are its echoes. */
-static void backup_fail(struct backup *b, const char *op, uint64_t off, int err)
-{
-	int zero = 0;
-
-	if (__atomic_compare_exchange_n(&b->failed, &zero, err, false, __ATOMIC_SEQ_CST,
-					__ATOMIC_SEQ_CST))
-		blk_job_error(&b->job, op, "saving the data at %llu failed (%s): %s",
-			      (unsigned long long)off, op, strerror(-err));
-}
+/* Granules one save takes at most: a walk's chunk, or a piece of a guest request. */
+#define BACKUP_SAVE_MAX		(BLK_JOB_CHUNK_BYTES >> 12)
 
 /*
  * Saves those of granules [@i, @i + @n) still to save, through @buf
- * (@n granules).  Called by the workers (inside the gate) and the hook
- * (inside the guest request).  Returns 0 or -errno (recorded in
- * b->failed, the job told).
+ * (@n granules, @n <= BACKUP_SAVE_MAX).  Called by the walk (inside the
+ * gate) and the hook (inside the guest request).  Returns 0 or -errno
+ * (recorded in b->walk.failed, the job told).
  */
-static int backup_save(struct backup *b, uint64_t i, uint64_t n, void *buf)
+static int backup_save(struct blk_job *job, uint64_t i, uint64_t n, void *buf)
 {
+	struct backup *b = backup_of(job);
 	struct blk_dev *d = b->job.dev;
 	unsigned int shift = b->map.gran_shift;
-	uint64_t size = d->top->caps.size_bytes, end = i + n, j, k;
+	uint64_t size = d->top->caps.size_bytes, end = i + n, j, k, x, at = i;
 	bool skip_zero = b->o.target_zeroed && !b->o.sync_top;
+	uint64_t words[(BACKUP_SAVE_MAX + 63) / 64] = { 0 };
+	/* What this save took (bit x: granule i + x), in the bitmap code's terms. */
+	struct jobmap taken = { .words = words, .nbits = n, .gran_shift = shift };
 	struct range_entry e;
-	const char *op = "";
+	const char *op = "read";
 	int ret = 0;
 
+	/*
+	 * The old data is read and its granules taken under the lock; the
+	 * target is written after, from @buf, so a guest write to them
+	 * waits for the read only.
+	 */
 	range_lock(&b->locks, &e, i << shift, n << shift);
 	for (j = jobmap_next_set(&b->map, i); j < end; j = jobmap_next_set(&b->map, k)) {
-		uint64_t off = j << shift, len;
+		uint64_t off = j << shift;
 
 		k = MIN(jobmap_next_clear(&b->map, j), end);
-		len = MIN(k << shift, size) - off;
-		ret = blk_job_copy(d, b->o.target, (char *)buf + ((j - i) << shift), off, len,
-				   skip_zero, &op);
-		if (ret)
+		at = j;
+		ret = d->top->ops->read(d->top, (char *)buf + ((j - i) << shift),
+					MIN(k << shift, size) - off, off);
+		if (ret < 0)
 			break;
-		for (; j < k; j++)
-			jobmap_clear(&b->map, j);
-		blk_job_progress(&b->job, len);
+		ret = 0;
+		for (x = j; x < k; x++) {
+			jobmap_clear(&b->map, x);
+			jobmap_set(&taken, x - i);
+		}
 	}
 	range_unlock(&b->locks, &e);
+
+	op = "write";
+	for (x = jobmap_next_set(&taken, 0); !ret && x < n; x = jobmap_next_set(&taken, k)) {
+		uint64_t off = (i + x) << shift, len;
+
+		at = i + x;
+		k = jobmap_next_clear(&taken, x);
+		len = MIN((i + k) << shift, size) - off;
+		ret = blk_job_write_out(b->o.target, (char *)buf + (x << shift), off, len,
+					skip_zero);
+		if (!ret)
+			blk_job_progress(&b->job, len);
+	}
 	if (ret)
-		backup_fail(b, op, j << shift, ret);
+		blk_job_walk_fail(&b->job, &b->walk, "saving", op, at << shift, ret);
 	return ret;
 }
-
 /* Copy-before-write: saves what the request is about to change. */
 static void backup_before_write(struct blk_before_write *h, enum blk_op op, uint64_t off,
 				uint64_t len)
 {
 	struct backup *b = container_of(h, struct backup, hook);
 	unsigned int shift = b->map.gran_shift;
-	uint64_t first = off >> shift, last, i;
+	uint64_t first = off >> shift, last, i, n;
 	void *buf = NULL;
 
 	(void)op;
-	if (!len || __atomic_load_n(&b->failed, __ATOMIC_SEQ_CST))
+	if (!len || __atomic_load_n(&b->walk.failed, __ATOMIC_SEQ_CST))
 		return;
 	last = MIN((off + len - 1) >> shift, b->map.nbits - 1);
 	i = jobmap_next_set(&b->map, first);
 	if (i > last)
 		return;
 	/* Only requests that meet unsaved granules pay for a buffer. */
-	if (posix_memalign(&buf, 4096, (last - i + 1) << shift)) {
-		backup_fail(b, "read", i << shift, -ENOMEM);
+	n = MIN(last - i + 1, (uint64_t)BACKUP_SAVE_MAX);
+	if (posix_memalign(&buf, 4096, n << shift)) {
+		blk_job_walk_fail(&b->job, &b->walk, "saving", "read", i << shift, -ENOMEM);
 		return;
 	}
-	backup_save(b, i, last - i + 1, buf);
-	free(buf);
-}
-
-static int backup_worker(struct blk_job *job, unsigned int idx)
-{
-	struct backup *b = backup_of(job);
-	unsigned int shift = b->map.gran_shift;
-	uint64_t max = BLK_JOB_CHUNK_BYTES >> shift;
-	void *buf;
-	int ret = 0;
-
-	(void)idx;
-	if (posix_memalign(&buf, 4096, BLK_JOB_CHUNK_BYTES))
-		return -ENOMEM;
-	for (;;) {
-		uint64_t i, n;
-
-		ret = blk_job_yield(job);
-		if (!ret)
-			ret = __atomic_load_n(&b->failed, __ATOMIC_SEQ_CST);
-		if (ret)
-			break;
-		/* The cursor is this thread's alone: no coroutine runs between these lines. */
-		i = jobmap_next_set(&b->map, b->cursor);
-		if (i >= b->map.nbits)
-			break;
-		n = MIN(jobmap_next_clear(&b->map, i) - i, max);
-		b->cursor = i + n;
-		blk_job_rate(job, n << shift);
-		ret = blk_job_io_begin(job);
-		if (ret)
-			break;
-		ret = backup_save(b, i, n, buf);
-		blk_job_io_end(job);
-		if (ret)
+	for (; i <= last; i += n) {
+		n = MIN(last - i + 1, (uint64_t)BACKUP_SAVE_MAX);
+		if (backup_save(&b->job, i, n, buf))
 			break;
 	}
 	free(buf);
-	return ret;
 }
 
 static int backup_run(struct blk_job *job)
@@ -172,12 +157,15 @@ static int backup_run(struct blk_job *job)
 	struct backup *b = backup_of(job);
 	int ret, flush;
 
-	ret = blk_job_workers(job, BLK_JOB_WORKERS, backup_worker);
-	if (!ret && jobmap_count(&b->map))
-		ret = -EIO;		/* a save failed: b->failed says how */
+	ret = blk_job_walk(job, &b->walk);
 	/* Every worker is done: the hook may go (a drain from this thread). */
 	blk_remove_before_write(job->dev, &b->hook);
 	b->hooked = false;
+	/* A save takes its granules before it writes them: a failed one may leave none set. */
+	if (!ret)
+		ret = __atomic_load_n(&b->walk.failed, __ATOMIC_SEQ_CST);
+	if (!ret && jobmap_count(&b->map))
+		ret = -EIO;
 	if (!ret && b->o.target->ops->flush) {
 		flush = b->o.target->ops->flush(b->o.target);
 		if (flush < 0) {
@@ -311,6 +299,8 @@ int blk_backup_start(struct blk_dev *d, const struct blk_copy_opts *o, char *why
 	}
 	range_lock_init(&b->locks);
 	b->hook.fn = backup_before_write;
+	b->walk.map = &b->map;
+	b->walk.copy = backup_save;
 	if (o->bitmap && !(b->bm_name = strdup(o->bitmap))) {
 		ret = -ENOMEM;
 		goto out;

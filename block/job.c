@@ -75,8 +75,8 @@ static void job_info_locked(struct blk_job *job, struct blk_job_info *out)
 	snprintf(out->id, sizeof(out->id), "%s", job->id);
 	out->type = job->drv->type;
 	out->status = job->status;
-	out->len = job->len;
-	out->offset = job->offset;
+	out->offset = __atomic_load_n(&job->offset, __ATOMIC_RELAXED);
+	out->len = MAX(__atomic_load_n(&job->len, __ATOMIC_RELAXED), out->offset);
 	out->speed = job->speed;
 	out->busy = job->busy;
 	out->paused = job->pause_count > 0;
@@ -253,28 +253,38 @@ int blk_job_start(struct blk_job *job)
 	return 0;
 }
 
-/* Caller holds d->lock.  The running job if @id names it (NULL: any). */
-static struct blk_job *job_find_locked(struct blk_dev *d, const char *id)
+/*
+ * The running job if @id names it (NULL: any), returned with d->lock and
+ * its own lock held (the lock order), for job_unlock(); NULL, with
+ * nothing held, when there is none.
+ */
+static struct blk_job *job_lock(struct blk_dev *d, const char *id)
 {
-	struct blk_job *job = d->job;
+	struct blk_job *job;
 
-	if (!job || (id && strcmp(id, job->id)))
+	pthread_mutex_lock(&d->lock);
+	job = d->job;
+	if (!job || (id && strcmp(id, job->id))) {
+		pthread_mutex_unlock(&d->lock);
 		return NULL;
+	}
+	pthread_mutex_lock(&job->lock);
 	return job;
+}
+
+static void job_unlock(struct blk_job *job)
+{
+	pthread_mutex_unlock(&job->lock);
+	pthread_mutex_unlock(&job->dev->lock);
 }
 
 int blk_job_pause(struct blk_dev *d, const char *id)
 {
-	struct blk_job *job;
+	struct blk_job *job = job_lock(d, id);
 	int ret = 0;
 
-	pthread_mutex_lock(&d->lock);
-	job = job_find_locked(d, id);
-	if (!job) {
-		pthread_mutex_unlock(&d->lock);
+	if (!job)
 		return -ENOENT;
-	}
-	pthread_mutex_lock(&job->lock);
 	if (job->pause_count) {
 		ret = -EALREADY;
 	} else {
@@ -285,23 +295,17 @@ int blk_job_pause(struct blk_dev *d, const char *id)
 			job->status = BLK_JOB_STANDBY;
 		job_kick_locked(job);
 	}
-	pthread_mutex_unlock(&job->lock);
-	pthread_mutex_unlock(&d->lock);
+	job_unlock(job);
 	return ret;
 }
 
 int blk_job_resume(struct blk_dev *d, const char *id)
 {
-	struct blk_job *job;
+	struct blk_job *job = job_lock(d, id);
 	int ret = 0;
 
-	pthread_mutex_lock(&d->lock);
-	job = job_find_locked(d, id);
-	if (!job) {
-		pthread_mutex_unlock(&d->lock);
+	if (!job)
 		return -ENOENT;
-	}
-	pthread_mutex_lock(&job->lock);
 	if (!job->pause_count) {
 		ret = -EALREADY;
 	} else {
@@ -312,44 +316,32 @@ int blk_job_resume(struct blk_dev *d, const char *id)
 			job->status = BLK_JOB_READY;
 		job_kick_locked(job);
 	}
-	pthread_mutex_unlock(&job->lock);
-	pthread_mutex_unlock(&d->lock);
+	job_unlock(job);
 	return ret;
 }
 
 int blk_job_cancel(struct blk_dev *d, const char *id, bool force)
 {
-	struct blk_job *job;
+	struct blk_job *job = job_lock(d, id);
 
-	pthread_mutex_lock(&d->lock);
-	job = job_find_locked(d, id);
-	if (!job) {
-		pthread_mutex_unlock(&d->lock);
+	if (!job)
 		return -ENOENT;
-	}
-	pthread_mutex_lock(&job->lock);
 	job->cancel = true;
 	job->force |= force;
 	job_kick_locked(job);
-	pthread_mutex_unlock(&job->lock);
 	/* The job may wait at a closed gate: it looks at its flags there too. */
 	exec_waitq_wake_all(&d->gate);
-	pthread_mutex_unlock(&d->lock);
+	job_unlock(job);
 	return 0;
 }
 
 int blk_job_complete(struct blk_dev *d, const char *id)
 {
-	struct blk_job *job;
+	struct blk_job *job = job_lock(d, id);
 	int ret = 0;
 
-	pthread_mutex_lock(&d->lock);
-	job = job_find_locked(d, id);
-	if (!job) {
-		pthread_mutex_unlock(&d->lock);
+	if (!job)
 		return -ENOENT;
-	}
-	pthread_mutex_lock(&job->lock);
 	if (!job->can_complete)
 		ret = -EOPNOTSUPP;
 	else if (!job->ready || job->cancel)
@@ -357,23 +349,17 @@ int blk_job_complete(struct blk_dev *d, const char *id)
 	else
 		job->complete = true;
 	job_kick_locked(job);
-	pthread_mutex_unlock(&job->lock);
-	pthread_mutex_unlock(&d->lock);
+	job_unlock(job);
 	return ret;
 }
 
 int blk_job_set_speed(struct blk_dev *d, const char *id, uint64_t speed)
 {
-	struct blk_job *job;
+	struct blk_job *job = job_lock(d, id);
 	int ret = 0;
 
-	pthread_mutex_lock(&d->lock);
-	job = job_find_locked(d, id);
-	if (!job) {
-		pthread_mutex_unlock(&d->lock);
+	if (!job)
 		return -ENOENT;
-	}
-	pthread_mutex_lock(&job->lock);
 	if (speed && speed < job->cluster_bytes) {
 		ret = -EINVAL;
 	} else {
@@ -381,8 +367,7 @@ int blk_job_set_speed(struct blk_dev *d, const char *id, uint64_t speed)
 		job->rate_next_ns = 0;
 		job_kick_locked(job);
 	}
-	pthread_mutex_unlock(&job->lock);
-	pthread_mutex_unlock(&d->lock);
+	job_unlock(job);
 	return ret;
 }
 
@@ -506,18 +491,13 @@ void blk_job_rate(struct blk_job *job, uint64_t bytes)
 
 void blk_job_set_len(struct blk_job *job, uint64_t len)
 {
-	pthread_mutex_lock(&job->lock);
-	job->len = len;
-	pthread_mutex_unlock(&job->lock);
+	__atomic_store_n(&job->len, len, __ATOMIC_RELAXED);
 }
 
 void blk_job_progress(struct blk_job *job, uint64_t bytes)
 {
-	pthread_mutex_lock(&job->lock);
-	job->offset += bytes;
-	if (job->len < job->offset)
-		job->len = job->offset;
-	pthread_mutex_unlock(&job->lock);
+	/* The work shown is never less than what is done (job_info_locked()). */
+	__atomic_add_fetch(&job->offset, bytes, __ATOMIC_RELAXED);
 }
 
 void blk_job_set_ready(struct blk_job *job)
@@ -611,17 +591,17 @@ void blk_job_drain_end(struct blk_job *job)
 
 struct job_workers {
 	struct blk_job *job;
-	int (*fn)(struct blk_job *job, unsigned int i);
+	int (*fn)(struct blk_job *job, void *arg);
+	void *arg;
 	struct coro *parent;
 	unsigned int left;
-	unsigned int next;
 	int ret;
 };
 
 static void job_worker_main(void *arg)
 {
 	struct job_workers *w = arg;
-	int ret = w->fn(w->job, w->next++);
+	int ret = w->fn(w->job, w->arg);
 
 	if (ret && !w->ret)
 		w->ret = ret;
@@ -630,10 +610,10 @@ static void job_worker_main(void *arg)
 }
 
 int blk_job_workers(struct blk_job *job, unsigned int n,
-		    int (*fn)(struct blk_job *job, unsigned int i))
+		    int (*fn)(struct blk_job *job, void *arg), void *arg)
 {
 	/* All on this thread: the counters need no lock. */
-	struct job_workers w = { .job = job, .fn = fn, .parent = exec_self() };
+	struct job_workers w = { .job = job, .fn = fn, .arg = arg, .parent = exec_self() };
 	unsigned int i;
 
 	for (i = 0; i < n; i++) {
@@ -647,6 +627,60 @@ int blk_job_workers(struct blk_job *job, unsigned int n,
 	while (w.left)
 		exec_sleep();
 	return w.ret;
+}
+
+void blk_job_walk_fail(struct blk_job *job, struct blk_job_walk *w, const char *what,
+		       const char *op, uint64_t off, int err)
+{
+	int zero = 0;
+
+	if (__atomic_compare_exchange_n(&w->failed, &zero, err, false, __ATOMIC_SEQ_CST,
+					__ATOMIC_SEQ_CST))
+		blk_job_error(job, op, "%s the data at %llu failed (%s): %s", what,
+			      (unsigned long long)off, op, strerror(-err));
+}
+
+/* One worker of a walk: the cursor hands out runs of set bits. */
+static int job_walk_worker(struct blk_job *job, void *arg)
+{
+	struct blk_job_walk *w = arg;
+	unsigned int shift = w->map->gran_shift;
+	uint64_t max = BLK_JOB_CHUNK_BYTES >> shift;
+	void *buf;
+	int ret = 0;
+
+	if (posix_memalign(&buf, 4096, BLK_JOB_CHUNK_BYTES))
+		return -ENOMEM;
+	for (;;) {
+		uint64_t i, n;
+
+		ret = blk_job_yield(job);
+		if (!ret)
+			ret = __atomic_load_n(&w->failed, __ATOMIC_SEQ_CST);
+		if (ret)
+			break;
+		/* The cursor is this thread's alone: no coroutine runs between these lines. */
+		i = jobmap_next_set(w->map, w->cursor);
+		if (i >= w->map->nbits)
+			break;
+		n = MIN(jobmap_next_clear(w->map, i) - i, max);
+		w->cursor = i + n;
+		blk_job_rate(job, n << shift);
+		ret = blk_job_io_begin(job);
+		if (ret)
+			break;
+		ret = w->copy(job, i, n, buf);
+		blk_job_io_end(job);
+		if (ret)
+			break;
+	}
+	free(buf);
+	return ret;
+}
+
+int blk_job_walk(struct blk_job *job, struct blk_job_walk *w)
+{
+	return blk_job_workers(job, BLK_JOB_WORKERS, job_walk_worker, w);
 }
 
 /* Whether @layer lies in @from's chain above @base (@from included). */
@@ -687,6 +721,23 @@ int blk_job_scan(struct blk_dev *d, const struct blk_copy_opts *o, struct jobmap
 	return 0;
 }
 
+int blk_job_write_out(struct tgt *dst, const void *buf, uint64_t off, uint64_t len,
+		      bool skip_zero)
+{
+	int ret;
+
+	if (buf_is_zero(buf, len)) {
+		if (skip_zero)
+			return 0;
+		if (dst->caps.can_write_zeroes) {
+			ret = dst->ops->write_zeroes(dst, off, len, 0);
+			return ret < 0 ? ret : 0;
+		}
+	}
+	ret = dst->ops->write(dst, buf, len, off, 0);
+	return ret < 0 ? ret : 0;
+}
+
 int blk_job_copy(struct blk_dev *d, struct tgt *dst, void *buf, uint64_t off, uint64_t len,
 		 bool skip_zero, const char **op)
 {
@@ -698,14 +749,5 @@ int blk_job_copy(struct blk_dev *d, struct tgt *dst, void *buf, uint64_t off, ui
 	if (ret < 0)
 		return ret;
 	*op = "write";
-	if (buf_is_zero(buf, len)) {
-		if (skip_zero)
-			return 0;
-		if (dst->caps.can_write_zeroes) {
-			ret = dst->ops->write_zeroes(dst, off, len, 0);
-			return ret < 0 ? ret : 0;
-		}
-	}
-	ret = dst->ops->write(dst, buf, len, off, 0);
-	return ret < 0 ? ret : 0;
+	return blk_job_write_out(dst, buf, off, len, skip_zero);
 }

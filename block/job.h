@@ -81,11 +81,16 @@ struct blk_job {
 	char id[BLK_JOB_ID_MAX];
 	uint32_t cluster_bytes;		/* the smallest speed is one of these a second */
 	bool can_complete;		/* drv->can_complete, and the driver can switch */
+	/*
+	 * Progress, atomic: guest requests count it (copy-before-write, a
+	 * mirror's notifier) and must not wait for the job's lock.
+	 */
+	uint64_t len, offset;
 
 	pthread_mutex_t lock;		/* the fields below */
 	struct exec_waitq wq;		/* the job's coroutines waiting for a change */
 	enum blk_job_status status;
-	uint64_t len, offset, speed;
+	uint64_t speed;
 	unsigned int pause_count;	/* pauses asked for (a user's, a drain's) */
 	bool cancel, force, complete;
 	bool ready, busy;
@@ -199,11 +204,11 @@ void blk_job_drain_begin(struct blk_job *job);
 void blk_job_drain_end(struct blk_job *job);
 
 /*
- * Runs @fn(@job, i) for i < @n in @n coroutines of the job's thread and
- * waits for all.  Returns 0, or the first -errno one of them returned.
+ * Runs @fn(@job, @arg) in @n coroutines of the job's thread and waits
+ * for all.  Returns 0, or the first -errno one of them returned.
  */
 int blk_job_workers(struct blk_job *job, unsigned int n,
-		    int (*fn)(struct blk_job *job, unsigned int i));
+		    int (*fn)(struct blk_job *job, void *arg), void *arg);
 
 /* What backup and mirror copy to. */
 struct blk_copy_opts {
@@ -277,6 +282,50 @@ int blk_job_scan(struct blk_dev *d, const struct blk_copy_opts *o, struct jobmap
  */
 int blk_job_copy(struct blk_dev *d, struct tgt *dst, void *buf, uint64_t off, uint64_t len,
 		 bool skip_zero, const char **op);
+/*
+ * The write half of blk_job_copy(): @len bytes of @buf to @dst at @off,
+ * as write-zeroes where they are zeros and @dst can, or not at all when
+ * @skip_zero.  Returns 0 or -errno.
+ */
+int blk_job_write_out(struct tgt *dst, const void *buf, uint64_t off, uint64_t len,
+		      bool skip_zero);
+
+/*
+ * A copy job's walk over its bitmap (backup: the granules still to save;
+ * mirror: the dirty ones).  The bitmap may hold any set of bits when the
+ * walk starts (a scan, a dirty bitmap) and change under it.
+ */
+struct blk_job_walk {
+	struct jobmap *map;
+	/*
+	 * Required.  Copies those of granules [@i, @i + @n) still set in
+	 * @map, through @buf (@n granules, aligned), taking their bits
+	 * out.  Called in the gate, on the job's thread.  Returns 0, or
+	 * -errno once blk_job_walk_fail() recorded it.
+	 */
+	int (*copy)(struct blk_job *job, uint64_t i, uint64_t n, void *buf);
+	uint64_t cursor;		/* the next granule to look at (the job's thread) */
+	int failed;			/* atomic: the first failed copy's -errno */
+};
+
+/*
+ * Copies every granule set in @w->map at or after @w->cursor, in order,
+ * by @w->copy in BLK_JOB_WORKERS coroutines, at most BLK_JOB_CHUNK_BYTES
+ * per call, each under the speed limit and inside the gate.  Bits set
+ * behind the cursor meanwhile wait for the next walk (reset the cursor).
+ * Returns 0 when no bit is left ahead of the cursor, -ECANCELED for a
+ * cancel, or the first failure's -errno.
+ */
+int blk_job_walk(struct blk_job *job, struct blk_job_walk *w);
+
+/*
+ * Records that copying @what ("saving", "copying") the data at @off
+ * failed in @op ("read", "write") with @err.  The first failure of a
+ * walk stops it and is the job's error (BLOCK_JOB_ERROR); later ones
+ * are its echoes and only return.  Any thread.
+ */
+void blk_job_walk_fail(struct blk_job *job, struct blk_job_walk *w, const char *what,
+		       const char *op, uint64_t off, int err);
 
 /*
  * backup: a point-in-time copy of the device into @o->target.  Under a

@@ -50,8 +50,7 @@ struct mirror {
 	bool active;			/* atomic: the notifier copies too (converging) */
 	bool pivoted;			/* the target is the device's now */
 	struct tgt *old;		/* the chain the pivot replaced, to free */
-	uint64_t cursor;		/* next granule for the workers (job thread only) */
-	int failed;			/* atomic: the first copy that failed */
+	struct blk_job_walk walk;	/* the job's passes over dirty */
 };
 
 static struct mirror *mirror_of(struct blk_job *job)
@@ -59,23 +58,14 @@ static struct mirror *mirror_of(struct blk_job *job)
 	return container_of(job, struct mirror, job);
 }
 
-static void mirror_fail(struct mirror *m, const char *op, uint64_t off, int err)
-{
-	int zero = 0;
-
-	if (__atomic_compare_exchange_n(&m->failed, &zero, err, false, __ATOMIC_SEQ_CST,
-					__ATOMIC_SEQ_CST))
-		blk_job_error(&m->job, op, "copying the data at %llu failed (%s): %s",
-			      (unsigned long long)off, op, strerror(-err));
-}
-
 /*
  * Copies the dirty granules of [@i, @i + @n) through @buf (@n granules).
  * Inside the gate, a guest request, or the job's drain.  Returns 0 or
  * -errno (recorded, the job told; the bits stay set).
  */
-static int mirror_copy(struct mirror *m, uint64_t i, uint64_t n, void *buf)
+static int mirror_copy(struct blk_job *job, uint64_t i, uint64_t n, void *buf)
 {
+	struct mirror *m = mirror_of(job);
 	struct blk_dev *d = m->job.dev;
 	unsigned int shift = m->dirty.gran_shift;
 	uint64_t size = d->top->caps.size_bytes, end = i + n, j, k, x;
@@ -103,7 +93,7 @@ static int mirror_copy(struct mirror *m, uint64_t i, uint64_t n, void *buf)
 	}
 	range_unlock(&m->locks, &e);
 	if (ret)
-		mirror_fail(m, op, j << shift, ret);
+		blk_job_walk_fail(&m->job, &m->walk, "copying", op, j << shift, ret);
 	return ret;
 }
 
@@ -121,55 +111,17 @@ static void mirror_notify(struct blk_write_notifier *n, enum blk_op op, uint64_t
 	if (!len)
 		return;
 	jobmap_set_range(&m->dirty, off, len);
-	blk_job_set_len(&m->job, m->job.offset + (jobmap_count(&m->dirty) << shift));
+	blk_job_set_len(&m->job, __atomic_load_n(&m->job.offset, __ATOMIC_RELAXED) +
+				 (jobmap_count(&m->dirty) << shift));
 	if (!__atomic_load_n(&m->active, __ATOMIC_SEQ_CST) ||
-	    __atomic_load_n(&m->failed, __ATOMIC_SEQ_CST))
+	    __atomic_load_n(&m->walk.failed, __ATOMIC_SEQ_CST))
 		return;
 	first = off >> shift;
 	last = MIN((off + len - 1) >> shift, m->dirty.nbits - 1);
 	if (posix_memalign(&buf, 4096, (last - first + 1) << shift))
 		return;		/* the job copies it */
-	mirror_copy(m, first, last - first + 1, buf);
+	mirror_copy(&m->job, first, last - first + 1, buf);
 	free(buf);
-}
-
-/* One pass over the bitmap, shared by the workers through the cursor. */
-static int mirror_worker(struct blk_job *job, unsigned int idx)
-{
-	struct mirror *m = mirror_of(job);
-	unsigned int shift = m->dirty.gran_shift;
-	uint64_t max = BLK_JOB_CHUNK_BYTES >> shift;
-	void *buf;
-	int ret = 0;
-
-	(void)idx;
-	if (posix_memalign(&buf, 4096, BLK_JOB_CHUNK_BYTES))
-		return -ENOMEM;
-	for (;;) {
-		uint64_t i, n;
-
-		ret = blk_job_yield(job);
-		if (!ret)
-			ret = __atomic_load_n(&m->failed, __ATOMIC_SEQ_CST);
-		if (ret)
-			break;
-		/* The cursor is this thread's alone: no coroutine runs between these lines. */
-		i = jobmap_next_set(&m->dirty, m->cursor);
-		if (i >= m->dirty.nbits)
-			break;
-		n = MIN(jobmap_next_clear(&m->dirty, i) - i, max);
-		m->cursor = i + n;
-		blk_job_rate(job, n << shift);
-		ret = blk_job_io_begin(job);
-		if (ret)
-			break;
-		ret = mirror_copy(m, i, n, buf);
-		blk_job_io_end(job);
-		if (ret)
-			break;
-	}
-	free(buf);
-	return ret;
 }
 
 /*
@@ -191,7 +143,7 @@ static int mirror_finish(struct mirror *m, bool pivot)
 	while (!ret && (i = jobmap_next_set(&m->dirty, i)) < m->dirty.nbits) {
 		n = MIN(jobmap_next_clear(&m->dirty, i) - i,
 			(uint64_t)(BLK_JOB_CHUNK_BYTES >> m->dirty.gran_shift));
-		ret = mirror_copy(m, i, n, buf);
+		ret = mirror_copy(&m->job, i, n, buf);
 		i += n;
 	}
 	free(buf);
@@ -220,8 +172,8 @@ static int mirror_run(struct blk_job *job)
 	int ret;
 
 	for (;;) {
-		m->cursor = 0;
-		ret = blk_job_workers(job, BLK_JOB_WORKERS, mirror_worker);
+		m->walk.cursor = 0;
+		ret = blk_job_walk(job, &m->walk);
 		if (ret)
 			break;
 		end = blk_job_complete_requested(job) ||
@@ -361,6 +313,8 @@ int blk_mirror_start(struct blk_dev *d, const struct blk_copy_opts *o, char *why
 	}
 	range_lock_init(&m->locks);
 	m->notifier.notify = mirror_notify;
+	m->walk.map = &m->dirty;
+	m->walk.copy = mirror_copy;
 	m->job.can_complete = o->pivot != NULL;
 
 	/* Refused before the drain; blk_job_start() checks again under it. */

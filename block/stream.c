@@ -123,13 +123,13 @@ static int chainjob_chunk(struct chainjob *c, uint64_t off, uint64_t len, void *
 	return ret;
 }
 
-static int chainjob_worker(struct blk_job *job, unsigned int idx)
+static int chainjob_worker(struct blk_job *job, void *arg)
 {
 	struct chainjob *c = chainjob_of(job);
 	void *buf;
 	int ret = 0;
 
-	(void)idx;
+	(void)arg;
 	if (posix_memalign(&buf, 4096, BLK_JOB_CHUNK_BYTES))
 		return -ENOMEM;
 	for (;;) {
@@ -178,7 +178,7 @@ static int chainjob_run(struct blk_job *job)
 	void *buf = NULL;
 	int ret, r;
 
-	ret = blk_job_workers(job, BLK_JOB_WORKERS, chainjob_worker);
+	ret = blk_job_workers(job, BLK_JOB_WORKERS, chainjob_worker, NULL);
 
 	blk_job_drain_begin(job);
 	if (!ret && c->stream && d->top != c->o.top)

@@ -25,6 +25,13 @@
 
 /* The granule of the jobs' bitmaps: a guest write copies at most this much extra. */
 #define JOB_GRAN_BYTES	4096U
+/*
+ * A backup's granule, at least: its copy-before-write then allocates a
+ * cluster of the target in one write instead of filling it a piece at a
+ * time, and a guest writing near where it wrote pays once (QEMU's backup
+ * copies 64 KiB clusters too).
+ */
+#define JOB_BACKUP_GRAN_BYTES	65536U
 
 static void json_add_u64(struct json_object *o, const char *key, uint64_t v)
 {
@@ -412,6 +419,9 @@ static int job_drive(struct ctl_call *call, bool mirror)
 	o.bitmap_keep = bm_mode && !strcmp(bm_mode, "never");
 	o.target_zeroed = js.zeroed;
 	o.gran_bytes = JOB_GRAN_BYTES;
+	if (!mirror)
+		o.gran_bytes = 1U << ilog2_u64(MIN(MAX(JOB_BACKUP_GRAN_BYTES, js.cluster_bytes),
+						   BLK_JOB_CHUNK_BYTES));
 	o.cluster_bytes = js.cluster_bytes;
 	if (mirror) {
 		o.pivot = job_pivot;

@@ -62,6 +62,16 @@ check "fill it with random data" dd if=/dev/urandom of="$DEV" bs=1M count=256 of
 
 now() { cut -d' ' -f1 /proc/uptime; }
 
+# lasted NAME: whether the job was still running when its fio run ended
+# (a backup whose copy-before-write saved every cluster ends early).
+lasted() {
+	if imgblk job -n "$ID" 2>/dev/null | grep -q running; then
+		echo "lasted $1 yes" >> "$RES"
+	else
+		echo "lasted $1 no" >> "$RES"
+	fi
+}
+
 # iops NAME: 4k random write IOPS at QD32 for RUNTIME s (terse field 49).
 iops() {
 	v=$(fio --name=w --filename="$DEV" --ioengine=io_uring --direct=1 --rw=randwrite \
@@ -85,17 +95,20 @@ rm -f "$MNT/m.qcow2"
 check "backup slow enough to last the run" \
 	imgblk backup -n "$ID" --sync full --speed $((256 / (RUNTIME + 2) + 1))M "$MNT/b.qcow2"
 iops backup
+lasted backup
 check "cancel the backup" sh -c "imgblk job -n $ID cancel --wait; true"
 rm -f "$MNT/b.qcow2"
 # At 8 MiB/s: mostly the copy-before-write's cost, little of the copy's.
 check "backup at 8 MiB/s" imgblk backup -n "$ID" --sync full --speed 8M "$MNT/b.qcow2"
 iops backup-8M
+lasted backup-8M
 check "cancel the backup" sh -c "imgblk job -n $ID cancel --wait; true"
 rm -f "$MNT/b.qcow2"
 # The same to a raw target: no cluster allocation in the target per save.
 check "backup to raw, as slow" \
 	imgblk backup -n "$ID" --sync full -f raw --speed $((256 / (RUNTIME + 2) + 1))M "$MNT/b.raw"
 iops backup-raw
+lasted backup-raw
 check "cancel the backup" sh -c "imgblk job -n $ID cancel --wait; true"
 rm -f "$MNT/b.raw"
 
@@ -140,12 +153,14 @@ RES=$tmp/share/results.txt
 		$1 == "iops" { iops[$2] = $3 }
 		$1 == "secs" { secs[$2] = $3 }
 		$1 == "held" { held = $3 }
+		$1 == "lasted" { lasted[$2] = $3 }
 		END {
 			printf "4k random write QD32, %s s each:\n\n", rt
-			printf "| job | IOPS | vs none |\n|---|---:|---:|\n"
+			printf "| job | IOPS | vs none | job ran throughout |\n|---|---:|---:|---|\n"
 			n = iops["none"]
 			for (j in iops)
-				printf "| %s | %.0f | %.2f |\n", j, iops[j], n ? iops[j] / n : 0
+				printf "| %s | %.0f | %.2f | %s |\n", j, iops[j], n ? iops[j] / n : 0,
+					j in lasted ? lasted[j] : ""
 			printf "\nCopy of 256 MiB on the idle device:\n\n"
 			printf "| what | seconds | MiB/s | vs convert |\n|---|---:|---:|---:|\n"
 			c = secs["convert"]
