@@ -3,8 +3,9 @@
  * The protocol layer under the formats: the file a format engine reads and
  * writes, named as QEMU names it.  A local path is a file or block device
  * served by the executor's io_uring; `nbd://HOST[:PORT]/EXPORT`,
- * `nbd+unix:///EXPORT?socket=PATH` and QEMU's `json:{"driver":"nbd",...}`
- * name an NBD export reached through libnbd (lib/bfile_nbd.c).  Engines hold
+ * `nbd+unix:///EXPORT?socket=PATH` (over TLS: nbds://, nbds+unix://) and
+ * QEMU's `json:{"driver":"nbd",...}` name an NBD export reached through
+ * libnbd (lib/bfile_nbd.c).  Engines hold
  * a struct bfile * where they held a descriptor and call bfile_pread() and
  * friends where they called exec_pread(); for a local file those are the
  * same calls behind one predictable branch, so the local path costs what
@@ -23,6 +24,14 @@
 
 #define BFILE_RDONLY	(1U << 0)	/* never written */
 #define BFILE_DIRECT	(1U << 1)	/* local: O_DIRECT */
+/*
+ * The name was given by the user (command line, control channel, state
+ * file), not read from an image: it may make the protocol read local
+ * files, as an NBD URI's tls-psk-file and tls-certificates do.  Without
+ * it such a name is refused: a backing name in an untrusted image must
+ * not turn the server into a reader of host files.
+ */
+#define BFILE_USER_NAME	(1U << 2)
 
 /* Protocols, as bits for the --allow-protocol set. */
 enum bfile_proto {
@@ -193,13 +202,22 @@ int bfile_grow(struct bfile *f, uint64_t from, uint64_t to);
 int bfile_block_status(struct bfile *f, uint64_t off, uint64_t *len, bool *hole);
 
 /*
- * Reads [@off, @off + @len) of @name into @buf outside any executor (format
- * probing).  Returns the bytes read or -errno, after one line on failure.
+ * Reads [@off, @off + @len) of @name, opened with BFILE_* @flags (read-only
+ * always), into @buf outside any executor (format probing).  Returns the
+ * bytes read or -errno, after one line on failure.
  */
-ssize_t bfile_read_name(const char *name, void *buf, size_t len, uint64_t off);
+ssize_t bfile_read_name(const char *name, unsigned int flags, void *buf, size_t len,
+			uint64_t off);
 
 /* NBD (lib/bfile_nbd.c): bfile_open() for an NBD name. */
 int bfile_nbd_open(const char *name, unsigned int flags, struct bfile **fp);
+
+/*
+ * The first query parameter of the NBD URI @name that makes libnbd read a
+ * local file ("tls-psk-file", "tls-certificates"), which only a name with
+ * BFILE_USER_NAME may carry; NULL if none (or @name is no NBD URI).
+ */
+const char *bfile_nbd_local_param(const char *name);
 
 /*
  * Whether @name is in QEMU's older NBD syntax, nbd:HOST:PORT or

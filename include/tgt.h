@@ -60,6 +60,14 @@
  * file (written, not synced), so that a new server sees it.
  */
 #define TGT_O_RECOVERABLE	(1U << 8)
+/*
+ * The file's name was read from an image (a backing file's, set by
+ * tgt_open_backing()), not given by the user: it may not make its protocol
+ * read local files (an NBD URI's tls-psk-file).  Everything else is a
+ * user's name: names from images enter only through tgt_open_backing()
+ * and a format's data file, where the backing policy is applied too.
+ */
+#define TGT_O_FROM_IMAGE	(1U << 9)
 
 /* Longest backing chain we open: deeper is an error, like a loop. */
 #define TGT_MAX_CHAIN	64
@@ -517,11 +525,17 @@ int64_t tgt_chain_status(struct tgt *t, uint64_t off, uint64_t len,
 			 struct tgt **layer);
 
 /*
- * Guesses the format of @file from its first bytes: the target whose
- * ->probe is surest, raw when none claims it.  Returns NULL (having printed
- * why) if the file cannot be read.
+ * Guesses the format of @file, a name the user gave, from its first
+ * bytes: the target whose ->probe is surest, raw when none claims it.
+ * Returns NULL (having printed why) if the file cannot be read.
  */
 const struct tgt_ops *tgt_probe_file(const char *file);
+
+/*
+ * The BFILE_* flag for opening @t's file: BFILE_USER_NAME unless its name
+ * came from an image (TGT_O_FROM_IMAGE).
+ */
+unsigned int tgt_bfile_name_flags(const struct tgt *t);
 
 /*
  * Changes the role of the open image @t, and so its image locks: the new
@@ -557,9 +571,11 @@ void tgt_drop_backing(struct tgt *t);
 int tgt_open_backing(struct tgt *overlay, const char *name, const char *fmt);
 
 /*
- * Applies @overlay's backing policy (cfg.backing_policy) to @path, a
- * file its image names (@what: "backing file", "data file").  Returns 0
- * or -EPERM (or the -errno of resolving @path) after printing why.
+ * Applies @overlay's backing policy (cfg.backing_policy) and
+ * --allow-protocol to @path, a file its image names (@what: "backing
+ * file", "data file"); whatever the policy, such a name may not make its
+ * protocol read a local file (bfile_nbd_local_param()).  Returns 0 or
+ * -EPERM (or the -errno of resolving @path) after printing why.
  */
 int tgt_file_allowed(const struct tgt *overlay, const char *path, const char *what);
 

@@ -232,6 +232,7 @@ int bfile_block_status(struct bfile *f, uint64_t off, uint64_t *len, bool *hole)
 
 struct bfile_read_call {
 	const char *name;
+	unsigned int flags;
 	void *buf;
 	size_t len;
 	uint64_t off;
@@ -244,7 +245,7 @@ static int bfile_read_fn(void *arg)
 	ssize_t n;
 	int ret;
 
-	ret = bfile_open(c->name, BFILE_RDONLY, &f);
+	ret = bfile_open(c->name, c->flags | BFILE_RDONLY, &f);
 	if (ret)
 		return ret;
 	n = bfile_pread(f, c->buf, c->len, c->off);
@@ -257,9 +258,10 @@ static int bfile_read_fn(void *arg)
 	return n;
 }
 
-ssize_t bfile_read_name(const char *name, void *buf, size_t len, uint64_t off)
+ssize_t bfile_read_name(const char *name, unsigned int flags, void *buf, size_t len,
+			uint64_t off)
 {
-	struct bfile_read_call c = { name, buf, len, off };
+	struct bfile_read_call c = { name, flags, buf, len, off };
 
 	return exec_run_sync(bfile_read_fn, &c);
 }

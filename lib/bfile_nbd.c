@@ -17,6 +17,13 @@
  * found dead is made again, every 50 ms doubling to 1 s; the requests
  * meanwhile are held for up to the reconnect delay and then issued again
  * on the new connection (NBD requests are idempotent), or failed with EIO.
+ *
+ * TLS (nbds://, nbds+unix://) is libnbd's: a URI's tls-psk-file or
+ * tls-certificates makes it read that local file, which only a name the
+ * user gave may do (BFILE_USER_NAME); without them libnbd looks in its
+ * default certificate directories and then loads the system's CAs (what
+ * it then verifies: docs/protocols.md).  A PSK's user is the URI's USER@
+ * or ?tls-username=, else the user we run as.
  */
 #include <ctype.h>
 #include <dlfcn.h>
@@ -27,10 +34,12 @@
 #include <linux/falloc.h>
 #include <poll.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bfile.h"
 #include "user_data.h"
@@ -66,6 +75,8 @@ static struct {
 	__typeof__(nbd_get_size) *nbd_get_size;
 	__typeof__(nbd_is_read_only) *nbd_is_read_only;
 	__typeof__(nbd_pread) *nbd_pread;
+	__typeof__(nbd_set_tls_username) *nbd_set_tls_username;
+	__typeof__(nbd_set_uri_allow_local_file) *nbd_set_uri_allow_local_file;
 } nbd_lib;
 
 static unsigned int nbd_reconnect_delay_ms;
@@ -79,12 +90,22 @@ static unsigned int nbd_open_timeout_ms;
  */
 static pthread_once_t nbd_lib_once = PTHREAD_ONCE_INIT;
 static char nbd_lib_why[256];
+/*
+ * The TLS user name (a PSK's) of a URI that names none, by USER@ or
+ * ?tls-username=: the user we run as.
+ * libnbd's own default, the login name (getlogin_r), is not there for a
+ * server, which has no terminal: its connections after the first (one per
+ * queue, reconnections) would fail where the command's had worked.
+ */
+static char nbd_tls_user[256];
 
 /* Fills @tab's member @f with the library's symbol @f. */
 #define SYM(tab, f)	((tab).f = (__typeof__(f) *)dlsym(h, #f))
 
 static void nbd_lib_load_once(void)
 {
+	struct passwd pw, *res;
+	char *pw_buf;
 	void *h;
 
 	h = dlopen("libnbd.so.0", RTLD_NOW | RTLD_LOCAL);
@@ -101,8 +122,14 @@ static void nbd_lib_load_once(void)
 	    !SYM(nbd_lib, nbd_connect_uri) || !SYM(nbd_lib, nbd_create) ||
 	    !SYM(nbd_lib, nbd_get_errno) || !SYM(nbd_lib, nbd_get_error) ||
 	    !SYM(nbd_lib, nbd_get_size) || !SYM(nbd_lib, nbd_is_read_only) ||
-	    !SYM(nbd_lib, nbd_pread))
+	    !SYM(nbd_lib, nbd_pread) || !SYM(nbd_lib, nbd_set_tls_username) ||
+	    !SYM(nbd_lib, nbd_set_uri_allow_local_file))
 		goto fail;
+	/* Here, on a thread's full stack: NSS may load modules. */
+	pw_buf = malloc(16384);
+	if (pw_buf && !getpwuid_r(geteuid(), &pw, pw_buf, 16384, &res) && res)
+		snprintf(nbd_tls_user, sizeof(nbd_tls_user), "%s", pw.pw_name);
+	free(pw_buf);
 	return;
 fail:
 	snprintf(nbd_lib_why, sizeof(nbd_lib_why), "%s", dlerror() ?: "a symbol is missing");
@@ -164,6 +191,8 @@ struct nbd_conn {
 struct nbd_file {
 	struct bfile f;
 	char *uri;
+	bool user_name;			/* BFILE_USER_NAME: may name local files */
+	char *tls_user;			/* the URI's ?tls-username=, or NULL */
 	bool multi_conn;
 	bool can_status;		/* base:allocation negotiated */
 	pthread_mutex_t lock;		/* conns, nr_conns, owners */
@@ -244,15 +273,24 @@ static int64_t nbd_ms_now(void)
 	return exec_now_ns() / 1000000;
 }
 
-/* Makes a connection to @uri, blocking.  Returns the handle or NULL (error in libnbd). */
-static struct nbd_handle *nbd_connect(const char *uri)
+/*
+ * Makes a connection to @nf's URI, blocking.  Returns the handle or NULL
+ * (error in libnbd).
+ */
+static struct nbd_handle *nbd_connect(const struct nbd_file *nf)
 {
 	struct nbd_handle *h = nbd_lib.nbd_create();
+	const char *uri = nf->uri;
 
 	if (!h)
 		return NULL;
 	/* Block status for map and convert; a server without it still works. */
 	nbd_lib.nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+	/* The URI's user@, if any, replaces it. */
+	if (nf->tls_user || nbd_tls_user[0])
+		nbd_lib.nbd_set_tls_username(h, nf->tls_user ?: nbd_tls_user);
+	if (nf->user_name)
+		nbd_lib.nbd_set_uri_allow_local_file(h, true);
 	if (nbd_lib.nbd_connect_uri(h, uri) == -1) {
 		/* The error is the thread's: keep it past the close. */
 		int err = nbd_lib.nbd_get_errno();
@@ -367,7 +405,7 @@ static struct nbd_conn *nbd_conn_get(struct nbd_file *nf)
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
-	c->h = nbd_connect(nf->uri);
+	c->h = nbd_connect(nf);
 	if (!c->h) {
 		free(c);
 		return NULL;
@@ -439,7 +477,7 @@ static int nbd_reconnect(struct nbd_file *nf, struct nbd_conn *c, int64_t deadli
 		c->h = NULL;
 	}
 	for (;;) {
-		c->h = nbd_connect(nf->uri);
+		c->h = nbd_connect(nf);
 		if (c->h) {
 			img_log("%s: reconnected", nf->f.name);
 			break;
@@ -567,7 +605,7 @@ static int nbd_run(struct nbd_file *nf, enum nbd_cmd cmd, void *buf, uint64_t le
 /* A blocking call from a thread without an executor (probing): no connection of a queue. */
 static ssize_t nbd_pread_blocking(struct nbd_file *nf, void *buf, size_t len, uint64_t off)
 {
-	struct nbd_handle *h = nbd_connect(nf->uri);
+	struct nbd_handle *h = nbd_connect(nf);
 	int ret;
 
 	if (!h)
@@ -682,6 +720,7 @@ static void nbd_file_close(struct bfile *f)
 		free(nf->conns[i]);
 	}
 	pthread_mutex_destroy(&nf->lock);
+	free(nf->tls_user);
 	free(nf->uri);
 	free(nf);
 }
@@ -704,49 +743,6 @@ static const char *nbd_json_str(struct json_object *o, const char *key)
 	if (!o || !json_object_object_get_ex(o, key, &v))
 		return NULL;
 	return json_object_get_string(v);
-}
-
-/*
- * The URI of a json: name with driver nbd (QEMU's "server": {"type":
- * "unix", "path"} or {"type": "inet", "host", "port"}, its older "path",
- * "host", "port", and "export"), maybe nested as "file".  Returns a new
- * string, or NULL after one line naming what is wrong.
- */
-static char *nbd_json_uri(const char *name)
-{
-	struct json_object *root = json_tokener_parse(name + 5), *o = root, *file, *srv;
-	const char *drv, *exp, *path, *host, *port;
-	char *uri = NULL;
-
-	if (!root) {
-		img_err("%s: not valid JSON", name);
-		return NULL;
-	}
-	drv = nbd_json_str(o, "driver");
-	if ((!drv || strcmp(drv, "nbd")) && json_object_object_get_ex(o, "file", &file)) {
-		o = file;
-		drv = nbd_json_str(o, "driver");
-	}
-	if (!drv || strcmp(drv, "nbd")) {
-		img_err("%s: the driver is not nbd", name);
-		goto out;
-	}
-	exp = nbd_json_str(o, "export") ?: "";
-	if (json_object_object_get_ex(o, "server", &srv))
-		o = srv;
-	path = nbd_json_str(o, "path");
-	host = nbd_json_str(o, "host");
-	port = nbd_json_str(o, "port");
-	if (path && asprintf(&uri, "nbd+unix:///%s?socket=%s", exp, path) < 0)
-		uri = NULL;
-	else if (!path && host && asprintf(&uri, "nbd://%s%s%s/%s", host, port ? ":" : "",
-					   port ?: "", exp) < 0)
-		uri = NULL;
-	else if (!path && !host)
-		img_err("%s: names no server (path, or host and port)", name);
-out:
-	json_object_put(root);
-	return uri;
 }
 
 /*
@@ -773,6 +769,72 @@ static int nbd_uri_append(char **out, const char *s, bool keep_slash)
 	}
 	*p = 0;
 	return 0;
+}
+
+/*
+ * The URI of a json: name with driver nbd (QEMU's "server": {"type":
+ * "unix", "path"} or {"type": "inet", "host", "port"}, its older "path",
+ * "host", "port", and "export"), maybe nested as "file".  The export and
+ * the path are percent-encoded and the host and port checked, so that no
+ * value adds a part of its own to the URI (a query parameter that reads
+ * a local file).  Returns a new string, or NULL after one line naming what
+ * is wrong.
+ */
+static char *nbd_json_uri(const char *name)
+{
+	struct json_object *root = json_tokener_parse(name + 5), *o = root, *file, *srv;
+	const char *drv, *exp, *path, *host, *port, *c;
+	char *uri = NULL, *e = NULL, *p = NULL;
+	bool v6;
+
+	if (!root) {
+		img_err("%s: not valid JSON", name);
+		return NULL;
+	}
+	drv = nbd_json_str(o, "driver");
+	if ((!drv || strcmp(drv, "nbd")) && json_object_object_get_ex(o, "file", &file)) {
+		o = file;
+		drv = nbd_json_str(o, "driver");
+	}
+	if (!drv || strcmp(drv, "nbd")) {
+		img_err("%s: the driver is not nbd", name);
+		goto out;
+	}
+	exp = nbd_json_str(o, "export") ?: "";
+	if (json_object_object_get_ex(o, "server", &srv))
+		o = srv;
+	path = nbd_json_str(o, "path");
+	host = nbd_json_str(o, "host");
+	port = nbd_json_str(o, "port");
+	if (!path && !host) {
+		img_err("%s: names no server (path, or host and port)", name);
+		goto out;
+	}
+	if (nbd_uri_append(&e, exp, false) || (path && nbd_uri_append(&p, path, true))) {
+		img_err("%s: %s", name, strerror(ENOMEM));
+		goto out;
+	}
+	if (path) {
+		if (asprintf(&uri, "nbd+unix:///%s?socket=%s", e, p) < 0)
+			uri = NULL;
+		goto out;
+	}
+	for (c = host; *c && (isalnum((unsigned char)*c) || strchr(".-:", *c)); c++)
+		;
+	if (*c || !*host || (port && (!*port || port[strspn(port, "0123456789")]))) {
+		img_err("%s: not a host and port: %s%s%s", name, host, port ? " " : "", port ?: "");
+		goto out;
+	}
+	/* An IPv6 address goes in brackets. */
+	v6 = strchr(host, ':');
+	if (asprintf(&uri, "nbd://%s%s%s%s%s/%s", v6 ? "[" : "", host, v6 ? "]" : "",
+		     port ? ":" : "", port ?: "", e) < 0)
+		uri = NULL;
+out:
+	free(e);
+	free(p);
+	json_object_put(root);
+	return uri;
 }
 
 /*
@@ -832,13 +894,87 @@ out:
 	return uri;
 }
 
+/* Whether @name is an NBD URI (not json: nor QEMU's older syntax). */
+static bool nbd_name_is_uri(const char *name)
+{
+	return !strncmp(name, "nbd://", 6) || !strncmp(name, "nbd+unix://", 11) ||
+	       !strncmp(name, "nbds://", 7) || !strncmp(name, "nbds+unix://", 12);
+}
+
+/*
+ * Percent-decodes the @n bytes at @p into @out (@size bytes, terminated).
+ * Returns false if they do not fit.
+ */
+static bool nbd_unescape(const char *p, size_t n, char *out, size_t size)
+{
+	size_t o = 0, i;
+
+	for (i = 0; i < n; i++) {
+		unsigned int c = (unsigned char)p[i];
+
+		if (c == '%' && i + 2 < n && isxdigit((unsigned char)p[i + 1]) &&
+		    isxdigit((unsigned char)p[i + 2])) {
+			sscanf(p + i + 1, "%2x", &c);
+			i += 2;
+		}
+		if (o + 1 >= size)
+			return false;
+		out[o++] = c;
+	}
+	out[o] = 0;
+	return true;
+}
+
+/*
+ * Finds the query parameter @key of the NBD URI @uri, its name compared
+ * decoded as libnbd compares it; sets *@val and *@len to its value, still
+ * encoded.  A query is split on '&' and ';' (libnbd splits on either), so
+ * whatever libnbd finds is found.  Returns whether @key is there.
+ */
+static bool nbd_query_find(const char *uri, const char *key, const char **val, size_t *len)
+{
+	const char *p = strchr(uri, '?');
+	char name[64];
+
+	if (!nbd_name_is_uri(uri) || !p)
+		return false;
+	for (p++; *p && *p != '#'; ) {
+		size_t n = strcspn(p, "&;#"), k = strcspn(p, "=&;#");
+
+		if (nbd_unescape(p, MIN(n, k), name, sizeof(name)) && !strcmp(name, key)) {
+			*val = p + MIN(n, k + 1);
+			*len = n - MIN(n, k + 1);
+			return true;
+		}
+		p += n;
+		if (*p == '&' || *p == ';')
+			p++;
+	}
+	return false;
+}
+
+const char *bfile_nbd_local_param(const char *name)
+{
+	static const char *const local[] = { "tls-psk-file", "tls-certificates" };
+	const char *val;
+	unsigned int i;
+	size_t len;
+
+	for (i = 0; i < ARRAY_SIZE(local); i++)
+		if (nbd_query_find(name, local[i], &val, &len))
+			return local[i];
+	return NULL;
+}
+
 int bfile_nbd_open(const char *name, unsigned int flags, struct bfile **fp)
 {
 	int64_t deadline = nbd_ms_now() + nbd_open_timeout_ms;
 	struct nbd_file *nf;
 	struct nbd_conn *c;
 	struct nbd_handle *h;
+	const char *param, *val;
 	int64_t size;
+	size_t len;
 	int ret, err;
 
 	ret = nbd_lib_load(name);
@@ -861,8 +997,33 @@ int bfile_nbd_open(const char *name, unsigned int flags, struct bfile **fp)
 		ret = -EINVAL;
 		goto err;
 	}
+	/*
+	 * libnbd refuses these too, but in words for its caller; and the
+	 * URI checked is the one a json: name turned into.
+	 */
+	nf->user_name = flags & BFILE_USER_NAME;
+	param = bfile_nbd_local_param(nf->uri);
+	if (param && !nf->user_name) {
+		img_err("%s: %s names a local file, which a name read from an image may not",
+			name, param);
+		ret = -EPERM;
+		goto err;
+	}
+	/*
+	 * The TLS user is the URI's user@ (the NBD URI standard's place, and
+	 * libnbd's); ?tls-username=, as nbdkit's nbd plugin names it, which
+	 * libnbd would ignore, is taken too.
+	 */
+	if (nbd_query_find(nf->uri, "tls-username", &val, &len)) {
+		nf->tls_user = malloc(len + 1);
+		if (!nf->tls_user || !nbd_unescape(val, len, nf->tls_user, len + 1)) {
+			ret = -ENOMEM;
+			img_err("%s: %s", name, strerror(-ret));
+			goto err;
+		}
+	}
 	/* With an open timeout, a server that is not up yet is waited for. */
-	while (!(h = nbd_connect(nf->uri))) {
+	while (!(h = nbd_connect(nf))) {
 		err = errno;
 		if (nbd_ms_now() + 100 > deadline) {
 			img_err("%s: %s", name, nbd_lib.nbd_get_error() ?: strerror(err));
@@ -907,8 +1068,10 @@ int bfile_nbd_open(const char *name, unsigned int flags, struct bfile **fp)
 	*fp = &nf->f;
 	return 0;
 err:
-	if (nf)
+	if (nf) {
+		free(nf->tls_user);
 		free(nf->uri);
+	}
 	free(nf);
 	free(c);
 	return ret;

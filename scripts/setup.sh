@@ -35,8 +35,9 @@ USAGE
 BUILD_PKGS=(build-essential pkg-config liburing-dev zlib1g-dev libzstd-dev
 	    libnl-3-dev libjson-c-dev libssl-dev libsystemd-dev libnbd-dev librbd-dev
 	    linux-source-6.12 xz-utils)
-# nbdkit: the second NBD server of tests/host/nbd.sh (qemu-nbd is the first).
-TEST_PKGS=(qemu-utils e2fsprogs fio groff-base man-db nbdkit)
+# nbdkit: the second NBD server of tests/host/nbd.sh (qemu-nbd is the first);
+# openssl: the x509 CA and certificate of tests/host/nbd-tls.sh.
+TEST_PKGS=(qemu-utils e2fsprogs fio groff-base man-db nbdkit openssl)
 VM_PKGS=(qemu-system-x86 busybox-static cpio kmod)
 # make fuzz: clang, and the libFuzzer and sanitizer runtimes it links.
 FUZZ_PKGS=(clang libclang-rt-14-dev)

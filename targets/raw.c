@@ -115,8 +115,8 @@ static int raw_open(struct tgt *t)
 	rp = calloc(1, sizeof(*rp));
 	if (!rp)
 		return -ENOMEM;
-	ret = bfile_open(t->cfg.file, (rdonly ? BFILE_RDONLY : 0) | (direct ? BFILE_DIRECT : 0),
-			 &rp->file);
+	ret = bfile_open(t->cfg.file, tgt_bfile_name_flags(t) | (rdonly ? BFILE_RDONLY : 0) |
+			 (direct ? BFILE_DIRECT : 0), &rp->file);
 	if (ret)
 		goto err_free;
 	ret = remote ? raw_open_remote(t, rp) : raw_open_local(t, rp, direct);

@@ -390,7 +390,13 @@ int tgt_reopen(struct tgt *t, enum tgt_role role, bool read_only)
 	return ret;
 }
 
-const struct tgt_ops *tgt_probe_file(const char *file)
+unsigned int tgt_bfile_name_flags(const struct tgt *t)
+{
+	return (t->cfg.open_flags & TGT_O_FROM_IMAGE) ? 0 : BFILE_USER_NAME;
+}
+
+/* tgt_probe_file() for @file opened with BFILE_* @flags (whose name it is). */
+static const struct tgt_ops *tgt_probe(const char *file, unsigned int flags)
 {
 	const struct tgt_ops *best = &raw_tgt_ops;
 	unsigned char buf[4096];
@@ -398,7 +404,7 @@ const struct tgt_ops *tgt_probe_file(const char *file)
 	ssize_t n;
 	unsigned int i;
 
-	n = bfile_read_name(file, buf, sizeof(buf), 0);
+	n = bfile_read_name(file, flags, buf, sizeof(buf), 0);
 	if (n < 0)
 		return NULL;
 	for (i = 0; i < tgt_table_len; i++) {
@@ -413,6 +419,11 @@ const struct tgt_ops *tgt_probe_file(const char *file)
 		}
 	}
 	return best;
+}
+
+const struct tgt_ops *tgt_probe_file(const char *file)
+{
+	return tgt_probe(file, BFILE_USER_NAME);
 }
 
 void tgt_resolve_path(const char *base, const char *name, char *out, size_t len)
@@ -438,6 +449,7 @@ static const char *tgt_proto_name(enum bfile_proto proto)
 int tgt_file_allowed(const struct tgt *overlay, const char *path, const char *what)
 {
 	enum bfile_proto proto = bfile_name_proto(path);
+	const char *param;
 	char *dir_o, *dir_b;
 	char *slash;
 	int ret = 0;
@@ -445,6 +457,16 @@ int tgt_file_allowed(const struct tgt *overlay, const char *path, const char *wh
 	if (!bfile_protocol_allowed(proto)) {
 		img_err("%s: has a %s (%s), and --allow-protocol does not include %s",
 			overlay->cfg.file, what, path, tgt_proto_name(proto));
+		return -EPERM;
+	}
+	/*
+	 * The server would read that file for the image's author (an NBD
+	 * TLS key file: any file, sent in the handshake's errors or not).
+	 */
+	param = bfile_nbd_local_param(path);
+	if (param) {
+		img_err("%s: has a %s (%s) whose %s names a local file, which a name read from an image may not",
+			overlay->cfg.file, what, path, param);
 		return -EPERM;
 	}
 	switch (overlay->cfg.backing_policy) {
@@ -558,7 +580,7 @@ int tgt_open_backing(struct tgt *overlay, const char *name, const char *fmt)
 			goto err;
 		}
 	} else {
-		b->ops = tgt_probe_file(path);
+		b->ops = tgt_probe(path, 0);
 		if (!b->ops) {
 			ret = -EIO;
 			goto err;
@@ -572,7 +594,7 @@ int tgt_open_backing(struct tgt *overlay, const char *name, const char *fmt)
 	 * Backing files are never written; they inherit the caching mode
 	 * and what the caller does with the chain.
 	 */
-	b->cfg.open_flags = TGT_O_RDONLY | (overlay->cfg.open_flags &
+	b->cfg.open_flags = TGT_O_RDONLY | TGT_O_FROM_IMAGE | (overlay->cfg.open_flags &
 		(TGT_O_BUFFERED | TGT_O_FORCE_SHARE | TGT_O_NO_IO));
 	b->overlay = overlay;
 	b->chain_depth = overlay->chain_depth + 1;
@@ -621,7 +643,7 @@ int tgt_open_file(struct tgt *t, const char *file, const char *fmt,
 			return -EINVAL;
 		}
 	} else {
-		t->ops = tgt_probe_file(file);
+		t->ops = tgt_probe(file, (flags & TGT_O_FROM_IMAGE) ? 0 : BFILE_USER_NAME);
 		if (!t->ops)
 			return -EIO;
 	}

@@ -97,7 +97,9 @@ static int commit_body(void *arg)
 	 */
 	if (tgt_set_role(bl, TGT_ROLE_WRITTEN_BASE))
 		goto out_top;
-	if (tgt_open_file(&base, bl->cfg.file, bl->ops->name, 0))
+	/* Its name is the chain's: from an image, and as little trusted. */
+	if (tgt_open_file(&base, bl->cfg.file, bl->ops->name,
+			  bl->cfg.open_flags & TGT_O_FROM_IMAGE))
 		goto out_top;
 	size = top.caps.size_bytes;
 	if (base.caps.size_bytes < size) {

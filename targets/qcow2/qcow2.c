@@ -36,10 +36,15 @@ static unsigned int qcow2_dio_align(int fd)
 	return 512;
 }
 
-/* Opens @file into *@fp; prints one line on failure.  Returns 0 or -errno. */
-static int qcow2_open_file(const char *file, bool rdonly, bool buffered, struct bfile **fp)
+/*
+ * Opens @file into *@fp, with BFILE_* @name_flags saying whose name it is;
+ * prints one line on failure.  Returns 0 or -errno.
+ */
+static int qcow2_open_file(const char *file, unsigned int name_flags, bool rdonly,
+			   bool buffered, struct bfile **fp)
 {
-	return bfile_open(file, (rdonly ? BFILE_RDONLY : 0) | (buffered ? 0 : BFILE_DIRECT), fp);
+	return bfile_open(file, name_flags | (rdonly ? BFILE_RDONLY : 0) |
+			  (buffered ? 0 : BFILE_DIRECT), fp);
 }
 
 static void qcow2_free(struct qcow2 *q)
@@ -141,7 +146,7 @@ static int qcow2_open_data_file(struct qcow2 *q, bool rdonly)
 	fd = tgt_lock_data_file(q->t, path);
 	if (fd)
 		return fd;
-	return qcow2_open_file(path, rdonly, q->buffered, &q->dfile);
+	return qcow2_open_file(path, 0, rdonly, q->buffered, &q->dfile);
 }
 
 /* After a crash with lazy refcounts the refcounts are stale: rebuild them first. */
@@ -190,7 +195,7 @@ static int qcow2_open(struct tgt *t)
 
 	/* A remote file has no page cache of ours to bypass. */
 	q->buffered = (flags & TGT_O_BUFFERED) || bfile_name_remote(t->cfg.file);
-	ret = qcow2_open_file(t->cfg.file, rdonly, q->buffered, &q->file);
+	ret = qcow2_open_file(t->cfg.file, tgt_bfile_name_flags(t), rdonly, q->buffered, &q->file);
 	if (ret)
 		goto err;
 	q->dio_align = q->buffered ? 512 : qcow2_dio_align(q->file->fd);
@@ -200,7 +205,7 @@ static int qcow2_open(struct tgt *t)
 		q->file = NULL;
 		q->buffered = true;
 		q->dio_align = 512;
-		ret = qcow2_open_file(t->cfg.file, rdonly, true, &q->file);
+		ret = qcow2_open_file(t->cfg.file, tgt_bfile_name_flags(t), rdonly, true, &q->file);
 		if (ret)
 			goto err;
 	}
@@ -213,7 +218,7 @@ static int qcow2_open(struct tgt *t)
 		q->file = NULL;
 		q->buffered = true;
 		q->dio_align = 512;
-		ret = qcow2_open_file(t->cfg.file, rdonly, true, &q->file);
+		ret = qcow2_open_file(t->cfg.file, tgt_bfile_name_flags(t), rdonly, true, &q->file);
 		if (ret)
 			goto err;
 	}

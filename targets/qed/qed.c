@@ -95,7 +95,7 @@ static int qed_open(struct tgt *t)
 	/* A remote file has no page cache of ours to bypass. */
 	if (bfile_name_remote(file))
 		q->direct = false;
-	ret = bfile_open(file, (q->read_only ? BFILE_RDONLY : 0) |
+	ret = bfile_open(file, tgt_bfile_name_flags(t) | (q->read_only ? BFILE_RDONLY : 0) |
 			 (q->direct ? BFILE_DIRECT : 0), &q->file);
 	if (ret)
 		goto err;

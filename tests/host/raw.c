@@ -680,8 +680,12 @@ TEST_F(raw, backing_chain)
 	ASSERT_EQ(&self->t, b->overlay);
 	ASSERT_TRUE(b->caps.read_only);
 	ASSERT_EQ((uint64_t)MiB, b->caps.size_bytes);
-	/* The backing file inherits the caching mode, and is never written. */
-	ASSERT_EQ(TGT_O_RDONLY | (variant->flags & TGT_O_BUFFERED), b->cfg.open_flags);
+	/*
+	 * The backing file inherits the caching mode, is never written, and
+	 * its name is the image's, not the user's.
+	 */
+	ASSERT_EQ(TGT_O_RDONLY | TGT_O_FROM_IMAGE | (variant->flags & TGT_O_BUFFERED),
+		  b->cfg.open_flags);
 
 	/* The overlay as the backing file's backing file: a loop too. */
 	ASSERT_EQ(-ELOOP, open_backing(b, "disk.img", &err));
