@@ -35,7 +35,7 @@ for b in rbd rbd-nbd; do
 done
 libs=()
 for l in librbd.so.1 librados.so.2; do
-	p=$(ldconfig -p | awk -v l="$l" '$1 == l { print $NF; exit }')
+	p=$(ldconfig -p | awk -v l="$l" '$1 == l && !p { p = $NF } END { print p }')
 	[ -n "$p" ] || die "$l not found (scripts/setup.sh deps --ceph)"
 	libs+=("$p")
 done

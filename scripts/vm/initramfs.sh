@@ -76,7 +76,7 @@ mapfile -t lib_paths < <(libs "${bins[@]}")
 # does not list it: it and its libraries come too, for tests/vm/nbd-base.sh.
 # librbd (about 70 MB with Ceph's libraries) stays out: the tests that use
 # it get it on a disk of its own (ceph-disk.sh).
-nbd_lib=$(ldconfig -p | awk '$1 == "libnbd.so.0" { print $NF; exit }')
+nbd_lib=$(ldconfig -p | awk '$1 == "libnbd.so.0" && !p { p = $NF } END { print p }')
 if [ -n "$nbd_lib" ]; then
 	mapfile -t lib_paths < <({ printf '%s\n' "${lib_paths[@]}" "$nbd_lib"; libs "$nbd_lib"; } |
 				 sort -u)

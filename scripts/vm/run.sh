@@ -113,10 +113,10 @@ ceph_prestart() {
 		echo "Ceph is not installed on the host (scripts/setup.sh deps --ceph)" > "$c/skip"
 		return 0
 	fi
-	if ! cdisk=$("$HERE/ceph-disk.sh" "$BUILD_DIR" 2> "$tmp/ceph-disk.err"); then
-		echo "the guest's Ceph client disk: $(tail -n 1 "$tmp/ceph-disk.err")" > "$c/skip"
+	cdisk=$("$HERE/ceph-disk.sh" "$BUILD_DIR" 2> "$tmp/ceph-disk.err") || {
+		echo "the guest's Ceph client disk: ceph-disk.sh exited $?: $(tail -n 1 "$tmp/ceph-disk.err")" > "$c/skip"
 		return 0
-	fi
+	}
 	ceph_dir=$tmp/ceph
 	if ! "$REPO/scripts/ceph-cluster.sh" start "$ceph_dir" 0 $CEPH_ADDR > "$tmp/ceph.out" 2>&1; then
 		echo "the host's Ceph cluster did not start: $(tail -n 1 "$tmp/ceph.out")" > "$c/skip"

@@ -7,8 +7,8 @@
 # over 16 MiB): each request crosses TCG, librbd and QEMU's user-mode
 # network.  The cluster runs on the
 # host (run.sh starts it for the line below); the guest reaches it through
-# user-mode networking and nc relays (lib.sh: need_ceph, and
-# docs/protocols.md on why).
+# user-mode networking, with a route for the cluster's loopback address
+# (lib.sh: need_ceph, and docs/protocols.md on why).
 # vm-host: ceph
 . "$(dirname "$0")/lib.sh"
 
