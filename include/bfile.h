@@ -242,6 +242,15 @@ void bfile_nbd_get_timeouts(unsigned int *reconnect_delay_ms, unsigned int *open
 int bfile_rbd_open(const char *name, unsigned int flags, struct bfile **fp);
 
 /*
+ * What in the RBD name @name only a name with BFILE_USER_NAME may set: a
+ * conf= other than --rbd-conf's or /etc/ceph/ceph.conf, or a Ceph option
+ * beyond those that say how to reach the cluster (mon_host, auth_*), as
+ * options such as keyring= or log_file= make the server read or write a
+ * local file.  NULL if none (or @name is no RBD name).
+ */
+const char *bfile_rbd_local_param(const char *name);
+
+/*
  * The Ceph config file and client id for RBD names that give none
  * (--rbd-conf, --rbd-id); NULL leaves one as it is (Ceph's defaults).
  */

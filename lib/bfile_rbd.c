@@ -431,6 +431,56 @@ static int rbd_parse_json(const char *name, struct rbd_spec *s)
 	return s->pool && s->image ? 0 : -EINVAL;
 }
 
+/*
+ * What in @s a name read from an image may not set, or NULL.  Ceph options
+ * reach files of the host: conf= and keyring= are read, log_file= and
+ * admin_socket= are created, so an image could make the server read or
+ * write any file.  Such a name may name the config the user chose (or
+ * Ceph's standard one) and set the few options that only say how to
+ * reach and authenticate to the cluster, which --allow-protocol governs.
+ */
+static const char *rbd_spec_local_param(const struct rbd_spec *s)
+{
+	static const char *const safe[] = {
+		"mon_host", "mon host", "auth_supported", "auth_client_required",
+	};
+	unsigned int i, j;
+
+	if (s->conf && strcmp(s->conf, "/etc/ceph/ceph.conf") &&
+	    (!rbd_default_conf || strcmp(s->conf, rbd_default_conf)))
+		return "conf";
+	for (i = 0; i < s->nr_opts; i++) {
+		for (j = 0; j < ARRAY_SIZE(safe); j++)
+			if (!strcmp(s->opts[i][0], safe[j]))
+				break;
+		if (j == ARRAY_SIZE(safe))
+			return s->opts[i][0];
+	}
+	return NULL;
+}
+
+static int rbd_parse(const char *name, struct rbd_spec *s)
+{
+	return strncmp(name, "json:", 5) ? rbd_parse_name(name, s) : rbd_parse_json(name, s);
+}
+
+const char *bfile_rbd_local_param(const char *name)
+{
+	static char param[64];
+	struct rbd_spec s = { 0 };
+	const char *p = NULL;
+
+	if (bfile_name_proto(name) == BFILE_PROTO_RBD && !rbd_parse(name, &s)) {
+		p = rbd_spec_local_param(&s);
+		if (p) {
+			snprintf(param, sizeof(param), "%s", p);
+			p = param;
+		}
+	}
+	rbd_spec_free(&s);
+	return p;
+}
+
 static int rbd_open_file(const char *name, unsigned int flags, struct bfile **fp)
 {
 	struct rbd_spec s = { 0 };
@@ -443,11 +493,18 @@ static int rbd_open_file(const char *name, unsigned int flags, struct bfile **fp
 	ret = rbd_lib_load(name);
 	if (ret)
 		return ret;
-	ret = strncmp(name, "json:", 5) ? rbd_parse_name(name, &s) : rbd_parse_json(name, &s);
+	ret = rbd_parse(name, &s);
 	if (ret) {
 		img_err("%s: not an RBD name (rbd:POOL/IMAGE[@SNAP][:conf=PATH][:id=USER])", name);
 		rbd_spec_free(&s);
 		return ret;
+	}
+	what = rbd_spec_local_param(&s);
+	if (what && !(flags & BFILE_USER_NAME)) {
+		img_err("%s: %s= reaches local files, which a name read from an image may not set (give it with --rbd-conf)",
+			name, what);
+		rbd_spec_free(&s);
+		return -EPERM;
 	}
 	rf = calloc(1, sizeof(*rf));
 	if (!rf) {

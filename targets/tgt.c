@@ -460,10 +460,11 @@ int tgt_file_allowed(const struct tgt *overlay, const char *path, const char *wh
 		return -EPERM;
 	}
 	/*
-	 * The server would read that file for the image's author (an NBD
-	 * TLS key file: any file, sent in the handshake's errors or not).
+	 * The server would read (or write) that file for the image's author
+	 * (an NBD TLS key file: any file, sent in the handshake's errors or
+	 * not; a Ceph config, keyring or log file).
 	 */
-	param = bfile_nbd_local_param(path);
+	param = bfile_nbd_local_param(path) ?: bfile_rbd_local_param(path);
 	if (param) {
 		img_err("%s: has a %s (%s) whose %s names a local file, which a name read from an image may not",
 			overlay->cfg.file, what, path, param);

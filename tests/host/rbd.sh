@@ -96,4 +96,20 @@ one_line "a missing config: one line" "config" \
 check "--rbd-conf names the config" env -u CEPH_CONF \
 	"$IMGBLK" info --rbd-conf "$CL/ceph.conf" rbd:rbd/raw1
 
+# 5. A backing name from an image may not make the server read or write
+# local files through Ceph options; the user's own name may.
+qemu-img create -q -f qcow2 -F raw -b "rbd:rbd/raw1:conf=$CL/ceph.conf" \
+	"$T_TMP/ovconf.qcow2" 2>/dev/null
+one_line "an image's backing name with conf=: one line" "conf" \
+	"$IMGBLK" io -c "read 0 4k" "$T_TMP/ovconf.qcow2"
+check "... accepted when --rbd-conf names the same config" \
+	"$IMGBLK" io --rbd-conf "$CL/ceph.conf" -c "read -P 7 1M 4k" "$T_TMP/ovconf.qcow2"
+qemu-img create -q -f qcow2 -F raw -u -b "rbd:rbd/raw1:log_file=$T_TMP/pwned" \
+	"$T_TMP/ovlog.qcow2" 64M
+one_line "an image's backing name with log_file=: one line" "log_file" \
+	"$IMGBLK" io -c "read 0 4k" "$T_TMP/ovlog.qcow2"
+check "... and the file was not made" test ! -e "$T_TMP/pwned"
+check "the user's own name may set it" \
+	"$IMGBLK" info "rbd:rbd/raw1:log_file=$T_TMP/mine.log"
+
 done_testing
