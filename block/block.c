@@ -95,9 +95,7 @@ int blk_dev_init(struct blk_dev *d, unsigned int id, struct tgt *top,
 	d->top = top;
 	d->id = id;
 	d->cfg = *cfg;
-	/* Copy-on-read needs something to copy from and somewhere to write. */
-	if (!top->backing || top->caps.read_only)
-		d->cfg.copy_on_read = false;
+	blk_update_copy_on_read(d);
 	throttle_init(&d->thr, &cfg->throttle);
 	range_lock_init(&d->cor_lock);
 	exec_mutex_init(&d->chain_lock);
@@ -109,6 +107,12 @@ int blk_dev_init(struct blk_dev *d, unsigned int id, struct tgt *top,
 	d->held_list.next = d->held_list.prev = &d->held_list;
 	d->gate_list.next = d->gate_list.prev = &d->gate_list;
 	return 0;
+}
+
+void blk_update_copy_on_read(struct blk_dev *d)
+{
+	/* Copy-on-read needs something to copy from and somewhere to write. */
+	d->copy_on_read = d->cfg.copy_on_read && d->top->backing && !d->top->caps.read_only;
 }
 
 void blk_dev_exit(struct blk_dev *d)
@@ -480,7 +484,7 @@ static void blk_copy_on_read(struct blk_dev *d, struct tgt *t, const void *buf,
 static int blk_change(struct blk_dev *d, struct tgt *t, enum blk_op op, const void *buf,
 		      uint64_t off, uint64_t len, unsigned int wflags)
 {
-	bool lock = d->cfg.copy_on_read || d->lock_writes;
+	bool lock = d->copy_on_read || d->lock_writes;
 	struct blk_write_notifier *n;
 	struct blk_before_write *h;
 	struct range_entry e;
@@ -516,7 +520,7 @@ static int blk_dispatch(struct blk_dev *d, enum blk_op op, unsigned int flags, v
 	case BLK_OP_READ:
 		throttle_io(&d->thr, false, len);
 		ret = t->ops->read(t, buf, len, off);
-		if (ret >= 0 && d->cfg.copy_on_read)
+		if (ret >= 0 && d->copy_on_read)
 			blk_copy_on_read(d, t, buf, off, len);
 		return ret;
 	case BLK_OP_WRITE:

@@ -58,7 +58,11 @@ enum blk_err_action {
 
 struct blk_config {
 	bool discard_ignore;	/* complete discards, change nothing */
-	bool copy_on_read;	/* backing data a read gets is written to the top */
+	/*
+	 * Backing data a read gets is written to the top: asked for the
+	 * device, whatever its chain is now (blk_dev.copy_on_read: in force).
+	 */
+	bool copy_on_read;
 	struct throttle_cfg throttle;
 	enum blk_err_action werror;	/* writes, discards, write-zeroes, flushes */
 	enum blk_err_action rerror;	/* reads */
@@ -182,6 +186,16 @@ struct blk_dev {
 	unsigned int id;		/* for log lines */
 	struct blk_config cfg;		/* werror, rerror change under @lock */
 	struct throttle thr;
+	/*
+	 * Copy-on-read in force: asked for (@cfg), and the top has a backing
+	 * file to copy from and is writable.  A property of the device, as
+	 * QEMU's copy-on-read filter node above the image is: when a chain
+	 * change gives the top a backing file (an external snapshot), it
+	 * copies into the new top; when the top loses its last (stream,
+	 * commit), there is nothing left to copy.  Set at init and by every
+	 * chain change, under its drain (blk_update_copy_on_read()).
+	 */
+	bool copy_on_read;
 	/* With copy-on-read: writes and populating reads lock their range. */
 	struct range_lock cor_lock;
 	/*
@@ -241,11 +255,16 @@ struct blk_dev {
 
 /*
  * Sets up @d for @nr_queues queues serving the chain whose top is @top.
- * Copy-on-read is turned off when there is nothing to copy from or the
- * top is read-only.  Returns 0 or -errno.
+ * Copy-on-read asked for in @cfg is in force while the top has a backing
+ * file and is writable (blk_dev.copy_on_read).  Returns 0 or -errno.
  */
 int blk_dev_init(struct blk_dev *d, unsigned int id, struct tgt *top,
 		 const struct blk_config *cfg, unsigned int nr_queues);
+/*
+ * Sets blk_dev.copy_on_read from the chain @d serves now.  Called with
+ * no request in flight (init, or a chain change under its drain).
+ */
+void blk_update_copy_on_read(struct blk_dev *d);
 /* Frees what blk_dev_init() allocated; no request may be left. */
 void blk_dev_exit(struct blk_dev *d);
 

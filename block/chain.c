@@ -103,6 +103,8 @@ static int blk_chain_fn(void *arg)
 	if (call->c)
 		call->c->drain_ns = blk_now_ns() - start;
 	ret = call->fn(call);
+	/* The top, its backing file or its mode may have changed. */
+	blk_update_copy_on_read(d);
 	blk_drain_end(d);
 	if (call->c)
 		call->c->held_ns = blk_now_ns() - start;

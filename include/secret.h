@@ -47,6 +47,17 @@ const struct secret *secret_by_id(const char *id);
 const struct secret *secret_for_image(const char *file, int top);
 
 /*
+ * Binds every `--key-file` given without an image to @file (its real
+ * path), the top image a server is added with.  "The top image" is
+ * where the key is used at add time, not a place in the chain: after an
+ * external snapshot that image is a backing file, and its key must still
+ * unlock it, in this server (a reopen: commit into it) and in the one
+ * `recover` starts from the state file, which records the key as
+ * IMAGE=FILE.  Returns 0 or -ENOMEM.
+ */
+int secret_bind_unnamed(const char *file);
+
+/*
  * Binds secret @id to the image @file (its real path), for QEMU's
  * `encrypt.key-secret=ID` given with the image.  Returns 0 or -ENOENT
  * (no such secret; one line printed).

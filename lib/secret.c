@@ -122,8 +122,19 @@ int secret_add_key_file(const char *arg)
 	struct secret_slot *s;
 	char *image = NULL;
 
-	/* IMAGE=FILE, unless the whole argument is a file that has '=' in its name. */
+	/*
+	 * IMAGE=FILE, unless the whole argument is a file that has '=' in its
+	 * name.  An image path may hold '=' too (a state file records every
+	 * key by image): the split is at the first '=' after which a file
+	 * exists, else at the first, whose FILE then fails to read.
+	 */
 	if (eq && access(arg, F_OK)) {
+		const char *e;
+
+		for (e = eq; e && access(e + 1, F_OK); e = strchr(e + 1, '='))
+			;
+		if (e)
+			eq = e;
 		image = strndup(arg, eq - arg);
 		arg = eq + 1;
 	}
@@ -221,6 +232,23 @@ int secret_bind(const char *id, const char *file)
 	free(s->image);
 	s->image = secret_path(file);
 	s->s.image = s->image;
+	return 0;
+}
+
+int secret_bind_unnamed(const char *file)
+{
+	unsigned int i;
+
+	for (i = 0; i < nr_secrets; i++) {
+		struct secret_slot *s = &secrets[i];
+
+		if (s->image || s->id || !s->file)
+			continue;
+		s->image = secret_path(file);
+		if (!s->image)
+			return -ENOMEM;
+		s->s.image = s->image;
+	}
 	return 0;
 }
 

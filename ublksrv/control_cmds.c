@@ -266,7 +266,7 @@ static int ublk_ctl_query_block(struct ctl_call *call)
 	blk_get_config(b, &thr, &werror, &rerror);
 	ublk_json_add_str(o, "werror", blk_err_action_name(werror));
 	ublk_json_add_str(o, "rerror", blk_err_action_name(rerror));
-	json_object_object_add(o, "copy-on-read", json_object_new_boolean(b->cfg.copy_on_read));
+	json_object_object_add(o, "copy-on-read", json_object_new_boolean(b->copy_on_read));
 	ublk_json_add_str(o, "discard", b->cfg.discard_ignore ? "ignore" : "unmap");
 
 	t = b->top;

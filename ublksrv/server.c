@@ -820,6 +820,15 @@ int ublk_add(const struct ublk_add_opts *o)
 		img_err("--recoverable needs root: the driver offers recovery only for privileged devices");
 		return 1;
 	}
+	/*
+	 * An unqualified --key-file is for the image added: bound to it by
+	 * path, it keeps unlocking that image once a snapshot makes it a
+	 * backing file, and the state file records it so.
+	 */
+	if (o->cfg.file && secret_bind_unnamed(o->cfg.file)) {
+		img_err("out of memory");
+		return 1;
+	}
 	/* Say "driver not loaded" before touching the image. */
 	ret = ublk_ctrl_open(&ctrl);
 	if (ret) {

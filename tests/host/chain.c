@@ -723,4 +723,95 @@ TEST(unusable_old_top_fails_io)
 	free(l);
 }
 
+/* Bytes of @d's device that its top image allocates itself. */
+struct top_bytes {
+	struct tgt *top;
+	uint64_t bytes;
+	int ret;
+};
+
+static int top_bytes_fn(void *arg)
+{
+	struct top_bytes *tb = arg;
+	uint64_t off = 0;
+
+	tb->bytes = 0;
+	while (off < DEV_BYTES) {
+		struct tgt_extent ext;
+		struct tgt *layer;
+		unsigned int depth;
+		int64_t n = tgt_chain_status(tb->top, off, DEV_BYTES - off, &ext, &depth, &layer);
+
+		if (n <= 0) {
+			tb->ret = n ? (int)n : -EIO;
+			return tb->ret;
+		}
+		if (layer == tb->top)
+			tb->bytes += n;
+		off += n;
+	}
+	return 0;
+}
+
+static uint64_t top_bytes(struct tgt *top)
+{
+	struct top_bytes tb = { .top = top };
+
+	exec_run_sync(top_bytes_fn, &tb);
+	return tb.ret ? 0 : tb.bytes;
+}
+
+/*
+ * Copy-on-read belongs to the device, not to the image it was added
+ * with: asked for on an image without a backing file it has nothing to
+ * do, and an external snapshot that gives the device a backing file
+ * turns it on (QEMU's copy-on-read filter above the device's node works
+ * so), until a drop leaves the top alone again.
+ */
+TEST(copy_on_read_follows_the_chain)
+{
+	struct blk_config cfg = { .werror = BLK_ERR_REPORT, .rerror = BLK_ERR_REPORT,
+				  .copy_on_read = true };
+	char dir[] = "/tmp/imgblk-cor.XXXXXX", base[64], snap[64], cmd[96];
+	struct load *l = calloc(1, sizeof(*l));
+	struct tgt *top, *ov, *dropped = NULL;
+	struct blk_dev d;
+
+	ASSERT_NE(NULL, l);
+	ASSERT_NE(NULL, mkdtemp(dir));
+	snprintf(base, sizeof(base), "%s/base.qcow2", dir);
+	snprintf(snap, sizeof(snap), "%s/snap.qcow2", dir);
+	ASSERT_EQ(0, make_base(base));
+	top = open_node(base, TGT_O_FIXED_SIZE);
+	ASSERT_NE(NULL, top);
+	ASSERT_EQ(0, blk_dev_init(&d, 6, top, &cfg, 1));
+	l->d = &d;
+	EXPECT_TRUE(d.cfg.copy_on_read);
+	EXPECT_FALSE(d.copy_on_read);
+
+	ASSERT_EQ(0, make_qcow2(snap, base));
+	ov = open_node(snap, TGT_O_FIXED_SIZE | TGT_O_NO_BACKING);
+	ASSERT_NE(NULL, ov);
+	ASSERT_EQ(0, blk_chain_push_overlay(&d, ov, NULL));
+	EXPECT_TRUE(d.copy_on_read);
+	EXPECT_EQ(0, top_bytes(ov));
+	/* Reading the device copies what the old top holds into the overlay. */
+	EXPECT_EQ(0, verify_device(&d, l));
+	EXPECT_EQ(DEV_BYTES, top_bytes(ov));
+	EXPECT_TRUE(top->caps.read_only);
+
+	/* The overlay alone: nothing to copy from any more. */
+	ASSERT_EQ(0, blk_chain_drop(&d, ov, NULL, NULL, &dropped, NULL));
+	EXPECT_EQ(top, dropped);
+	EXPECT_EQ(0, tgt_free_chain(dropped));
+	EXPECT_FALSE(d.copy_on_read);
+	EXPECT_EQ(0, verify_device(&d, l));
+
+	tgt_free_chain(d.top);
+	blk_dev_exit(&d);
+	free(l);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	EXPECT_EQ(0, system(cmd));
+}
+
 TEST_HARNESS_MAIN

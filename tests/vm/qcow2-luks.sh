@@ -81,7 +81,8 @@ wait_gone "$DEV" 10 || diag "$DEV still present"
 add_dev "add --recoverable" -t qcow2 -f "$IMG" --key-file "$KEY" --recoverable ||
 	bail "cannot add --recoverable"
 ID=$DEV_ID
-check "the state file names the key file" grep -q "^key_files=$KEY\$" "/run/imgblk/$ID.state"
+check "the state file names the key file, for the image" \
+	grep -q "^key_files=$IMG=$KEY\$" "/run/imgblk/$ID.state"
 pid=$(sed -n 's/^pid=//p' "/run/imgblk/$ID.state")
 kill -KILL "$pid"
 i=0
