@@ -645,6 +645,15 @@ static bool blk_hold(struct blk_dev *d, enum blk_op op, int err, uint64_t off, u
 	}
 	d->held++;
 	blk_waiter_add(&d->held_list, &w, arrived_ns);
+	/*
+	 * Taken with the waiter's addition, not after the unlocked part
+	 * below: a blk_tick() or blk_resume() in between already counts
+	 * this request, and must not be missed (a request past the hold
+	 * limit was retried instead of failed, and a resume's retry count
+	 * was never given back).
+	 */
+	gen = d->release_gen;
+	resume_gen = d->resume_gen;
 	pthread_mutex_unlock(&d->lock);
 
 	blk_log_error(d, op, off, len, err, BLK_ERR_STOP);
@@ -656,8 +665,6 @@ static bool blk_hold(struct blk_dev *d, enum blk_op op, int err, uint64_t off, u
 	}
 
 	pthread_mutex_lock(&d->lock);
-	gen = d->release_gen;
-	resume_gen = d->resume_gen;
 	while (d->paused && !d->dying && d->release_gen == gen && d->resume_gen == resume_gen)
 		exec_waitq_sleep(&d->gate, &d->lock);
 	*counted = d->resume_gen != resume_gen;

@@ -447,6 +447,51 @@ TEST_F(blk, hold_limit_counts_from_arrival)
 	EXPECT_EQ(BLK_RUNNING, blk_paused(&self->d, &err, &op, &held));
 }
 
+/* Runs blk_tick() on the first write error, inside blk_hold()'s unlocked part. */
+struct tick_on_error {
+	struct blk_dev *d;
+	int ticks;	/* atomic */
+};
+
+static void tick_on_error(void *ctx, const struct blk_event *ev)
+{
+	struct tick_on_error *t = ctx;
+
+	if (ev->type == BLK_EV_IO_ERROR && __atomic_fetch_add(&t->ticks, 1, __ATOMIC_SEQ_CST) == 0)
+		blk_tick(t->d);
+}
+
+/*
+ * A tick that comes between a request's hold and its sleep, the request
+ * already past the limit, fails it: it is not retried (which held it
+ * again, pausing the device with a request the kernel was about to time
+ * out).
+ */
+TEST_F(blk, hold_limit_tick_before_sleep)
+{
+	struct req r = { .q = &self->d.queues[0], .op = BLK_OP_WRITE, .len = 4096,
+			 .buf = self->buf };
+	struct tick_on_error t = { .d = &self->d };
+	struct qthread qt;
+	enum blk_op op;
+	unsigned int held;
+	int err;
+
+	blk_set_hold_limit(&self->d, 50);
+	blk_set_event_fn(&self->d, tick_on_error, &t);
+	self->m->fail_err = -ENOSPC;
+	self->m->fail_ops = 1 << BLK_OP_WRITE;
+	self->m->fail_count = -1;
+	self->m->delay_ms = 100;
+	qthread_start(&qt, &r, 1);
+	EXPECT_TRUE(WAIT_FOR(__atomic_load_n(&r.done, __ATOMIC_SEQ_CST)));
+	if (!__atomic_load_n(&r.done, __ATOMIC_SEQ_CST))
+		blk_shutdown(&self->d);	/* held again: let it go */
+	qthread_join(&qt);
+	EXPECT_EQ(-ENOSPC, r.ret);
+	EXPECT_EQ(BLK_RUNNING, blk_paused(&self->d, &err, &op, &held));
+}
+
 /*
  * A request waiting at a user's pause fails with EIO once it waited past
  * the hold limit (the kernel would kill an unprivileged server for it);
