@@ -6,7 +6,7 @@
 #   scripts/bench/vm-snapshot-hold.sh [-b BUILD_DIR] [-n COUNT]
 #
 # In one VM boot, a qcow2 image on a brd RAM disk served with 2 queues,
-# fio 4k random writes at QD32 running; COUNT (default 10) external
+# fio 4k random writes at QD32 running; COUNT (default 6) external
 # snapshots (blockdev-snapshot-sync) and as many internal ones
 # (blockdev-snapshot-internal-sync), one a second.  Each control reply
 # reports held_ns, the time from the drain's start to its end, measured
@@ -20,7 +20,7 @@ die() { echo "vm-snapshot-hold.sh: $*" >&2; exit 1; }
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD_DIR=$REPO/build
-COUNT=10
+COUNT=6
 while getopts "b:n:h" opt; do
 	case $opt in
 	b) BUILD_DIR=$OPTARG ;;
@@ -49,7 +49,11 @@ RES=$SHARE/results.txt
 : > "$RES"
 MNT=$T_TMP/mnt
 mkdir -p "$MNT"
-load_module brd rd_nr=1 rd_size=1048576 max_part=0 || bail "cannot load brd"
+# Random writes over the whole device fill each external snapshot's
+# overlay and each internal snapshot's copies (up to 256 MiB apiece): room
+# for all of them, as the snapshots are measured while they allocate.
+load_module brd rd_nr=1 rd_size=$(( (COUNT * 2 + 2) * 262144 )) max_part=0 ||
+	bail "cannot load brd"
 check "mkfs.ext4 on /dev/ram0" mkfs.ext4 -q -F /dev/ram0
 check "mount" mount -t ext4 /dev/ram0 "$MNT"
 on_exit "umount $MNT"
@@ -86,7 +90,7 @@ del_dev "del" "$DEV_ID"
 done_testing
 GUEST
 
-"$REPO/scripts/vm/run.sh" -b "$BUILD_DIR" -m 3G -t $((COUNT * 30 + 300)) \
+"$REPO/scripts/vm/run.sh" -b "$BUILD_DIR" -m $(( (COUNT * 2 + 2) * 256 + 2048 ))M -t $((COUNT * 30 + 300)) \
 	-s "$tmp/share" "$tmp/guest/hold.sh" >&2 ||
 	echo "vm-snapshot-hold.sh: warning: the VM run reported failures (above)" >&2
 
