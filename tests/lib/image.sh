@@ -140,3 +140,17 @@ iio() {
 # qclean IMG: qemu-img check of a qcow2 image; exit 0 means no
 # corruptions and no leaks (3: leaks only, 2: corruptions).
 qclean() { qemu-img check -f qcow2 "$1"; }
+
+# no_corruption DESCRIPTION IMAGE: one result, ok when qemu-img check
+# exits 0, or 3: leaked clusters only, which a crash may leave
+# (targets/qcow2/README.md).
+no_corruption() {
+	qemu-img check "$2" > "$T_TMP/check.out" 2>&1
+	_rc=$?
+	if [ $_rc = 0 ] || [ $_rc = 3 ]; then
+		ok "$1: no corruption (status $_rc)"
+	else
+		not_ok "$1: no corruption (status $_rc)"
+		diag_file "$T_TMP/check.out"
+	fi
+}

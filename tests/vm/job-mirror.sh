@@ -10,19 +10,6 @@
 # with `recover` on its own image, the job gone with a message.
 . "$(dirname "$0")/lib.sh"
 
-# no_corruption DESCRIPTION IMAGE: after a kill -9, qemu-img check exits 0,
-# or 3: leaked clusters, which a crash may leave (targets/qcow2/README.md).
-no_corruption() {
-	qemu-img check "$2" > "$T_TMP/check.out" 2>&1
-	_rc=$?
-	if [ $_rc = 0 ] || [ $_rc = 3 ]; then
-		ok "$1: no corruption (status $_rc)"
-	else
-		not_ok "$1: no corruption (status $_rc)"
-		diag_file "$T_TMP/check.out"
-	fi
-}
-
 need_imgblk
 need_cmd fio qemu-img mkfs.ext4 e2fsck
 

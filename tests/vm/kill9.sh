@@ -39,18 +39,6 @@ writer() {
 	done
 }
 
-# no_corruption DESCRIPTION IMAGE: qemu-img check exits 0, or 3 (leaks only).
-no_corruption() {
-	qemu-img check "$2" > "$D/check.out" 2>&1
-	_rc=$?
-	if [ $_rc = 0 ] || [ $_rc = 3 ]; then
-		ok "$1: no corruption (status $_rc)"
-	else
-		not_ok "$1: no corruption (status $_rc)"
-		diag_file "$D/check.out"
-	fi
-}
-
 round() {	# round FMT N
 	fmt=$1
 	img=$D/disk.$fmt

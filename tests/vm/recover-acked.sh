@@ -69,17 +69,6 @@ verify() {
 	fi
 }
 
-no_corruption() {	# no_corruption DESC IMAGE: clean, or leaks only
-	qemu-img check "$2" > "$D/check.out" 2>&1
-	_rc=$?
-	if [ $_rc = 0 ] || [ $_rc = 3 ]; then
-		ok "$1 (status $_rc)"
-	else
-		not_ok "$1 (status $_rc)"
-		diag_file "$D/check.out"
-	fi
-}
-
 kill_recover() {	# kill_recover DESC: kill -9 the server now, then recover
 	pid=$(sed -n 's/^pid=//p' "/run/imgblk/$DEV_ID.state")
 	kill -KILL "$pid"
