@@ -184,12 +184,12 @@ int cli_cmd_query(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_set(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_pause(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_resume(const struct cli_cmd *cmd, int argc, char **argv);
-int cli_cmd_backup(const struct cli_cmd *cmd, int argc, char **argv);
-int cli_cmd_mirror(const struct cli_cmd *cmd, int argc, char **argv);
-int cli_cmd_stream(const struct cli_cmd *cmd, int argc, char **argv);
+/*
+ * Starts the job @cmd names (backup, mirror, stream, and commit -n ID,
+ * which cli_cmd_commit() hands over) on a served device.
+ */
+int cli_cmd_job_start(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_job(const struct cli_cmd *cmd, int argc, char **argv);
-/* commit -n ID, the live commit: cli_cmd_commit() hands it over. */
-int cli_cmd_commit_live(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_help(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_version(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_gen(const struct cli_cmd *cmd, int argc, char **argv);

@@ -407,7 +407,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ 0 },
 		},
 		JOB_EXITS,
-		.run = cli_cmd_backup,
+		.run = cli_cmd_job_start,
 	},
 	{
 		.name = "mirror",
@@ -445,7 +445,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ 0 },
 		},
 		JOB_EXITS,
-		.run = cli_cmd_mirror,
+		.run = cli_cmd_job_start,
 	},
 	{
 		.name = "job",
@@ -897,7 +897,7 @@ const struct cli_cmd cli_cmds[] = {
 			{ 0 },
 		},
 		JOB_EXITS,
-		.run = cli_cmd_stream,
+		.run = cli_cmd_job_start,
 	},
 	{
 		.name = "snapshot",

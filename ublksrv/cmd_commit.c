@@ -237,7 +237,7 @@ int cli_cmd_commit(const struct cli_cmd *cmd, int argc, char **argv)
 	if (ret)
 		return cli_parse_status(cmd, ret);
 	if (live)
-		return cli_cmd_commit_live(cmd, argc, argv);
+		return cli_cmd_job_start(cmd, argc, argv);
 	ret = cli_parse(cmd, argc, argv, commit_opt, &c, &a);
 	if (ret)
 		return cli_parse_status(cmd, ret);

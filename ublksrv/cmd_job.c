@@ -513,22 +513,7 @@ static int job_main(const struct cli_cmd *cmd, int argc, char **argv,
 	return ret;
 }
 
-int cli_cmd_backup(const struct cli_cmd *cmd, int argc, char **argv)
-{
-	return job_main(cmd, argc, argv, job_start);
-}
-
-int cli_cmd_mirror(const struct cli_cmd *cmd, int argc, char **argv)
-{
-	return job_main(cmd, argc, argv, job_start);
-}
-
-int cli_cmd_stream(const struct cli_cmd *cmd, int argc, char **argv)
-{
-	return job_main(cmd, argc, argv, job_start);
-}
-
-int cli_cmd_commit_live(const struct cli_cmd *cmd, int argc, char **argv)
+int cli_cmd_job_start(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	return job_main(cmd, argc, argv, job_start);
 }
