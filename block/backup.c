@@ -216,9 +216,7 @@ static void backup_free(struct blk_job *job)
 	free(b->bm_name);
 	if (b->hooked)
 		blk_remove_before_write(job->dev, &b->hook);
-	tgt_close(b->o.target);
-	free((char *)b->o.target->cfg.file);
-	free(b->o.target);
+	blk_copy_target_free(b->o.target);
 	jobmap_free(&b->map);
 	range_lock_destroy(&b->locks);
 }

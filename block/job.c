@@ -751,3 +751,10 @@ int blk_job_copy(struct blk_dev *d, struct tgt *dst, void *buf, uint64_t off, ui
 	*op = "write";
 	return blk_job_write_out(dst, buf, off, len, skip_zero);
 }
+
+void blk_copy_target_free(struct tgt *t)
+{
+	tgt_close(t);
+	free((char *)t->cfg.file);
+	free(t);
+}

@@ -265,6 +265,12 @@ struct blk_copy_opts {
 };
 
 /*
+ * Closes an open copy target as struct blk_copy_opts.target holds it
+ * (the struct and its cfg.file malloc'ed) and frees both.
+ */
+void blk_copy_target_free(struct tgt *t);
+
+/*
  * Helpers of the copy jobs, in a coroutine, inside the gate (or a drain).
  *
  * blk_job_scan(): sets in @m the granules the job must copy from the

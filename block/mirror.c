@@ -238,9 +238,7 @@ static void mirror_free(struct blk_job *job)
 				m->o.base->cfg.file);
 		blk_drain_end(job->dev);
 	} else if (!m->pivoted) {
-		tgt_close(m->o.target);
-		free((char *)m->o.target->cfg.file);
-		free(m->o.target);
+		blk_copy_target_free(m->o.target);
 	}
 	jobmap_free(&m->dirty);
 	range_lock_destroy(&m->locks);

@@ -333,9 +333,7 @@ static int job_open_target(void *arg)
 	if (t->caps.size_bytes < top->caps.size_bytes || t->caps.read_only) {
 		snprintf(js->why, sizeof(js->why), t->caps.read_only ? "%s is read-only" :
 			 "%s is smaller than the device", js->file);
-		tgt_close(t);
-		free((char *)t->cfg.file);
-		free(t);
+		blk_copy_target_free(t);
 		return -EINVAL;
 	}
 	js->cluster_bytes = 4096;
@@ -433,9 +431,7 @@ static int job_drive(struct ctl_call *call, bool mirror)
 		       blk_backup_start(&dev->blk, &o, js.why, sizeof(js.why));
 	if (ret) {
 		job_state_set(dev, "");
-		tgt_close(js.target);
-		free((char *)js.target->cfg.file);
-		free(js.target);
+		blk_copy_target_free(js.target);
 		return ctl_fail(call, ret, "%s", js.why);
 	}
 	return 0;
